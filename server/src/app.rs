@@ -1,0 +1,204 @@
+//! Assembles the gateway from its config: binds every socket, starts the hub, the IMS-side
+//! transports and the HTTP server, and shuts them down in order on SIGTERM.
+//!
+//! Owns: start-up and shutdown order, the HTTP router. Must not touch: protocol logic.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{Config, UpstreamTransport};
+use crate::edge::{Edge, EdgeSettings, FlowKey, Local};
+use crate::hub::{Hub, UpstreamSender};
+use crate::metrics::Metrics;
+use crate::transport::{ims, tls, ws};
+
+/// Why the gateway could not start; each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {what} {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("sip.flow_key_file {path}: {message}")]
+    FlowKey { path: String, message: String },
+}
+
+/// A started gateway.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+    drain: Duration,
+}
+
+/// Binds and starts everything; returns once every listener is up.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let shutdown = CancellationToken::new();
+    let metrics = Arc::new(Metrics::install());
+    let key = load_flow_key(&config)?;
+
+    let udp = ims::bind_udp(config.sip.listen)
+        .await
+        .map_err(|source| StartError::Bind { what: "sip.listen (UDP)", addr: config.sip.listen, source })?;
+    let tcp = TcpListener::bind(config.sip.listen)
+        .await
+        .map_err(|source| StartError::Bind { what: "sip.listen (TCP)", addr: config.sip.listen, source })?;
+    let tls_listener = match config.sip.tls_listen {
+        Some(addr) => {
+            let (Some(cert), Some(key)) = (&config.sip.tls_cert_file, &config.sip.tls_key_file) else {
+                unreachable!("Config::check requires both files with tls_listen");
+            };
+            let acceptor = tls::acceptor(cert, key)?;
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { what: "sip.tls_listen", addr, source })?;
+            Some((l, acceptor))
+        }
+        None => None,
+    };
+    let http = TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|source| StartError::Bind { what: "http.listen", addr: config.http.listen, source })?;
+    let http_addr = http.local_addr().unwrap_or(config.http.listen);
+
+    let (hub_tx, hub_rx) = mpsc::channel(16384);
+    let mut tasks = tokio::task::JoinSet::new();
+    let up = &config.sip.upstream;
+    let upstream = match up.transport {
+        UpstreamTransport::Udp => UpstreamSender::Udp { socket: udp.clone(), addr: up.addr },
+        UpstreamTransport::Tcp | UpstreamTransport::Tls => {
+            let tls = match up.transport {
+                UpstreamTransport::Tls => {
+                    let name = config.sip.tls_server_name.clone().unwrap_or_else(|| up.host.clone());
+                    let Some(ca) = &config.sip.tls_ca_file else {
+                        unreachable!("Config::check requires tls_ca_file for a TLS upstream");
+                    };
+                    Some(tls::connector(ca, &name)?)
+                }
+                _ => None,
+            };
+            let connector = ims::UpstreamConnector {
+                addr: up.addr,
+                tls,
+                connect_timeout: Duration::from_millis(config.sip.connect_timeout_ms),
+                max: config.sip.max_message_size,
+            };
+            let (tx, rx) = mpsc::channel(4096);
+            tasks.spawn(ims::run_upstream(connector, rx, hub_tx.clone(), shutdown.clone()));
+            UpstreamSender::Stream(tx)
+        }
+    };
+    let local = Local {
+        listen: config.sip.listen,
+        tls_listen: config.sip.tls_listen,
+        transport: up.transport,
+        ws_host: format!("{}.invalid", config.sip.domain.replace('.', "-")),
+    };
+    let edge = Edge::new(EdgeSettings { local, t1: config.t1() }, key);
+    let hub = Hub::new(edge, hub_rx, udp.clone(), upstream, metrics.clone());
+    let hub_task = tokio::spawn(hub.run());
+
+    let udp_upstream = (up.transport == UpstreamTransport::Udp).then_some(up.addr);
+    let max = config.sip.max_message_size;
+    tasks.spawn(ims::run_udp(udp, hub_tx.clone(), udp_upstream, max, shutdown.clone()));
+    tasks.spawn(ims::run_listener(tcp, None, hub_tx.clone(), max, shutdown.clone()));
+    if let Some((l, acceptor)) = tls_listener {
+        tasks.spawn(ims::run_listener(l, Some(acceptor), hub_tx.clone(), max, shutdown.clone()));
+    }
+
+    let ws_state = Arc::new(ws::WsState::new(
+        config.websocket.clone(),
+        hub_tx,
+        shutdown.clone(),
+        metrics.clone(),
+    ));
+    let router = router(ws_state, metrics);
+    let http_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let serve = axum::serve(
+            http,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
+        if let Err(e) = serve.await {
+            warn!(error = %e, "HTTP server ended");
+        }
+    });
+    // The hub ends when every input sender is gone, after the transports stop.
+    tasks.spawn(async move {
+        let _ = hub_task.await;
+    });
+    info!(
+        http = %http_addr,
+        sip = %config.sip.listen,
+        upstream = %config.sip.upstream.uri,
+        "imsgw serving"
+    );
+    Ok(Running {
+        http_addr,
+        shutdown,
+        tasks,
+        drain: Duration::from_secs(config.http.drain_secs),
+    })
+}
+
+impl Running {
+    /// Stops accepting, closes WebSockets with a close frame, and waits (bounded) for tasks.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.drain, drain).await.is_err() {
+            warn!("drain time over; exiting with connections still open");
+        }
+    }
+}
+
+/// The HTTP routes.
+pub fn router(ws_state: Arc<ws::WsState>, metrics: Arc<Metrics>) -> Router {
+    let m = Router::new()
+        .route("/metrics", get(render_metrics))
+        .with_state(metrics);
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/sip", get(ws::upgrade))
+        .with_state(ws_state)
+        .merge(m)
+}
+
+async fn healthz(State(s): State<Arc<ws::WsState>>) -> (axum::http::StatusCode, &'static str) {
+    if s.shutdown.is_cancelled() {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else {
+        (axum::http::StatusCode::OK, "ok\n")
+    }
+}
+
+async fn render_metrics(State(m): State<Arc<Metrics>>) -> String {
+    m.render()
+}
+
+fn load_flow_key(config: &Config) -> Result<FlowKey, StartError> {
+    let Some(path) = &config.sip.flow_key_file else {
+        return Ok(FlowKey::random());
+    };
+    let shown = path.display().to_string();
+    let secret = std::fs::read(path).map_err(|e| StartError::FlowKey { path: shown.clone(), message: e.to_string() })?;
+    let trimmed = secret.trim_ascii();
+    FlowKey::from_secret(trimmed).ok_or(StartError::FlowKey {
+        path: shown,
+        message: "needs at least 32 bytes of secret".into(),
+    })
+}

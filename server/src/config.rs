@@ -1,0 +1,518 @@
+//! The configuration tree: one typed struct per subsystem, read from a TOML file and overridden
+//! from the environment (`IMSGW_<SECTION>__<KEY>`), validated once at start-up.
+//!
+//! Every field carries its default in its doc comment; `deploy/imsgw.example.toml` documents the
+//! same keys for operators. Errors name the key and say what is wrong; they never echo a secret.
+//! This module reads files and the environment only through [`Config::from_sources`], so tests
+//! pass both in explicitly and never touch the process environment.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use imsgw_sip::{SipUri, Uri};
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[http]`: the HTTP and WebSocket listener.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// `[sip]`: the SIP side toward the IMS.
+    pub sip: SipConfig,
+    /// `[websocket]`: limits and keep-alives of SIP over WebSocket (RFC 7118).
+    #[serde(default)]
+    pub websocket: WebSocketConfig,
+    /// `[log]`: logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `http.listen`: address of the HTTP/WebSocket listener. Default `127.0.0.1:8080`: loopback
+    /// until Bearer tokens guard REGISTER.
+    #[serde(default = "default_http_listen")]
+    pub listen: SocketAddr,
+    /// `http.drain_secs`: on SIGTERM, how long to wait for connections to close. Default 10.
+    #[serde(default = "default_drain_secs")]
+    pub drain_secs: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_http_listen(),
+            drain_secs: default_drain_secs(),
+        }
+    }
+}
+
+/// `[sip]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipConfig {
+    /// `sip.domain`: the home domain, e.g. `ims.example`. Required.
+    pub domain: String,
+    /// `sip.listen`: the gateway's own SIP address toward the IMS, UDP and TCP. Default
+    /// `127.0.0.1:5062`. Path and Record-Route URIs name this address.
+    #[serde(default = "default_sip_listen")]
+    pub listen: SocketAddr,
+    /// `sip.upstream`: the P-CSCF as a SIP URI: `sip:HOST:PORT;transport=udp|tcp|tls` or
+    /// `sips:HOST:PORT`. Required. HOST must be an IP address (no DNS lookups).
+    pub upstream: Upstream,
+    /// `sip.tls_listen`: optional TLS listener toward the IMS (needs `tls_cert_file` and
+    /// `tls_key_file`). Required when the upstream is TLS, so the IMS side can reach us over TLS.
+    #[serde(default)]
+    pub tls_listen: Option<SocketAddr>,
+    /// `sip.tls_cert_file`: PEM certificate chain for `tls_listen`.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// `sip.tls_key_file`: PEM private key for `tls_listen`.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// `sip.tls_ca_file`: PEM CA certificates that the upstream's TLS certificate must chain to.
+    /// Required when the upstream is TLS.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// `sip.tls_server_name`: the name checked in the upstream's certificate. Default: the
+    /// upstream URI's host.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    /// `sip.flow_key_file`: file holding the secret (at least 32 bytes) that protects flow tokens
+    /// (RFC 5626 §5.2). Default: a random key per start, so Path bindings made before a restart
+    /// get `403` instead of `430`; set a file to keep them verifiable across restarts.
+    #[serde(default)]
+    pub flow_key_file: Option<PathBuf>,
+    /// `sip.t1_ms`: RFC 3261 timer T1 in milliseconds. Default 500. Timers B and F are 64*T1.
+    #[serde(default = "default_t1_ms")]
+    pub t1_ms: u64,
+    /// `sip.connect_timeout_ms`: how long to wait for a TCP/TLS connection to the upstream
+    /// before answering `503`. Default 3000.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// `sip.max_message_size`: largest SIP message accepted from the IMS side over UDP, TCP or
+    /// TLS, in bytes. Default 65535.
+    #[serde(default = "default_sip_max_message")]
+    pub max_message_size: usize,
+}
+
+/// `[websocket]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// `websocket.max_message_size`: largest SIP message a client may send, in bytes; larger
+    /// closes the connection with 1009 (RFC 6455 §7.4.1). Default 65536.
+    #[serde(default = "default_ws_max_message")]
+    pub max_message_size: usize,
+    /// `websocket.ping_interval_secs`: WebSocket Ping interval; a connection that has not
+    /// answered by the next ping is closed. 0 turns pings off. Default 30.
+    #[serde(default = "default_ping_interval")]
+    pub ping_interval_secs: u64,
+    /// `websocket.max_connections`: WebSocket connections served at once; more get HTTP 503.
+    /// Default 20000.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// `websocket.write_buffer_size`: per-connection write buffer in bytes. Default 4096.
+    #[serde(default = "default_ws_buffer")]
+    pub write_buffer_size: usize,
+    /// `websocket.read_buffer_size`: per-connection read buffer in bytes. Default 4096
+    /// (tungstenite's default of 128 KiB costs ~90 MB per 10k idle connections).
+    #[serde(default = "default_ws_buffer")]
+    pub read_buffer_size: usize,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            max_message_size: default_ws_max_message(),
+            ping_interval_secs: default_ping_interval(),
+            max_connections: default_max_connections(),
+            write_buffer_size: default_ws_buffer(),
+            read_buffer_size: default_ws_buffer(),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `log.filter`: a tracing filter such as `info` or `imsgw=debug`. Default `info`.
+    /// `RUST_LOG` wins when set.
+    #[serde(default = "default_log_filter")]
+    pub filter: String,
+    /// `log.format`: `text` or `json`. Default `text`.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: default_log_filter(),
+            format: LogFormat::default(),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+/// The transport toward the upstream P-CSCF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamTransport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl UpstreamTransport {
+    /// The `transport=` value for URIs (RFC 3261 §19.1.1).
+    pub fn param(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+        }
+    }
+
+    /// The Via transport token (RFC 3261 §20.42).
+    pub fn via(self) -> &'static str {
+        match self {
+            Self::Udp => "UDP",
+            Self::Tcp => "TCP",
+            Self::Tls => "TLS",
+        }
+    }
+}
+
+/// `sip.upstream`, parsed: where the P-CSCF is and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Upstream {
+    /// The URI as configured.
+    pub uri: String,
+    pub addr: SocketAddr,
+    pub transport: UpstreamTransport,
+    /// The URI's host, for TLS server-name checks.
+    pub host: String,
+}
+
+impl TryFrom<String> for Upstream {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        let uri = match Uri::parse(&s) {
+            Ok(Uri::Sip(u)) => u,
+            _ => {
+                return Err(format!(
+                    "`{s}` is not a SIP URI; write it like `sip:192.0.2.10:5060;transport=udp`"
+                ));
+            }
+        };
+        upstream_from_uri(&s, &uri)
+    }
+}
+
+fn upstream_from_uri(s: &str, uri: &SipUri) -> Result<Upstream, String> {
+    let transport = match (uri.secure, uri.transport().as_deref()) {
+        (true, None | Some("tls") | Some("tcp")) => UpstreamTransport::Tls,
+        (false, None | Some("udp")) => UpstreamTransport::Udp,
+        (false, Some("tcp")) => UpstreamTransport::Tcp,
+        (false, Some("tls")) => UpstreamTransport::Tls,
+        (_, Some(other)) => {
+            return Err(format!(
+                "transport `{other}` in `{s}` is not supported; use udp, tcp or tls"
+            ));
+        }
+    };
+    let host = uri.host.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = host.parse().map_err(|_| {
+        format!("host `{}` in `{s}` must be an IP address (imsgw does no DNS lookups)", uri.host)
+    })?;
+    let default_port = if transport == UpstreamTransport::Tls { 5061 } else { 5060 };
+    Ok(Upstream {
+        uri: s.to_string(),
+        addr: SocketAddr::new(ip, uri.port.unwrap_or(default_port)),
+        transport,
+        host: host.to_string(),
+    })
+}
+
+/// A configuration error: names the key (or file) and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config key `{key}`{origin}: {message}")]
+    Key {
+        key: String,
+        origin: String,
+        message: String,
+    },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+impl Config {
+    /// Reads `path` and applies the `IMSGW_*` variables among `env`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_sources(path, &text, std::env::vars())
+    }
+
+    /// Parses `text` (read from `path`, named in errors) with the environment overrides in
+    /// `env`; only variables starting with `IMSGW_` are looked at.
+    pub fn from_sources(
+        path: &Path,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })?;
+        let overrides = apply_env(&mut table, env)?;
+        let value = toml::Value::Table(table);
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            let origin = overrides
+                .get(&key)
+                .map(|var| format!(" (from {var})"))
+                .unwrap_or_default();
+            ConfigError::Key {
+                key,
+                origin,
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks that need more than one key.
+    fn check(&self) -> Result<(), ConfigError> {
+        let key_err = |key: &str, message: &str| ConfigError::Key {
+            key: key.to_string(),
+            origin: String::new(),
+            message: message.to_string(),
+        };
+        let domain = &self.sip.domain;
+        if domain.is_empty() || domain.contains(|c: char| c.is_whitespace() || "<>@;:".contains(c)) {
+            return Err(key_err("sip.domain", "must be a plain host name such as `ims.example`"));
+        }
+        if self.sip.tls_listen.is_some()
+            && (self.sip.tls_cert_file.is_none() || self.sip.tls_key_file.is_none())
+        {
+            return Err(key_err(
+                "sip.tls_listen",
+                "needs sip.tls_cert_file and sip.tls_key_file",
+            ));
+        }
+        if self.sip.upstream.transport == UpstreamTransport::Tls {
+            if self.sip.tls_ca_file.is_none() {
+                return Err(key_err(
+                    "sip.tls_ca_file",
+                    "required when sip.upstream uses TLS: the CA that signed the P-CSCF's certificate",
+                ));
+            }
+            if self.sip.tls_listen.is_none() {
+                return Err(key_err(
+                    "sip.tls_listen",
+                    "required when sip.upstream uses TLS: the IMS side reaches users over TLS too",
+                ));
+            }
+        }
+        if self.sip.t1_ms == 0 || self.sip.t1_ms > 10_000 {
+            return Err(key_err("sip.t1_ms", "must be between 1 and 10000"));
+        }
+        if self.websocket.max_message_size < 1024 {
+            return Err(key_err("websocket.max_message_size", "must be at least 1024"));
+        }
+        if self.sip.max_message_size < 1024 {
+            return Err(key_err("sip.max_message_size", "must be at least 1024"));
+        }
+        if self.websocket.read_buffer_size < 512 || self.websocket.write_buffer_size < 512 {
+            return Err(key_err(
+                "websocket.read_buffer_size",
+                "read and write buffers must be at least 512 bytes",
+            ));
+        }
+        Ok(())
+    }
+
+    /// RFC 3261 timer T1.
+    pub fn t1(&self) -> Duration {
+        Duration::from_millis(self.sip.t1_ms)
+    }
+}
+
+/// Applies `IMSGW_SECTION__KEY=value` to `table`. The value is read as a TOML value when it is
+/// one (numbers, booleans, quoted strings) and as a plain string otherwise. Returns, for each
+/// key set, the variable that set it, so errors can say where a bad value came from.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut origins = BTreeMap::new();
+    for (var, raw) in env {
+        let Some(rest) = var.strip_prefix("IMSGW_") else {
+            continue;
+        };
+        let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        if path.len() != 2 || path.iter().any(String::is_empty) {
+            return Err(ConfigError::Env {
+                var,
+                message: "expected IMSGW_<SECTION>__<KEY>, e.g. IMSGW_SIP__UPSTREAM".into(),
+            });
+        }
+        let value = parse_env_value(&raw);
+        let section = table
+            .entry(path[0].clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(section) = section.as_table_mut() else {
+            return Err(ConfigError::Env {
+                var,
+                message: format!("`{}` is not a section", path[0]),
+            });
+        };
+        section.insert(path[1].clone(), value);
+        origins.insert(format!("{}.{}", path[0], path[1]), var);
+    }
+    Ok(origins)
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+fn default_http_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_sip_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5062))
+}
+fn default_drain_secs() -> u64 {
+    10
+}
+fn default_t1_ms() -> u64 {
+    500
+}
+fn default_connect_timeout_ms() -> u64 {
+    3000
+}
+fn default_sip_max_message() -> usize {
+    65535
+}
+fn default_ws_max_message() -> usize {
+    65536
+}
+fn default_ping_interval() -> u64 {
+    30
+}
+fn default_max_connections() -> usize {
+    20000
+}
+fn default_ws_buffer() -> usize {
+    4096
+}
+fn default_log_filter() -> String {
+    "info".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+[sip]
+domain = "ims.example"
+upstream = "sip:127.0.0.1:5070;transport=udp"
+"#;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_sources(
+            Path::new("test.toml"),
+            text,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = load(MIN, &[]).expect("valid");
+        assert_eq!(c.http.listen, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(c.sip.listen, "127.0.0.1:5062".parse().expect("addr"));
+        assert_eq!(c.sip.upstream.transport, UpstreamTransport::Udp);
+        assert_eq!(c.websocket.max_message_size, 65536);
+    }
+
+    #[test]
+    fn env_overrides_a_key() {
+        let c = load(MIN, &[("IMSGW_SIP__UPSTREAM", "sip:127.0.0.1:5080;transport=tcp"), ("PATH", "/bin")])
+            .expect("valid");
+        assert_eq!(c.sip.upstream.transport, UpstreamTransport::Tcp);
+        assert_eq!(c.sip.upstream.addr.port(), 5080);
+        let c = load(MIN, &[("IMSGW_WEBSOCKET__PING_INTERVAL_SECS", "5")]).expect("valid");
+        assert_eq!(c.websocket.ping_interval_secs, 5);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = load(&format!("{MIN}\nfoo = 1\n"), &[]).expect_err("unknown key");
+        let msg = e.to_string();
+        assert!(msg.contains("foo"), "{msg}");
+        let e = load(MIN, &[("IMSGW_SIP__LISTN", "1.2.3.4:5")]).expect_err("unknown key");
+        let msg = e.to_string();
+        assert!(msg.contains("listn") && msg.contains("IMSGW_SIP__LISTN"), "{msg}");
+    }
+
+    #[test]
+    fn bad_address_names_the_key() {
+        let e = load(&MIN.replace("[sip]", "[http]\nlisten = \"nope\"\n[sip]"), &[]).expect_err("bad");
+        assert!(e.to_string().contains("http.listen"), "{e}");
+        let e = load(&MIN.replace("sip:127.0.0.1:5070;transport=udp", "sip:pcscf.example"), &[])
+            .expect_err("dns name");
+        assert!(e.to_string().contains("sip.upstream"), "{e}");
+        assert!(e.to_string().contains("IP address"), "{e}");
+    }
+
+    #[test]
+    fn tls_upstream_needs_ca_and_listener() {
+        let text = MIN.replace("sip:127.0.0.1:5070;transport=udp", "sips:127.0.0.1:5071");
+        let e = load(&text, &[]).expect_err("no ca");
+        assert!(e.to_string().contains("sip.tls_ca_file"), "{e}");
+    }
+
+    #[test]
+    fn missing_required_key_is_named() {
+        let e = load("[sip]\ndomain = \"ims.example\"\n", &[]).expect_err("no upstream");
+        assert!(e.to_string().contains("upstream"), "{e}");
+    }
+}

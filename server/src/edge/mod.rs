@@ -1,0 +1,213 @@
+//! The SIP edge: an RFC 5626 outbound edge proxy between WebSocket clients (RFC 7118) and the
+//! operator's P-CSCF, as a transaction-stateful proxy (RFC 3261 §16–17).
+//!
+//! This module does no I/O and reads no clock: drivers feed it what arrived
+//! ([`Edge::from_flow`], [`Edge::from_ims`]), what happened to connections and sends
+//! ([`Edge::flow_closed`], [`Edge::send_failed`], [`Edge::upstream_failed`]) and the time
+//! ([`Edge::handle_timeout`]), then drain [`Edge::poll_output`] and sleep until
+//! [`Edge::poll_timeout`]. Owns: flows known to be open, transactions, routing decisions.
+//! Must not touch: sockets, tasks, the system clock.
+
+pub mod flow;
+pub mod local;
+mod request;
+mod response;
+mod txn;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+pub use flow::{FlowId, FlowKey};
+pub use local::Local;
+pub use txn::TxnId;
+
+use txn::Transactions;
+
+/// A connection on the IMS side, as the driver knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Link {
+    /// A datagram from/to this address over `sip.listen`'s UDP socket.
+    Udp(SocketAddr),
+    /// A TCP or TLS connection (accepted, or ours to the upstream), by the driver's id.
+    Conn(u64),
+}
+
+/// Where an output goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dest {
+    /// Down a WebSocket.
+    Flow(FlowId),
+    /// To the configured P-CSCF, over the driver's pooled connection or UDP socket.
+    Upstream,
+    /// Back on a specific IMS-side link (responses to requests that arrived on it).
+    Link(Link),
+}
+
+/// Something for a driver to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send `bytes` to `to`; if it cannot be sent and `txn` is set, call
+    /// [`Edge::send_failed`] with it.
+    Send {
+        to: Dest,
+        bytes: Bytes,
+        txn: Option<TxnId>,
+    },
+    /// Close a WebSocket that spoke something other than SIP (RFC 6455 §7.4.1 code 1002).
+    CloseFlow { flow: FlowId, reason: &'static str },
+}
+
+/// Counters the drivers export as metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    pub requests_from_flows: u64,
+    pub requests_from_ims: u64,
+    pub responses_forwarded: u64,
+    pub rejected_400: u64,
+    pub flow_failed_430: u64,
+    pub forged_403: u64,
+    pub timeouts_408: u64,
+    pub unavailable_503: u64,
+}
+
+/// Settings of the core, from the config tree.
+#[derive(Debug, Clone)]
+pub struct EdgeSettings {
+    pub local: Local,
+    /// RFC 3261 T1.
+    pub t1: Duration,
+}
+
+/// An open WebSocket as the core knows it.
+#[derive(Debug, Clone, Copy)]
+struct FlowInfo {
+    remote: SocketAddr,
+}
+
+/// The edge proxy state machine.
+pub struct Edge {
+    settings: EdgeSettings,
+    key: FlowKey,
+    flows: HashMap<FlowId, FlowInfo>,
+    txns: Transactions,
+    out: VecDeque<Output>,
+    stats: Stats,
+}
+
+impl Edge {
+    pub fn new(settings: EdgeSettings, key: FlowKey) -> Self {
+        let txns = Transactions::new(settings.t1);
+        Self {
+            settings,
+            key,
+            flows: HashMap::new(),
+            txns,
+            out: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// A WebSocket finished its handshake.
+    pub fn flow_opened(&mut self, flow: FlowId, remote: SocketAddr) {
+        self.flows.insert(flow, FlowInfo { remote });
+    }
+
+    /// A WebSocket is gone: its flow ends (RFC 7118 §6, RFC 5626 §5.3). Requests still waiting
+    /// on it get `430 Flow Failed`.
+    pub fn flow_closed(&mut self, now: Instant, flow: FlowId) {
+        self.flows.remove(&flow);
+        for id in self.txns.pending_to(Dest::Flow(flow)) {
+            self.fail_client(now, id, 430, "Flow Failed");
+        }
+    }
+
+    /// Open flows.
+    pub fn flow_count(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Transactions in memory.
+    pub fn txn_count(&self) -> usize {
+        self.txns.len()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// One WebSocket message from `flow` (RFC 7118 §5: one SIP message each).
+    pub fn from_flow(&mut self, now: Instant, flow: FlowId, bytes: Bytes) {
+        let Some(info) = self.flows.get(&flow).copied() else {
+            return;
+        };
+        // RFC 5626 §4.4.1 keep-alive: a double CRLF ping gets a single CRLF pong.
+        if bytes.iter().all(|b| *b == b'\r' || *b == b'\n') {
+            if bytes.as_ref() == b"\r\n\r\n" {
+                self.push(Dest::Flow(flow), Bytes::from_static(b"\r\n"), None);
+            }
+            return;
+        }
+        request::from_flow(self, now, flow, info.remote, bytes);
+    }
+
+    /// One SIP message from the IMS side: a datagram, or one framed message from a stream.
+    pub fn from_ims(&mut self, now: Instant, link: Link, source: SocketAddr, bytes: Bytes) {
+        request::from_ims(self, now, link, source, bytes);
+    }
+
+    /// A send that carried `txn` could not be done (connection refused, closed, no route):
+    /// RFC 3261 §8.1.3.1 / §16.7: a transport error is treated as a `503`; a dead flow is `430`.
+    pub fn send_failed(&mut self, now: Instant, txn: TxnId) {
+        let code = match self.txns.dest_of(txn) {
+            Some(Dest::Flow(_)) => (430, "Flow Failed"),
+            Some(_) => (503, "Service Unavailable"),
+            None => return,
+        };
+        self.fail_client(now, txn, code.0, code.1);
+    }
+
+    /// The P-CSCF is unreachable (ICMP port unreachable, or its connection broke): every
+    /// request still waiting on it gets `503` now rather than after Timer B/F.
+    pub fn upstream_failed(&mut self, now: Instant) {
+        for id in self.txns.pending_to(Dest::Upstream) {
+            self.fail_client(now, id, 503, "Service Unavailable");
+        }
+    }
+
+    /// Fires due timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        txn::handle_timeout(self, now);
+    }
+
+    /// When [`Edge::handle_timeout`] next has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.txns.next_deadline()
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    fn push(&mut self, to: Dest, bytes: Bytes, txn: Option<TxnId>) {
+        self.out.push_back(Output::Send { to, bytes, txn });
+    }
+
+    /// Ends a client transaction that got no final response with a locally made one.
+    fn fail_client(&mut self, now: Instant, id: TxnId, code: u16, reason: &str) {
+        match code {
+            408 => self.stats.timeouts_408 += 1,
+            430 => self.stats.flow_failed_430 += 1,
+            503 => self.stats.unavailable_503 += 1,
+            _ => {}
+        }
+        if let Some((to, bytes)) = self.txns.fail(now, id, code, reason) {
+            self.push(to, bytes, None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

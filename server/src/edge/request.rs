@@ -1,0 +1,474 @@
+//! Requests through the edge: from a WebSocket toward the P-CSCF, and from the IMS side down
+//! the WebSocket that a flow token names (RFC 3261 §16.3–16.6, RFC 5626 §5, RFC 3327, RFC 7118).
+//!
+//! Owns: request checks, Route popping, the header edits made on the way through.
+//! Must not touch: sockets; transaction timers (see `txn`).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use imsgw_sip::{HeaderName, Message, Method, NameAddr, Splice, response_to};
+use tracing::{debug, warn};
+
+use super::local::OurRoute;
+use super::txn::{Cancel, Origin, ServerKey, State, TxnId, fnv, hop_request, local_tag};
+use super::{Dest, Edge, FlowId, Link, Output, response};
+use crate::config::UpstreamTransport;
+
+/// Where a request came from.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Flow(FlowId, SocketAddr),
+    Ims(Link, SocketAddr),
+}
+
+impl Side {
+    /// Where responses to it go (RFC 3261 §18.2.2; RFC 7118 §5: back over the WebSocket).
+    fn reply_to(self, msg: &Message) -> Dest {
+        match self {
+            Side::Flow(flow, _) => Dest::Flow(flow),
+            Side::Ims(Link::Udp(source), _) => {
+                // RFC 3261 §18.2.2 with RFC 3581: the source address, and the sent-by port
+                // unless the client asked for rport.
+                let port = match msg.top_via() {
+                    Ok(v) if v.rport.is_none() => v.port.unwrap_or(5060),
+                    _ => source.port(),
+                };
+                Dest::Link(Link::Udp(SocketAddr::new(source.ip(), port)))
+            }
+            Side::Ims(link, _) => Dest::Link(link),
+        }
+    }
+
+    fn source(self) -> SocketAddr {
+        match self {
+            Side::Flow(_, a) | Side::Ims(_, a) => a,
+        }
+    }
+}
+
+pub(super) fn from_flow(edge: &mut Edge, now: Instant, flow: FlowId, remote: SocketAddr, bytes: Bytes) {
+    let msg = match Message::parse(bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            // Nothing to answer: without a start line and headers there is no response to form.
+            debug!(%flow, error = %e, "unparseable message on a WebSocket; closing it");
+            edge.stats.rejected_400 += 1;
+            edge.out.push_back(Output::CloseFlow {
+                flow,
+                reason: "malformed SIP message",
+            });
+            return;
+        }
+    };
+    if !msg.is_request() {
+        response::handle(edge, now, msg);
+        return;
+    }
+    edge.stats.requests_from_flows += 1;
+    proxy(edge, now, Side::Flow(flow, remote), msg);
+}
+
+pub(super) fn from_ims(edge: &mut Edge, now: Instant, link: Link, source: SocketAddr, bytes: Bytes) {
+    let msg = match Message::parse(bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            debug!(?link, %source, error = %e, "unparseable message from the IMS side; dropped");
+            return;
+        }
+    };
+    if !msg.is_request() {
+        response::handle(edge, now, msg);
+        return;
+    }
+    edge.stats.requests_from_ims += 1;
+    proxy(edge, now, Side::Ims(link, source), msg);
+}
+
+/// The steps of RFC 3261 §16.3–16.6 for one request.
+fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
+    let reply_to = side.reply_to(&msg);
+    let method = msg.method().cloned().unwrap_or(Method::Other(String::new()));
+    if let Err(e) = msg.validate() {
+        if method != Method::Ack {
+            reject(edge, reply_to, &msg, 400, "Bad Request", Some(&e.to_string()));
+        }
+        return;
+    }
+    let key = server_key(&msg, None);
+    // RFC 3261 §17.2.3: ACK for a non-2xx final and CANCEL belong to the INVITE's transaction.
+    if matches!(method, Method::Ack | Method::Cancel) {
+        let invite_key = server_key(&msg, Some("INVITE"));
+        if let Some(id) = invite_key.as_ref().and_then(|k| edge.txns.by_server(k)) {
+            if method == Method::Cancel {
+                cancel(edge, now, id, &msg, reply_to);
+                return;
+            }
+            let state = edge.txns.get(id).map(|t| t.state);
+            if state == Some(State::Completed) {
+                return; // ACK of our non-2xx: hop by hop, ends here (RFC 3261 §17.2.1).
+            }
+        }
+    }
+    // A retransmission (UDP from the IMS side): answer it with what was last sent.
+    if let Some(id) = key.as_ref().and_then(|k| edge.txns.by_server(k)) {
+        if let Some(last) = edge.txns.get(id).and_then(|t| t.last_response.clone()) {
+            edge.push(reply_to, last, None);
+        }
+        return;
+    }
+    match msg.max_forwards() {
+        Ok(Some((0, _))) if method != Method::Ack => {
+            reject(edge, reply_to, &msg, 483, "Too Many Hops", None);
+            return;
+        }
+        _ => {}
+    }
+    let loop_hash = loop_hash(&msg);
+    if is_loop(edge, &msg, loop_hash) {
+        if method != Method::Ack {
+            reject(edge, reply_to, &msg, 482, "Loop Detected", None);
+        }
+        return;
+    }
+    let routes = match msg.routes() {
+        Ok(r) => r,
+        Err(e) => {
+            reject(edge, reply_to, &msg, 400, "Bad Request", Some(&e.to_string()));
+            return;
+        }
+    };
+    let popped = ours_on_top(edge, &routes);
+    let dest = match side {
+        Side::Flow(..) => Dest::Upstream,
+        Side::Ims(..) => match flow_for(edge, &msg, &routes[..popped]) {
+            Ok(flow) => Dest::Flow(flow),
+            Err((code, reason)) => {
+                if code == 200 {
+                    // OPTIONS aimed at the edge itself: a keep-alive or a probe (RFC 3261 §11).
+                    let r = response_to(&msg, 200, "OK", Some(&local_tag_for(&msg)), &[]);
+                    edge.push(reply_to, r, None);
+                } else if method != Method::Ack {
+                    if code == 403 {
+                        edge.stats.forged_403 += 1;
+                    } else if code == 430 {
+                        edge.stats.flow_failed_430 += 1;
+                    }
+                    reject(edge, reply_to, &msg, code, reason, None);
+                }
+                return;
+            }
+        },
+    };
+    let (id, branch) = edge.txns.new_branch(loop_hash);
+    let bytes = match rewrite(edge, side, dest, &msg, &routes, popped, &branch) {
+        Ok(b) => b,
+        Err(e) => {
+            warn!(error = %e, "could not rewrite a request");
+            reject(edge, reply_to, &msg, 500, "Server Internal Error", None);
+            return;
+        }
+    };
+    if method == Method::Ack {
+        // ACK for a 2xx is its own end-to-end transaction: forward it statelessly.
+        edge.push(dest, bytes, None);
+        return;
+    }
+    let sent = match Message::parse(bytes.clone()) {
+        Ok(m) => m,
+        Err(e) => {
+            warn!(error = %e, "rewritten request does not parse");
+            reject(edge, reply_to, &msg, 500, "Server Internal Error", None);
+            return;
+        }
+    };
+    let retransmit = dest == Dest::Upstream && edge.settings.local.transport == UpstreamTransport::Udp;
+    let invite = method == Method::Invite;
+    let trying = invite.then(|| response_to(&msg, 100, "Trying", None, &[]));
+    let udp_origin = matches!(reply_to, Dest::Link(Link::Udp(_)));
+    edge.txns.insert(
+        now,
+        id,
+        branch,
+        sent,
+        dest,
+        retransmit,
+        Some(Origin {
+            reply_to,
+            request: msg,
+            key,
+        }),
+    );
+    edge.push(dest, bytes, Some(id));
+    // RFC 3261 §17.2.1: the INVITE server transaction answers 100 at once.
+    if let Some(trying) = trying {
+        if udp_origin
+            && let Some(t) = edge.txns.get_mut(id) {
+                t.last_response = Some(trying.clone());
+            }
+        edge.push(reply_to, trying, None);
+    }
+}
+
+/// Builds the forwarded request by splicing the original (RFC 3261 §16.6).
+fn rewrite(
+    edge: &Edge,
+    side: Side,
+    dest: Dest,
+    msg: &Message,
+    routes: &[NameAddr],
+    popped: usize,
+    branch: &str,
+) -> Result<Bytes, imsgw_sip::SpliceError> {
+    let local = &edge.settings.local;
+    let mut s = Splice::new();
+    let top = msg.headers_start();
+    let method = msg.method();
+    let initial = msg.to().map(|t| t.tag().is_none()).unwrap_or(false);
+    let dialog_creating = initial
+        && matches!(
+            method,
+            Some(Method::Invite | Method::Subscribe | Method::Refer | Method::Notify)
+        );
+    match side {
+        Side::Flow(flow, _) => {
+            s.insert(top, format!("Via: {}\r\n", local.via_ims(branch)));
+            if dialog_creating {
+                // RFC 5658 double Record-Route: the IMS-facing URI on top, the flow-facing below.
+                s.insert(
+                    top,
+                    format!("Record-Route: {}, {}\r\n", local.rr_ims(), local.rr_ws(&edge.key, flow)),
+                );
+            }
+            if method == Some(&Method::Register) {
+                // RFC 5626 §5.1: `ob` when the UA registers with reg-id.
+                let ob = match msg.contacts() {
+                    Ok(imsgw_sip::Contacts::List(list)) => {
+                        list.iter().any(|c| c.param("reg-id").is_some())
+                    }
+                    _ => false,
+                };
+                s.insert(top, format!("Path: {}\r\n", local.path(&edge.key, flow, ob)));
+                if !supports(msg, "path") {
+                    s.insert(top, Bytes::from_static(b"Supported: path\r\n"));
+                }
+            }
+        }
+        Side::Ims(..) => {
+            s.insert(top, format!("Via: {}\r\n", local.via_ws(branch)));
+            if dialog_creating
+                && let Dest::Flow(flow) = dest {
+                    s.insert(
+                        top,
+                        format!("Record-Route: {}, {}\r\n", local.rr_ws(&edge.key, flow), local.rr_ims()),
+                    );
+                }
+        }
+    }
+    // RFC 3261 §18.2.1 / RFC 3581 / RFC 7118 §5.4: received (and rport) on the sender's Via.
+    if let Ok(via) = msg.top_via() {
+        let source = side.source();
+        let ip = source.ip().to_string();
+        let host = via.host.trim_start_matches('[').trim_end_matches(']');
+        let end = via.sent_by_end();
+        if via.received.is_none() && host != ip {
+            s.insert(end, format!(";received={ip}"));
+        }
+        if via.rport == Some(None)
+            && let Some(r) = via.param_range("rport") {
+                s.replace(r, format!(";rport={}", source.port()));
+            }
+    }
+    delete_popped_routes(msg, routes, popped, &mut s);
+    // RFC 3261 §16.6 step 3.
+    match msg.max_forwards() {
+        Ok(Some((n, range))) => s.replace(range, n.saturating_sub(1).to_string()),
+        _ => s.insert(top, Bytes::from_static(b"Max-Forwards: 70\r\n")),
+    }
+    // Streams need Content-Length (RFC 3261 §18.3); WebSocket clients may leave it out.
+    if !matches!(msg.content_length(), Ok(Some(_))) {
+        s.insert(msg.headers_end(), format!("Content-Length: {}\r\n", msg.body().len()));
+    }
+    s.apply(msg.as_bytes())
+}
+
+/// Leading Route values that name us (RFC 3261 §16.4: a loose router removes its own).
+fn ours_on_top(edge: &Edge, routes: &[NameAddr]) -> usize {
+    routes
+        .iter()
+        .take_while(|r| edge.settings.local.our_route(&r.uri, &edge.key).is_some())
+        .count()
+}
+
+/// Which flow a request from the IMS side goes down: the flow token in the Route values we
+/// popped (Path or Record-Route), else in a Request-URI that names us.
+/// `Err((200, _))` means an OPTIONS for the edge itself.
+fn flow_for(edge: &Edge, msg: &Message, popped: &[NameAddr]) -> Result<FlowId, (u16, &'static str)> {
+    let local = &edge.settings.local;
+    let mut found = None;
+    for r in popped {
+        match local.our_route(&r.uri, &edge.key) {
+            Some(OurRoute::Flow(f)) => found = Some(f),
+            // RFC 5626 §5.3: a token that does not verify -> 403.
+            Some(OurRoute::Forged) => return Err((403, "Forbidden")),
+            _ => {}
+        }
+    }
+    if found.is_none() {
+        let ruri = msg
+            .request_uri()
+            .and_then(|u| imsgw_sip::SipUri::parse(u).ok())
+            .map(imsgw_sip::Uri::Sip);
+        match ruri.as_ref().and_then(|u| local.our_route(u, &edge.key)) {
+            Some(OurRoute::Flow(f)) => found = Some(f),
+            Some(OurRoute::Forged) => return Err((403, "Forbidden")),
+            Some(OurRoute::Plain) if msg.method() == Some(&Method::Options) && popped.is_empty() => {
+                return Err((200, "OK"));
+            }
+            _ => {}
+        }
+    }
+    let Some(flow) = found else {
+        if popped.is_empty() && msg.method() == Some(&Method::Options) {
+            return Err((200, "OK"));
+        }
+        return Err((404, "Not Found"));
+    };
+    if edge.flows.contains_key(&flow) {
+        Ok(flow)
+    } else {
+        // RFC 5626 §5.3: the flow is gone.
+        Err((430, "Flow Failed"))
+    }
+}
+
+/// Deletes the first `popped` Route values: whole lines where every value goes, otherwise
+/// from the first popped value to the first kept one on that line.
+fn delete_popped_routes(msg: &Message, routes: &[NameAddr], popped: usize, s: &mut Splice) {
+    if popped == 0 {
+        return;
+    }
+    for h in msg.headers().iter().filter(|h| h.name == HeaderName::Route) {
+        let on_line: Vec<(usize, &NameAddr)> = routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.range.start >= h.value.start && r.range.end <= h.value.end)
+            .collect();
+        let gone: Vec<&(usize, &NameAddr)> = on_line.iter().filter(|(i, _)| *i < popped).collect();
+        if gone.is_empty() {
+            continue;
+        }
+        if gone.len() == on_line.len() {
+            s.delete(h.line.clone());
+        } else if let (Some(first), Some((_, kept))) = (gone.first(), on_line.get(gone.len())) {
+            s.delete(first.1.range.start..kept.range.start);
+        }
+    }
+}
+
+fn supports(msg: &Message, option: &str) -> bool {
+    msg.headers()
+        .iter()
+        .filter(|h| h.name == HeaderName::Supported)
+        .flat_map(|h| msg.value(h).split(|b| *b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(option.as_bytes()))
+}
+
+/// RFC 3261 §16.3 item 4, §16.6 item 8: a hash over what a loop leaves unchanged and a spiral
+/// changes (Request-URI, From tag, To tag, Call-ID, CSeq number).
+fn loop_hash(msg: &Message) -> u32 {
+    let mut data = Vec::with_capacity(256);
+    data.extend_from_slice(msg.request_uri().unwrap_or("").as_bytes());
+    data.push(0);
+    if let Ok(f) = msg.from() {
+        data.extend_from_slice(f.tag().unwrap_or("").as_bytes());
+    }
+    data.push(0);
+    if let Ok(t) = msg.to() {
+        data.extend_from_slice(t.tag().unwrap_or("").as_bytes());
+    }
+    data.push(0);
+    data.extend_from_slice(msg.call_id().unwrap_or("").as_bytes());
+    data.push(0);
+    if let Ok(c) = msg.cseq() {
+        data.extend_from_slice(&c.seq.to_be_bytes());
+    }
+    fnv(&data)
+}
+
+fn is_loop(edge: &Edge, msg: &Message, hash: u32) -> bool {
+    let tail = format!(".{hash:08x}");
+    let Ok(vias) = msg.vias() else {
+        return false;
+    };
+    vias.iter().any(|v| {
+        edge.settings.local.is_our_via(&v.host, v.port)
+            && v.branch.as_deref().is_some_and(|b| b.ends_with(&tail))
+    })
+}
+
+fn server_key(msg: &Message, method: Option<&str>) -> Option<ServerKey> {
+    let via = msg.top_via().ok()?;
+    let branch = via.branch?;
+    let method = match method {
+        Some(m) => m.to_string(),
+        None => msg.method()?.as_str().to_string(),
+    };
+    Some(ServerKey {
+        branch,
+        sent_by: format!("{}:{}", via.host.to_ascii_lowercase(), via.port.unwrap_or(0)),
+        method,
+    })
+}
+
+/// A stable To tag for a response the edge makes to a request it does not forward.
+fn local_tag_for(msg: &Message) -> String {
+    let branch = msg.top_via().ok().and_then(|v| v.branch).unwrap_or_default();
+    local_tag(&branch)
+}
+
+/// Answers a request the edge will not forward, with a `Warning` naming why (RFC 3261 §20.43).
+fn reject(edge: &mut Edge, to: Dest, msg: &Message, code: u16, reason: &str, why: Option<&str>) {
+    if code == 400 {
+        edge.stats.rejected_400 += 1;
+    }
+    let warning;
+    let mut extra: Vec<(&str, &str)> = Vec::new();
+    if let Some(why) = why {
+        warning = format!("399 imsgw \"{}\"", why.replace('"', "'"));
+        extra.push(("Warning", &warning));
+    }
+    let r = response_to(msg, code, reason, Some(&local_tag_for(msg)), &extra);
+    debug!(code, reason, "rejected a request");
+    edge.push(to, r, None);
+}
+
+/// CANCEL for a pending INVITE (RFC 3261 §16.10): answer it, then cancel our branch once it
+/// has had a provisional response (§9.1).
+fn cancel(edge: &mut Edge, now: Instant, id: TxnId, msg: &Message, reply_to: Dest) {
+    let r = response_to(msg, 200, "OK", Some(&local_tag_for(msg)), &[]);
+    edge.push(reply_to, r, None);
+    let Some(t) = edge.txns.get_mut(id) else {
+        return;
+    };
+    match t.state {
+        State::Proceeding => send_cancel(edge, now, id),
+        State::Trying => t.cancel = Cancel::Pending,
+        State::Accepted | State::Completed => {}
+    }
+}
+
+/// Sends CANCEL for the INVITE of `id` toward where the INVITE went.
+pub(super) fn send_cancel(edge: &mut Edge, _now: Instant, id: TxnId) {
+    let Some(t) = edge.txns.get_mut(id) else {
+        return;
+    };
+    if t.cancel == Cancel::Sent || !t.invite {
+        return;
+    }
+    t.cancel = Cancel::Sent;
+    let bytes = hop_request(&t.sent, "CANCEL", None);
+    let dest = t.dest;
+    edge.push(dest, bytes, None);
+}

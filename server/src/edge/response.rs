@@ -1,0 +1,96 @@
+//! Responses through the edge (RFC 3261 §16.7, §17.1; RFC 6026): matched to a transaction by
+//! our top Via's branch, our Via removed, then forwarded toward where the request came from.
+//!
+//! Owns: response matching and forwarding. Must not touch: sockets.
+
+use std::time::Instant;
+
+use imsgw_sip::{HeaderName, Message, Method, Splice};
+use tracing::debug;
+
+use super::txn::{Cancel, State, hop_request};
+use super::{Dest, Edge, Link, request};
+
+pub(super) fn handle(edge: &mut Edge, now: Instant, msg: Message) {
+    let Some(status) = msg.status() else {
+        return;
+    };
+    let Ok(via) = msg.top_via() else {
+        debug!("response without a Via; dropped");
+        return;
+    };
+    if !edge.settings.local.is_our_via(&via.host, via.port) {
+        // RFC 3261 §18.1.2: a response whose top Via is not ours is discarded.
+        debug!(status, "response not addressed to us; dropped");
+        return;
+    }
+    let Some(id) = via.branch.as_deref().and_then(|b| edge.txns.by_branch(b)) else {
+        debug!(status, "response matches no transaction; dropped");
+        return;
+    };
+    // The answer to a CANCEL we sent shares the INVITE's branch; it ends here.
+    if matches!(msg.cseq(), Ok(c) if c.method == Method::Cancel) {
+        return;
+    }
+    let Some(t) = edge.txns.get(id) else {
+        return;
+    };
+    let invite = t.invite;
+    let state = t.state;
+    let final_sent = t.final_sent;
+    let origin = t.origin.as_ref().map(|o| o.reply_to);
+    let dest = t.dest;
+
+    if invite && status >= 300 {
+        // RFC 3261 §17.1.1.3: the client transaction ACKs a non-2xx final itself, also when
+        // the final is retransmitted.
+        let to = msg
+            .header(&HeaderName::To)
+            .map(|h| msg.value(h).to_vec())
+            .unwrap_or_default();
+        let ack = hop_request(&t.sent, "ACK", Some(&to));
+        edge.push(dest, ack, None);
+    }
+
+    let forward = match (status, state) {
+        (100, _) => false, // RFC 3261 §16.7 step 3: 100 is not forwarded.
+        (101..=199, State::Trying | State::Proceeding) => !final_sent,
+        (200..=299, State::Accepted) => invite, // RFC 6026 §7.2: 2xx retransmissions pass.
+        (200..=299, State::Trying | State::Proceeding) => !final_sent || invite,
+        (300.., State::Trying | State::Proceeding) => !final_sent,
+        _ => false,
+    };
+
+    if status < 200 {
+        edge.txns.provisional(now, id);
+        if edge.txns.get(id).map(|t| t.cancel) == Some(Cancel::Pending) {
+            request::send_cancel(edge, now, id);
+        }
+    } else if matches!(state, State::Trying | State::Proceeding) {
+        if let Some(t) = edge.txns.get_mut(id) {
+            t.final_sent = true;
+        }
+        edge.txns.finished(now, id, status);
+    }
+
+    let Some(reply_to) = origin else {
+        return;
+    };
+    if !forward {
+        return;
+    }
+    let Ok(range) = msg.remove_value_range(&HeaderName::Via, 0) else {
+        return;
+    };
+    let mut s = Splice::new();
+    s.delete(range);
+    let Ok(bytes) = s.apply(msg.as_bytes()) else {
+        return;
+    };
+    if matches!(reply_to, Dest::Link(Link::Udp(_)))
+        && let Some(t) = edge.txns.get_mut(id) {
+            t.last_response = Some(bytes.clone());
+        }
+    edge.stats.responses_forwarded += 1;
+    edge.push(reply_to, bytes, None);
+}

@@ -1,0 +1,389 @@
+//! Proxy transactions (RFC 3261 §16, §17; RFC 6026 for the INVITE "Accepted" state): one entry
+//! pairs the server side (where the request came from, to answer or absorb retransmissions) with
+//! the client side (where we sent it, our branch, retransmit and timeout timers).
+//!
+//! Owns: the transaction table and its timers. Must not touch: message routing decisions.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use imsgw_sip::{Message, Method, response_to};
+
+use super::{Dest, Edge, Link};
+
+/// A transaction, by table id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TxnId(u64);
+
+/// How a server transaction is recognised (RFC 3261 §17.2.3): top Via branch and sent-by, and
+/// the method (ACK and CANCEL look up the INVITE's entry).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServerKey {
+    pub branch: String,
+    pub sent_by: String,
+    pub method: String,
+}
+
+/// Client-side state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Sent, nothing heard.
+    Trying,
+    /// A provisional response arrived.
+    Proceeding,
+    /// INVITE answered 2xx: forward retransmitted 2xx until the timer ends (RFC 6026 §7.2).
+    Accepted,
+    /// Final response seen or made.
+    Completed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    None,
+    /// CANCEL asked for before a provisional arrived (RFC 3261 §9.1: wait for one).
+    Pending,
+    Sent,
+}
+
+pub struct Txn {
+    pub branch: String,
+    pub invite: bool,
+    /// The request as we forwarded it.
+    pub sent: Message,
+    pub dest: Dest,
+    pub state: State,
+    pub cancel: Cancel,
+    /// Where responses go and what the request looked like when it arrived, for local
+    /// responses. `None` for requests the edge made itself (a CANCEL), whose answers are ours.
+    pub origin: Option<Origin>,
+    pub final_sent: bool,
+    retransmit: bool,
+    retrans_at: Option<Instant>,
+    retrans_every: Duration,
+    timeout_at: Option<Instant>,
+    remove_at: Option<Instant>,
+    /// The last response sent back on a UDP origin, re-sent when the request is retransmitted.
+    pub last_response: Option<Bytes>,
+}
+
+pub struct Origin {
+    pub reply_to: Dest,
+    pub request: Message,
+    pub key: Option<ServerKey>,
+}
+
+pub struct Transactions {
+    t1: Duration,
+    next_id: u64,
+    salt: u32,
+    by_id: HashMap<TxnId, Txn>,
+    by_branch: HashMap<String, TxnId>,
+    by_server: HashMap<ServerKey, TxnId>,
+    timers: BinaryHeap<Reverse<(Instant, TxnId)>>,
+}
+
+/// RFC 3261 T2 and T4.
+const T2: Duration = Duration::from_secs(4);
+const T4: Duration = Duration::from_secs(5);
+/// RFC 3261 §16.6 step 11: Timer C, "greater than 3 minutes".
+const TIMER_C: Duration = Duration::from_secs(181);
+
+impl Transactions {
+    pub fn new(t1: Duration) -> Self {
+        Self {
+            t1,
+            next_id: 1,
+            salt: rand::random(),
+            by_id: HashMap::new(),
+            by_branch: HashMap::new(),
+            by_server: HashMap::new(),
+            timers: BinaryHeap::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// A fresh branch (RFC 3261 §8.1.1.7 magic cookie) whose tail is `loop_hash`, so a request
+    /// coming back unchanged is seen as a loop (§16.3 item 4) while a spiral is not.
+    pub fn new_branch(&mut self, loop_hash: u32) -> (TxnId, String) {
+        let id = TxnId(self.next_id);
+        self.next_id += 1;
+        (id, format!("z9hG4bK{:08x}{:x}.{:08x}", self.salt, id.0, loop_hash))
+    }
+
+    /// Records a transaction whose request was just sent.
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert(
+        &mut self,
+        now: Instant,
+        id: TxnId,
+        branch: String,
+        sent: Message,
+        dest: Dest,
+        retransmit: bool,
+        origin: Option<Origin>,
+    ) {
+        let invite = sent.method() == Some(&Method::Invite);
+        let timeout = 64 * self.t1;
+        let mut t = Txn {
+            branch: branch.clone(),
+            invite,
+            sent,
+            dest,
+            state: State::Trying,
+            cancel: Cancel::None,
+            origin,
+            final_sent: false,
+            retransmit,
+            retrans_at: retransmit.then(|| now + self.t1),
+            retrans_every: self.t1,
+            timeout_at: Some(now + timeout),
+            remove_at: None,
+            last_response: None,
+        };
+        if let Some(key) = t.origin.as_ref().and_then(|o| o.key.clone()) {
+            self.by_server.insert(key, id);
+        }
+        self.by_branch.insert(branch, id);
+        self.schedule(id, &mut t);
+        self.by_id.insert(id, t);
+    }
+
+    pub fn by_branch(&self, branch: &str) -> Option<TxnId> {
+        self.by_branch.get(branch).copied()
+    }
+
+    pub fn by_server(&self, key: &ServerKey) -> Option<TxnId> {
+        self.by_server.get(key).copied()
+    }
+
+    pub fn get(&self, id: TxnId) -> Option<&Txn> {
+        self.by_id.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: TxnId) -> Option<&mut Txn> {
+        self.by_id.get_mut(&id)
+    }
+
+    pub fn dest_of(&self, id: TxnId) -> Option<Dest> {
+        self.by_id.get(&id).map(|t| t.dest)
+    }
+
+    /// Transactions to `dest` still waiting for a final response.
+    pub fn pending_to(&self, dest: Dest) -> Vec<TxnId> {
+        let mut ids: Vec<TxnId> = self
+            .by_id
+            .iter()
+            .filter(|(_, t)| t.dest == dest && matches!(t.state, State::Trying | State::Proceeding))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// A provisional response arrived (RFC 3261 §17.1.1.2, §17.1.2.2, §16.7 step 2).
+    pub fn provisional(&mut self, now: Instant, id: TxnId) {
+        let Some(mut t) = self.by_id.remove(&id) else {
+            return;
+        };
+        if t.state == State::Trying {
+            t.state = State::Proceeding;
+        }
+        if t.invite {
+            t.retrans_at = None;
+            t.timeout_at = Some(now + TIMER_C);
+        } else if t.retransmit {
+            t.retrans_every = T2;
+        }
+        self.schedule(id, &mut t);
+        self.by_id.insert(id, t);
+    }
+
+    /// A final response arrived or was made: stop sending, keep the entry as long as
+    /// retransmissions can still arrive on either side.
+    pub fn finished(&mut self, now: Instant, id: TxnId, status: u16) {
+        let Some(mut t) = self.by_id.remove(&id) else {
+            return;
+        };
+        t.state = if t.invite && (200..300).contains(&status) {
+            State::Accepted
+        } else {
+            State::Completed
+        };
+        t.retrans_at = None;
+        t.timeout_at = None;
+        let udp_origin = matches!(
+            t.origin.as_ref().map(|o| o.reply_to),
+            Some(Dest::Link(Link::Udp(_)))
+        );
+        let linger = if t.invite || udp_origin {
+            // Timers D, M (RFC 6026), and J/H for a UDP server side: 64*T1.
+            64 * self.t1
+        } else if t.retransmit {
+            T4
+        } else {
+            Duration::ZERO
+        };
+        t.remove_at = Some(now + linger);
+        self.schedule(id, &mut t);
+        self.by_id.insert(id, t);
+    }
+
+    /// Makes a local final response for `id` if none was sent, and finishes the transaction.
+    /// Returns where to send the response.
+    pub fn fail(
+        &mut self,
+        now: Instant,
+        id: TxnId,
+        code: u16,
+        reason: &str,
+    ) -> Option<(Dest, Bytes)> {
+        let t = self.by_id.get_mut(&id)?;
+        if matches!(t.state, State::Completed | State::Accepted) {
+            return None;
+        }
+        let reply = if t.final_sent {
+            None
+        } else {
+            t.final_sent = true;
+            t.origin.as_ref().map(|origin| {
+                let to_tag = local_tag(&t.branch);
+                let bytes = response_to(&origin.request, code, reason, Some(&to_tag), &[]);
+                (origin.reply_to, bytes)
+            })
+        };
+        if let Some((Dest::Link(Link::Udp(_)), bytes)) = &reply {
+            t.last_response = Some(bytes.clone());
+        }
+        self.finished(now, id, code);
+        reply
+    }
+
+    fn schedule(&mut self, id: TxnId, t: &mut Txn) {
+        let next = [t.retrans_at, t.timeout_at, t.remove_at]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(at) = next {
+            self.timers.push(Reverse((at, id)));
+        }
+    }
+
+    fn remove(&mut self, id: TxnId) {
+        if let Some(t) = self.by_id.remove(&id) {
+            self.by_branch.remove(&t.branch);
+            if let Some(key) = t.origin.and_then(|o| o.key)
+                && self.by_server.get(&key) == Some(&id) {
+                    self.by_server.remove(&key);
+                }
+        }
+    }
+}
+
+/// The To tag for responses the edge makes itself: stable per transaction, so a retransmitted
+/// request gets the same answer (RFC 3261 §8.2.6.2).
+pub fn local_tag(branch: &str) -> String {
+    let h = fnv(branch.as_bytes());
+    format!("gw{h:08x}")
+}
+
+pub fn fnv(data: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in data {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// Fires due timers: retransmissions (Timers A and E, on UDP), timeouts (B, F, C: `408`), and
+/// removal of finished entries.
+pub fn handle_timeout(edge: &mut Edge, now: Instant) {
+    while let Some(Reverse((at, id))) = edge.txns.timers.peek().copied() {
+        if at > now {
+            break;
+        }
+        edge.txns.timers.pop();
+        let Some(t) = edge.txns.by_id.get(&id) else {
+            continue;
+        };
+        if t.remove_at.is_some_and(|r| r <= now) {
+            edge.txns.remove(id);
+            continue;
+        }
+        if t.timeout_at.is_some_and(|r| r <= now) {
+            let cancel = t.invite && t.state == State::Proceeding;
+            if cancel {
+                super::request::send_cancel(edge, now, id);
+            }
+            edge.fail_client(now, id, 408, "Request Timeout");
+            continue;
+        }
+        let Some(t) = edge.txns.by_id.get_mut(&id) else {
+            continue;
+        };
+        if t.retrans_at.is_some_and(|r| r <= now) {
+            let bytes = t.sent.as_bytes().clone();
+            let dest = t.dest;
+            t.retrans_every = if t.invite {
+                t.retrans_every * 2
+            } else {
+                (t.retrans_every * 2).min(T2)
+            };
+            t.retrans_at = Some(now + t.retrans_every);
+            let mut t = edge.txns.by_id.remove(&id).expect("just looked up");
+            edge.txns.schedule(id, &mut t);
+            edge.txns.by_id.insert(id, t);
+            edge.push(dest, bytes, Some(id));
+            continue;
+        }
+        // An entry whose next deadline moved: re-arm it.
+        let mut t = edge.txns.by_id.remove(&id).expect("just looked up");
+        edge.txns.schedule(id, &mut t);
+        edge.txns.by_id.insert(id, t);
+    }
+}
+
+/// Builds a hop-by-hop request toward `t.dest` from what we sent: the CANCEL of RFC 3261
+/// §9.1 or the ACK for a non-2xx final of §17.1.1.3. Same Request-URI, Call-ID, From, CSeq
+/// number, our top Via only, the Routes we sent; To from `to` (the response's, for ACK).
+pub fn hop_request(sent: &Message, method: &str, to: Option<&[u8]>) -> Bytes {
+    let mut b = BytesMut::with_capacity(512);
+    let ruri = sent.request_uri().unwrap_or("sip:invalid");
+    b.extend_from_slice(method.as_bytes());
+    b.extend_from_slice(b" ");
+    b.extend_from_slice(ruri.as_bytes());
+    b.extend_from_slice(b" SIP/2.0\r\n");
+    if let Ok(via) = sent.top_via() {
+        b.extend_from_slice(b"Via: ");
+        b.extend_from_slice(&sent.as_bytes()[via.range.clone()]);
+        b.extend_from_slice(b"\r\n");
+    }
+    for h in sent.headers() {
+        use imsgw_sip::HeaderName as H;
+        let copy = match h.name {
+            H::Route | H::From | H::CallId => true,
+            H::To => to.is_none(),
+            _ => false,
+        };
+        if copy {
+            b.extend_from_slice(&sent.as_bytes()[h.line.clone()]);
+        }
+    }
+    if let Some(to) = to {
+        b.extend_from_slice(b"To: ");
+        b.extend_from_slice(to);
+        b.extend_from_slice(b"\r\n");
+    }
+    let seq = sent.cseq().map(|c| c.seq).unwrap_or(1);
+    b.extend_from_slice(format!("CSeq: {seq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").as_bytes());
+    b.freeze()
+}

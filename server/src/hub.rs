@@ -1,0 +1,222 @@
+//! The task that owns the [`Edge`] state machine: it takes what the transports received, feeds
+//! it to the edge with the time, and carries the edge's outputs to the right socket or
+//! WebSocket. One owner, channels in and out (STYLE.md §2).
+//!
+//! Owns: the map from flows and connections to their writers. Must not touch: SIP semantics.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::edge::{Dest, Edge, FlowId, Link, Output, TxnId};
+use crate::metrics::Metrics;
+
+/// What a WebSocket task is told to do.
+#[derive(Debug)]
+pub enum FlowCommand {
+    Send(Bytes),
+    Close { code: u16, reason: &'static str },
+}
+
+/// What reaches the hub.
+#[derive(Debug)]
+pub enum HubInput {
+    FlowOpened {
+        flow: FlowId,
+        remote: SocketAddr,
+        tx: mpsc::Sender<FlowCommand>,
+    },
+    FlowMessage {
+        flow: FlowId,
+        bytes: Bytes,
+    },
+    FlowClosed {
+        flow: FlowId,
+    },
+    /// A message from the IMS side.
+    Ims {
+        link: Link,
+        source: SocketAddr,
+        bytes: Bytes,
+    },
+    /// A TCP/TLS connection on the IMS side is up; `tx` writes to it.
+    ConnOpened {
+        id: u64,
+        tx: mpsc::Sender<Bytes>,
+    },
+    ConnClosed {
+        id: u64,
+    },
+    /// A send that carried a transaction failed.
+    SendFailed {
+        txn: TxnId,
+    },
+    /// The P-CSCF is unreachable or its connection broke.
+    UpstreamFailed,
+}
+
+/// How the hub reaches the P-CSCF.
+pub enum UpstreamSender {
+    /// Datagrams from the `sip.listen` socket.
+    Udp {
+        socket: Arc<UdpSocket>,
+        addr: SocketAddr,
+    },
+    /// The connection manager of `transport::ims` (TCP or TLS).
+    Stream(mpsc::Sender<(Bytes, Option<TxnId>)>),
+}
+
+pub struct Hub {
+    edge: Edge,
+    rx: mpsc::Receiver<HubInput>,
+    udp: Arc<UdpSocket>,
+    upstream: UpstreamSender,
+    flows: HashMap<FlowId, mpsc::Sender<FlowCommand>>,
+    conns: HashMap<u64, mpsc::Sender<Bytes>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    pub fn new(
+        edge: Edge,
+        rx: mpsc::Receiver<HubInput>,
+        udp: Arc<UdpSocket>,
+        upstream: UpstreamSender,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            edge,
+            rx,
+            udp,
+            upstream,
+            flows: HashMap::new(),
+            conns: HashMap::new(),
+            metrics,
+        }
+    }
+
+    /// Runs until every sender of inputs is gone.
+    pub async fn run(mut self) {
+        loop {
+            let deadline = self.edge.poll_timeout();
+            let input = match deadline {
+                Some(at) => {
+                    tokio::select! {
+                        i = self.rx.recv() => i,
+                        _ = tokio::time::sleep_until(Instant::from_std(at)) => {
+                            self.edge.handle_timeout(Instant::now().into_std());
+                            self.drain();
+                            continue;
+                        }
+                    }
+                }
+                None => self.rx.recv().await,
+            };
+            let Some(input) = input else {
+                break;
+            };
+            self.handle(input);
+            // Take whatever else is queued before draining, to batch work under load.
+            for _ in 0..64 {
+                match self.rx.try_recv() {
+                    Ok(i) => self.handle(i),
+                    Err(_) => break,
+                }
+            }
+            self.drain();
+        }
+    }
+
+    fn handle(&mut self, input: HubInput) {
+        let now = Instant::now().into_std();
+        match input {
+            HubInput::FlowOpened { flow, remote, tx } => {
+                self.flows.insert(flow, tx);
+                self.edge.flow_opened(flow, remote);
+            }
+            HubInput::FlowMessage { flow, bytes } => self.edge.from_flow(now, flow, bytes),
+            HubInput::FlowClosed { flow } => {
+                self.flows.remove(&flow);
+                self.edge.flow_closed(now, flow);
+            }
+            HubInput::Ims { link, source, bytes } => self.edge.from_ims(now, link, source, bytes),
+            HubInput::ConnOpened { id, tx } => {
+                self.conns.insert(id, tx);
+            }
+            HubInput::ConnClosed { id } => {
+                self.conns.remove(&id);
+            }
+            HubInput::SendFailed { txn } => self.edge.send_failed(now, txn),
+            HubInput::UpstreamFailed => self.edge.upstream_failed(now),
+        }
+        self.edge.handle_timeout(now);
+    }
+
+    fn drain(&mut self) {
+        // Sending can fail synchronously and feed the edge again; loop until quiet.
+        while let Some(out) = self.edge.poll_output() {
+            match out {
+                Output::Send { to, bytes, txn } => {
+                    if !self.send(to, bytes, txn)
+                        && let Some(txn) = txn {
+                            let now = Instant::now().into_std();
+                            self.edge.send_failed(now, txn);
+                        }
+                }
+                Output::CloseFlow { flow, reason } => {
+                    if let Some(tx) = self.flows.get(&flow) {
+                        // RFC 6455 §7.4.1: 1002 protocol error.
+                        let _ = tx.try_send(FlowCommand::Close { code: 1002, reason });
+                    }
+                }
+            }
+        }
+        let stats = self.edge.stats();
+        self.metrics.update_edge(&stats, self.edge.flow_count(), self.edge.txn_count());
+    }
+
+    /// Hands bytes to the right writer; false if that is impossible right now.
+    fn send(&mut self, to: Dest, bytes: Bytes, txn: Option<TxnId>) -> bool {
+        match to {
+            Dest::Flow(flow) => match self.flows.get(&flow) {
+                Some(tx) => match tx.try_send(FlowCommand::Send(bytes)) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        debug!(%flow, error = %e, "WebSocket writer full or gone");
+                        false
+                    }
+                },
+                None => false,
+            },
+            Dest::Upstream => match &self.upstream {
+                UpstreamSender::Udp { socket, addr } => udp_send(socket, *addr, &bytes),
+                UpstreamSender::Stream(tx) => {
+                    // The connection manager reports failures itself, with the txn; here only
+                    // a full queue counts.
+                    tx.try_send((bytes, txn)).is_ok()
+                }
+            },
+            Dest::Link(Link::Udp(addr)) => udp_send(&self.udp, addr, &bytes),
+            Dest::Link(Link::Conn(id)) => match self.conns.get(&id) {
+                Some(tx) => tx.try_send(bytes).is_ok(),
+                None => false,
+            },
+        }
+    }
+}
+
+fn udp_send(socket: &UdpSocket, addr: SocketAddr, bytes: &[u8]) -> bool {
+    match socket.try_send_to(bytes, addr) {
+        Ok(_) => true,
+        Err(e) => {
+            warn!(%addr, error = %e, "UDP send failed");
+            false
+        }
+    }
+}

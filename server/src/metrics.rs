@@ -1,0 +1,57 @@
+//! Metrics for operators, exported in the Prometheus text format at `GET /metrics`.
+//!
+//! Owns: metric names and their help texts. Must not touch: protocol state (it is told values).
+
+use metrics::{counter, describe_counter, describe_gauge, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::edge::Stats;
+
+/// The registry and its renderer.
+pub struct Metrics {
+    handle: Option<PrometheusHandle>,
+}
+
+impl Metrics {
+    /// Installs the global recorder (once per process; a second call gets a metrics object
+    /// that renders nothing, which is what tests want).
+    pub fn install() -> Self {
+        let handle = PrometheusBuilder::new().install_recorder().ok();
+        describe_gauge!("imsgw_ws_flows", "Open SIP WebSocket connections (flows).");
+        describe_gauge!("imsgw_sip_transactions", "SIP transactions held in memory.");
+        describe_counter!("imsgw_sip_requests_from_ws_total", "SIP requests received from WebSocket clients.");
+        describe_counter!("imsgw_sip_requests_from_ims_total", "SIP requests received from the IMS side.");
+        describe_counter!("imsgw_sip_responses_forwarded_total", "SIP responses forwarded.");
+        describe_counter!("imsgw_sip_rejected_400_total", "Malformed SIP messages rejected (400 or WebSocket close).");
+        describe_counter!("imsgw_sip_flow_failed_430_total", "Requests answered 430 Flow Failed (RFC 5626 §5.3).");
+        describe_counter!("imsgw_sip_forged_403_total", "Requests refused for a flow token that does not verify.");
+        describe_counter!("imsgw_sip_timeout_408_total", "Requests answered 408 after the upstream stayed silent.");
+        describe_counter!("imsgw_sip_unavailable_503_total", "Requests answered 503 because the upstream was unreachable.");
+        describe_counter!("imsgw_ws_rejected_total", "WebSocket connections refused or closed for a protocol violation.");
+        Self { handle }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        self.handle.as_ref().map(PrometheusHandle::render).unwrap_or_default()
+    }
+
+    /// Mirrors the edge's counters.
+    pub fn update_edge(&self, s: &Stats, flows: usize, txns: usize) {
+        gauge!("imsgw_ws_flows").set(flows as f64);
+        gauge!("imsgw_sip_transactions").set(txns as f64);
+        counter!("imsgw_sip_requests_from_ws_total").absolute(s.requests_from_flows);
+        counter!("imsgw_sip_requests_from_ims_total").absolute(s.requests_from_ims);
+        counter!("imsgw_sip_responses_forwarded_total").absolute(s.responses_forwarded);
+        counter!("imsgw_sip_rejected_400_total").absolute(s.rejected_400);
+        counter!("imsgw_sip_flow_failed_430_total").absolute(s.flow_failed_430);
+        counter!("imsgw_sip_forged_403_total").absolute(s.forged_403);
+        counter!("imsgw_sip_timeout_408_total").absolute(s.timeouts_408);
+        counter!("imsgw_sip_unavailable_503_total").absolute(s.unavailable_503);
+    }
+
+    /// A WebSocket refused or closed for breaking the protocol; `reason` is a fixed label.
+    pub fn ws_rejected(&self, reason: &'static str) {
+        counter!("imsgw_ws_rejected_total", "reason" => reason).increment(1);
+    }
+}

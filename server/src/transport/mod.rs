@@ -1,0 +1,5 @@
+//! Drivers: the bytes on sockets and WebSockets. Each hands whole SIP messages to the hub.
+
+pub mod ims;
+pub mod tls;
+pub mod ws;

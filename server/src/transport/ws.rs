@@ -1,0 +1,211 @@
+//! SIP over WebSocket (RFC 7118): the `GET /sip` upgrade and one task per connection that
+//! carries whole SIP messages between the socket and the hub.
+//!
+//! Owns: the WebSocket handshake rules, message size limits, Ping keep-alives, close codes.
+//! Must not touch: SIP routing (the hub and edge decide).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::config::WebSocketConfig;
+use crate::edge::FlowId;
+use crate::hub::{FlowCommand, HubInput};
+use crate::metrics::Metrics;
+
+/// Shared by every WebSocket handler.
+pub struct WsState {
+    pub config: WebSocketConfig,
+    pub hub: mpsc::Sender<HubInput>,
+    pub next_flow: AtomicU64,
+    pub open: AtomicUsize,
+    pub shutdown: CancellationToken,
+    pub metrics: Arc<Metrics>,
+}
+
+impl WsState {
+    pub fn new(
+        config: WebSocketConfig,
+        hub: mpsc::Sender<HubInput>,
+        shutdown: CancellationToken,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        // Flow ids start at a random point so that tokens minted before a restart (with a
+        // kept key) name no flow of this run: those requests get 430, not a stranger's phone.
+        let start = rand::random::<u64>() >> 1;
+        Self {
+            config,
+            hub,
+            next_flow: AtomicU64::new(start),
+            open: AtomicUsize::new(0),
+            shutdown,
+            metrics,
+        }
+    }
+}
+
+/// `GET /sip`.
+pub async fn upgrade(
+    State(state): State<Arc<WsState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            state.metrics.ws_rejected("not_websocket");
+            return (e.status(), format!("{e}: SIP over WebSocket (RFC 7118) needs a WebSocket upgrade\n"))
+                .into_response();
+        }
+    };
+    if !offers_sip(&headers) {
+        // RFC 7118 §4.1: the client MUST offer the `sip` subprotocol.
+        state.metrics.ws_rejected("no_sip_subprotocol");
+        return (
+            StatusCode::BAD_REQUEST,
+            "the WebSocket subprotocol `sip` is required (RFC 7118 §4.1): send Sec-WebSocket-Protocol: sip\n",
+        )
+            .into_response();
+    }
+    if state.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    if state.open.load(Ordering::Relaxed) >= state.config.max_connections {
+        state.metrics.ws_rejected("too_many_connections");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            "too many WebSocket connections\n",
+        )
+            .into_response();
+    }
+    let cfg = &state.config;
+    ws.protocols(["sip"])
+        .read_buffer_size(cfg.read_buffer_size)
+        .write_buffer_size(cfg.write_buffer_size)
+        .max_write_buffer_size(cfg.write_buffer_size.max(cfg.max_message_size) * 4)
+        .max_message_size(cfg.max_message_size)
+        .max_frame_size(cfg.max_message_size)
+        .on_upgrade(move |socket| serve(state, socket, remote))
+}
+
+fn offers_sip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("sip"))
+}
+
+/// One connection's life: register the flow, shuttle messages, end the flow.
+async fn serve(state: Arc<WsState>, mut socket: WebSocket, remote: SocketAddr) {
+    let flow = FlowId(state.next_flow.fetch_add(1, Ordering::Relaxed));
+    state.open.fetch_add(1, Ordering::Relaxed);
+    let (tx, mut rx) = mpsc::channel::<FlowCommand>(32);
+    if state
+        .hub
+        .send(HubInput::FlowOpened { flow, remote, tx })
+        .await
+        .is_err()
+    {
+        state.open.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    debug!(%flow, %remote, "WebSocket flow opened");
+    let ping_every = Duration::from_secs(state.config.ping_interval_secs);
+    let mut ping = tokio::time::interval(if ping_every.is_zero() {
+        Duration::from_secs(3600 * 24 * 365)
+    } else {
+        ping_every
+    });
+    ping.reset();
+    let mut awaiting_pong = false;
+    let close = loop {
+        tokio::select! {
+            incoming = socket.recv() => match incoming {
+                Some(Ok(WsMessage::Text(t))) => {
+                    let bytes = Bytes::from(t);
+                    if state.hub.send(HubInput::FlowMessage { flow, bytes }).await.is_err() {
+                        break Some((1001, "going away"));
+                    }
+                }
+                Some(Ok(WsMessage::Binary(b))) => {
+                    if state.hub.send(HubInput::FlowMessage { flow, bytes: b }).await.is_err() {
+                        break Some((1001, "going away"));
+                    }
+                }
+                Some(Ok(WsMessage::Pong(_))) => awaiting_pong = false,
+                Some(Ok(WsMessage::Ping(_))) => {} // tungstenite answers pings itself
+                Some(Ok(WsMessage::Close(_))) | None => break None,
+                Some(Err(e)) => {
+                    let text = e.to_string();
+                    if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
+                        // RFC 6455 §7.4.1: 1009, message too big.
+                        state.metrics.ws_rejected("message_too_big");
+                        debug!(%flow, error = %text, "WebSocket message over the limit");
+                        break Some((1009, "SIP message too big"));
+                    }
+                    debug!(%flow, error = %text, "WebSocket error");
+                    break None;
+                }
+            },
+            cmd = rx.recv() => match cmd {
+                Some(FlowCommand::Send(bytes)) => {
+                    // RFC 7118 §5.1: SIP messages travel as text frames when they are UTF-8.
+                    let msg = match std::str::from_utf8(&bytes) {
+                        Ok(_) => WsMessage::Text(
+                            axum::extract::ws::Utf8Bytes::try_from(bytes)
+                                .unwrap_or_else(|_| axum::extract::ws::Utf8Bytes::from_static("")),
+                        ),
+                        Err(_) => WsMessage::Binary(bytes),
+                    };
+                    if socket.send(msg).await.is_err() {
+                        break None;
+                    }
+                }
+                Some(FlowCommand::Close { code, reason }) => {
+                    state.metrics.ws_rejected("protocol_error");
+                    break Some((code, reason));
+                }
+                None => break Some((1001, "going away")),
+            },
+            _ = ping.tick() => {
+                if awaiting_pong {
+                    debug!(%flow, "no Pong since the last Ping; closing");
+                    break Some((1001, "keep-alive timeout"));
+                }
+                awaiting_pong = true;
+                if socket.send(WsMessage::Ping(Bytes::new())).await.is_err() {
+                    break None;
+                }
+            }
+            _ = state.shutdown.cancelled() => break Some((1001, "server shutting down")),
+        }
+    };
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            socket.send(WsMessage::Close(Some(frame))),
+        )
+        .await;
+    }
+    let _ = state.hub.send(HubInput::FlowClosed { flow }).await;
+    state.open.fetch_sub(1, Ordering::Relaxed);
+    debug!(%flow, "WebSocket flow closed");
+}

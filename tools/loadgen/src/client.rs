@@ -1,0 +1,302 @@
+//! One load client: owns one WebSocket, REGISTERs when the run enters the register phase, then
+//! idles like a browser tab (answering requests; tungstenite answers Pings) until told to close.
+//! This is the only file where bytes hit a socket; the SIP it speaks comes from `sip`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Bytes, Message};
+use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+
+use crate::cli::SourceIps;
+use crate::sip::{self, Identity, Incoming, RegisterTemplate};
+
+/// What every client of a run shares; read-only apart from the semaphores and counters.
+pub struct Shared {
+    pub url: String,
+    pub addr: SocketAddr,
+    pub source_ips: Option<SourceIps>,
+    pub template: RegisterTemplate,
+    pub user_prefix: String,
+    pub expires: u32,
+    pub request_timeout: Duration,
+    pub unregister: bool,
+    /// Bounds WebSocket handshakes in flight.
+    pub connect_slots: Semaphore,
+    /// Bounds REGISTER transactions in flight (`--concurrency`).
+    pub register_slots: Semaphore,
+    /// Requests from the network answered with 200 (OPTIONS keep-alives and the like).
+    pub requests_answered: AtomicU64,
+}
+
+/// Where the run is; clients move forward when it changes. Ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Connect,
+    Register,
+    /// Orderly end: un-register if asked, then close.
+    Close,
+    /// Time limit reached: close without further SIP.
+    Abort,
+}
+
+/// How a REGISTER transaction ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Final(u16),
+    Timeout,
+    /// The connection failed or closed before a final response.
+    ConnectionLost,
+}
+
+/// What a client reports to the run.
+#[derive(Debug)]
+pub enum Event {
+    Connected,
+    ConnectFailed(String),
+    Registered {
+        outcome: Outcome,
+        sent_at: Instant,
+        done_at: Instant,
+    },
+    /// The socket closed while idle; `registered` says whether the REGISTER had completed.
+    Dropped {
+        registered: bool,
+    },
+    Unregistered(Outcome),
+}
+
+/// Small buffers so ten thousand idle clients stay cheap: SIP messages are a few KiB at most and
+/// tungstenite grows the read buffer for larger frames.
+pub fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(Some(64 * 1024))
+        .max_frame_size(Some(64 * 1024))
+}
+
+/// Runs client `idx` to completion, reporting through `events`.
+pub async fn run(
+    shared: Arc<Shared>,
+    idx: usize,
+    mut phase: watch::Receiver<Phase>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let connected = {
+        let _slot = shared.connect_slots.acquire().await;
+        timeout(shared.request_timeout, connect(&shared, idx)).await
+    };
+    let ws = match connected {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(reason)) => {
+            let _ = events.send(Event::ConnectFailed(reason));
+            return;
+        }
+        Err(_) => {
+            let _ = events.send(Event::ConnectFailed("handshake timeout".into()));
+            return;
+        }
+    };
+    let _ = events.send(Event::Connected);
+    let mut c = Client {
+        id: Identity::random(format!("{}{idx}", shared.user_prefix)),
+        to_tag: sip::new_branch(),
+        shared,
+        ws,
+    };
+
+    match c.idle_until(&mut phase, Phase::Register).await {
+        Err(Lost) => {
+            let _ = events.send(Event::Dropped { registered: false });
+            return;
+        }
+        Ok(Phase::Register) => {}
+        Ok(_) => return c.close().await,
+    }
+    let outcome = {
+        let shared = c.shared.clone();
+        let _slot = shared.register_slots.acquire().await;
+        let sent_at = Instant::now();
+        let outcome = c.transact(1, c.shared.expires).await;
+        let _ = events.send(Event::Registered {
+            outcome: outcome.clone(),
+            sent_at,
+            done_at: Instant::now(),
+        });
+        outcome
+    };
+    if outcome == Outcome::ConnectionLost {
+        return;
+    }
+
+    match c.idle_until(&mut phase, Phase::Close).await {
+        Err(Lost) => {
+            let _ = events.send(Event::Dropped { registered: true });
+            return;
+        }
+        Ok(Phase::Close) if c.shared.unregister && outcome == Outcome::Final(200) => {
+            // Bounded like the REGISTERs: ten thousand at once would only measure a queue.
+            let shared = c.shared.clone();
+            let _slot = shared.register_slots.acquire().await;
+            let o = c.transact(2, 0).await;
+            let _ = events.send(Event::Unregistered(o));
+        }
+        Ok(_) => {}
+    }
+    c.close().await;
+}
+
+/// TCP connect (from the client's source address) and RFC 7118 §4 handshake with `sip`.
+async fn connect(shared: &Shared, idx: usize) -> Result<WebSocketStream<TcpStream>, String> {
+    let sock = match shared.addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(|e| format!("socket: {e}"))?;
+    if let (Some(ips), SocketAddr::V4(_)) = (&shared.source_ips, shared.addr) {
+        let src = SocketAddr::new(ips.for_client(idx).into(), 0);
+        sock.bind(src).map_err(|e| format!("bind {src}: {e}"))?;
+    }
+    let stream = sock
+        .connect(shared.addr)
+        .await
+        .map_err(|e| format!("tcp connect: {e}"))?;
+    // SIP messages are single small writes; do not let Nagle delay them.
+    let _ = stream.set_nodelay(true);
+
+    let mut req = shared
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| format!("request: {e}"))?;
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("sip"));
+    let (ws, resp) = client_async_with_config(req, stream, Some(ws_config()))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    // RFC 7118 §4: the client must not use the connection unless the server chose `sip`.
+    match resp.headers().get("Sec-WebSocket-Protocol") {
+        Some(p) if p.as_bytes().eq_ignore_ascii_case(b"sip") => Ok(ws),
+        _ => Err("handshake: server did not select subprotocol sip".into()),
+    }
+}
+
+/// The connection is gone.
+struct Lost;
+
+struct Client {
+    shared: Arc<Shared>,
+    id: Identity,
+    /// To-tag for the 200s this client sends to incoming requests.
+    to_tag: String,
+    ws: WebSocketStream<TcpStream>,
+}
+
+impl Client {
+    /// Serves the socket until the run reaches `target` (or later); returns the phase reached.
+    async fn idle_until(
+        &mut self,
+        phase: &mut watch::Receiver<Phase>,
+        target: Phase,
+    ) -> Result<Phase, Lost> {
+        loop {
+            tokio::select! {
+                reached = async { phase.wait_for(|p| *p >= target).await.map(|p| *p) } => {
+                    // The run dropped its sender: treat as the time limit.
+                    return Ok(reached.unwrap_or(Phase::Abort));
+                }
+                msg = self.ws.next() => match msg {
+                    Some(Ok(m)) => {
+                        if let Some(text) = sip_text(&m) {
+                            self.on_message(&text, None).await?;
+                        }
+                    }
+                    Some(Err(_)) | None => return Err(Lost),
+                },
+            }
+        }
+    }
+
+    /// Sends REGISTER `cseq` with `expires` and waits for its final response.
+    async fn transact(&mut self, cseq: u32, expires: u32) -> Outcome {
+        let reg = self
+            .shared
+            .template
+            .build(&self.id, cseq, expires, &sip::new_branch());
+        if self.ws.send(Message::text(reg)).await.is_err() {
+            return Outcome::ConnectionLost;
+        }
+        let deadline = Instant::now() + self.shared.request_timeout;
+        loop {
+            let msg = match timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return Outcome::Timeout,
+                Ok(Some(Ok(m))) => m,
+                Ok(Some(Err(_)) | None) => return Outcome::ConnectionLost,
+            };
+            let Some(text) = sip_text(&msg) else { continue };
+            match self.on_message(&text, Some(cseq)).await {
+                Ok(Some(code)) => return Outcome::Final(code),
+                Ok(None) => {}
+                Err(Lost) => return Outcome::ConnectionLost,
+            }
+        }
+    }
+
+    /// Handles one SIP message. Returns the final status code when it is the final response to
+    /// our REGISTER `waiting_cseq`.
+    async fn on_message(
+        &mut self,
+        text: &str,
+        waiting_cseq: Option<u32>,
+    ) -> Result<Option<u16>, Lost> {
+        match sip::classify(text) {
+            Ok(Incoming::Response {
+                code,
+                call_id,
+                cseq,
+            }) => {
+                let ours = call_id == Some(self.id.call_id.as_str()) && cseq == waiting_cseq;
+                // 1xx are provisional (RFC 3261 §17.1.2); stale or foreign responses are dropped.
+                Ok((ours && code >= 200).then_some(code))
+            }
+            Ok(Incoming::Request { .. }) => {
+                if let Some(resp) = sip::ok_response(text, &self.to_tag) {
+                    self.ws.send(Message::text(resp)).await.map_err(|_| Lost)?;
+                    self.shared
+                        .requests_answered
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(None)
+            }
+            Err(sip::Malformed) => Ok(None),
+        }
+    }
+
+    /// Sends a Close frame and waits briefly for the server's; the socket drops either way.
+    async fn close(mut self) {
+        let _ = timeout(Duration::from_secs(2), self.ws.close(None)).await;
+    }
+}
+
+/// The SIP text carried by a data frame (RFC 7118 §5.1 allows text or binary frames).
+fn sip_text(m: &Message) -> Option<std::borrow::Cow<'_, str>> {
+    match m {
+        Message::Text(t) => Some(std::borrow::Cow::Borrowed(t.as_str())),
+        Message::Binary(b) => Some(String::from_utf8_lossy(bytes_ref(b))),
+        _ => None,
+    }
+}
+
+fn bytes_ref(b: &Bytes) -> &[u8] {
+    b.as_ref()
+}

@@ -1,0 +1,46 @@
+//! imsgw-loadgen: N WebSocket SIP clients (RFC 7118) REGISTER through an edge; prints rate,
+//! latency, and the CPU and memory of the measured server processes. Exit status 0 only when
+//! every REGISTER got 200 within the time limit, 1 when some did not (the report is still
+//! printed), 2 when the run could not start (bad option, unreachable name, fd limit).
+//!
+//! Layers: `sip` (messages, no I/O) → `client` (one socket) → `run` (phases, sampling) →
+//! `report` (numbers and output); `procfs` reads /proc; `cli` parses options.
+
+mod cli;
+mod client;
+mod procfs;
+mod report;
+mod run;
+mod sip;
+mod stats;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Args::parse();
+    match start(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("imsgw-loadgen: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the load and prints the report; `Ok(true)` when every REGISTER got 200.
+fn start(args: cli::Args) -> anyhow::Result<bool> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let report = runtime.block_on(run::run(args))?;
+    print!("{}", report.render());
+    // Do not wait for stragglers (clients aborted at the time limit): the report is out.
+    runtime.shutdown_background();
+    Ok(report.success)
+}
