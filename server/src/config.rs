@@ -302,10 +302,14 @@ impl Config {
                 .get(&key)
                 .map(|var| format!(" (from {var})"))
                 .unwrap_or_default();
+            let mut message = e.into_inner().message().to_string();
+            if message.contains("socket address") {
+                message.push_str("; write it as IP:PORT, e.g. 127.0.0.1:8080");
+            }
             ConfigError::Key {
                 key,
                 origin,
-                message: e.into_inner().to_string(),
+                message,
             }
         })?;
         config.check()?;

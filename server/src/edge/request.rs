@@ -91,7 +91,18 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
     let reply_to = side.reply_to(&msg);
     let method = msg.method().cloned().unwrap_or(Method::Other(String::new()));
     if let Err(e) = msg.validate() {
-        if method != Method::Ack {
+        // RFC 3261 §8.2.6: a response needs the request's Via to find its way back; without
+        // one there is nobody to answer, and a WebSocket that sends such things is closed.
+        if msg.header(&HeaderName::Via).is_none() {
+            edge.stats.rejected_400 += 1;
+            if let Side::Flow(flow, _) = side {
+                debug!(%flow, error = %e, "request without a Via on a WebSocket; closing it");
+                edge.out.push_back(Output::CloseFlow {
+                    flow,
+                    reason: "malformed SIP message",
+                });
+            }
+        } else if method != Method::Ack {
             reject(edge, reply_to, &msg, 400, "Bad Request", Some(&e.to_string()));
         }
         return;

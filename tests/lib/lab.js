@@ -1,0 +1,131 @@
+'use strict';
+// One test file's lab: a run directory, Kamailio (IMS side), imsgw, JsSIP UAs and sipp runs,
+// all torn down in after() -- by pid, even when a test failed.
+const { execFile } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+const { promisify } = require('node:util');
+const { before, after } = require('node:test');
+const env = require('./env');
+const { Kamailio } = require('./kamailio');
+const { Imsgw } = require('./imsgw');
+const sipp = require('./sipp');
+const { TestUA } = require('./jssip');
+const { RawSipClient } = require('./wsclient');
+
+const run = promisify(execFile);
+
+/**
+ * Registers before()/after() hooks for the calling test file and returns the lab.
+ * @param {object} o { name, block, transport: 'udp'|'tcp'|'tls', kamailio: { defines },
+ *                     imsgw: { maxMessageSize, t1Ms, ... } }
+ */
+function useLab(o) {
+  const L = {
+    name: o.name,
+    p: env.ports(o.block),
+    transport: o.transport || 'udp',
+    failed: false,
+    uas: [],
+    raws: [],
+  };
+
+  L.upstreamUri = () => {
+    switch (L.transport) {
+      case 'udp': return `sip:127.0.0.1:${L.p.ims};transport=udp`;
+      case 'tcp': return `sip:127.0.0.1:${L.p.ims};transport=tcp`;
+      case 'tls': return `sip:127.0.0.1:${L.p.imsTls};transport=tls`;
+      default: throw new Error(`bad transport ${L.transport}`);
+    }
+  };
+  /** The host:port imsgw names itself with toward the IMS (Path, Record-Route). */
+  L.imsgwAddr = () => `127.0.0.1:${L.transport === 'tls' ? L.p.sipTls : L.p.sip}`;
+
+  before(async () => {
+    L.dir = env.rundir(o.name);
+    if (L.transport === 'tls') {
+      const tlsDir = path.join(L.dir, 'tls');
+      await run(path.join(env.LAB, 'make-tls-cert.sh'), [tlsDir], { timeout: 20000 });
+      L.tls = { cert: path.join(tlsDir, 'server.pem'), key: path.join(tlsDir, 'server.key'), ca: path.join(tlsDir, 'ca.pem') };
+    }
+    L.kam = new Kamailio(L.dir, {
+      port: L.p.ims,
+      tlsPort: L.p.imsTls,
+      tls: L.tls,
+      defines: (o.kamailio && o.kamailio.defines) || ['FR_TIMER=3000'],
+    });
+    await L.kam.start();
+    L.gw = new Imsgw(L.dir, {
+      http: L.p.http,
+      sip: L.p.sip,
+      sipTls: L.p.sipTls,
+      upstream: L.upstreamUri(),
+      tls: L.tls,
+      ...(o.imsgw || {}),
+    });
+    await L.gw.start();
+  });
+
+  after(async () => {
+    const problems = [];
+    for (const ua of L.uas) {
+      await ua.stop().catch(() => {});
+      if (L.failed) fs.writeFileSync(path.join(L.dir || '/tmp', `ws-${ua.user}.frames`), ua.socket.dump());
+    }
+    for (const r of L.raws) r.terminate();
+    sipp.killAll();
+    if (L.gw) {
+      const exit = await L.gw.stop();
+      if (!exit || exit.code !== 0) {
+        problems.push(`imsgw did not exit 0 on SIGTERM: ${JSON.stringify(exit)}; log tail:\n${L.gw.log().slice(-2000)}`);
+      }
+      L.gw.killByPidFile();
+    }
+    if (L.kam) await L.kam.stop().catch((e) => problems.push(`kamailio-stop: ${e.message}`));
+    if (L.dir) env.removeRundir(L.dir, L.failed || problems.length > 0);
+    if (problems.length) throw new Error(problems.join('\n'));
+  });
+
+  /** Wraps a test body so that a failure keeps the run directory and the WebSocket frames. */
+  L.track = (fn) => async (t) => {
+    try {
+      await fn(t);
+    } catch (e) {
+      L.failed = true;
+      throw e;
+    }
+  };
+
+  /** A JsSIP UA for a fresh unique user; started and registered unless o.register === false. */
+  L.ua = async (prefix, uo = {}) => {
+    const ua = new TestUA({ wsUrl: L.gw.wsUrl, user: env.uniqueUser(prefix), ...uo });
+    L.uas.push(ua);
+    ua.registerResponse = await ua.start();
+    return ua;
+  };
+
+  L.raw = async (opts) => {
+    const c = await RawSipClient.open(L.gw.wsUrl, opts);
+    L.raws.push(c);
+    return c;
+  };
+
+  /** sipp at the IMS side toward Kamailio over UDP (or o.transport 't1' for TCP). */
+  let sippRuns = 0;
+  L.sipp = (so) => {
+    sippRuns += 1;
+    return sipp.run({
+      dir: L.dir,
+      name: `${so.scenario.replace(/\.xml$/, '')}-${sippRuns}`,
+      port: L.p.sipp(sippRuns % 20),
+      mediaPort: L.p.media(sippRuns % 10),
+      target: `127.0.0.1:${L.p.ims}`,
+      timeoutSecs: 15,
+      ...so,
+    });
+  };
+
+  return L;
+}
+
+module.exports = { useLab, ...env };
