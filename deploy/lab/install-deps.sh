@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what the lab and the tests need on a Debian machine, only what is missing:
+# Kamailio (the IMS side), sipp, openssl; then the tests' npm packages with `npm ci`.
+# Run as root (or with sudo available). Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+packages=(kamailio kamailio-websocket-modules kamailio-tls-modules kamailio-utils-modules
+	kamailio-extra-modules kamailio-outbound-modules sip-tester openssl curl)
+missing=()
+for p in "${packages[@]}"; do
+	status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+	[ "$status" = "install ok installed" ] || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+	echo "installing Debian packages: ${missing[*]}"
+	sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo=sudo
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian's package starts nothing here (no systemd), but make sure no stray system instance
+# holds the lab's ports: the lab never uses /etc/kamailio or port 5060.
+
+if [ ! -d tests/node_modules ] || [ tests/package-lock.json -nt tests/node_modules ]; then
+	echo "installing npm packages for tests/ (npm ci)"
+	(cd tests && npm ci --no-audit --no-fund --loglevel=error)
+fi

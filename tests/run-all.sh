@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite: what README.md gives as the test command and what CI runs.
+# Installs what it needs (Debian packages, npm packages), then runs, in order:
+#   formatting and lints, Rust unit/in-memory/RFC 4475 tests, the fuzz target's build,
+#   the interop tests against real Kamailio, sipp and JsSIP (node --test).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "dependencies"
+deploy/lab/install-deps.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -D warnings"
+cargo clippy --locked --workspace --all-targets -q -- -D warnings
+
+step "cargo test (unit, in-memory edge, RFC 4475, config)"
+cargo test --locked --workspace -q
+
+step "fuzz target builds (server/sip/fuzz)"
+cargo build --locked -q --manifest-path server/sip/fuzz/Cargo.toml
+
+step "build imsgw for the interop tests"
+cargo build --locked -q -p imsgw
+
+step "interop tests: JsSIP -> imsgw -> Kamailio <- sipp"
+cd tests
+IMSGW_BIN="$(cd .. && pwd)/target/debug/imsgw" npm test

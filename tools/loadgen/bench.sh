@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The edge benchmark: N WebSocket clients REGISTER through an edge to one Kamailio registrar,
+# first through imsgw, then through Kamailio's own websocket module doing the same forwarding
+# (deploy/lab/kamailio-ws-edge.cfg) as the reference. Each edge starts fresh, so its memory
+# figure is its own. Bounded: every run stops by itself (--time-limit).
+#
+#   tools/loadgen/bench.sh [N] [CONCURRENCY]        (default 10000 200)
+#
+# Prints each load tool report; the JSON lines are also kept in $BENCH_DIR/*.json.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+n=${1:-10000}
+conc=${2:-200}
+dir=${BENCH_DIR:-$(mktemp -d /tmp/imsgw-bench.XXXXXX)}
+mkdir -p "$dir"
+echo "bench dir: $dir"
+
+cargo build --release --locked -q -p imsgw -p imsgw-loadgen
+load=target/release/imsgw-loadgen
+
+cleanup() {
+	[ -s "$dir/imsgw.pid" ] && kill -TERM "$(cat "$dir/imsgw.pid")" 2>/dev/null || true
+	deploy/lab/kamailio-stop.sh "$dir" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+# Kamailio needs shared memory for N registrations (and, as an edge, ~80 KiB per connection).
+shm=$(( 256 + n / 10 ))
+edge_shm=$(( 256 + n * 100 / 1024 ))
+registrar() {
+	KAM_LOG_LEVEL=1 KAM_SHM_MB=$shm deploy/lab/kamailio-start.sh ims deploy/lab/kamailio-ims.cfg "$dir" \
+		-A IMS_PORT=5370 -A IMS_TLS_PORT=5371 >/dev/null
+}
+
+echo
+echo "=== imsgw (release), UDP to the registrar"
+registrar
+cat >"$dir/imsgw.toml" <<TOML
+[http]
+listen = "127.0.0.1:8380"
+[sip]
+domain = "ims.example"
+listen = "127.0.0.1:5362"
+upstream = "sip:127.0.0.1:5370;transport=udp"
+[websocket]
+max_connections = $(( n + 100 ))
+[log]
+filter = "warn"
+TOML
+target/release/imsgw serve --config "$dir/imsgw.toml" >"$dir/imsgw.log" 2>&1 &
+echo $! >"$dir/imsgw.pid"
+for _ in $(seq 1 50); do curl -fsS http://127.0.0.1:8380/healthz >/dev/null 2>&1 && break; sleep 0.1; done
+"$load" --url ws://127.0.0.1:8380/sip --count "$n" --concurrency "$conc" \
+	--source-ips 127.0.0.2-127.0.0.60 --pidfile "$dir/imsgw.pid" --hold 10 --time-limit 300 \
+	--unregister | tee "$dir/imsgw.report"
+grep '^JSON: ' "$dir/imsgw.report" | sed 's/^JSON: //' >"$dir/imsgw.json" || true
+kill -TERM "$(cat "$dir/imsgw.pid")"
+rm -f "$dir/imsgw.pid"
+deploy/lab/kamailio-stop.sh "$dir" ims >/dev/null
+
+echo
+echo "=== reference: Kamailio websocket edge, UDP to the registrar"
+registrar
+KAM_LOG_LEVEL=1 KAM_SHM_MB=$edge_shm deploy/lab/kamailio-start.sh ws-edge deploy/lab/kamailio-ws-edge.cfg "$dir" \
+	-A WS_PORT=8390 -A EDGE_PORT=5380 -A 'IMS_URI="sip:127.0.0.1:5370"' >/dev/null
+"$load" --url ws://127.0.0.1:8390/ --count "$n" --concurrency "$conc" \
+	--source-ips 127.0.0.2-127.0.0.60 --pgrep-parent "$(cat "$dir/ws-edge.pid")" --hold 10 \
+	--time-limit 300 --unregister | tee "$dir/kamailio.report"
+grep '^JSON: ' "$dir/kamailio.report" | sed 's/^JSON: //' >"$dir/kamailio.json" || true
