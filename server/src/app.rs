@@ -52,37 +52,61 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let udp = ims::bind_udp(config.sip.listen)
         .await
-        .map_err(|source| StartError::Bind { what: "sip.listen (UDP)", addr: config.sip.listen, source })?;
+        .map_err(|source| StartError::Bind {
+            what: "sip.listen (UDP)",
+            addr: config.sip.listen,
+            source,
+        })?;
     let tcp = TcpListener::bind(config.sip.listen)
         .await
-        .map_err(|source| StartError::Bind { what: "sip.listen (TCP)", addr: config.sip.listen, source })?;
+        .map_err(|source| StartError::Bind {
+            what: "sip.listen (TCP)",
+            addr: config.sip.listen,
+            source,
+        })?;
     let tls_listener = match config.sip.tls_listen {
         Some(addr) => {
-            let (Some(cert), Some(key)) = (&config.sip.tls_cert_file, &config.sip.tls_key_file) else {
+            let (Some(cert), Some(key)) = (&config.sip.tls_cert_file, &config.sip.tls_key_file)
+            else {
                 unreachable!("Config::check requires both files with tls_listen");
             };
             let acceptor = tls::acceptor(cert, key)?;
             let l = TcpListener::bind(addr)
                 .await
-                .map_err(|source| StartError::Bind { what: "sip.tls_listen", addr, source })?;
+                .map_err(|source| StartError::Bind {
+                    what: "sip.tls_listen",
+                    addr,
+                    source,
+                })?;
             Some((l, acceptor))
         }
         None => None,
     };
     let http = TcpListener::bind(config.http.listen)
         .await
-        .map_err(|source| StartError::Bind { what: "http.listen", addr: config.http.listen, source })?;
+        .map_err(|source| StartError::Bind {
+            what: "http.listen",
+            addr: config.http.listen,
+            source,
+        })?;
     let http_addr = http.local_addr().unwrap_or(config.http.listen);
 
     let (hub_tx, hub_rx) = mpsc::channel(16384);
     let mut tasks = tokio::task::JoinSet::new();
     let up = &config.sip.upstream;
     let upstream = match up.transport {
-        UpstreamTransport::Udp => UpstreamSender::Udp { socket: udp.clone(), addr: up.addr },
+        UpstreamTransport::Udp => UpstreamSender::Udp {
+            socket: udp.clone(),
+            addr: up.addr,
+        },
         UpstreamTransport::Tcp | UpstreamTransport::Tls => {
             let tls = match up.transport {
                 UpstreamTransport::Tls => {
-                    let name = config.sip.tls_server_name.clone().unwrap_or_else(|| up.host.clone());
+                    let name = config
+                        .sip
+                        .tls_server_name
+                        .clone()
+                        .unwrap_or_else(|| up.host.clone());
                     let Some(ca) = &config.sip.tls_ca_file else {
                         unreachable!("Config::check requires tls_ca_file for a TLS upstream");
                     };
@@ -97,7 +121,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 max: config.sip.max_message_size,
             };
             let (tx, rx) = mpsc::channel(4096);
-            tasks.spawn(ims::run_upstream(connector, rx, hub_tx.clone(), shutdown.clone()));
+            tasks.spawn(ims::run_upstream(
+                connector,
+                rx,
+                hub_tx.clone(),
+                shutdown.clone(),
+            ));
             UpstreamSender::Stream(tx)
         }
     };
@@ -107,16 +136,40 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         transport: up.transport,
         ws_host: format!("{}.invalid", config.sip.domain.replace('.', "-")),
     };
-    let edge = Edge::new(EdgeSettings { local, t1: config.t1() }, key);
+    let edge = Edge::new(
+        EdgeSettings {
+            local,
+            t1: config.t1(),
+        },
+        key,
+    );
     let hub = Hub::new(edge, hub_rx, udp.clone(), upstream, metrics.clone());
     let hub_task = tokio::spawn(hub.run());
 
     let udp_upstream = (up.transport == UpstreamTransport::Udp).then_some(up.addr);
     let max = config.sip.max_message_size;
-    tasks.spawn(ims::run_udp(udp, hub_tx.clone(), udp_upstream, max, shutdown.clone()));
-    tasks.spawn(ims::run_listener(tcp, None, hub_tx.clone(), max, shutdown.clone()));
+    tasks.spawn(ims::run_udp(
+        udp,
+        hub_tx.clone(),
+        udp_upstream,
+        max,
+        shutdown.clone(),
+    ));
+    tasks.spawn(ims::run_listener(
+        tcp,
+        None,
+        hub_tx.clone(),
+        max,
+        shutdown.clone(),
+    ));
     if let Some((l, acceptor)) = tls_listener {
-        tasks.spawn(ims::run_listener(l, Some(acceptor), hub_tx.clone(), max, shutdown.clone()));
+        tasks.spawn(ims::run_listener(
+            l,
+            Some(acceptor),
+            hub_tx.clone(),
+            max,
+            shutdown.clone(),
+        ));
     }
 
     let ws_state = Arc::new(ws::WsState::new(
@@ -195,7 +248,10 @@ fn load_flow_key(config: &Config) -> Result<FlowKey, StartError> {
         return Ok(FlowKey::random());
     };
     let shown = path.display().to_string();
-    let secret = std::fs::read(path).map_err(|e| StartError::FlowKey { path: shown.clone(), message: e.to_string() })?;
+    let secret = std::fs::read(path).map_err(|e| StartError::FlowKey {
+        path: shown.clone(),
+        message: e.to_string(),
+    })?;
     let trimmed = secret.trim_ascii();
     FlowKey::from_secret(trimmed).ok_or(StartError::FlowKey {
         path: shown,

@@ -118,6 +118,11 @@ pub struct WebSocketConfig {
     /// Default 20000.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// `websocket.max_messages_per_sec`: sustained SIP messages a second one client may send
+    /// (bursts of up to 4x are allowed); a client above it is closed with 1008 (policy). 0 turns
+    /// the limit off. Default 50.
+    #[serde(default = "default_ws_rate")]
+    pub max_messages_per_sec: u32,
     /// `websocket.write_buffer_size`: per-connection write buffer in bytes. Default 4096.
     #[serde(default = "default_ws_buffer")]
     pub write_buffer_size: usize,
@@ -133,6 +138,7 @@ impl Default for WebSocketConfig {
             max_message_size: default_ws_max_message(),
             ping_interval_secs: default_ping_interval(),
             max_connections: default_max_connections(),
+            max_messages_per_sec: default_ws_rate(),
             write_buffer_size: default_ws_buffer(),
             read_buffer_size: default_ws_buffer(),
         }
@@ -242,9 +248,16 @@ fn upstream_from_uri(s: &str, uri: &SipUri) -> Result<Upstream, String> {
     };
     let host = uri.host.trim_start_matches('[').trim_end_matches(']');
     let ip: std::net::IpAddr = host.parse().map_err(|_| {
-        format!("host `{}` in `{s}` must be an IP address (imsgw does no DNS lookups)", uri.host)
+        format!(
+            "host `{}` in `{s}` must be an IP address (imsgw does no DNS lookups)",
+            uri.host
+        )
     })?;
-    let default_port = if transport == UpstreamTransport::Tls { 5061 } else { 5060 };
+    let default_port = if transport == UpstreamTransport::Tls {
+        5061
+    } else {
+        5060
+    };
     Ok(Upstream {
         uri: s.to_string(),
         addr: SocketAddr::new(ip, uri.port.unwrap_or(default_port)),
@@ -290,10 +303,12 @@ impl Config {
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            message: e.message().to_string(),
-        })?;
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: path.to_path_buf(),
+                    message: e.message().to_string(),
+                })?;
         let overrides = apply_env(&mut table, env)?;
         let value = toml::Value::Table(table);
         let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
@@ -324,8 +339,12 @@ impl Config {
             message: message.to_string(),
         };
         let domain = &self.sip.domain;
-        if domain.is_empty() || domain.contains(|c: char| c.is_whitespace() || "<>@;:".contains(c)) {
-            return Err(key_err("sip.domain", "must be a plain host name such as `ims.example`"));
+        if domain.is_empty() || domain.contains(|c: char| c.is_whitespace() || "<>@;:".contains(c))
+        {
+            return Err(key_err(
+                "sip.domain",
+                "must be a plain host name such as `ims.example`",
+            ));
         }
         if self.sip.tls_listen.is_some()
             && (self.sip.tls_cert_file.is_none() || self.sip.tls_key_file.is_none())
@@ -353,7 +372,10 @@ impl Config {
             return Err(key_err("sip.t1_ms", "must be between 1 and 10000"));
         }
         if self.websocket.max_message_size < 1024 {
-            return Err(key_err("websocket.max_message_size", "must be at least 1024"));
+            return Err(key_err(
+                "websocket.max_message_size",
+                "must be at least 1024",
+            ));
         }
         if self.sip.max_message_size < 1024 {
             return Err(key_err("sip.max_message_size", "must be at least 1024"));
@@ -411,7 +433,9 @@ fn apply_env(
 fn parse_env_value(raw: &str) -> toml::Value {
     let doc = format!("v = {raw}");
     match doc.parse::<toml::Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
         Err(_) => toml::Value::String(raw.to_string()),
     }
 }
@@ -442,6 +466,9 @@ fn default_ping_interval() -> u64 {
 }
 fn default_max_connections() -> usize {
     20000
+}
+fn default_ws_rate() -> u32 {
+    50
 }
 fn default_ws_buffer() -> usize {
     4096
@@ -479,8 +506,14 @@ upstream = "sip:127.0.0.1:5070;transport=udp"
 
     #[test]
     fn env_overrides_a_key() {
-        let c = load(MIN, &[("IMSGW_SIP__UPSTREAM", "sip:127.0.0.1:5080;transport=tcp"), ("PATH", "/bin")])
-            .expect("valid");
+        let c = load(
+            MIN,
+            &[
+                ("IMSGW_SIP__UPSTREAM", "sip:127.0.0.1:5080;transport=tcp"),
+                ("PATH", "/bin"),
+            ],
+        )
+        .expect("valid");
         assert_eq!(c.sip.upstream.transport, UpstreamTransport::Tcp);
         assert_eq!(c.sip.upstream.addr.port(), 5080);
         let c = load(MIN, &[("IMSGW_WEBSOCKET__PING_INTERVAL_SECS", "5")]).expect("valid");
@@ -494,15 +527,25 @@ upstream = "sip:127.0.0.1:5070;transport=udp"
         assert!(msg.contains("foo"), "{msg}");
         let e = load(MIN, &[("IMSGW_SIP__LISTN", "1.2.3.4:5")]).expect_err("unknown key");
         let msg = e.to_string();
-        assert!(msg.contains("listn") && msg.contains("IMSGW_SIP__LISTN"), "{msg}");
+        assert!(
+            msg.contains("listn") && msg.contains("IMSGW_SIP__LISTN"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn bad_address_names_the_key() {
-        let e = load(&MIN.replace("[sip]", "[http]\nlisten = \"nope\"\n[sip]"), &[]).expect_err("bad");
+        let e = load(
+            &MIN.replace("[sip]", "[http]\nlisten = \"nope\"\n[sip]"),
+            &[],
+        )
+        .expect_err("bad");
         assert!(e.to_string().contains("http.listen"), "{e}");
-        let e = load(&MIN.replace("sip:127.0.0.1:5070;transport=udp", "sip:pcscf.example"), &[])
-            .expect_err("dns name");
+        let e = load(
+            &MIN.replace("sip:127.0.0.1:5070;transport=udp", "sip:pcscf.example"),
+            &[],
+        )
+        .expect_err("dns name");
         assert!(e.to_string().contains("sip.upstream"), "{e}");
         assert!(e.to_string().contains("IP address"), "{e}");
     }

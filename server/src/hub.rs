@@ -145,7 +145,11 @@ impl Hub {
                 self.flows.remove(&flow);
                 self.edge.flow_closed(now, flow);
             }
-            HubInput::Ims { link, source, bytes } => self.edge.from_ims(now, link, source, bytes),
+            HubInput::Ims {
+                link,
+                source,
+                bytes,
+            } => self.edge.from_ims(now, link, source, bytes),
             HubInput::ConnOpened { id, tx } => {
                 self.conns.insert(id, tx);
             }
@@ -164,10 +168,11 @@ impl Hub {
             match out {
                 Output::Send { to, bytes, txn } => {
                     if !self.send(to, bytes, txn)
-                        && let Some(txn) = txn {
-                            let now = Instant::now().into_std();
-                            self.edge.send_failed(now, txn);
-                        }
+                        && let Some(txn) = txn
+                    {
+                        let now = Instant::now().into_std();
+                        self.edge.send_failed(now, txn);
+                    }
                 }
                 Output::CloseFlow { flow, reason } => {
                     if let Some(tx) = self.flows.get(&flow) {
@@ -178,7 +183,8 @@ impl Hub {
             }
         }
         let stats = self.edge.stats();
-        self.metrics.update_edge(&stats, self.edge.flow_count(), self.edge.txn_count());
+        self.metrics
+            .update_edge(&stats, self.edge.flow_count(), self.edge.txn_count());
     }
 
     /// Hands bytes to the right writer; false if that is impossible right now.

@@ -19,21 +19,51 @@ impl Metrics {
         let handle = PrometheusBuilder::new().install_recorder().ok();
         describe_gauge!("imsgw_ws_flows", "Open SIP WebSocket connections (flows).");
         describe_gauge!("imsgw_sip_transactions", "SIP transactions held in memory.");
-        describe_counter!("imsgw_sip_requests_from_ws_total", "SIP requests received from WebSocket clients.");
-        describe_counter!("imsgw_sip_requests_from_ims_total", "SIP requests received from the IMS side.");
-        describe_counter!("imsgw_sip_responses_forwarded_total", "SIP responses forwarded.");
-        describe_counter!("imsgw_sip_rejected_400_total", "Malformed SIP messages rejected (400 or WebSocket close).");
-        describe_counter!("imsgw_sip_flow_failed_430_total", "Requests answered 430 Flow Failed (RFC 5626 §5.3).");
-        describe_counter!("imsgw_sip_forged_403_total", "Requests refused for a flow token that does not verify.");
-        describe_counter!("imsgw_sip_timeout_408_total", "Requests answered 408 after the upstream stayed silent.");
-        describe_counter!("imsgw_sip_unavailable_503_total", "Requests answered 503 because the upstream was unreachable.");
-        describe_counter!("imsgw_ws_rejected_total", "WebSocket connections refused or closed for a protocol violation.");
+        describe_counter!(
+            "imsgw_sip_requests_from_ws_total",
+            "SIP requests received from WebSocket clients."
+        );
+        describe_counter!(
+            "imsgw_sip_requests_from_ims_total",
+            "SIP requests received from the IMS side."
+        );
+        describe_counter!(
+            "imsgw_sip_responses_forwarded_total",
+            "SIP responses forwarded."
+        );
+        describe_counter!(
+            "imsgw_sip_rejected_400_total",
+            "Malformed SIP messages rejected (400 or WebSocket close)."
+        );
+        describe_counter!(
+            "imsgw_sip_flow_failed_430_total",
+            "Requests answered 430 Flow Failed (RFC 5626 §5.3)."
+        );
+        describe_counter!(
+            "imsgw_sip_forged_403_total",
+            "Requests refused for a flow token that does not verify."
+        );
+        describe_counter!(
+            "imsgw_sip_timeout_408_total",
+            "Requests answered 408 after the upstream stayed silent."
+        );
+        describe_counter!(
+            "imsgw_sip_unavailable_503_total",
+            "Requests answered 503 because the upstream was unreachable."
+        );
+        describe_counter!(
+            "imsgw_ws_rejected_total",
+            "WebSocket connections refused or closed for a protocol violation."
+        );
         Self { handle }
     }
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        self.handle.as_ref().map(PrometheusHandle::render).unwrap_or_default()
+        self.handle
+            .as_ref()
+            .map(PrometheusHandle::render)
+            .unwrap_or_default()
     }
 
     /// Mirrors the edge's counters.

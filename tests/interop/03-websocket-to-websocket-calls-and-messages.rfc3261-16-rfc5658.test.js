@@ -46,7 +46,8 @@ async function establish() {
   const outcome = out.events.find(([e]) => e === 'confirmed' || e === 'failed' || e === 'ended');
   assert.equal(outcome[0], 'confirmed', `alice's call: ${outcome[0]} ${outcome[1] && outcome[1].cause} ${outcome[1] && outcome[1].message ? outcome[1].message.status_code : ''}`);
   const inc = await bob.until(() => bob.incomingSessions[nIn], 2000, 'incoming session');
-  await bob.until(() => inc.events.find(([e]) => e === 'confirmed'), 5000, 'ACK at bob');
+  // the ACK is checked after the hang-up, so that a lost ACK does not hide what BYE does
+  inc.acked = await bob.until(() => inc.events.find(([e]) => e === 'confirmed'), 3000, 'ACK at bob').then(() => true, () => false);
 
   // what bob saw: imsgw on bob's flow (ws + ims), Kamailio, imsgw on alice's flow (ims + ws)
   const rr = headerValues(inc.request, 'Record-Route');
@@ -65,15 +66,24 @@ async function establish() {
   return { out, inc };
 }
 
-async function hangUp(by, other, byName) {
+/** imsgw's log lines about rejected/dropped requests, for failure messages. */
+function gwEvidence(mark) {
+  return L.gw.logSince(mark).split('\n').filter((l) => /rejected|Loop|drop|WARN|ERROR/.test(l)).join('\n');
+}
+
+async function hangUp(by, other, byName, acked, mark) {
   by.session.terminate();
   const [endBy, dBy] = await within(by.done, 5000, `${byName}'s session end`);
-  const [endOther, dOther] = await within(other.done, 5000, 'the other side\'s session end');
-  assert.equal(endBy, 'ended');
-  assert.equal(dBy.originator, 'local');
-  assert.equal(endOther, 'ended', `the other side: ${endOther} ${dOther && dOther.cause}`);
-  assert.equal(dOther.originator, 'remote', 'the BYE reached the other side');
-  assert.equal(dOther.cause, 'Terminated');
+  const otherEnd = await within(other.done, 5000, 'the other side\'s session end').catch((e) => ['not ended', { cause: e.message }]);
+  const [endOther, dOther] = otherEnd;
+  const evidence = `\nACK reached bob: ${acked}; other side: ${endOther} (${dOther && dOther.originator} ${dOther && dOther.cause}); ` +
+    `${byName}'s end: ${endBy} (${dBy.originator} ${dBy.cause})\nimsgw log since the INVITE:\n${gwEvidence(mark)}`;
+  assert.ok(acked, `the 2xx ACK from alice never reached bob (RFC 3261 §13.2.2.4)${evidence}`);
+  assert.equal(endBy, 'ended', evidence);
+  assert.equal(dBy.originator, 'local', evidence);
+  assert.equal(endOther, 'ended', `the BYE did not end the other side${evidence}`);
+  assert.equal(dOther.originator, 'remote', `the BYE reached the other side${evidence}`);
+  assert.equal(dOther.cause, 'Terminated', evidence);
 }
 
 function lastFrame(ua, dir, prefix) {
@@ -81,8 +91,9 @@ function lastFrame(ua, dir, prefix) {
 }
 
 test('alice calls bob; alice hangs up (BYE from the caller)', L.track(async () => {
+  const mark = L.gw.logMark();
   const { out, inc } = await establish();
-  await hangUp(out, inc, 'alice');
+  await hangUp(out, inc, 'alice', inc.acked, mark);
   const bye = lastFrame(bob, 'in', 'BYE ');
   assert.ok(bye, 'bob received the BYE over his WebSocket');
   const ok = lastFrame(alice, 'in', 'SIP/2.0 200');
@@ -90,8 +101,9 @@ test('alice calls bob; alice hangs up (BYE from the caller)', L.track(async () =
 }));
 
 test('alice calls bob; bob hangs up (BYE from the callee)', L.track(async () => {
+  const mark = L.gw.logMark();
   const { out, inc } = await establish();
-  await hangUp(inc, out, 'bob');
+  await hangUp(inc, out, 'bob', inc.acked, mark);
   const bye = lastFrame(alice, 'in', 'BYE ');
   assert.ok(bye, 'alice received the BYE over her WebSocket');
   assert.match(bye.text, /^Call-ID: /m);

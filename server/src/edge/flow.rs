@@ -120,7 +120,10 @@ mod tests {
         let key = FlowKey::random();
         let t = key.token(FlowId(0xdead_beef_0000_0001));
         assert_eq!(t.len(), TOKEN_LEN);
-        assert!(t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(
+            t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
         assert_eq!(key.verify(&t), Ok(FlowId(0xdead_beef_0000_0001)));
     }
 
@@ -135,7 +138,10 @@ mod tests {
         let tampered = String::from_utf8(bytes).expect("ascii");
         assert!(key.verify(&tampered).is_err());
         assert_eq!(key.verify("alice"), Err(FlowTokenError::Malformed));
-        assert_eq!(key.verify(&"!".repeat(TOKEN_LEN)), Err(FlowTokenError::Malformed));
+        assert_eq!(
+            key.verify(&"!".repeat(TOKEN_LEN)),
+            Err(FlowTokenError::Malformed)
+        );
     }
 
     #[test]

@@ -164,7 +164,10 @@ mod tests {
         let inner = path.trim_start_matches('<').trim_end_matches('>');
         let u = SipUri::parse(inner).expect("our path parses");
         assert!(has_ob(&u));
-        assert_eq!(l.our_route(&Uri::Sip(u), &key), Some(OurRoute::Flow(FlowId(42))));
+        assert_eq!(
+            l.our_route(&Uri::Sip(u), &key),
+            Some(OurRoute::Flow(FlowId(42)))
+        );
     }
 
     #[test]
@@ -172,9 +175,15 @@ mod tests {
         let key = FlowKey::random();
         let l = local();
         assert_eq!(l.our_route(&uri("sip:127.0.0.1:5070;lr"), &key), None);
-        assert_eq!(l.our_route(&uri("sip:127.0.0.1:5062;lr"), &key), Some(OurRoute::Plain));
         assert_eq!(
-            l.our_route(&uri("sip:AAAAAAAAAAAAAAAAAAAAAAAAAAA@127.0.0.1:5062;lr"), &key),
+            l.our_route(&uri("sip:127.0.0.1:5062;lr"), &key),
+            Some(OurRoute::Plain)
+        );
+        assert_eq!(
+            l.our_route(
+                &uri("sip:AAAAAAAAAAAAAAAAAAAAAAAAAAA@127.0.0.1:5062;lr"),
+                &key
+            ),
             Some(OurRoute::Forged)
         );
         assert_eq!(l.our_route(&uri("sip:127.0.0.1;lr"), &key), None);

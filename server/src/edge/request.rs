@@ -48,7 +48,13 @@ impl Side {
     }
 }
 
-pub(super) fn from_flow(edge: &mut Edge, now: Instant, flow: FlowId, remote: SocketAddr, bytes: Bytes) {
+pub(super) fn from_flow(
+    edge: &mut Edge,
+    now: Instant,
+    flow: FlowId,
+    remote: SocketAddr,
+    bytes: Bytes,
+) {
     let msg = match Message::parse(bytes) {
         Ok(m) => m,
         Err(e) => {
@@ -70,7 +76,13 @@ pub(super) fn from_flow(edge: &mut Edge, now: Instant, flow: FlowId, remote: Soc
     proxy(edge, now, Side::Flow(flow, remote), msg);
 }
 
-pub(super) fn from_ims(edge: &mut Edge, now: Instant, link: Link, source: SocketAddr, bytes: Bytes) {
+pub(super) fn from_ims(
+    edge: &mut Edge,
+    now: Instant,
+    link: Link,
+    source: SocketAddr,
+    bytes: Bytes,
+) {
     let msg = match Message::parse(bytes) {
         Ok(m) => m,
         Err(e) => {
@@ -89,7 +101,10 @@ pub(super) fn from_ims(edge: &mut Edge, now: Instant, link: Link, source: Socket
 /// The steps of RFC 3261 §16.3–16.6 for one request.
 fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
     let reply_to = side.reply_to(&msg);
-    let method = msg.method().cloned().unwrap_or(Method::Other(String::new()));
+    let method = msg
+        .method()
+        .cloned()
+        .unwrap_or(Method::Other(String::new()));
     if let Err(e) = msg.validate() {
         // RFC 3261 §8.2.6: a response needs the request's Via to find its way back; without
         // one there is nobody to answer, and a WebSocket that sends such things is closed.
@@ -103,7 +118,14 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
                 });
             }
         } else if method != Method::Ack {
-            reject(edge, reply_to, &msg, 400, "Bad Request", Some(&e.to_string()));
+            reject(
+                edge,
+                reply_to,
+                &msg,
+                400,
+                "Bad Request",
+                Some(&e.to_string()),
+            );
         }
         return;
     }
@@ -146,7 +168,14 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
     let routes = match msg.routes() {
         Ok(r) => r,
         Err(e) => {
-            reject(edge, reply_to, &msg, 400, "Bad Request", Some(&e.to_string()));
+            reject(
+                edge,
+                reply_to,
+                &msg,
+                400,
+                "Bad Request",
+                Some(&e.to_string()),
+            );
             return;
         }
     };
@@ -194,7 +223,8 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
             return;
         }
     };
-    let retransmit = dest == Dest::Upstream && edge.settings.local.transport == UpstreamTransport::Udp;
+    let retransmit =
+        dest == Dest::Upstream && edge.settings.local.transport == UpstreamTransport::Udp;
     let invite = method == Method::Invite;
     let trying = invite.then(|| response_to(&msg, 100, "Trying", None, &[]));
     let udp_origin = matches!(reply_to, Dest::Link(Link::Udp(_)));
@@ -214,10 +244,9 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
     edge.push(dest, bytes, Some(id));
     // RFC 3261 §17.2.1: the INVITE server transaction answers 100 at once.
     if let Some(trying) = trying {
-        if udp_origin
-            && let Some(t) = edge.txns.get_mut(id) {
-                t.last_response = Some(trying.clone());
-            }
+        if udp_origin && let Some(t) = edge.txns.get_mut(id) {
+            t.last_response = Some(trying.clone());
+        }
         edge.push(reply_to, trying, None);
     }
 }
@@ -249,7 +278,11 @@ fn rewrite(
                 // RFC 5658 double Record-Route: the IMS-facing URI on top, the flow-facing below.
                 s.insert(
                     top,
-                    format!("Record-Route: {}, {}\r\n", local.rr_ims(), local.rr_ws(&edge.key, flow)),
+                    format!(
+                        "Record-Route: {}, {}\r\n",
+                        local.rr_ims(),
+                        local.rr_ws(&edge.key, flow)
+                    ),
                 );
             }
             if method == Some(&Method::Register) {
@@ -260,7 +293,10 @@ fn rewrite(
                     }
                     _ => false,
                 };
-                s.insert(top, format!("Path: {}\r\n", local.path(&edge.key, flow, ob)));
+                s.insert(
+                    top,
+                    format!("Path: {}\r\n", local.path(&edge.key, flow, ob)),
+                );
                 if !supports(msg, "path") {
                     s.insert(top, Bytes::from_static(b"Supported: path\r\n"));
                 }
@@ -268,13 +304,16 @@ fn rewrite(
         }
         Side::Ims(..) => {
             s.insert(top, format!("Via: {}\r\n", local.via_ws(branch)));
-            if dialog_creating
-                && let Dest::Flow(flow) = dest {
-                    s.insert(
-                        top,
-                        format!("Record-Route: {}, {}\r\n", local.rr_ws(&edge.key, flow), local.rr_ims()),
-                    );
-                }
+            if dialog_creating && let Dest::Flow(flow) = dest {
+                s.insert(
+                    top,
+                    format!(
+                        "Record-Route: {}, {}\r\n",
+                        local.rr_ws(&edge.key, flow),
+                        local.rr_ims()
+                    ),
+                );
+            }
         }
     }
     // RFC 3261 §18.2.1 / RFC 3581 / RFC 7118 §5.4: received (and rport) on the sender's Via.
@@ -287,9 +326,10 @@ fn rewrite(
             s.insert(end, format!(";received={ip}"));
         }
         if via.rport == Some(None)
-            && let Some(r) = via.param_range("rport") {
-                s.replace(r, format!(";rport={}", source.port()));
-            }
+            && let Some(r) = via.param_range("rport")
+        {
+            s.replace(r, format!(";rport={}", source.port()));
+        }
     }
     delete_popped_routes(msg, routes, popped, &mut s);
     // RFC 3261 §16.6 step 3.
@@ -299,7 +339,10 @@ fn rewrite(
     }
     // Streams need Content-Length (RFC 3261 §18.3); WebSocket clients may leave it out.
     if !matches!(msg.content_length(), Ok(Some(_))) {
-        s.insert(msg.headers_end(), format!("Content-Length: {}\r\n", msg.body().len()));
+        s.insert(
+            msg.headers_end(),
+            format!("Content-Length: {}\r\n", msg.body().len()),
+        );
     }
     s.apply(msg.as_bytes())
 }
@@ -315,7 +358,11 @@ fn ours_on_top(edge: &Edge, routes: &[NameAddr]) -> usize {
 /// Which flow a request from the IMS side goes down: the flow token in the Route values we
 /// popped (Path or Record-Route), else in a Request-URI that names us.
 /// `Err((200, _))` means an OPTIONS for the edge itself.
-fn flow_for(edge: &Edge, msg: &Message, popped: &[NameAddr]) -> Result<FlowId, (u16, &'static str)> {
+fn flow_for(
+    edge: &Edge,
+    msg: &Message,
+    popped: &[NameAddr],
+) -> Result<FlowId, (u16, &'static str)> {
     let local = &edge.settings.local;
     let mut found = None;
     for r in popped {
@@ -334,7 +381,9 @@ fn flow_for(edge: &Edge, msg: &Message, popped: &[NameAddr]) -> Result<FlowId, (
         match ruri.as_ref().and_then(|u| local.our_route(u, &edge.key)) {
             Some(OurRoute::Flow(f)) => found = Some(f),
             Some(OurRoute::Forged) => return Err((403, "Forbidden")),
-            Some(OurRoute::Plain) if msg.method() == Some(&Method::Options) && popped.is_empty() => {
+            Some(OurRoute::Plain)
+                if msg.method() == Some(&Method::Options) && popped.is_empty() =>
+            {
                 return Err((200, "OK"));
             }
             _ => {}
@@ -428,14 +477,22 @@ fn server_key(msg: &Message, method: Option<&str>) -> Option<ServerKey> {
     };
     Some(ServerKey {
         branch,
-        sent_by: format!("{}:{}", via.host.to_ascii_lowercase(), via.port.unwrap_or(0)),
+        sent_by: format!(
+            "{}:{}",
+            via.host.to_ascii_lowercase(),
+            via.port.unwrap_or(0)
+        ),
         method,
     })
 }
 
 /// A stable To tag for a response the edge makes to a request it does not forward.
 fn local_tag_for(msg: &Message) -> String {
-    let branch = msg.top_via().ok().and_then(|v| v.branch).unwrap_or_default();
+    let branch = msg
+        .top_via()
+        .ok()
+        .and_then(|v| v.branch)
+        .unwrap_or_default();
     local_tag(&branch)
 }
 

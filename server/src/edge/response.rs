@@ -88,9 +88,10 @@ pub(super) fn handle(edge: &mut Edge, now: Instant, msg: Message) {
         return;
     };
     if matches!(reply_to, Dest::Link(Link::Udp(_)))
-        && let Some(t) = edge.txns.get_mut(id) {
-            t.last_response = Some(bytes.clone());
-        }
+        && let Some(t) = edge.txns.get_mut(id)
+    {
+        t.last_response = Some(bytes.clone());
+    }
     edge.stats.responses_forwarded += 1;
     edge.push(reply_to, bytes, None);
 }

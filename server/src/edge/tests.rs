@@ -41,15 +41,20 @@ impl Harness {
         }
     }
 
-    fn from_flow(&mut self, flow: u64, text: &str) -> Vec<Output> {
-        self.edge.from_flow(self.now, FlowId(flow), Bytes::from(text.to_string()));
+    fn client_sends(&mut self, flow: u64, text: &str) -> Vec<Output> {
+        self.edge
+            .from_flow(self.now, FlowId(flow), Bytes::from(text.to_string()));
         self.drain()
     }
 
-    fn from_ims(&mut self, text: &str) -> Vec<Output> {
+    fn ims_sends(&mut self, text: &str) -> Vec<Output> {
         let source: SocketAddr = PCSCF.parse().expect("addr");
-        self.edge
-            .from_ims(self.now, Link::Udp(source), source, Bytes::from(text.to_string()));
+        self.edge.from_ims(
+            self.now,
+            Link::Udp(source),
+            source,
+            Bytes::from(text.to_string()),
+        );
         self.drain()
     }
 
@@ -77,7 +82,11 @@ fn sent_to(outs: &[Output], to: Dest) -> Message {
             _ => None,
         })
         .collect();
-    assert_eq!(found.len(), 1, "expected one message to {to:?}, got {outs:#?}");
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one message to {to:?}, got {outs:#?}"
+    );
     Message::parse(found[0].clone()).expect("edge output parses")
 }
 
@@ -101,7 +110,7 @@ Contact: <sip:alice@df7jal23ls0d.invalid;transport=ws>;reg-id=1;+sip.instance=\"
 Content-Length: 0\r\n\r\n";
 
 fn registered(h: &mut Harness) -> Message {
-    let outs = h.from_flow(1, REGISTER);
+    let outs = h.client_sends(1, REGISTER);
     sent_to(&outs, Dest::Upstream)
 }
 
@@ -118,14 +127,22 @@ fn rfc5626_5_1_register_gets_path_with_flow_token_and_ob() {
     assert_eq!(uri.user.as_deref(), Some(h.token(1).as_str()));
     assert_eq!(uri.host, "127.0.0.1");
     assert_eq!(uri.port, Some(5062));
-    assert!(uri.param("ob").is_some() && uri.param("lr").is_some(), "{t}");
+    assert!(
+        uri.param("ob").is_some() && uri.param("lr").is_some(),
+        "{t}"
+    );
     assert!(t.contains("Supported: path\r\n"), "{t}");
     // RFC 3261 §16.6: our Via on top, Max-Forwards down by one, unknown headers untouched.
     let vias = fwd.vias().expect("vias");
     assert_eq!(vias.len(), 2);
     assert_eq!(vias[0].host, "127.0.0.1");
     assert_eq!(vias[0].transport, "UDP");
-    assert!(vias[0].branch.as_deref().is_some_and(|b| b.starts_with("z9hG4bK")));
+    assert!(
+        vias[0]
+            .branch
+            .as_deref()
+            .is_some_and(|b| b.starts_with("z9hG4bK"))
+    );
     // RFC 7118 §5.4 / RFC 3261 §18.2.1: received on the client's Via.
     assert_eq!(vias[1].received.as_deref(), Some("192.0.2.7"));
     assert_eq!(fwd.max_forwards().expect("mf").map(|m| m.0), Some(68));
@@ -146,14 +163,14 @@ Path: <sip:x@127.0.0.1:5062;lr;ob>\r\nContent-Length: 0\r\n\r\n",
         String::from_utf8_lossy(&fwd.as_bytes()[our_via.range.clone()]),
         String::from_utf8_lossy(&fwd.as_bytes()[client_via.range.clone()]),
     );
-    let outs = h.from_ims(&ok);
+    let outs = h.ims_sends(&ok);
     let back = sent_to(&outs, Dest::Flow(FlowId(1)));
     assert_eq!(back.status(), Some(200));
     let vias = back.vias().expect("vias");
     assert_eq!(vias.len(), 1);
     assert_eq!(vias[0].host, "df7jal23ls0d.invalid");
     // A retransmitted 200 (the transaction is over) is not forwarded twice.
-    let again = h.from_ims(&ok);
+    let again = h.ims_sends(&ok);
     assert!(again.is_empty(), "{again:#?}");
 }
 
@@ -175,17 +192,24 @@ Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n",
 fn rfc5626_5_3_request_from_ims_follows_the_flow_token() {
     let mut h = Harness::new(UpstreamTransport::Udp);
     let token = h.token(1);
-    let outs = h.from_ims(&invite_from_ims(&h, &token, ""));
+    let outs = h.ims_sends(&invite_from_ims(&h, &token, ""));
     let down = sent_to(&outs, Dest::Flow(FlowId(1)));
     let t = text(&down);
-    assert!(down.routes().expect("routes").is_empty(), "our Route is popped: {t}");
+    assert!(
+        down.routes().expect("routes").is_empty(),
+        "our Route is popped: {t}"
+    );
     // RFC 5658 double Record-Route: flow-facing on top, IMS-facing next, then Kamailio's.
     let rr = down.record_routes().expect("rr");
     assert_eq!(rr.len(), 3, "{t}");
-    let imsgw_sip::Uri::Sip(top) = &rr[0].uri else { panic!() };
+    let imsgw_sip::Uri::Sip(top) = &rr[0].uri else {
+        panic!()
+    };
     assert_eq!(top.user.as_deref(), Some(token.as_str()));
     assert_eq!(top.transport().as_deref(), Some("ws"));
-    let imsgw_sip::Uri::Sip(second) = &rr[1].uri else { panic!() };
+    let imsgw_sip::Uri::Sip(second) = &rr[1].uri else {
+        panic!()
+    };
     assert_eq!((second.user.as_deref(), second.port), (None, Some(5062)));
     assert_eq!(down.vias().expect("vias")[0].transport, "WS");
     assert!(t.ends_with("\r\n\r\nv=0\n"), "body untouched: {t}");
@@ -199,10 +223,10 @@ fn rfc5626_5_3_dead_flow_gets_430_and_forged_token_403() {
     let mut h = Harness::new(UpstreamTransport::Udp);
     let token = h.token(1);
     h.edge.flow_closed(h.now, FlowId(1));
-    let outs = h.from_ims(&invite_from_ims(&h, &token, ""));
+    let outs = h.ims_sends(&invite_from_ims(&h, &token, ""));
     assert_eq!(sent_to(&outs, pcscf()).status(), Some(430));
     let forged = FlowKey::random().token(FlowId(1));
-    let outs = h.from_ims(&invite_from_ims(&h, &forged, ""));
+    let outs = h.ims_sends(&invite_from_ims(&h, &forged, ""));
     assert_eq!(sent_to(&outs, pcscf()).status(), Some(403));
     assert_eq!(h.edge.stats().forged_403, 1);
 }
@@ -211,7 +235,7 @@ fn rfc5626_5_3_dead_flow_gets_430_and_forged_token_403() {
 fn rfc5626_5_3_flow_closing_mid_transaction_answers_430() {
     let mut h = Harness::new(UpstreamTransport::Udp);
     let token = h.token(1);
-    let outs = h.from_ims(&invite_from_ims(&h, &token, ""));
+    let outs = h.ims_sends(&invite_from_ims(&h, &token, ""));
     sent_to(&outs, Dest::Flow(FlowId(1)));
     h.edge.flow_closed(h.now, FlowId(1));
     let outs = h.drain();
@@ -239,7 +263,10 @@ fn rfc3261_17_1_2_silent_udp_upstream_retransmits_then_408() {
         }
     }
     // Timer E: 0.5, 1, 2, 4, 4, ... s until Timer F at 32 s.
-    assert!((8..=12).contains(&retransmits), "{retransmits} retransmissions");
+    assert!(
+        (8..=12).contains(&retransmits),
+        "{retransmits} retransmissions"
+    );
     assert_eq!(final_seen, Some(408));
 }
 
@@ -267,7 +294,7 @@ fn rfc3261_8_1_3_1_unreachable_upstream_gives_503_at_once() {
 #[test]
 fn rfc3261_16_3_max_forwards_zero_gets_483() {
     let mut h = Harness::new(UpstreamTransport::Udp);
-    let outs = h.from_flow(1, &REGISTER.replace("Max-Forwards: 69", "Max-Forwards: 0"));
+    let outs = h.client_sends(1, &REGISTER.replace("Max-Forwards: 69", "Max-Forwards: 0"));
     assert_eq!(sent_to(&outs, Dest::Flow(FlowId(1))).status(), Some(483));
 }
 
@@ -281,37 +308,59 @@ fn rfc3261_16_3_request_coming_back_unchanged_is_a_loop() {
         "REGISTER sip:ims.example SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKk2\r\n",
         1,
     );
-    let outs = h.from_ims(&looped);
+    let outs = h.ims_sends(&looped);
     assert_eq!(sent_to(&outs, pcscf()).status(), Some(482));
 }
 
 #[test]
 fn malformed_request_gets_400_with_the_reason() {
     let mut h = Harness::new(UpstreamTransport::Udp);
-    let outs = h.from_flow(1, &REGISTER.replace("CSeq: 1 REGISTER", "CSeq: one REGISTER"));
+    let outs = h.client_sends(
+        1,
+        &REGISTER.replace("CSeq: 1 REGISTER", "CSeq: one REGISTER"),
+    );
     let r = sent_to(&outs, Dest::Flow(FlowId(1)));
     assert_eq!(r.status(), Some(400));
-    let w = r.header(&HeaderName::Other("warning".into())).map(|h| r.value(h).to_vec());
-    assert!(w.is_some_and(|w| w.starts_with(b"399 imsgw \"")), "{}", text(&r));
+    let w = r
+        .header(&HeaderName::Other("warning".into()))
+        .map(|h| r.value(h).to_vec());
+    assert!(
+        w.is_some_and(|w| w.starts_with(b"399 imsgw \"")),
+        "{}",
+        text(&r)
+    );
     // Not SIP at all: nothing to answer, the WebSocket is closed with a protocol error.
-    let outs = h.from_flow(1, "hello there\r\n\r\n");
-    assert!(matches!(outs.as_slice(), [Output::CloseFlow { flow: FlowId(1), .. }]), "{outs:#?}");
+    let outs = h.client_sends(1, "hello there\r\n\r\n");
+    assert!(
+        matches!(
+            outs.as_slice(),
+            [Output::CloseFlow {
+                flow: FlowId(1),
+                ..
+            }]
+        ),
+        "{outs:#?}"
+    );
 }
 
 #[test]
 fn rfc5626_4_4_1_crlf_ping_gets_a_pong() {
     let mut h = Harness::new(UpstreamTransport::Udp);
-    let outs = h.from_flow(1, "\r\n\r\n");
+    let outs = h.client_sends(1, "\r\n\r\n");
     assert_eq!(
         outs,
-        vec![Output::Send { to: Dest::Flow(FlowId(1)), bytes: Bytes::from_static(b"\r\n"), txn: None }]
+        vec![Output::Send {
+            to: Dest::Flow(FlowId(1)),
+            bytes: Bytes::from_static(b"\r\n"),
+            txn: None
+        }]
     );
 }
 
 #[test]
 fn options_for_the_edge_itself_is_answered() {
     let mut h = Harness::new(UpstreamTransport::Udp);
-    let outs = h.from_ims(
+    let outs = h.ims_sends(
         "OPTIONS sip:127.0.0.1:5062 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKo1\r\n\
 Max-Forwards: 70\r\nFrom: <sip:ka@ims.example>;tag=k\r\nTo: <sip:127.0.0.1:5062>\r\nCall-ID: ka1\r\n\
 CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
@@ -324,9 +373,9 @@ fn rfc3261_17_2_1_retransmitted_invite_is_absorbed() {
     let mut h = Harness::new(UpstreamTransport::Udp);
     let token = h.token(1);
     let invite = invite_from_ims(&h, &token, "");
-    let first = h.from_ims(&invite);
+    let first = h.ims_sends(&invite);
     sent_to(&first, Dest::Flow(FlowId(1)));
-    let again = h.from_ims(&invite);
+    let again = h.ims_sends(&invite);
     // Only the 100 again, nothing down the WebSocket.
     assert_eq!(sent_to(&again, pcscf()).status(), Some(100));
     assert_eq!(again.len(), 1);
@@ -336,9 +385,15 @@ fn rfc3261_17_2_1_retransmitted_invite_is_absorbed() {
 fn answer(down: &Message, code: u16, to_tag: &str) -> String {
     let mut s = format!("SIP/2.0 {code} Whatever\r\n");
     for v in down.vias().expect("vias") {
-        s.push_str(&format!("Via: {}\r\n", String::from_utf8_lossy(&down.as_bytes()[v.range])));
+        s.push_str(&format!(
+            "Via: {}\r\n",
+            String::from_utf8_lossy(&down.as_bytes()[v.range])
+        ));
     }
-    let to = down.header(&HeaderName::To).map(|h| down.value(h).to_vec()).unwrap_or_default();
+    let to = down
+        .header(&HeaderName::To)
+        .map(|h| down.value(h).to_vec())
+        .unwrap_or_default();
     s.push_str(&format!(
         "From: <sip:caller@ims.example>;tag=c1\r\nTo: {};tag={to_tag}\r\nCall-ID: {}\r\nCSeq: {} {}\r\nContent-Length: 0\r\n\r\n",
         String::from_utf8_lossy(&to),
@@ -354,15 +409,18 @@ fn rfc3261_17_2_1_ack_for_an_error_is_absorbed_hop_by_hop() {
     let mut h = Harness::new(UpstreamTransport::Udp);
     let token = h.token(1);
     let invite = invite_from_ims(&h, &token, "");
-    let down = sent_to(&h.from_ims(&invite), Dest::Flow(FlowId(1)));
-    let busy = sent_to(&h.from_flow(1, &answer(&down, 486, "b1")), pcscf());
+    let down = sent_to(&h.ims_sends(&invite), Dest::Flow(FlowId(1)));
+    let busy = sent_to(&h.client_sends(1, &answer(&down, 486, "b1")), pcscf());
     assert_eq!(busy.status(), Some(486));
     assert_eq!(busy.vias().expect("vias").len(), 2, "our Via removed");
     let ack = invite
         .replacen("INVITE sip:", "ACK sip:", 1)
         .replace("CSeq: 1 INVITE", "CSeq: 1 ACK")
-        .replace("To: <sip:alice@ims.example>", "To: <sip:alice@ims.example>;tag=b1");
-    assert!(h.from_ims(&ack).is_empty());
+        .replace(
+            "To: <sip:alice@ims.example>",
+            "To: <sip:alice@ims.example>;tag=b1",
+        );
+    assert!(h.ims_sends(&ack).is_empty());
 }
 
 #[test]
@@ -371,18 +429,23 @@ fn rfc3261_17_1_1_3_edge_acks_an_error_from_upstream() {
     let invite = "INVITE sip:bob@ims.example SIP/2.0\r\nVia: SIP/2.0/WSS c.invalid;branch=z9hG4bKi1\r\n\
 Max-Forwards: 70\r\nFrom: <sip:alice@ims.example>;tag=a1\r\nTo: <sip:bob@ims.example>\r\nCall-ID: ci1\r\n\
 CSeq: 5 INVITE\r\nContact: <sip:a@c.invalid;transport=ws;ob>\r\nContent-Length: 0\r\n\r\n";
-    let outs = h.from_flow(1, invite);
+    let outs = h.client_sends(1, invite);
     assert_eq!(sent_to(&outs, Dest::Flow(FlowId(1))).status(), Some(100));
     let up = sent_to(&outs, Dest::Upstream);
     // RFC 5658: IMS-facing Record-Route on top, the flow-facing one (with the token) below.
     let rr = up.record_routes().expect("rr");
     assert_eq!(rr.len(), 2);
-    let imsgw_sip::Uri::Sip(below) = &rr[1].uri else { panic!() };
+    let imsgw_sip::Uri::Sip(below) = &rr[1].uri else {
+        panic!()
+    };
     assert_eq!(below.user.as_deref(), Some(h.token(1).as_str()));
-    let outs = h.from_ims(&answer(&up, 404, "x"));
+    let outs = h.ims_sends(&answer(&up, 404, "x"));
     let ack = sent_to(&outs, Dest::Upstream);
     assert_eq!(ack.method(), Some(&imsgw_sip::Method::Ack));
-    assert_eq!(ack.top_via().expect("via").branch, up.top_via().expect("via").branch);
+    assert_eq!(
+        ack.top_via().expect("via").branch,
+        up.top_via().expect("via").branch
+    );
     assert_eq!(ack.to().expect("to").tag(), Some("x"));
     assert_eq!(sent_to(&outs, Dest::Flow(FlowId(1))).status(), Some(404));
 }
@@ -393,15 +456,29 @@ fn rfc3261_16_10_cancel_is_answered_and_sent_on_after_a_provisional() {
     let invite = "INVITE sip:bob@ims.example SIP/2.0\r\nVia: SIP/2.0/WSS c.invalid;branch=z9hG4bKi2\r\n\
 Max-Forwards: 70\r\nFrom: <sip:alice@ims.example>;tag=a1\r\nTo: <sip:bob@ims.example>\r\nCall-ID: ci2\r\n\
 CSeq: 5 INVITE\r\nContent-Length: 0\r\n\r\n";
-    let up = sent_to(&h.from_flow(1, invite), Dest::Upstream);
-    let cancel = invite.replacen("INVITE sip:", "CANCEL sip:", 1).replace("5 INVITE", "5 CANCEL");
-    let outs = h.from_flow(1, &cancel);
+    let up = sent_to(&h.client_sends(1, invite), Dest::Upstream);
+    let cancel = invite
+        .replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replace("5 INVITE", "5 CANCEL");
+    let outs = h.client_sends(1, &cancel);
     assert_eq!(sent_to(&outs, Dest::Flow(FlowId(1))).status(), Some(200));
-    assert!(!outs.iter().any(|o| matches!(o, Output::Send { to: Dest::Upstream, .. })), "waits for a provisional");
-    let outs = h.from_ims(&answer(&up, 180, "r"));
+    assert!(
+        !outs.iter().any(|o| matches!(
+            o,
+            Output::Send {
+                to: Dest::Upstream,
+                ..
+            }
+        )),
+        "waits for a provisional"
+    );
+    let outs = h.ims_sends(&answer(&up, 180, "r"));
     let c = sent_to(&outs, Dest::Upstream);
     assert_eq!(c.method(), Some(&imsgw_sip::Method::Cancel));
-    assert_eq!(c.top_via().expect("via").branch, up.top_via().expect("via").branch);
+    assert_eq!(
+        c.top_via().expect("via").branch,
+        up.top_via().expect("via").branch
+    );
     assert_eq!(sent_to(&outs, Dest::Flow(FlowId(1))).status(), Some(180));
 }
 
@@ -415,10 +492,13 @@ Route: <sip:127.0.0.1:5062;transport=udp;lr>, <sip:{token}@127.0.0.1:5062;transp
 Max-Forwards: 70\r\nFrom: <sip:caller@ims.example>;tag=c1\r\nTo: <sip:alice@ims.example>;tag=a\r\n\
 Call-ID: d1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
     );
-    let outs = h.from_ims(&bye);
+    let outs = h.ims_sends(&bye);
     let down = sent_to(&outs, Dest::Flow(FlowId(1)));
     assert!(down.routes().expect("routes").is_empty(), "{}", text(&down));
-    assert!(down.record_routes().expect("rr").is_empty(), "no Record-Route in dialog");
+    assert!(
+        down.record_routes().expect("rr").is_empty(),
+        "no Record-Route in dialog"
+    );
 }
 
 #[test]
@@ -431,10 +511,12 @@ Route: <sip:{token}@127.0.0.1:5062;transport=ws;lr;ob>,<sip:127.0.0.1:5062;trans
 Max-Forwards: 70\r\nFrom: <sip:alice@ims.example>;tag=a\r\nTo: <sip:caller@ims.example>;tag=c1\r\n\
 Call-ID: d2\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n"
     );
-    let outs = h.from_flow(1, &bye);
+    let outs = h.client_sends(1, &bye);
     let up = sent_to(&outs, Dest::Upstream);
     let routes = up.routes().expect("routes");
     assert_eq!(routes.len(), 1, "{}", text(&up));
-    let imsgw_sip::Uri::Sip(r) = &routes[0].uri else { panic!() };
+    let imsgw_sip::Uri::Sip(r) = &routes[0].uri else {
+        panic!()
+    };
     assert_eq!(r.port, Some(5070));
 }

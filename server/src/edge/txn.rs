@@ -112,7 +112,10 @@ impl Transactions {
     pub fn new_branch(&mut self, loop_hash: u32) -> (TxnId, String) {
         let id = TxnId(self.next_id);
         self.next_id += 1;
-        (id, format!("z9hG4bK{:08x}{:x}.{:08x}", self.salt, id.0, loop_hash))
+        (
+            id,
+            format!("z9hG4bK{:08x}{:x}.{:08x}", self.salt, id.0, loop_hash),
+        )
     }
 
     /// Records a transaction whose request was just sent.
@@ -281,9 +284,10 @@ impl Transactions {
         if let Some(t) = self.by_id.remove(&id) {
             self.by_branch.remove(&t.branch);
             if let Some(key) = t.origin.and_then(|o| o.key)
-                && self.by_server.get(&key) == Some(&id) {
-                    self.by_server.remove(&key);
-                }
+                && self.by_server.get(&key) == Some(&id)
+            {
+                self.by_server.remove(&key);
+            }
         }
     }
 }
@@ -384,6 +388,8 @@ pub fn hop_request(sent: &Message, method: &str, to: Option<&[u8]>) -> Bytes {
         b.extend_from_slice(b"\r\n");
     }
     let seq = sent.cseq().map(|c| c.seq).unwrap_or(1);
-    b.extend_from_slice(format!("CSeq: {seq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").as_bytes());
+    b.extend_from_slice(
+        format!("CSeq: {seq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+    );
     b.freeze()
 }

@@ -68,7 +68,15 @@ pub async fn run_udp(
                 }
                 let bytes = Bytes::copy_from_slice(&buf[..n]);
                 let link = Link::Udp(source);
-                if hub.send(HubInput::Ims { link, source, bytes }).await.is_err() {
+                if hub
+                    .send(HubInput::Ims {
+                        link,
+                        source,
+                        bytes,
+                    })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -157,7 +165,9 @@ pub async fn run_listener(
                     run_stream(stream, id, source, tx, hub, max, shutdown).await;
                 }
                 Some(acceptor) => {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                        .await
+                    {
                         Ok(Ok(s)) => {
                             let (id, tx) = open_conn(&hub).await;
                             run_stream(s, id, source, tx, hub, max, shutdown).await;
@@ -275,8 +285,12 @@ pub async fn run_upstream(
                     tokio::spawn(async move {
                         let merged = merge(tx_rx, rx_out);
                         match stream {
-                            Upstream::Tcp(s) => run_stream(s, id, addr, merged, hub2.clone(), max, shutdown).await,
-                            Upstream::Tls(s) => run_stream(*s, id, addr, merged, hub2.clone(), max, shutdown).await,
+                            Upstream::Tcp(s) => {
+                                run_stream(s, id, addr, merged, hub2.clone(), max, shutdown).await
+                            }
+                            Upstream::Tls(s) => {
+                                run_stream(*s, id, addr, merged, hub2.clone(), max, shutdown).await
+                            }
                         }
                         info!(%addr, "upstream connection closed");
                         let _ = hub2.send(HubInput::UpstreamFailed).await;
@@ -345,7 +359,9 @@ async fn connect(c: &UpstreamConnector) -> std::io::Result<Upstream> {
         Some((connector, name)) => {
             let s = tokio::time::timeout(c.connect_timeout, connector.connect(name.clone(), tcp))
                 .await
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+                })??;
             Ok(Upstream::Tls(Box::new(s)))
         }
     }

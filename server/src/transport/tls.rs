@@ -31,20 +31,33 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// Client config trusting only the CAs in `ca_file`.
-pub fn connector(ca_file: &Path, server_name: &str) -> Result<(TlsConnector, ServerName<'static>), TlsError> {
+pub fn connector(
+    ca_file: &Path,
+    server_name: &str,
+) -> Result<(TlsConnector, ServerName<'static>), TlsError> {
     let shown = ca_file.display().to_string();
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca_file)
-        .map_err(|e| TlsError::Ca { path: shown.clone(), message: e.to_string() })?
+        .map_err(|e| TlsError::Ca {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?
         .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Ca { path: shown.clone(), message: e.to_string() })?;
+        .map_err(|e| TlsError::Ca {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
     if certs.is_empty() {
-        return Err(TlsError::Ca { path: shown, message: "no certificate in the file".into() });
+        return Err(TlsError::Ca {
+            path: shown,
+            message: "no certificate in the file".into(),
+        });
     }
     let mut roots = rustls::RootCertStore::empty();
     for c in certs {
-        roots
-            .add(c)
-            .map_err(|e| TlsError::Ca { path: shown.clone(), message: e.to_string() })?;
+        roots.add(c).map_err(|e| TlsError::Ca {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
     }
     let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
@@ -60,15 +73,26 @@ pub fn acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, TlsErr
     let cshown = cert_file.display().to_string();
     let kshown = key_file.display().to_string();
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
-        .map_err(|e| TlsError::Cert { path: cshown.clone(), message: e.to_string() })?
+        .map_err(|e| TlsError::Cert {
+            path: cshown.clone(),
+            message: e.to_string(),
+        })?
         .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Cert { path: cshown.clone(), message: e.to_string() })?;
+        .map_err(|e| TlsError::Cert {
+            path: cshown.clone(),
+            message: e.to_string(),
+        })?;
     if chain.is_empty() {
-        return Err(TlsError::Cert { path: cshown, message: "no certificate in the file".into() });
+        return Err(TlsError::Cert {
+            path: cshown,
+            message: "no certificate in the file".into(),
+        });
     }
     // The key's text is never put into an error message.
-    let key = PrivateKeyDer::from_pem_file(key_file)
-        .map_err(|_| TlsError::Key { path: kshown, message: "no readable PEM private key".into() })?;
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|_| TlsError::Key {
+        path: kshown,
+        message: "no readable PEM private key".into(),
+    })?;
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()

@@ -65,7 +65,10 @@ pub async fn upgrade(
         Ok(ws) => ws,
         Err(e) => {
             state.metrics.ws_rejected("not_websocket");
-            return (e.status(), format!("{e}: SIP over WebSocket (RFC 7118) needs a WebSocket upgrade\n"))
+            return (
+                e.status(),
+                format!("{e}: SIP over WebSocket (RFC 7118) needs a WebSocket upgrade\n"),
+            )
                 .into_response();
         }
     };
@@ -132,9 +135,16 @@ async fn serve(state: Arc<WsState>, mut socket: WebSocket, remote: SocketAddr) {
     });
     ping.reset();
     let mut awaiting_pong = false;
+    let mut budget = RateLimit::new(state.config.max_messages_per_sec);
     let close = loop {
         tokio::select! {
             incoming = socket.recv() => match incoming {
+                Some(Ok(WsMessage::Text(_) | WsMessage::Binary(_))) if !budget.take(tokio::time::Instant::now()) => {
+                    state.metrics.ws_rejected("message_rate");
+                    debug!(%flow, "client over websocket.max_messages_per_sec; closing");
+                    // RFC 6455 §7.4.1: 1008, policy violation.
+                    break Some((1008, "message rate limit exceeded"));
+                }
                 Some(Ok(WsMessage::Text(t))) => {
                     let bytes = Bytes::from(t);
                     if state.hub.send(HubInput::FlowMessage { flow, bytes }).await.is_err() {
@@ -208,4 +218,57 @@ async fn serve(state: Arc<WsState>, mut socket: WebSocket, remote: SocketAddr) {
     let _ = state.hub.send(HubInput::FlowClosed { flow }).await;
     state.open.fetch_sub(1, Ordering::Relaxed);
     debug!(%flow, "WebSocket flow closed");
+}
+
+/// A token bucket: `rate` messages a second, bursts up to four seconds' worth.
+struct RateLimit {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: tokio::time::Instant,
+}
+
+impl RateLimit {
+    fn new(rate: u32) -> Self {
+        let rate = f64::from(rate);
+        Self {
+            rate,
+            burst: rate * 4.0,
+            tokens: rate * 4.0,
+            last: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Whether one more message is allowed now; a rate of 0 allows everything.
+    fn take(&mut self, now: tokio::time::Instant) -> bool {
+        if self.rate == 0.0 {
+            return true;
+        }
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_allows_a_burst_then_the_rate() {
+        let start = tokio::time::Instant::now();
+        let mut r = RateLimit::new(10);
+        let allowed = (0..100).filter(|_| r.take(start)).count();
+        assert_eq!(allowed, 40);
+        assert!(r.take(start + Duration::from_millis(100)));
+        assert!(!r.take(start + Duration::from_millis(100)));
+        let mut off = RateLimit::new(0);
+        assert!((0..10_000).all(|_| off.take(start)));
+    }
 }
