@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use imsgw_sip::{Message, Method, response_to};
 
-use super::{Dest, Edge, Link};
+use super::{Dest, Edge, FlowId, Link};
 
 /// A transaction, by table id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -81,6 +81,9 @@ pub struct Transactions {
     by_id: HashMap<TxnId, Txn>,
     by_branch: HashMap<String, TxnId>,
     by_server: HashMap<ServerKey, TxnId>,
+    /// Unfinished transactions sent down each flow, so a closing flow finds its own without a
+    /// scan of the table.
+    pending_by_flow: HashMap<FlowId, Vec<TxnId>>,
     timers: BinaryHeap<Reverse<(Instant, TxnId)>>,
 }
 
@@ -99,6 +102,7 @@ impl Transactions {
             by_id: HashMap::new(),
             by_branch: HashMap::new(),
             by_server: HashMap::new(),
+            pending_by_flow: HashMap::new(),
             timers: BinaryHeap::new(),
         }
     }
@@ -152,6 +156,9 @@ impl Transactions {
             self.by_server.insert(key, id);
         }
         self.by_branch.insert(branch, id);
+        if let Dest::Flow(flow) = dest {
+            self.pending_by_flow.entry(flow).or_default().push(id);
+        }
         self.schedule(id, &mut t);
         self.by_id.insert(id, t);
     }
@@ -176,14 +183,25 @@ impl Transactions {
         self.by_id.get(&id).map(|t| t.dest)
     }
 
-    /// Transactions to `dest` still waiting for a final response.
+    /// Transactions to `dest` still waiting for a final response, oldest first.
     pub fn pending_to(&self, dest: Dest) -> Vec<TxnId> {
-        let mut ids: Vec<TxnId> = self
-            .by_id
-            .iter()
-            .filter(|(_, t)| t.dest == dest && matches!(t.state, State::Trying | State::Proceeding))
-            .map(|(id, _)| *id)
-            .collect();
+        let waiting = |t: &Txn| matches!(t.state, State::Trying | State::Proceeding);
+        let mut ids: Vec<TxnId> = match dest {
+            Dest::Flow(flow) => self
+                .pending_by_flow
+                .get(&flow)
+                .into_iter()
+                .flatten()
+                .filter(|id| self.by_id.get(id).is_some_and(waiting))
+                .copied()
+                .collect(),
+            _ => self
+                .by_id
+                .iter()
+                .filter(|(_, t)| t.dest == dest && waiting(t))
+                .map(|(id, _)| *id)
+                .collect(),
+        };
         ids.sort();
         ids
     }
@@ -223,6 +241,7 @@ impl Transactions {
         };
         t.retrans_at = None;
         t.timeout_at = None;
+        self.unindex_flow(id, t.dest);
         let udp_origin = matches!(
             t.origin.as_ref().map(|o| o.reply_to),
             Some(Dest::Link(Link::Udp(_)))
@@ -280,8 +299,20 @@ impl Transactions {
         }
     }
 
+    fn unindex_flow(&mut self, id: TxnId, dest: Dest) {
+        if let Dest::Flow(flow) = dest
+            && let Some(ids) = self.pending_by_flow.get_mut(&flow)
+        {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                self.pending_by_flow.remove(&flow);
+            }
+        }
+    }
+
     fn remove(&mut self, id: TxnId) {
         if let Some(t) = self.by_id.remove(&id) {
+            self.unindex_flow(id, t.dest);
             self.by_branch.remove(&t.branch);
             if let Some(key) = t.origin.and_then(|o| o.key)
                 && self.by_server.get(&key) == Some(&id)

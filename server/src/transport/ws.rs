@@ -161,7 +161,8 @@ async fn serve(state: Arc<WsState>, mut socket: WebSocket, remote: SocketAddr) {
                 Some(Ok(WsMessage::Close(_))) | None => break None,
                 Some(Err(e)) => {
                     let text = e.to_string();
-                    if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
+                    // tungstenite's capacity error ("Space limit exceeded: Message too long").
+                    if text.contains("Space limit exceeded") {
                         // RFC 6455 §7.4.1: 1009, message too big.
                         state.metrics.ws_rejected("message_too_big");
                         debug!(%flow, error = %text, "WebSocket message over the limit");
