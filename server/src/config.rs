@@ -29,6 +29,9 @@ pub struct Config {
     /// `[log]`: logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Things worth telling the operator that do not stop start-up (printed by `main`).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// `[http]`
@@ -309,9 +312,10 @@ impl Config {
                     path: path.to_path_buf(),
                     message: e.message().to_string(),
                 })?;
-        let overrides = apply_env(&mut table, env)?;
+        let mut warnings = Vec::new();
+        let overrides = apply_env(&mut table, env, &mut warnings)?;
         let value = toml::Value::Table(table);
-        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
             let origin = overrides
                 .get(&key)
@@ -328,6 +332,7 @@ impl Config {
             }
         })?;
         config.check()?;
+        config.warnings = warnings;
         Ok(config)
     }
 
@@ -401,12 +406,21 @@ impl Config {
 fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
+    warnings: &mut Vec<String>,
 ) -> Result<BTreeMap<String, String>, ConfigError> {
     let mut origins = BTreeMap::new();
     for (var, raw) in env {
         let Some(rest) = var.strip_prefix("IMSGW_") else {
             continue;
         };
+        // Other tools use IMSGW_ names too (IMSGW_BIN in the tests): a name without the
+        // section separator is not ours, but may be a typo, so say so.
+        if !rest.contains("__") {
+            warnings.push(format!(
+                "ignoring environment variable {var}: config overrides are named IMSGW_<SECTION>__<KEY>"
+            ));
+            continue;
+        }
         let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
         if path.len() != 2 || path.iter().any(String::is_empty) {
             return Err(ConfigError::Env {
@@ -525,6 +539,12 @@ upstream = "sip:127.0.0.1:5070;transport=udp"
         let e = load(&format!("{MIN}\nfoo = 1\n"), &[]).expect_err("unknown key");
         let msg = e.to_string();
         assert!(msg.contains("foo"), "{msg}");
+        let c = load(MIN, &[("IMSGW_BIN", "/usr/bin/imsgw")]).expect("not a config override");
+        assert!(
+            c.warnings.iter().any(|w| w.contains("IMSGW_BIN")),
+            "{:?}",
+            c.warnings
+        );
         let e = load(MIN, &[("IMSGW_SIP__LISTN", "1.2.3.4:5")]).expect_err("unknown key");
         let msg = e.to_string();
         assert!(

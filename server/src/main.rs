@@ -37,6 +37,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("imsgw: warning: {w}");
+                }
                 println!(
                     "config ok: http.listen={} sip.listen={} sip.upstream={} ({:?})",
                     c.http.listen, c.sip.listen, c.sip.upstream.uri, c.sip.upstream.transport
@@ -57,6 +60,9 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&config);
+            for w in &config.warnings {
+                tracing::warn!("{w}");
+            }
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -28,7 +28,7 @@ for (const [transport, block] of [['udp', 5], ['tcp', 6]]) {
       const t0 = process.hrtime.bigint();
       const err = await ua.register(15000).then(() => null, (e) => e);
       const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-      console.log(`# [${transport}] REGISTER with Kamailio down: ${err && err.response ? err.response.status_code : err && err.cause} after ${ms.toFixed(1)} ms`);
+      console.log(`[${transport}] REGISTER with Kamailio down: ${err && err.response ? err.response.status_code : err && err.cause} after ${ms.toFixed(1)} ms`);
       assert.ok(err, 'REGISTER must not succeed with Kamailio down');
       assert.ok(err.response, `JsSIP got no response at all (${err.cause}); imsgw log:\n${L.gw.logSince(mark)}`);
       assert.equal(err.response.status_code, 503, `REGISTER answered ${err.response.status_code} after ${ms.toFixed(0)} ms; imsgw log:\n${L.gw.logSince(mark)}`);
@@ -40,7 +40,7 @@ for (const [transport, block] of [['udp', 5], ['tcp', 6]]) {
       const t0 = process.hrtime.bigint();
       const r = await ua.message(`sip:nobody@ims.example`, 'is anyone there?', 15000);
       const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-      console.log(`# [${transport}] MESSAGE with Kamailio down: ${r.code || r.cause} after ${ms.toFixed(1)} ms`);
+      console.log(`[${transport}] MESSAGE with Kamailio down: ${r.code || r.cause} after ${ms.toFixed(1)} ms`);
       assert.equal(r.code, 503, `MESSAGE answered ${r.code} (${r.cause}) after ${ms.toFixed(0)} ms; imsgw log:\n${L.gw.logSince(mark)}`);
       assert.ok(ms < PROMPT_MS, `503 took ${ms.toFixed(0)} ms (limit ${PROMPT_MS})`);
     }));
@@ -52,7 +52,7 @@ for (const [transport, block] of [['udp', 5], ['tcp', 6]]) {
       assert.equal((await L.kam.bindings(ua.user)).length, 0);
       const t0 = Date.now();
       ua.registerResponse = await ua.register(10000);
-      console.log(`# [${transport}] REGISTER after Kamailio restart: 200 after ${Date.now() - t0} ms`);
+      console.log(`[${transport}] REGISTER after Kamailio restart: 200 after ${Date.now() - t0} ms`);
       await assertRegisteredWithPath(L, ua);
       assert.equal(L.gw.exit, null, 'imsgw kept running');
       assert.equal(L.gw.child.pid, pidBefore);

@@ -39,7 +39,7 @@ function rundir(name) {
 
 function removeRundir(dir, failed) {
   if (failed || process.env.KEEP_RUNDIR === '1') {
-    console.log(`# logs kept in ${dir}`);
+    console.log(`logs kept in ${dir}`);
     return;
   }
   fs.rmSync(dir, { recursive: true, force: true });

@@ -70,6 +70,9 @@ class Imsgw {
     const log = fs.openSync(this.logFile, 'a');
     const env = { ...process.env, NO_COLOR: '1' };
     delete env.RUST_LOG; // the config's log.filter applies
+    // imsgw reads IMSGW_<SECTION>__<KEY> overrides and refuses unknown IMSGW_* names, which
+    // includes our own IMSGW_BIN: the config file written above is the whole configuration
+    for (const k of Object.keys(env)) if (k.startsWith('IMSGW_')) delete env[k];
     this.child = spawn(IMSGW_BIN, ['serve', '--config', this.configFile], { stdio: ['ignore', log, log], env });
     fs.closeSync(log);
     this.exited = new Promise((resolve) => {

@@ -436,11 +436,25 @@ fn supports(msg: &Message, option: &str) -> bool {
 }
 
 /// RFC 3261 §16.3 item 4, §16.6 item 8: a hash over what a loop leaves unchanged and a spiral
-/// changes (Request-URI, From tag, To tag, Call-ID, CSeq number).
+/// changes: Request-URI, the Route set as received, From tag, To tag, Call-ID, CSeq number,
+/// Proxy-Require and Proxy-Authorization. The Route set matters for in-dialog requests between
+/// two WebSocket users: they pass the edge twice with the same Request-URI and tags, but the
+/// second time with the Route values before our first visit consumed.
 fn loop_hash(msg: &Message) -> u32 {
     let mut data = Vec::with_capacity(256);
     data.extend_from_slice(msg.request_uri().unwrap_or("").as_bytes());
     data.push(0);
+    for h in msg.headers() {
+        let name = match &h.name {
+            HeaderName::Route | HeaderName::ProxyRequire | HeaderName::ProxyAuthorization => {
+                h.name.as_str()
+            }
+            _ => continue,
+        };
+        data.extend_from_slice(name.as_bytes());
+        data.extend_from_slice(msg.value(h));
+        data.push(0);
+    }
     if let Ok(f) = msg.from() {
         data.extend_from_slice(f.tag().unwrap_or("").as_bytes());
     }

@@ -520,3 +520,37 @@ Call-ID: d2\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n"
     };
     assert_eq!(r.port, Some(5070));
 }
+
+#[test]
+fn rfc3261_16_3_in_dialog_spiral_between_two_flows_is_not_a_loop() {
+    // Alice (flow 1) and Bob (flow 2) are both behind the edge: Alice's BYE passes it twice,
+    // first toward the IMS, then back down to Bob, with the same Request-URI, tags and CSeq.
+    let mut h = Harness::new(UpstreamTransport::Udp);
+    h.edge
+        .flow_opened(FlowId(2), "192.0.2.8:40000".parse().expect("addr"));
+    let (a, b) = (h.token(1), h.token(2));
+    let bye = format!(
+        "BYE sip:bob@ims.example;gr=urn:uuid:1 SIP/2.0\r\nVia: SIP/2.0/WSS c.invalid;branch=z9hG4bKs1\r\n\
+Route: <sip:{a}@127.0.0.1:5062;transport=ws;lr;ob>, <sip:127.0.0.1:5062;transport=udp;lr>, \
+<sip:127.0.0.1:5070;lr>, <sip:127.0.0.1:5062;transport=udp;lr>, <sip:{b}@127.0.0.1:5062;transport=ws;lr;ob>\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@ims.example>;tag=a\r\nTo: <sip:bob@ims.example>;tag=b\r\n\
+Call-ID: spiral1\r\nCSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let up = sent_to(&h.client_sends(1, &bye), Dest::Upstream);
+    // Kamailio pops its own Route and sends it back with its Via on top.
+    let back = text(&up)
+        .replacen(
+            "BYE sip:bob@ims.example;gr=urn:uuid:1 SIP/2.0\r\n",
+            "BYE sip:bob@ims.example;gr=urn:uuid:1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKk9\r\n",
+            1,
+        )
+        .replace("<sip:127.0.0.1:5070;lr>, ", "");
+    let outs = h.ims_sends(&back);
+    let down = sent_to(&outs, Dest::Flow(FlowId(2)));
+    assert_eq!(
+        down.method(),
+        Some(&imsgw_sip::Method::Bye),
+        "{}",
+        text(&down)
+    );
+}
