@@ -1,0 +1,43 @@
+//! Access-token logic shared by imsgw's SIP edge and its WAF: ES256 signing keys with `kid`
+//! rotation ([`KeyRing`]), minting short-lived JWT access tokens ([`Minter`]), parsing the
+//! `Authorization: Bearer` header of RFC 8898 / RFC 6750 / TS 24.371 ([`parse_bearer`]), and
+//! verifying tokens from our own WAF or from configured external issuers ([`Verifier`]).
+//!
+//! The crate does no network I/O and keeps no clock: every time-dependent call takes `now` in
+//! Unix seconds, and external issuers' JWK Sets are handed in as data by a driver that fetched
+//! them. The only file I/O is in the key-directory functions of [`KeyRing`].
+//!
+//! Secrets never reach `Debug`, `Display` or an error: tokens travel as [`AccessToken`], HMAC
+//! keys as [`Secret`], and private keys stay inside [`KeyRing`], whose `Debug` lists `kid`s only.
+//!
+//! It must not know about SIP, HTTP, revocation lists or how identities are mapped; the edge
+//! (matching the REGISTER's AOR to `impu`, capping `Expires`) and the WAF own those.
+
+mod bearer;
+mod cache;
+mod claims;
+mod config;
+mod error;
+mod external;
+mod keydir;
+mod keys;
+mod kid;
+mod mint;
+mod pem;
+mod secret;
+mod verify;
+
+#[cfg(test)]
+mod testutil;
+
+pub use bearer::{BearerError, parse_bearer};
+pub use claims::Claims;
+pub use config::{ConfigError, ExternalIssuer, VerifierConfig};
+pub use error::TokenError;
+pub use external::JwksError;
+pub use jsonwebtoken::Algorithm;
+pub use jsonwebtoken::jwk::JwkSet;
+pub use keys::{KeyError, KeyRing};
+pub use mint::{MintError, MintRequest, Minter, MinterConfig};
+pub use secret::{AccessToken, Secret};
+pub use verify::{Verified, Verifier};

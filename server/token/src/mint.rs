@@ -1,0 +1,244 @@
+//! Minting access tokens (the WAF's token endpoint): a JWT signed ES256 with the ring's newest
+//! key, typed `at+jwt` (RFC 9068 §2.1), carrying the registered claims of RFC 7519 §4.1 and the
+//! IMS identities. Lifetimes are minutes (DESIGN.md "Tokens"), bounded by `max_ttl`.
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+use crate::claims::Claims;
+use crate::keys::KeyRing;
+use crate::secret::AccessToken;
+
+/// What the minter puts in every token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MinterConfig {
+    /// `iss`: our WAF's issuer URL. Required.
+    pub issuer: String,
+    /// `aud`: the SIP service. Required.
+    pub audience: String,
+    /// Lifetime when a request names none, in seconds. Default 600.
+    pub default_ttl: u64,
+    /// Longest lifetime a request may ask for, in seconds; also what key retirement must wait
+    /// for (`KeyRing::retire`'s `max_token_lifetime`). Default 3600.
+    pub max_ttl: u64,
+}
+
+impl MinterConfig {
+    /// A configuration with the defaults above.
+    pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        MinterConfig {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            default_ttl: 600,
+            max_ttl: 3600,
+        }
+    }
+}
+
+/// One token to mint: who it is for and what it allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MintRequest {
+    /// `sub`: the signed-in web identity.
+    pub sub: String,
+    /// The IMPU the holder may register.
+    pub impu: String,
+    /// The IMPI.
+    pub impi: String,
+    /// Space-separated scopes (RFC 6749 §3.3).
+    pub scope: String,
+    /// Lifetime in seconds, or `None` for the default.
+    pub ttl: Option<u64>,
+}
+
+/// Why no token was minted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MintError {
+    /// A required field is empty.
+    #[error("{0} must not be empty")]
+    Empty(&'static str),
+    /// `scope` is not a space-separated list of RFC 6749 §3.3 scope tokens.
+    #[error("scope must be space-separated tokens of printable ASCII without '\"' or '\\'")]
+    BadScope,
+    /// The lifetime is 0 or beyond `max_ttl`.
+    #[error("token lifetime {ttl} s is not within 1..={max} s")]
+    BadTtl {
+        /// The requested lifetime.
+        ttl: u64,
+        /// The configured maximum.
+        max: u64,
+    },
+    /// The signature could not be made.
+    #[error("signing failed")]
+    Signing,
+}
+
+/// Mints tokens with the signing key of a [`KeyRing`].
+pub struct Minter {
+    config: MinterConfig,
+    kid: String,
+    key: EncodingKey,
+}
+
+impl Minter {
+    /// A minter signing with `ring`'s newest key.
+    pub fn new(config: MinterConfig, ring: &KeyRing) -> Minter {
+        let k = ring.signing();
+        Minter {
+            config,
+            kid: k.kid.clone(),
+            key: k.encoding.clone(),
+        }
+    }
+
+    /// Switches to `ring`'s newest key (after a rotation).
+    pub fn set_keys(&mut self, ring: &KeyRing) {
+        let k = ring.signing();
+        self.kid = k.kid.clone();
+        self.key = k.encoding.clone();
+    }
+
+    /// A signed token for `req`, issued at `now` (Unix seconds), and its claims.
+    pub fn mint(&self, now: u64, req: MintRequest) -> Result<(AccessToken, Claims), MintError> {
+        for (name, value) in [("sub", &req.sub), ("impu", &req.impu), ("impi", &req.impi)] {
+            if value.is_empty() {
+                return Err(MintError::Empty(name));
+            }
+        }
+        if !valid_scope(&req.scope) {
+            return Err(MintError::BadScope);
+        }
+        let ttl = req.ttl.unwrap_or(self.config.default_ttl);
+        if ttl == 0 || ttl > self.config.max_ttl {
+            return Err(MintError::BadTtl {
+                ttl,
+                max: self.config.max_ttl,
+            });
+        }
+        let claims = Claims {
+            iss: self.config.issuer.clone(),
+            aud: self.config.audience.clone(),
+            sub: req.sub,
+            impu: req.impu,
+            impi: req.impi,
+            scope: req.scope,
+            iat: now,
+            nbf: now,
+            exp: now.saturating_add(ttl),
+            jti: new_jti(),
+        };
+        let mut header = Header::new(Algorithm::ES256);
+        header.typ = Some("at+jwt".to_owned());
+        header.kid = Some(self.kid.clone());
+        let token =
+            jsonwebtoken::encode(&header, &claims, &self.key).map_err(|_| MintError::Signing)?;
+        Ok((AccessToken::new(token), claims))
+    }
+}
+
+impl fmt::Debug for Minter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Minter")
+            .field("config", &self.config)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// 128 random bits, base64url: unique enough to revoke by (RFC 7519 §4.1.7).
+fn new_jti() -> String {
+    let mut b = [0u8; 16];
+    rand::fill(&mut b);
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+/// RFC 6749 §3.3: `scope = scope-token *( SP scope-token )`,
+/// `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`. Empty is allowed (no scope).
+fn valid_scope(scope: &str) -> bool {
+    scope.is_empty()
+        || scope.split(' ').all(|t| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|c| matches!(c, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> MintRequest {
+        MintRequest {
+            sub: "user-1".into(),
+            impu: "sip:alice@ims.example".into(),
+            impi: "alice@ims.example".into(),
+            scope: "sip".into(),
+            ttl: None,
+        }
+    }
+
+    fn minter() -> Minter {
+        let ring = KeyRing::ephemeral(0).expect("keygen");
+        Minter::new(
+            MinterConfig::new("https://waf.example", "sip:ims.example"),
+            &ring,
+        )
+    }
+
+    #[test]
+    fn header_is_es256_at_jwt_with_the_signing_kid_rfc9068_2_1() {
+        let m = minter();
+        let (token, claims) = m.mint(1000, req()).expect("mint");
+        let header = jsonwebtoken::decode_header(token.expose()).expect("header");
+        assert_eq!(header.alg, Algorithm::ES256);
+        assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+        assert_eq!(header.kid.as_deref(), Some(m.kid.as_str()));
+        assert_eq!((claims.iat, claims.nbf, claims.exp), (1000, 1000, 1600));
+        assert_eq!(URL_SAFE_NO_PAD.decode(&claims.jti).expect("b64").len(), 16);
+    }
+
+    #[test]
+    fn two_tokens_get_different_jti() {
+        let m = minter();
+        let (_, a) = m.mint(0, req()).expect("mint");
+        let (_, b) = m.mint(0, req()).expect("mint");
+        assert_ne!(a.jti, b.jti);
+    }
+
+    #[test]
+    fn ttl_bounds_empty_identities_and_bad_scopes_are_refused() {
+        let m = minter();
+        let with = |f: fn(&mut MintRequest)| {
+            let mut r = req();
+            f(&mut r);
+            m.mint(0, r).err()
+        };
+        assert_eq!(
+            with(|r| r.ttl = Some(0)),
+            Some(MintError::BadTtl { ttl: 0, max: 3600 })
+        );
+        assert_eq!(
+            with(|r| r.ttl = Some(3601)),
+            Some(MintError::BadTtl {
+                ttl: 3601,
+                max: 3600
+            })
+        );
+        assert_eq!(with(|r| r.ttl = Some(3600)), None);
+        assert_eq!(with(|r| r.impu.clear()), Some(MintError::Empty("impu")));
+        assert_eq!(with(|r| r.scope = "a  b".into()), Some(MintError::BadScope));
+        assert_eq!(with(|r| r.scope = "a\"b".into()), Some(MintError::BadScope));
+        assert_eq!(with(|r| r.scope = String::new()), None);
+    }
+
+    #[test]
+    fn debug_does_not_show_the_key() {
+        let shown = format!("{:?}", minter());
+        assert!(
+            !shown.contains("content") && !shown.contains("EncodingKey"),
+            "{shown}"
+        );
+    }
+}
