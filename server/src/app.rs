@@ -16,10 +16,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{Config, UpstreamTransport};
-use crate::edge::{Edge, EdgeSettings, FlowKey, Local};
+use crate::edge::{Auth, AuthSettings, Edge, EdgeSettings, FlowKey, Local};
 use crate::hub::{Hub, UpstreamSender};
 use crate::metrics::Metrics;
 use crate::transport::{ims, tls, ws};
+use crate::waf::keys::KeySource;
+use crate::waf::store::MemoryStore;
+use crate::waf::{Waf, unix_now};
 
 /// Why the gateway could not start; each names what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +37,8 @@ pub enum StartError {
     Tls(#[from] tls::TlsError),
     #[error("sip.flow_key_file {path}: {message}")]
     FlowKey { path: String, message: String },
+    #[error(transparent)]
+    Waf(#[from] crate::waf::WafError),
 }
 
 /// A started gateway.
@@ -136,14 +141,64 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         transport: up.transport,
         ws_host: format!("{}.invalid", config.sip.domain.replace('.', "-")),
     };
+    // The WAF: keys, its own state, and what the edge needs of it.
+    let key_source = KeySource::from_config(&config);
+    let ring = key_source
+        .load(unix_now())
+        .map_err(crate::waf::WafError::from)?;
+    let store: Arc<MemoryStore> = Arc::new(MemoryStore::new());
+    let waf = Arc::new(Waf::new(&config, ring.clone(), store.clone())?);
+    let auth = if config.sip.danger_allow_unauthenticated {
+        Auth::disabled(store.clone())
+    } else {
+        let verifier =
+            imsgw_token::Verifier::new(crate::waf::verifier_config(&config, true)?, &ring)
+                .map_err(crate::waf::WafError::from)?;
+        Auth {
+            settings: AuthSettings {
+                required: true,
+                realm: config.sip.domain.clone(),
+                authz_server: config.issuer(),
+                scope: config.waf.scope.clone(),
+                challenge: config.sip.challenge,
+                assertion: config.sip.identity_assertion.clone(),
+                tna_header: config.sip.tna_header.clone(),
+            },
+            verifier: Some(verifier),
+            revocations: store.clone(),
+        }
+    };
+    let (jwks_tx, jwks_rx) = mpsc::channel(64);
+    tasks.spawn(crate::waf::jwks::fetch_loop(
+        config.waf.external_issuers.clone(),
+        jwks_rx,
+        hub_tx.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(crate::waf::keys::reload_loop(
+        key_source,
+        waf.clone(),
+        hub_tx.clone(),
+        Duration::from_secs(config.waf.key_reload_secs),
+        config.waf.max_token_ttl_secs,
+        shutdown.clone(),
+    ));
     let edge = Edge::new(
         EdgeSettings {
             local,
             t1: config.t1(),
         },
         key,
+        auth,
     );
-    let hub = Hub::new(edge, hub_rx, udp.clone(), upstream, metrics.clone());
+    let hub = Hub::new(
+        edge,
+        hub_rx,
+        udp.clone(),
+        upstream,
+        metrics.clone(),
+        jwks_tx,
+    );
     let hub_task = tokio::spawn(hub.run());
 
     let udp_upstream = (up.transport == UpstreamTransport::Udp).then_some(up.addr);
@@ -178,7 +233,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown.clone(),
         metrics.clone(),
     ));
-    let router = router(ws_state, metrics);
+    let router = router(ws_state, metrics).merge(crate::waf::http::router(waf));
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
         let serve = axum::serve(

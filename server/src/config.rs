@@ -29,9 +29,15 @@ pub struct Config {
     /// `[log]`: logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// `[waf]`: the WebRTC Authorisation Function: token keys, issuer, clients.
+    #[serde(default)]
+    pub waf: WafConfig,
     /// Things worth telling the operator that do not stop start-up (printed by `main`).
     #[serde(skip)]
     pub warnings: Vec<String>,
+    /// The file this came from; relative paths with defaults resolve beside it.
+    #[serde(skip)]
+    pub source: PathBuf,
 }
 
 /// `[http]`
@@ -103,6 +109,149 @@ pub struct SipConfig {
     /// TLS, in bytes. Default 65535.
     #[serde(default = "default_sip_max_message")]
     pub max_message_size: usize,
+    /// `sip.identity_assertion`: how the authenticated identity is told to the P-CSCF; any of
+    /// `tna` (an `Authorization` header with `integrity-protected="auth-done"` for the IMPI on
+    /// REGISTER, TS 24.229 / TS 33.203 trusted node authentication), `pai` (P-Asserted-Identity
+    /// on requests after registration), `passthrough` (the Bearer token forwarded as it came, for
+    /// a P-CSCF that introspects tokens). Default `["tna"]`.
+    #[serde(default = "default_assertion")]
+    pub identity_assertion: Vec<IdentityAssertion>,
+    /// `sip.tna_header`: the header line added in `tna` mode; `{impi}`, `{impu}` and `{realm}`
+    /// are replaced. Default
+    /// `Authorization: Digest username="{impi}", realm="{realm}", uri="sip:{realm}", nonce="", response="", integrity-protected="auth-done"`.
+    #[serde(default = "default_tna_header")]
+    pub tna_header: String,
+    /// `sip.challenge`: `401` (WWW-Authenticate, imsgw is the registrar's edge; RFC 8898 §2.2)
+    /// or `407` (Proxy-Authenticate, RFC 8898 §2.3). Default `401`.
+    #[serde(default)]
+    pub challenge: Challenge,
+    /// `sip.danger_allow_unauthenticated`: forward REGISTER and other requests without any
+    /// Bearer token. Only for interop labs; anyone who reaches the WebSocket can then register
+    /// any identity. Default false.
+    #[serde(default)]
+    pub danger_allow_unauthenticated: bool,
+}
+
+/// One way of asserting the authenticated identity toward the P-CSCF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentityAssertion {
+    Tna,
+    Pai,
+    Passthrough,
+}
+
+/// Which challenge a request without valid credentials gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum Challenge {
+    #[default]
+    #[serde(rename = "401")]
+    Www,
+    #[serde(rename = "407")]
+    Proxy,
+}
+
+/// `[waf]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WafConfig {
+    /// `waf.issuer`: the gateway's public base URL, the `iss` of its tokens and the
+    /// `authz_server` in challenges, e.g. `https://webrtc.operator.example`. Default
+    /// `http://<http.listen>`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// `waf.audience`: the `aud` of tokens for the SIP service. Default `sip:<sip.domain>`.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// `waf.scope`: the scope a token needs to register. Default `sip`.
+    #[serde(default = "default_scope")]
+    pub scope: String,
+    /// `waf.token_ttl_secs`: lifetime of access tokens. Default 600 (10 minutes).
+    #[serde(default = "default_token_ttl")]
+    pub token_ttl_secs: u64,
+    /// `waf.max_token_ttl_secs`: the longest lifetime `imsgw token mint --ttl` may ask for;
+    /// signing keys are retired this long after they stop signing. Default 3600.
+    #[serde(default = "default_max_token_ttl")]
+    pub max_token_ttl_secs: u64,
+    /// `waf.key_dir`: directory of ES256 signing keys (created 0700, keys 0600, a first key made
+    /// on first start; `imsgw keys rotate` adds one). Default `keys` beside the config file.
+    #[serde(default)]
+    pub key_dir: Option<PathBuf>,
+    /// `waf.key_files`: operator-managed PEM keys instead of `key_dir`; the last one signs, the
+    /// file name (without `.pem`) is the `kid`. Default none.
+    #[serde(default)]
+    pub key_files: Vec<PathBuf>,
+    /// `waf.hmac_secret_file`: a shared secret (at least 32 bytes) that also accepts HS256
+    /// tokens. Only for deployments that must; never needed otherwise. Default none.
+    #[serde(default)]
+    pub hmac_secret_file: Option<PathBuf>,
+    /// `waf.key_reload_secs`: how often the key directory is re-read (to pick up
+    /// `imsgw keys rotate` and retire old keys). Default 30.
+    #[serde(default = "default_key_reload")]
+    pub key_reload_secs: u64,
+    /// `waf.clients`: OAuth clients (introspection, revocation; later the sign-in flows).
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+    /// `waf.external_issuers`: other authorization servers whose tokens the edge accepts.
+    #[serde(default)]
+    pub external_issuers: Vec<ExternalIssuerConfig>,
+}
+
+impl Default for WafConfig {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            audience: None,
+            scope: default_scope(),
+            token_ttl_secs: default_token_ttl(),
+            max_token_ttl_secs: default_max_token_ttl(),
+            key_dir: None,
+            key_files: Vec::new(),
+            hmac_secret_file: None,
+            key_reload_secs: default_key_reload(),
+            clients: Vec::new(),
+            external_issuers: Vec::new(),
+        }
+    }
+}
+
+/// `[[waf.clients]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// `id`: the client_id.
+    pub id: String,
+    /// `secret`: the client secret, inline. Prefer `secret_file` or `secret_env`.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// `secret_file`: a file holding the client secret.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// `secret_env`: an environment variable holding the client secret.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// `introspect`: may call the introspection endpoint (RFC 7662). Default false.
+    #[serde(default)]
+    pub introspect: bool,
+}
+
+/// `[[waf.external_issuers]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalIssuerConfig {
+    /// `issuer`: the `iss` its tokens carry.
+    pub issuer: String,
+    /// `jwks_uri`: where its keys are published (fetched at start, every `refresh_secs`, and
+    /// on an unknown `kid`, at most once per 30 s).
+    pub jwks_uri: String,
+    /// `audience`: the `aud` its tokens must carry for us.
+    pub audience: String,
+    /// `algorithms`: accepted signature algorithms. Default `["ES256", "RS256"]`.
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    /// `refresh_secs`: periodic JWKS refresh. Default 3600.
+    #[serde(default = "default_jwks_refresh")]
+    pub refresh_secs: u64,
 }
 
 /// `[websocket]`
@@ -333,6 +482,12 @@ impl Config {
         })?;
         config.check()?;
         config.warnings = warnings;
+        config.source = path.to_path_buf();
+        if config.sip.danger_allow_unauthenticated {
+            config.warnings.push(
+                "sip.danger_allow_unauthenticated is on: REGISTER needs no token, anyone who reaches the WebSocket can register any identity".into(),
+            );
+        }
         Ok(config)
     }
 
@@ -373,6 +528,87 @@ impl Config {
                 ));
             }
         }
+        if let Some(issuer) = &self.waf.issuer
+            && (!(issuer.starts_with("https://") || issuer.starts_with("http://"))
+                || issuer.ends_with('/'))
+        {
+            return Err(key_err(
+                "waf.issuer",
+                "must be the gateway's base URL, http(s)://host[:port][/path], without a trailing slash",
+            ));
+        }
+        if self.waf.token_ttl_secs == 0 || self.waf.token_ttl_secs > self.waf.max_token_ttl_secs {
+            return Err(key_err(
+                "waf.token_ttl_secs",
+                "must be at least 1 and at most waf.max_token_ttl_secs",
+            ));
+        }
+        if self.waf.scope.is_empty()
+            || self
+                .waf
+                .scope
+                .contains(|c: char| c.is_whitespace() || c == '"')
+        {
+            return Err(key_err(
+                "waf.scope",
+                "must be one scope token such as `sip`",
+            ));
+        }
+        for (i, c) in self.waf.clients.iter().enumerate() {
+            let sources = [
+                c.secret.is_some(),
+                c.secret_file.is_some(),
+                c.secret_env.is_some(),
+            ]
+            .iter()
+            .filter(|b| **b)
+            .count();
+            if sources > 1 {
+                return Err(key_err(
+                    &format!("waf.clients[{i}]"),
+                    "give the secret once: secret, secret_file or secret_env",
+                ));
+            }
+            if c.id.is_empty() {
+                return Err(key_err(
+                    &format!("waf.clients[{i}].id"),
+                    "must not be empty",
+                ));
+            }
+        }
+        for (i, e) in self.waf.external_issuers.iter().enumerate() {
+            if !(e.jwks_uri.starts_with("https://") || e.jwks_uri.starts_with("http://")) {
+                return Err(key_err(
+                    &format!("waf.external_issuers[{i}].jwks_uri"),
+                    "must be an http(s) URL",
+                ));
+            }
+            for a in &e.algorithms {
+                if ![
+                    "ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA",
+                ]
+                .contains(&a.as_str())
+                {
+                    return Err(key_err(
+                        &format!("waf.external_issuers[{i}].algorithms"),
+                        &format!("`{a}` is not an accepted asymmetric signature algorithm"),
+                    ));
+                }
+            }
+        }
+        if self.sip.identity_assertion.is_empty() {
+            return Err(key_err(
+                "sip.identity_assertion",
+                "needs at least one of \"tna\", \"pai\", \"passthrough\"",
+            ));
+        }
+        let tna = &self.sip.tna_header;
+        if !tna.contains(':') || tna.contains(['\r', '\n']) {
+            return Err(key_err(
+                "sip.tna_header",
+                "must be one header line `Name: value` without line breaks",
+            ));
+        }
         if self.sip.t1_ms == 0 || self.sip.t1_ms > 10_000 {
             return Err(key_err("sip.t1_ms", "must be between 1 and 10000"));
         }
@@ -397,6 +633,43 @@ impl Config {
     /// RFC 3261 timer T1.
     pub fn t1(&self) -> Duration {
         Duration::from_millis(self.sip.t1_ms)
+    }
+
+    /// `waf.issuer` or its default.
+    pub fn issuer(&self) -> String {
+        self.waf
+            .issuer
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.http.listen))
+    }
+
+    /// `waf.audience` or its default.
+    pub fn audience(&self) -> String {
+        self.waf
+            .audience
+            .clone()
+            .unwrap_or_else(|| format!("sip:{}", self.sip.domain))
+    }
+
+    /// `waf.key_dir` or its default, relative paths beside the config file.
+    pub fn key_dir(&self) -> PathBuf {
+        let dir = self
+            .waf
+            .key_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("keys"));
+        self.beside_config(dir)
+    }
+
+    /// A path from the config, relative to the config file's folder.
+    pub fn beside_config(&self, p: PathBuf) -> PathBuf {
+        if p.is_absolute() {
+            return p;
+        }
+        match self.source.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.join(p),
+            _ => p,
+        }
     }
 }
 
@@ -454,6 +727,27 @@ fn parse_env_value(raw: &str) -> toml::Value {
     }
 }
 
+fn default_assertion() -> Vec<IdentityAssertion> {
+    vec![IdentityAssertion::Tna]
+}
+fn default_tna_header() -> String {
+    "Authorization: Digest username=\"{impi}\", realm=\"{realm}\", uri=\"sip:{realm}\", nonce=\"\", response=\"\", integrity-protected=\"auth-done\"".into()
+}
+fn default_scope() -> String {
+    "sip".into()
+}
+fn default_token_ttl() -> u64 {
+    600
+}
+fn default_max_token_ttl() -> u64 {
+    3600
+}
+fn default_key_reload() -> u64 {
+    30
+}
+fn default_jwks_refresh() -> u64 {
+    3600
+}
 fn default_http_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }

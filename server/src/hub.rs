@@ -59,6 +59,13 @@ pub enum HubInput {
     },
     /// The P-CSCF is unreachable or its connection broke.
     UpstreamFailed,
+    /// The WAF's signing keys changed.
+    OurKeys(Box<imsgw_token::KeyRing>),
+    /// An external issuer's keys were fetched.
+    ExternalJwks {
+        issuer: String,
+        jwks: Box<imsgw_token::JwkSet>,
+    },
 }
 
 /// How the hub reaches the P-CSCF.
@@ -80,6 +87,8 @@ pub struct Hub {
     flows: HashMap<FlowId, mpsc::Sender<FlowCommand>>,
     conns: HashMap<u64, mpsc::Sender<Bytes>>,
     metrics: Arc<Metrics>,
+    /// Asks the JWKS fetcher for an issuer's keys.
+    jwks_asks: mpsc::Sender<String>,
 }
 
 impl Hub {
@@ -89,6 +98,7 @@ impl Hub {
         udp: Arc<UdpSocket>,
         upstream: UpstreamSender,
         metrics: Arc<Metrics>,
+        jwks_asks: mpsc::Sender<String>,
     ) -> Self {
         Self {
             edge,
@@ -98,6 +108,7 @@ impl Hub {
             flows: HashMap::new(),
             conns: HashMap::new(),
             metrics,
+            jwks_asks,
         }
     }
 
@@ -110,6 +121,7 @@ impl Hub {
                     tokio::select! {
                         i = self.rx.recv() => i,
                         _ = tokio::time::sleep_until(Instant::from_std(at)) => {
+                            self.edge.set_wall_clock(crate::waf::unix_now());
                             self.edge.handle_timeout(Instant::now().into_std());
                             self.drain();
                             continue;
@@ -135,6 +147,7 @@ impl Hub {
 
     fn handle(&mut self, input: HubInput) {
         let now = Instant::now().into_std();
+        self.edge.set_wall_clock(crate::waf::unix_now());
         match input {
             HubInput::FlowOpened { flow, remote, tx } => {
                 self.flows.insert(flow, tx);
@@ -158,6 +171,10 @@ impl Hub {
             }
             HubInput::SendFailed { txn } => self.edge.send_failed(now, txn),
             HubInput::UpstreamFailed => self.edge.upstream_failed(now),
+            HubInput::OurKeys(ring) => self.edge.set_our_keys(&ring),
+            HubInput::ExternalJwks { issuer, jwks } => {
+                self.edge.set_external_jwks(now, &issuer, &jwks)
+            }
         }
         self.edge.handle_timeout(now);
     }
@@ -173,6 +190,9 @@ impl Hub {
                         let now = Instant::now().into_std();
                         self.edge.send_failed(now, txn);
                     }
+                }
+                Output::FetchJwks { issuer } => {
+                    let _ = self.jwks_asks.try_send(issuer);
                 }
                 Output::CloseFlow { flow, reason } => {
                     if let Some(tx) = self.flows.get(&flow) {

@@ -9,3 +9,4 @@ pub mod edge;
 pub mod hub;
 pub mod metrics;
 pub mod transport;
+pub mod waf;

@@ -24,11 +24,61 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Signing keys of the WAF (ES256, in waf.key_dir).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Access tokens for operators and tests.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Read and validate a config file (with environment overrides), print the effective
     /// listeners and upstream, and exit: 0 if valid, 2 with a message naming the key if not.
     CheckConfig {
         #[arg(long, short)]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Add a new signing key to waf.key_dir. Running gateways start signing with it within
+    /// waf.key_reload_secs; tokens signed by older keys keep verifying until they expire, and
+    /// older keys are deleted once none of their tokens can still be valid.
+    Rotate {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// List the key ids (kid) in waf.key_dir or waf.key_files; the signing one is marked.
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Mint one access token signed with the current key and print it on stdout.
+    Mint {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The IMS public identity, e.g. sip:alice@ims.example.
+        #[arg(long)]
+        impu: String,
+        /// The IMS private identity; default: the IMPU's user@host.
+        #[arg(long)]
+        impi: Option<String>,
+        /// Lifetime in seconds; default waf.token_ttl_secs, at most waf.max_token_ttl_secs.
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// Scope; default waf.scope.
+        #[arg(long)]
+        scope: Option<String>,
+        /// Subject; default the IMPU.
+        #[arg(long)]
+        sub: Option<String>,
     },
 }
 
@@ -51,6 +101,8 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Keys { action } => keys(action),
+        Command::Token { action } => token(action),
         Command::Serve { config } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
@@ -116,5 +168,118 @@ fn init_logging(config: &Config) {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+fn load_or_exit(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("imsgw: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn keys(action: KeysAction) -> ExitCode {
+    use imsgw::waf::keys::KeySource;
+    let now = imsgw::waf::unix_now();
+    match action {
+        KeysAction::Rotate { config } => {
+            let config = match load_or_exit(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if !config.waf.key_files.is_empty() {
+                eprintln!(
+                    "imsgw: waf.key_files are managed by the operator: rotate by adding a file"
+                );
+                return ExitCode::from(2);
+            }
+            match imsgw_token::KeyRing::rotate(&config.key_dir(), now) {
+                Ok(kid) => {
+                    println!("{kid}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("imsgw: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        KeysAction::List { config } => {
+            let config = match load_or_exit(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match KeySource::from_config(&config).load(now) {
+                Ok(ring) => {
+                    for kid in ring.kids() {
+                        let mark = if kid == ring.signing_kid() {
+                            "  (signing)"
+                        } else {
+                            ""
+                        };
+                        println!("{kid}{mark}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("imsgw: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn token(action: TokenAction) -> ExitCode {
+    use imsgw::waf::keys::KeySource;
+    let TokenAction::Mint {
+        config,
+        impu,
+        impi,
+        ttl,
+        scope,
+        sub,
+    } = action;
+    let config = match load_or_exit(&config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let now = imsgw::waf::unix_now();
+    let ring = match KeySource::from_config(&config).load(now) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("imsgw: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let impi = impi.unwrap_or_else(|| {
+        impu.trim_start_matches("sips:")
+            .trim_start_matches("sip:")
+            .to_string()
+    });
+    let store = std::sync::Arc::new(imsgw::waf::store::MemoryStore::new());
+    let waf = match imsgw::waf::Waf::new(&config, ring, store) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("imsgw: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let req = imsgw_token::MintRequest {
+        sub: sub.unwrap_or_else(|| impu.clone()),
+        impu,
+        impi,
+        scope: scope.unwrap_or_else(|| config.waf.scope.clone()),
+        ttl,
+    };
+    match waf.mint(now, req) {
+        Ok((token, _)) => {
+            println!("{}", token.expose());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("imsgw: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -78,6 +78,7 @@ impl Metrics {
         counter!("imsgw_sip_forged_403_total").absolute(s.forged_403);
         counter!("imsgw_sip_timeout_408_total").absolute(s.timeouts_408);
         counter!("imsgw_sip_unavailable_503_total").absolute(s.unavailable_503);
+        counter!("imsgw_sip_auth_refused_total").absolute(s.auth_refused);
     }
 
     /// A WebSocket refused or closed for breaking the protocol; `reason` is a fixed label.

@@ -13,17 +13,48 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
-/// A gateway on ephemeral ports whose upstream is a UDP port nobody listens on.
+/// A gateway on ephemeral ports whose upstream is a UDP port nobody listens on, with its keys
+/// in a fresh temporary directory.
 async fn gateway(extra: &str) -> Running {
+    gateway_with(extra).await.0
+}
+
+async fn gateway_with(extra: &str) -> (Running, Config) {
     let dead = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let dead_port = dead.local_addr().expect("addr").port();
     drop(dead);
+    let keys = std::env::temp_dir().join(format!(
+        "imsgw-ws-transport-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let text = format!(
         "[http]\nlisten = \"127.0.0.1:0\"\n[sip]\ndomain = \"ims.example\"\nlisten = \"127.0.0.1:0\"\n\
-upstream = \"sip:127.0.0.1:{dead_port};transport=udp\"\n{extra}"
+upstream = \"sip:127.0.0.1:{dead_port};transport=udp\"\n[waf]\nissuer = \"http://127.0.0.1:1\"\n\
+key_dir = \"{}\"\n{extra}",
+        keys.display()
     );
     let config = Config::from_sources(Path::new("test.toml"), &text, Vec::new()).expect("config");
-    app::start(config).await.expect("start")
+    let running = app::start(config.clone()).await.expect("start");
+    (running, config)
+}
+
+static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A token for `impu` from the gateway's own keys.
+fn mint(config: &Config, impu: &str) -> String {
+    let now = imsgw::waf::unix_now();
+    let ring = imsgw_token::KeyRing::load_or_create(&config.key_dir(), now).expect("keys");
+    let store = std::sync::Arc::new(imsgw::waf::store::MemoryStore::new());
+    let waf = imsgw::waf::Waf::new(config, ring, store).expect("waf");
+    let req = imsgw_token::MintRequest {
+        sub: impu.into(),
+        impu: impu.into(),
+        impi: impu.trim_start_matches("sip:").into(),
+        scope: "sip".into(),
+        ttl: None,
+    };
+    waf.mint(now, req).expect("mint").0.expose().to_string()
 }
 
 type Ws =
@@ -135,10 +166,15 @@ CSeq: 1 REGISTER\r\nContact: <sip:a@c.invalid;transport=ws>;expires=60\r\nConten
 
 #[tokio::test]
 async fn rfc3261_8_1_3_1_dead_udp_upstream_gives_503_at_once() {
-    let g = gateway("").await;
+    let (g, config) = gateway_with("").await;
     let mut ws = connect_sip(&g).await;
+    let token = mint(&config, "sip:alice@ims.example");
+    let register = REGISTER.replace(
+        "Content-Length: 0\r\n",
+        &format!("Authorization: Bearer {token}\r\nContent-Length: 0\r\n"),
+    );
     let started = Instant::now();
-    ws.send(WsMessage::text(REGISTER)).await.expect("send");
+    ws.send(WsMessage::text(register)).await.expect("send");
     let Some(WsMessage::Text(t)) = next(&mut ws).await else {
         panic!("expected a SIP response");
     };
@@ -185,5 +221,21 @@ async fn flooding_client_is_closed_with_1008_others_unharmed() {
         .await
         .expect("send");
     assert_eq!(next(&mut bystander).await, Some(WsMessage::text("\r\n")));
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn rfc8898_2_2_register_without_token_gets_the_bearer_challenge() {
+    let g = gateway("").await;
+    let mut ws = connect_sip(&g).await;
+    ws.send(WsMessage::text(REGISTER)).await.expect("send");
+    let Some(WsMessage::Text(t)) = next(&mut ws).await else {
+        panic!("expected a SIP response");
+    };
+    assert!(t.starts_with("SIP/2.0 401 "), "{t}");
+    assert!(
+        t.contains("WWW-Authenticate: Bearer realm=\"ims.example\", authz_server=\"http://127.0.0.1:1\", scope=\"sip\"\r\n"),
+        "{t}"
+    );
     g.stop().await;
 }

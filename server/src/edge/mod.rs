@@ -8,6 +8,7 @@
 //! [`Edge::poll_timeout`]. Owns: flows known to be open, transactions, routing decisions.
 //! Must not touch: sockets, tasks, the system clock.
 
+pub mod auth;
 pub mod flow;
 pub mod local;
 mod request;
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+pub use auth::{Auth, AuthSettings, Identity, Revocations};
 pub use flow::{FlowId, FlowKey};
 pub use local::Local;
 pub use txn::TxnId;
@@ -58,6 +60,8 @@ pub enum Output {
     },
     /// Close a WebSocket that spoke something other than SIP (RFC 6455 §7.4.1 code 1002).
     CloseFlow { flow: FlowId, reason: &'static str },
+    /// Fetch this external issuer's JWKS and hand it to [`Edge::set_external_jwks`].
+    FetchJwks { issuer: String },
 }
 
 /// Counters the drivers export as metrics.
@@ -71,6 +75,8 @@ pub struct Stats {
     pub forged_403: u64,
     pub timeouts_408: u64,
     pub unavailable_503: u64,
+    /// Requests answered with a Bearer challenge or refused for their token (401/403/407).
+    pub auth_refused: u64,
 }
 
 /// Settings of the core, from the config tree.
@@ -82,10 +88,23 @@ pub struct EdgeSettings {
 }
 
 /// An open WebSocket as the core knows it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct FlowInfo {
     remote: SocketAddr,
+    /// The identity of the last successful registration on this flow (RFC 8898 §2.1.4).
+    identity: Option<Identity>,
 }
+
+/// A request waiting for an external issuer's keys.
+struct Parked {
+    flow: FlowId,
+    bytes: Bytes,
+    issuer: String,
+    until: Instant,
+}
+
+/// How long a request waits for a JWKS fetch before it is answered with what is known.
+const PARK_FOR: Duration = Duration::from_secs(3);
 
 /// The edge proxy state machine.
 pub struct Edge {
@@ -95,10 +114,14 @@ pub struct Edge {
     txns: Transactions,
     out: VecDeque<Output>,
     stats: Stats,
+    auth: Auth,
+    /// Wall-clock seconds for token checks, set by the driver ([`Edge::set_wall_clock`]).
+    unix: u64,
+    parked: Vec<Parked>,
 }
 
 impl Edge {
-    pub fn new(settings: EdgeSettings, key: FlowKey) -> Self {
+    pub fn new(settings: EdgeSettings, key: FlowKey, auth: Auth) -> Self {
         let txns = Transactions::new(settings.t1);
         Self {
             settings,
@@ -107,12 +130,49 @@ impl Edge {
             txns,
             out: VecDeque::new(),
             stats: Stats::default(),
+            auth,
+            unix: 0,
+            parked: Vec::new(),
+        }
+    }
+
+    /// The wall clock (unix seconds) that token expiry is judged by.
+    pub fn set_wall_clock(&mut self, unix: u64) {
+        self.unix = unix;
+    }
+
+    /// The WAF's signing keys changed (rotation, retirement).
+    pub fn set_our_keys(&mut self, ring: &imsgw_token::KeyRing) {
+        if let Some(v) = self.auth.verifier.as_mut() {
+            v.set_our_keys(ring);
+        }
+    }
+
+    /// An external issuer's JWKS arrived: requests waiting for it are looked at again.
+    pub fn set_external_jwks(&mut self, now: Instant, issuer: &str, jwks: &imsgw_token::JwkSet) {
+        if let Some(v) = self.auth.verifier.as_mut()
+            && let Err(e) = v.set_external_jwks(issuer, jwks)
+        {
+            tracing::warn!(issuer, error = %e, "unusable JWKS from an external issuer");
+        }
+        let (ready, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| p.issuer == issuer);
+        self.parked = waiting;
+        for p in ready {
+            self.from_flow(now, p.flow, p.bytes);
         }
     }
 
     /// A WebSocket finished its handshake.
     pub fn flow_opened(&mut self, flow: FlowId, remote: SocketAddr) {
-        self.flows.insert(flow, FlowInfo { remote });
+        self.flows.insert(
+            flow,
+            FlowInfo {
+                remote,
+                identity: None,
+            },
+        );
     }
 
     /// A WebSocket is gone: its flow ends (RFC 7118 §6, RFC 5626 §5.3). Requests still waiting
@@ -140,7 +200,7 @@ impl Edge {
 
     /// One WebSocket message from `flow` (RFC 7118 §5: one SIP message each).
     pub fn from_flow(&mut self, now: Instant, flow: FlowId, bytes: Bytes) {
-        let Some(info) = self.flows.get(&flow).copied() else {
+        let Some(remote) = self.flows.get(&flow).map(|f| f.remote) else {
             return;
         };
         // RFC 5626 §4.4.1 keep-alive: a double CRLF ping gets a single CRLF pong.
@@ -150,7 +210,7 @@ impl Edge {
             }
             return;
         }
-        request::from_flow(self, now, flow, info.remote, bytes);
+        request::from_flow(self, now, flow, remote, bytes);
     }
 
     /// One SIP message from the IMS side: a datagram, or one framed message from a stream.
@@ -180,11 +240,37 @@ impl Edge {
     /// Fires due timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         txn::handle_timeout(self, now);
+        if self.parked.iter().any(|p| p.until <= now) {
+            let (due, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
+                .into_iter()
+                .partition(|p| p.until <= now);
+            self.parked = waiting;
+            for p in due {
+                self.from_flow(now, p.flow, p.bytes);
+            }
+        }
     }
 
     /// When [`Edge::handle_timeout`] next has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.txns.next_deadline()
+        let parked = self.parked.iter().map(|p| p.until).min();
+        match (self.txns.next_deadline(), parked) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Holds a request until `issuer`'s keys arrive (or [`PARK_FOR`] passes).
+    fn park(&mut self, now: Instant, flow: FlowId, bytes: Bytes, issuer: String) {
+        self.out.push_back(Output::FetchJwks {
+            issuer: issuer.clone(),
+        });
+        self.parked.push(Parked {
+            flow,
+            bytes,
+            issuer,
+            until: now + PARK_FOR,
+        });
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {

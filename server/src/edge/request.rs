@@ -11,6 +11,7 @@ use bytes::Bytes;
 use imsgw_sip::{HeaderName, Message, Method, NameAddr, Splice, response_to};
 use tracing::{debug, warn};
 
+use super::auth::{self, Decision, Identity};
 use super::local::OurRoute;
 use super::txn::{Cancel, Origin, ServerKey, State, TxnId, fnv, hop_request, local_tag};
 use super::{Dest, Edge, FlowId, Link, Output, response};
@@ -165,6 +166,27 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
         }
         return;
     }
+    // RFC 8898: who may use this flow. ACK cannot be answered and belongs to an INVITE that
+    // was checked; everything else from a WebSocket is decided here.
+    let mut identity = None;
+    if let Side::Flow(flow, _) = side
+        && method != Method::Ack
+    {
+        let flow_identity = edge.flows.get(&flow).and_then(|f| f.identity.clone());
+        let unix = edge.unix;
+        match edge.auth.decide(unix, &msg, flow_identity.as_ref()) {
+            Decision::Forward { identity: id } => identity = id,
+            Decision::Reject(r) => {
+                edge.stats.auth_refused += 1;
+                reject_auth(edge, reply_to, &msg, r);
+                return;
+            }
+            Decision::Park { issuer } => {
+                edge.park(now, flow, msg.as_bytes().clone(), issuer);
+                return;
+            }
+        }
+    }
     let routes = match msg.routes() {
         Ok(r) => r,
         Err(e) => {
@@ -202,7 +224,19 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
         },
     };
     let (id, branch) = edge.txns.new_branch(loop_hash);
-    let bytes = match rewrite(edge, side, dest, &msg, &routes, popped, &branch) {
+    let register_plan = match (&identity, &method) {
+        (Some(id), Method::Register) => {
+            Some(auth::plan_expires(&msg, id.exp.saturating_sub(edge.unix)))
+        }
+        _ => None,
+    };
+    let edits = Edits {
+        side,
+        dest,
+        identity: identity.as_ref(),
+        expires: register_plan.as_ref(),
+    };
+    let bytes = match rewrite(edge, &edits, &msg, &routes, popped, &branch) {
         Ok(b) => b,
         Err(e) => {
             warn!(error = %e, "could not rewrite a request");
@@ -241,6 +275,18 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
             key,
         }),
     );
+    if let (Side::Flow(flow, _), Some(plan)) = (side, &register_plan)
+        && let Some(t) = edge.txns.get_mut(id)
+    {
+        t.registration = Some((
+            flow,
+            if plan.unregister {
+                None
+            } else {
+                identity.clone()
+            },
+        ));
+    }
     edge.push(dest, bytes, Some(id));
     // RFC 3261 §17.2.1: the INVITE server transaction answers 100 at once.
     if let Some(trying) = trying {
@@ -252,17 +298,30 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
 }
 
 /// Builds the forwarded request by splicing the original (RFC 3261 §16.6).
-fn rewrite(
-    edge: &Edge,
+/// What `rewrite` is to do besides routing.
+struct Edits<'a> {
     side: Side,
     dest: Dest,
+    /// The identity a token proved, to assert upstream.
+    identity: Option<&'a Identity>,
+    /// REGISTER expiry capped to the token's life.
+    expires: Option<&'a auth::ExpiresPlan>,
+}
+
+fn rewrite(
+    edge: &Edge,
+    edits: &Edits<'_>,
     msg: &Message,
     routes: &[NameAddr],
     popped: usize,
     branch: &str,
 ) -> Result<Bytes, imsgw_sip::SpliceError> {
+    let (side, dest) = (edits.side, edits.dest);
     let local = &edge.settings.local;
     let mut s = Splice::new();
+    if let Side::Flow(..) = side {
+        assert_identity(edge, edits, msg, &mut s);
+    }
     let top = msg.headers_start();
     let method = msg.method();
     let initial = msg.to().map(|t| t.tag().is_none()).unwrap_or(false);
@@ -553,4 +612,61 @@ pub(super) fn send_cancel(edge: &mut Edge, _now: Instant, id: TxnId) {
     let bytes = hop_request(&t.sent, "CANCEL", None);
     let dest = t.dest;
     edge.push(dest, bytes, None);
+}
+
+/// RFC 8898 / TS 24.229 at the edge: the Bearer token is not forwarded (unless `passthrough`),
+/// a client's own P-Asserted-Identity is never trusted, and the checked identity is asserted
+/// as configured; a REGISTER may not outlive its token.
+fn assert_identity(edge: &Edge, edits: &Edits<'_>, msg: &Message, s: &mut Splice) {
+    let top = msg.headers_start();
+    if !edge.auth.forwards_token() {
+        for h in auth::bearer_headers(msg) {
+            s.delete(h.line.clone());
+        }
+    }
+    for h in msg.headers() {
+        if let HeaderName::Other(name) = &h.name
+            && name == "p-asserted-identity"
+        {
+            s.delete(h.line.clone());
+        }
+    }
+    let Some(id) = edits.identity else {
+        return;
+    };
+    if msg.method() == Some(&Method::Register) {
+        if let Some(line) = edge.auth.tna_line(id) {
+            s.insert(top, line);
+        }
+        if let Some(plan) = edits.expires {
+            for (range, text) in &plan.replace {
+                s.replace(range.clone(), text.clone());
+            }
+            if let Some(secs) = plan.add_header {
+                s.insert(top, format!("Expires: {secs}\r\n"));
+            }
+        }
+    } else if let Some(line) = edge.auth.pai_line(id) {
+        s.insert(top, line);
+    }
+}
+
+/// Answers a request refused for its credentials, with the challenge (RFC 8898 §2.2, §4).
+fn reject_auth(edge: &mut Edge, to: Dest, msg: &Message, r: auth::Rejection) {
+    let mut extra: Vec<(&str, &str)> = Vec::new();
+    if let Some((name, value)) = &r.challenge {
+        extra.push((name, value));
+    }
+    let warning;
+    if let Some(why) = &r.why {
+        warning = format!("399 imsgw \"{}\"", why.replace('"', "'"));
+        extra.push(("Warning", &warning));
+    }
+    let resp = response_to(msg, r.code, r.reason, Some(&local_tag_for(msg)), &extra);
+    debug!(
+        code = r.code,
+        why = r.why.as_deref().unwrap_or(""),
+        "request refused at the edge"
+    );
+    edge.push(to, resp, None);
 }

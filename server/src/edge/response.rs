@@ -67,8 +67,16 @@ pub(super) fn handle(edge: &mut Edge, now: Instant, msg: Message) {
             request::send_cancel(edge, now, id);
         }
     } else if matches!(state, State::Trying | State::Proceeding) {
+        let mut registration = None;
         if let Some(t) = edge.txns.get_mut(id) {
             t.final_sent = true;
+            registration = t.registration.take();
+        }
+        // RFC 8898 §2.1.4: a flow speaks for the identity its last accepted REGISTER proved.
+        if let (Some((flow, identity)), 200..=299) = (registration, status)
+            && let Some(f) = edge.flows.get_mut(&flow)
+        {
+            f.identity = identity;
         }
         edge.txns.finished(now, id, status);
     }

@@ -2,6 +2,7 @@
 //! state machine, on virtual time, with no sockets.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,6 +13,13 @@ use crate::config::UpstreamTransport;
 
 const CLIENT: &str = "192.0.2.7:50123";
 const PCSCF: &str = "127.0.0.1:5070";
+
+struct NoneRevoked;
+impl Revocations for NoneRevoked {
+    fn is_revoked(&self, _: &str, _: u64) -> bool {
+        false
+    }
+}
 
 struct Harness {
     edge: Edge,
@@ -33,7 +41,11 @@ impl Harness {
             local: local(transport),
             t1: Duration::from_millis(500),
         };
-        let mut edge = Edge::new(settings, FlowKey::random());
+        let mut edge = Edge::new(
+            settings,
+            FlowKey::random(),
+            Auth::disabled(Arc::new(NoneRevoked)),
+        );
         edge.flow_opened(FlowId(1), CLIENT.parse().expect("addr"));
         Self {
             edge,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use imsgw_sip::{Message, Method, response_to};
 
-use super::{Dest, Edge, FlowId, Link};
+use super::{Dest, Edge, FlowId, Identity, Link};
 
 /// A transaction, by table id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -66,6 +66,9 @@ pub struct Txn {
     remove_at: Option<Instant>,
     /// The last response sent back on a UDP origin, re-sent when the request is retransmitted.
     pub last_response: Option<Bytes>,
+    /// For a REGISTER from a flow: the identity the flow has once a 2xx arrives (`None` for a
+    /// de-registration).
+    pub registration: Option<(FlowId, Option<Identity>)>,
 }
 
 pub struct Origin {
@@ -151,6 +154,7 @@ impl Transactions {
             timeout_at: Some(now + timeout),
             remove_at: None,
             last_response: None,
+            registration: None,
         };
         if let Some(key) = t.origin.as_ref().and_then(|o| o.key.clone()) {
             self.by_server.insert(key, id);

@@ -80,11 +80,62 @@ pub struct Args {
     /// Runtime worker threads of the tool. 1 leaves the other cores to the server under test.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+
+    /// After the first round, each client whose REGISTER got 200 re-REGISTERs N more times (same
+    /// Call-ID and token, next CSeq), measured as a phase of its own: with tokens, the first
+    /// round pays for verifying a token and these show the cost of a cached one.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub reregister: u32,
+
+    /// Give every client its own RFC 8898 Bearer token, minted before the run with the keys in
+    /// this directory (the gateway's `waf.key_dir`, read as `KeyRing::load_or_create` reads it;
+    /// this tool never creates a key, so start the gateway first). Needs --issuer and --audience.
+    #[arg(long, value_name = "DIR", requires_all = ["issuer", "audience"])]
+    pub mint_key_dir: Option<PathBuf>,
+
+    /// `iss` of the minted tokens (the gateway's `waf.issuer`).
+    #[arg(long, value_name = "URL", requires = "mint_key_dir")]
+    pub issuer: Option<String>,
+
+    /// `aud` of the minted tokens (the gateway's `waf.audience`).
+    #[arg(long, value_name = "AUD", requires = "mint_key_dir")]
+    pub audience: Option<String>,
+
+    /// `scope` of the minted tokens (space-separated, RFC 6749 §3.3).
+    #[arg(long, default_value = "sip", requires = "mint_key_dir")]
+    pub scope: String,
+
+    /// Lifetime of the minted tokens, seconds. Tokens are minted before the run, so a run longer
+    /// than this sends expired tokens at its end.
+    #[arg(long, default_value_t = 600, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..), requires = "mint_key_dir")]
+    pub token_ttl: u64,
+}
+
+/// What `--mint-key-dir` and its companions ask for; `None` when tokens are off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MintOptions {
+    pub key_dir: PathBuf,
+    pub issuer: String,
+    pub audience: String,
+    pub scope: String,
+    pub ttl_s: u64,
 }
 
 impl Args {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout)
+    }
+
+    /// The token options, when `--mint-key-dir` is given (clap has made sure its companions are).
+    pub fn mint(&self) -> Option<MintOptions> {
+        Some(MintOptions {
+            key_dir: self.mint_key_dir.clone()?,
+            issuer: self.issuer.clone()?,
+            audience: self.audience.clone()?,
+            scope: self.scope.clone(),
+            ttl_s: self.token_ttl,
+        })
     }
 }
 
@@ -175,6 +226,41 @@ mod tests {
         assert!(parse_header("X-A: 1\r\nX-B: 2").is_err());
         assert!(parse_header("no colon").is_err());
         assert!(parse_header(": empty name").is_err());
+    }
+
+    #[test]
+    fn token_options_come_together_and_default_to_off() {
+        let parse = |extra: &[&str]| {
+            Args::try_parse_from(["imsgw-loadgen"].iter().chain(extra)).map(|a| a.mint())
+        };
+        assert_eq!(parse(&[]).expect("no options"), None);
+        let m = parse(&[
+            "--mint-key-dir",
+            "/k",
+            "--issuer",
+            "http://waf",
+            "--audience",
+            "sip:ims.example",
+        ])
+        .expect("complete")
+        .expect("tokens on");
+        assert_eq!((m.scope.as_str(), m.ttl_s), ("sip", 600));
+        assert!(parse(&["--mint-key-dir", "/k", "--issuer", "http://waf"]).is_err());
+        assert!(parse(&["--audience", "a", "--issuer", "i"]).is_err());
+        assert!(parse(&["--scope", "sip"]).is_err());
+        assert!(
+            parse(&[
+                "--mint-key-dir",
+                "/k",
+                "--issuer",
+                "i",
+                "--audience",
+                "a",
+                "--token-ttl",
+                "0"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

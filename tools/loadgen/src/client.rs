@@ -1,5 +1,6 @@
-//! One load client: owns one WebSocket, REGISTERs when the run enters the register phase, then
-//! idles like a browser tab (answering requests; tungstenite answers Pings) until told to close.
+//! One load client: owns one WebSocket, REGISTERs when the run enters the register phase (and
+//! again in the re-register phase, with --reregister), then idles like a browser tab (answering
+//! requests; tungstenite answers Pings) until told to close.
 //! This is the only file where bytes hit a socket; the SIP it speaks comes from `sip`.
 
 use std::net::SocketAddr;
@@ -18,7 +19,7 @@ use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
 use crate::cli::SourceIps;
-use crate::sip::{self, Identity, Incoming, RegisterTemplate};
+use crate::sip::{self, Bearer, Identity, Incoming, RegisterTemplate};
 
 /// What every client of a run shares; read-only apart from the semaphores and counters.
 pub struct Shared {
@@ -30,6 +31,10 @@ pub struct Shared {
     pub expires: u32,
     pub request_timeout: Duration,
     pub unregister: bool,
+    /// Re-REGISTERs per client in the re-register phase (`--reregister`).
+    pub reregister: u32,
+    /// Client `i`'s token is `bearers[i]`; empty when tokens are off.
+    pub bearers: Vec<Bearer>,
     /// Bounds WebSocket handshakes in flight.
     pub connect_slots: Semaphore,
     /// Bounds REGISTER transactions in flight (`--concurrency`).
@@ -43,6 +48,8 @@ pub struct Shared {
 pub enum Phase {
     Connect,
     Register,
+    /// `--reregister`: more REGISTERs on the same registration.
+    Reregister,
     /// Orderly end: un-register if asked, then close.
     Close,
     /// Time limit reached: close without further SIP.
@@ -58,20 +65,42 @@ pub enum Outcome {
     ConnectionLost,
 }
 
+/// Which REGISTER of a client a transaction was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Round {
+    /// The first one, in the register phase.
+    First,
+    /// A re-REGISTER of the re-register phase.
+    Again,
+}
+
+/// How far a client had got when its socket closed while idle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Before its REGISTER was sent.
+    Unregistered,
+    /// After its REGISTER, before it finished re-registering.
+    Registered,
+    /// After it finished re-registering.
+    Reregistered,
+}
+
 /// What a client reports to the run.
 #[derive(Debug)]
 pub enum Event {
     Connected,
     ConnectFailed(String),
     Registered {
+        round: Round,
         outcome: Outcome,
         sent_at: Instant,
         done_at: Instant,
     },
-    /// The socket closed while idle; `registered` says whether the REGISTER had completed.
-    Dropped {
-        registered: bool,
-    },
+    /// Done with the re-register phase: all its re-REGISTERs answered, or none to send because
+    /// its first REGISTER did not get 200. Not sent when the connection was lost in it.
+    ReregisterFinished,
+    /// The socket closed while idle.
+    Dropped(Stage),
     Unregistered(Outcome),
 }
 
@@ -111,44 +140,59 @@ pub async fn run(
     let mut c = Client {
         id: Identity::random(format!("{}{idx}", shared.user_prefix)),
         to_tag: sip::new_branch(),
+        auth: shared.bearers.get(idx).cloned(),
+        cseq: 0,
         shared,
         ws,
     };
 
     match c.idle_until(&mut phase, Phase::Register).await {
         Err(Lost) => {
-            let _ = events.send(Event::Dropped { registered: false });
+            let _ = events.send(Event::Dropped(Stage::Unregistered));
             return;
         }
         Ok(Phase::Register) => {}
         Ok(_) => return c.close().await,
     }
-    let outcome = {
-        let shared = c.shared.clone();
-        let _slot = shared.register_slots.acquire().await;
-        let sent_at = Instant::now();
-        let outcome = c.transact(1, c.shared.expires).await;
-        let _ = events.send(Event::Registered {
-            outcome: outcome.clone(),
-            sent_at,
-            done_at: Instant::now(),
-        });
-        outcome
-    };
+    let outcome = c.register(Round::First, c.shared.expires, &events).await;
     if outcome == Outcome::ConnectionLost {
         return;
     }
 
+    let mut stage = Stage::Registered;
+    if c.shared.reregister > 0 {
+        match c.idle_until(&mut phase, Phase::Reregister).await {
+            Err(Lost) => {
+                let _ = events.send(Event::Dropped(stage));
+                return;
+            }
+            Ok(Phase::Reregister) => {
+                // Only a registration that exists is refreshed; the others just report in.
+                if outcome == Outcome::Final(200) {
+                    for _ in 0..c.shared.reregister {
+                        let o = c.register(Round::Again, c.shared.expires, &events).await;
+                        if o == Outcome::ConnectionLost {
+                            return;
+                        }
+                    }
+                }
+                let _ = events.send(Event::ReregisterFinished);
+                stage = Stage::Reregistered;
+            }
+            Ok(_) => {}
+        }
+    }
+
     match c.idle_until(&mut phase, Phase::Close).await {
         Err(Lost) => {
-            let _ = events.send(Event::Dropped { registered: true });
+            let _ = events.send(Event::Dropped(stage));
             return;
         }
         Ok(Phase::Close) if c.shared.unregister && outcome == Outcome::Final(200) => {
             // Bounded like the REGISTERs: ten thousand at once would only measure a queue.
             let shared = c.shared.clone();
             let _slot = shared.register_slots.acquire().await;
-            let o = c.transact(2, 0).await;
+            let o = c.transact(0).await;
             let _ = events.send(Event::Unregistered(o));
         }
         Ok(_) => {}
@@ -199,6 +243,10 @@ struct Client {
     id: Identity,
     /// To-tag for the 200s this client sends to incoming requests.
     to_tag: String,
+    /// Sent on every REGISTER of this client, the un-REGISTER included.
+    auth: Option<Bearer>,
+    /// CSeq of the last REGISTER sent (RFC 3261 §10.2: +1 per REGISTER on one Call-ID).
+    cseq: u32,
     ws: WebSocketStream<TcpStream>,
 }
 
@@ -227,12 +275,37 @@ impl Client {
         }
     }
 
-    /// Sends REGISTER `cseq` with `expires` and waits for its final response.
-    async fn transact(&mut self, cseq: u32, expires: u32) -> Outcome {
-        let reg = self
-            .shared
-            .template
-            .build(&self.id, cseq, expires, &sip::new_branch());
+    /// One REGISTER transaction inside the `--concurrency` bound, reported as `round`.
+    async fn register(
+        &mut self,
+        round: Round,
+        expires: u32,
+        events: &mpsc::UnboundedSender<Event>,
+    ) -> Outcome {
+        let shared = self.shared.clone();
+        let _slot = shared.register_slots.acquire().await;
+        let sent_at = Instant::now();
+        let outcome = self.transact(expires).await;
+        let _ = events.send(Event::Registered {
+            round,
+            outcome: outcome.clone(),
+            sent_at,
+            done_at: Instant::now(),
+        });
+        outcome
+    }
+
+    /// Sends the next REGISTER with `expires` and waits for its final response.
+    async fn transact(&mut self, expires: u32) -> Outcome {
+        self.cseq += 1;
+        let cseq = self.cseq;
+        let reg = self.shared.template.build(
+            &self.id,
+            cseq,
+            expires,
+            &sip::new_branch(),
+            self.auth.as_ref(),
+        );
         if self.ws.send(Message::text(reg)).await.is_err() {
             return Outcome::ConnectionLost;
         }

@@ -4,7 +4,8 @@
 //! printed), 2 when the run could not start (bad option, unreachable name, fd limit).
 //!
 //! Layers: `sip` (messages, no I/O) → `client` (one socket) → `run` (phases, sampling) →
-//! `report` (numbers and output); `procfs` reads /proc; `cli` parses options.
+//! `report` (numbers and output); `procfs` reads /proc; `cli` parses options; `tokens` mints the
+//! per-user Bearer tokens before the run.
 
 mod cli;
 mod client;
@@ -13,6 +14,7 @@ mod report;
 mod run;
 mod sip;
 mod stats;
+mod tokens;
 
 use std::process::ExitCode;
 

@@ -25,6 +25,10 @@ pub struct Inputs<'a> {
     pub lost_in_register: usize,
     pub dropped_idle: usize,
     pub latencies: Latencies,
+    /// The re-register phase, when it ran.
+    pub reregister: Option<PhaseInputs>,
+    /// The tokens minted before the run, with --mint-key-dir.
+    pub tokens: Option<TokenInputs>,
     pub unregister_ok: usize,
     pub unregister_failed: BTreeMap<String, usize>,
     pub requests_answered: u64,
@@ -36,6 +40,26 @@ pub struct Inputs<'a> {
     pub self_cpu_register: f64,
     pub self_cpu_total: f64,
     pub self_rss_kib: u64,
+}
+
+/// Raw results of the re-register phase.
+pub struct PhaseInputs {
+    pub elapsed: Duration,
+    pub finals: BTreeMap<u16, usize>,
+    pub timeouts: usize,
+    pub lost: usize,
+    pub latencies: Latencies,
+    pub cpu_before: Option<Sample>,
+    pub cpu_after: Option<Sample>,
+    pub self_cpu_s: f64,
+}
+
+/// What minting the tokens cost the tool.
+pub struct TokenInputs {
+    pub minted: usize,
+    pub kid: String,
+    pub elapsed: Duration,
+    pub tool_cpu_s: f64,
 }
 
 /// Everything a run measured. Serialized as the `JSON:` line; field names are the contract with
@@ -53,6 +77,13 @@ pub struct Report {
     pub elapsed_s: f64,
     pub connect: ConnectReport,
     pub register: RegisterReport,
+    /// With --reregister: the re-REGISTERs, measured apart from the first ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reregister: Option<ReregisterReport>,
+    /// With --mint-key-dir: the tokens, minted before any phase (the tool's cost, not the
+    /// server's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<TokensReport>,
     /// Absent when no process was named with --pid/--pidfile/--pgrep-parent.
     pub server: Option<ServerReport>,
     pub tool: ToolReport,
@@ -84,6 +115,38 @@ pub struct RegisterReport {
     pub per_s: f64,
     /// Latency of the 200 responses.
     pub latency: Summary,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReregisterReport {
+    /// Re-REGISTERs asked of each client whose first REGISTER got 200 (`--reregister`).
+    pub per_client: u32,
+    pub ok: usize,
+    /// Final responses other than 200, by status code.
+    pub non_200: BTreeMap<u16, usize>,
+    pub timeouts: usize,
+    pub connection_lost: usize,
+    /// First re-REGISTER sent to last final response received.
+    pub elapsed_s: f64,
+    /// Successful re-registrations per second over the phase.
+    pub per_s: f64,
+    /// Latency of the 200 responses.
+    pub latency: Summary,
+    /// utime+stime of the measured processes during the phase; absent when none was named.
+    pub server_cpu_s: Option<f64>,
+    pub server_cpu_us_per_register: Option<f64>,
+    pub tool_cpu_s: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokensReport {
+    pub minted: usize,
+    /// `kid` of the signing key (public: it is in every token's header).
+    pub kid: String,
+    /// Wall time of minting them all, before the run.
+    pub mint_s: f64,
+    pub mint_us_per_token: Option<f64>,
+    pub tool_cpu_s: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -143,13 +206,31 @@ pub fn build(i: Inputs<'_>) -> Report {
     };
     let connect_s = i.connect_elapsed.as_secs_f64();
     let register_s = i.register_elapsed.as_secs_f64();
+    let reregister = i.reregister.map(|p| reregister_report(args.reregister, p));
+    // Every client registered with 200 must also get 200 to each of its re-REGISTERs.
+    let reregister_ok = reregister
+        .as_ref()
+        .is_none_or(|r| r.ok == ok * r.per_client as usize);
+    let tokens = i.tokens.map(|t| {
+        let mint_s = t.elapsed.as_secs_f64();
+        TokensReport {
+            minted: t.minted,
+            kid: t.kid,
+            mint_s,
+            mint_us_per_token: (t.minted > 0).then(|| mint_s * 1e6 / t.minted as f64),
+            tool_cpu_s: t.tool_cpu_s,
+        }
+    });
     Report {
         url: args.url.clone(),
         count: args.count,
         concurrency: args.concurrency,
         source_ips: args.source_ips.as_ref().map_or(0, |s| s.0.len()),
         // An un-REGISTER is a REGISTER too: with --unregister each must get 200 as well.
-        success: !i.timed_out && ok == args.count && i.unregister_failed.is_empty(),
+        success: !i.timed_out
+            && ok == args.count
+            && reregister_ok
+            && i.unregister_failed.is_empty(),
         timed_out: i.timed_out,
         elapsed_s: i.total_elapsed.as_secs_f64(),
         connect: ConnectReport {
@@ -167,6 +248,8 @@ pub fn build(i: Inputs<'_>) -> Report {
             per_s: rate(ok, register_s),
             latency: i.latencies.summary(),
         },
+        reregister,
+        tokens,
         server,
         tool: ToolReport {
             cpu_s_register_phase: i.self_cpu_register,
@@ -177,6 +260,29 @@ pub fn build(i: Inputs<'_>) -> Report {
         dropped_while_idle: i.dropped_idle,
         unregister_ok: i.unregister_ok,
         unregister_failed: i.unregister_failed,
+    }
+}
+
+fn reregister_report(per_client: u32, p: PhaseInputs) -> ReregisterReport {
+    let ok = p.finals.get(&200).copied().unwrap_or(0);
+    let server_cpu_s = match (p.cpu_before, p.cpu_after) {
+        (Some(b), Some(a)) => Some((a.cpu_s - b.cpu_s).max(0.0)),
+        _ => None,
+    };
+    let elapsed_s = p.elapsed.as_secs_f64();
+    ReregisterReport {
+        per_client,
+        ok,
+        non_200: p.finals.into_iter().filter(|(c, _)| *c != 200).collect(),
+        timeouts: p.timeouts,
+        connection_lost: p.lost,
+        elapsed_s,
+        per_s: rate(ok, elapsed_s),
+        latency: p.latencies.summary(),
+        server_cpu_s,
+        server_cpu_us_per_register: server_cpu_s
+            .and_then(|s| (ok > 0).then(|| s * 1e6 / ok as f64)),
+        tool_cpu_s: p.self_cpu_s,
     }
 }
 
@@ -207,6 +313,19 @@ impl Report {
         };
         line("result", status.into());
         line("elapsed", format!("{:.2} s", self.elapsed_s));
+        if let Some(t) = &self.tokens {
+            line(
+                "tokens minted (before run)",
+                format!(
+                    "{} in {:.3} s = {} each; tool CPU {:.2} s; kid {}",
+                    t.minted,
+                    t.mint_s,
+                    opt(t.mint_us_per_token, "us"),
+                    t.tool_cpu_s,
+                    t.kid
+                ),
+            );
+        }
         let c = &self.connect;
         line(
             "connect",
@@ -289,6 +408,51 @@ impl Report {
                 "server",
                 "not measured (no --pid/--pidfile/--pgrep-parent)".into(),
             ),
+        }
+        if let Some(r) = &self.reregister {
+            line(
+                "re-register",
+                format!(
+                    "{} x 200 ({} per client), {} other finals, {} timeouts, {} connections lost",
+                    r.ok,
+                    r.per_client,
+                    r.non_200.values().sum::<usize>(),
+                    r.timeouts,
+                    r.connection_lost
+                ),
+            );
+            for (code, n) in &r.non_200 {
+                line("  final", format!("{n} x {code}"));
+            }
+            line(
+                "re-registrations/s",
+                format!("{:.1} (over {:.3} s)", r.per_s, r.elapsed_s),
+            );
+            let l = &r.latency;
+            line(
+                "re-register latency (ms)",
+                format!(
+                    "p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  mean {:.2}",
+                    ms(l.p50_us),
+                    ms(l.p90_us),
+                    ms(l.p99_us),
+                    ms(l.max_us),
+                    ms(l.mean_us)
+                ),
+            );
+            if let Some(cpu) = r.server_cpu_s {
+                line(
+                    "server CPU, re-register phase",
+                    format!(
+                        "{cpu:.2} s = {} per REGISTER",
+                        opt(r.server_cpu_us_per_register, "us")
+                    ),
+                );
+            }
+            line(
+                "tool CPU, re-register phase",
+                format!("{:.2} s", r.tool_cpu_s),
+            );
         }
         line(
             "tool CPU",

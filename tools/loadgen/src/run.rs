@@ -1,6 +1,7 @@
-//! One bounded load run: spawns the clients, moves them through connect → register → hold →
-//! close, samples the measured processes between phases, and returns the numbers as a
-//! [`Report`]. The deadline (`--time-limit`) bounds every wait.
+//! One bounded load run: mints the clients' tokens (with --mint-key-dir), spawns the clients,
+//! moves them through connect → register → re-register (with --reregister) → hold → close,
+//! samples the measured processes between phases, and returns the numbers as a [`Report`]. The
+//! deadline (`--time-limit`) bounds every wait.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,11 +15,12 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout_at};
 
 use crate::cli::Args;
-use crate::client::{self, Event, Outcome, Phase, Shared};
+use crate::client::{self, Event, Outcome, Phase, Round, Shared, Stage};
 use crate::procfs::{self, Sample, Targets};
 use crate::report::{self, Report};
 use crate::sip::RegisterTemplate;
 use crate::stats::Latencies;
+use crate::tokens;
 
 /// File descriptors the tool needs besides one per client (runtime, stdio, /proc reads).
 const FD_HEADROOM: u64 = 64;
@@ -44,6 +46,30 @@ pub async fn run(args: Args) -> Result<Report> {
         }
     };
 
+    // Tokens first: minting is the client's cost, so it happens before anything is measured.
+    let minted = match args.mint() {
+        Some(opts) => {
+            if args.time_limit > opts.ttl_s {
+                eprintln!(
+                    "imsgw-loadgen: warning: --time-limit {} s is longer than --token-ttl {} s; \
+                     requests late in the run may carry expired tokens",
+                    args.time_limit, opts.ttl_s
+                );
+            }
+            let users: Vec<String> = (0..args.count)
+                .map(|i| format!("{}{i}", args.user_prefix))
+                .collect();
+            Some(tokens::mint_all(&opts, &args.domain, &users)?)
+        }
+        None => None,
+    };
+    let token_report = minted.as_ref().map(|m| report::TokenInputs {
+        minted: m.bearers.len(),
+        kid: m.kid.clone(),
+        elapsed: m.elapsed,
+        tool_cpu_s: m.tool_cpu_s,
+    });
+
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.time_limit);
     let self_cpu_start = procfs::self_cpu_s();
@@ -62,6 +88,8 @@ pub async fn run(args: Args) -> Result<Report> {
         expires: args.expires,
         request_timeout: args.request_timeout(),
         unregister: args.unregister,
+        reregister: args.reregister,
+        bearers: minted.map(|m| m.bearers).unwrap_or_default(),
         connect_slots: Semaphore::new(args.connect_concurrency.max(1)),
         register_slots: Semaphore::new(args.concurrency.max(1)),
         requests_answered: AtomicU64::new(0),
@@ -100,10 +128,27 @@ pub async fn run(args: Args) -> Result<Report> {
     }
     let cpu_after = sample(&targets)?;
     let self_cpu_after = procfs::self_cpu_s();
-    let register_elapsed = match (tally.first_sent, tally.last_done) {
-        (Some(a), Some(b)) => b.duration_since(a),
-        _ => register_started.elapsed(),
-    };
+    let register_elapsed = tally.first.elapsed().unwrap_or(register_started.elapsed());
+
+    // Re-register phase, measured like the register phase.
+    let mut again = None;
+    if args.reregister > 0 && !timed_out {
+        let cpu_before = sample(&targets)?;
+        let self_cpu_before = procfs::self_cpu_s();
+        let started = Instant::now();
+        phase_tx.send_replace(Phase::Reregister);
+        timed_out |= !tally
+            .wait(&mut ev_rx, deadline, |t| {
+                t.reregister_finished >= t.in_reregister_phase()
+            })
+            .await;
+        again = Some(PhaseSamples {
+            cpu_before,
+            cpu_after: sample(&targets)?,
+            self_cpu_s: procfs::self_cpu_s() - self_cpu_before,
+            elapsed: tally.again.elapsed().unwrap_or(started.elapsed()),
+        });
+    }
 
     // Hold: everything registered sits idle, then memory is measured.
     if !timed_out {
@@ -143,6 +188,16 @@ pub async fn run(args: Args) -> Result<Report> {
     }
 
     let self_cpu_end = procfs::self_cpu_s();
+    let reregister = again.map(|p| report::PhaseInputs {
+        elapsed: p.elapsed,
+        finals: tally.again.finals,
+        timeouts: tally.again.timeouts,
+        lost: tally.again.lost,
+        latencies: tally.again.latencies,
+        cpu_before: p.cpu_before,
+        cpu_after: p.cpu_after,
+        self_cpu_s: p.self_cpu_s,
+    });
     Ok(report::build(report::Inputs {
         args: &args,
         timed_out,
@@ -151,11 +206,13 @@ pub async fn run(args: Args) -> Result<Report> {
         register_elapsed,
         connected: tally.connected,
         connect_failures: tally.connect_failures,
-        finals: tally.finals,
-        timeouts: tally.timeouts,
-        lost_in_register: tally.lost_in_register,
+        finals: tally.first.finals,
+        timeouts: tally.first.timeouts,
+        lost_in_register: tally.first.lost,
         dropped_idle: tally.dropped_idle,
-        latencies: tally.latencies,
+        latencies: tally.first.latencies,
+        reregister,
+        tokens: token_report,
         unregister_ok: tally.unregister_ok,
         unregister_failed: tally.unregister_failed,
         requests_answered: shared.requests_answered.load(Ordering::Relaxed),
@@ -196,6 +253,13 @@ fn check_limits(args: &Args) -> Result<()> {
     if args.count == 0 {
         bail!("--count must be at least 1");
     }
+    let auth_header = |h: &String| {
+        h.split_once(':')
+            .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case("authorization"))
+    };
+    if args.mint_key_dir.is_some() && args.headers.iter().any(auth_header) {
+        bail!("--header Authorization and --mint-key-dir both set Authorization; drop one");
+    }
     if let Some(limit) = procfs::open_file_limit() {
         let need = args.count as u64 + FD_HEADROOM;
         if need > limit {
@@ -209,21 +273,69 @@ fn check_limits(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// Samples taken around the re-register phase.
+struct PhaseSamples {
+    cpu_before: Option<Sample>,
+    cpu_after: Option<Sample>,
+    self_cpu_s: f64,
+    elapsed: Duration,
+}
+
+/// Outcomes of the REGISTER transactions of one phase.
+#[derive(Default)]
+struct Transactions {
+    finals: BTreeMap<u16, usize>,
+    timeouts: usize,
+    /// The connection was lost before a final response.
+    lost: usize,
+    latencies: Latencies,
+    first_sent: Option<Instant>,
+    last_done: Option<Instant>,
+}
+
+impl Transactions {
+    fn record(&mut self, outcome: Outcome, sent_at: Instant, done_at: Instant) {
+        self.first_sent = Some(self.first_sent.map_or(sent_at, |f| f.min(sent_at)));
+        self.last_done = Some(self.last_done.map_or(done_at, |l| l.max(done_at)));
+        match outcome {
+            Outcome::Final(code) => {
+                *self.finals.entry(code).or_default() += 1;
+                if code == 200 {
+                    let us = done_at.duration_since(sent_at).as_micros();
+                    self.latencies.record(u64::try_from(us).unwrap_or(u64::MAX));
+                }
+            }
+            Outcome::Timeout => self.timeouts += 1,
+            Outcome::ConnectionLost => self.lost += 1,
+        }
+    }
+
+    fn done(&self) -> usize {
+        self.finals.values().sum::<usize>() + self.timeouts + self.lost
+    }
+
+    /// First REGISTER sent to last final response received.
+    fn elapsed(&self) -> Option<Duration> {
+        Some(self.last_done?.duration_since(self.first_sent?))
+    }
+}
+
 /// Running counts of client events.
 #[derive(Default)]
 struct Tally {
     connected: usize,
     connect_failures: BTreeMap<String, usize>,
-    finals: BTreeMap<u16, usize>,
-    timeouts: usize,
-    lost_in_register: usize,
+    /// The register phase.
+    first: Transactions,
+    /// The re-register phase.
+    again: Transactions,
+    reregister_finished: usize,
     /// Dropped while idle before their REGISTER was sent.
     dropped_before_register: usize,
-    /// Dropped while idle after registering.
+    /// Dropped while idle after registering, before finishing the re-register phase.
+    dropped_registered: usize,
+    /// Dropped while idle after registering (either stage).
     dropped_idle: usize,
-    latencies: Latencies,
-    first_sent: Option<Instant>,
-    last_done: Option<Instant>,
     unregister_ok: usize,
     unregister_failed: BTreeMap<String, usize>,
 }
@@ -234,14 +346,24 @@ impl Tally {
     }
 
     fn register_done(&self) -> usize {
-        self.finals.values().sum::<usize>()
-            + self.timeouts
-            + self.lost_in_register
-            + self.dropped_before_register
+        self.first.done() + self.dropped_before_register
     }
 
     fn dropped_total(&self) -> usize {
-        self.dropped_before_register + self.dropped_idle + self.lost_in_register
+        self.dropped_before_register + self.dropped_idle + self.first.lost + self.again.lost
+    }
+
+    /// Clients the re-register phase waits for: every one still connected when it began, or
+    /// gone during it. Each ends it with exactly one of `ReregisterFinished`, a lost connection
+    /// in a re-REGISTER, or `Dropped(Stage::Registered)`.
+    fn in_reregister_phase(&self) -> usize {
+        // Each client counts in at most one of these, so this cannot underflow; saturate anyway.
+        self.connected.saturating_sub(
+            self.dropped_before_register
+                + self.first.lost
+                + self.dropped_registered
+                + self.again.lost,
+        )
     }
 
     fn apply(&mut self, ev: Event) {
@@ -249,26 +371,21 @@ impl Tally {
             Event::Connected => self.connected += 1,
             Event::ConnectFailed(reason) => *self.connect_failures.entry(reason).or_default() += 1,
             Event::Registered {
+                round,
                 outcome,
                 sent_at,
                 done_at,
-            } => {
-                self.first_sent = Some(self.first_sent.map_or(sent_at, |f| f.min(sent_at)));
-                self.last_done = Some(self.last_done.map_or(done_at, |l| l.max(done_at)));
-                match outcome {
-                    Outcome::Final(code) => {
-                        *self.finals.entry(code).or_default() += 1;
-                        if code == 200 {
-                            let us = done_at.duration_since(sent_at).as_micros();
-                            self.latencies.record(u64::try_from(us).unwrap_or(u64::MAX));
-                        }
-                    }
-                    Outcome::Timeout => self.timeouts += 1,
-                    Outcome::ConnectionLost => self.lost_in_register += 1,
-                }
+            } => match round {
+                Round::First => self.first.record(outcome, sent_at, done_at),
+                Round::Again => self.again.record(outcome, sent_at, done_at),
+            },
+            Event::ReregisterFinished => self.reregister_finished += 1,
+            Event::Dropped(Stage::Unregistered) => self.dropped_before_register += 1,
+            Event::Dropped(Stage::Registered) => {
+                self.dropped_registered += 1;
+                self.dropped_idle += 1;
             }
-            Event::Dropped { registered: false } => self.dropped_before_register += 1,
-            Event::Dropped { registered: true } => self.dropped_idle += 1,
+            Event::Dropped(Stage::Reregistered) => self.dropped_idle += 1,
             Event::Unregistered(Outcome::Final(200)) => self.unregister_ok += 1,
             Event::Unregistered(o) => {
                 let kind = match o {

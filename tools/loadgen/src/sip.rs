@@ -38,6 +38,40 @@ impl Identity {
     }
 }
 
+/// One client's `Authorization: Bearer` header line (RFC 8898 §3, RFC 6750 §2.1), built once and
+/// sent on each of its REGISTERs. Its `Debug` hides the token: it lets anyone register the user.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Bearer(String);
+
+/// The token is not an RFC 6750 §2.1 `b64token`, so it cannot go in the header as it is.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NotB64Token;
+
+impl Bearer {
+    /// The header line for `token`. RFC 6750 §2.1:
+    /// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`;
+    /// anything else (spaces, CR/LF, quotes) would break or smuggle header fields.
+    pub fn new(token: &str) -> Result<Bearer, NotB64Token> {
+        let body = token.trim_end_matches('=');
+        let b64 = |c: u8| c.is_ascii_alphanumeric() || b"-._~+/".contains(&c);
+        if body.is_empty() || !body.bytes().all(b64) {
+            return Err(NotB64Token);
+        }
+        Ok(Bearer(format!("Authorization: Bearer {token}")))
+    }
+
+    /// The header line, without CRLF.
+    pub fn line(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Bearer(<redacted, {} bytes>)", self.0.len())
+    }
+}
+
 /// Static parts of every REGISTER of the run.
 #[derive(Debug, Clone)]
 pub struct RegisterTemplate {
@@ -52,7 +86,15 @@ impl RegisterTemplate {
     /// Builds REGISTER number `cseq` of `id` with Contact expiry `expires` (0 un-registers).
     /// `branch` must be unique per transaction (RFC 3261 §8.1.1.7 magic cookie `z9hG4bK`).
     /// Its response is matched by Call-ID and CSeq, which is enough for one transaction at a time.
-    pub fn build(&self, id: &Identity, cseq: u32, expires: u32, branch: &str) -> String {
+    /// `auth` is the client's token, sent on every REGISTER including the un-REGISTER.
+    pub fn build(
+        &self,
+        id: &Identity,
+        cseq: u32,
+        expires: u32,
+        branch: &str,
+        auth: Option<&Bearer>,
+    ) -> String {
         let d = &self.domain;
         let mut t = String::with_capacity(640);
         // `write!` to a String cannot fail; the results are ignored on purpose.
@@ -76,6 +118,10 @@ impl RegisterTemplate {
         t.push_str("Allow: INVITE,ACK,CANCEL,BYE,UPDATE,MESSAGE,OPTIONS,REFER,INFO,NOTIFY\r\n");
         t.push_str("Supported: path,outbound,gruu\r\n");
         t.push_str("User-Agent: imsgw-loadgen\r\n");
+        if let Some(b) = auth {
+            t.push_str(b.line());
+            t.push_str("\r\n");
+        }
         for h in &self.extra_headers {
             t.push_str(h);
             t.push_str("\r\n");
@@ -241,7 +287,7 @@ mod tests {
 
     #[test]
     fn register_has_rfc7118_and_rfc5626_headers() {
-        let r = template().build(&identity(), 1, 3600, "z9hG4bKb1");
+        let r = template().build(&identity(), 1, 3600, "z9hG4bKb1", None);
         let expected = "REGISTER sip:ims.example SIP/2.0\r\n\
             Via: SIP/2.0/WS abc.invalid;branch=z9hG4bKb1\r\n\
             Max-Forwards: 70\r\n\
@@ -261,8 +307,8 @@ mod tests {
     #[test]
     fn unregister_reuses_contact_with_expires_zero() {
         let id = identity();
-        let reg = template().build(&id, 1, 3600, &new_branch());
-        let unreg = template().build(&id, 2, 0, &new_branch());
+        let reg = template().build(&id, 1, 3600, &new_branch(), None);
+        let unreg = template().build(&id, 2, 0, &new_branch(), None);
         assert!(unreg.contains("CSeq: 2 REGISTER\r\n"));
         assert!(unreg.contains("reg-id=1;expires=0\r\n"));
         let contact = |t: &str| {
@@ -273,6 +319,62 @@ mod tests {
         };
         assert!(contact(&reg).is_some());
         assert_eq!(contact(&reg), contact(&unreg));
+    }
+
+    const JWT: &str = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJsb2FkNyJ9.c2ln-_";
+
+    #[test]
+    fn bearer_header_is_rfc8898_authorization_line() {
+        let b = Bearer::new(JWT).expect("a JWS compact serialization is a b64token");
+        assert_eq!(b.line(), format!("Authorization: Bearer {JWT}"));
+        assert_eq!(
+            Bearer::new("abc+/==").expect("padding").line(),
+            "Authorization: Bearer abc+/=="
+        );
+    }
+
+    #[test]
+    fn bearer_refuses_what_is_not_a_b64token_rfc6750_2_1() {
+        for bad in [
+            "",
+            "==",
+            "a b",
+            "a\r\nX-Evil: 1",
+            "a\"b",
+            "a,b",
+            "=a",
+            "a=b",
+        ] {
+            assert_eq!(Bearer::new(bad), Err(NotB64Token), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bearer_debug_hides_the_token() {
+        let shown = format!("{:?}", Bearer::new(JWT).expect("valid"));
+        assert!(!shown.contains("eyJ"), "{shown}");
+    }
+
+    #[test]
+    fn register_reregister_and_unregister_carry_the_same_token() {
+        let (id, auth) = (identity(), Bearer::new(JWT).expect("valid"));
+        let t = template();
+        let msgs = [
+            t.build(&id, 1, 3600, "z9hG4bK1", Some(&auth)),
+            t.build(&id, 2, 3600, "z9hG4bK2", Some(&auth)),
+            t.build(&id, 3, 0, "z9hG4bK3", Some(&auth)),
+        ];
+        for (m, cseq) in msgs.iter().zip(1..) {
+            let line = format!("\r\nAuthorization: Bearer {JWT}\r\n");
+            assert_eq!(m.matches(&line).count(), 1, "{m}");
+            assert!(m.contains(&format!("\r\nCSeq: {cseq} REGISTER\r\n")), "{m}");
+            assert!(m.contains("\r\nCall-ID: cid\r\n"), "{m}");
+            // The header sits before the --header lines and the body delimiter.
+            let (head, body) = m.split_once("\r\n\r\n").expect("head");
+            assert!(body.is_empty());
+            assert!(head.find("Authorization:") < head.find("X-Test:"));
+        }
+        assert!(!t.build(&id, 1, 3600, "b", None).contains("Authorization"));
     }
 
     #[test]

@@ -1,0 +1,90 @@
+//! Fetches external issuers' JWK Sets (RFC 7517) for the edge: at start, every
+//! `refresh_secs`, and when the edge meets an unknown `kid` (it rate-limits those asks).
+//!
+//! Owns: HTTP GETs of `jwks_uri`. Must not touch: token checks (the edge's verifier does them).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use imsgw_token::JwkSet;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::config::ExternalIssuerConfig;
+use crate::hub::HubInput;
+
+/// Runs until shutdown: fetches on request (`asks` carries issuer names) and periodically.
+pub async fn fetch_loop(
+    issuers: Vec<ExternalIssuerConfig>,
+    mut asks: mpsc::Receiver<String>,
+    hub: mpsc::Sender<HubInput>,
+    shutdown: CancellationToken,
+) {
+    if issuers.is_empty() {
+        // Nothing to fetch: keep the channel open so asks never fail, until shutdown.
+        shutdown.cancelled().await;
+        return;
+    }
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "cannot build the HTTP client for external JWKS");
+            return;
+        }
+    };
+    let by_issuer: HashMap<String, ExternalIssuerConfig> = issuers
+        .iter()
+        .map(|i| (i.issuer.clone(), i.clone()))
+        .collect();
+    for i in &issuers {
+        fetch(&client, i, &hub).await;
+    }
+    let every = issuers
+        .iter()
+        .map(|i| i.refresh_secs.max(10))
+        .min()
+        .unwrap_or(3600);
+    let mut tick = tokio::time::interval(Duration::from_secs(every));
+    tick.reset();
+    loop {
+        tokio::select! {
+            ask = asks.recv() => match ask.and_then(|a| by_issuer.get(&a)) {
+                Some(i) => fetch(&client, i, &hub).await,
+                None => continue,
+            },
+            _ = tick.tick() => {
+                for i in &issuers {
+                    fetch(&client, i, &hub).await;
+                }
+            }
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn fetch(client: &reqwest::Client, i: &ExternalIssuerConfig, hub: &mpsc::Sender<HubInput>) {
+    let got = async {
+        let resp = client.get(&i.jwks_uri).send().await?.error_for_status()?;
+        resp.json::<JwkSet>().await
+    }
+    .await;
+    match got {
+        Ok(jwks) => {
+            debug!(issuer = %i.issuer, keys = jwks.keys.len(), "fetched external JWKS");
+            let _ = hub
+                .send(HubInput::ExternalJwks {
+                    issuer: i.issuer.clone(),
+                    jwks: Box::new(jwks),
+                })
+                .await;
+        }
+        Err(e) => {
+            warn!(issuer = %i.issuer, uri = %i.jwks_uri, error = %e, "cannot fetch external JWKS")
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The WAF (WebRTC Authorisation Function, TS 24.371): an OAuth 2.0 authorization server that
+//! issues short-lived tokens for IMS identities. Here: its keys, metadata (RFC 8414), JWKS
+//! (RFC 7517), introspection (RFC 7662) and revocation (RFC 7009); sign-in flows come later.
+//!
+//! Owns: the WAF's state and its HTTP endpoints. Must not touch: SIP (the edge reads tokens
+//! through `imsgw-token` and revocations through [`crate::edge::Revocations`]).
+
+pub mod http;
+pub mod jwks;
+pub mod keys;
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use imsgw_token::{KeyRing, Minter, MinterConfig, Secret, Verifier, VerifierConfig};
+
+use crate::config::Config;
+use store::Store;
+
+/// Why the WAF could not be set up; names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum WafError {
+    #[error("waf keys: {0}")]
+    Keys(#[from] imsgw_token::KeyError),
+    #[error("waf token settings: {0}")]
+    Verifier(#[from] imsgw_token::ConfigError),
+    #[error("waf.clients `{id}`: {message}")]
+    Client { id: String, message: String },
+    #[error("waf.hmac_secret_file {path}: {message}")]
+    Hmac { path: String, message: String },
+}
+
+/// A registered OAuth client.
+pub struct Client {
+    /// `None` for a public client (RFC 6749 §2.1).
+    pub secret: Option<Secret>,
+    pub introspect: bool,
+}
+
+/// The WAF's state, shared by its HTTP handlers.
+pub struct Waf {
+    pub issuer: String,
+    pub audience: String,
+    pub scope: String,
+    keys: RwLock<Arc<KeyRing>>,
+    minter: RwLock<Minter>,
+    /// Checks our own tokens for introspection and revocation.
+    verifier: Mutex<Verifier>,
+    pub store: Arc<dyn Store>,
+    pub clients: HashMap<String, Client>,
+}
+
+impl Waf {
+    pub fn new(config: &Config, ring: KeyRing, store: Arc<dyn Store>) -> Result<Self, WafError> {
+        let issuer = config.issuer();
+        let audience = config.audience();
+        let mut mc = MinterConfig::new(issuer.clone(), audience.clone());
+        mc.default_ttl = config.waf.token_ttl_secs;
+        mc.max_ttl = config.waf.max_token_ttl_secs;
+        let minter = Minter::new(mc, &ring);
+        let verifier = Verifier::new(verifier_config(config, false)?, &ring)?;
+        let mut clients = HashMap::new();
+        for c in &config.waf.clients {
+            let secret = client_secret(config, c)?;
+            clients.insert(
+                c.id.clone(),
+                Client {
+                    secret,
+                    introspect: c.introspect,
+                },
+            );
+        }
+        Ok(Self {
+            issuer,
+            audience,
+            scope: config.waf.scope.clone(),
+            keys: RwLock::new(Arc::new(ring)),
+            minter: RwLock::new(minter),
+            verifier: Mutex::new(verifier),
+            store,
+            clients,
+        })
+    }
+
+    /// The current keys.
+    pub fn keys(&self) -> Arc<KeyRing> {
+        self.keys
+            .read()
+            .map(|k| k.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Installs a reloaded key set; true if it differs from the current one.
+    pub fn replace_keys(&self, ring: &KeyRing) -> bool {
+        let current = self.keys();
+        let same = current.signing_kid() == ring.signing_kid()
+            && current.kids().collect::<Vec<_>>() == ring.kids().collect::<Vec<_>>();
+        if same {
+            return false;
+        }
+        if let Ok(mut m) = self.minter.write() {
+            m.set_keys(ring);
+        }
+        if let Ok(mut v) = self.verifier.lock() {
+            v.set_our_keys(ring);
+        }
+        if let Ok(mut k) = self.keys.write() {
+            *k = Arc::new(ring.clone());
+        }
+        true
+    }
+
+    /// Mints an access token (the `imsgw token mint` command and, later, the token endpoint).
+    pub fn mint(
+        &self,
+        now: u64,
+        req: imsgw_token::MintRequest,
+    ) -> Result<(imsgw_token::AccessToken, imsgw_token::Claims), imsgw_token::MintError> {
+        let m = self.minter.read().unwrap_or_else(|p| p.into_inner());
+        m.mint(now, req)
+    }
+
+    /// Checks one of our tokens, including revocation.
+    pub fn check(&self, now: u64, token: &str) -> Option<imsgw_token::Claims> {
+        let mut v = self.verifier.lock().unwrap_or_else(|p| p.into_inner());
+        let claims = v.verify(now, token).ok()?.claims;
+        if self.store.is_revoked(&claims.jti, now) {
+            return None;
+        }
+        Some(claims)
+    }
+
+    /// Checks a token's signature and issuer, whatever its expiry (revocation of an expired
+    /// token is a no-op, not an error: RFC 7009 §2.2).
+    pub fn check_for_revocation(&self, now: u64, token: &str) -> Option<imsgw_token::Claims> {
+        let mut v = self.verifier.lock().unwrap_or_else(|p| p.into_inner());
+        v.verify(now, token).ok().map(|v| v.claims)
+    }
+}
+
+/// The verifier settings for tokens at the edge (`external` true) or at the WAF itself.
+pub fn verifier_config(config: &Config, external: bool) -> Result<VerifierConfig, WafError> {
+    let mut vc = VerifierConfig::new(config.issuer(), config.audience());
+    vc.required_scope = Some(config.waf.scope.clone());
+    if let Some(path) = &config.waf.hmac_secret_file {
+        let path = config.beside_config(path.clone());
+        let bytes = std::fs::read(&path).map_err(|e| WafError::Hmac {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        vc.hmac_secret = Some(Secret::new(bytes.trim_ascii().to_vec()));
+    }
+    if external {
+        for e in &config.waf.external_issuers {
+            let mut x = imsgw_token::ExternalIssuer::new(e.issuer.clone(), e.audience.clone());
+            if !e.algorithms.is_empty() {
+                x.algorithms = e
+                    .algorithms
+                    .iter()
+                    .filter_map(|a| a.parse::<imsgw_token::Algorithm>().ok())
+                    .collect();
+            }
+            vc.external.push(x);
+        }
+    }
+    Ok(vc)
+}
+
+fn client_secret(
+    config: &Config,
+    c: &crate::config::ClientConfig,
+) -> Result<Option<Secret>, WafError> {
+    let err = |m: String| WafError::Client {
+        id: c.id.clone(),
+        message: m,
+    };
+    if let Some(s) = &c.secret {
+        return Ok(Some(Secret::new(s.as_bytes().to_vec())));
+    }
+    if let Some(p) = &c.secret_file {
+        let p = config.beside_config(p.clone());
+        let bytes =
+            std::fs::read(&p).map_err(|e| err(format!("secret_file {}: {e}", p.display())))?;
+        return Ok(Some(Secret::new(bytes.trim_ascii().to_vec())));
+    }
+    if let Some(var) = &c.secret_env {
+        let v = std::env::var(var).map_err(|_| err(format!("secret_env {var} is not set")))?;
+        return Ok(Some(Secret::new(v.into_bytes())));
+    }
+    Ok(None)
+}
+
+/// Wall-clock seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
