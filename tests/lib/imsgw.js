@@ -1,7 +1,8 @@
 'use strict';
 // imsgw under test: writes its TOML config, starts IMSGW_BIN with a pid file, waits for
 // /healthz, stops it by pid with SIGTERM and checks that it exits 0.
-const { spawn } = require('node:child_process');
+const { spawn, execFile } = require('node:child_process');
+const crypto = require('node:crypto');
 const fs = require('node:fs');
 const http = require('node:http');
 const path = require('node:path');
@@ -21,12 +22,39 @@ function httpGet(url, timeoutMs = 2000) {
 }
 
 const q = (s) => JSON.stringify(String(s)); // TOML basic strings accept JSON escapes
+/** A TOML value: strings quoted, arrays of them, numbers and booleans as they are. */
+const tv = (v) => (Array.isArray(v) ? `[${v.map(tv).join(', ')}]` : typeof v === 'string' ? q(v) : String(v));
+
+/** Environment for imsgw and its commands: the config file written here is the whole config. */
+function imsgwEnv() {
+  const env = { ...process.env, NO_COLOR: '1' };
+  delete env.RUST_LOG; // the config's log.filter applies
+  // imsgw reads IMSGW_<SECTION>__<KEY> overrides and refuses unknown IMSGW_* names, which
+  // includes our own IMSGW_BIN
+  for (const k of Object.keys(env)) if (k.startsWith('IMSGW_')) delete env[k];
+  return env;
+}
+
+/** Runs an imsgw sub-command (token mint, keys rotate/list); resolves with its stdout. */
+function imsgwCmd(args, timeoutMs = 10000) {
+  return new Promise((resolve, reject) => {
+    execFile(IMSGW_BIN, args, { env: imsgwEnv(), timeout: timeoutMs }, (e, stdout, stderr) => {
+      if (e) reject(new Error(`imsgw ${args.join(' ')}: ${e.message}\n${stderr}`));
+      else resolve(stdout);
+    });
+  });
+}
+
+const b64u = (x) => Buffer.from(typeof x === 'string' ? x : JSON.stringify(x)).toString('base64url');
 
 class Imsgw {
   /**
    * @param {string} dir run directory
    * @param {object} o { name, http, sip, upstream: 'sip:...', sipTls, tls: {cert,key,ca},
-   *                     maxMessageSize, t1Ms, extraSip: {key: value}, drainSecs }
+   *                     maxMessageSize, t1Ms, extraSip: {key: value}, drainSecs,
+   *                     waf: { key_reload_secs, ... any [waf] key }, clients: [{id, secret, introspect}],
+   *                     externalIssuers: [{issuer, jwks_uri, audience, algorithms}] }
+   * Tokens: [waf] issuer is this gateway's HTTP base, key_dir is <dir>/<name>-keys.
    */
   constructor(dir, o) {
     this.dir = dir;
@@ -37,7 +65,11 @@ class Imsgw {
     this.pidFile = path.join(dir, `${this.name}.pid`);
     this.child = null;
     this.exit = null; // { code, signal } once it exited
+    this.keyDir = path.join(dir, `${this.name}-keys`);
   }
+
+  get issuer() { return `http://127.0.0.1:${this.o.http}`; }
+  get audience() { return `sip:${this.o.domain || DOMAIN}`; }
 
   get httpUrl() { return `http://127.0.0.1:${this.o.http}`; }
   get wsUrl() { return `ws://127.0.0.1:${this.o.http}/sip`; }
@@ -59,7 +91,17 @@ class Imsgw {
       lines.push(`tls_listen = ${q(`127.0.0.1:${o.sipTls}`)}`,
         `tls_cert_file = ${q(o.tls.cert)}`, `tls_key_file = ${q(o.tls.key)}`, `tls_ca_file = ${q(o.tls.ca)}`);
     }
-    for (const [k, v] of Object.entries(o.extraSip || {})) lines.push(`${k} = ${typeof v === 'string' ? q(v) : v}`);
+    for (const [k, v] of Object.entries(o.extraSip || {})) lines.push(`${k} = ${tv(v)}`);
+    lines.push('', '[waf]', `issuer = ${q(this.issuer)}`, `key_dir = ${q(this.keyDir)}`);
+    for (const [k, v] of Object.entries(o.waf || {})) lines.push(`${k} = ${tv(v)}`);
+    for (const c of o.clients || []) {
+      lines.push('', '[[waf.clients]]');
+      for (const [k, v] of Object.entries(c)) lines.push(`${k} = ${tv(v)}`);
+    }
+    for (const e of o.externalIssuers || []) {
+      lines.push('', '[[waf.external_issuers]]');
+      for (const [k, v] of Object.entries(e)) lines.push(`${k} = ${tv(v)}`);
+    }
     lines.push('', '[websocket]', `max_message_size = ${o.maxMessageSize || 65536}`,
       `ping_interval_secs = ${o.pingSecs ?? 30}`, '', '[log]', `filter = ${q(o.logFilter || 'imsgw=debug,info')}`, '');
     fs.writeFileSync(this.configFile, lines.join('\n'));
@@ -68,11 +110,7 @@ class Imsgw {
   async start() {
     this.writeConfig();
     const log = fs.openSync(this.logFile, 'a');
-    const env = { ...process.env, NO_COLOR: '1' };
-    delete env.RUST_LOG; // the config's log.filter applies
-    // imsgw reads IMSGW_<SECTION>__<KEY> overrides and refuses unknown IMSGW_* names, which
-    // includes our own IMSGW_BIN: the config file written above is the whole configuration
-    for (const k of Object.keys(env)) if (k.startsWith('IMSGW_')) delete env[k];
+    const env = imsgwEnv();
     this.child = spawn(IMSGW_BIN, ['serve', '--config', this.configFile], { stdio: ['ignore', log, log], env });
     fs.closeSync(log);
     this.exited = new Promise((resolve) => {
@@ -123,6 +161,93 @@ class Imsgw {
   logMark() { return this.log().length; }
 
   metrics() { return httpGet(`${this.httpUrl}/metrics`); }
+
+  /**
+   * `imsgw token mint`: a token for `impu` signed with the gateway's current key.
+   * @param {object} m { impi, ttl, scope, sub }
+   */
+  async mint(impu, m = {}) {
+    const args = ['token', 'mint', '--config', this.configFile, '--impu', impu];
+    for (const k of ['impi', 'ttl', 'scope', 'sub']) if (m[k] !== undefined) args.push(`--${k}`, String(m[k]));
+    const out = (await imsgwCmd(args)).trim();
+    if (!/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(out)) throw new Error(`imsgw token mint printed no JWS: ${out.slice(0, 200)}`);
+    return out;
+  }
+
+  /** `imsgw keys rotate`: the new kid. */
+  async rotateKeys() { return (await imsgwCmd(['keys', 'rotate', '--config', this.configFile])).trim(); }
+
+  /** `imsgw keys list`: { kids, signing }. */
+  async listKeys() {
+    const lines = (await imsgwCmd(['keys', 'list', '--config', this.configFile])).trim().split('\n').filter(Boolean);
+    const kids = lines.map((l) => l.split(/\s+/)[0]);
+    const s = lines.find((l) => /\(signing\)/.test(l));
+    return { kids, signing: s ? s.split(/\s+/)[0] : null };
+  }
+
+  /** The gateway's signing key: { kid, key (node KeyObject, private) } from key_dir/<kid>.pem. */
+  async signingKey() {
+    const { signing } = await this.listKeys();
+    if (!signing) throw new Error('imsgw keys list marks no signing key');
+    const pem = fs.readFileSync(path.join(this.keyDir, `${signing}.pem`), 'utf8');
+    return { kid: signing, key: crypto.createPrivateKey(pem) };
+  }
+
+  /** Claims like the gateway's own tokens for `impu`, valid for `ttl` s, with `over` merged in
+   *  (a key whose value is undefined is removed). */
+  claims(impu, over = {}, ttl = 300) {
+    const now = Math.floor(Date.now() / 1000);
+    const c = {
+      iss: this.issuer, aud: this.audience, sub: impu, impu, impi: impu.replace(/^sips?:/, ''),
+      scope: 'sip', iat: now, nbf: now, exp: now + ttl, jti: crypto.randomUUID(),
+    };
+    for (const [k, v] of Object.entries(over)) { if (v === undefined) delete c[k]; else c[k] = v; }
+    return c;
+  }
 }
 
-module.exports = { Imsgw, httpGet };
+/**
+ * A compact JWS of `claims` with `header`, signed by `key` (a node KeyObject):
+ * ES256 as JOSE r||s (ieee-p1363), RS256 PKCS#1 v1.5, HS256 with `key` as the HMAC secret,
+ * `none` unsigned.
+ */
+function signJwt(header, claims, key) {
+  const input = `${b64u(header)}.${b64u(claims)}`;
+  let sig;
+  switch (header.alg) {
+    case 'ES256': sig = crypto.sign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' }); break;
+    case 'RS256': sig = crypto.sign('sha256', Buffer.from(input), key); break;
+    case 'HS256': sig = crypto.createHmac('sha256', key).update(input).digest(); break;
+    case 'none': sig = Buffer.alloc(0); break;
+    default: throw new Error(`signJwt: no signer for ${header.alg}`);
+  }
+  return `${input}.${sig.toString('base64url')}`;
+}
+
+/** The claims of a JWS, unverified (for assertions about what was minted). */
+function jwtClaims(token) { return JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString('utf8')); }
+
+/** POST a form (application/x-www-form-urlencoded) with optional headers. */
+function httpPostForm(url, form, headers = {}, timeoutMs = 3000) {
+  const body = new URLSearchParams(form).toString();
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, {
+      method: 'POST', timeout: timeoutMs,
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': Buffer.byteLength(body), ...headers },
+    }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => { text += c; });
+      res.on('end', () => {
+        let json = null;
+        try { json = JSON.parse(text); } catch { /* not JSON */ }
+        resolve({ status: res.statusCode, headers: res.headers, body: text, json });
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+module.exports = { Imsgw, httpGet, httpPostForm, signJwt, jwtClaims, imsgwCmd };

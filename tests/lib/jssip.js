@@ -178,8 +178,11 @@ class TestUA {
       user_agent: 'imsgw-interop JsSIP',
       connection_recovery_min_interval: 1,
       connection_recovery_max_interval: 5,
+      // RFC 8898: the access token rides on every request JsSIP sends (PEERS.md)
+      ...(o.token ? { authorization_jwt: `Bearer ${o.token}` } : {}),
       ...(o.config || {}),
     });
+    this.token = o.token || null;
     for (const ev of ['connected', 'disconnected', 'registered', 'unregistered', 'registrationFailed']) {
       this.ua.on(ev, (e) => { this.events.push([ev, e]); this._poke(); });
     }
@@ -251,6 +254,12 @@ class TestUA {
       return null;
     }
     return this.waitRegistration(n, ms);
+  }
+
+  /** Replaces the Bearer token JsSIP sends from now on (RFC 8898 refresh). */
+  setToken(token) {
+    this.token = token;
+    this.ua.set('authorization_jwt', token ? `Bearer ${token}` : null);
   }
 
   /** Sends a REGISTER now and waits for its outcome (200 -> response; failure -> throws). */

@@ -96,9 +96,17 @@ function useLab(o) {
     }
   };
 
-  /** A JsSIP UA for a fresh unique user; started and registered unless o.register === false. */
+  /** `imsgw token mint` for sip:<user>@<domain> (m: { ttl, scope, impi, sub }). */
+  L.mint = (user, m = {}) => L.gw.mint(`sip:${user}@${env.DOMAIN}`, m);
+
+  /**
+   * A JsSIP UA for a fresh unique user; started and registered unless o.register === false.
+   * It gets a token minted for its own IMPU (RFC 8898), unless uo.token is given (null: none).
+   */
   L.ua = async (prefix, uo = {}) => {
-    const ua = new TestUA({ wsUrl: L.gw.wsUrl, user: env.uniqueUser(prefix), ...uo });
+    const user = uo.user || env.uniqueUser(prefix);
+    const token = uo.token !== undefined ? uo.token : await L.mint(user, uo.mint || {});
+    const ua = new TestUA({ wsUrl: L.gw.wsUrl, ...uo, user, token });
     L.uas.push(ua);
     ua.registerResponse = await ua.start();
     return ua;

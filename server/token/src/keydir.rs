@@ -21,6 +21,17 @@ const DIR_MODE: u32 = 0o700;
 /// Margin past a token's lifetime before its key may go: the verifier's clock-skew leeway.
 const RETIRE_MARGIN_SECS: u64 = 60;
 
+/// Reads the listed key files (each must be mode 0600) into a ring; the newest signs.
+fn load_files(files: &[KeyFile]) -> Result<KeyRing, KeyError> {
+    let mut keys: Vec<RingKey> = Vec::with_capacity(files.len());
+    for f in files {
+        check_mode(&f.path, 0o077, FILE_MODE)?;
+        let text = fs::read_to_string(&f.path).map_err(|e| io(&f.path, e))?;
+        keys.push(keys::key_from_pem(f.kid.clone(), &text, &f.path)?);
+    }
+    KeyRing::from_keys(keys)
+}
+
 impl KeyRing {
     /// Loads every key in `dir` (files `<kid>.pem`, PKCS#8 or SEC1 PEM, mode 0600). Creates `dir`
     /// with mode 0700 and a first key when there is none. The newest key signs; all verify.
@@ -35,13 +46,18 @@ impl KeyRing {
             write_new_key(dir, now)?;
             files = list(dir)?;
         }
-        let mut keys: Vec<RingKey> = Vec::with_capacity(files.len());
-        for f in &files {
-            check_mode(&f.path, 0o077, FILE_MODE)?;
-            let text = fs::read_to_string(&f.path).map_err(|e| io(&f.path, e))?;
-            keys.push(keys::key_from_pem(f.kid.clone(), &text, &f.path)?);
+        load_files(&files)
+    }
+
+    /// Loads the keys in `dir` like [`KeyRing::load_or_create`] but never writes: a keyless
+    /// directory is [`KeyError::NoKeys`], a missing one [`KeyError::Io`]. For tools that must sign with the keys a
+    /// gateway already publishes, never with one of their own.
+    pub fn load(dir: &Path) -> Result<KeyRing, KeyError> {
+        let files = list(dir)?;
+        if files.is_empty() {
+            return Err(KeyError::NoKeys);
         }
-        KeyRing::from_keys(keys)
+        load_files(&files)
     }
 
     /// `imsgw keys rotate`: writes a new key into `dir` and returns its `kid`. It becomes the
@@ -178,6 +194,21 @@ mod tests {
 
     fn mode(p: &Path) -> u32 {
         fs::metadata(p).expect("stat").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn load_never_creates_a_key() {
+        let tmp = TempDir::new("load-only");
+        assert!(matches!(KeyRing::load(tmp.path()), Err(KeyError::NoKeys)));
+        assert_eq!(
+            std::fs::read_dir(tmp.path())
+                .map(|d| d.count())
+                .unwrap_or(0),
+            0
+        );
+        let made = KeyRing::load_or_create(tmp.path(), T0).expect("create");
+        let loaded = KeyRing::load(tmp.path()).expect("load");
+        assert_eq!(made.signing_kid(), loaded.signing_kid());
     }
 
     #[test]

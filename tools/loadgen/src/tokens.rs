@@ -3,11 +3,10 @@
 //! same code the gateway's WAF mints with. Runs before any client connects, so minting costs the
 //! tool, never the server; the run reports its time separately.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use imsgw_token::{KeyRing, MintRequest, Minter, MinterConfig};
 
 use crate::cli::MintOptions;
@@ -29,7 +28,7 @@ pub fn mint_all(opts: &MintOptions, domain: &str, users: &[String]) -> Result<Mi
         .duration_since(UNIX_EPOCH)
         .context("the system clock is before 1970")?
         .as_secs();
-    let ring = load_existing(&opts.key_dir, now)?;
+    let ring = load_existing(&opts.key_dir)?;
     let config = MinterConfig {
         default_ttl: opts.ttl_s,
         max_ttl: opts.ttl_s,
@@ -65,60 +64,21 @@ fn request(user: &str, domain: &str, scope: &str) -> MintRequest {
     }
 }
 
-/// `KeyRing::load_or_create`, minus the create: a missing or keyless directory is an error,
-/// because a key made here would sign tokens the gateway has never heard of.
-fn load_existing(dir: &Path, now: u64) -> Result<KeyRing> {
-    let before = key_stems(dir)?;
-    if before.is_empty() {
-        bail!(
+/// The gateway's keys, never new ones: a key made here would sign tokens the gateway has never
+/// heard of.
+fn load_existing(dir: &Path) -> Result<KeyRing> {
+    KeyRing::load(dir).map_err(|e| match e {
+        imsgw_token::KeyError::NoKeys => anyhow::anyhow!(
             "--mint-key-dir {}: no key (<kid>.pem) in it; start the gateway first, it creates \
              its waf.key_dir (this tool never creates keys)",
             dir.display()
-        );
-    }
-    let ring = KeyRing::load_or_create(dir, now)
-        .with_context(|| format!("--mint-key-dir {}", dir.display()))?;
-    // `load_or_create` only writes a key into a directory it found keyless, which the check
-    // above excludes, unless the keys vanished in between; say so rather than sign with it.
-    if let Some(kid) = ring.kids().find(|k| !before.contains(*k)) {
-        bail!(
-            "--mint-key-dir {}: key {kid} appeared while loading (were the keys removed?)",
+        ),
+        e => anyhow::Error::new(e).context(format!(
+            "--mint-key-dir {}: cannot read the gateway's keys; start the gateway first, it \
+             creates its waf.key_dir",
             dir.display()
-        );
-    }
-    Ok(ring)
-}
-
-/// Stems of the `<kid>.pem` files in `dir`, with `kid` as the key directory accepts it: 1-64
-/// characters of `A-Z a-z 0-9 - _ .`, not starting with '.' (temporary files do).
-fn key_stems(dir: &Path) -> Result<BTreeSet<String>> {
-    let entries = std::fs::read_dir(dir).with_context(|| {
-        format!(
-            "--mint-key-dir {}: cannot list it; start the gateway first, it creates its \
-             waf.key_dir",
-            dir.display()
-        )
-    })?;
-    let mut out = BTreeSet::new();
-    for e in entries {
-        let e = e.with_context(|| format!("--mint-key-dir {}", dir.display()))?;
-        let name = e.file_name();
-        let Some(kid) = name.to_str().and_then(|n| n.strip_suffix(".pem")) else {
-            continue;
-        };
-        if is_kid(kid) && e.file_type().is_ok_and(|t| t.is_file()) {
-            out.insert(kid.to_owned());
-        }
-    }
-    Ok(out)
-}
-
-fn is_kid(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && !s.starts_with('.')
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        )),
+    })
 }
 
 #[cfg(test)]
@@ -189,7 +149,7 @@ mod tests {
         let m = mint_all(&opts(&dir), "ims.example", &users).expect("mint");
         assert_eq!(m.kid, gw.signing_kid());
         assert_eq!(m.bearers.len(), 3);
-        let lines: BTreeSet<&str> = m.bearers.iter().map(Bearer::line).collect();
+        let lines: std::collections::BTreeSet<&str> = m.bearers.iter().map(Bearer::line).collect();
         assert_eq!(lines.len(), 3, "distinct per user");
         // The gateway's own verifier accepts each, for the user it was minted for.
         let now = SystemTime::now()
