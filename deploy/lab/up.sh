@@ -18,6 +18,8 @@ if [ -s "$lab/imsgw.pid" ] && kill -0 "$(cat "$lab/imsgw.pid")" 2>/dev/null; the
 fi
 KAM_LOG_LEVEL=${KAM_LOG_LEVEL:-1} deploy/lab/kamailio-start.sh ims deploy/lab/kamailio-ims.cfg "$lab"
 
+# The WAF's signing keys live with the rest of the lab's state.
+export IMSGW_WAF__KEY_DIR="$lab/keys"
 "$repo/target/release/imsgw" serve --config deploy/lab/imsgw.lab.toml >"$lab/imsgw.log" 2>&1 &
 echo $! >"$lab/imsgw.pid"
 for _ in $(seq 1 50); do
@@ -41,9 +43,14 @@ The lab is up.
   IMS side     Kamailio at sip:127.0.0.1:5070 (UDP/TCP), domain ims.example
                bindings: kamcmd -s unix:$lab/ims.ctl ul.dump
 
-Next: register any SIP-over-WebSocket client (JsSIP, sipML5, a softphone with WS) at
-ws://127.0.0.1:8080/sip as sip:<anyone>@ims.example; no password (tokens arrive with the WAF).
-A quick check from this shell:
-  NODE_PATH=tests/node_modules node deploy/lab/ws-sip-probe.js ws://127.0.0.1:8080/sip alice
+REGISTER needs an RFC 8898 Bearer token for the identity (sign-in through the WAF arrives
+with the web client; until then an operator mints one):
+  IMSGW_WAF__KEY_DIR=$lab/keys target/release/imsgw token mint \\
+      --config deploy/lab/imsgw.lab.toml --impu sip:alice@ims.example
+Then register any SIP-over-WebSocket client (JsSIP with authorization_jwt, a softphone with
+WS and Bearer support) at ws://127.0.0.1:8080/sip as sip:alice@ims.example. A quick check:
+  TOKEN=\$(IMSGW_WAF__KEY_DIR=$lab/keys target/release/imsgw token mint \\
+      --config deploy/lab/imsgw.lab.toml --impu sip:alice@ims.example) \\
+    NODE_PATH=tests/node_modules node deploy/lab/ws-sip-probe.js ws://127.0.0.1:8080/sip alice
 Stop everything with: deploy/lab/down.sh
 MSG

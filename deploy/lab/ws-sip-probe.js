@@ -5,6 +5,7 @@
 // INVITE with 200 + SDP, MESSAGE and BYE with 200, printing the Route it saw.
 //
 //   NODE_PATH=/tmp/x/node_modules node ws-sip-probe.js ws://127.0.0.1:8090/sip alice [STAY_SECONDS]
+//   TOKEN=<access token> ... : adds Authorization: Bearer <token> to the REGISTER
 // (needs the npm package "ws"; install it in a temp dir: npm install --prefix /tmp/x ws)
 // Exit 0 when the REGISTER got 200 (and, with STAY_SECONDS, a call or MESSAGE ended well).
 'use strict';
@@ -57,6 +58,9 @@ ws.on('open', () => {
     'Allow: INVITE,ACK,CANCEL,BYE,UPDATE,MESSAGE,OPTIONS,REFER,INFO,NOTIFY',
     'Supported: path,gruu,outbound',
     'User-Agent: ws-sip-probe',
+    // RFC 8898: imsgw wants a Bearer token (mint one with `imsgw token mint`); Kamailio's
+    // own edge ignores it.
+    ...(process.env.TOKEN ? [`Authorization: Bearer ${process.env.TOKEN}`] : []),
     'Content-Length: 0', '', ''].join('\r\n'));
 });
 ws.on('message', (data) => {

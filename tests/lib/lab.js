@@ -18,7 +18,7 @@ const run = promisify(execFile);
 /**
  * Registers before()/after() hooks for the calling test file and returns the lab.
  * @param {object} o { name, block, transport: 'udp'|'tcp'|'tls', kamailio: { defines },
- *                     imsgw: { maxMessageSize, t1Ms, ... } }
+ *                     imsgw: { maxMessageSize, t1Ms, ... }, beforeStart: async (L) => {} }
  */
 function useLab(o) {
   const L = {
@@ -42,6 +42,8 @@ function useLab(o) {
   L.imsgwAddr = () => `127.0.0.1:${L.transport === 'tls' ? L.p.sipTls : L.p.sip}`;
 
   before(async () => {
+    // peers the gateway needs at start-up (e.g. an external issuer's JWKS server)
+    if (o.beforeStart) await o.beforeStart(L);
     L.dir = env.rundir(o.name);
     if (L.transport === 'tls') {
       const tlsDir = path.join(L.dir, 'tls');
