@@ -151,9 +151,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let auth = if config.sip.danger_allow_unauthenticated {
         Auth::disabled(store.clone())
     } else {
-        let verifier =
+        let mut verifier =
             imsgw_token::Verifier::new(crate::waf::verifier_config(&config, true)?, &ring)
                 .map_err(crate::waf::WafError::from)?;
+        for (issuer, jwks) in crate::waf::jwks::initial(&config.waf.external_issuers).await {
+            if let Err(e) = verifier.set_external_jwks(&issuer, &jwks) {
+                warn!(issuer, error = %e, "unusable JWKS from an external issuer");
+            }
+        }
         Auth {
             settings: AuthSettings {
                 required: true,

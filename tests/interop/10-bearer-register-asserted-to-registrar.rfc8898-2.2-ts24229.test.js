@@ -126,3 +126,31 @@ test('refresh: a new token extends the binding; an expired token is refused and 
   assert.ok(left.every((x) => !/^\d+$/.test(x)), `no live binding left: ${left}`);
   await c.close();
 }));
+
+test('a refresh with a token expired 30 s ago (inside the 60 s leeway) must not turn into a de-registration', L.track(async () => {
+  // The token is accepted (leeway), its remaining life is <= 0. Whatever imsgw decides --
+  // refuse it, or register for some short time -- it must not rewrite the client's
+  // "Expires: 300" into "Expires: 0" and answer 200 while Kamailio removes the binding.
+  const c = await L.raw();
+  const user = uniqueUser('leeway');
+  const r1 = await A.register(c, user, { auth: `Bearer ${await L.mint(user, { ttl: 300 })}`, expires: 300, cseq: 1 });
+  assert.equal(r1.res.status, 200, r1.res.start);
+  assert.equal((await L.kam.bindings(user)).length, 1);
+  const { kid, key } = await L.gw.signingKey();
+  const n = A.now();
+  const late = signJwt({ alg: 'ES256', typ: 'at+jwt', kid }, L.gw.claims(`sip:${user}@ims.example`, { iat: n - 300, nbf: n - 300, exp: n - 30 }), key);
+  const r2 = await A.register(c, user, { auth: `Bearer ${late}`, expires: 300, cseq: 2, callId: r1.callId });
+  await new Promise((r) => setTimeout(r, 200));
+  const up = A.kamAuthLines(L.kam, r1.callId).slice(1);
+  const after = await A.bindingExpires(L, user);
+  const evidence = `\nanswer: ${r2.res.start} Contact=${JSON.stringify(r2.res.get('Contact'))} Warning=${JSON.stringify(r2.res.get('Warning'))}` +
+    `\nKamailio received:\n${up.join('\n') || '(nothing)'}\nbinding Expires after: ${after}`;
+  for (const l of up) assert.notEqual(A.field(l, 'expires'), '0', `imsgw forwarded the refresh as Expires: 0 (a de-registration the client did not ask for)${evidence}`);
+  if (r2.res.status >= 200 && r2.res.status < 300) {
+    assert.ok(after !== null, `200 OK to a REGISTER for 300 s, yet Kamailio holds no binding${evidence}`);
+  } else {
+    A.assertRefusal(L.gw, r2.res, { code: 401, error: 'invalid_token', warning: /expired/i, what: 'leeway-expired refresh' });
+    assert.ok(after !== null, `the refused refresh removed the old binding${evidence}`);
+  }
+  await c.close();
+}));

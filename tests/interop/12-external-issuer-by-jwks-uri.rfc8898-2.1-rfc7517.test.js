@@ -9,7 +9,7 @@ const { test, after } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const http = require('node:http');
-const { useLab, uniqueUser, ports } = require('../lib/lab');
+const { useLab, uniqueUser, ports, waitFor, sleep } = require('../lib/lab');
 const { signJwt } = require('../lib/imsgw');
 const A = require('../lib/auth');
 
@@ -60,7 +60,11 @@ async function startIdp() {
   });
 }
 
-after(() => new Promise((resolve) => { if (idp.server) idp.server.close(() => resolve()); else resolve(); }));
+after(() => new Promise((resolve) => {
+  if (!idp.server) return resolve();
+  idp.server.close(() => resolve());
+  idp.server.closeAllConnections(); // imsgw's HTTP client keeps its connection alive
+}));
 
 const L = useLab({
   name: 'external-issuer', block: 12, transport: 'udp',
@@ -77,8 +81,11 @@ async function registerWith(token, user) {
   return { res, callId };
 }
 
-test('imsgw fetched the JWK Set at start', L.track(async () => {
-  assert.ok(idp.fetches.length >= 1, 'GET /jwks at start-up');
+test('imsgw fetches the JWK Set at start (before any token asks for it)', L.track(async () => {
+  // imsgw fetches before it serves, so the keys are there by the time /healthz answers and the
+  // first token below does not spend the issuer's refetch allowance (one per 30 s)
+  assert.match(L.gw.log(), /fetched external JWKS/);
+  assert.equal(idp.fetches.length, 1, 'one GET /jwks at start-up');
 }));
 
 for (const kid of ['es-1', 'rs-1']) {

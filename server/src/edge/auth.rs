@@ -109,6 +109,12 @@ impl Auth {
         let claimed = if register { msg.to() } else { msg.from() };
         let claimed = claimed.ok().and_then(|na| aor_of(&na.uri));
         match self.bearer(now, msg) {
+            // A token inside the clock-skew leeway but past its `exp` verifies, yet leaves no
+            // time to register for: capping Expires would silently turn the REGISTER into a
+            // removal of the binding (RFC 3261 §10.2.2). Refuse it as expired instead.
+            Some(Ok(id)) if register && id.exp <= now => {
+                Decision::Reject(self.refusal(&TokenError::Expired))
+            }
             Some(Ok(id)) => match claimed {
                 Some(aor) if aor == id.impu_aor => Decision::Forward { identity: Some(id) },
                 _ => Decision::Reject(Rejection {

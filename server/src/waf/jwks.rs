@@ -26,11 +26,7 @@ pub async fn fetch_loop(
         shutdown.cancelled().await;
         return;
     }
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .redirect(reqwest::redirect::Policy::limited(3))
-        .build()
-    {
+    let client = match client() {
         Ok(c) => c,
         Err(e) => {
             warn!(error = %e, "cannot build the HTTP client for external JWKS");
@@ -41,9 +37,7 @@ pub async fn fetch_loop(
         .iter()
         .map(|i| (i.issuer.clone(), i.clone()))
         .collect();
-    for i in &issuers {
-        fetch(&client, i, &hub).await;
-    }
+    // The first fetch happened before serving (`initial`).
     let every = issuers
         .iter()
         .map(|i| i.refresh_secs.max(10))
@@ -53,9 +47,12 @@ pub async fn fetch_loop(
     tick.reset();
     loop {
         tokio::select! {
-            ask = asks.recv() => match ask.and_then(|a| by_issuer.get(&a)) {
-                Some(i) => fetch(&client, i, &hub).await,
-                None => continue,
+            ask = asks.recv() => match ask {
+                // The hub is gone: nothing left to fetch for.
+                None => return,
+                Some(a) => if let Some(i) = by_issuer.get(&a) {
+                    fetch(&client, i, &hub).await;
+                },
             },
             _ = tick.tick() => {
                 for i in &issuers {
@@ -67,12 +64,42 @@ pub async fn fetch_loop(
     }
 }
 
-async fn fetch(client: &reqwest::Client, i: &ExternalIssuerConfig, hub: &mpsc::Sender<HubInput>) {
-    let got = async {
-        let resp = client.get(&i.jwks_uri).send().await?.error_for_status()?;
-        resp.json::<JwkSet>().await
+/// Fetches every issuer's keys once, before the gateway serves, so the first tokens do not
+/// race the fetch (and use up the issuer's refetch allowance). Failures are logged; those
+/// issuers are fetched again on their first unknown `kid`.
+pub async fn initial(issuers: &[ExternalIssuerConfig]) -> Vec<(String, JwkSet)> {
+    let Ok(client) = client() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for i in issuers {
+        match get(&client, i).await {
+            Ok(jwks) => {
+                tracing::info!(issuer = %i.issuer, keys = jwks.keys.len(), "fetched external JWKS");
+                out.push((i.issuer.clone(), jwks));
+            }
+            Err(e) => {
+                warn!(issuer = %i.issuer, uri = %i.jwks_uri, error = %e, "cannot fetch external JWKS")
+            }
+        }
     }
-    .await;
+    out
+}
+
+fn client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .build()
+}
+
+async fn get(client: &reqwest::Client, i: &ExternalIssuerConfig) -> reqwest::Result<JwkSet> {
+    let resp = client.get(&i.jwks_uri).send().await?.error_for_status()?;
+    resp.json::<JwkSet>().await
+}
+
+async fn fetch(client: &reqwest::Client, i: &ExternalIssuerConfig, hub: &mpsc::Sender<HubInput>) {
+    let got = get(client, i).await;
     match got {
         Ok(jwks) => {
             debug!(issuer = %i.issuer, keys = jwks.keys.len(), "fetched external JWKS");
