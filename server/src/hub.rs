@@ -141,6 +141,8 @@ impl Hub {
                     Err(_) => break,
                 }
             }
+            // Timers that fell due while the batch was handled.
+            self.edge.handle_timeout(Instant::now().into_std());
             self.drain();
         }
     }
@@ -176,7 +178,6 @@ impl Hub {
                 self.edge.set_external_jwks(now, &issuer, &jwks)
             }
         }
-        self.edge.handle_timeout(now);
     }
 
     fn drain(&mut self) {

@@ -4,6 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc instead of glibc malloc: measured on the REGISTER load run (see README, Benchmark):
+/// less CPU per REGISTER and freed memory returned to the system after bursts.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use imsgw::config::{Config, LogFormat};
 
 /// imsgw: WebRTC IMS gateway. Browsers speak SIP over WebSocket (RFC 7118) to it; it forwards

@@ -6,17 +6,16 @@
 #
 #   tools/loadgen/bench.sh [N] [CONCURRENCY]        (default 10000 200)
 #
-# BENCH_TOKENS=1: imsgw requires RFC 8898 Bearer tokens (a [waf] section with its key directory
-# in the bench dir); the load tool mints one per user from those keys before the run, and
-# re-REGISTERs once so the report shows a first (verifying) and a cached REGISTER. The Kamailio
-# reference checks no tokens and runs as before.
+# Three runs: imsgw without token checks (the edge's own cost), imsgw requiring RFC 8898 Bearer
+# tokens (the tool mints one per user from the gateway's keys before the run, then re-REGISTERs
+# once, so the report shows a first, verifying REGISTER and a cached one), and the Kamailio
+# reference, which checks no tokens.
 #
 # Prints each load tool report; the JSON lines are also kept in $BENCH_DIR/*.json.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:-10000}
 conc=${2:-200}
-tokens=${BENCH_TOKENS:-0}
 dir=${BENCH_DIR:-$(mktemp -d /tmp/imsgw-bench.XXXXXX)}
 mkdir -p "$dir"
 echo "bench dir: $dir"
@@ -39,56 +38,62 @@ registrar() {
 		-A IMS_PORT=5370 -A IMS_TLS_PORT=5371 >/dev/null
 }
 
-echo
-if [ "$tokens" = 1 ]; then
-	echo "=== imsgw (release), UDP to the registrar, Bearer tokens on REGISTER"
-else
-	echo "=== imsgw (release), UDP to the registrar"
-fi
-registrar
-cat >"$dir/imsgw.toml" <<TOML
+# One imsgw run: $1 = "tokens" (RFC 8898 Bearer tokens required, one minted per user by the
+# tool from the gateway's keys, then one re-REGISTER each to show the cached check) or "plain"
+# (sip.danger_allow_unauthenticated: the edge's own cost, no token checks).
+run_imsgw() {
+	local mode=$1
+	echo
+	echo "=== imsgw (release), UDP to the registrar, $mode"
+	registrar
+	local danger=false
+	[ "$mode" = plain ] && danger=true
+	cat >"$dir/imsgw.toml" <<TOML
 [http]
 listen = "127.0.0.1:8380"
 [sip]
 domain = "ims.example"
 listen = "127.0.0.1:5362"
 upstream = "sip:127.0.0.1:5370;transport=udp"
+danger_allow_unauthenticated = $danger
 [websocket]
 max_connections = $(( n + 100 ))
+[waf]
+issuer = "http://127.0.0.1:8380"
+key_dir = "$dir/keys-$mode"
+audience = "sip:ims.example"
+scope = "sip"
 [log]
 filter = "warn"
 TOML
-token_args=()
-if [ "$tokens" = 1 ]; then
-	# The gateway creates key_dir with its first key on start; the tool only reads it.
-	cat >>"$dir/imsgw.toml" <<TOML
-[waf]
-issuer = "http://127.0.0.1:8380"
-key_dir = "$dir/keys"
-audience = "sip:ims.example"
-scope = "sip"
-TOML
-	token_args=(--mint-key-dir "$dir/keys" --issuer http://127.0.0.1:8380
-		--audience sip:ims.example --scope sip --token-ttl 600 --reregister 1)
-fi
-"$bin/imsgw" serve --config "$dir/imsgw.toml" >"$dir/imsgw.log" 2>&1 &
-echo $! >"$dir/imsgw.pid"
-healthy=0
-for _ in $(seq 1 50); do
-	curl -fsS http://127.0.0.1:8380/healthz >/dev/null 2>&1 && { healthy=1; break; }
-	sleep 0.1
-done
-if [ "$healthy" != 1 ]; then
-	echo "imsgw did not answer /healthz within 5 s; see $dir/imsgw.log" >&2
-	exit 1
-fi
-"$load" --url ws://127.0.0.1:8380/sip --count "$n" --concurrency "$conc" \
-	--source-ips 127.0.0.2-127.0.0.60 --pidfile "$dir/imsgw.pid" --hold 10 --time-limit 300 \
-	--unregister "${token_args[@]}" | tee "$dir/imsgw.report"
-grep '^JSON: ' "$dir/imsgw.report" | sed 's/^JSON: //' >"$dir/imsgw.json" || true
-kill -TERM "$(cat "$dir/imsgw.pid")"
-rm -f "$dir/imsgw.pid"
-deploy/lab/kamailio-stop.sh "$dir" ims >/dev/null
+	local token_args=()
+	if [ "$mode" = tokens ]; then
+		# The gateway creates key_dir with its first key on start; the tool only reads it.
+		token_args=(--mint-key-dir "$dir/keys-$mode" --issuer http://127.0.0.1:8380
+			--audience sip:ims.example --scope sip --token-ttl 600 --reregister 1)
+	fi
+	"$bin/imsgw" serve --config "$dir/imsgw.toml" >"$dir/imsgw-$mode.log" 2>&1 &
+	echo $! >"$dir/imsgw.pid"
+	local healthy=0
+	for _ in $(seq 1 50); do
+		curl -fsS http://127.0.0.1:8380/healthz >/dev/null 2>&1 && { healthy=1; break; }
+		sleep 0.1
+	done
+	if [ "$healthy" != 1 ]; then
+		echo "imsgw did not answer /healthz within 5 s; see $dir/imsgw-$mode.log" >&2
+		exit 1
+	fi
+	"$load" --url ws://127.0.0.1:8380/sip --count "$n" --concurrency "$conc" \
+		--source-ips 127.0.0.2-127.0.0.60 --pidfile "$dir/imsgw.pid" --hold 10 --time-limit 300 \
+		--unregister "${token_args[@]}" | tee "$dir/imsgw-$mode.report"
+	grep '^JSON: ' "$dir/imsgw-$mode.report" | sed 's/^JSON: //' >"$dir/imsgw-$mode.json" || true
+	kill -TERM "$(cat "$dir/imsgw.pid")"
+	rm -f "$dir/imsgw.pid"
+	deploy/lab/kamailio-stop.sh "$dir" ims >/dev/null
+}
+
+run_imsgw plain
+run_imsgw tokens
 
 echo
 echo "=== reference: Kamailio websocket edge, UDP to the registrar"

@@ -249,14 +249,6 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
         edge.push(dest, bytes, None);
         return;
     }
-    let sent = match Message::parse(bytes.clone()) {
-        Ok(m) => m,
-        Err(e) => {
-            warn!(error = %e, "rewritten request does not parse");
-            reject(edge, reply_to, &msg, 500, "Server Internal Error", None);
-            return;
-        }
-    };
     let retransmit =
         dest == Dest::Upstream && edge.settings.local.transport == UpstreamTransport::Udp;
     let invite = method == Method::Invite;
@@ -266,7 +258,8 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
         now,
         id,
         branch,
-        sent,
+        bytes.clone(),
+        invite,
         dest,
         retransmit,
         Some(Origin {
@@ -609,9 +602,10 @@ pub(super) fn send_cancel(edge: &mut Edge, _now: Instant, id: TxnId) {
         return;
     }
     t.cancel = Cancel::Sent;
-    let bytes = hop_request(&t.sent, "CANCEL", None);
     let dest = t.dest;
-    edge.push(dest, bytes, None);
+    if let Some(bytes) = hop_request(&t.sent, "CANCEL", None) {
+        edge.push(dest, bytes, None);
+    }
 }
 
 /// RFC 8898 / TS 24.229 at the edge: the Bearer token is not forwarded (unless `passthrough`),

@@ -48,8 +48,9 @@ pub(super) fn handle(edge: &mut Edge, now: Instant, msg: Message) {
             .header(&HeaderName::To)
             .map(|h| msg.value(h).to_vec())
             .unwrap_or_default();
-        let ack = hop_request(&t.sent, "ACK", Some(&to));
-        edge.push(dest, ack, None);
+        if let Some(ack) = hop_request(&t.sent, "ACK", Some(&to)) {
+            edge.push(dest, ack, None);
+        }
     }
 
     let forward = match (status, state) {

@@ -9,7 +9,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use imsgw_sip::{Message, Method, response_to};
+use imsgw_sip::{Message, response_to};
 
 use super::{Dest, Edge, FlowId, Identity, Link};
 
@@ -50,8 +50,8 @@ pub enum Cancel {
 pub struct Txn {
     pub branch: String,
     pub invite: bool,
-    /// The request as we forwarded it.
-    pub sent: Message,
+    /// The request as we forwarded it (parsed again only to build a CANCEL or ACK).
+    pub sent: Bytes,
     pub dest: Dest,
     pub state: State,
     pub cancel: Cancel,
@@ -132,12 +132,12 @@ impl Transactions {
         now: Instant,
         id: TxnId,
         branch: String,
-        sent: Message,
+        sent: Bytes,
+        invite: bool,
         dest: Dest,
         retransmit: bool,
         origin: Option<Origin>,
     ) {
-        let invite = sent.method() == Some(&Method::Invite);
         let timeout = 64 * self.t1;
         let mut t = Txn {
             branch: branch.clone(),
@@ -370,7 +370,7 @@ pub fn handle_timeout(edge: &mut Edge, now: Instant) {
             continue;
         };
         if t.retrans_at.is_some_and(|r| r <= now) {
-            let bytes = t.sent.as_bytes().clone();
+            let bytes = t.sent.clone();
             let dest = t.dest;
             t.retrans_every = if t.invite {
                 t.retrans_every * 2
@@ -394,7 +394,10 @@ pub fn handle_timeout(edge: &mut Edge, now: Instant) {
 /// Builds a hop-by-hop request toward `t.dest` from what we sent: the CANCEL of RFC 3261
 /// §9.1 or the ACK for a non-2xx final of §17.1.1.3. Same Request-URI, Call-ID, From, CSeq
 /// number, our top Via only, the Routes we sent; To from `to` (the response's, for ACK).
-pub fn hop_request(sent: &Message, method: &str, to: Option<&[u8]>) -> Bytes {
+pub fn hop_request(sent: &Bytes, method: &str, to: Option<&[u8]>) -> Option<Bytes> {
+    // We wrote these bytes ourselves by splicing a request that validated.
+    let sent = Message::parse(sent.clone()).ok()?;
+    let sent = &sent;
     let mut b = BytesMut::with_capacity(512);
     let ruri = sent.request_uri().unwrap_or("sip:invalid");
     b.extend_from_slice(method.as_bytes());
@@ -426,5 +429,5 @@ pub fn hop_request(sent: &Message, method: &str, to: Option<&[u8]>) -> Bytes {
     b.extend_from_slice(
         format!("CSeq: {seq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").as_bytes(),
     );
-    b.freeze()
+    Some(b.freeze())
 }
