@@ -22,7 +22,9 @@ fi
 # Debian's package starts nothing here (no systemd), but make sure no stray system instance
 # holds the lab's ports: the lab never uses /etc/kamailio or port 5060.
 
-if [ ! -d tests/node_modules ] || [ tests/package-lock.json -nt tests/node_modules ]; then
-	echo "installing npm packages for tests/ (npm ci)"
-	(cd tests && npm ci --no-audit --no-fund --loglevel=error)
-fi
+for d in tests server/tests/oidc; do
+	if [ ! -d "$d/node_modules" ] || [ "$d/package-lock.json" -nt "$d/node_modules" ]; then
+		echo "installing npm packages for $d/ (npm ci)"
+		(cd "$d" && npm ci --no-audit --no-fund --loglevel=error)
+	fi
+done

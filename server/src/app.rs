@@ -238,6 +238,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown.clone(),
         metrics.clone(),
     ));
+    // Discovery of the sign-in providers in the background: the first login need not wait.
+    let warm = waf.clone();
+    tokio::spawn(async move { warm.providers.warm_up().await });
     let router = router(ws_state, metrics).merge(crate::waf::http::router(waf));
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {

@@ -32,6 +32,12 @@ pub struct Config {
     /// `[waf]`: the WebRTC Authorisation Function: token keys, issuer, clients.
     #[serde(default)]
     pub waf: WafConfig,
+    /// `[oidc]`: the OpenID providers people sign in with.
+    #[serde(default)]
+    pub oidc: OidcConfig,
+    /// `[identity]`: how a signed-in web account maps to an IMS identity.
+    #[serde(default)]
+    pub identity: IdentityConfig,
     /// Things worth telling the operator that do not stop start-up (printed by `main`).
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -185,6 +191,16 @@ pub struct WafConfig {
     /// tokens. Only for deployments that must; never needed otherwise. Default none.
     #[serde(default)]
     pub hmac_secret_file: Option<PathBuf>,
+    /// `waf.refresh_ttl_secs`: lifetime of a refresh-token family. Default 2592000 (30 days).
+    #[serde(default = "default_refresh_ttl")]
+    pub refresh_ttl_secs: u64,
+    /// `waf.device_code_ttl_secs`: how long a device code may wait for approval (RFC 8628).
+    /// Default 600.
+    #[serde(default = "default_device_ttl")]
+    pub device_code_ttl_secs: u64,
+    /// `waf.device_poll_secs`: the polling interval given to devices. Default 5.
+    #[serde(default = "default_device_poll")]
+    pub device_poll_secs: u64,
     /// `waf.key_reload_secs`: how often the key directory is re-read (to pick up
     /// `imsgw keys rotate` and retire old keys). Default 30.
     #[serde(default = "default_key_reload")]
@@ -209,6 +225,9 @@ impl Default for WafConfig {
             key_files: Vec::new(),
             hmac_secret_file: None,
             key_reload_secs: default_key_reload(),
+            refresh_ttl_secs: default_refresh_ttl(),
+            device_code_ttl_secs: default_device_ttl(),
+            device_poll_secs: default_device_poll(),
             clients: Vec::new(),
             external_issuers: Vec::new(),
         }
@@ -233,6 +252,78 @@ pub struct ClientConfig {
     /// `introspect`: may call the introspection endpoint (RFC 7662). Default false.
     #[serde(default)]
     pub introspect: bool,
+    /// `redirect_uris`: where `/oauth/authorize` may send the person back; compared exactly
+    /// (RFC 6749 §3.1.2.3). Default none.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// `grants`: what the client may use at `/oauth/token`: `authorization_code`,
+    /// `refresh_token`, `urn:ietf:params:oauth:grant-type:device_code`. Default none.
+    #[serde(default)]
+    pub grants: Vec<String>,
+    /// `scopes`: scopes the client may ask for. Default `[waf.scope]`.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// `[oidc]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// `oidc.providers`: OpenID providers, each shown as a button on the sign-in page.
+    #[serde(default)]
+    pub providers: Vec<crate::oidc::ProviderConfig>,
+    /// `oidc.session_ttl_secs`: how long a sign-in session (cookie) lasts. Default 28800 (8 h).
+    #[serde(default = "default_session_ttl")]
+    pub session_ttl_secs: u64,
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        Self {
+            providers: Vec::new(),
+            session_ttl_secs: default_session_ttl(),
+        }
+    }
+}
+
+/// `[identity]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// `identity.impu`: template for the IMPU over ID-token claims: `{claim}` is a claim's
+    /// value, `{sip.domain}` the home domain. Default `sip:{preferred_username}@{sip.domain}`.
+    #[serde(default = "default_impu_template")]
+    pub impu: String,
+    /// `identity.impi`: template for the IMPI. Default `{preferred_username}@{sip.domain}`.
+    #[serde(default = "default_impi_template")]
+    pub impi: String,
+    /// `identity.required_claims`: claims that must have exactly these values, e.g.
+    /// `{ email_verified = true }`. Default none.
+    #[serde(default)]
+    pub required_claims: std::collections::BTreeMap<String, toml::Value>,
+    /// `identity.static`: overrides per account, keyed `"<provider>:<sub>"`, each
+    /// `{ impu = "...", impi = "..." }`. Default none.
+    #[serde(default, rename = "static")]
+    pub static_map: std::collections::BTreeMap<String, StaticIdentity>,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            impu: default_impu_template(),
+            impi: default_impi_template(),
+            required_claims: Default::default(),
+            static_map: Default::default(),
+        }
+    }
+}
+
+/// One `identity.static` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticIdentity {
+    pub impu: String,
+    pub impi: String,
 }
 
 /// `[[waf.external_issuers]]`
@@ -596,6 +687,63 @@ impl Config {
                 }
             }
         }
+        const GRANTS: [&str; 3] = [
+            "authorization_code",
+            "refresh_token",
+            "urn:ietf:params:oauth:grant-type:device_code",
+        ];
+        for (i, c) in self.waf.clients.iter().enumerate() {
+            for g in &c.grants {
+                if !GRANTS.contains(&g.as_str()) {
+                    return Err(key_err(
+                        &format!("waf.clients[{i}].grants"),
+                        &format!("`{g}` is not one of {}", GRANTS.join(", ")),
+                    ));
+                }
+            }
+            for u in &c.redirect_uris {
+                if !(u.starts_with("https://") || u.starts_with("http://")) || u.contains('#') {
+                    return Err(key_err(
+                        &format!("waf.clients[{i}].redirect_uris"),
+                        &format!("`{u}` must be an absolute http(s) URL without a fragment"),
+                    ));
+                }
+            }
+            if c.grants.iter().any(|g| g == "authorization_code") && c.redirect_uris.is_empty() {
+                return Err(key_err(
+                    &format!("waf.clients[{i}].redirect_uris"),
+                    "a client with the authorization_code grant needs at least one",
+                ));
+            }
+        }
+        for (name, t) in [
+            ("identity.impu", &self.identity.impu),
+            ("identity.impi", &self.identity.impi),
+        ] {
+            if t.matches('{').count() != t.matches('}').count() {
+                return Err(key_err(name, "unbalanced { } in the template"));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, p) in self.oidc.providers.iter().enumerate() {
+            if p.name.is_empty()
+                || !p
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(key_err(
+                    &format!("oidc.providers[{i}].name"),
+                    "must be letters, digits, - or _ (it appears in URLs)",
+                ));
+            }
+            if !names.insert(p.name.clone()) {
+                return Err(key_err(
+                    &format!("oidc.providers[{i}].name"),
+                    "two providers have this name",
+                ));
+            }
+        }
         if self.sip.identity_assertion.is_empty() {
             return Err(key_err(
                 "sip.identity_assertion",
@@ -732,6 +880,24 @@ fn default_assertion() -> Vec<IdentityAssertion> {
 }
 fn default_tna_header() -> String {
     "Authorization: Digest username=\"{impi}\", realm=\"{realm}\", uri=\"sip:{realm}\", nonce=\"\", response=\"\", integrity-protected=\"auth-done\"".into()
+}
+fn default_session_ttl() -> u64 {
+    28800
+}
+fn default_impu_template() -> String {
+    "sip:{preferred_username}@{sip.domain}".into()
+}
+fn default_impi_template() -> String {
+    "{preferred_username}@{sip.domain}".into()
+}
+fn default_refresh_ttl() -> u64 {
+    2_592_000
+}
+fn default_device_ttl() -> u64 {
+    600
+}
+fn default_device_poll() -> u64 {
+    5
 }
 fn default_scope() -> String {
     "sip".into()

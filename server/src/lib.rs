@@ -8,5 +8,6 @@ pub mod config;
 pub mod edge;
 pub mod hub;
 pub mod metrics;
+pub mod oidc;
 pub mod transport;
 pub mod waf;

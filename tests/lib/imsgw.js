@@ -23,7 +23,10 @@ function httpGet(url, timeoutMs = 2000) {
 
 const q = (s) => JSON.stringify(String(s)); // TOML basic strings accept JSON escapes
 /** A TOML value: strings quoted, arrays of them, numbers and booleans as they are. */
-const tv = (v) => (Array.isArray(v) ? `[${v.map(tv).join(', ')}]` : typeof v === 'string' ? q(v) : String(v));
+const tv = (v) => (Array.isArray(v) ? `[${v.map(tv).join(', ')}]`
+  : typeof v === 'string' ? q(v)
+    : v && typeof v === 'object' ? `{ ${Object.entries(v).map(([k, x]) => `${q(k)} = ${tv(x)}`).join(', ')} }`
+      : String(v));
 
 /** Environment for imsgw and its commands: the config file written here is the whole config. */
 function imsgwEnv() {
@@ -53,7 +56,9 @@ class Imsgw {
    * @param {object} o { name, http, sip, upstream: 'sip:...', sipTls, tls: {cert,key,ca},
    *                     maxMessageSize, t1Ms, extraSip: {key: value}, drainSecs,
    *                     waf: { key_reload_secs, ... any [waf] key }, clients: [{id, secret, introspect}],
-   *                     externalIssuers: [{issuer, jwks_uri, audience, algorithms}] }
+   *                     externalIssuers: [{issuer, jwks_uri, audience, algorithms}],
+   *                     oidcProviders: [{name, issuer, client_id, ...}] ([[oidc.providers]]),
+   *                     identity: {impu, impi, required_claims: {...}, static: {...}} }
    * Tokens: [waf] issuer is this gateway's HTTP base, key_dir is <dir>/<name>-keys.
    */
   constructor(dir, o) {
@@ -101,6 +106,20 @@ class Imsgw {
     for (const e of o.externalIssuers || []) {
       lines.push('', '[[waf.external_issuers]]');
       for (const [k, v] of Object.entries(e)) lines.push(`${k} = ${tv(v)}`);
+    }
+    // sign-in (OpenID Connect login at external providers, identity mapping)
+    for (const p of o.oidcProviders || []) {
+      lines.push('', '[[oidc.providers]]');
+      for (const [k, v] of Object.entries(p)) lines.push(`${k} = ${tv(v)}`);
+    }
+    if (o.identity) {
+      const { static: st, ...rest } = o.identity;
+      lines.push('', '[identity]');
+      for (const [k, v] of Object.entries(rest)) lines.push(`${k} = ${tv(v)}`);
+      if (st) {
+        lines.push('', '[identity.static]');
+        for (const [k, v] of Object.entries(st)) lines.push(`${q(k)} = ${tv(v)}`);
+      }
     }
     lines.push('', '[websocket]', `max_message_size = ${o.maxMessageSize || 65536}`,
       `ping_interval_secs = ${o.pingSecs ?? 30}`, '', '[log]', `filter = ${q(o.logFilter || 'imsgw=debug,info')}`, '');

@@ -41,10 +41,14 @@ function useLab(o) {
   /** The host:port imsgw names itself with toward the IMS (Path, Record-Route). */
   L.imsgwAddr = () => `127.0.0.1:${L.transport === 'tls' ? L.p.sipTls : L.p.sip}`;
 
+  /** Extra teardown (e.g. an IdP), run after imsgw stopped, in reverse order. */
+  L.cleanups = [];
+  L.onStop = (fn) => { L.cleanups.push(fn); };
+
   before(async () => {
-    // peers the gateway needs at start-up (e.g. an external issuer's JWKS server)
-    if (o.beforeStart) await o.beforeStart(L);
     L.dir = env.rundir(o.name);
+    // peers the gateway needs at start-up (e.g. an external issuer's JWKS server, an IdP)
+    if (o.beforeStart) await o.beforeStart(L);
     if (L.transport === 'tls') {
       const tlsDir = path.join(L.dir, 'tls');
       await run(path.join(env.LAB, 'make-tls-cert.sh'), [tlsDir], { timeout: 20000 });
@@ -83,6 +87,7 @@ function useLab(o) {
       }
       L.gw.killByPidFile();
     }
+    for (const fn of L.cleanups.reverse()) await Promise.resolve().then(fn).catch((e) => problems.push(`cleanup: ${e.message}`));
     if (L.kam) await L.kam.stop().catch((e) => problems.push(`kamailio-stop: ${e.message}`));
     if (L.dir) env.removeRundir(L.dir, L.failed || problems.length > 0);
     if (problems.length) throw new Error(problems.join('\n'));

@@ -24,6 +24,20 @@ pub fn router(waf: Arc<Waf>) -> Router {
         .route("/oauth/jwks", get(jwks))
         .route("/oauth/introspect", post(introspect))
         .route("/oauth/revoke", post(revoke))
+        .route("/oauth/authorize", get(super::oauth::authorize))
+        .route("/oauth/token", post(super::oauth::token))
+        .route(
+            "/oauth/device_authorization",
+            post(super::oauth::device_authorization),
+        )
+        .route(
+            "/device",
+            get(super::oauth::device_page).post(super::oauth::device_submit),
+        )
+        .route("/auth/login", get(super::signin::login))
+        .route("/auth/callback", get(super::signin::callback))
+        .route("/auth/signed-in", get(super::signin::signed_in))
+        .route("/auth/logout", post(super::signin::logout))
         .with_state(waf)
 }
 
@@ -37,10 +51,20 @@ async fn metadata(State(waf): State<Arc<Waf>>) -> Response {
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
         "revocation_endpoint": format!("{base}/oauth/revoke"),
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "none"],
+        "authorization_endpoint": format!("{base}/oauth/authorize"),
+        "token_endpoint": format!("{base}/oauth/token"),
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "none"],
+        "device_authorization_endpoint": format!("{base}/oauth/device_authorization"),
         "scopes_supported": [waf.scope],
-        // RFC 8414 requires the member; the authorization endpoint is not offered yet.
-        "response_types_supported": [],
-        "grant_types_supported": [],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": [
+            "authorization_code",
+            "refresh_token",
+            "urn:ietf:params:oauth:grant-type:device_code"
+        ],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": true,
     });
     cached(Json(body).into_response(), 300)
 }
@@ -151,7 +175,7 @@ async fn revoke(
 
 /// The client id if the request authenticates one: HTTP Basic for clients with a secret
 /// (RFC 6749 §2.3.1), or `client_id` alone for public clients. `Err` for bad credentials.
-fn authenticate(
+pub(super) fn authenticate(
     waf: &Waf,
     headers: &HeaderMap,
     client_id: Option<&str>,

@@ -6,8 +6,12 @@
 //! through `imsgw-token` and revocations through [`crate::edge::Revocations`]).
 
 pub mod http;
+pub mod identity;
 pub mod jwks;
 pub mod keys;
+pub mod oauth;
+pub mod pages;
+pub mod signin;
 pub mod store;
 
 use std::collections::HashMap;
@@ -29,6 +33,8 @@ pub enum WafError {
     Client { id: String, message: String },
     #[error("waf.hmac_secret_file {path}: {message}")]
     Hmac { path: String, message: String },
+    #[error("{0}")]
+    Oidc(String),
 }
 
 /// A registered OAuth client.
@@ -36,6 +42,27 @@ pub struct Client {
     /// `None` for a public client (RFC 6749 §2.1).
     pub secret: Option<Secret>,
     pub introspect: bool,
+    pub redirect_uris: Vec<String>,
+    pub grants: Vec<String>,
+    pub scopes: Vec<String>,
+}
+
+impl Client {
+    pub fn allows(&self, grant: &str) -> bool {
+        self.grants.iter().any(|g| g == grant)
+    }
+}
+
+/// Settings of the sign-in flows.
+pub struct FlowSettings {
+    pub domain: String,
+    pub identity: crate::config::IdentityConfig,
+    pub session_ttl: u64,
+    pub refresh_ttl: u64,
+    pub device_ttl: u64,
+    pub device_poll: u64,
+    /// Cookies get `Secure` when the gateway is served over https.
+    pub secure_cookies: bool,
 }
 
 /// The WAF's state, shared by its HTTP handlers.
@@ -49,6 +76,9 @@ pub struct Waf {
     verifier: Mutex<Verifier>,
     pub store: Arc<dyn Store>,
     pub clients: HashMap<String, Client>,
+    /// The OpenID providers people sign in with.
+    pub providers: crate::oidc::Providers,
+    pub flows: FlowSettings,
 }
 
 impl Waf {
@@ -68,9 +98,29 @@ impl Waf {
                 Client {
                     secret,
                     introspect: c.introspect,
+                    redirect_uris: c.redirect_uris.clone(),
+                    grants: c.grants.clone(),
+                    scopes: if c.scopes.is_empty() {
+                        vec![config.waf.scope.clone()]
+                    } else {
+                        c.scopes.clone()
+                    },
                 },
             );
         }
+        let providers = crate::oidc::Providers::new(config.oidc.providers.clone(), |p| {
+            config.beside_config(p.to_path_buf())
+        })
+        .map_err(|e| WafError::Oidc(e.to_string()))?;
+        let flows = FlowSettings {
+            domain: config.sip.domain.clone(),
+            identity: config.identity.clone(),
+            session_ttl: config.oidc.session_ttl_secs,
+            refresh_ttl: config.waf.refresh_ttl_secs,
+            device_ttl: config.waf.device_code_ttl_secs,
+            device_poll: config.waf.device_poll_secs,
+            secure_cookies: issuer.starts_with("https://"),
+        };
         Ok(Self {
             issuer,
             audience,
@@ -80,6 +130,8 @@ impl Waf {
             verifier: Mutex::new(verifier),
             store,
             clients,
+            providers,
+            flows,
         })
     }
 

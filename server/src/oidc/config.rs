@@ -1,0 +1,420 @@
+//! `[[oidc.providers]]`: the typed entry the WAF's config deserializes, and its validation into
+//! a [`Provider`] (issuer URL parsed, client secret read from where the entry says).
+//!
+//! Owns: the keys of one provider entry, their defaults and their errors. Must not touch: the
+//! rest of the config tree (`crate::config` owns it) or the network (discovery is lazy, in
+//! `discovery`). Secrets are read here and leave only inside [`Secret`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use openidconnect::{ClientId, IssuerUrl, Scope};
+use serde::Deserialize;
+
+use super::secret::Secret;
+
+/// One `[[oidc.providers]]` entry: an OpenID provider people may sign in with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// `name`: the provider's id in imsgw's URLs and in identity keys (`"<name>:<sub>"`):
+    /// letters, digits, `-` or `_`. Required, no default.
+    pub name: String,
+    /// `display_name`: what the sign-in page shows on the button. Default: `name`.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// `issuer`: the provider's issuer identifier, exactly as its discovery document's `issuer`
+    /// says (OpenID Connect Discovery 1.0 §4.3); metadata is read from
+    /// `{issuer}/.well-known/openid-configuration`. Must be `https://`; `http://` only to a
+    /// loopback host (tests, a lab on the same machine). Required, no default.
+    pub issuer: String,
+    /// `client_id`: the client id imsgw was registered with at the provider. Required.
+    pub client_id: String,
+    /// `client_secret`: the client secret, inline. Prefer `client_secret_file` or
+    /// `client_secret_env`. Default none; with no secret at all imsgw is a public client
+    /// (token endpoint auth `none`) and relies on PKCE alone.
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    /// `client_secret_file`: a file holding the client secret (surrounding whitespace is
+    /// dropped); relative paths resolve beside the config file. Default none.
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// `client_secret_env`: an environment variable holding the client secret. Default none.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// `scopes`: scopes asked for (OIDC Core §5.4). Default `["openid", "profile", "email"]`;
+    /// `openid` is added when missing (OIDC Core §3.1.2.1).
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// `discovery_refresh_secs`: how long discovery metadata and the JWK Set are used before
+    /// they are fetched again (the JWK Set is also refetched when an ID token names an unknown
+    /// `kid`, OIDC Core §10.1.1). At least 10. Default 3600.
+    #[serde(default = "default_discovery_refresh")]
+    pub discovery_refresh_secs: u64,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["openid".into(), "profile".into(), "email".into()]
+}
+
+fn default_discovery_refresh() -> u64 {
+    3600
+}
+
+/// Problems with `[[oidc.providers]]`, each naming the key and the fix; never a secret's value.
+#[derive(Debug, thiserror::Error)]
+pub enum OidcConfigError {
+    /// A key has a value imsgw cannot use.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The key, e.g. `oidc.providers[0].issuer`.
+        key: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// `client_secret_file` could not be read.
+    #[error("{key}: cannot read {path}: {source}")]
+    SecretFile {
+        /// The key, `oidc.providers[i].client_secret_file`.
+        key: String,
+        /// The resolved path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The HTTP client for the providers could not be built (TLS set-up).
+    #[error("oidc: cannot build the HTTP client: {0}")]
+    HttpClient(String),
+}
+
+fn invalid(i: usize, field: &str, message: impl Into<String>) -> OidcConfigError {
+    OidcConfigError::Invalid {
+        key: format!("oidc.providers[{i}].{field}"),
+        message: message.into(),
+    }
+}
+
+/// A validated provider entry.
+#[derive(Debug)]
+pub(super) struct Provider {
+    pub name: String,
+    pub display_name: String,
+    pub issuer: IssuerUrl,
+    pub client_id: ClientId,
+    pub secret: Option<Secret>,
+    /// Without `openid`, which openidconnect always sends first.
+    pub extra_scopes: Vec<Scope>,
+    pub refresh: Duration,
+}
+
+/// Validates the entries and reads their secrets. `resolve_path` makes a relative
+/// `client_secret_file` absolute; `env` looks up `client_secret_env` (tests pass a map, so they
+/// never touch the process environment).
+pub(super) fn validate(
+    configs: Vec<ProviderConfig>,
+    resolve_path: &dyn Fn(&Path) -> PathBuf,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<Provider>, OidcConfigError> {
+    let mut out: Vec<Provider> = Vec::with_capacity(configs.len());
+    for (i, c) in configs.into_iter().enumerate() {
+        if c.name.is_empty()
+            || !c
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                i,
+                "name",
+                "must be letters, digits, - or _ (it appears in URLs)",
+            ));
+        }
+        if out.iter().any(|p| p.name == c.name) {
+            return Err(invalid(i, "name", "two providers have this name"));
+        }
+        let issuer = parse_issuer(&c.issuer).map_err(|m| invalid(i, "issuer", m))?;
+        if c.client_id.is_empty() {
+            return Err(invalid(i, "client_id", "must not be empty"));
+        }
+        let secret = read_secret(i, &c, resolve_path, env)?;
+        let mut extra_scopes = Vec::new();
+        for s in &c.scopes {
+            // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+            let ok = !s.is_empty()
+                && s.bytes()
+                    .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
+            if !ok {
+                return Err(invalid(
+                    i,
+                    "scopes",
+                    format!("`{s}` is not a scope token (RFC 6749 §3.3): one word per entry"),
+                ));
+            }
+            if s != "openid" && !extra_scopes.iter().any(|e: &Scope| e.as_str() == s) {
+                extra_scopes.push(Scope::new(s.clone()));
+            }
+        }
+        if c.discovery_refresh_secs < 10 {
+            return Err(invalid(i, "discovery_refresh_secs", "must be at least 10"));
+        }
+        out.push(Provider {
+            display_name: c
+                .display_name
+                .filter(|d| !d.trim().is_empty())
+                .unwrap_or_else(|| c.name.clone()),
+            name: c.name,
+            issuer,
+            client_id: ClientId::new(c.client_id),
+            secret,
+            extra_scopes,
+            refresh: Duration::from_secs(c.discovery_refresh_secs),
+        });
+    }
+    Ok(out)
+}
+
+/// OpenID Connect Discovery 1.0 §2: the issuer is an https URL with no query or fragment.
+fn parse_issuer(s: &str) -> Result<IssuerUrl, String> {
+    let issuer = IssuerUrl::new(s.to_owned())
+        .map_err(|e| format!("`{s}` is not a URL ({e}); use e.g. https://accounts.example.com"))?;
+    let url = issuer.url();
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query or fragment (OpenID Connect Discovery §2)".into());
+    }
+    if !url_allowed(url) {
+        return Err("must be https:// (http:// only to a loopback host such as 127.0.0.1)".into());
+    }
+    Ok(issuer)
+}
+
+/// The one rule for every URL imsgw calls at a provider: https, or http to loopback only
+/// (nothing leaves the machine in the clear).
+pub(super) fn url_allowed(url: &openidconnect::url::Url) -> bool {
+    match url.scheme() {
+        "https" => url.host().is_some(),
+        "http" => match url.host() {
+            Some(openidconnect::url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(openidconnect::url::Host::Ipv4(a)) => a.is_loopback(),
+            Some(openidconnect::url::Host::Ipv6(a)) => a.is_loopback(),
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+fn read_secret(
+    i: usize,
+    c: &ProviderConfig,
+    resolve_path: &dyn Fn(&Path) -> PathBuf,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Secret>, OidcConfigError> {
+    let sources = [
+        c.client_secret.is_some(),
+        c.client_secret_file.is_some(),
+        c.client_secret_env.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if sources > 1 {
+        return Err(invalid(
+            i,
+            "client_secret",
+            "give the secret once: client_secret, client_secret_file or client_secret_env",
+        ));
+    }
+    let secret = if let Some(s) = &c.client_secret {
+        if s.is_empty() {
+            return Err(invalid(i, "client_secret", "must not be empty"));
+        }
+        s.clone()
+    } else if let Some(p) = &c.client_secret_file {
+        let path = resolve_path(p);
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| OidcConfigError::SecretFile {
+                key: format!("oidc.providers[{i}].client_secret_file"),
+                path: path.clone(),
+                source,
+            })?;
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(invalid(
+                i,
+                "client_secret_file",
+                format!("{} is empty", path.display()),
+            ));
+        }
+        Secret::new(text)
+    } else if let Some(var) = &c.client_secret_env {
+        match env(var) {
+            Some(v) if !v.trim().is_empty() => Secret::new(v.trim()),
+            _ => {
+                return Err(invalid(
+                    i,
+                    "client_secret_env",
+                    format!("the environment variable {var} is not set or empty"),
+                ));
+            }
+        }
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(toml_text: &str) -> ProviderConfig {
+        toml::from_str(toml_text).expect("valid entry")
+    }
+
+    fn minimal() -> ProviderConfig {
+        entry("name = \"acme\"\nissuer = \"https://id.example.com\"\nclient_id = \"imsgw\"\n")
+    }
+
+    fn check(configs: Vec<ProviderConfig>) -> Result<Vec<Provider>, OidcConfigError> {
+        validate(configs, &|p| p.to_path_buf(), &|_| None)
+    }
+
+    fn err_text(r: Result<Vec<Provider>, OidcConfigError>) -> String {
+        match r {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults_fill_scopes_display_name_and_refresh() {
+        let c = minimal();
+        assert_eq!(c.scopes, ["openid", "profile", "email"]);
+        assert_eq!(c.discovery_refresh_secs, 3600);
+        let p = check(vec![c]).expect("valid");
+        assert_eq!(p[0].display_name, "acme");
+        let scopes: Vec<&str> = p[0].extra_scopes.iter().map(|s| s.as_str()).collect();
+        assert_eq!(scopes, ["profile", "email"]);
+        assert!(p[0].secret.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let r: Result<ProviderConfig, _> = toml::from_str(
+            "name = \"a\"\nissuer = \"https://x\"\nclient_id = \"c\"\nscope = [\"x\"]\n",
+        );
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let mut c = minimal();
+        c.name = "other".into();
+        c.issuer = "http://id.example.com".into();
+        let e = err_text(check(vec![minimal(), c]));
+        assert!(e.starts_with("oidc.providers[1].issuer:"), "{e}");
+
+        let mut c = minimal();
+        c.name = "a b".into();
+        assert!(err_text(check(vec![c])).starts_with("oidc.providers[0].name:"));
+
+        assert!(err_text(check(vec![minimal(), minimal()])).contains("two providers"));
+
+        let mut c = minimal();
+        c.client_id.clear();
+        assert!(err_text(check(vec![c])).starts_with("oidc.providers[0].client_id:"));
+
+        let mut c = minimal();
+        c.scopes = vec!["openid email".into()];
+        assert!(err_text(check(vec![c])).starts_with("oidc.providers[0].scopes:"));
+
+        let mut c = minimal();
+        c.discovery_refresh_secs = 0;
+        assert!(err_text(check(vec![c])).contains("discovery_refresh_secs"));
+    }
+
+    #[test]
+    fn issuer_must_be_https_or_loopback_http() {
+        for ok in [
+            "https://id.example.com",
+            "https://id.example.com/realms/x",
+            "http://127.0.0.1:8080",
+            "http://localhost:9000",
+            "http://[::1]:80",
+        ] {
+            assert!(parse_issuer(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://id.example.com",
+            "http://10.0.0.1",
+            "ftp://id.example.com",
+            "https://id.example.com/?a=b",
+            "https://id.example.com/#x",
+            "id.example.com",
+        ] {
+            assert!(parse_issuer(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn openid_scope_is_not_duplicated_and_is_optional_in_config() {
+        let mut c = minimal();
+        c.scopes = vec!["email".into(), "openid".into(), "email".into()];
+        let p = check(vec![c]).expect("valid");
+        let scopes: Vec<&str> = p[0].extra_scopes.iter().map(|s| s.as_str()).collect();
+        assert_eq!(scopes, ["email"]);
+    }
+
+    #[test]
+    fn secret_is_read_from_exactly_one_source() {
+        let mut c = minimal();
+        c.client_secret = Some(Secret::new("inline"));
+        c.client_secret_env = Some("X".into());
+        assert!(err_text(check(vec![c])).contains("give the secret once"));
+
+        let mut c = minimal();
+        c.client_secret_env = Some("ACME_SECRET".into());
+        let p = validate(vec![c.clone()], &|p| p.to_path_buf(), &|v| {
+            (v == "ACME_SECRET").then(|| "from-env\n".to_string())
+        })
+        .expect("valid");
+        assert!(p[0].secret.as_ref().is_some_and(|s| s.ct_eq("from-env")));
+        let e = err_text(validate(vec![c], &|p| p.to_path_buf(), &|_| None));
+        assert!(
+            e.contains("ACME_SECRET") && e.contains("client_secret_env"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn secret_file_resolves_beside_the_config_and_is_trimmed() {
+        let dir = std::env::temp_dir().join(format!("imsgw-oidc-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("acme.secret"), "s3cret-value\n").expect("write");
+        let mut c = minimal();
+        c.client_secret_file = Some(PathBuf::from("acme.secret"));
+        let p = validate(vec![c.clone()], &|p| dir.join(p), &|_| None).expect("valid");
+        assert!(
+            p[0].secret
+                .as_ref()
+                .is_some_and(|s| s.ct_eq("s3cret-value"))
+        );
+
+        c.client_secret_file = Some(PathBuf::from("missing.secret"));
+        let e = err_text(validate(vec![c], &|p| dir.join(p), &|_| None));
+        assert!(
+            e.starts_with("oidc.providers[0].client_secret_file:"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn debug_of_an_entry_hides_the_inline_secret() {
+        let c = entry(
+            "name = \"acme\"\nissuer = \"https://id.example.com\"\nclient_id = \"imsgw\"\nclient_secret = \"hunter2\"\n",
+        );
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let p = check(vec![c]).expect("valid");
+        assert!(!format!("{p:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,259 @@
+//! From a web account to an IMS identity: the `[identity]` templates over ID-token claims, the
+//! required claims, and the static table (TS 24.371: the WAF maps the web identity to an IMPU
+//! and IMPI).
+//!
+//! Owns: the mapping rules. Must not touch: HTTP, tokens.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::config::IdentityConfig;
+
+/// A signed-in person as the WAF keeps them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Person {
+    /// The provider's `name`.
+    pub provider: String,
+    /// The provider's `sub`.
+    pub sub: String,
+    pub impu: String,
+    pub impi: String,
+    /// Something to greet them with.
+    pub display: String,
+}
+
+/// Why an account cannot be used; shown to the person.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MapError {
+    #[error("your account at {provider} does not say `{claim}`, which this service needs")]
+    MissingClaim { provider: String, claim: String },
+    #[error(
+        "your account at {provider} does not meet this service's requirement: `{claim}` must be {expected}"
+    )]
+    Requirement {
+        provider: String,
+        claim: String,
+        expected: String,
+    },
+    #[error("your account at {provider} gives a name that cannot be a phone identity ({why})")]
+    Unusable { provider: String, why: String },
+}
+
+/// Maps `claims` (ID token merged with UserInfo) of an account at `provider`.
+pub fn map(
+    config: &IdentityConfig,
+    domain: &str,
+    provider: &str,
+    claims: &Map<String, Value>,
+) -> Result<Person, MapError> {
+    let sub = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| MapError::MissingClaim {
+            provider: provider.into(),
+            claim: "sub".into(),
+        })?
+        .to_string();
+    for (claim, expected) in &config.required_claims {
+        let want = toml_to_json(expected);
+        if claims.get(claim) != Some(&want) {
+            return Err(MapError::Requirement {
+                provider: provider.into(),
+                claim: claim.clone(),
+                expected: want.to_string(),
+            });
+        }
+    }
+    let display = ["name", "preferred_username", "email"]
+        .iter()
+        .find_map(|c| claims.get(*c).and_then(Value::as_str))
+        .unwrap_or(&sub)
+        .to_string();
+    if let Some(s) = config.static_map.get(&format!("{provider}:{sub}")) {
+        return Ok(Person {
+            provider: provider.into(),
+            sub,
+            impu: s.impu.clone(),
+            impi: s.impi.clone(),
+            display,
+        });
+    }
+    let impu = fill(&config.impu, domain, provider, claims)?;
+    let impi = fill(&config.impi, domain, provider, claims)?;
+    check_impu(&impu).map_err(|why| MapError::Unusable {
+        provider: provider.into(),
+        why,
+    })?;
+    if impi.is_empty() || impi.contains(|c: char| c.is_whitespace() || "\"<>".contains(c)) {
+        return Err(MapError::Unusable {
+            provider: provider.into(),
+            why: format!("private identity `{impi}`"),
+        });
+    }
+    Ok(Person {
+        provider: provider.into(),
+        sub,
+        impu,
+        impi,
+        display,
+    })
+}
+
+/// Replaces `{claim}` and `{sip.domain}` in `template`.
+fn fill(
+    template: &str,
+    domain: &str,
+    provider: &str,
+    claims: &Map<String, Value>,
+) -> Result<String, MapError> {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            out.push_str(&rest[open..]);
+            return Ok(out);
+        };
+        let name = &after[..close];
+        if name == "sip.domain" {
+            out.push_str(domain);
+        } else {
+            let v = match claims.get(name) {
+                Some(Value::String(s)) if !s.is_empty() => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => {
+                    return Err(MapError::MissingClaim {
+                        provider: provider.into(),
+                        claim: name.into(),
+                    });
+                }
+            };
+            out.push_str(&v);
+        }
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// An IMPU must be a SIP URI whose user part needs no escaping (RFC 3261 §25.1 unreserved and
+/// user-unreserved characters), so it can stand in To, From and P-Asserted-Identity as is.
+fn check_impu(impu: &str) -> Result<(), String> {
+    let uri = imsgw_sip::SipUri::parse(impu).map_err(|_| format!("`{impu}` is not a SIP URI"))?;
+    let user = uri.user.as_deref().unwrap_or("");
+    if user.is_empty() {
+        return Err(format!("`{impu}` has no user part"));
+    }
+    let ok = user
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/".contains(&b));
+    if !ok {
+        return Err(format!(
+            "`{user}` has characters a SIP user part cannot carry"
+        ));
+    }
+    Ok(())
+}
+
+fn toml_to_json(v: &toml::Value) -> Value {
+    match v {
+        toml::Value::String(s) => Value::String(s.clone()),
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => {
+            serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+        }
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(a) => Value::Array(a.iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => Value::Object(
+            t.iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    fn config() -> IdentityConfig {
+        let mut c = IdentityConfig::default();
+        c.required_claims
+            .insert("email_verified".into(), toml::Value::Boolean(true));
+        c
+    }
+
+    #[test]
+    fn template_maps_preferred_username_to_impu_and_impi() {
+        let p = map(
+            &config(),
+            "ims.example",
+            "demo",
+            &claims(json!({"sub": "s1", "preferred_username": "alice", "email_verified": true})),
+        )
+        .expect("maps");
+        assert_eq!(p.impu, "sip:alice@ims.example");
+        assert_eq!(p.impi, "alice@ims.example");
+        assert_eq!(p.display, "alice");
+    }
+
+    #[test]
+    fn unmappable_accounts_get_a_reason() {
+        let c = config();
+        let e = map(
+            &c,
+            "d",
+            "demo",
+            &claims(json!({"sub": "s", "preferred_username": "m", "email_verified": false})),
+        )
+        .expect_err("unverified");
+        assert!(matches!(e, MapError::Requirement { .. }), "{e}");
+        let e = map(
+            &c,
+            "d",
+            "demo",
+            &claims(json!({"sub": "s", "email_verified": true})),
+        )
+        .expect_err("no name");
+        assert!(
+            matches!(e, MapError::MissingClaim { ref claim, .. } if claim == "preferred_username"),
+            "{e}"
+        );
+        let e = map(
+            &c,
+            "d",
+            "demo",
+            &claims(json!({"sub": "s", "preferred_username": "a b<c>", "email_verified": true})),
+        )
+        .expect_err("bad user");
+        assert!(matches!(e, MapError::Unusable { .. }), "{e}");
+    }
+
+    #[test]
+    fn static_table_overrides_the_template() {
+        let mut c = config();
+        c.static_map.insert(
+            "demo:s9".into(),
+            crate::config::StaticIdentity {
+                impu: "sip:+15551234@ims.example".into(),
+                impi: "15551234@ims.example".into(),
+            },
+        );
+        let p = map(
+            &c,
+            "ims.example",
+            "demo",
+            &claims(json!({"sub": "s9", "email_verified": true})),
+        )
+        .expect("static");
+        assert_eq!(p.impu, "sip:+15551234@ims.example");
+    }
+}
