@@ -934,18 +934,18 @@ mod tests {
 
     #[test]
     fn rfc7636_appendix_b_s256_example() {
-        let verifier = "dBjftJeZ4CVP-mJ92K1Xmuz5Vwr3Ud9L8Wf5GZyrNMw";
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
         assert!(pkce_matches(
             verifier,
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWW2mWS2HkK-cM"
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         ));
         assert!(!pkce_matches(
             verifier,
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWW2mWS2HkK-cN"
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cN"
         ));
         assert!(!pkce_matches(
             "short",
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWW2mWS2HkK-cM"
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         ));
     }
 
