@@ -27,7 +27,7 @@ function attrs(tag) {
   return out;
 }
 
-const stripTags = (s) => unescapeHtml(String(s).replace(/<[^>]*>/g, ' ')).replace(/\s+/g, ' ').trim();
+const stripTags = (s) => unescapeHtml(String(s).replace(/<(style|script)\b[^>]*>[\s\S]*?<\/\1>/gi, ' ').replace(/<[^>]*>/g, ' ')).replace(/\s+/g, ' ').trim();
 
 /**
  * The forms of a page: [{ action, method, fields: {name: value} (hidden/text/... inputs, checked

@@ -127,6 +127,7 @@ class Imsgw {
   }
 
   async start() {
+    this.exit = null; // a restart (stop() then start()) must not see the previous exit
     this.writeConfig();
     const log = fs.openSync(this.logFile, 'a');
     const env = imsgwEnv();

@@ -300,7 +300,14 @@ pub async fn token(
     let Some(client) = waf.clients.get(&client_id) else {
         return invalid_client();
     };
-    let grant = f.grant_type.clone().unwrap_or_default();
+    // RFC 6749 §5.2: a missing parameter is invalid_request; an unknown one unsupported.
+    let Some(grant) = f.grant_type.clone().filter(|g| !g.is_empty()) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "grant_type is missing",
+        );
+    };
     if ![GRANT_CODE, GRANT_REFRESH, GRANT_DEVICE].contains(&grant.as_str()) {
         return oauth_error(
             StatusCode::BAD_REQUEST,
