@@ -10,5 +10,9 @@ if [ -s "$lab/imsgw.pid" ]; then
 	fi
 	rm -f "$lab/imsgw.pid"
 fi
+if [ -s "$lab/demo-idp.pid" ]; then
+	kill -TERM "$(cat "$lab/demo-idp.pid")" 2>/dev/null || true
+	rm -f "$lab/demo-idp.pid"
+fi
 deploy/lab/kamailio-stop.sh "$lab" ims || true
 echo "lab stopped"

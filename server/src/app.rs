@@ -241,7 +241,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // Discovery of the sign-in providers in the background: the first login need not wait.
     let warm = waf.clone();
     tokio::spawn(async move { warm.providers.warm_up().await });
-    let router = router(ws_state, metrics).merge(crate::waf::http::router(waf));
+    if let Err(why) = crate::wwsf::assets(&config) {
+        warn!("web client not served: {why}");
+    }
+    let router = router(ws_state, metrics)
+        .merge(crate::waf::http::router(waf))
+        .merge(crate::wwsf::router(&config));
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
         let serve = axum::serve(

@@ -38,6 +38,9 @@ pub struct Config {
     /// `[identity]`: how a signed-in web account maps to an IMS identity.
     #[serde(default)]
     pub identity: IdentityConfig,
+    /// `[wwsf]`: the web client the gateway serves.
+    #[serde(default)]
+    pub wwsf: WwsfConfig,
     /// Things worth telling the operator that do not stop start-up (printed by `main`).
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -284,6 +287,33 @@ impl Default for OidcConfig {
             session_ttl_secs: default_session_ttl(),
         }
     }
+}
+
+/// `[wwsf]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WwsfConfig {
+    /// `wwsf.assets_dir`: the built web client (`web/dist` after `npm ci && npm run build` in
+    /// web/), relative to the config file. Default none: `/` then says how to build it.
+    #[serde(default)]
+    pub assets_dir: Option<PathBuf>,
+    /// `wwsf.client_id`: the OAuth client the web client signs in as; register it in
+    /// `[[waf.clients]]` with `redirect_uris = ["<waf.issuer>/"]`. Default `wic`.
+    #[serde(default = "default_wic_client")]
+    pub client_id: String,
+}
+
+impl Default for WwsfConfig {
+    fn default() -> Self {
+        Self {
+            assets_dir: None,
+            client_id: default_wic_client(),
+        }
+    }
+}
+
+fn default_wic_client() -> String {
+    "wic".into()
 }
 
 /// `[identity]`

@@ -11,3 +11,4 @@ pub mod metrics;
 pub mod oidc;
 pub mod transport;
 pub mod waf;
+pub mod wwsf;
