@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use super::http::{authenticate, oauth_error};
+use super::http::{authenticate, form_body, invalid_client, oauth_error};
 use super::identity::Person;
 use super::pages::{self, esc, urlencode};
 use super::signin::{self, Return, random_secret};
@@ -286,19 +286,13 @@ pub async fn token(
     headers: HeaderMap,
     form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let Ok(Form(f)) = form else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "expected a form body",
-        );
-    };
-    let client_id = match client_of(&waf, &headers, f.client_id.as_deref()) {
-        Ok(id) => id,
+    let f = match form_body(form) {
+        Ok(f) => f,
         Err(r) => return r,
     };
-    let Some(client) = waf.clients.get(&client_id) else {
-        return invalid_client();
+    let (client_id, client) = match client_of(&waf, &headers, f.client_id.as_deref()) {
+        Ok(c) => c,
+        Err(r) => return r,
     };
     // RFC 6749 §5.2: a missing parameter is invalid_request; an unknown one unsupported.
     let Some(grant) = f.grant_type.clone().filter(|g| !g.is_empty()) else {
@@ -332,34 +326,23 @@ pub async fn token(
 
 /// A client that authenticated (HTTP Basic) or, if public, named itself. A client with a
 /// secret must authenticate (RFC 6749 §3.2.1).
-fn client_of(waf: &Waf, headers: &HeaderMap, client_id: Option<&str>) -> Result<String, Response> {
+fn client_of<'a>(
+    waf: &'a Waf,
+    headers: &HeaderMap,
+    client_id: Option<&str>,
+) -> Result<(String, &'a Client), Response> {
     match authenticate(waf, headers, client_id) {
-        Ok(Some(id)) => {
-            if client_id.is_some_and(|c| c != id) {
-                return Err(invalid_client());
-            }
-            Ok(id)
-        }
+        Ok(Some(id)) if client_id.is_none_or(|c| c == id) => match waf.clients.get(&id) {
+            Some(client) => Ok((id, client)),
+            None => Err(invalid_client()),
+        },
+        Ok(Some(_)) | Err(()) => Err(invalid_client()),
         Ok(None) => Err(oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "client_id is missing",
         )),
-        Err(()) => Err(invalid_client()),
     }
-}
-
-fn invalid_client() -> Response {
-    let mut r = oauth_error(
-        StatusCode::UNAUTHORIZED,
-        "invalid_client",
-        "client authentication failed",
-    );
-    r.headers_mut().insert(
-        axum::http::header::WWW_AUTHENTICATE,
-        axum::http::HeaderValue::from_static("Basic realm=\"imsgw\""),
-    );
-    r
 }
 
 fn invalid_grant(why: &str) -> Response {
@@ -637,19 +620,13 @@ pub async fn device_authorization(
     headers: HeaderMap,
     form: Result<Form<DeviceForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let Ok(Form(f)) = form else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "expected a form body",
-        );
-    };
-    let client_id = match client_of(&waf, &headers, f.client_id.as_deref()) {
-        Ok(id) => id,
+    let f = match form_body(form) {
+        Ok(f) => f,
         Err(r) => return r,
     };
-    let Some(client) = waf.clients.get(&client_id) else {
-        return invalid_client();
+    let (client_id, client) = match client_of(&waf, &headers, f.client_id.as_deref()) {
+        Ok(c) => c,
+        Err(r) => return r,
     };
     if !client.allows(GRANT_DEVICE) {
         return oauth_error(
