@@ -7,7 +7,7 @@
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const { signinLab } = require('../lib/signin');
-const { jwtClaims } = require('../lib/imsgw');
+const { jwtClaims, httpPostForm } = require('../lib/imsgw');
 const A = require('../lib/auth');
 
 const L = signinLab({ name: 'refresh', block: 22 });
@@ -110,4 +110,19 @@ test('RFC 6749 §2.3.1: confidential client svc: code exchange and refresh with 
   assert.equal(res.status, 200, res.start);
   await A.register(ws, 'dave', { auth: `Bearer ${r.json.access_token}`, expires: 0, cseq: 2 });
   await ws.close();
+}));
+
+test('RFC 7009 §2.1: the web client revokes its refresh token (client_id only) -> the family and its access token are dead; another client cannot', L.track(async () => {
+  const { tokens } = await L.tokensFor('carol');
+  const revoke = (form) => httpPostForm(`${L.gw.httpUrl}/oauth/revoke`, form);
+  // A client the token was not issued to: 200 (RFC 7009 §2.2), but nothing is revoked.
+  const foreign = await revoke({ token: tokens.refresh_token, client_id: 'phone' });
+  assert.equal(foreign.status, 200, foreign.body);
+  assert.equal((await L.introspect(tokens.access_token)).json.active, true, 'still active after a foreign client tried');
+  const r = await revoke({ token: tokens.refresh_token, client_id: 'wic' });
+  assert.equal(r.status, 200, r.body);
+  const after = await refresh(tokens.refresh_token);
+  assert.equal(after.status, 400, after.body);
+  assert.equal(after.json && after.json.error, 'invalid_grant', after.body);
+  assert.deepEqual((await L.introspect(tokens.access_token)).json, { active: false }, 'the family\'s access token is revoked too');
 }));

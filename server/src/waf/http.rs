@@ -148,10 +148,10 @@ async fn revoke(
         Ok(f) => f,
         Err(r) => return r,
     };
-    match authenticate(&waf, &headers, form.client_id.as_deref()) {
-        Ok(Some(_)) => {}
+    let client_id = match authenticate(&waf, &headers, form.client_id.as_deref()) {
+        Ok(Some(id)) => id,
         Ok(None) | Err(_) => return invalid_client(),
-    }
+    };
     let Some(token) = form.token.filter(|t| !t.is_empty()) else {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -160,9 +160,12 @@ async fn revoke(
         );
     };
     let now = unix_now();
+    // An access token (a JWT of ours), else perhaps a refresh token (RFC 7009 §2.1: both).
     if let Some(c) = waf.check_for_revocation(now, &token) {
         waf.store.revoke(&c.jti, c.exp, now);
         tracing::info!(jti = %c.jti, sub = %c.sub, "token revoked");
+    } else {
+        super::oauth::revoke_refresh_token(&waf, &client_id, &token, now);
     }
     no_store(StatusCode::OK.into_response())
 }

@@ -583,6 +583,22 @@ fn issue(
     ))
 }
 
+/// RFC 7009 for a refresh token: its whole family goes, with the access tokens it gave. Only
+/// the client it was issued to may revoke it (§2.1); anything else is ignored (§2.2: 200).
+pub(super) fn revoke_refresh_token(waf: &Waf, client_id: &str, token: &str, now: u64) {
+    let Some(family_id) = waf.store.get::<String>("refresh", &key_of(token), now) else {
+        return;
+    };
+    let owner = waf
+        .store
+        .get::<Family>("family", &family_id, now)
+        .map(|f| f.client_id);
+    if owner.as_deref() == Some(client_id) {
+        revoke_family(waf, &family_id, now);
+        tracing::info!(client_id, "refresh token revoked with its family");
+    }
+}
+
 fn revoke_family(waf: &Waf, family_id: &str, now: u64) {
     let jtis =
         waf.store

@@ -1,0 +1,46 @@
+/**
+ * The runtime configuration the WWSF serves at `/wic/config.json`: one build of the client
+ * serves any deployment. Pure: parsing only, no I/O.
+ */
+export interface WicConfig {
+  websocket_url: string;
+  sip_domain: string;
+  client_id: string;
+  issuer: string;
+  authorization_endpoint: string;
+  token_endpoint: string;
+  revocation_endpoint: string;
+  logout_endpoint: string;
+  scope: string;
+  redirect_uri: string;
+}
+
+const KEYS: (keyof WicConfig)[] = [
+  'websocket_url',
+  'sip_domain',
+  'client_id',
+  'issuer',
+  'authorization_endpoint',
+  'token_endpoint',
+  'revocation_endpoint',
+  'logout_endpoint',
+  'scope',
+  'redirect_uri',
+];
+
+/** Checks that every key is a non-empty string; throws an Error naming the bad key. */
+export function parseConfig(raw: unknown): WicConfig {
+  if (typeof raw !== 'object' || raw === null) {
+    throw new Error('the configuration is not a JSON object');
+  }
+  const obj = raw as Record<string, unknown>;
+  const out: Partial<WicConfig> = {};
+  for (const k of KEYS) {
+    const v = obj[k];
+    if (typeof v !== 'string' || v.trim() === '') {
+      throw new Error(`the configuration lacks "${k}"`);
+    }
+    out[k] = v;
+  }
+  return out as WicConfig;
+}

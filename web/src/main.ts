@@ -1,0 +1,456 @@
+/**
+ * The WIC (WebRTC IMS Client, TS 24.371): signs the person in at the WAF (OAuth 2.0 code flow
+ * with PKCE), registers to the IMS through the gateway with the access token (RFC 8898),
+ * refreshes the token before it expires, survives connection loss, sends and receives
+ * messages, and turns incoming calls down cleanly until media is there.
+ *
+ * Owns: the session state and the flow between sign-in, SIP and the page.
+ */
+import { parseConfig, type WicConfig } from './config';
+import { completeAddress } from './address';
+import { decodeJwtPayload } from './jwt';
+import {
+  beginSignIn,
+  endWafSession,
+  exchangeCode,
+  readCallback,
+  refresh,
+  revoke,
+  TokenError,
+  type Tokens,
+} from './oauth';
+import { IncomingCall, Phone, type RegState } from './phone';
+import { refreshDelayMs, registerRetryDelayMs } from './timing';
+import { deliveryInWords, statusInWords } from './words';
+import { addIncoming, addOutgoing, clock, setText, showRegState, showSignedIn, ui } from './ui';
+
+/** The signed-in person. Tokens live here, in memory, and nowhere else. */
+interface Session {
+  impu: string;
+  access: string;
+  refresh: string | null;
+  /** ms since epoch. */
+  expiresAt: number;
+  refreshTimer: ReturnType<typeof setTimeout> | null;
+  refreshing: boolean;
+  refreshFailures: number;
+  refreshes: number;
+  phone: Phone;
+}
+
+let cfg: WicConfig | null = null;
+let session: Session | null = null;
+let regState: RegState = 'unregistered';
+/** What is wrong right now, by source; the page shows the most pressing. */
+let authProblem = '';
+let connProblem = '';
+let regProblem = '';
+let regRetryTimer: ReturnType<typeof setTimeout> | null = null;
+let regFailures = 0;
+let call: IncomingCall | null = null;
+let busy = false;
+
+const MSG = {
+  refused: 'Your sign-in has expired or was refused. Please sign in again.',
+  notAllowed: 'This identity is not allowed to use this service.',
+  ended: 'Your sign-in has ended. Please sign in again.',
+  noConfig: 'This page could not load its settings from the server. Reload the page to try again.',
+  callsUnavailable: 'Calls are not available yet in this client.',
+};
+
+void init();
+
+async function init(): Promise<void> {
+  wireUi();
+  showRegState('unregistered');
+  try {
+    const res = await fetch('/wic/config.json', { cache: 'no-store', credentials: 'same-origin' });
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    cfg = parseConfig(await res.json());
+  } catch {
+    authProblem = MSG.noConfig;
+    ui.signIn.disabled = true;
+    showSignedIn(null);
+    render();
+    return;
+  }
+  const cb = readCallback(location.search, cfg, sessionStorage);
+  if (cb.kind !== 'none') cleanUrl();
+  if (cb.kind === 'error') {
+    authProblem = cb.message;
+  } else if (cb.kind === 'code') {
+    notice('Signing in…');
+    ui.signIn.hidden = true;
+    try {
+      start(await exchangeCode(cfg, cb.code, cb.verifier));
+      notice('');
+      return;
+    } catch (e) {
+      notice('');
+      authProblem = e instanceof TokenError && e.code === 'network'
+        ? 'Sign-in failed: the server cannot be reached. Please try again.'
+        : e instanceof TokenError
+          ? 'Sign-in failed. Please sign in again.'
+          : `Sign-in failed: ${(e as Error).message}`;
+    }
+  }
+  showSignedIn(null);
+  render();
+}
+
+/** Removes the authorization response from the address bar (and from history). */
+function cleanUrl(): void {
+  const u = new URL(location.href);
+  for (const k of ['code', 'state', 'iss', 'error', 'error_description', 'error_uri', 'session_state']) {
+    u.searchParams.delete(k);
+  }
+  history.replaceState(history.state, '', u.pathname + u.search + u.hash);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session: start, refresh, end
+
+function start(tokens: Tokens): void {
+  const c = cfg as WicConfig;
+  const claims = decodeJwtPayload(tokens.access_token);
+  const impu = typeof claims.impu === 'string' ? claims.impu : '';
+  if (!/^sips?:/i.test(impu)) {
+    throw new Error('your account has no IMS identity (IMPU).');
+  }
+  authProblem = '';
+  connProblem = '';
+  regProblem = '';
+  const phone = new Phone(c, impu, tokens.access_token, phoneEvents);
+  session = {
+    impu,
+    access: tokens.access_token,
+    refresh: tokens.refresh_token,
+    expiresAt: Date.now() + tokens.expires_in * 1000,
+    refreshTimer: null,
+    refreshing: false,
+    refreshFailures: 0,
+    refreshes: 0,
+    phone,
+  };
+  scheduleRefresh(session, refreshDelayMs(tokens.expires_in));
+  showSignedIn(impu);
+  regState = 'registering';
+  render();
+  phone.start();
+}
+
+function scheduleRefresh(s: Session, delayMs: number): void {
+  if (s.refreshTimer !== null) clearTimeout(s.refreshTimer);
+  s.refreshTimer = setTimeout(() => {
+    s.refreshTimer = null;
+    void refreshNow(s);
+  }, delayMs);
+}
+
+/**
+ * RFC 6749 §6 with rotation: the answer's refresh token replaces ours. The new access token
+ * goes to JsSIP and a REGISTER carries it at once, so the binding never runs on an old token.
+ */
+async function refreshNow(s: Session): Promise<void> {
+  if (session !== s || s.refreshing) return;
+  const c = cfg as WicConfig;
+  if (!s.refresh) {
+    // No refresh token was issued: the sign-in ends with the access token.
+    const left = s.expiresAt - Date.now();
+    if (left > 0) {
+      s.refreshTimer = setTimeout(() => void refreshNow(s), left);
+    } else {
+      await endSession(MSG.ended);
+    }
+    return;
+  }
+  s.refreshing = true;
+  try {
+    const t = await refresh(c, s.refresh);
+    if (session !== s) return;
+    s.access = t.access_token;
+    if (t.refresh_token) s.refresh = t.refresh_token;
+    s.expiresAt = Date.now() + t.expires_in * 1000;
+    s.refreshFailures = 0;
+    s.refreshes += 1;
+    document.body.dataset.tokenRefreshes = String(s.refreshes);
+    s.phone.setToken(t.access_token);
+    scheduleRefresh(s, refreshDelayMs(t.expires_in));
+  } catch (e) {
+    if (session !== s) return;
+    const transient = e instanceof TokenError && ['network', 'server_error', 'temporarily_unavailable'].includes(e.code);
+    if (transient) {
+      // The gateway may be restarting: try again soon, while the access token still lasts
+      // and after (the refresh token may outlive it).
+      s.refreshFailures += 1;
+      scheduleRefresh(s, registerRetryDelayMs(s.refreshFailures));
+    } else {
+      await endSession(MSG.ended);
+    }
+  } finally {
+    s.refreshing = false;
+  }
+}
+
+/** Ends the session locally (the server refused us): the person is offered to sign in again. */
+async function endSession(message: string): Promise<void> {
+  const s = session;
+  if (!s) return;
+  clearSession();
+  authProblem = message;
+  render();
+  await s.phone.unregisterAndStop(1000);
+  // Whatever is left of the grant is of no use any more (RFC 7009).
+  if (s.refresh && cfg) void revoke(cfg, s.refresh, 'refresh_token');
+}
+
+function clearSession(): void {
+  const s = session;
+  if (s && s.refreshTimer !== null) clearTimeout(s.refreshTimer);
+  session = null;
+  if (regRetryTimer !== null) clearTimeout(regRetryTimer);
+  regRetryTimer = null;
+  regFailures = 0;
+  regState = 'unregistered';
+  connProblem = '';
+  regProblem = '';
+  dismissCall();
+  showSignedIn(null);
+}
+
+async function signIn(): Promise<void> {
+  if (!cfg || busy) return;
+  busy = true;
+  ui.signIn.disabled = true;
+  try {
+    location.assign(await beginSignIn(cfg));
+  } catch (e) {
+    authProblem = `Sign-in cannot start: ${(e as Error).message}`;
+    ui.signIn.disabled = false;
+    busy = false;
+    render();
+  }
+}
+
+/** Un-REGISTER, revoke both tokens (RFC 7009), end the WAF session, forget everything. */
+async function signOut(): Promise<void> {
+  const s = session;
+  const c = cfg;
+  if (!s || !c || busy) return;
+  busy = true;
+  ui.signOut.disabled = true;
+  notice('Signing out…');
+  if (s.refreshTimer !== null) clearTimeout(s.refreshTimer);
+  s.refreshTimer = null;
+  if (regRetryTimer !== null) clearTimeout(regRetryTimer);
+  regRetryTimer = null;
+  await s.phone.unregisterAndStop(3000);
+  await Promise.all([
+    s.refresh ? revoke(c, s.refresh, 'refresh_token') : Promise.resolve(),
+    revoke(c, s.access, 'access_token'),
+  ]);
+  await endWafSession(c);
+  clearSession();
+  authProblem = '';
+  ui.signOut.disabled = false;
+  busy = false;
+  notice('You are signed out.');
+  render();
+  ui.signIn.focus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIP events
+
+const phoneEvents = {
+  registration(state: RegState): void {
+    if (!session) return;
+    regState = state;
+    if (state === 'registered') {
+      regProblem = '';
+      regFailures = 0;
+      if (regRetryTimer !== null) clearTimeout(regRetryTimer);
+      regRetryTimer = null;
+    }
+    render();
+  },
+
+  registrationFailed(code: number | null, cause: string): void {
+    const s = session;
+    if (!s) return;
+    if (code === 401 || code === 407) {
+      // RFC 8898 §2.2: the token was refused. If it simply ran out (a long outage) a refresh
+      // fixes it; a token that should still be good was revoked or is not trusted any more.
+      if (s.refresh && s.expiresAt - Date.now() < 5000) {
+        void refreshNow(s);
+        return;
+      }
+      void endSession(MSG.refused);
+      return;
+    }
+    if (code === 403) {
+      void endSession(MSG.notAllowed);
+      return;
+    }
+    if (code === null && cause === 'Connection Error') return; // the connection events tell
+    const unreachable = code === null || code === 408 || code === 480 || code >= 500;
+    if (unreachable) {
+      regFailures += 1;
+      const delay = registerRetryDelayMs(regFailures);
+      const why = code === null ? 'no answer' : String(code);
+      regProblem = `The IMS network is unreachable (${why}). Next attempt at ${clock(new Date(Date.now() + delay))}.`;
+      if (regRetryTimer !== null) clearTimeout(regRetryTimer);
+      regRetryTimer = setTimeout(() => {
+        regRetryTimer = null;
+        session?.phone.register();
+      }, delay);
+    } else {
+      regProblem = `Registration was refused: ${code} ${statusInWords(code)}.`;
+    }
+    render();
+  },
+
+  connection(state: 'connecting' | 'connected' | 'disconnected', nextAttemptAt: number | null): void {
+    if (!session) return;
+    if (state === 'connected') {
+      connProblem = '';
+    } else if (state === 'disconnected') {
+      regState = 'unregistered';
+      // A call offered over the lost flow cannot be answered any more.
+      if (call) {
+        const c = call;
+        dismissCall();
+        c.reject();
+        notice(`Missed call from ${c.fromName}`);
+      }
+      connProblem = nextAttemptAt !== null
+        ? `Connection lost — reconnecting… Next attempt at ${clock(new Date(nextAttemptAt))}.`
+        : 'Connection lost — reconnecting…';
+    } else if (connProblem !== '') {
+      connProblem = 'Connection lost — reconnecting…';
+    }
+    render();
+  },
+
+  incomingMessage(m: { from: string; fromName: string; body: string; at: Date }): void {
+    addIncoming(m.from, m.fromName, m.body, m.at);
+  },
+
+  incomingCall(c: IncomingCall): void {
+    if (call) {
+      // One notice at a time; a second caller hears busy (RFC 3261 §21.4.24).
+      c.reject();
+      return;
+    }
+    call = c;
+    setText(ui.callFrom, `Incoming call from ${c.fromName}`);
+    ui.call.dataset.from = c.from;
+    ui.call.hidden = false;
+    // The card appears; screen readers hear it through an assertive live region.
+    setText(ui.announce, `Incoming call from ${c.fromName}`);
+    c.onGone((why) => {
+      if (call !== c) return;
+      dismissCall();
+      if (why === 'Canceled') notice(`Missed call from ${c.fromName}`);
+      else if (why !== 'local') notice(`The call from ${c.fromName} ended.`);
+    });
+  },
+};
+
+function dismissCall(): void {
+  setText(ui.announce, '');
+  const hadFocus = ui.call.contains(document.activeElement);
+  call = null;
+  ui.call.hidden = true;
+  delete ui.call.dataset.from;
+  if (hadFocus) ui.text.focus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Page
+
+function wireUi(): void {
+  ui.signIn.addEventListener('click', () => void signIn());
+  ui.signOut.addEventListener('click', () => void signOut());
+  ui.callReject.addEventListener('click', () => {
+    const c = call;
+    if (!c) return;
+    dismissCall();
+    c.reject();
+    notice(`You rejected the call from ${c.fromName}.`);
+  });
+  ui.callAccept.addEventListener('click', () => {
+    const c = call;
+    if (!c) return;
+    dismissCall();
+    c.refuseUnsupported();
+    notice(MSG.callsUnavailable);
+  });
+  ui.form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    sendMessage();
+  });
+  ui.to.addEventListener('input', () => fieldError(null, ''));
+  // Leaving the page: un-REGISTER while the socket is still there (the next page has no
+  // token, so a binding left behind would only point at a closed flow until it expires).
+  window.addEventListener('pagehide', () => session?.phone.stop());
+  window.addEventListener('pageshow', (e) => {
+    if (e.persisted) location.reload();
+  });
+  ui.text.addEventListener('input', () => fieldError(null, ''));
+}
+
+function sendMessage(): void {
+  const s = session;
+  const c = cfg;
+  if (!s || !c) return;
+  const target = completeAddress(ui.to.value, c.sip_domain);
+  if (!target.ok) {
+    fieldError(ui.to, target.reason);
+    return;
+  }
+  const body = ui.text.value;
+  if (body.trim() === '') {
+    fieldError(ui.text, 'Type a message first.');
+    return;
+  }
+  if (!s.phone.isRegistered()) {
+    fieldError(null, 'You are not registered right now, so the message cannot be sent. Try again when the status shows Registered.');
+    return;
+  }
+  fieldError(null, '');
+  const update = addOutgoing(target.uri, body, new Date());
+  update('Sending…', 'sending', null);
+  s.phone.sendMessage(target.uri, body, (code, cause) => {
+    const ok = code !== null && code >= 200 && code < 300;
+    update(deliveryInWords(code, cause), ok ? 'delivered' : 'failed', code);
+  });
+  ui.text.value = '';
+  ui.text.focus();
+}
+
+function fieldError(field: HTMLInputElement | null, text: string): void {
+  setText(ui.formError, text);
+  for (const f of [ui.to, ui.text]) {
+    if (f === field) f.setAttribute('aria-invalid', 'true');
+    else f.removeAttribute('aria-invalid');
+  }
+  if (field) {
+    field.setAttribute('aria-errormessage', 'msg-form-error');
+    field.focus();
+  }
+}
+
+function notice(text: string): void {
+  setText(ui.notice, text);
+}
+
+function render(): void {
+  showRegState(session ? regState : 'unregistered');
+  setText(ui.error, authProblem || connProblem || regProblem);
+  if (!session) {
+    ui.signIn.hidden = false;
+    ui.welcome.hidden = false;
+    if (cfg) ui.signIn.disabled = busy;
+  }
+}

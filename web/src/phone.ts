@@ -1,0 +1,307 @@
+/**
+ * The SIP side of the WIC: one JsSIP user agent over one WebSocket (RFC 7118), registered with
+ * a Bearer token (RFC 8898) as an RFC 5626 outbound client (`+sip.instance`, `reg-id`).
+ *
+ * Owns: the JsSIP UA and its events. Must not touch: the DOM, tokens other than the one it is
+ * handed, storage other than the instance id.
+ */
+import * as JsSIP from 'jssip';
+import type { RTCSession } from 'jssip/lib/RTCSession';
+import type { IncomingMessageEvent, IncomingRTCSessionEvent, OutgoingMessageEvent, OutgoingRTCSessionEvent } from 'jssip/lib/UA';
+import type { WicConfig } from './config';
+import { bareUri } from './address';
+import { randomToken, randomUuid } from './pkce';
+import { backoffDelayMs } from './timing';
+
+/** RFC 5626 §4.5 back-off bounds (seconds); also given to JsSIP as its own recovery bounds. */
+export const RECOVERY_MIN_SEC = 2;
+export const RECOVERY_MAX_SEC = 30;
+const REGISTER_EXPIRES = 600;
+const INSTANCE_KEY = 'wic.instance';
+
+export type RegState = 'registered' | 'registering' | 'unregistered';
+
+export interface PhoneEvents {
+  registration(state: RegState): void;
+  /** A REGISTER got a final failure (`code` null when no response came). */
+  registrationFailed(code: number | null, cause: string): void;
+  /** `nextAttemptAt` (ms since epoch) is set while a reconnection is scheduled. */
+  connection(state: 'connecting' | 'connected' | 'disconnected', nextAttemptAt: number | null): void;
+  incomingMessage(m: { from: string; fromName: string; body: string; at: Date }): void;
+  incomingCall(call: IncomingCall): void;
+}
+
+/** A ringing incoming INVITE the person can only reject for now (no media yet). */
+export class IncomingCall {
+  readonly from: string;
+  readonly fromName: string;
+  private done = false;
+  private goneListeners: ((why: string) => void)[] = [];
+
+  constructor(private readonly session: RTCSession) {
+    const id = session.remote_identity;
+    this.from = bareUri(id.uri.toString());
+    this.fromName = id.display_name ? `${id.display_name} (${this.from})` : this.from;
+    // 'failed' covers CANCEL (RFC 3261 §9.2) and our own rejections; 'ended' a confirmed end.
+    session.on('failed', (e) => this.gone(String(e.cause ?? 'failed')));
+    session.on('ended', (e) => this.gone(String(e.cause ?? 'ended')));
+  }
+
+  onGone(f: (why: string) => void): void {
+    this.goneListeners.push(f);
+  }
+
+  /** 486 Busy Here. */
+  reject(): void {
+    this.terminate(486);
+  }
+
+  /** The client cannot answer with media yet: 488, so the caller is told at once. */
+  refuseUnsupported(): void {
+    this.terminate(488, 'Not Acceptable Here');
+  }
+
+  private terminate(code: number, reason?: string): void {
+    if (this.done) return;
+    try {
+      this.session.terminate({ status_code: code, ...(reason ? { reason_phrase: reason } : {}) });
+    } catch {
+      // Already ended by the other side in the meantime.
+    }
+    this.gone('local');
+  }
+
+  private gone(why: string): void {
+    if (this.done) return;
+    this.done = true;
+    for (const f of this.goneListeners) f(why);
+  }
+}
+
+/** The RFC 5626 instance and the Contact user, kept per tab so a reload keeps them. */
+function instance(): { uuid: string; contact: string } {
+  try {
+    const raw = sessionStorage.getItem(INSTANCE_KEY);
+    if (raw) {
+      const v = JSON.parse(raw) as { uuid?: unknown; contact?: unknown };
+      if (typeof v.uuid === 'string' && typeof v.contact === 'string') {
+        return { uuid: v.uuid, contact: v.contact };
+      }
+    }
+  } catch {
+    // A broken entry is replaced below.
+  }
+  // RFC 7118 §5: the Contact host is made up, under .invalid.
+  const v = { uuid: randomUuid(), contact: `sip:${randomToken(8)}@${randomToken(12)}.invalid;transport=ws` };
+  try {
+    sessionStorage.setItem(INSTANCE_KEY, JSON.stringify(v));
+  } catch {
+    // Private mode without storage: the instance then lasts as long as the page.
+  }
+  return v;
+}
+
+export class Phone {
+  private readonly ua: JsSIP.UA;
+  private stopped = false;
+  private registering = false;
+  private registerAgain = false;
+
+  constructor(cfg: WicConfig, impu: string, accessToken: string, private readonly ev: PhoneEvents) {
+    const socket = new JsSIP.WebSocketInterface(cfg.websocket_url);
+    const inst = instance();
+    this.ua = new JsSIP.UA({
+      sockets: [socket],
+      uri: impu,
+      // JsSIP puts this value as it is in an Authorization header on every request it sends.
+      authorization_jwt: bearer(accessToken),
+      register: true,
+      register_expires: REGISTER_EXPIRES,
+      session_timers: false,
+      contact_uri: inst.contact,
+      instance_id: inst.uuid,
+      connection_recovery_min_interval: RECOVERY_MIN_SEC,
+      connection_recovery_max_interval: RECOVERY_MAX_SEC,
+      user_agent: `imsgw-wic JsSIP/${JsSIP.version}`,
+    });
+    this.useRfc5626Backoff();
+    this.wire();
+  }
+
+  start(): void {
+    this.ua.start();
+  }
+
+  isRegistered(): boolean {
+    return this.ua.isRegistered();
+  }
+
+  /**
+   * A new access token: every request from now on carries it, and the registration is renewed
+   * with it at once (RFC 8898 §3: the registrar sees the fresh token before the old expires).
+   */
+  setToken(accessToken: string): void {
+    this.ua.set('authorization_jwt', bearer(accessToken));
+    this.register();
+  }
+
+  /** REGISTER now; if one is in flight, once more when it ends (JsSIP would drop the call). */
+  register(): void {
+    if (this.stopped || !this.ua.isConnected()) return;
+    if (this.registering) {
+      this.registerAgain = true;
+      return;
+    }
+    this.registering = true;
+    if (!this.ua.isRegistered()) this.ev.registration('registering');
+    this.ua.register();
+  }
+
+  sendMessage(
+    target: string,
+    body: string,
+    done: (code: number | null, cause: string) => void,
+  ): void {
+    this.ua.sendMessage(target, body, {
+      contentType: 'text/plain;charset=utf-8',
+      eventHandlers: {
+        succeeded: (e) => done(e.response ? e.response.status_code : 200, ''),
+        failed: (e) => done(e.response ? e.response.status_code : null, String(e.cause ?? '')),
+      },
+    });
+  }
+
+  /** Un-REGISTER and wait for the answer (at most `timeoutMs`), then stop the UA. */
+  async unregisterAndStop(timeoutMs: number): Promise<void> {
+    if (this.ua.isRegistered() && this.ua.isConnected()) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, timeoutMs);
+        const done = () => {
+          clearTimeout(t);
+          resolve();
+        };
+        this.ua.once('unregistered', done);
+        this.ua.once('disconnected', done);
+        this.ua.unregister();
+      });
+    }
+    this.stop();
+  }
+
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    try {
+      this.ua.terminateSessions();
+    } catch {
+      // No sessions.
+    }
+    this.ua.stop();
+    this.ua.removeAllListeners();
+  }
+
+  private wire(): void {
+    const ua = this.ua;
+    ua.on('connecting', () => {
+      if (!this.stopped) this.ev.connection('connecting', null);
+    });
+    ua.on('connected', () => {
+      if (this.stopped) return;
+      // With register: true JsSIP sends REGISTER itself on every (re)connection (RFC 5626 §4.2.1).
+      this.registering = true;
+      this.registerAgain = false;
+      this.ev.connection('connected', null);
+      this.ev.registration('registering');
+    });
+    ua.on('disconnected', () => {
+      this.registering = false;
+      this.registerAgain = false;
+      // The reconnection hook below reports the time of the next attempt.
+    });
+    ua.on('registered', () => {
+      this.registering = false;
+      this.ev.registration('registered');
+      this.maybeRegisterAgain();
+    });
+    ua.on('unregistered', () => {
+      this.registering = false;
+      if (!this.stopped) this.ev.registration('unregistered');
+    });
+    ua.on('registrationFailed', (e) => {
+      this.registering = false;
+      if (this.stopped) return;
+      const code = e.response ? e.response.status_code : null;
+      // When a registration was in place JsSIP follows with 'unregistered' itself.
+      if (!ua.isRegistered()) this.ev.registration('unregistered');
+      this.ev.registrationFailed(code, String(e.cause ?? ''));
+      this.maybeRegisterAgain();
+    });
+    ua.on('newMessage', (e: IncomingMessageEvent | OutgoingMessageEvent) => {
+      if (e.originator !== 'remote') return;
+      const req = e.request;
+      const from = bareUri(req.from.uri.toString());
+      const name = req.from.display_name;
+      this.ev.incomingMessage({
+        from,
+        fromName: name ? `${name} (${from})` : from,
+        body: typeof req.body === 'string' ? req.body : '',
+        at: new Date(),
+      });
+    });
+    ua.on('newRTCSession', (e: IncomingRTCSessionEvent | OutgoingRTCSessionEvent) => {
+      if (e.originator !== 'remote') return;
+      this.ev.incomingCall(new IncomingCall(e.session));
+    });
+  }
+
+  private maybeRegisterAgain(): void {
+    if (this.registerAgain) {
+      this.registerAgain = false;
+      this.register();
+    }
+  }
+
+  /**
+   * JsSIP 3.x retries a lost WebSocket after a random 1..2^n s (clamped to its min/max); it
+   * tells nobody when. RFC 5626 §4.5 asks for 50–100% of min(max, base·2^n), and the person
+   * should see when the next attempt is. This replaces the transport's private `_reconnect`
+   * (same body, other delay); if a JsSIP version lacks it, JsSIP's own back-off stays and the
+   * page shows no time.
+   */
+  private useRfc5626Backoff(): void {
+    type Transport = {
+      recover_attempts: number;
+      recovery_timer: ReturnType<typeof setTimeout> | null;
+      close_requested: boolean;
+      isConnected(): boolean;
+      isConnecting(): boolean;
+      _getSocket(): void;
+      connect(): void;
+      _reconnect?: () => void;
+    };
+    const t = (this.ua as unknown as { _transport?: Transport })._transport;
+    if (!t || typeof t._reconnect !== 'function' || typeof t._getSocket !== 'function') {
+      this.ua.on('disconnected', () => {
+        if (!this.stopped) this.ev.connection('disconnected', null);
+      });
+      return;
+    }
+    t._reconnect = () => {
+      t.recover_attempts += 1;
+      const delay = backoffDelayMs(t.recover_attempts, RECOVERY_MIN_SEC, RECOVERY_MAX_SEC);
+      if (!this.stopped) this.ev.connection('disconnected', Date.now() + delay);
+      t.recovery_timer = setTimeout(() => {
+        t.recovery_timer = null;
+        if (!t.close_requested && !(t.isConnected() || t.isConnecting())) {
+          t._getSocket();
+          t.connect();
+        }
+      }, delay);
+    };
+  }
+}
+
+function bearer(token: string): string {
+  // RFC 6750 §2.1 form; the gateway also accepts TS 24.371's `Bearer access_token="…"`.
+  return `Bearer ${token}`;
+}

@@ -1,0 +1,116 @@
+/**
+ * The page: finds the elements once and draws state into them. Owns: the DOM. Must not touch:
+ * SIP, tokens, network.
+ */
+import type { RegState } from './phone';
+
+function el<T extends HTMLElement>(id: string): T {
+  const e = document.getElementById(id);
+  if (!e) throw new Error(`the page lacks #${id}`);
+  return e as T;
+}
+
+export const ui = {
+  who: el<HTMLElement>('who'),
+  impu: el<HTMLElement>('impu'),
+  signIn: el<HTMLButtonElement>('signin-button'),
+  signOut: el<HTMLButtonElement>('signout-button'),
+  regState: el<HTMLElement>('reg-state'),
+  error: el<HTMLElement>('error'),
+  notice: el<HTMLElement>('notice'),
+  welcome: el<HTMLElement>('welcome'),
+  call: el<HTMLElement>('incoming-call'),
+  callFrom: el<HTMLElement>('call-title'),
+  announce: el<HTMLElement>('announce'),
+  callAccept: el<HTMLButtonElement>('call-accept'),
+  callReject: el<HTMLButtonElement>('call-reject'),
+  messaging: el<HTMLElement>('messaging'),
+  form: el<HTMLFormElement>('msg-form'),
+  to: el<HTMLInputElement>('msg-to'),
+  text: el<HTMLInputElement>('msg-text'),
+  send: el<HTMLButtonElement>('msg-send'),
+  formError: el<HTMLElement>('msg-form-error'),
+  messages: el<HTMLOListElement>('messages'),
+  empty: el<HTMLElement>('messages-empty'),
+};
+
+const REG_TEXT: Record<RegState, string> = {
+  registered: 'Registered',
+  registering: 'Registering…',
+  unregistered: 'Not registered',
+};
+
+/** Writes text only when it changes, so live regions announce changes and nothing else. */
+export function setText(e: HTMLElement, text: string): void {
+  if (e.textContent !== text) e.textContent = text;
+}
+
+export function showRegState(s: RegState): void {
+  setText(ui.regState, REG_TEXT[s]);
+  ui.regState.dataset.state = s;
+}
+
+export function showSignedIn(impu: string | null): void {
+  const inside = impu !== null;
+  setText(ui.impu, impu ?? '');
+  ui.who.hidden = !inside;
+  ui.signOut.hidden = !inside;
+  ui.signIn.hidden = inside;
+  ui.welcome.hidden = inside;
+  ui.messaging.hidden = !inside;
+}
+
+export function clock(d: Date): string {
+  return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+}
+
+function timeEl(d: Date): HTMLTimeElement {
+  const t = document.createElement('time');
+  t.dateTime = d.toISOString();
+  t.textContent = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  t.title = d.toLocaleString();
+  return t;
+}
+
+function item(kind: 'in' | 'out', who: string, whoLabel: string, body: string, at: Date): HTMLLIElement {
+  const li = document.createElement('li');
+  li.className = `msg ${kind}`;
+  const meta = document.createElement('p');
+  meta.className = 'meta';
+  const w = document.createElement('span');
+  w.className = 'who';
+  w.textContent = `${whoLabel} ${who}`;
+  meta.append(w, ' ', timeEl(at));
+  const b = document.createElement('p');
+  b.className = 'body';
+  b.textContent = body;
+  li.append(meta, b);
+  return li;
+}
+
+function append(li: HTMLLIElement): void {
+  ui.messages.append(li);
+  ui.empty.hidden = true;
+  li.scrollIntoView({ block: 'nearest' });
+}
+
+export function addIncoming(from: string, fromName: string, body: string, at: Date): void {
+  const li = item('in', fromName, 'From', body, at);
+  li.dataset.from = from;
+  append(li);
+}
+
+/** Adds a sent message; the returned function sets its delivery status. */
+export function addOutgoing(to: string, body: string, at: Date): (status: string, state: 'sending' | 'delivered' | 'failed', code: number | null) => void {
+  const li = item('out', to, 'To', body, at);
+  li.dataset.to = to;
+  const st = document.createElement('p');
+  st.className = 'delivery';
+  li.append(st);
+  append(li);
+  return (status, state, code) => {
+    st.textContent = status;
+    li.dataset.status = state;
+    if (code !== null) li.dataset.code = String(code);
+  };
+}

@@ -1,0 +1,159 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { bareUri, completeAddress } from '../src/address';
+import { parseConfig } from '../src/config';
+import { base64UrlEncode, decodeJwtPayload } from '../src/jwt';
+import { randomUuid, randomVerifier, s256Challenge } from '../src/pkce';
+import { backoffDelayMs, refreshDelayMs } from '../src/timing';
+import { deliveryInWords, statusInWords } from '../src/words';
+import { authorizeUrl, parseTokens, readCallback } from '../src/oauth';
+
+const D = 'ims.example';
+const uri = (s: string) => {
+  const r = completeAddress(s, D);
+  return r.ok ? r.uri : `ERR ${r.reason}`;
+};
+
+test('address: a bare name gets the home domain', () => {
+  assert.equal(uri('bob'), 'sip:bob@ims.example');
+  assert.equal(uri('  alice  '), 'sip:alice@ims.example');
+});
+
+test('address: name@domain and SIP URIs are kept', () => {
+  assert.equal(uri('bob@other.example'), 'sip:bob@other.example');
+  assert.equal(uri('sip:bob@ims.example'), 'sip:bob@ims.example');
+  assert.equal(uri('SIP:bob@ims.example'), 'sip:bob@ims.example');
+  assert.equal(uri('sips:bob@ims.example:5061'), 'sips:bob@ims.example:5061');
+  assert.equal(uri('sip:bob@ims.example;transport=ws'), 'sip:bob@ims.example;transport=ws');
+});
+
+test('address: numbers lose visual separators (RFC 3966 §5.1.1)', () => {
+  assert.equal(uri('+1 (555) 123-4567'), 'sip:+15551234567@ims.example');
+  assert.equal(uri('5551234'), 'sip:5551234@ims.example');
+  assert.equal(uri('tel:+44.20.7946.0000'), 'sip:+442079460000@ims.example');
+});
+
+test('address: nonsense is refused with a reason', () => {
+  for (const bad of ['', '   ', 'bob smith', 'sip:', 'sip:@x', 'sip:bob', 'bob@', 'bob@bad domain', 'tel:abc']) {
+    const r = completeAddress(bad, D);
+    assert.equal(r.ok, false, `"${bad}" must be refused`);
+  }
+});
+
+test('bareUri drops parameters and headers', () => {
+  assert.equal(bareUri('sip:bob@ims.example;transport=ws'), 'sip:bob@ims.example');
+  assert.equal(bareUri('sip:bob@ims.example?subject=x'), 'sip:bob@ims.example');
+});
+
+test('jwt: the payload is decoded (base64url, UTF-8)', () => {
+  const enc = (o: object) => base64UrlEncode(new TextEncoder().encode(JSON.stringify(o)));
+  const tok = `${enc({ alg: 'ES256' })}.${enc({ impu: 'sip:zoë@ims.example', exp: 1 })}.sig`;
+  assert.deepEqual(decodeJwtPayload(tok), { impu: 'sip:zoë@ims.example', exp: 1 });
+  assert.throws(() => decodeJwtPayload('abc'));
+  assert.throws(() => decodeJwtPayload(`a.${enc([1])}.c`));
+});
+
+test('pkce: RFC 7636 appendix B example', async () => {
+  assert.equal(
+    await s256Challenge('dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk'),
+    'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+  );
+  const v = randomVerifier();
+  assert.match(v, /^[A-Za-z0-9\-_]{43}$/);
+  assert.notEqual(v, randomVerifier());
+});
+
+test('instance id is a v4 UUID', () => {
+  assert.match(randomUuid(), /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+});
+
+test('refresh at 80% of the life, at least 5 s before expiry, never under 1 s', () => {
+  assert.equal(refreshDelayMs(600), 480_000);
+  assert.equal(refreshDelayMs(20), 15_000);
+  assert.equal(refreshDelayMs(10), 5_000);
+  assert.equal(refreshDelayMs(3), 1_000);
+  assert.equal(refreshDelayMs(NaN), 1_000);
+});
+
+test('reconnect back-off follows RFC 5626 §4.5: 50-100% of min(max, base*2^n)', () => {
+  assert.equal(backoffDelayMs(1, 2, 30, () => 0), 1_000);
+  assert.equal(backoffDelayMs(1, 2, 30, () => 1), 2_000);
+  assert.equal(backoffDelayMs(3, 2, 30, () => 1), 8_000);
+  assert.equal(backoffDelayMs(10, 2, 30, () => 1), 30_000);
+  assert.equal(backoffDelayMs(10, 2, 30, () => 0), 15_000);
+  assert.equal(backoffDelayMs(1000, 2, 30, () => 0.5), 22_500);
+});
+
+test('SIP outcomes in words', () => {
+  assert.equal(deliveryInWords(200), 'Delivered');
+  assert.equal(deliveryInWords(202), 'Delivered');
+  assert.equal(deliveryInWords(404), 'Not delivered: 404 no such person');
+  assert.equal(deliveryInWords(null, 'Request Timeout'), 'Not delivered: no answer from the network in time');
+  assert.equal(statusInWords(499), 'refused');
+  assert.equal(statusInWords(503), 'the IMS network is unreachable');
+});
+
+const cfg = parseConfig({
+  websocket_url: 'ws://127.0.0.1:8080/sip',
+  sip_domain: 'ims.example',
+  client_id: 'wic',
+  issuer: 'http://127.0.0.1:8080',
+  authorization_endpoint: 'http://127.0.0.1:8080/oauth/authorize',
+  token_endpoint: 'http://127.0.0.1:8080/oauth/token',
+  revocation_endpoint: 'http://127.0.0.1:8080/oauth/revoke',
+  logout_endpoint: 'http://127.0.0.1:8080/auth/logout',
+  scope: 'sip',
+  redirect_uri: 'http://127.0.0.1:8080/',
+});
+
+test('config: a missing key is named', () => {
+  assert.throws(() => parseConfig({ ...cfg, token_endpoint: '' }), /token_endpoint/);
+  assert.throws(() => parseConfig(null));
+});
+
+test('authorize URL carries PKCE S256 and every RFC 6749 §4.1.1 parameter', () => {
+  const u = new URL(authorizeUrl(cfg, 'st', 'ch'));
+  assert.equal(u.origin + u.pathname, 'http://127.0.0.1:8080/oauth/authorize');
+  assert.deepEqual(Object.fromEntries(u.searchParams), {
+    response_type: 'code',
+    client_id: 'wic',
+    redirect_uri: 'http://127.0.0.1:8080/',
+    state: 'st',
+    code_challenge: 'ch',
+    code_challenge_method: 'S256',
+    scope: 'sip',
+  });
+});
+
+function store(v: object | null) {
+  const m = new Map<string, string>();
+  if (v) m.set('wic.oauth.pending', JSON.stringify(v));
+  return { getItem: (k: string) => m.get(k) ?? null, removeItem: (k: string) => void m.delete(k), m };
+}
+
+test('callback: matching state and iss give the code; the pending entry is removed', () => {
+  const s = store({ state: 'S', verifier: 'V' });
+  const r = readCallback('?code=C&state=S&iss=http%3A%2F%2F127.0.0.1%3A8080', cfg, s);
+  assert.deepEqual(r, { kind: 'code', code: 'C', verifier: 'V' });
+  assert.equal(s.m.size, 0);
+});
+
+test('callback: wrong state, wrong iss (RFC 9207), or no pending request are refused', () => {
+  assert.equal(readCallback('?code=C&state=X', cfg, store({ state: 'S', verifier: 'V' })).kind, 'error');
+  assert.equal(readCallback('?code=C&state=S&iss=https://evil', cfg, store({ state: 'S', verifier: 'V' })).kind, 'error');
+  assert.equal(readCallback('?code=C&state=S', cfg, store(null)).kind, 'error');
+  assert.equal(readCallback('', cfg, store(null)).kind, 'none');
+});
+
+test('callback: an error response is shown in words', () => {
+  const r = readCallback('?error=access_denied&error_description=No+IMS+identity&state=S', cfg, store({ state: 'S', verifier: 'V' }));
+  assert.deepEqual(r, { kind: 'error', message: 'Sign-in was cancelled or refused: No IMS identity' });
+});
+
+test('token response: refresh token optional, expires_in defaulted', () => {
+  assert.deepEqual(parseTokens({ access_token: 'a', refresh_token: 'r', expires_in: 600, scope: 'sip' }), {
+    access_token: 'a', refresh_token: 'r', expires_in: 600, scope: 'sip',
+  });
+  assert.equal(parseTokens({ access_token: 'a' }).refresh_token, null);
+  assert.throws(() => parseTokens({}));
+});
