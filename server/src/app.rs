@@ -55,7 +55,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::install());
     let key = load_flow_key(&config)?;
 
-    let udp = ims::bind_udp(config.sip.listen)
+    let udp = ims::bind_udp(config.sip.listen, config.sip.udp_recv_buffer)
         .await
         .map_err(|source| StartError::Bind {
             what: "sip.listen (UDP)",

@@ -118,6 +118,11 @@ pub struct SipConfig {
     /// TLS, in bytes. Default 65535.
     #[serde(default = "default_sip_max_message")]
     pub max_message_size: usize,
+    /// `sip.udp_recv_buffer`: receive buffer of the UDP socket in bytes. Bursts of answers from
+    /// the P-CSCF overflow the kernel default (~208 KiB) and cost a retransmission each. Capped
+    /// by `net.core.rmem_max` unless imsgw runs with CAP_NET_ADMIN. Default 4194304.
+    #[serde(default = "default_udp_recv_buffer")]
+    pub udp_recv_buffer: usize,
     /// `sip.identity_assertion`: how the authenticated identity is told to the P-CSCF; any of
     /// `tna` (an `Authorization` header with `integrity-protected="auth-done"` for the IMPI on
     /// REGISTER, TS 24.229 / TS 33.203 trusted node authentication), `pai` (P-Asserted-Identity
@@ -905,6 +910,9 @@ fn parse_env_value(raw: &str) -> toml::Value {
     }
 }
 
+fn default_udp_recv_buffer() -> usize {
+    4 * 1024 * 1024
+}
 fn default_assertion() -> Vec<IdentityAssertion> {
     vec![IdentityAssertion::Tna]
 }

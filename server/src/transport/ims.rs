@@ -27,8 +27,9 @@ static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 /// Binds the UDP socket with IP_RECVERR, so an ICMP "port unreachable" from a dead upstream is
 /// seen at once (RFC 3261 §18.4 treats it as a transport error).
-pub async fn bind_udp(addr: SocketAddr) -> std::io::Result<Arc<UdpSocket>> {
+pub async fn bind_udp(addr: SocketAddr, recv_buffer: usize) -> std::io::Result<Arc<UdpSocket>> {
     let socket = UdpSocket::bind(addr).await?;
+    set_recv_buffer(&socket, recv_buffer);
     let on = true;
     let set = if addr.is_ipv4() {
         nix::sys::socket::setsockopt(&socket.as_fd(), nix::sys::socket::sockopt::Ipv4RecvErr, &on)
@@ -39,6 +40,21 @@ pub async fn bind_udp(addr: SocketAddr) -> std::io::Result<Arc<UdpSocket>> {
         warn!(error = %e, "IP_RECVERR unavailable: a dead UDP upstream is noticed only by Timer B/F");
     }
     Ok(Arc::new(socket))
+}
+
+/// Asks for a receive buffer of `bytes`: bursts of REGISTER answers overflow the kernel's
+/// default (about 208 KiB), and every datagram lost there costs a T1 retransmission. The
+/// kernel caps the request at `net.core.rmem_max` unless the process may force it.
+fn set_recv_buffer(socket: &UdpSocket, bytes: usize) {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+    let _ = setsockopt(&socket.as_fd(), sockopt::RcvBuf, &bytes);
+    let got = getsockopt(&socket.as_fd(), sockopt::RcvBuf).unwrap_or(0);
+    // Linux reports twice the size asked for (bookkeeping); compare against that.
+    if got < bytes.saturating_mul(2) {
+        let _ = setsockopt(&socket.as_fd(), sockopt::RcvBufForce, &bytes);
+    }
+    let got = getsockopt(&socket.as_fd(), sockopt::RcvBuf).unwrap_or(0);
+    info!(bytes = got / 2, "UDP receive buffer");
 }
 
 /// Reads datagrams until shutdown. `upstream` is the P-CSCF address when it is reached over
