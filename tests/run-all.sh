@@ -2,7 +2,8 @@
 # The whole test suite: what README.md gives as the test command and what CI runs.
 # Installs what it needs (Debian packages, npm packages), then runs, in order:
 #   formatting and lints, Rust unit/in-memory/RFC 4475 tests, the fuzz target's build,
-#   the interop tests against real Kamailio, sipp and JsSIP (node --test).
+#   the web client's build, the interop tests against real Kamailio, sipp and JsSIP and the
+#   browser tests of the web client in Chromium (node --test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,9 @@ cargo build --locked -q --manifest-path server/sip/fuzz/Cargo.toml
 step "build imsgw for the interop tests"
 cargo build --locked -q -p imsgw
 
-step "interop tests: JsSIP -> imsgw -> Kamailio <- sipp"
+step "build the web client (web/dist) for the browser tests"
+(cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build)
+
+step "interop tests: JsSIP -> imsgw -> Kamailio <- sipp; browser tests: the WIC in Chromium"
 cd tests
 IMSGW_BIN="$(cd .. && pwd)/target/debug/imsgw" npm test

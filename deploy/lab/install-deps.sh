@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the lab and the tests need on a Debian machine, only what is missing:
-# Kamailio (the IMS side), sipp, openssl; then the tests' npm packages with `npm ci`.
+# Kamailio (the IMS side), sipp, openssl, Chromium (browser tests); then the tests' npm packages with `npm ci`.
 # Run as root (or with sudo available). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 packages=(kamailio kamailio-websocket-modules kamailio-tls-modules kamailio-utils-modules
-	kamailio-extra-modules kamailio-outbound-modules sip-tester openssl curl)
+	kamailio-extra-modules kamailio-outbound-modules sip-tester openssl curl chromium)
 missing=()
 for p in "${packages[@]}"; do
 	status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

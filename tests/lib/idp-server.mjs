@@ -28,7 +28,7 @@ const users = cfg.users; // { login: { sub, password, claims: {...} } }
 const bySub = new Map(Object.values(users).map((u) => [u.sub, u]));
 
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
-const page = (title, body) => `<!doctype html><html><head><meta charset="utf-8"><title>${esc(title)}</title></head><body><h1>${esc(title)}</h1>${body}</body></html>`;
+const page = (title, body) => `<!doctype html><html><head><meta charset="utf-8"><title>${esc(title)}</title><link rel="icon" href="data:,"></head><body><h1>${esc(title)}</h1>${body}</body></html>`;
 
 function loginPage(uid, clientId, error, login = '') {
   return page('Sign in to the demo IdP', `

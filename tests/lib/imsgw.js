@@ -58,7 +58,8 @@ class Imsgw {
    *                     waf: { key_reload_secs, ... any [waf] key }, clients: [{id, secret, introspect}],
    *                     externalIssuers: [{issuer, jwks_uri, audience, algorithms}],
    *                     oidcProviders: [{name, issuer, client_id, ...}] ([[oidc.providers]]),
-   *                     identity: {impu, impi, required_claims: {...}, static: {...}} }
+   *                     identity: {impu, impi, required_claims: {...}, static: {...}},
+   *                     wwsf: {assets_dir, client_id} ([wwsf], the web client) }
    * Tokens: [waf] issuer is this gateway's HTTP base, key_dir is <dir>/<name>-keys.
    */
   constructor(dir, o) {
@@ -120,6 +121,11 @@ class Imsgw {
         lines.push('', '[identity.static]');
         for (const [k, v] of Object.entries(st)) lines.push(`${q(k)} = ${tv(v)}`);
       }
+    }
+    if (o.wwsf) {
+      // the web client (WIC) the gateway serves at / (browser tests: assets_dir = web/dist)
+      lines.push('', '[wwsf]');
+      for (const [k, v] of Object.entries(o.wwsf)) lines.push(`${k} = ${tv(v)}`);
     }
     lines.push('', '[websocket]', `max_message_size = ${o.maxMessageSize || 65536}`,
       `ping_interval_secs = ${o.pingSecs ?? 30}`, '', '[log]', `filter = ${q(o.logFilter || 'imsgw=debug,info')}`, '');

@@ -14,7 +14,8 @@ const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 
 /**
  * useLab() plus the IdP (port base+5) and the [oidc]/[identity]/[waf.clients] config.
- * o: { name, block, waf: {...}, identity: {...} (merged), idpUsers }
+ * o: { name, block, waf: {...}, identity: {...} (merged), idpUsers, clients (replace the default
+ *      [[waf.clients]]), imsgw: {...} (more Imsgw options, e.g. wwsf) }
  * Adds L.idp, L.cb (wic's redirect_uri), L.svcCb, L.browser(name), L.signIn(...), ...
  */
 function signinLab(o) {
@@ -38,7 +39,7 @@ function signinLab(o) {
     imsgw: {
       logFilter: 'imsgw=debug,info',
       waf: { device_poll_secs: 1, ...(o.waf || {}) },
-      clients: [
+      clients: o.clients || [
         { id: 'wic', redirect_uris: [cb], grants: ['authorization_code', 'refresh_token', DEVICE_GRANT] },
         { id: 'phone', grants: [DEVICE_GRANT, 'refresh_token'] },
         { id: 'svc', secret: 'svc-secret', redirect_uris: [svcCb], grants: ['authorization_code', 'refresh_token'] },
@@ -58,6 +59,7 @@ function signinLab(o) {
         required_claims: { email_verified: true },
         ...(o.identity || {}),
       },
+      ...(o.imsgw || {}),
     },
   });
   L.cb = cb;

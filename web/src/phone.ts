@@ -104,7 +104,7 @@ function instance(): { uuid: string; contact: string } {
 export class Phone {
   private readonly ua: JsSIP.UA;
   private stopped = false;
-  private registering = false;
+  private watch: ReturnType<typeof setInterval> | null = null;
   private registerAgain = false;
 
   constructor(cfg: WicConfig, impu: string, accessToken: string, private readonly ev: PhoneEvents) {
@@ -145,16 +145,48 @@ export class Phone {
     this.register();
   }
 
-  /** REGISTER now; if one is in flight, once more when it ends (JsSIP would drop the call). */
+  /**
+   * REGISTER now; if one is in flight, once more when it ends (JsSIP drops a register() made
+   * while its registrator is busy). In flight means ours or JsSIP's own renewal, which its timer
+   * starts unseen; and JsSIP emits `registered` only for the first success, not for renewals.
+   * So the registrator's `_registering` flag is what tells (read because JsSIP 3.x has no public
+   * way to ask), watched until it clears. Without this a token refresh that lands during a
+   * renewal, or after one, would reach the registrar only at the next renewal.
+   */
   register(): void {
     if (this.stopped || !this.ua.isConnected()) return;
-    if (this.registering) {
+    if (this.registrarBusy()) {
       this.registerAgain = true;
-      return;
+    } else {
+      if (!this.ua.isRegistered()) this.ev.registration('registering');
+      this.ua.register();
     }
-    this.registering = true;
-    if (!this.ua.isRegistered()) this.ev.registration('registering');
-    this.ua.register();
+    this.watchRegistrar();
+  }
+
+  private registrarBusy(): boolean {
+    return (this.ua.registrator() as unknown as { _registering?: boolean })._registering === true;
+  }
+
+  /** Polls the registrator until its REGISTER is answered, then sends a queued one. */
+  private watchRegistrar(): void {
+    if (this.watch !== null) return;
+    this.watch = setInterval(() => {
+      if (this.stopped || !this.ua.isConnected()) {
+        this.stopWatching();
+        return;
+      }
+      if (this.registrarBusy()) return;
+      this.stopWatching();
+      this.maybeRegisterAgain();
+    }, 100);
+  }
+
+  private stopWatching(): void {
+    if (this.watch !== null) {
+      clearInterval(this.watch);
+      this.watch = null;
+    }
   }
 
   sendMessage(
@@ -191,6 +223,7 @@ export class Phone {
   stop(): void {
     if (this.stopped) return;
     this.stopped = true;
+    this.stopWatching();
     try {
       this.ua.terminateSessions();
     } catch {
@@ -208,27 +241,23 @@ export class Phone {
     ua.on('connected', () => {
       if (this.stopped) return;
       // With register: true JsSIP sends REGISTER itself on every (re)connection (RFC 5626 §4.2.1).
-      this.registering = true;
       this.registerAgain = false;
       this.ev.connection('connected', null);
       this.ev.registration('registering');
     });
     ua.on('disconnected', () => {
-      this.registering = false;
+      this.stopWatching();
       this.registerAgain = false;
       // The reconnection hook below reports the time of the next attempt.
     });
     ua.on('registered', () => {
-      this.registering = false;
       this.ev.registration('registered');
       this.maybeRegisterAgain();
     });
     ua.on('unregistered', () => {
-      this.registering = false;
       if (!this.stopped) this.ev.registration('unregistered');
     });
     ua.on('registrationFailed', (e) => {
-      this.registering = false;
       if (this.stopped) return;
       const code = e.response ? e.response.status_code : null;
       // When a registration was in place JsSIP follows with 'unregistered' itself.
