@@ -359,17 +359,7 @@ impl Report {
             format!("{:.1} (over {:.3} s)", r.per_s, r.elapsed_s),
         );
         let l = &r.latency;
-        line(
-            "latency of 200s (ms)",
-            format!(
-                "p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  mean {:.2}",
-                ms(l.p50_us),
-                ms(l.p90_us),
-                ms(l.p99_us),
-                ms(l.max_us),
-                ms(l.mean_us)
-            ),
-        );
+        line("latency of 200s (ms)", latency_text(l));
         match &self.server {
             Some(s) => {
                 line("server processes", s.processes.to_string());
@@ -429,17 +419,7 @@ impl Report {
                 format!("{:.1} (over {:.3} s)", r.per_s, r.elapsed_s),
             );
             let l = &r.latency;
-            line(
-                "re-register latency (ms)",
-                format!(
-                    "p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  mean {:.2}",
-                    ms(l.p50_us),
-                    ms(l.p90_us),
-                    ms(l.p99_us),
-                    ms(l.max_us),
-                    ms(l.mean_us)
-                ),
-            );
+            line("re-register latency (ms)", latency_text(l));
             if let Some(cpu) = r.server_cpu_s {
                 line(
                     "server CPU, re-register phase",
@@ -487,4 +467,16 @@ fn ms(us: u64) -> f64 {
 
 fn opt(v: Option<f64>, unit: &str) -> String {
     v.map_or_else(|| "n/a".into(), |v| format!("{v:.1} {unit}"))
+}
+
+/// One latency summary as the report prints it, in milliseconds.
+fn latency_text(l: &Summary) -> String {
+    format!(
+        "p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  mean {:.2}",
+        ms(l.p50_us),
+        ms(l.p90_us),
+        ms(l.p99_us),
+        ms(l.max_us),
+        ms(l.mean_us)
+    )
 }
