@@ -27,8 +27,8 @@ cargo build --locked -q --manifest-path server/sip/fuzz/Cargo.toml
 step "build imsgw for the interop tests"
 cargo build --locked -q -p imsgw
 
-step "build the web client (web/dist) for the browser tests"
-(cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build)
+step "build the web client (web/dist) and run its unit tests"
+(cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build && npm test)
 
 step "interop tests: JsSIP -> imsgw -> Kamailio <- sipp; browser tests: the WIC in Chromium"
 cd tests
