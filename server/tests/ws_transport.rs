@@ -93,6 +93,12 @@ async fn next(ws: &mut Ws) -> Option<WsMessage> {
     }
 }
 
+/// Another connection is unharmed: a CRLF ping still gets its pong (RFC 5626 §4.4.1).
+async fn assert_still_served(ws: &mut Ws) {
+    ws.send(WsMessage::text("\r\n\r\n")).await.expect("send");
+    assert_eq!(next(ws).await, Some(WsMessage::text("\r\n")));
+}
+
 fn close_code(m: Option<WsMessage>) -> Option<CloseCode> {
     match m {
         Some(WsMessage::Close(Some(f))) => Some(f.code),
@@ -139,12 +145,7 @@ async fn rfc6455_7_4_1_oversize_message_closes_with_1009_others_unharmed() {
         .await
         .expect("send");
     assert_eq!(close_code(next(&mut ws).await), Some(CloseCode::Size));
-    // The other connection still works: a CRLF ping gets its pong (RFC 5626 §4.4.1).
-    bystander
-        .send(WsMessage::text("\r\n\r\n"))
-        .await
-        .expect("send");
-    assert_eq!(next(&mut bystander).await, Some(WsMessage::text("\r\n")));
+    assert_still_served(&mut bystander).await;
     g.stop().await;
 }
 
@@ -216,11 +217,7 @@ async fn flooding_client_is_closed_with_1008_others_unharmed() {
         }
     }
     assert_eq!(code, Some(CloseCode::Policy));
-    bystander
-        .send(WsMessage::text("\r\n\r\n"))
-        .await
-        .expect("send");
-    assert_eq!(next(&mut bystander).await, Some(WsMessage::text("\r\n")));
+    assert_still_served(&mut bystander).await;
     g.stop().await;
 }
 

@@ -73,14 +73,9 @@ pub async fn initial(issuers: &[ExternalIssuerConfig]) -> Vec<(String, JwkSet)> 
     };
     let mut out = Vec::new();
     for i in issuers {
-        match get(&client, i).await {
-            Ok(jwks) => {
-                tracing::info!(issuer = %i.issuer, keys = jwks.keys.len(), "fetched external JWKS");
-                out.push((i.issuer.clone(), jwks));
-            }
-            Err(e) => {
-                warn!(issuer = %i.issuer, uri = %i.jwks_uri, error = %e, "cannot fetch external JWKS")
-            }
+        if let Some(jwks) = get_logged(&client, i).await {
+            tracing::info!(issuer = %i.issuer, keys = jwks.keys.len(), "fetched external JWKS");
+            out.push((i.issuer.clone(), jwks));
         }
     }
     out
@@ -99,19 +94,23 @@ async fn get(client: &reqwest::Client, i: &ExternalIssuerConfig) -> reqwest::Res
 }
 
 async fn fetch(client: &reqwest::Client, i: &ExternalIssuerConfig, hub: &mpsc::Sender<HubInput>) {
-    let got = get(client, i).await;
-    match got {
-        Ok(jwks) => {
-            debug!(issuer = %i.issuer, keys = jwks.keys.len(), "fetched external JWKS");
-            let _ = hub
-                .send(HubInput::ExternalJwks {
-                    issuer: i.issuer.clone(),
-                    jwks: Box::new(jwks),
-                })
-                .await;
-        }
-        Err(e) => {
-            warn!(issuer = %i.issuer, uri = %i.jwks_uri, error = %e, "cannot fetch external JWKS")
-        }
+    if let Some(jwks) = get_logged(client, i).await {
+        debug!(issuer = %i.issuer, keys = jwks.keys.len(), "fetched external JWKS");
+        let _ = hub
+            .send(HubInput::ExternalJwks {
+                issuer: i.issuer.clone(),
+                jwks: Box::new(jwks),
+            })
+            .await;
     }
+}
+
+/// One fetch; a failure is logged (the issuer's keys stay as they were).
+async fn get_logged(client: &reqwest::Client, i: &ExternalIssuerConfig) -> Option<JwkSet> {
+    get(client, i)
+        .await
+        .inspect_err(|e| {
+            warn!(issuer = %i.issuer, uri = %i.jwks_uri, error = %e, "cannot fetch external JWKS")
+        })
+        .ok()
 }
