@@ -192,6 +192,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         EdgeSettings {
             local,
             t1: config.t1(),
+            strip: crate::edge::StripList::new(&config.sip.strip_headers),
         },
         key,
         auth,

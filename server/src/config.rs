@@ -139,6 +139,16 @@ pub struct SipConfig {
     /// or `407` (Proxy-Authenticate, RFC 8898 §2.3). Default `401`.
     #[serde(default)]
     pub challenge: Challenge,
+    /// `sip.strip_headers`: headers removed from every request and response a WebSocket client
+    /// sends, in addition to those always removed from requests (`P-Asserted-Identity`,
+    /// `P-Preferred-Identity`, `P-Served-User`, `Authorization`, `Proxy-Authorization`, `Path`,
+    /// `Record-Route`; imsgw writes its own assertion). Default: the other trust-domain headers
+    /// of TS 24.229 §4.4: `P-Charging-Vector`, `P-Charging-Function-Addresses`,
+    /// `P-Visited-Network-ID`, `P-Profile-Key`, `P-Private-Network-Indication`,
+    /// `P-Asserted-Service`. Headers the proxy needs (Via, From, To, Call-ID, CSeq, Route,
+    /// Contact, Max-Forwards, Content-Length, Content-Type) cannot be listed.
+    #[serde(default = "default_strip_headers")]
+    pub strip_headers: Vec<String>,
     /// `sip.danger_allow_unauthenticated`: forward REGISTER and other requests without any
     /// Bearer token. Only for interop labs; anyone who reaches the WebSocket can then register
     /// any identity. Default false.
@@ -632,6 +642,11 @@ impl Config {
                 "must be a plain host name such as `ims.example`",
             ));
         }
+        for name in &self.sip.strip_headers {
+            if let Err(e) = crate::edge::trust::check_strip_entry(name) {
+                return Err(key_err("sip.strip_headers", &e.to_string()));
+            }
+        }
         if self.sip.tls_listen.is_some()
             && (self.sip.tls_cert_file.is_none() || self.sip.tls_key_file.is_none())
         {
@@ -912,6 +927,12 @@ fn parse_env_value(raw: &str) -> toml::Value {
 
 fn default_udp_recv_buffer() -> usize {
     4 * 1024 * 1024
+}
+fn default_strip_headers() -> Vec<String> {
+    crate::edge::trust::DEFAULT_STRIPPED
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 fn default_assertion() -> Vec<IdentityAssertion> {
     vec![IdentityAssertion::Tna]

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use imsgw_sip::{Contacts, HeaderName, Message, Method, SipUri, Uri};
-use imsgw_token::{TokenError, Verifier, parse_bearer};
+use imsgw_token::{AccessToken, TokenError, Verifier, parse_bearer};
 
 use crate::config::{Challenge, IdentityAssertion};
 
@@ -52,6 +52,16 @@ pub struct Identity {
     /// Token expiry, unix seconds.
     pub exp: u64,
     pub jti: String,
+    /// The checked token and the header it came in, for `passthrough` (the P-CSCF checks it
+    /// again); never logged.
+    pub bearer: Option<(HeaderName, AccessToken)>,
+}
+
+impl Identity {
+    /// Whether `uri` names this identity's IMPU.
+    pub fn names(&self, uri: &Uri) -> bool {
+        aor_of(uri).is_some_and(|a| a == self.impu_aor)
+    }
 }
 
 /// What to do with a request from a WebSocket.
@@ -63,6 +73,8 @@ pub enum Decision {
     Reject(Rejection),
     /// An external issuer's key is unknown: fetch its JWKS, then look again.
     Park { issuer: String },
+    /// Drop it without an answer (an `ACK` nobody authorized: it cannot be answered).
+    Drop,
 }
 
 #[derive(Debug)]
@@ -104,6 +116,23 @@ impl Auth {
             return Decision::Forward { identity: None };
         }
         let method = msg.method();
+        if method == Some(&Method::Ack) {
+            // An ACK cannot be answered (RFC 3261 §17.1.1.3): one that rides on no live
+            // registration of this flow for its From is dropped. ACKs of INVITEs this flow sent
+            // with their own token are matched by the caller before this.
+            let from = msg.from().ok();
+            let live = flow_identity.filter(|id| {
+                id.exp > now
+                    && !self.revocations.is_revoked(&id.jti, now)
+                    && from.as_ref().is_some_and(|f| id.names(&f.uri))
+            });
+            return match live {
+                Some(id) => Decision::Forward {
+                    identity: Some(id.clone()),
+                },
+                None => Decision::Drop,
+            };
+        }
         let register = method == Some(&Method::Register);
         // The AOR the request speaks for: To for REGISTER (RFC 3261 §10.2), From otherwise.
         let claimed = if register { msg.to() } else { msg.from() };
@@ -166,7 +195,9 @@ impl Auth {
 
     /// The Bearer credentials of a request, checked. `None` when it carries none.
     fn bearer(&mut self, now: u64, msg: &Message) -> Option<Result<Identity, TokenError>> {
-        let raw = bearer_values(msg).next()?;
+        let (header, raw) = bearer_headers(msg)
+            .next()
+            .map(|h| (h.name.clone(), msg.value(h)))?;
         let Some(verifier) = self.verifier.as_mut() else {
             return Some(Err(TokenError::Malformed("no verifier")));
         };
@@ -195,6 +226,7 @@ impl Auth {
             impi: c.impi,
             exp: c.exp,
             jti: c.jti,
+            bearer: Some((header, AccessToken::new(token.to_string()))),
         }))
     }
 
@@ -237,39 +269,43 @@ impl Auth {
         }
     }
 
-    /// Whether the Bearer credentials travel on (`passthrough`).
-    pub fn forwards_token(&self) -> bool {
-        self.settings
-            .assertion
-            .contains(&IdentityAssertion::Passthrough)
-    }
-
-    /// The `tna` header line for `id`, if that mode is on.
-    pub fn tna_line(&self, id: &Identity) -> Option<String> {
-        if !self.settings.assertion.contains(&IdentityAssertion::Tna) {
-            return None;
+    /// The header lines that state who sent a request (`sip.identity_assertion`), for a request
+    /// from a flow that `id` authorized, asserting `impu`. Every request from a flow carries
+    /// them, REGISTER and in-dialog or out-of-dialog requests alike, since the P-CSCF sees every
+    /// user arrive from imsgw's one address: `tna` (TS 24.229 §5.4.1.2.2, TS 33.203 Annex U
+    /// trusted node authentication), `pai` (RFC 3325; not on REGISTER, TS 24.229 §5.2.2), and
+    /// `passthrough`: the checked Bearer token, re-written without extra parameters.
+    pub fn assertion_lines(&self, id: &Identity, impu: &str, register: bool) -> Vec<String> {
+        let mut lines = Vec::new();
+        for mode in &self.settings.assertion {
+            match mode {
+                IdentityAssertion::Tna => {
+                    let line = self
+                        .settings
+                        .tna_header
+                        .replace("{impi}", &sanitize(&id.impi))
+                        .replace("{impu}", &sanitize(impu))
+                        .replace("{realm}", &self.settings.realm);
+                    lines.push(format!("{line}\r\n"));
+                }
+                IdentityAssertion::Pai if !register => {
+                    lines.push(format!("P-Asserted-Identity: <{}>\r\n", sanitize(impu)));
+                }
+                IdentityAssertion::Pai => {}
+                IdentityAssertion::Passthrough => {
+                    if let Some((header, token)) = &id.bearer {
+                        // The token passed `parse_bearer` (b64token): no CR, LF or quote.
+                        lines.push(format!(
+                            "{}: Bearer {}\r\n",
+                            header.as_str(),
+                            token.expose()
+                        ));
+                    }
+                }
+            }
         }
-        let line = self
-            .settings
-            .tna_header
-            .replace("{impi}", &sanitize(&id.impi))
-            .replace("{impu}", &sanitize(&id.impu))
-            .replace("{realm}", &self.settings.realm);
-        Some(format!("{line}\r\n"))
+        lines
     }
-
-    /// The `pai` header line for `id`, if that mode is on (TS 24.229 §5.2.6.3.3).
-    pub fn pai_line(&self, id: &Identity) -> Option<String> {
-        if !self.settings.assertion.contains(&IdentityAssertion::Pai) {
-            return None;
-        }
-        Some(format!("P-Asserted-Identity: <{}>\r\n", sanitize(&id.impu)))
-    }
-}
-
-/// Header values that carry Bearer credentials (Authorization or Proxy-Authorization).
-pub fn bearer_values(msg: &Message) -> impl Iterator<Item = &[u8]> {
-    bearer_headers(msg).map(|h| msg.value(h))
 }
 
 /// The header lines with Bearer credentials: never forwarded unless `passthrough`.

@@ -13,6 +13,8 @@ pub mod flow;
 pub mod local;
 mod request;
 mod response;
+pub mod status;
+pub mod trust;
 mod txn;
 
 use std::collections::{HashMap, VecDeque};
@@ -24,6 +26,8 @@ use bytes::Bytes;
 pub use auth::{Auth, AuthSettings, Identity, Revocations};
 pub use flow::{FlowId, FlowKey};
 pub use local::Local;
+pub use status::Status;
+pub use trust::StripList;
 pub use txn::TxnId;
 
 use txn::Transactions;
@@ -35,6 +39,18 @@ pub enum Link {
     Udp(SocketAddr),
     /// A TCP or TLS connection (accepted, or ours to the upstream), by the driver's id.
     Conn(u64),
+}
+
+/// Where a message arrived from, as far as matching it to a transaction goes: a request's
+/// CANCEL, ACK or retransmission, and a response, count only from where the original went or
+/// came from (RFC 3261 §17.2.3 with the link added, so one WebSocket can never reach another's
+/// transaction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Arrival {
+    /// A WebSocket.
+    Flow(FlowId),
+    /// The IMS side (any of its links: only the P-CSCF may use them).
+    Ims,
 }
 
 /// Where an output goes.
@@ -77,6 +93,12 @@ pub struct Stats {
     pub unavailable_503: u64,
     /// Requests answered with a Bearer challenge or refused for their token (401/403/407).
     pub auth_refused: u64,
+    /// ACKs from a WebSocket that no registration or call of that flow owns.
+    pub unowned_ack_dropped: u64,
+    /// CANCELs that matched no pending INVITE of the link they came on (481).
+    pub unmatched_cancel: u64,
+    /// Responses that came from another link than the one their request was sent on.
+    pub stray_responses_dropped: u64,
 }
 
 /// Settings of the core, from the config tree.
@@ -85,6 +107,8 @@ pub struct EdgeSettings {
     pub local: Local,
     /// RFC 3261 T1.
     pub t1: Duration,
+    /// What comes off requests and responses from WebSockets (`sip.strip_headers`).
+    pub strip: StripList,
 }
 
 /// An open WebSocket as the core knows it.
@@ -93,6 +117,35 @@ struct FlowInfo {
     remote: SocketAddr,
     /// The identity of the last successful registration on this flow (RFC 8898 §2.1.4).
     identity: Option<Identity>,
+    /// INVITEs this flow sent that the edge authorized, by Call-ID, newest last: their ACKs
+    /// (RFC 3261 §13.2.2.4, a transaction of their own) belong to them. Bounded by
+    /// [`CALLS_PER_FLOW`] and [`CALL_MEMORY`].
+    calls: VecDeque<(Instant, String, Identity)>,
+}
+
+/// Calls remembered per flow for their ACKs; the oldest is forgotten first.
+const CALLS_PER_FLOW: usize = 16;
+/// How long an authorized INVITE's ACK is accepted: Timer C (RFC 3261 §16.6 step 11) plus
+/// 64*T1 for retransmitted 2xx (RFC 6026).
+const CALL_MEMORY: Duration = Duration::from_secs(181 + 32);
+
+impl FlowInfo {
+    fn remember_call(&mut self, now: Instant, call_id: &str, id: Identity) {
+        self.calls
+            .retain(|(at, c, _)| c != call_id && now < *at + CALL_MEMORY);
+        if self.calls.len() >= CALLS_PER_FLOW {
+            self.calls.pop_front();
+        }
+        self.calls.push_back((now, call_id.to_string(), id));
+    }
+
+    fn call_identity(&self, call_id: &str) -> Option<Identity> {
+        self.calls
+            .iter()
+            .rev()
+            .find(|(_, c, _)| c == call_id)
+            .map(|(_, _, id)| id.clone())
+    }
 }
 
 /// A request waiting for an external issuer's keys.
@@ -171,6 +224,7 @@ impl Edge {
             FlowInfo {
                 remote,
                 identity: None,
+                calls: VecDeque::new(),
             },
         );
     }
@@ -180,7 +234,7 @@ impl Edge {
     pub fn flow_closed(&mut self, now: Instant, flow: FlowId) {
         self.flows.remove(&flow);
         for id in self.txns.pending_to(Dest::Flow(flow)) {
-            self.fail_client(now, id, 430, "Flow Failed");
+            self.fail_client(now, id, Status::FLOW_FAILED);
         }
     }
 
@@ -221,19 +275,19 @@ impl Edge {
     /// A send that carried `txn` could not be done (connection refused, closed, no route):
     /// RFC 3261 §8.1.3.1 / §16.7: a transport error is treated as a `503`; a dead flow is `430`.
     pub fn send_failed(&mut self, now: Instant, txn: TxnId) {
-        let code = match self.txns.dest_of(txn) {
-            Some(Dest::Flow(_)) => (430, "Flow Failed"),
-            Some(_) => (503, "Service Unavailable"),
+        let status = match self.txns.dest_of(txn) {
+            Some(Dest::Flow(_)) => Status::FLOW_FAILED,
+            Some(_) => Status::SERVICE_UNAVAILABLE,
             None => return,
         };
-        self.fail_client(now, txn, code.0, code.1);
+        self.fail_client(now, txn, status);
     }
 
     /// The P-CSCF is unreachable (ICMP port unreachable, or its connection broke): every
     /// request still waiting on it gets `503` now rather than after Timer B/F.
     pub fn upstream_failed(&mut self, now: Instant) {
         for id in self.txns.pending_to(Dest::Upstream) {
-            self.fail_client(now, id, 503, "Service Unavailable");
+            self.fail_client(now, id, Status::SERVICE_UNAVAILABLE);
         }
     }
 
@@ -282,14 +336,14 @@ impl Edge {
     }
 
     /// Ends a client transaction that got no final response with a locally made one.
-    fn fail_client(&mut self, now: Instant, id: TxnId, code: u16, reason: &str) {
-        match code {
-            408 => self.stats.timeouts_408 += 1,
-            430 => self.stats.flow_failed_430 += 1,
-            503 => self.stats.unavailable_503 += 1,
+    fn fail_client(&mut self, now: Instant, id: TxnId, status: Status) {
+        match status {
+            Status::REQUEST_TIMEOUT => self.stats.timeouts_408 += 1,
+            Status::FLOW_FAILED => self.stats.flow_failed_430 += 1,
+            Status::SERVICE_UNAVAILABLE => self.stats.unavailable_503 += 1,
             _ => {}
         }
-        if let Some((to, bytes)) = self.txns.fail(now, id, code, reason) {
+        if let Some((to, bytes)) = self.txns.fail(now, id, status) {
             self.push(to, bytes, None);
         }
     }

@@ -8,13 +8,15 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
-use imsgw_sip::{HeaderName, Message, Method, NameAddr, Splice, response_to};
+use imsgw_sip::{HeaderName, Message, Method, NameAddr, ParseError, Splice, Uri, response_to};
 use tracing::{debug, warn};
 
 use super::auth::{self, Decision, Identity};
 use super::local::OurRoute;
+use super::status::Status;
+use super::trust;
 use super::txn::{Cancel, Origin, ServerKey, State, TxnId, fnv, hop_request, local_tag};
-use super::{Dest, Edge, FlowId, Link, Output, response};
+use super::{Arrival, Dest, Edge, FlowId, Link, Output, response};
 use crate::config::UpstreamTransport;
 
 /// Where a request came from.
@@ -47,6 +49,13 @@ impl Side {
             Side::Flow(_, a) | Side::Ims(_, a) => a,
         }
     }
+
+    fn arrival(self) -> Arrival {
+        match self {
+            Side::Flow(flow, _) => Arrival::Flow(flow),
+            Side::Ims(..) => Arrival::Ims,
+        }
+    }
 }
 
 pub(super) fn from_flow(
@@ -70,7 +79,7 @@ pub(super) fn from_flow(
         }
     };
     if !msg.is_request() {
-        response::handle(edge, now, msg);
+        response::handle(edge, now, Arrival::Flow(flow), msg);
         return;
     }
     edge.stats.requests_from_flows += 1;
@@ -92,20 +101,24 @@ pub(super) fn from_ims(
         }
     };
     if !msg.is_request() {
-        response::handle(edge, now, msg);
+        response::handle(edge, now, Arrival::Ims, msg);
         return;
     }
     edge.stats.requests_from_ims += 1;
     proxy(edge, now, Side::Ims(link, source), msg);
 }
 
-/// The steps of RFC 3261 §16.3–16.6 for one request.
+/// The steps of RFC 3261 §16.3–16.6 for one request, in the order of §16.3: syntax (400, or
+/// 505 for another SIP version), URI scheme (416), Max-Forwards (483), loops (482),
+/// Proxy-Require (420), then authorization (RFC 8898) and routing.
 fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
     let reply_to = side.reply_to(&msg);
     let method = msg
         .method()
         .cloned()
         .unwrap_or(Method::Other(String::new()));
+    let ack = method == Method::Ack;
+    // §16.3 item 1: reasonable syntax.
     if let Err(e) = msg.validate() {
         // RFC 3261 §8.2.6: a response needs the request's Via to find its way back; without
         // one there is nobody to answer, and a WebSocket that sends such things is closed.
@@ -118,31 +131,56 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
                     reason: "malformed SIP message",
                 });
             }
-        } else if method != Method::Ack {
+        } else if !ack {
+            let status = match e {
+                // RFC 3261 §8.2.2... §21.5.20, RFC 4475 §3.1.2.18.
+                ParseError::BadVersion => Status::VERSION_NOT_SUPPORTED,
+                _ => Status::BAD_REQUEST,
+            };
+            reject(edge, reply_to, &msg, status, Some(&e.to_string()));
+        }
+        return;
+    }
+    // §16.3 item 2: a Request-URI scheme the edge cannot route (RFC 4475 §3.3.2, §3.3.3).
+    if let Some(scheme) = unsupported_scheme(&msg, side) {
+        if !ack {
+            let why = format!("the Request-URI scheme `{scheme}` is not supported");
             reject(
                 edge,
                 reply_to,
                 &msg,
-                400,
-                "Bad Request",
-                Some(&e.to_string()),
+                Status::UNSUPPORTED_URI_SCHEME,
+                Some(&why),
             );
         }
         return;
     }
-    let key = server_key(&msg, None);
-    // RFC 3261 §17.2.3: ACK for a non-2xx final and CANCEL belong to the INVITE's transaction.
-    if matches!(method, Method::Ack | Method::Cancel) {
-        let invite_key = server_key(&msg, Some("INVITE"));
-        if let Some(id) = invite_key.as_ref().and_then(|k| edge.txns.by_server(k)) {
-            if method == Method::Cancel {
+    let arrival = side.arrival();
+    let key = server_key(&msg, None, arrival);
+    // RFC 3261 §17.2.3: ACK for a non-2xx final and CANCEL belong to the INVITE's transaction,
+    // and only the link that sent the INVITE can reach it: the key holds where it arrived.
+    if ack || method == Method::Cancel {
+        let invite =
+            server_key(&msg, Some("INVITE"), arrival).and_then(|k| edge.txns.by_server(&k));
+        match (invite, ack) {
+            (Some(id), false) => {
                 cancel(edge, now, id, &msg, reply_to);
                 return;
             }
-            let state = edge.txns.get(id).map(|t| t.state);
-            if state == Some(State::Completed) {
-                return; // ACK of our non-2xx: hop by hop, ends here (RFC 3261 §17.2.1).
+            (Some(id), true) => {
+                if edge.txns.get(id).map(|t| t.state) == Some(State::Completed) {
+                    // ACK of our non-2xx: hop by hop, ends here (RFC 3261 §17.2.1).
+                    return;
+                }
             }
+            (None, false) => {
+                // RFC 3261 §16.10 would forward a CANCEL that matches nothing statelessly; here
+                // a CANCEL only ever ends this link's own pending INVITE.
+                edge.stats.unmatched_cancel += 1;
+                reject(edge, reply_to, &msg, Status::NO_TRANSACTION, None);
+                return;
+            }
+            (None, true) => {}
         }
     }
     // A retransmission (UDP from the IMS side): answer it with what was last sent.
@@ -152,72 +190,97 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
         }
         return;
     }
-    match msg.max_forwards() {
-        Ok(Some((0, _))) if method != Method::Ack => {
-            reject(edge, reply_to, &msg, 483, "Too Many Hops", None);
-            return;
-        }
-        _ => {}
-    }
-    let loop_hash = loop_hash(&msg);
-    if is_loop(edge, &msg, loop_hash) {
-        if method != Method::Ack {
-            reject(edge, reply_to, &msg, 482, "Loop Detected", None);
+    // §16.3 item 3.
+    if let Ok(Some((0, _))) = msg.max_forwards() {
+        if !ack {
+            reject(edge, reply_to, &msg, Status::TOO_MANY_HOPS, None);
         }
         return;
     }
-    // RFC 8898: who may use this flow. ACK cannot be answered and belongs to an INVITE that
-    // was checked; everything else from a WebSocket is decided here.
+    // §16.3 item 4.
+    let loop_hash = loop_hash(&msg);
+    if is_loop(edge, &msg, loop_hash) {
+        if !ack {
+            reject(edge, reply_to, &msg, Status::LOOP_DETECTED, None);
+        }
+        return;
+    }
+    // §16.3 item 5: the edge implements no extension a UA could require of proxies.
+    let unsupported = proxy_require(&msg);
+    if !unsupported.is_empty() {
+        if !ack {
+            let list = unsupported.join(", ");
+            let r = response_to(
+                &msg,
+                Status::BAD_EXTENSION.code,
+                Status::BAD_EXTENSION.reason,
+                Some(&local_tag_for(&msg)),
+                &[("Unsupported", &list)],
+            );
+            edge.push(reply_to, r, None);
+        }
+        return;
+    }
+    // §16.3 item 6, RFC 8898: who may use this flow.
     let mut identity = None;
-    if let Side::Flow(flow, _) = side
-        && method != Method::Ack
-    {
-        let flow_identity = edge.flows.get(&flow).and_then(|f| f.identity.clone());
-        let unix = edge.unix;
-        match edge.auth.decide(unix, &msg, flow_identity.as_ref()) {
-            Decision::Forward { identity: id } => identity = id,
-            Decision::Reject(r) => {
-                edge.stats.auth_refused += 1;
-                reject_auth(edge, reply_to, &msg, r);
-                return;
-            }
-            Decision::Park { issuer } => {
-                edge.park(now, flow, msg.as_bytes().clone(), issuer);
-                return;
+    if let Side::Flow(flow, _) = side {
+        let info = edge.flows.get(&flow);
+        // An ACK for an INVITE this flow sent (with its own token or on its registration)
+        // belongs to that call.
+        let call = ack
+            .then(|| info.and_then(|f| f.call_identity(msg.call_id().unwrap_or(""))))
+            .flatten();
+        if let Some(id) = call {
+            identity = Some(id);
+        } else {
+            let flow_identity = info.and_then(|f| f.identity.clone());
+            let unix = edge.unix;
+            match edge.auth.decide(unix, &msg, flow_identity.as_ref()) {
+                Decision::Forward { identity: id } => identity = id,
+                Decision::Reject(r) => {
+                    edge.stats.auth_refused += 1;
+                    reject_auth(edge, reply_to, &msg, r);
+                    return;
+                }
+                Decision::Park { issuer } => {
+                    edge.park(now, flow, msg.as_bytes().clone(), issuer);
+                    return;
+                }
+                Decision::Drop => {
+                    debug!(%flow, "ACK that no registration or call of this flow owns; dropped");
+                    edge.stats.unowned_ack_dropped += 1;
+                    return;
+                }
             }
         }
     }
-    let routes = match msg.routes() {
-        Ok(r) => r,
-        Err(e) => {
-            reject(
-                edge,
-                reply_to,
-                &msg,
-                400,
-                "Bad Request",
-                Some(&e.to_string()),
-            );
-            return;
-        }
-    };
+    // Validated above: Route values parse.
+    let routes = msg.routes().unwrap_or_default();
     let popped = ours_on_top(edge, &routes);
     let dest = match side {
         Side::Flow(..) => Dest::Upstream,
-        Side::Ims(..) => match flow_for(edge, &msg, &routes[..popped]) {
-            Ok(flow) => Dest::Flow(flow),
-            Err((code, reason)) => {
-                if code == 200 {
-                    // OPTIONS aimed at the edge itself: a keep-alive or a probe (RFC 3261 §11).
-                    let r = response_to(&msg, 200, "OK", Some(&local_tag_for(&msg)), &[]);
-                    edge.push(reply_to, r, None);
-                } else if method != Method::Ack {
-                    if code == 403 {
-                        edge.stats.forged_403 += 1;
-                    } else if code == 430 {
-                        edge.stats.flow_failed_430 += 1;
+        Side::Ims(..) => match target_for(edge, &msg, &routes[..popped]) {
+            Ok(Target::Flow(flow)) => Dest::Flow(flow),
+            Ok(Target::Edge) => {
+                // OPTIONS aimed at the edge itself: a keep-alive or a probe (RFC 3261 §11).
+                let r = response_to(
+                    &msg,
+                    Status::OK.code,
+                    Status::OK.reason,
+                    Some(&local_tag_for(&msg)),
+                    &[],
+                );
+                edge.push(reply_to, r, None);
+                return;
+            }
+            Err(refusal) => {
+                if !ack {
+                    match refusal.status {
+                        Status::FORBIDDEN => edge.stats.forged_403 += 1,
+                        Status::FLOW_FAILED => edge.stats.flow_failed_430 += 1,
+                        _ => {}
                     }
-                    reject(edge, reply_to, &msg, code, reason, None);
+                    reject(edge, reply_to, &msg, refusal.status, refusal.why);
                 }
                 return;
             }
@@ -240,19 +303,25 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
         Ok(b) => b,
         Err(e) => {
             warn!(error = %e, "could not rewrite a request");
-            reject(edge, reply_to, &msg, 500, "Server Internal Error", None);
+            reject(edge, reply_to, &msg, Status::SERVER_ERROR, None);
             return;
         }
     };
-    if method == Method::Ack {
+    if ack {
         // ACK for a 2xx is its own end-to-end transaction: forward it statelessly.
         edge.push(dest, bytes, None);
         return;
     }
+    if let (Side::Flow(flow, _), Method::Invite, Some(id)) = (side, &method, &identity)
+        && let Some(f) = edge.flows.get_mut(&flow)
+    {
+        f.remember_call(now, msg.call_id().unwrap_or(""), id.clone());
+    }
     let retransmit =
         dest == Dest::Upstream && edge.settings.local.transport == UpstreamTransport::Udp;
     let invite = method == Method::Invite;
-    let trying = invite.then(|| response_to(&msg, 100, "Trying", None, &[]));
+    let trying =
+        invite.then(|| response_to(&msg, Status::TRYING.code, Status::TRYING.reason, None, &[]));
     let udp_origin = matches!(reply_to, Dest::Link(Link::Udp(_)));
     edge.txns.insert(
         now,
@@ -288,6 +357,30 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
         }
         edge.push(reply_to, trying, None);
     }
+}
+
+/// The Request-URI's scheme when the edge cannot route it (RFC 3261 §16.3 item 2): from a
+/// WebSocket, `sip`, `sips` and `tel` go to the P-CSCF (TS 24.229 allows tel URIs there); from
+/// the IMS side only a SIP URI can name one of our flows.
+fn unsupported_scheme(msg: &Message, side: Side) -> Option<String> {
+    let uri = msg.request_uri()?;
+    let scheme = uri.split(':').next().unwrap_or("").to_ascii_lowercase();
+    let ok = match side {
+        Side::Flow(..) => matches!(scheme.as_str(), "sip" | "sips" | "tel"),
+        Side::Ims(..) => matches!(scheme.as_str(), "sip" | "sips"),
+    };
+    (!ok).then_some(scheme)
+}
+
+/// The option tags of `Proxy-Require` (RFC 3261 §20.29): the edge supports none as a proxy.
+fn proxy_require(msg: &Message) -> Vec<String> {
+    msg.headers()
+        .iter()
+        .filter(|h| h.name == HeaderName::ProxyRequire)
+        .flat_map(|h| msg.value(h).split(|b| *b == b','))
+        .map(|t| String::from_utf8_lossy(t.trim_ascii()).into_owned())
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 /// Builds the forwarded request by splicing the original (RFC 3261 §16.6).
@@ -407,51 +500,71 @@ fn ours_on_top(edge: &Edge, routes: &[NameAddr]) -> usize {
         .count()
 }
 
-/// Which flow a request from the IMS side goes down: the flow token in the Route values we
-/// popped (Path or Record-Route), else in a Request-URI that names us.
-/// `Err((200, _))` means an OPTIONS for the edge itself.
-fn flow_for(
-    edge: &Edge,
-    msg: &Message,
-    popped: &[NameAddr],
-) -> Result<FlowId, (u16, &'static str)> {
-    let local = &edge.settings.local;
-    let mut found = None;
-    for r in popped {
-        match local.our_route(&r.uri, &edge.key) {
-            Some(OurRoute::Flow(f)) => found = Some(f),
-            // RFC 5626 §5.3: a token that does not verify -> 403.
-            Some(OurRoute::Forged) => return Err((403, "Forbidden")),
-            _ => {}
-        }
+/// Where a request from the IMS side goes.
+enum Target {
+    /// Down this flow.
+    Flow(FlowId),
+    /// To the edge itself (an OPTIONS keep-alive or probe).
+    Edge,
+}
+
+/// Why a request from the IMS side has nowhere to go.
+struct Refusal {
+    status: Status,
+    why: Option<&'static str>,
+}
+
+impl Refusal {
+    fn new(status: Status, why: Option<&'static str>) -> Self {
+        Self { status, why }
     }
-    if found.is_none() {
-        let ruri = msg
-            .request_uri()
-            .and_then(|u| imsgw_sip::SipUri::parse(u).ok())
-            .map(imsgw_sip::Uri::Sip);
-        match ruri.as_ref().and_then(|u| local.our_route(u, &edge.key)) {
-            Some(OurRoute::Flow(f)) => found = Some(f),
-            Some(OurRoute::Forged) => return Err((403, "Forbidden")),
-            Some(OurRoute::Plain)
-                if msg.method() == Some(&Method::Options) && popped.is_empty() =>
-            {
-                return Err((200, "OK"));
+}
+
+/// Which flow a request from the IMS side goes down: the flow token in the Route values we
+/// popped (Path or Record-Route), else in a Request-URI that names us. Every token must verify
+/// and all must name the same flow: a request that names two flows is refused, never delivered
+/// to either.
+fn target_for(edge: &Edge, msg: &Message, popped: &[NameAddr]) -> Result<Target, Refusal> {
+    let local = &edge.settings.local;
+    let ruri = msg
+        .request_uri()
+        .and_then(|u| imsgw_sip::SipUri::parse(u).ok())
+        .map(Uri::Sip);
+    let mut found: Option<FlowId> = None;
+    let named = popped
+        .iter()
+        .map(|r| local.our_route(&r.uri, &edge.key))
+        .chain(std::iter::once(
+            ruri.as_ref().and_then(|u| local.our_route(u, &edge.key)),
+        ));
+    for r in named {
+        match r {
+            Some(OurRoute::Flow(f)) => {
+                if found.is_some_and(|g| g != f) {
+                    return Err(Refusal::new(
+                        Status::FORBIDDEN,
+                        Some("the request names more than one flow"),
+                    ));
+                }
+                found = Some(f);
             }
+            // RFC 5626 §5.3: a token that does not verify -> 403.
+            Some(OurRoute::Forged) => return Err(Refusal::new(Status::FORBIDDEN, None)),
             _ => {}
         }
     }
     let Some(flow) = found else {
-        if popped.is_empty() && msg.method() == Some(&Method::Options) {
-            return Err((200, "OK"));
+        let options = msg.method() == Some(&Method::Options);
+        if options && popped.is_empty() {
+            return Ok(Target::Edge);
         }
-        return Err((404, "Not Found"));
+        return Err(Refusal::new(Status::NOT_FOUND, None));
     };
     if edge.flows.contains_key(&flow) {
-        Ok(flow)
+        Ok(Target::Flow(flow))
     } else {
         // RFC 5626 §5.3: the flow is gone.
-        Err((430, "Flow Failed"))
+        Err(Refusal::new(Status::FLOW_FAILED, None))
     }
 }
 
@@ -534,7 +647,7 @@ fn is_loop(edge: &Edge, msg: &Message, hash: u32) -> bool {
     })
 }
 
-fn server_key(msg: &Message, method: Option<&str>) -> Option<ServerKey> {
+fn server_key(msg: &Message, method: Option<&str>, arrival: Arrival) -> Option<ServerKey> {
     let via = msg.top_via().ok()?;
     let branch = via.branch?;
     let method = match method {
@@ -549,6 +662,7 @@ fn server_key(msg: &Message, method: Option<&str>) -> Option<ServerKey> {
             via.port.unwrap_or(0)
         ),
         method,
+        arrival,
     })
 }
 
@@ -563,8 +677,8 @@ fn local_tag_for(msg: &Message) -> String {
 }
 
 /// Answers a request the edge will not forward, with a `Warning` naming why (RFC 3261 §20.43).
-fn reject(edge: &mut Edge, to: Dest, msg: &Message, code: u16, reason: &str, why: Option<&str>) {
-    if code == 400 {
+fn reject(edge: &mut Edge, to: Dest, msg: &Message, status: Status, why: Option<&str>) {
+    if status == Status::BAD_REQUEST {
         edge.stats.rejected_400 += 1;
     }
     let warning;
@@ -573,15 +687,27 @@ fn reject(edge: &mut Edge, to: Dest, msg: &Message, code: u16, reason: &str, why
         warning = format!("399 imsgw \"{}\"", why.replace('"', "'"));
         extra.push(("Warning", &warning));
     }
-    let r = response_to(msg, code, reason, Some(&local_tag_for(msg)), &extra);
-    debug!(code, reason, "rejected a request");
+    let r = response_to(
+        msg,
+        status.code,
+        status.reason,
+        Some(&local_tag_for(msg)),
+        &extra,
+    );
+    debug!(code = status.code, "rejected a request");
     edge.push(to, r, None);
 }
 
 /// CANCEL for a pending INVITE (RFC 3261 §16.10): answer it, then cancel our branch once it
 /// has had a provisional response (§9.1).
 fn cancel(edge: &mut Edge, now: Instant, id: TxnId, msg: &Message, reply_to: Dest) {
-    let r = response_to(msg, 200, "OK", Some(&local_tag_for(msg)), &[]);
+    let r = response_to(
+        msg,
+        Status::OK.code,
+        Status::OK.reason,
+        Some(&local_tag_for(msg)),
+        &[],
+    );
     edge.push(reply_to, r, None);
     let Some(t) = edge.txns.get_mut(id) else {
         return;
@@ -608,40 +734,32 @@ pub(super) fn send_cancel(edge: &mut Edge, _now: Instant, id: TxnId) {
     }
 }
 
-/// RFC 8898 / TS 24.229 at the edge: the Bearer token is not forwarded (unless `passthrough`),
-/// a client's own P-Asserted-Identity is never trusted, and the checked identity is asserted
-/// as configured; a REGISTER may not outlive its token.
+/// TS 24.229 §4.4, RFC 3325, RFC 8898 at the edge: nothing the client wrote about identity,
+/// trust or credentials crosses (see `trust`); the identity that authorized the request is
+/// asserted as `sip.identity_assertion` says, on every request; a REGISTER may not outlive its
+/// token.
 fn assert_identity(edge: &Edge, edits: &Edits<'_>, msg: &Message, s: &mut Splice) {
     let top = msg.headers_start();
-    if !edge.auth.forwards_token() {
-        for h in auth::bearer_headers(msg) {
-            s.delete(h.line.clone());
-        }
-    }
     for h in msg.headers() {
-        if let HeaderName::Other(name) = &h.name
-            && name == "p-asserted-identity"
-        {
+        if edge.settings.strip.strips_request(&h.name) {
             s.delete(h.line.clone());
         }
     }
     let Some(id) = edits.identity else {
         return;
     };
-    if msg.method() == Some(&Method::Register) {
-        if let Some(line) = edge.auth.tna_line(id) {
-            s.insert(top, line);
-        }
-        if let Some(plan) = edits.expires {
-            for (range, text) in &plan.replace {
-                s.replace(range.clone(), text.clone());
-            }
-            if let Some(secs) = plan.add_header {
-                s.insert(top, format!("Expires: {secs}\r\n"));
-            }
-        }
-    } else if let Some(line) = edge.auth.pai_line(id) {
+    let register = msg.method() == Some(&Method::Register);
+    let impu = trust::asserted_impu(msg, id);
+    for line in edge.auth.assertion_lines(id, impu, register) {
         s.insert(top, line);
+    }
+    if let Some(plan) = edits.expires {
+        for (range, text) in &plan.replace {
+            s.replace(range.clone(), text.clone());
+        }
+        if let Some(secs) = plan.add_header {
+            s.insert(top, format!("Expires: {secs}\r\n"));
+        }
     }
 }
 

@@ -9,9 +9,10 @@ use imsgw_sip::{HeaderName, Message, Method, Splice};
 use tracing::debug;
 
 use super::txn::{Cancel, State, hop_request};
-use super::{Dest, Edge, Link, request};
+use super::{Arrival, Dest, Edge, Link, request};
 
-pub(super) fn handle(edge: &mut Edge, now: Instant, msg: Message) {
+/// A response from `arrival`.
+pub(super) fn handle(edge: &mut Edge, now: Instant, arrival: Arrival, msg: Message) {
     let Some(status) = msg.status() else {
         return;
     };
@@ -35,6 +36,22 @@ pub(super) fn handle(edge: &mut Edge, now: Instant, msg: Message) {
     let Some(t) = edge.txns.get(id) else {
         return;
     };
+    // Only the link the request went down may answer it: another WebSocket (or the IMS side,
+    // for a request sent down a WebSocket) cannot complete someone else's transaction.
+    let from_right_link = match (arrival, t.dest) {
+        (Arrival::Flow(f), Dest::Flow(g)) => f == g,
+        (Arrival::Ims, Dest::Upstream | Dest::Link(_)) => true,
+        _ => false,
+    };
+    if !from_right_link {
+        debug!(
+            status,
+            ?arrival,
+            "response from another link than its request went to; dropped"
+        );
+        edge.stats.stray_responses_dropped += 1;
+        return;
+    }
     let invite = t.invite;
     let state = t.state;
     let final_sent = t.final_sent;
@@ -93,6 +110,14 @@ pub(super) fn handle(edge: &mut Edge, now: Instant, msg: Message) {
     };
     let mut s = Splice::new();
     s.delete(range);
+    // TS 24.229 §4.4: an identity a UA claims in a response is not believed either.
+    if let Arrival::Flow(_) = arrival {
+        for h in msg.headers() {
+            if edge.settings.strip.strips_response(&h.name) {
+                s.delete(h.line.clone());
+            }
+        }
+    }
     let Ok(bytes) = s.apply(msg.as_bytes()) else {
         return;
     };

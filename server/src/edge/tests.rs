@@ -40,6 +40,7 @@ impl Harness {
         let settings = EdgeSettings {
             local: local(transport),
             t1: Duration::from_millis(500),
+            strip: StripList::default(),
         };
         let mut edge = Edge::new(
             settings,

@@ -11,19 +11,22 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use imsgw_sip::{Message, response_to};
 
-use super::{Dest, Edge, FlowId, Identity, Link};
+use super::{Arrival, Dest, Edge, FlowId, Identity, Link, Status};
 
 /// A transaction, by table id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TxnId(u64);
 
 /// How a server transaction is recognised (RFC 3261 §17.2.3): top Via branch and sent-by, and
-/// the method (ACK and CANCEL look up the INVITE's entry).
+/// the method (ACK and CANCEL look up the INVITE's entry), plus where it arrived: a client
+/// writes its own branch and sent-by, so without the link one WebSocket could retransmit,
+/// CANCEL or ACK into another's transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServerKey {
     pub branch: String,
     pub sent_by: String,
     pub method: String,
+    pub arrival: Arrival,
 }
 
 /// Client-side state.
@@ -265,13 +268,7 @@ impl Transactions {
 
     /// Makes a local final response for `id` if none was sent, and finishes the transaction.
     /// Returns where to send the response.
-    pub fn fail(
-        &mut self,
-        now: Instant,
-        id: TxnId,
-        code: u16,
-        reason: &str,
-    ) -> Option<(Dest, Bytes)> {
+    pub fn fail(&mut self, now: Instant, id: TxnId, status: Status) -> Option<(Dest, Bytes)> {
         let t = self.by_id.get_mut(&id)?;
         if matches!(t.state, State::Completed | State::Accepted) {
             return None;
@@ -282,14 +279,20 @@ impl Transactions {
             t.final_sent = true;
             t.origin.as_ref().map(|origin| {
                 let to_tag = local_tag(&t.branch);
-                let bytes = response_to(&origin.request, code, reason, Some(&to_tag), &[]);
+                let bytes = response_to(
+                    &origin.request,
+                    status.code,
+                    status.reason,
+                    Some(&to_tag),
+                    &[],
+                );
                 (origin.reply_to, bytes)
             })
         };
         if let Some((Dest::Link(Link::Udp(_)), bytes)) = &reply {
             t.last_response = Some(bytes.clone());
         }
-        self.finished(now, id, code);
+        self.finished(now, id, status.code);
         reply
     }
 
@@ -363,7 +366,7 @@ pub fn handle_timeout(edge: &mut Edge, now: Instant) {
             if cancel {
                 super::request::send_cancel(edge, now, id);
             }
-            edge.fail_client(now, id, 408, "Request Timeout");
+            edge.fail_client(now, id, Status::REQUEST_TIMEOUT);
             continue;
         }
         let Some(t) = edge.txns.by_id.get_mut(&id) else {
