@@ -351,3 +351,5 @@ impl Edge {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_trust;

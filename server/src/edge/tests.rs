@@ -87,7 +87,7 @@ impl Harness {
 }
 
 /// The single Send in `outs` to `to`.
-fn sent_to(outs: &[Output], to: Dest) -> Message {
+pub(super) fn sent_to(outs: &[Output], to: Dest) -> Message {
     let found: Vec<&Bytes> = outs
         .iter()
         .filter_map(|o| match o {
@@ -103,7 +103,7 @@ fn sent_to(outs: &[Output], to: Dest) -> Message {
     Message::parse(found[0].clone()).expect("edge output parses")
 }
 
-fn text(m: &Message) -> String {
+pub(super) fn text(m: &Message) -> String {
     String::from_utf8_lossy(m.as_bytes()).into_owned()
 }
 
