@@ -337,7 +337,7 @@ impl Message {
     }
 
     /// A body problem `parse_lenient()` let through.
-    pub(crate) fn body_error(&self) -> Option<&ParseError> {
+    pub fn body_error(&self) -> Option<&ParseError> {
         self.body_error.as_ref()
     }
 }

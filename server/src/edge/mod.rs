@@ -352,4 +352,6 @@ impl Edge {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_rfc4475;
+#[cfg(test)]
 mod tests_trust;

@@ -65,7 +65,9 @@ pub(super) fn from_flow(
     remote: SocketAddr,
     bytes: Bytes,
 ) {
-    let msg = match Message::parse(bytes) {
+    // Lenient: a request whose body disagrees with its Content-Length still has headers to
+    // answer 400 with (RFC 4475 §3.1.2.2, §3.3.9); `validate` reports the body error.
+    let msg = match Message::parse_lenient(bytes) {
         Ok(m) => m,
         Err(e) => {
             // Nothing to answer: without a start line and headers there is no response to form.
@@ -93,7 +95,7 @@ pub(super) fn from_ims(
     source: SocketAddr,
     bytes: Bytes,
 ) {
-    let msg = match Message::parse(bytes) {
+    let msg = match Message::parse_lenient(bytes) {
         Ok(m) => m,
         Err(e) => {
             debug!(?link, %source, error = %e, "unparseable message from the IMS side; dropped");

@@ -16,6 +16,11 @@ pub(super) fn handle(edge: &mut Edge, now: Instant, arrival: Arrival, msg: Messa
     let Some(status) = msg.status() else {
         return;
     };
+    if let Some(e) = msg.body_error() {
+        // A response cannot be answered; one whose body is not what it says is not forwarded.
+        debug!(status, error = %e, "response with a broken body; dropped");
+        return;
+    }
     let Ok(via) = msg.top_via() else {
         debug!("response without a Via; dropped");
         return;
