@@ -83,6 +83,33 @@ function kamLines(kam, callId) {
   return kam.log().split('\n').filter((l) => l.includes(callId));
 }
 
+/**
+ * Every message Kamailio (-A LOG_MSG) received for a Call-ID, decoded and parsed
+ * ({ dir: 'req'|'rpl', src, text, start, headers, get, method, status }).
+ */
+function kamMessages(kam, callId) {
+  const { parseSip } = require('./wsclient');
+  const out = [];
+  for (const l of kam.log().split('\n')) {
+    const m = /IMSMSG dir=(req|rpl) ci=\[([^\]]*)\] src=(\S+) b64=(\S+)/.exec(l);
+    if (!m || m[2] !== callId) continue;
+    const text = Buffer.from(m[4], 'base64').toString('utf8');
+    out.push({ dir: m[1], src: m[3], text, ...parseSip(text) });
+  }
+  return out;
+}
+
+/** Waits until Kamailio logged a received request of `method` for the Call-ID; returns it. */
+async function waitKamRequest(L, callId, method, ms = 3000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const hit = kamMessages(L.kam, callId).find((m) => m.dir === 'req' && m.method === method);
+    if (hit) return hit;
+    if (Date.now() > end) throw new Error(`Kamailio received no ${method} for Call-ID ${callId}; log tail:\n${L.kam.log().slice(-2000)}`);
+    await sleep(25);
+  }
+}
+
 /** One field of an IMSAUTH line: auth, auth_last, pai, expires, n_auth, proxy_auth, contact. */
 function field(line, name) {
   const m = new RegExp(` ${name}=(\\[([^\\]]*)\\]|(\\S+))`).exec(line);
@@ -120,5 +147,6 @@ const now = () => Math.floor(Date.now() / 1000);
 
 module.exports = {
   buildRegister, register, message, challengeValue, assertRefusal, kamAuthLines, kamLines, field,
+  kamMessages, waitKamRequest,
   assertNothingUpstream, waitKamAuth, bindingExpires, now,
 };

@@ -10,6 +10,8 @@
 
 pub mod auth;
 pub mod flow;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod local;
 mod request;
 mod response;
