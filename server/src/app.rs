@@ -19,6 +19,7 @@ use crate::config::{Config, UpstreamTransport};
 use crate::edge::{Auth, AuthSettings, Edge, EdgeSettings, FlowKey, Local};
 use crate::hub::{Hub, UpstreamSender};
 use crate::metrics::Metrics;
+use crate::peers::PeerFilter;
 use crate::transport::{ims, tls, ws};
 use crate::waf::keys::KeySource;
 use crate::waf::store::MemoryStore;
@@ -75,7 +76,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             else {
                 unreachable!("Config::check requires both files with tls_listen");
             };
-            let acceptor = tls::acceptor(cert, key)?;
+            let acceptor = tls::acceptor(cert, key, config.sip.tls_client_ca_file.as_deref())?;
             let l = TcpListener::bind(addr)
                 .await
                 .map_err(|source| StartError::Bind {
@@ -209,11 +210,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let udp_upstream = (up.transport == UpstreamTransport::Udp).then_some(up.addr);
     let max = config.sip.max_message_size;
+    // Only the P-CSCF (and sip.trusted_peers) may talk to the IMS-side sockets; our own
+    // connection to a TCP/TLS upstream is trusted by construction and not filtered.
+    let guard = ims::Guard {
+        filter: Arc::new(PeerFilter::new(
+            up.addr.ip(),
+            config.sip.trusted_peers.clone(),
+        )),
+        metrics: metrics.clone(),
+    };
     tasks.spawn(ims::run_udp(
         udp,
         hub_tx.clone(),
         udp_upstream,
         max,
+        guard.clone(),
         shutdown.clone(),
     ));
     tasks.spawn(ims::run_listener(
@@ -221,6 +232,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         None,
         hub_tx.clone(),
         max,
+        guard.clone(),
         shutdown.clone(),
     ));
     if let Some((l, acceptor)) = tls_listener {
@@ -229,6 +241,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             Some(acceptor),
             hub_tx.clone(),
             max,
+            guard,
             shutdown.clone(),
         ));
     }

@@ -94,6 +94,19 @@ pub struct SipConfig {
     /// `sip.tls_key_file`: PEM private key for `tls_listen`.
     #[serde(default)]
     pub tls_key_file: Option<PathBuf>,
+    /// `sip.tls_client_ca_file`: PEM CA certificates for mutual TLS on `tls_listen`: when set,
+    /// a TLS client must present a certificate chaining to one of them, or the handshake fails.
+    /// Default none: no client certificate is asked for (`trusted_peers` still applies).
+    #[serde(default)]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// `sip.trusted_peers`: who else besides the upstream may send requests and responses to
+    /// `listen` and `tls_listen`. Entries are `IP` (any port), `IP:PORT` / `[IPv6]:PORT` (that
+    /// source port only; TCP/TLS clients usually connect from ephemeral ports) or `IP/len` (a
+    /// CIDR network, host bits zero). The upstream's IP is always trusted, on any port. Anything
+    /// else is dropped (UDP) or closed at once (TCP/TLS) and counted in
+    /// `imsgw_ims_untrusted_dropped_total`. Default none: only the upstream.
+    #[serde(default)]
+    pub trusted_peers: Vec<crate::peers::TrustedPeer>,
     /// `sip.tls_ca_file`: PEM CA certificates that the upstream's TLS certificate must chain to.
     /// Required when the upstream is TLS.
     #[serde(default)]
@@ -655,6 +668,12 @@ impl Config {
                 "needs sip.tls_cert_file and sip.tls_key_file",
             ));
         }
+        if self.sip.tls_client_ca_file.is_some() && self.sip.tls_listen.is_none() {
+            return Err(key_err(
+                "sip.tls_client_ca_file",
+                "only applies to sip.tls_listen, which is not set",
+            ));
+        }
         if self.sip.upstream.transport == UpstreamTransport::Tls {
             if self.sip.tls_ca_file.is_none() {
                 return Err(key_err(
@@ -1094,6 +1113,37 @@ upstream = "sip:127.0.0.1:5070;transport=udp"
         let text = MIN.replace("sip:127.0.0.1:5070;transport=udp", "sips:127.0.0.1:5071");
         let e = load(&text, &[]).expect_err("no ca");
         assert!(e.to_string().contains("sip.tls_ca_file"), "{e}");
+    }
+
+    #[test]
+    fn trusted_peers_parse_ip_socket_and_cidr() {
+        let text =
+            format!("{MIN}trusted_peers = [\"192.0.2.7\", \"192.0.2.8:5060\", \"10.0.0.0/8\"]\n");
+        let c = load(&text, &[]).expect("valid");
+        let shown: Vec<String> = c.sip.trusted_peers.iter().map(|p| p.to_string()).collect();
+        assert_eq!(shown, ["192.0.2.7", "192.0.2.8:5060", "10.0.0.0/8"]);
+        assert!(load(MIN, &[]).expect("valid").sip.trusted_peers.is_empty());
+    }
+
+    #[test]
+    fn bad_trusted_peer_names_the_key() {
+        for bad in ["pcscf.example", "10.0.0.0/40", "10.1.0.0/8", "1.2.3.4:"] {
+            let text = format!("{MIN}trusted_peers = [\"192.0.2.7\", \"{bad}\"]\n");
+            let e = load(&text, &[]).expect_err(bad);
+            let msg = e.to_string();
+            assert!(msg.contains("sip.trusted_peers"), "{bad}: {msg}");
+            assert!(msg.contains(bad), "{bad}: {msg}");
+        }
+        let e =
+            load(&format!("{MIN}trusted_peers = \"192.0.2.7\"\n"), &[]).expect_err("not a list");
+        assert!(e.to_string().contains("sip.trusted_peers"), "{e}");
+    }
+
+    #[test]
+    fn tls_client_ca_needs_the_tls_listener() {
+        let e = load(&format!("{MIN}tls_client_ca_file = \"ca.pem\"\n"), &[])
+            .expect_err("no tls_listen");
+        assert!(e.to_string().contains("sip.tls_client_ca_file"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod edge;
 pub mod hub;
 pub mod metrics;
 pub mod oidc;
+pub mod peers;
 pub mod transport;
 pub mod waf;
 pub mod wwsf;

@@ -55,6 +55,19 @@ impl Metrics {
             "imsgw_ws_rejected_total",
             "WebSocket connections refused or closed for a protocol violation."
         );
+        describe_counter!(
+            "imsgw_ims_untrusted_dropped_total",
+            "IMS-side datagrams dropped and connections closed because the source is neither the upstream nor in sip.trusted_peers."
+        );
+        describe_counter!(
+            "imsgw_ims_tls_client_cert_refused_total",
+            "TLS handshakes on sip.tls_listen that failed for a missing or untrusted client certificate (sip.tls_client_ca_file)."
+        );
+        // Shown at 0 from the start, so an operator can alert on any increase.
+        for transport in ["udp", "tcp", "tls"] {
+            counter!("imsgw_ims_untrusted_dropped_total", "transport" => transport).absolute(0);
+        }
+        counter!("imsgw_ims_tls_client_cert_refused_total").absolute(0);
         Self { handle }
     }
 
@@ -84,5 +97,16 @@ impl Metrics {
     /// A WebSocket refused or closed for breaking the protocol; `reason` is a fixed label.
     pub fn ws_rejected(&self, reason: &'static str) {
         counter!("imsgw_ws_rejected_total", "reason" => reason).increment(1);
+    }
+
+    /// A datagram or connection from an untrusted IMS-side source was refused;
+    /// `transport` is `udp`, `tcp` or `tls`.
+    pub fn ims_untrusted_dropped(&self, transport: &'static str) {
+        counter!("imsgw_ims_untrusted_dropped_total", "transport" => transport).increment(1);
+    }
+
+    /// A TLS client on `sip.tls_listen` presented no certificate, or one we do not trust.
+    pub fn ims_tls_client_cert_refused(&self) {
+        counter!("imsgw_ims_tls_client_cert_refused_total").increment(1);
     }
 }

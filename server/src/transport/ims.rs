@@ -1,14 +1,17 @@
 //! Sockets toward the IMS: the UDP socket and TCP/TLS listeners on `sip.listen` /
 //! `sip.tls_listen`, and the reused, re-opened connection to a TCP or TLS upstream.
 //!
-//! Owns: bytes on IMS-side sockets, stream framing (RFC 3261 §18.3), ICMP errors on UDP.
-//! Must not touch: SIP semantics (the hub feeds the edge).
+//! Only the P-CSCF may talk to these sockets: a datagram or connection from a source the
+//! [`PeerFilter`] does not allow is dropped or closed before a byte of it is read.
+//!
+//! Owns: bytes on IMS-side sockets, who may send them, stream framing (RFC 3261 §18.3), ICMP
+//! errors on UDP. Must not touch: SIP semantics (the hub feeds the edge).
 
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use imsgw_sip::{Frame, frame};
@@ -21,6 +24,19 @@ use tracing::{debug, info, warn};
 
 use crate::edge::{Link, TxnId};
 use crate::hub::HubInput;
+use crate::metrics::Metrics;
+use crate::peers::{PeerFilter, WarnLimiter};
+use crate::transport::tls::is_client_cert_refusal;
+
+/// At most one warning per this period for refused IMS-side sources (the rest go to debug).
+const REFUSED_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// What the IMS-side listeners need to turn strangers away.
+#[derive(Clone)]
+pub struct Guard {
+    pub filter: Arc<PeerFilter>,
+    pub metrics: Arc<Metrics>,
+}
 
 /// Connection ids for IMS-side streams.
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
@@ -58,15 +74,18 @@ fn set_recv_buffer(socket: &UdpSocket, bytes: usize) {
 }
 
 /// Reads datagrams until shutdown. `upstream` is the P-CSCF address when it is reached over
-/// UDP: an ICMP error for it fails pending requests with 503.
+/// UDP: an ICMP error for it fails pending requests with 503. Datagrams from sources `guard`
+/// does not allow are dropped unparsed.
 pub async fn run_udp(
     socket: Arc<UdpSocket>,
     hub: mpsc::Sender<HubInput>,
     upstream: Option<SocketAddr>,
     max: usize,
+    guard: Guard,
     shutdown: CancellationToken,
 ) {
     let mut buf = vec![0u8; max.max(2048) + 1];
+    let mut warn_limit = WarnLimiter::new(REFUSED_WARN_EVERY);
     loop {
         let got = tokio::select! {
             r = socket.recv_from(&mut buf) => r,
@@ -74,6 +93,10 @@ pub async fn run_udp(
         };
         match got {
             Ok((n, source)) => {
+                if !guard.filter.allows(source) {
+                    refused(&guard, &mut warn_limit, "udp", source);
+                    continue;
+                }
                 if n > max {
                     debug!(%source, "oversized datagram dropped");
                     continue;
@@ -149,14 +172,33 @@ fn storage_to_addr(s: nix::sys::socket::SockaddrStorage) -> Option<SocketAddr> {
         .map(|v6| SocketAddr::from((v6.ip(), v6.port())))
 }
 
-/// Accepts TCP (and, with `tls`, TLS) connections from the IMS side.
+/// Counts and logs a refused source: a warning now and then, debug for the rest.
+fn refused(guard: &Guard, limit: &mut WarnLimiter, transport: &'static str, source: SocketAddr) {
+    guard.metrics.ims_untrusted_dropped(transport);
+    match limit.admit(Instant::now()) {
+        Some(held) => warn!(
+            %source,
+            transport,
+            held_back = held,
+            "IMS-side traffic from a source that is neither sip.upstream nor in sip.trusted_peers refused"
+        ),
+        None => debug!(%source, transport, "untrusted IMS-side source refused"),
+    }
+}
+
+/// Accepts TCP (and, with `tls`, TLS) connections from the IMS side. A connection from a source
+/// `guard` does not allow is closed at once, before a byte is read or a TLS handshake begins.
 pub async fn run_listener(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     hub: mpsc::Sender<HubInput>,
     max: usize,
+    guard: Guard,
     shutdown: CancellationToken,
 ) {
+    let transport = if tls.is_some() { "tls" } else { "tcp" };
+    let mut warn_limit = WarnLimiter::new(REFUSED_WARN_EVERY);
+    let cert_warn_limit = Arc::new(std::sync::Mutex::new(WarnLimiter::new(REFUSED_WARN_EVERY)));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -170,10 +212,18 @@ pub async fn run_listener(
                 continue;
             }
         };
+        if !guard.filter.allows(source) {
+            refused(&guard, &mut warn_limit, transport, source);
+            // Dropping the stream closes it; nothing was read from it.
+            drop(stream);
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let hub = hub.clone();
         let shutdown = shutdown.clone();
         let tls = tls.clone();
+        let metrics = guard.metrics.clone();
+        let cert_warn_limit = cert_warn_limit.clone();
         tokio::spawn(async move {
             match tls {
                 None => {
@@ -187,6 +237,26 @@ pub async fn run_listener(
                         Ok(Ok(s)) => {
                             let (id, tx) = open_conn(&hub).await;
                             run_stream(s, id, source, tx, hub, max, shutdown).await;
+                        }
+                        Ok(Err(e)) if is_client_cert_refusal(&e) => {
+                            metrics.ims_tls_client_cert_refused();
+                            // A poisoned lock only means another handshake task panicked;
+                            // the limiter's state is still usable.
+                            let admitted = cert_warn_limit
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .admit(Instant::now());
+                            match admitted {
+                                Some(held) => warn!(
+                                    %source,
+                                    error = %e,
+                                    held_back = held,
+                                    "TLS client refused: no certificate, or one not signed by sip.tls_client_ca_file"
+                                ),
+                                None => {
+                                    debug!(%source, error = %e, "TLS client certificate refused")
+                                }
+                            }
                         }
                         Ok(Err(e)) => debug!(%source, error = %e, "TLS handshake failed"),
                         Err(_) => debug!(%source, "TLS handshake timed out"),
