@@ -21,8 +21,10 @@ cargo clippy --locked --workspace --all-targets -q -- -D warnings
 step "cargo test (unit, in-memory edge, RFC 4475, config)"
 cargo test --locked --workspace -q
 
-step "fuzz target builds (server/sip/fuzz)"
-cargo build --locked -q --manifest-path server/sip/fuzz/Cargo.toml
+step "fuzz targets build (server/sip/fuzz, server/fuzz)"
+# The main target dir: the fuzz crates reuse the workspace's already built dependencies.
+cargo build --locked -q --manifest-path server/sip/fuzz/Cargo.toml --target-dir target
+cargo build --locked -q --manifest-path server/fuzz/Cargo.toml --target-dir target
 
 step "build imsgw for the interop tests"
 cargo build --locked -q -p imsgw

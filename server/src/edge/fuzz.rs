@@ -216,7 +216,13 @@ Authorization: Bearer $TOK\r\nP-Asserted-Identity: <sip:x@y>\r\nContent-Length: 
         for mode in 0..4u8 {
             let mut input = vec![mode];
             input.extend(record(0x80, REGISTER.as_bytes()));
-            input.extend(record(0x80, REGISTER.replace("REGISTER sip", "MESSAGE sip").replace("1 REGISTER", "1 MESSAGE").as_bytes()));
+            input.extend(record(
+                0x80,
+                REGISTER
+                    .replace("REGISTER sip", "MESSAGE sip")
+                    .replace("1 REGISTER", "1 MESSAGE")
+                    .as_bytes(),
+            ));
             input.extend(record(4, &[0x10, 0x00]));
             input.extend(record(5, b""));
             exercise(&input);

@@ -32,7 +32,7 @@ pub use status::Status;
 pub use trust::StripList;
 pub use txn::TxnId;
 
-use txn::Transactions;
+use txn::{Transactions, TxnEvent};
 
 /// A connection on the IMS side, as the driver knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -295,7 +295,9 @@ impl Edge {
 
     /// Fires due timers.
     pub fn handle_timeout(&mut self, now: Instant) {
-        txn::handle_timeout(self, now);
+        for ev in self.txns.handle_timeout(now) {
+            self.apply(ev);
+        }
         if self.parked.iter().any(|p| p.until <= now) {
             let (due, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
                 .into_iter()
@@ -339,14 +341,23 @@ impl Edge {
 
     /// Ends a client transaction that got no final response with a locally made one.
     fn fail_client(&mut self, now: Instant, id: TxnId, status: Status) {
-        match status {
-            Status::REQUEST_TIMEOUT => self.stats.timeouts_408 += 1,
-            Status::FLOW_FAILED => self.stats.flow_failed_430 += 1,
-            Status::SERVICE_UNAVAILABLE => self.stats.unavailable_503 += 1,
-            _ => {}
+        let mut events = Vec::new();
+        self.txns.fail(now, id, status, &mut events);
+        for ev in events {
+            self.apply(ev);
         }
-        if let Some((to, bytes)) = self.txns.fail(now, id, status) {
-            self.push(to, bytes, None);
+    }
+
+    /// Carries out what the transaction layer asked for.
+    fn apply(&mut self, ev: TxnEvent) {
+        match ev {
+            TxnEvent::Send { to, bytes, txn } => self.push(to, bytes, txn),
+            TxnEvent::Failed(status) => match status {
+                Status::REQUEST_TIMEOUT => self.stats.timeouts_408 += 1,
+                Status::FLOW_FAILED => self.stats.flow_failed_430 += 1,
+                Status::SERVICE_UNAVAILABLE => self.stats.unavailable_503 += 1,
+                _ => {}
+            },
         }
     }
 }

@@ -15,7 +15,7 @@ use super::auth::{self, Decision, Identity};
 use super::local::OurRoute;
 use super::status::Status;
 use super::trust;
-use super::txn::{Cancel, Origin, ServerKey, State, TxnId, fnv, hop_request, local_tag};
+use super::txn::{Origin, ServerKey, State, TxnId, fnv, local_tag};
 use super::{Arrival, Dest, Edge, FlowId, Link, Output, response};
 use crate::config::UpstreamTransport;
 
@@ -166,7 +166,7 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
             server_key(&msg, Some("INVITE"), arrival).and_then(|k| edge.txns.by_server(&k));
         match (invite, ack) {
             (Some(id), false) => {
-                cancel(edge, now, id, &msg, reply_to);
+                cancel(edge, id, &msg, reply_to);
                 return;
             }
             (Some(id), true) => {
@@ -702,7 +702,7 @@ fn reject(edge: &mut Edge, to: Dest, msg: &Message, status: Status, why: Option<
 
 /// CANCEL for a pending INVITE (RFC 3261 §16.10): answer it, then cancel our branch once it
 /// has had a provisional response (§9.1).
-fn cancel(edge: &mut Edge, now: Instant, id: TxnId, msg: &Message, reply_to: Dest) {
+fn cancel(edge: &mut Edge, id: TxnId, msg: &Message, reply_to: Dest) {
     let r = response_to(
         msg,
         Status::OK.code,
@@ -711,28 +711,8 @@ fn cancel(edge: &mut Edge, now: Instant, id: TxnId, msg: &Message, reply_to: Des
         &[],
     );
     edge.push(reply_to, r, None);
-    let Some(t) = edge.txns.get_mut(id) else {
-        return;
-    };
-    match t.state {
-        State::Proceeding => send_cancel(edge, now, id),
-        State::Trying => t.cancel = Cancel::Pending,
-        State::Accepted | State::Completed => {}
-    }
-}
-
-/// Sends CANCEL for the INVITE of `id` toward where the INVITE went.
-pub(super) fn send_cancel(edge: &mut Edge, _now: Instant, id: TxnId) {
-    let Some(t) = edge.txns.get_mut(id) else {
-        return;
-    };
-    if t.cancel == Cancel::Sent || !t.invite {
-        return;
-    }
-    t.cancel = Cancel::Sent;
-    let dest = t.dest;
-    if let Some(bytes) = hop_request(&t.sent, "CANCEL", None) {
-        edge.push(dest, bytes, None);
+    if let Some((to, bytes)) = edge.txns.cancel(id) {
+        edge.push(to, bytes, None);
     }
 }
 

@@ -9,7 +9,7 @@ use imsgw_sip::{HeaderName, Message, Method, Splice};
 use tracing::debug;
 
 use super::txn::{Cancel, State, hop_request};
-use super::{Arrival, Dest, Edge, Link, request};
+use super::{Arrival, Dest, Edge, Link};
 
 /// A response from `arrival`.
 pub(super) fn handle(edge: &mut Edge, now: Instant, arrival: Arrival, msg: Message) {
@@ -86,8 +86,10 @@ pub(super) fn handle(edge: &mut Edge, now: Instant, arrival: Arrival, msg: Messa
 
     if status < 200 {
         edge.txns.provisional(now, id);
-        if edge.txns.get(id).map(|t| t.cancel) == Some(Cancel::Pending) {
-            request::send_cancel(edge, now, id);
+        if edge.txns.get(id).map(|t| t.cancel) == Some(Cancel::Pending)
+            && let Some((to, bytes)) = edge.txns.cancel(id)
+        {
+            edge.push(to, bytes, None);
         }
     } else if matches!(state, State::Trying | State::Proceeding) {
         let mut registration = None;

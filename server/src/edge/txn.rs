@@ -2,6 +2,9 @@
 //! pairs the server side (where the request came from, to answer or absorb retransmissions) with
 //! the client side (where we sent it, our branch, retransmit and timeout timers).
 //!
+//! A sub-machine: it owns its timers and hands back [`TxnEvent`]s (what to send, what failed)
+//! for the edge to carry out; it never reaches into the edge, routing or the flow table.
+//!
 //! Owns: the transaction table and its timers. Must not touch: message routing decisions.
 
 use std::cmp::Reverse;
@@ -11,7 +14,21 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use imsgw_sip::{Message, response_to};
 
-use super::{Arrival, Dest, Edge, FlowId, Identity, Link, Status};
+use super::{Arrival, Dest, FlowId, Identity, Link, Status};
+
+/// What the transaction layer asks the edge to do.
+#[derive(Debug)]
+pub enum TxnEvent {
+    /// Send `bytes` to `to` (a retransmission, a CANCEL, a local final response); a failed send
+    /// of one that carries `txn` is reported back with [`super::Edge::send_failed`].
+    Send {
+        to: Dest,
+        bytes: Bytes,
+        txn: Option<TxnId>,
+    },
+    /// A transaction ended with a status the edge made itself (for the counters).
+    Failed(Status),
+}
 
 /// A transaction, by table id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -267,17 +284,17 @@ impl Transactions {
     }
 
     /// Makes a local final response for `id` if none was sent, and finishes the transaction.
-    /// Returns where to send the response.
-    pub fn fail(&mut self, now: Instant, id: TxnId, status: Status) -> Option<(Dest, Bytes)> {
-        let t = self.by_id.get_mut(&id)?;
+    pub fn fail(&mut self, now: Instant, id: TxnId, status: Status, out: &mut Vec<TxnEvent>) {
+        let Some(t) = self.by_id.get_mut(&id) else {
+            return;
+        };
         if matches!(t.state, State::Completed | State::Accepted) {
-            return None;
+            return;
         }
-        let reply = if t.final_sent {
-            None
-        } else {
+        out.push(TxnEvent::Failed(status));
+        if !t.final_sent {
             t.final_sent = true;
-            t.origin.as_ref().map(|origin| {
+            if let Some(origin) = t.origin.as_ref() {
                 let to_tag = local_tag(&t.branch);
                 let bytes = response_to(
                     &origin.request,
@@ -286,14 +303,91 @@ impl Transactions {
                     Some(&to_tag),
                     &[],
                 );
-                (origin.reply_to, bytes)
-            })
-        };
-        if let Some((Dest::Link(Link::Udp(_)), bytes)) = &reply {
-            t.last_response = Some(bytes.clone());
+                if let Dest::Link(Link::Udp(_)) = origin.reply_to {
+                    t.last_response = Some(bytes.clone());
+                }
+                out.push(TxnEvent::Send {
+                    to: origin.reply_to,
+                    bytes,
+                    txn: None,
+                });
+            }
         }
         self.finished(now, id, status.code);
-        reply
+    }
+
+    /// The CANCEL for the INVITE of `id` toward where the INVITE went (RFC 3261 §9.1, §16.10),
+    /// once: `None` if it was sent already, `id` is no INVITE, or a CANCEL must wait for a
+    /// provisional response first (then it goes out when one arrives).
+    pub fn cancel(&mut self, id: TxnId) -> Option<(Dest, Bytes)> {
+        let t = self.by_id.get_mut(&id)?;
+        if t.cancel == Cancel::Sent || !t.invite {
+            return None;
+        }
+        match t.state {
+            State::Proceeding => {
+                t.cancel = Cancel::Sent;
+                hop_request(&t.sent, "CANCEL", None).map(|b| (t.dest, b))
+            }
+            State::Trying => {
+                t.cancel = Cancel::Pending;
+                None
+            }
+            State::Accepted | State::Completed => None,
+        }
+    }
+
+    /// Fires due timers: retransmissions (Timers A and E, on UDP), timeouts (B, F, C: `408`,
+    /// with a CANCEL for an INVITE that had a provisional), and removal of finished entries.
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<TxnEvent> {
+        let mut out = Vec::new();
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(t) = self.by_id.get(&id) else {
+                continue;
+            };
+            if t.remove_at.is_some_and(|r| r <= now) {
+                self.remove(id);
+                continue;
+            }
+            if t.timeout_at.is_some_and(|r| r <= now) {
+                if t.invite
+                    && t.state == State::Proceeding
+                    && let Some((to, bytes)) = self.cancel(id)
+                {
+                    out.push(TxnEvent::Send {
+                        to,
+                        bytes,
+                        txn: None,
+                    });
+                }
+                self.fail(now, id, Status::REQUEST_TIMEOUT, &mut out);
+                continue;
+            }
+            let Some(mut t) = self.by_id.remove(&id) else {
+                continue;
+            };
+            if t.retrans_at.is_some_and(|r| r <= now) {
+                t.retrans_every = if t.invite {
+                    t.retrans_every * 2
+                } else {
+                    (t.retrans_every * 2).min(T2)
+                };
+                t.retrans_at = Some(now + t.retrans_every);
+                out.push(TxnEvent::Send {
+                    to: t.dest,
+                    bytes: t.sent.clone(),
+                    txn: Some(id),
+                });
+            }
+            // Re-arm the entry for its next deadline.
+            self.schedule(id, &mut t);
+            self.by_id.insert(id, t);
+        }
+        out
     }
 
     fn schedule(&mut self, id: TxnId, t: &mut Txn) {
@@ -344,54 +438,6 @@ pub fn fnv(data: &[u8]) -> u32 {
         h = h.wrapping_mul(0x0100_0193);
     }
     h
-}
-
-/// Fires due timers: retransmissions (Timers A and E, on UDP), timeouts (B, F, C: `408`), and
-/// removal of finished entries.
-pub fn handle_timeout(edge: &mut Edge, now: Instant) {
-    while let Some(Reverse((at, id))) = edge.txns.timers.peek().copied() {
-        if at > now {
-            break;
-        }
-        edge.txns.timers.pop();
-        let Some(t) = edge.txns.by_id.get(&id) else {
-            continue;
-        };
-        if t.remove_at.is_some_and(|r| r <= now) {
-            edge.txns.remove(id);
-            continue;
-        }
-        if t.timeout_at.is_some_and(|r| r <= now) {
-            let cancel = t.invite && t.state == State::Proceeding;
-            if cancel {
-                super::request::send_cancel(edge, now, id);
-            }
-            edge.fail_client(now, id, Status::REQUEST_TIMEOUT);
-            continue;
-        }
-        let Some(t) = edge.txns.by_id.get_mut(&id) else {
-            continue;
-        };
-        if t.retrans_at.is_some_and(|r| r <= now) {
-            let bytes = t.sent.clone();
-            let dest = t.dest;
-            t.retrans_every = if t.invite {
-                t.retrans_every * 2
-            } else {
-                (t.retrans_every * 2).min(T2)
-            };
-            t.retrans_at = Some(now + t.retrans_every);
-            let mut t = edge.txns.by_id.remove(&id).expect("just looked up");
-            edge.txns.schedule(id, &mut t);
-            edge.txns.by_id.insert(id, t);
-            edge.push(dest, bytes, Some(id));
-            continue;
-        }
-        // An entry whose next deadline moved: re-arm it.
-        let mut t = edge.txns.by_id.remove(&id).expect("just looked up");
-        edge.txns.schedule(id, &mut t);
-        edge.txns.by_id.insert(id, t);
-    }
 }
 
 /// Builds a hop-by-hop request toward `t.dest` from what we sent: the CANCEL of RFC 3261
