@@ -380,7 +380,11 @@ impl Default for IdentityConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StaticIdentity {
-    pub impu: String,
+    /// `impu`: the IMPU, a `sip:user@host` or `tel:+number` URI without password, parameters,
+    /// headers or port (see `imsgw_sip::Impu`); anything else fails start-up naming this key.
+    /// Stored in canonical form (host lowercased, escapes normalised). Required.
+    pub impu: imsgw_sip::Impu,
+    /// `impi`: the IMPI, e.g. `alice@ims.example`. Required.
     pub impi: String,
 }
 
@@ -653,6 +657,15 @@ impl Config {
             return Err(key_err(
                 "sip.domain",
                 "must be a plain host name such as `ims.example`",
+            ));
+        }
+        // The domain is the host of every IMPU the templates produce, and those must come out
+        // canonical (`imsgw_sip::Impu`): a domain that is not would make every account unusable.
+        let probe = format!("sip:x@{domain}");
+        if imsgw_sip::Impu::parse(&probe).map_or(true, |i| i.as_str() != probe) {
+            return Err(key_err(
+                "sip.domain",
+                "must be a lowercase host name such as `ims.example` (no port): it is the host of every mapped IMPU",
             ));
         }
         for name in &self.sip.strip_headers {
@@ -1045,6 +1058,41 @@ upstream = "sip:127.0.0.1:5070;transport=udp"
             text,
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
+    }
+
+    #[test]
+    fn static_identity_with_a_non_canonical_impu_names_the_key_rfc3261_19_1_4() {
+        let text = format!(
+            "{MIN}\n[identity.static]\n\"demo:s1\" = {{ impu = \"sip:bob:x@ims.example\", impi = \"bob@ims.example\" }}\n"
+        );
+        let e = load(&text, &[]).expect_err("password in the IMPU");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("identity.static") && msg.contains("impu") && msg.contains("password"),
+            "{msg}"
+        );
+        let text = format!(
+            "{MIN}\n[identity.static]\n\"demo:s1\" = {{ impu = \"SIP:Bob@IMS.example\", impi = \"bob@ims.example\" }}\n"
+        );
+        let c = load(&text, &[]).expect("canonicalised");
+        assert_eq!(
+            c.identity.static_map["demo:s1"].impu.as_str(),
+            "sip:Bob@ims.example"
+        );
+    }
+
+    #[test]
+    fn domain_must_be_a_canonical_impu_host() {
+        for bad in [
+            "IMS.example",
+            "ims.example:5060",
+            "ims_example",
+            "ims.example.",
+        ] {
+            let text = MIN.replace("\"ims.example\"", &format!("\"{bad}\""));
+            let e = load(&text, &[]).expect_err(bad);
+            assert!(e.to_string().contains("sip.domain"), "{bad}: {e}");
+        }
     }
 
     #[test]

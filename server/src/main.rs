@@ -69,10 +69,11 @@ enum TokenAction {
     Mint {
         #[arg(long, short)]
         config: PathBuf,
-        /// The IMS public identity, e.g. sip:alice@ims.example.
+        /// The IMS public identity, e.g. sip:alice@ims.example or tel:+15551234: no password,
+        /// parameters, headers or port. The token carries its canonical form.
         #[arg(long)]
         impu: String,
-        /// The IMS private identity; default: the IMPU's user@host.
+        /// The IMS private identity; default: the IMPU's user@host (required for a tel: IMPU).
         #[arg(long)]
         impi: Option<String>,
         /// Lifetime in seconds; default waf.token_ttl_secs, at most waf.max_token_ttl_secs.
@@ -245,6 +246,20 @@ fn token(action: TokenAction) -> ExitCode {
         scope,
         sub,
     } = action;
+    let impu = match imsgw_sip::Impu::parse(&impu) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("imsgw: --impu `{}`: {e}", impu.escape_debug());
+            return ExitCode::FAILURE;
+        }
+    };
+    let impi = match impi.or_else(|| impu.user_at_host().map(str::to_owned)) {
+        Some(i) => i,
+        None => {
+            eprintln!("imsgw: --impi is needed with a tel: IMPU");
+            return ExitCode::FAILURE;
+        }
+    };
     let config = match load_or_exit(&config) {
         Ok(c) => c,
         Err(code) => return code,
@@ -257,11 +272,6 @@ fn token(action: TokenAction) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let impi = impi.unwrap_or_else(|| {
-        impu.trim_start_matches("sips:")
-            .trim_start_matches("sip:")
-            .to_string()
-    });
     let store = std::sync::Arc::new(imsgw::waf::store::MemoryStore::new());
     let waf = match imsgw::waf::Waf::new(&config, ring, store) {
         Ok(w) => w,
@@ -271,8 +281,8 @@ fn token(action: TokenAction) -> ExitCode {
         }
     };
     let req = imsgw_token::MintRequest {
-        sub: sub.unwrap_or_else(|| impu.clone()),
-        impu,
+        sub: sub.unwrap_or_else(|| impu.to_string()),
+        impu: impu.to_string(),
         impi,
         scope: scope.unwrap_or_else(|| config.waf.scope.clone()),
         ttl,

@@ -269,7 +269,7 @@ fn starts_with_ci(b: &[u8], prefix: &[u8]) -> bool {
 }
 
 /// `unreserved` (RFC 3261 §25.1: alphanum / mark).
-fn is_unreserved(c: u8) -> bool {
+pub(crate) fn is_unreserved(c: u8) -> bool {
     c.is_ascii_alphanumeric()
         || matches!(
             c,

@@ -46,7 +46,7 @@ pub struct Auth {
 pub struct Identity {
     /// The IMPU as an AOR (`sip:user@host`), for comparisons.
     pub impu_aor: String,
-    /// The IMPU as the token wrote it, for P-Asserted-Identity.
+    /// The token's IMPU in canonical form (`imsgw_sip::Impu`), for P-Asserted-Identity.
     pub impu: String,
     pub impi: String,
     /// Token expiry, unix seconds.
@@ -217,12 +217,12 @@ impl Auth {
         if self.revocations.is_revoked(&c.jti, now) {
             return Some(Err(TokenError::Malformed("revoked")));
         }
-        let Some(impu_aor) = Uri::parse(&c.impu).ok().as_ref().and_then(aor_of) else {
+        let Some(impu_aor) = Uri::parse(c.impu.as_str()).ok().as_ref().and_then(aor_of) else {
             return Some(Err(TokenError::BadClaim("impu")));
         };
         Some(Ok(Identity {
             impu_aor,
-            impu: c.impu,
+            impu: c.impu.to_string(),
             impi: c.impi,
             exp: c.exp,
             jti: c.jti,

@@ -2,8 +2,14 @@
 //! required claims, and the static table (TS 24.371: the WAF maps the web identity to an IMPU
 //! and IMPI).
 //!
+//! Every IMPU this produces is an [`Impu`] in canonical form (no password, parameters, headers
+//! or port; see `imsgw_sip::Impu`). A template filled from claims must come out exactly in that
+//! form: an account whose name would need canonicalising (`%62ob` would become `bob`) or is
+//! refused (`bob:x` would be read as `bob` with a password by a SIP parser) cannot be mapped.
+//!
 //! Owns: the mapping rules. Must not touch: HTTP, tokens.
 
+use imsgw_sip::Impu;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -16,7 +22,8 @@ pub struct Person {
     pub provider: String,
     /// The provider's `sub`.
     pub sub: String,
-    pub impu: String,
+    /// The IMPU, canonical.
+    pub impu: Impu,
     pub impi: String,
     /// Something to greet them with.
     pub display: String,
@@ -81,7 +88,7 @@ pub fn map(
     }
     let impu = fill(&config.impu, domain, provider, claims)?;
     let impi = fill(&config.impi, domain, provider, claims)?;
-    check_impu(&impu).map_err(|why| MapError::Unusable {
+    let impu = parse_impu(&impu).map_err(|why| MapError::Unusable {
         provider: provider.into(),
         why,
     })?;
@@ -138,23 +145,17 @@ fn fill(
     Ok(out)
 }
 
-/// An IMPU must be a SIP URI whose user part needs no escaping (RFC 3261 §25.1 unreserved and
-/// user-unreserved characters), so it can stand in To, From and P-Asserted-Identity as is.
-fn check_impu(impu: &str) -> Result<(), String> {
-    let uri = imsgw_sip::SipUri::parse(impu).map_err(|_| format!("`{impu}` is not a SIP URI"))?;
-    let user = uri.user.as_deref().unwrap_or("");
-    if user.is_empty() {
-        return Err(format!("`{impu}` has no user part"));
-    }
-    let ok = user
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/".contains(&b));
-    if !ok {
+/// A filled-in template as an IMPU. It must already be canonical: canonicalising would let two
+/// accounts whose names differ only in spelling (`%62ob`, `bob`) share one identity.
+fn parse_impu(impu: &str) -> Result<Impu, String> {
+    let parsed =
+        Impu::parse(impu).map_err(|e| format!("`{impu}` is not a usable IMS identity: {e}"))?;
+    if parsed.as_str() != impu {
         return Err(format!(
-            "`{user}` has characters a SIP user part cannot carry"
+            "`{impu}` is not written in canonical form (that would be `{parsed}`)"
         ));
     }
-    Ok(())
+    Ok(parsed)
 }
 
 fn toml_to_json(v: &toml::Value) -> Value {
@@ -200,7 +201,7 @@ mod tests {
             &claims(json!({"sub": "s1", "preferred_username": "alice", "email_verified": true})),
         )
         .expect("maps");
-        assert_eq!(p.impu, "sip:alice@ims.example");
+        assert_eq!(p.impu.as_str(), "sip:alice@ims.example");
         assert_eq!(p.impi, "alice@ims.example");
         assert_eq!(p.display, "alice");
     }
@@ -243,7 +244,8 @@ mod tests {
         c.static_map.insert(
             "demo:s9".into(),
             crate::config::StaticIdentity {
-                impu: "sip:+15551234@ims.example".into(),
+                // A literal canonical IMPU: cannot fail.
+                impu: Impu::parse("sip:+15551234@ims.example").expect("canonical"),
                 impi: "15551234@ims.example".into(),
             },
         );
@@ -254,6 +256,40 @@ mod tests {
             &claims(json!({"sub": "s9", "email_verified": true})),
         )
         .expect("static");
-        assert_eq!(p.impu, "sip:+15551234@ims.example");
+        assert_eq!(p.impu.as_str(), "sip:+15551234@ims.example");
+    }
+
+    fn map_name(name: &str) -> Result<Person, MapError> {
+        map(
+            &config(),
+            "ims.example",
+            "demo",
+            &claims(json!({"sub": "s", "preferred_username": name, "email_verified": true})),
+        )
+    }
+
+    #[test]
+    fn names_that_are_not_a_canonical_impu_cannot_be_mapped_rfc3261_19_1_4() {
+        for (name, why) in [
+            ("bob:x", "password"),
+            ("bob:", "password"),
+            ("bob@evil.example", "'@'"),
+            ("bob;user=phone", "';'"),
+            ("bob?subject=x", "'?'"),
+            ("%62ob", "canonical form"),
+            ("b%6Fb", "canonical form"),
+            ("bob%3Ax", "':'"),
+            ("bob\r\nX: y", "whitespace"),
+            (" bob", "whitespace"),
+            ("böb", "non-ASCII"),
+        ] {
+            let e = map_name(name).expect_err(name);
+            assert!(matches!(e, MapError::Unusable { .. }), "{name}: {e}");
+            assert!(e.to_string().contains(why), "{name}: {e}");
+        }
+        assert_eq!(
+            map_name("Bob.Smith+1").expect("maps").impu.as_str(),
+            "sip:Bob.Smith+1@ims.example"
+        );
     }
 }

@@ -505,7 +505,7 @@ fn issue(
 ) -> Result<(serde_json::Value, Issued), Response> {
     let req = imsgw_token::MintRequest {
         sub: format!("{}:{}", person.provider, person.sub),
-        impu: person.impu.clone(),
+        impu: person.impu.to_string(),
         impi: person.impi.clone(),
         scope: scope.to_string(),
         ttl: None,
@@ -805,7 +805,7 @@ fn device_form(person: &Person, csrf: &str, code: Option<&str>, error: Option<&s
 <button name=\"action\" value=\"approve\">Allow this phone</button>\
 <button class=\"secondary\" name=\"action\" value=\"deny\">Deny</button></form>",
         who = esc(&person.display),
-        impu = esc(&person.impu),
+        impu = esc(person.impu.as_str()),
         code = esc(code.unwrap_or("")),
         csrf = esc(csrf),
     );

@@ -200,7 +200,7 @@ pub async fn signed_in(State(waf): State<Arc<Waf>>, headers: HeaderMap) -> Respo
             &format!(
                 "<p>You are signed in as {} ({}).</p><form method=\"post\" action=\"/auth/logout\"><button class=\"secondary\">Sign out</button></form>",
                 pages::esc(&p.display),
-                pages::esc(&p.impu)
+                pages::esc(p.impu.as_str())
             ),
         ),
         None => ask_to_sign_in(&waf, Return::Home),

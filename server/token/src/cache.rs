@@ -105,7 +105,8 @@ mod tests {
             iss: "i".into(),
             aud: "a".into(),
             sub: "s".into(),
-            impu: "sip:a@b".into(),
+            // A literal canonical IMPU: cannot fail.
+            impu: imsgw_sip::Impu::parse("sip:a@b.example").expect("canonical"),
             impi: "a@b".into(),
             scope: String::new(),
             iat: 0,

@@ -2,6 +2,7 @@
 //! and their checking when a token is verified: presence, types, time window with leeway,
 //! audience, and the IMS identity. Signature and issuer are checked before this, in `verify.rs`.
 
+use imsgw_sip::Impu;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -17,8 +18,9 @@ pub struct Claims {
     pub aud: String,
     /// Subject (§4.1.2): the signed-in web identity.
     pub sub: String,
-    /// IMS public user identity the holder may register, e.g. `sip:alice@ims.example.net`.
-    pub impu: String,
+    /// IMS public user identity the holder may register, e.g. `sip:alice@ims.example.net`, in
+    /// canonical form: a token whose `impu` is not canonical is refused, never reinterpreted.
+    pub impu: Impu,
     /// IMS private user identity, e.g. `alice@ims.example.net`.
     pub impi: String,
     /// Space-separated scopes (RFC 6749 §3.3); empty if the token has none.
@@ -64,17 +66,21 @@ impl Claims {
         let impu = string(payload, "impu")?
             .filter(|s| !s.is_empty())
             .ok_or(TokenError::MissingClaim("impu"))?;
+        let impu = Impu::parse(impu).map_err(TokenError::BadImpu)?;
         // External issuers may omit `impi`: default to the user@host of a SIP IMPU (TS 23.228
         // §4.3.3.1: the IMPI takes the form of an NAI, user@realm).
         let impi = match string(payload, "impi")? {
             Some(i) if !i.is_empty() => i.to_owned(),
-            _ => default_impi(impu).ok_or(TokenError::MissingClaim("impi"))?,
+            _ => impu
+                .user_at_host()
+                .ok_or(TokenError::MissingClaim("impi"))?
+                .to_owned(),
         };
         Ok(Claims {
             iss: iss.to_owned(),
             aud: audience.to_owned(),
             sub: sub.to_owned(),
-            impu: impu.to_owned(),
+            impu,
             impi,
             scope: string(payload, "scope")?.unwrap_or_default().to_owned(),
             iat: claims_time.2.unwrap_or(0),
@@ -141,25 +147,6 @@ fn string<'a>(
         Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(TokenError::BadClaim(name)),
     }
-}
-
-/// `user@host` of a `sip:`/`sips:` IMPU, without parameters or headers.
-fn default_impi(impu: &str) -> Option<String> {
-    let lower = impu
-        .get(..5)
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
-    let rest = if lower.starts_with("sip:") {
-        &impu[4..]
-    } else if lower == "sips:" {
-        &impu[5..]
-    } else {
-        return None;
-    };
-    let end = rest.find([';', '?', '>']).unwrap_or(rest.len());
-    let nai = &rest[..end];
-    let (user, host) = nai.split_once('@')?;
-    (!user.is_empty() && !host.is_empty()).then(|| nai.to_owned())
 }
 
 #[cfg(test)]
@@ -250,15 +237,37 @@ mod tests {
     }
 
     #[test]
-    fn missing_impi_defaults_to_user_at_host_of_a_sip_impu() {
+    fn missing_impi_defaults_to_user_at_host_of_the_canonical_impu_ts23228_4_3_3_1() {
         let mut v = good();
         v.as_object_mut().expect("obj").remove("impi");
-        v["impu"] = json!("SIP:bob@ims.example;user=phone");
-        assert_eq!(check(v.clone(), NOW).expect("ok").impi, "bob@ims.example");
+        v["impu"] = json!("SIP:%62ob@IMS.example");
+        let c = check(v.clone(), NOW).expect("ok");
+        assert_eq!(c.impi, "bob@ims.example");
+        assert_eq!(c.impu.as_str(), "sip:bob@ims.example");
         v["impu"] = json!("tel:+15551234");
         assert_eq!(check(v, NOW), Err(TokenError::MissingClaim("impi")));
-        assert_eq!(default_impi("sips:carol@h"), Some("carol@h".into()));
-        assert_eq!(default_impi("sip:@h"), None);
+    }
+
+    #[test]
+    fn non_canonical_impu_is_refused_not_reinterpreted_rfc3261_19_1_4() {
+        use imsgw_sip::ImpuError;
+        for (bad, why) in [
+            ("sip:bob:x@ims.example", ImpuError::Password),
+            ("sip:bob:@ims.example", ImpuError::Password),
+            ("sip:bob@ims.example;user=phone", ImpuError::Params),
+            ("sip:bob@ims.example?subject=x", ImpuError::Headers),
+            ("sip:bob@ims.example:5060", ImpuError::Port),
+            ("sips:bob@ims.example", ImpuError::Scheme),
+            (" sip:bob@ims.example", ImpuError::BadChar),
+        ] {
+            let mut v = good();
+            v["impu"] = json!(bad);
+            assert_eq!(check(v, NOW), Err(TokenError::BadImpu(why)), "{bad}");
+        }
+        assert_eq!(
+            TokenError::BadImpu(ImpuError::Password).oauth_error(),
+            "invalid_token"
+        );
     }
 
     #[test]

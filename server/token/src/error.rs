@@ -37,6 +37,10 @@ pub enum TokenError {
     /// A claim has the wrong JSON type.
     #[error("claim {0} has the wrong type")]
     BadClaim(&'static str),
+    /// The `impu` claim is a string but not a canonical IMPU (a password, parameters, a port,
+    /// ...): the token is refused rather than read as some other identity.
+    #[error("claim impu is not a canonical IMPU: {0}")]
+    BadImpu(imsgw_sip::ImpuError),
     /// `iss` is neither ours nor a configured external issuer.
     #[error("unknown issuer")]
     WrongIssuer,
@@ -90,6 +94,7 @@ mod tests {
             TokenError::TooLarge,
             TokenError::UnknownKid { issuer: None },
             TokenError::WrongAudience,
+            TokenError::BadImpu(imsgw_sip::ImpuError::Password),
         ] {
             assert_eq!(e.oauth_error(), "invalid_token");
         }

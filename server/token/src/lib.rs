@@ -10,8 +10,12 @@
 //! Secrets never reach `Debug`, `Display` or an error: tokens travel as [`AccessToken`], HMAC
 //! keys as [`Secret`], and private keys stay inside [`KeyRing`], whose `Debug` lists `kid`s only.
 //!
-//! It must not know about SIP, HTTP, revocation lists or how identities are mapped; the edge
-//! (matching the REGISTER's AOR to `impu`, capping `Expires`) and the WAF own those.
+//! The `impu` claim is an [`imsgw_sip::Impu`]: a token whose IMPU is not canonical is refused
+//! ([`TokenError::BadImpu`]) and none is minted ([`MintError::BadImpu`]). That type is all this
+//! crate takes from `imsgw-sip`.
+//!
+//! It must not know about SIP messages, HTTP, revocation lists or how identities are mapped; the
+//! edge (matching the REGISTER's AOR to `impu`, capping `Expires`) and the WAF own those.
 
 mod bearer;
 mod cache;

@@ -8,6 +8,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
+use imsgw_sip::Impu;
+
 use crate::claims::Claims;
 use crate::keys::KeyRing;
 use crate::secret::AccessToken;
@@ -43,7 +45,8 @@ impl MinterConfig {
 pub struct MintRequest {
     /// `sub`: the signed-in web identity.
     pub sub: String,
-    /// The IMPU the holder may register.
+    /// The IMPU the holder may register; minting fails unless it is in canonical form
+    /// ([`imsgw_sip::Impu`]).
     pub impu: String,
     /// The IMPI.
     pub impi: String,
@@ -62,6 +65,16 @@ pub enum MintError {
     /// `scope` is not a space-separated list of RFC 6749 §3.3 scope tokens.
     #[error("scope must be space-separated tokens of printable ASCII without '\"' or '\\'")]
     BadScope,
+    /// `impu` is not a canonical IMPU; no token may name an identity the edge would read
+    /// differently from the registrar.
+    #[error("impu is not a canonical IMPU: {0}")]
+    BadImpu(imsgw_sip::ImpuError),
+    /// `impu` is an IMPU but not spelled in its canonical form.
+    #[error("impu must be written in canonical form: {canonical}")]
+    NotCanonicalImpu {
+        /// The canonical spelling of the requested IMPU.
+        canonical: String,
+    },
     /// The lifetime is 0 or beyond `max_ttl`.
     #[error("token lifetime {ttl} s is not within 1..={max} s")]
     BadTtl {
@@ -107,6 +120,15 @@ impl Minter {
                 return Err(MintError::Empty(name));
             }
         }
+        let impu = Impu::parse(&req.impu).map_err(MintError::BadImpu)?;
+        if impu.as_str() != req.impu {
+            // Canonical already means equal to its canonical form: a spelling that merely
+            // compares equal (`%62ob`, `IMS.example`) is refused too, so the token says exactly
+            // what was asked for.
+            return Err(MintError::NotCanonicalImpu {
+                canonical: impu.to_string(),
+            });
+        }
         if !valid_scope(&req.scope) {
             return Err(MintError::BadScope);
         }
@@ -121,7 +143,7 @@ impl Minter {
             iss: self.config.issuer.clone(),
             aud: self.config.audience.clone(),
             sub: req.sub,
-            impu: req.impu,
+            impu,
             impi: req.impi,
             scope: req.scope,
             iat: now,
@@ -231,6 +253,33 @@ mod tests {
         assert_eq!(with(|r| r.scope = "a  b".into()), Some(MintError::BadScope));
         assert_eq!(with(|r| r.scope = "a\"b".into()), Some(MintError::BadScope));
         assert_eq!(with(|r| r.scope = String::new()), None);
+    }
+
+    #[test]
+    fn non_canonical_impu_is_not_minted_rfc3261_19_1_4() {
+        use imsgw_sip::ImpuError;
+        let m = minter();
+        let with = |impu: &str| {
+            let mut r = req();
+            r.impu = impu.into();
+            m.mint(0, r).err()
+        };
+        assert_eq!(
+            with("sip:bob:x@ims.example"),
+            Some(MintError::BadImpu(ImpuError::Password))
+        );
+        assert_eq!(
+            with("sip:bob@ims.example;user=phone"),
+            Some(MintError::BadImpu(ImpuError::Params))
+        );
+        assert_eq!(
+            with("sip:%62ob@IMS.example"),
+            Some(MintError::NotCanonicalImpu {
+                canonical: "sip:bob@ims.example".into()
+            })
+        );
+        assert_eq!(with("tel:+15551234"), None);
+        assert_eq!(with("sip:bob@ims.example"), None);
     }
 
     #[test]

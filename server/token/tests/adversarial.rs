@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use imsgw_sip::ImpuError;
 use imsgw_token::{Claims, KeyRing, Secret, TokenError, parse_bearer};
 use serde_json::{Value, json};
 
@@ -31,7 +32,8 @@ fn minted_token_verifies_with_exact_claims() {
         iss: ISS.into(),
         aud: AUD.into(),
         sub: "web-user-42".into(),
-        impu: "sip:alice@ims.example".into(),
+        // A literal canonical IMPU: cannot fail.
+        impu: "sip:alice@ims.example".parse().expect("canonical"),
         impi: "alice@ims.example".into(),
         scope: "sip openid".into(),
         iat: NOW,
@@ -390,6 +392,25 @@ fn missing_exp_or_impu_is_refused() {
             Err(TokenError::MissingClaim(claim)),
             "{claim}"
         );
+    }
+}
+
+#[test]
+fn signed_token_with_non_canonical_impu_is_refused_rfc3261_19_1_4() {
+    let mut s = setup();
+    for (impu, why) in [
+        ("sip:alice:x@ims.example", ImpuError::Password),
+        ("sip:alice:@ims.example", ImpuError::Password),
+        ("sip:alice@ims.example;user=phone", ImpuError::Params),
+        ("sip:alice@ims.example?subject=x", ImpuError::Headers),
+    ] {
+        let mut p = payload();
+        p["impu"] = json!(impu);
+        let token = es256(&s.our_pair, s.ring.signing_kid(), &p);
+        let e = s.verifier.verify(NOW, &token).expect_err(impu);
+        assert_eq!(e, TokenError::BadImpu(why), "{impu}");
+        assert_eq!(e.oauth_error(), "invalid_token");
+        assert!(!e.to_string().contains("alice"), "{e}");
     }
 }
 

@@ -157,7 +157,7 @@ fn second_verify_hits_the_cache_and_expiry_is_still_enforced() {
     assert_eq!((s.verifier.cache_len(), s.verifier.cache_hits()), (1, 0));
     let again = s.verifier.verify(NOW + 10, &token).expect("second");
     assert_eq!(s.verifier.cache_hits(), 1);
-    assert_eq!(again.claims.impu, "sip:alice@ims.example");
+    assert_eq!(again.claims.impu.as_str(), "sip:alice@ims.example");
     assert_eq!(
         s.verifier.verify(NOW + LIFETIME + 61, &token),
         Err(TokenError::Expired)

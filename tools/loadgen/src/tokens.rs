@@ -166,7 +166,7 @@ mod tests {
                 .expect("prefix");
             let c = v.verify(now, token).expect("valid").claims;
             assert_eq!(c.sub, *user);
-            assert_eq!(c.impu, format!("sip:{user}@ims.example"));
+            assert_eq!(c.impu.as_str(), format!("sip:{user}@ims.example"));
             assert_eq!(c.exp - c.iat, 600);
         }
     }
