@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, UpstreamTransport};
 use crate::edge::{Auth, AuthSettings, Edge, EdgeSettings, FlowKey, Local};
-use crate::hub::{Hub, UpstreamSender};
+use crate::hub::{Hub, HubInput, UpstreamSender};
 use crate::metrics::Metrics;
 use crate::peers::PeerFilter;
 use crate::transport::{ims, tls, ws};
@@ -148,9 +148,23 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .load(unix_now())
         .map_err(crate::waf::WafError::from)?;
     let store: Arc<MemoryStore> = Arc::new(MemoryStore::new());
-    let waf = Arc::new(Waf::new(&config, ring.clone(), store.clone())?);
+    let mut waf = Waf::new(&config, ring.clone(), store.clone())?;
+    // Revocations reach the edge as inputs, never as a look-up in the store (STYLE.md §15).
+    let (revoked_tx, mut revoked_rx) = mpsc::unbounded_channel::<(String, u64)>();
+    waf.set_revocation_sink(revoked_tx);
+    let waf = Arc::new(waf);
+    {
+        let hub_tx = hub_tx.clone();
+        tasks.spawn(async move {
+            while let Some((jti, exp)) = revoked_rx.recv().await {
+                if hub_tx.send(HubInput::Revoked { jti, exp }).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
     let auth = if config.sip.danger_allow_unauthenticated {
-        Auth::disabled(store.clone())
+        Auth::disabled()
     } else {
         let mut verifier =
             imsgw_token::Verifier::new(crate::waf::verifier_config(&config, true)?, &ring)
@@ -171,7 +185,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 tna_header: config.sip.tna_header.clone(),
             },
             verifier: Some(verifier),
-            revocations: store.clone(),
+            revoked: {
+                let mut r = crate::edge::Revoked::default();
+                for (jti, exp) in crate::waf::store::Store::revocations(&*store, unix_now()) {
+                    r.insert(jti, exp);
+                }
+                r
+            },
         }
     };
     let (jwks_tx, jwks_rx) = mpsc::channel(64);

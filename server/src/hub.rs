@@ -61,6 +61,11 @@ pub enum HubInput {
     UpstreamFailed,
     /// The WAF's signing keys changed.
     OurKeys(Box<imsgw_token::KeyRing>),
+    /// The WAF revoked a token (`jti`, valid until `exp`).
+    Revoked {
+        jti: String,
+        exp: u64,
+    },
     /// An external issuer's keys were fetched.
     ExternalJwks {
         issuer: String,
@@ -174,6 +179,7 @@ impl Hub {
             HubInput::SendFailed { txn } => self.edge.send_failed(now, txn),
             HubInput::UpstreamFailed => self.edge.upstream_failed(now),
             HubInput::OurKeys(ring) => self.edge.set_our_keys(&ring),
+            HubInput::Revoked { jti, exp } => self.edge.revoke(jti, exp),
             HubInput::ExternalJwks { issuer, jwks } => {
                 self.edge.set_external_jwks(now, &issuer, &jwks)
             }

@@ -46,4 +46,5 @@ pub use response::response_to;
 pub use scan::Param;
 pub use splice::Splice;
 pub use uri::{SipUri, Uri};
+pub use validate::View;
 pub use via::Via;

@@ -4,12 +4,53 @@
 
 use std::ops::Range;
 
-use crate::addr::Contacts;
+use crate::addr::{Contacts, NameAddr};
 use crate::error::ParseError;
-use crate::header::HeaderName;
+use crate::header::{CSeq, Header, HeaderName, Method};
 use crate::message::Message;
 use crate::scan::split_commas;
 use crate::uri::Uri;
+use crate::via::Via;
+
+/// What a proxy reasons about in a message that passed [`Message::view`], parsed once: the
+/// proxy reads these fields and never parses the headers again (RFC 3261 §16.3 "reasonable
+/// syntax", STYLE "parse, don't validate"). Ranges are offsets into the message's buffer.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// The request method; `None` for a response.
+    pub method: Option<Method>,
+    /// The Request-URI; `None` for a response.
+    pub request_uri: Option<Uri>,
+    /// Every Via value in wire order; never empty.
+    pub vias: Vec<Via>,
+    pub from: NameAddr,
+    pub to: NameAddr,
+    pub call_id: String,
+    pub cseq: CSeq,
+    /// The Max-Forwards value and the range of its digits.
+    pub max_forwards: Option<(u32, Range<usize>)>,
+    /// The Expires header: its value (if a number) and the range of the value.
+    pub expires: Option<(Option<u32>, Range<usize>)>,
+    pub contacts: Contacts,
+    /// Every Route value in wire order.
+    pub routes: Vec<NameAddr>,
+    /// The Content-Length, if the message had one.
+    pub content_length: Option<usize>,
+    /// The credentials headers (Authorization, Proxy-Authorization), in wire order.
+    pub credentials: Vec<Header>,
+    /// The option tags of every Proxy-Require header (RFC 3261 §20.29).
+    pub proxy_require: Vec<String>,
+    /// The option tags of every Supported header.
+    pub supported: Vec<String>,
+}
+
+impl View {
+    /// The top Via (there always is one).
+    pub fn top_via(&self) -> &Via {
+        // `Message::view` refuses a message without a Via.
+        &self.vias[0]
+    }
+}
 
 /// Headers that may appear at most once (RFC 3261 §7.3.1, §20; RFC 4475 §3.3.8).
 const SINGLE: &[HeaderName] = &[
@@ -32,40 +73,89 @@ impl Message {
     /// ones the gateway never reads (Date, Accept, ...), are not checked: a proxy forwards them
     /// untouched. Use it to decide on a 400 before proxying.
     pub fn validate(&self) -> Result<(), ParseError> {
-        self.validate_start_line()?;
+        self.view().map(|_| ())
+    }
+
+    /// [`Message::validate`], returning what it parsed: the typed [`View`] the proxy works on.
+    pub fn view(&self) -> Result<View, ParseError> {
+        let request_uri = self.validate_start_line()?;
         for name in SINGLE {
             if self.header_count(name) > 1 {
                 return Err(ParseError::DuplicateHeader(name.label()));
             }
         }
-        if self.vias()?.is_empty() {
+        let vias = self.vias()?;
+        if vias.is_empty() {
             return Err(ParseError::MissingHeader("Via"));
         }
-        self.from()?;
-        self.to()?;
-        self.call_id()?;
+        let from = self.from()?;
+        let to = self.to()?;
+        let call_id = self.call_id()?.to_string();
         let cseq = self.cseq()?;
         if self.method().is_some_and(|m| m != &cseq.method) {
             return Err(ParseError::CSeqMethodMismatch);
         }
-        self.max_forwards()?;
-        self.content_length()?;
+        let max_forwards = self.max_forwards()?;
+        let content_length = self.content_length()?;
         if let Some(e) = self.body_error() {
             return Err(e.clone());
         }
-        self.expires()?;
-        if let Contacts::List(list) = self.contacts()? {
-            for c in &list {
+        let expires_value = self.expires()?;
+        let expires = self
+            .header(&HeaderName::Expires)
+            .map(|h| (expires_value, h.value.clone()));
+        let contacts = self.contacts()?;
+        if let Contacts::List(list) = &contacts {
+            for c in list {
                 c.expires()?;
             }
         }
-        self.routes()?;
+        let routes = self.routes()?;
         self.record_routes()?;
         self.paths()?;
-        Ok(())
+        let credentials = self
+            .headers()
+            .iter()
+            .filter(|h| {
+                matches!(
+                    h.name,
+                    HeaderName::Authorization | HeaderName::ProxyAuthorization
+                )
+            })
+            .cloned()
+            .collect();
+        Ok(View {
+            method: self.method().cloned(),
+            request_uri,
+            vias,
+            from,
+            to,
+            call_id,
+            cseq,
+            max_forwards,
+            expires,
+            contacts,
+            routes,
+            content_length,
+            credentials,
+            proxy_require: self.option_tags(&HeaderName::ProxyRequire),
+            supported: self.option_tags(&HeaderName::Supported),
+        })
     }
 
-    fn validate_start_line(&self) -> Result<(), ParseError> {
+    /// The comma-separated option tags of every `name` header, trimmed, empty ones skipped.
+    fn option_tags(&self, name: &HeaderName) -> Vec<String> {
+        self.headers()
+            .iter()
+            .filter(|h| &h.name == name)
+            .flat_map(|h| self.value(h).split(|b| *b == b','))
+            .map(|t| String::from_utf8_lossy(t.trim_ascii()).into_owned())
+            .filter(|t| !t.is_empty())
+            .collect()
+    }
+
+    /// Checks the start line; returns the parsed Request-URI of a request.
+    fn validate_start_line(&self) -> Result<Option<Uri>, ParseError> {
         if let Some(r) = self.request_uri_range() {
             // Request-Line = Method SP Request-URI SP SIP-Version CRLF (RFC 3261 §7.1): exactly
             // two single spaces (RFC 4475 §3.1.2.8-10).
@@ -84,12 +174,13 @@ impl Message {
             return Err(ParseError::BadVersion);
         }
         if self.is_request() {
-            let uri = self.request_uri().ok_or(ParseError::BadUri)?;
-            if matches!(Uri::parse(uri)?, Uri::Sip(u) if u.headers.is_some()) {
+            let uri = Uri::parse(self.request_uri().ok_or(ParseError::BadUri)?)?;
+            if matches!(&uri, Uri::Sip(u) if u.headers.is_some()) {
                 return Err(ParseError::BadUri);
             }
+            return Ok(Some(uri));
         }
-        Ok(())
+        Ok(None)
     }
 
     /// The range to delete to remove the `index`-th value (wire order, across lines) of a

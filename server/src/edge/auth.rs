@@ -4,17 +4,45 @@
 //! Owns: the token verifier, the per-flow authorization, the decision for each request from a
 //! WebSocket. Must not touch: sockets, HTTP, key files (the WAF driver feeds keys in).
 
-use std::sync::Arc;
+use std::collections::HashMap;
 
-use imsgw_sip::{Contacts, HeaderName, Message, Method, SipUri, Uri};
+use imsgw_sip::{Contacts, Header, HeaderName, Impu, Message, Method, Uri, View};
 use imsgw_token::{AccessToken, TokenError, Verifier, parse_bearer};
 
+use super::status::Status;
 use crate::config::{Challenge, IdentityAssertion};
 
-/// What the edge needs to know about revoked tokens (RFC 7009); the WAF's store implements it.
-pub trait Revocations: Send + Sync {
-    /// Whether the token with this `jti` was revoked.
-    fn is_revoked(&self, jti: &str, now: u64) -> bool;
+/// Tokens revoked at the WAF (RFC 7009), as the edge was told through [`super::Edge::revoke`]:
+/// an input like the keys, never a look-up in the WAF's store, so no store lock or network
+/// round trip runs inside the edge. An entry is kept until its token would have expired anyway.
+#[derive(Debug, Default)]
+pub struct Revoked {
+    by_jti: HashMap<String, u64>,
+}
+
+impl Revoked {
+    /// The token with `jti`, valid until `exp`, is revoked.
+    pub fn insert(&mut self, jti: String, exp: u64) {
+        self.by_jti.insert(jti, exp);
+    }
+
+    pub fn contains(&self, jti: &str) -> bool {
+        self.by_jti.contains_key(jti)
+    }
+
+    /// Forgets revocations of tokens that expired (plus the verifier's leeway) by `now`.
+    pub fn prune(&mut self, now: u64, leeway: u64) {
+        self.by_jti
+            .retain(|_, exp| exp.saturating_add(leeway) >= now);
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_jti.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_jti.is_empty()
+    }
 }
 
 /// Settings from `[sip]` and `[waf]`.
@@ -38,16 +66,14 @@ pub struct AuthSettings {
 pub struct Auth {
     pub settings: AuthSettings,
     pub verifier: Option<Verifier>,
-    pub revocations: Arc<dyn Revocations>,
+    pub revoked: Revoked,
 }
 
 /// An identity a token proved, as far as the edge needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    /// The IMPU as an AOR (`sip:user@host`), for comparisons.
-    pub impu_aor: String,
-    /// The token's IMPU in canonical form (`imsgw_sip::Impu`), for P-Asserted-Identity.
-    pub impu: String,
+    /// The token's IMPU, canonical; compared whole with a request's From/To (RFC 3261 §19.1.4).
+    pub impu: Impu,
     pub impi: String,
     /// Token expiry, unix seconds.
     pub exp: u64,
@@ -58,9 +84,10 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Whether `uri` names this identity's IMPU.
+    /// Whether `uri` names this identity's IMPU (RFC 3261 §19.1.4); a URI with a password or
+    /// headers names nobody.
     pub fn names(&self, uri: &Uri) -> bool {
-        aor_of(uri).is_some_and(|a| a == self.impu_aor)
+        self.impu.matches(uri).unwrap_or(false)
     }
 }
 
@@ -79,8 +106,7 @@ pub enum Decision {
 
 #[derive(Debug)]
 pub struct Rejection {
-    pub code: u16,
-    pub reason: &'static str,
+    pub status: Status,
     /// `(header name, value)` for the challenge, if one goes with it.
     pub challenge: Option<(&'static str, String)>,
     /// Words for the `Warning` header.
@@ -89,7 +115,7 @@ pub struct Rejection {
 
 impl Auth {
     /// An edge that checks nothing (tests of routing, `danger_allow_unauthenticated`).
-    pub fn disabled(revocations: Arc<dyn Revocations>) -> Self {
+    pub fn disabled() -> Self {
         Self {
             settings: AuthSettings {
                 required: false,
@@ -101,7 +127,7 @@ impl Auth {
                 tna_header: String::new(),
             },
             verifier: None,
-            revocations,
+            revoked: Revoked::default(),
         }
     }
 
@@ -110,23 +136,19 @@ impl Auth {
         &mut self,
         now: u64,
         msg: &Message,
+        view: &View,
         flow_identity: Option<&Identity>,
     ) -> Decision {
         if !self.settings.required {
             return Decision::Forward { identity: None };
         }
-        let method = msg.method();
+        let method = view.method.as_ref();
+        let live = flow_identity.filter(|id| id.exp > now && !self.revoked.contains(&id.jti));
         if method == Some(&Method::Ack) {
             // An ACK cannot be answered (RFC 3261 §17.1.1.3): one that rides on no live
             // registration of this flow for its From is dropped. ACKs of INVITEs this flow sent
             // with their own token are matched by the caller before this.
-            let from = msg.from().ok();
-            let live = flow_identity.filter(|id| {
-                id.exp > now
-                    && !self.revocations.is_revoked(&id.jti, now)
-                    && from.as_ref().is_some_and(|f| id.names(&f.uri))
-            });
-            return match live {
+            return match live.filter(|id| id.names(&view.from.uri)) {
                 Some(id) => Decision::Forward {
                     identity: Some(id.clone()),
                 },
@@ -134,30 +156,25 @@ impl Auth {
             };
         }
         let register = method == Some(&Method::Register);
-        // The AOR the request speaks for: To for REGISTER (RFC 3261 §10.2), From otherwise.
-        let claimed = if register { msg.to() } else { msg.from() };
-        let claimed = claimed.ok().and_then(|na| aor_of(&na.uri));
-        match self.bearer(now, msg) {
+        // The identity the request speaks for: To for REGISTER (RFC 3261 §10.2), From otherwise.
+        let (claimed, which) = if register {
+            (&view.to.uri, "To")
+        } else {
+            (&view.from.uri, "From")
+        };
+        match self.bearer(now, msg, view) {
             // A token inside the clock-skew leeway but past its `exp` verifies, yet leaves no
             // time to register for: capping Expires would silently turn the REGISTER into a
             // removal of the binding (RFC 3261 §10.2.2). Refuse it as expired instead.
             Some(Ok(id)) if register && id.exp <= now => {
-                Decision::Reject(self.refusal(&TokenError::Expired))
+                Decision::Reject(self.refusal(&Refused::Token(TokenError::Expired)))
             }
-            Some(Ok(id)) => match claimed {
-                Some(aor) if aor == id.impu_aor => Decision::Forward { identity: Some(id) },
-                _ => Decision::Reject(Rejection {
-                    code: 403,
-                    reason: "Forbidden",
-                    challenge: None,
-                    why: Some(format!(
-                        "the token is for {}, not for the {} identity of this request",
-                        id.impu,
-                        if register { "To" } else { "From" }
-                    )),
-                }),
-            },
-            Some(Err(TokenError::UnknownKid { issuer: Some(iss) })) => {
+            Some(Ok(id)) if id.names(claimed) => Decision::Forward { identity: Some(id) },
+            Some(Ok(id)) => Decision::Reject(not_yours(format!(
+                "the token is for {}, not for the {which} identity of this request",
+                id.impu
+            ))),
+            Some(Err(Refused::Token(TokenError::UnknownKid { issuer: Some(iss) }))) => {
                 let refetch = self
                     .verifier
                     .as_mut()
@@ -165,64 +182,56 @@ impl Auth {
                 if refetch {
                     Decision::Park { issuer: iss }
                 } else {
-                    Decision::Reject(self.refusal(&TokenError::UnknownKid { issuer: Some(iss) }))
+                    Decision::Reject(self.refusal(&Refused::Token(TokenError::UnknownKid {
+                        issuer: Some(iss),
+                    })))
                 }
             }
             Some(Err(e)) => Decision::Reject(self.refusal(&e)),
             None if register => Decision::Reject(self.challenge(None)),
-            None => {
-                // RFC 8898 §2.1.4: requests after registration ride on the registration.
-                let live = flow_identity
-                    .filter(|id| id.exp > now && !self.revocations.is_revoked(&id.jti, now));
-                match (live, claimed) {
-                    (Some(id), Some(aor)) if aor == id.impu_aor => Decision::Forward {
-                        identity: Some(id.clone()),
-                    },
-                    (Some(id), _) => Decision::Reject(Rejection {
-                        code: 403,
-                        reason: "Forbidden",
-                        challenge: None,
-                        why: Some(format!(
-                            "this connection is registered as {}, not as the From identity",
-                            id.impu
-                        )),
-                    }),
-                    (None, _) => Decision::Reject(self.challenge(None)),
-                }
-            }
+            // RFC 8898 §2.1.4: requests after registration ride on the registration.
+            None => match live {
+                Some(id) if id.names(claimed) => Decision::Forward {
+                    identity: Some(id.clone()),
+                },
+                Some(id) => Decision::Reject(not_yours(format!(
+                    "this connection is registered as {}, not as the From identity",
+                    id.impu
+                ))),
+                None => Decision::Reject(self.challenge(None)),
+            },
         }
     }
 
     /// The Bearer credentials of a request, checked. `None` when it carries none.
-    fn bearer(&mut self, now: u64, msg: &Message) -> Option<Result<Identity, TokenError>> {
-        let (header, raw) = bearer_headers(msg)
-            .next()
-            .map(|h| (h.name.clone(), msg.value(h)))?;
+    fn bearer(
+        &mut self,
+        now: u64,
+        msg: &Message,
+        view: &View,
+    ) -> Option<Result<Identity, Refused>> {
+        let h = bearer_headers(msg, view).next()?;
+        let (header, raw) = (h.name.clone(), msg.value(h));
         let Some(verifier) = self.verifier.as_mut() else {
-            return Some(Err(TokenError::Malformed("no verifier")));
+            return Some(Err(Refused::Token(TokenError::Malformed("no verifier"))));
         };
-        let text = match std::str::from_utf8(raw) {
-            Ok(t) => t,
-            Err(_) => return Some(Err(TokenError::Malformed("not UTF-8"))),
+        let Ok(text) = std::str::from_utf8(raw) else {
+            return Some(Err(Refused::Token(TokenError::Malformed("not UTF-8"))));
         };
-        let token = match parse_bearer(text) {
-            Ok(t) => t,
-            Err(_) => return Some(Err(TokenError::Malformed("Bearer credentials syntax"))),
+        let Ok(token) = parse_bearer(text) else {
+            return Some(Err(Refused::Token(TokenError::Malformed(
+                "Bearer credentials syntax",
+            ))));
         };
-        let verified = match verifier.verify(now, token) {
-            Ok(v) => v,
-            Err(e) => return Some(Err(e)),
+        let c = match verifier.verify(now, token) {
+            Ok(v) => v.claims,
+            Err(e) => return Some(Err(Refused::Token(e))),
         };
-        let c = verified.claims;
-        if self.revocations.is_revoked(&c.jti, now) {
-            return Some(Err(TokenError::Malformed("revoked")));
+        if self.revoked.contains(&c.jti) {
+            return Some(Err(Refused::Revoked));
         }
-        let Some(impu_aor) = Uri::parse(c.impu.as_str()).ok().as_ref().and_then(aor_of) else {
-            return Some(Err(TokenError::BadClaim("impu")));
-        };
         Some(Ok(Identity {
-            impu_aor,
-            impu: c.impu.to_string(),
+            impu: c.impu,
             impi: c.impi,
             exp: c.exp,
             jti: c.jti,
@@ -232,17 +241,16 @@ impl Auth {
 
     /// RFC 6750 §3.1: an insufficient scope is 403; anything else wrong with a token is 401
     /// with `error="invalid_token"`.
-    fn refusal(&self, e: &TokenError) -> Rejection {
-        if matches!(e, TokenError::InsufficientScope) {
+    fn refusal(&self, e: &Refused) -> Rejection {
+        if matches!(e, Refused::Token(TokenError::InsufficientScope)) {
             let mut r = self.challenge(Some("insufficient_scope"));
-            r.code = 403;
-            r.reason = "Forbidden";
+            r.status = Status::FORBIDDEN;
             return r;
         }
         let mut r = self.challenge(Some("invalid_token"));
         r.why = Some(match e {
-            TokenError::Malformed("revoked") => "the token was revoked".to_string(),
-            e => format!("the token was refused: {e}"),
+            Refused::Revoked => "the token was revoked".to_string(),
+            Refused::Token(e) => format!("the token was refused: {e}"),
         });
         r
     }
@@ -257,13 +265,12 @@ impl Auth {
         if let Some(e) = error {
             value.push_str(&format!(", error=\"{e}\""));
         }
-        let (code, reason, header) = match s.challenge {
-            Challenge::Www => (401, "Unauthorized", "WWW-Authenticate"),
-            Challenge::Proxy => (407, "Proxy Authentication Required", "Proxy-Authenticate"),
+        let (status, header) = match s.challenge {
+            Challenge::Www => (Status::UNAUTHORIZED, "WWW-Authenticate"),
+            Challenge::Proxy => (Status::PROXY_AUTH_REQUIRED, "Proxy-Authenticate"),
         };
         Rejection {
-            code,
-            reason,
+            status,
             challenge: Some((header, value)),
             why: None,
         }
@@ -308,30 +315,31 @@ impl Auth {
     }
 }
 
-/// The header lines with Bearer credentials: never forwarded unless `passthrough`.
-pub fn bearer_headers(msg: &Message) -> impl Iterator<Item = &imsgw_sip::Header> {
-    msg.headers().iter().filter(move |h| {
-        matches!(
-            h.name,
-            HeaderName::Authorization | HeaderName::ProxyAuthorization
-        ) && msg
-            .value(h)
-            .get(..6)
-            .is_some_and(|p| p.eq_ignore_ascii_case(b"bearer"))
-    })
+/// Why a token was not accepted.
+#[derive(Debug)]
+enum Refused {
+    Token(TokenError),
+    /// Valid, but revoked at the WAF (RFC 7009).
+    Revoked,
 }
 
-/// The AOR of a URI for comparisons: `sip:user@host` (RFC 3261 §10.3 canonical form).
-pub fn aor_of(uri: &Uri) -> Option<String> {
-    match uri {
-        Uri::Sip(s) => Some(sip_aor(s)),
-        Uri::Other(o) => Some(o.to_ascii_lowercase()),
+/// A 403 for a request whose identity is not the one its token or registration proved.
+fn not_yours(why: String) -> Rejection {
+    Rejection {
+        status: Status::FORBIDDEN,
+        challenge: None,
+        why: Some(why),
     }
 }
 
-fn sip_aor(s: &SipUri) -> String {
-    // Registrations are for sip: AORs; a sips: AOR names the same identity.
-    s.aor().replacen("sips:", "sip:", 1)
+/// The credentials headers that carry Bearer credentials (Authorization or
+/// Proxy-Authorization, RFC 8898 §2.1, §2.3).
+pub fn bearer_headers<'a>(msg: &'a Message, view: &'a View) -> impl Iterator<Item = &'a Header> {
+    view.credentials.iter().filter(move |h| {
+        msg.value(h)
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"bearer"))
+    })
 }
 
 /// Keeps a claim from breaking out of its header line or quoted string.
@@ -354,35 +362,32 @@ pub struct ExpiresPlan {
 
 /// RFC 3261 §10.2.1.1: the expiry of each Contact is its `expires` parameter, else the Expires
 /// header, else the registrar's default; here each is capped to the token's remaining life.
-pub fn plan_expires(msg: &Message, max_secs: u64) -> ExpiresPlan {
+pub fn plan_expires(view: &View, max_secs: u64) -> ExpiresPlan {
     let mut plan = ExpiresPlan {
         replace: Vec::new(),
         add_header: None,
         unregister: false,
     };
-    let header = msg.header(&HeaderName::Expires).map(|h| {
-        let v = std::str::from_utf8(msg.value(h))
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok());
-        (h.value.clone(), v)
-    });
+    let header = view
+        .expires
+        .as_ref()
+        .map(|(v, range)| (range.clone(), v.map(u64::from)));
     let header_secs = header.as_ref().and_then(|(_, v)| *v);
     if let Some((range, Some(v))) = &header
         && *v > max_secs
     {
         plan.replace.push((range.clone(), max_secs.to_string()));
     }
-    let contacts = match msg.contacts() {
-        Ok(Contacts::Star(_)) => {
+    let contacts = match &view.contacts {
+        Contacts::Star(_) => {
             plan.unregister = true;
             return plan;
         }
-        Ok(Contacts::List(list)) => list,
-        Err(_) => Vec::new(),
+        Contacts::List(list) => list,
     };
     let mut all_zero = !contacts.is_empty();
     let mut uncovered = false;
-    for c in &contacts {
+    for c in contacts {
         match c
             .params
             .iter()

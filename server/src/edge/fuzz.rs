@@ -11,7 +11,7 @@
 //! Owns: nothing the gateway uses. Must not touch: sockets, the clock.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,21 +19,14 @@ use imsgw_sip::{Message, response_to};
 use imsgw_token::{KeyRing, MintRequest, Minter, MinterConfig, Verifier, VerifierConfig};
 
 use super::{
-    Auth, AuthSettings, Dest, Edge, EdgeSettings, FlowId, FlowKey, Link, Local, Output,
-    Revocations, StripList,
+    Auth, AuthSettings, Dest, Edge, EdgeSettings, FlowId, FlowKey, Link, Local, Output, Revoked,
+    StripList,
 };
 use crate::config::{Challenge, IdentityAssertion, UpstreamTransport};
 
 const NOW: u64 = 1_800_000_000;
 const ISS: &str = "https://waf.ims.example";
 const AUD: &str = "sip:ims.example";
-
-struct NoneRevoked;
-impl Revocations for NoneRevoked {
-    fn is_revoked(&self, jti: &str, _: u64) -> bool {
-        jti.starts_with('r')
-    }
-}
 
 /// One key ring and one token for the whole run: key generation per input would drown the
 /// fuzzer.
@@ -79,10 +72,10 @@ fn edge(required: bool, tcp: bool) -> Edge {
                 tna_header: "Authorization: Digest username=\"{impi}\", realm=\"{realm}\", integrity-protected=\"auth-done\"".into(),
             },
             verifier: Verifier::new(vc, ring).ok(),
-            revocations: Arc::new(NoneRevoked),
+            revoked: Revoked::default(),
         }
     } else {
-        Auth::disabled(Arc::new(NoneRevoked))
+        Auth::disabled()
     };
     let settings = EdgeSettings {
         local: Local {
@@ -136,6 +129,9 @@ pub fn exercise(data: &[u8]) {
                 e.handle_timeout(now);
             }
             5 => e.flow_closed(now, flow),
+            6 if chunk.first() == Some(&b'R') => {
+                e.revoke(String::from_utf8_lossy(&chunk[1..]).into_owned(), u64::MAX)
+            }
             6 => e.flow_opened(flow, SocketAddr::from(([192, 0, 2, 9], 5000))),
             _ => e.upstream_failed(now),
         }

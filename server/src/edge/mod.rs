@@ -15,6 +15,8 @@ pub mod fuzz;
 pub mod local;
 mod request;
 mod response;
+mod rewrite;
+mod route;
 pub mod status;
 pub mod trust;
 mod txn;
@@ -25,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-pub use auth::{Auth, AuthSettings, Identity, Revocations};
+pub use auth::{Auth, AuthSettings, Identity, Revoked};
 pub use flow::{FlowId, FlowKey};
 pub use local::Local;
 pub use status::Status;
@@ -172,6 +174,8 @@ pub struct Edge {
     auth: Auth,
     /// Wall-clock seconds for token checks, set by the driver ([`Edge::set_wall_clock`]).
     unix: u64,
+    /// When expired revocations were last forgotten.
+    pruned_at: u64,
     parked: Vec<Parked>,
 }
 
@@ -187,6 +191,7 @@ impl Edge {
             stats: Stats::default(),
             auth,
             unix: 0,
+            pruned_at: 0,
             parked: Vec::new(),
         }
     }
@@ -194,6 +199,17 @@ impl Edge {
     /// The wall clock (unix seconds) that token expiry is judged by.
     pub fn set_wall_clock(&mut self, unix: u64) {
         self.unix = unix;
+        // Once a minute, forget revocations of tokens that expired (60 s verifier leeway).
+        if unix >= self.pruned_at + 60 {
+            self.pruned_at = unix;
+            self.auth.revoked.prune(unix, 60);
+        }
+    }
+
+    /// The WAF revoked the token `jti`, valid until `exp` (RFC 7009): requests carrying it, and
+    /// requests riding a registration it made, are refused from now on (RFC 8898 §2.1.4).
+    pub fn revoke(&mut self, jti: String, exp: u64) {
+        self.auth.revoked.insert(jti, exp);
     }
 
     /// The WAF's signing keys changed (rotation, retirement).

@@ -70,9 +70,8 @@ pub(super) fn handle(edge: &mut Edge, now: Instant, arrival: Arrival, msg: Messa
             .header(&HeaderName::To)
             .map(|h| msg.value(h).to_vec())
             .unwrap_or_default();
-        if let Some(ack) = hop_request(&t.sent, "ACK", Some(&to)) {
-            edge.push(dest, ack, None);
-        }
+        let ack = hop_request(&t.hop, "ACK", Some(&to));
+        edge.push(dest, ack, None);
     }
 
     let forward = match (status, state) {

@@ -2,7 +2,6 @@
 //! state machine, on virtual time, with no sockets.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,13 +12,6 @@ use crate::config::UpstreamTransport;
 
 const CLIENT: &str = "192.0.2.7:50123";
 const PCSCF: &str = "127.0.0.1:5070";
-
-struct NoneRevoked;
-impl Revocations for NoneRevoked {
-    fn is_revoked(&self, _: &str, _: u64) -> bool {
-        false
-    }
-}
 
 struct Harness {
     edge: Edge,
@@ -42,11 +34,7 @@ impl Harness {
             t1: Duration::from_millis(500),
             strip: StripList::default(),
         };
-        let mut edge = Edge::new(
-            settings,
-            FlowKey::random(),
-            Auth::disabled(Arc::new(NoneRevoked)),
-        );
+        let mut edge = Edge::new(settings, FlowKey::random(), Auth::disabled());
         edge.flow_opened(FlowId(1), CLIENT.parse().expect("addr"));
         Self {
             edge,

@@ -3,7 +3,6 @@
 //! only for the messages a proxy would forward (RFC 3261 §16.3 puts authorization last).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,13 +11,6 @@ use imsgw_token::{KeyRing, Verifier, VerifierConfig};
 
 use super::*;
 use crate::config::{Challenge, IdentityAssertion, UpstreamTransport};
-
-struct NoneRevoked;
-impl Revocations for NoneRevoked {
-    fn is_revoked(&self, _: &str, _: u64) -> bool {
-        false
-    }
-}
 
 fn edge() -> Edge {
     let ring = KeyRing::ephemeral(1_800_000_000).expect("key");
@@ -38,7 +30,7 @@ fn edge() -> Edge {
             tna_header: "Authorization: Digest username=\"{impi}\"".into(),
         },
         verifier: Some(verifier),
-        revocations: Arc::new(NoneRevoked),
+        revoked: Revoked::default(),
     };
     let settings = EdgeSettings {
         local: Local {

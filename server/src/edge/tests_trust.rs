@@ -3,9 +3,7 @@
 //! WebSocket may not write (TS 24.229 §4.4), who owns an ACK, a CANCEL and a response, and the
 //! order of RFC 3261 §16.3. Virtual time, no sockets.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,19 +19,10 @@ const ISS: &str = "https://waf.ims.example";
 const AUD: &str = "sip:ims.example";
 const PCSCF: &str = "127.0.0.1:5070";
 
-#[derive(Default)]
-struct Revoked(Mutex<HashSet<String>>);
-impl Revocations for Revoked {
-    fn is_revoked(&self, jti: &str, _: u64) -> bool {
-        self.0.lock().expect("test lock").contains(jti)
-    }
-}
-
 struct H {
     edge: Edge,
     now: Instant,
     minter: Minter,
-    revoked: Arc<Revoked>,
     seq: u32,
 }
 
@@ -48,7 +37,6 @@ impl H {
         let mut vc = VerifierConfig::new(ISS, AUD);
         vc.required_scope = Some("sip".into());
         let verifier = Verifier::new(vc, &ring).expect("verifier");
-        let revoked = Arc::new(Revoked::default());
         let auth = Auth {
             settings: AuthSettings {
                 required: true,
@@ -60,7 +48,7 @@ impl H {
                 tna_header: "Authorization: Digest username=\"{impi}\", realm=\"{realm}\", uri=\"sip:{realm}\", nonce=\"\", response=\"\", integrity-protected=\"auth-done\"".into(),
             },
             verifier: Some(verifier),
-            revocations: revoked.clone(),
+            revoked: Revoked::default(),
         };
         let settings = EdgeSettings {
             local: Local {
@@ -84,7 +72,6 @@ impl H {
             edge,
             now: Instant::now(),
             minter,
-            revoked,
             seq: 0,
         }
     }
@@ -251,7 +238,7 @@ fn rfc6750_3_1_every_bad_token_is_refused_with_its_error() {
     h.edge.set_wall_clock(NOW + 2);
     let (noscope, _) = h.mint("sip:alice@ims.example", "profile", 600);
     let (revoked, jti) = h.mint("sip:alice@ims.example", "sip", 600);
-    h.revoked.0.lock().expect("lock").insert(jti);
+    h.edge.revoke(jti, NOW + 600);
     let other = h.token("mallory");
     let cases: Vec<(String, u16, Option<&str>)> = vec![
         ("Bearer abc.def.ghi".into(), 401, Some("invalid_token")),
@@ -356,7 +343,7 @@ fn rfc8898_2_1_4_revoked_registration_no_longer_carries_requests() {
     let outs = h.register(1, "alice", &format!("Authorization: Bearer {tok}\r\n"));
     let up = sent_to(&outs, Dest::Upstream);
     h.ims(&ok_for(&up, 200, ""));
-    h.revoked.0.lock().expect("lock").insert(jti);
+    h.edge.revoke(jti, NOW + 600);
     let m = h.request(1, "MESSAGE", "alice", "");
     let outs = h.send(1, &m);
     nothing_upstream(&outs);

@@ -11,9 +11,7 @@
 
 use std::collections::HashSet;
 
-use imsgw_sip::{HeaderName, Message, Uri};
-
-use super::auth::Identity;
+use imsgw_sip::{HeaderName, Impu, Message, Uri};
 
 /// Headers removed from every request from a WebSocket whatever `sip.strip_headers` says,
 /// because imsgw writes them itself or they name a route or identity only the network may set:
@@ -128,24 +126,19 @@ pub fn check_strip_entry(name: &str) -> Result<(), StripListError> {
     Ok(())
 }
 
-/// The IMPU to assert for a request from a flow that `id` authorized (TS 24.229 §5.2.6.3.3,
-/// the P-CSCF's handling of requests from a UE): the one a `P-Preferred-Identity` names when it
-/// is an IMPU of the registration, else the registration's default IMPU. A token carries one
-/// IMPU, so today both are the same; a preferred identity naming anyone else is ignored, never
-/// asserted.
-pub fn asserted_impu<'a>(msg: &Message, id: &'a Identity) -> &'a str {
-    let preferred = msg
-        .headers()
+/// The IMPU to assert for a request from a flow whose registration holds `registered` (the
+/// default IMPU first): the one a `P-Preferred-Identity` names when it is one of them, else the
+/// default (TS 24.229 §5.2.6.3.3, the P-CSCF's handling of requests from a UE). A preferred
+/// identity naming anyone else is ignored, never asserted. A token carries one IMPU today, so
+/// `registered` has one entry; an implicit registration set would have several.
+pub fn asserted_impu<'a>(msg: &Message, registered: &'a [Impu]) -> Option<&'a Impu> {
+    let ppi = HeaderName::new("P-Preferred-Identity");
+    msg.headers()
         .iter()
-        .filter(|h| h.name == HeaderName::new("P-Preferred-Identity"))
+        .filter(|h| h.name == ppi)
         .flat_map(|h| preferred_values(msg.value(h)))
-        .collect::<Vec<_>>();
-    for p in preferred {
-        if id.names(&p) {
-            return &id.impu;
-        }
-    }
-    &id.impu
+        .find_map(|uri| registered.iter().find(|i| i.matches(&uri).unwrap_or(false)))
+        .or_else(|| registered.first())
 }
 
 /// The URIs of a `P-Preferred-Identity` value (RFC 3325 §9.2: one or two name-addrs or
@@ -201,6 +194,39 @@ mod tests {
         assert!(s.strips_response(&HeaderName::new("P-Asserted-Identity")));
         assert!(!s.strips_response(&HeaderName::new("Record-Route")));
         assert!(!s.strips_response(&HeaderName::new("Path")));
+    }
+
+    #[test]
+    fn ts24229_5_2_6_3_3_preferred_identity_picks_only_a_registered_impu() {
+        let set = [
+            Impu::parse("sip:alice@ims.example").expect("impu"),
+            Impu::parse("tel:+15551234").expect("impu"),
+        ];
+        let msg = |ppi: &str| {
+            Message::parse(bytes::Bytes::from(format!(
+                "MESSAGE sip:b@ims.example SIP/2.0\r\nVia: SIP/2.0/WS x.invalid;branch=z9hG4bK1\r\n\
+From: <sip:alice@ims.example>;tag=1\r\nTo: <sip:b@ims.example>\r\nCall-ID: c\r\n\
+CSeq: 1 MESSAGE\r\n{ppi}Content-Length: 0\r\n\r\n"
+            )))
+            .expect("parses")
+        };
+        let pick = |ppi: &str| asserted_impu(&msg(ppi), &set).map(|i| i.as_str().to_string());
+        assert_eq!(pick("").as_deref(), Some("sip:alice@ims.example"));
+        assert_eq!(
+            pick("P-Preferred-Identity: <tel:+1-555-1234>\r\n").as_deref(),
+            Some("tel:+15551234")
+        );
+        assert_eq!(
+            pick("P-Preferred-Identity: \"Boss\" <sip:boss@ims.example>, <tel:+19999>\r\n")
+                .as_deref(),
+            Some("sip:alice@ims.example"),
+            "an identity outside the registration is never asserted"
+        );
+        assert_eq!(
+            pick("P-Preferred-Identity: <sip:alice:pw@ims.example>\r\n").as_deref(),
+            Some("sip:alice@ims.example")
+        );
+        assert_eq!(asserted_impu(&msg(""), &[]), None);
     }
 
     #[test]

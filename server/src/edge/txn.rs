@@ -70,8 +70,10 @@ pub enum Cancel {
 pub struct Txn {
     pub branch: String,
     pub invite: bool,
-    /// The request as we forwarded it (parsed again only to build a CANCEL or ACK).
+    /// The request as we forwarded it, for retransmission.
     pub sent: Bytes,
+    /// What its CANCEL or ACK needs.
+    pub hop: Hop,
     pub dest: Dest,
     pub state: State,
     pub cancel: Cancel,
@@ -153,6 +155,7 @@ impl Transactions {
         id: TxnId,
         branch: String,
         sent: Bytes,
+        hop: Hop,
         invite: bool,
         dest: Dest,
         retransmit: bool,
@@ -163,6 +166,7 @@ impl Transactions {
             branch: branch.clone(),
             invite,
             sent,
+            hop,
             dest,
             state: State::Trying,
             cancel: Cancel::None,
@@ -327,7 +331,7 @@ impl Transactions {
         match t.state {
             State::Proceeding => {
                 t.cancel = Cancel::Sent;
-                hop_request(&t.sent, "CANCEL", None).map(|b| (t.dest, b))
+                Some((t.dest, hop_request(&t.hop, "CANCEL", None)))
             }
             State::Trying => {
                 t.cancel = Cancel::Pending;
@@ -440,43 +444,49 @@ pub fn fnv(data: &[u8]) -> u32 {
     h
 }
 
-/// Builds a hop-by-hop request toward `t.dest` from what we sent: the CANCEL of RFC 3261
-/// §9.1 or the ACK for a non-2xx final of §17.1.1.3. Same Request-URI, Call-ID, From, CSeq
-/// number, our top Via only, the Routes we sent; To from `to` (the response's, for ACK).
-pub fn hop_request(sent: &Bytes, method: &str, to: Option<&[u8]>) -> Option<Bytes> {
-    // We wrote these bytes ourselves by splicing a request that validated.
-    let sent = Message::parse(sent.clone()).ok()?;
-    let sent = &sent;
+/// What a hop-by-hop request for a forwarded request needs, kept when it is sent so that its
+/// CANCEL or ACK is built without parsing anything again: the Request-URI, our Via, the Route
+/// values we sent, From, To, Call-ID and the CSeq number (RFC 3261 §9.1, §17.1.1.3).
+#[derive(Debug, Clone)]
+pub struct Hop {
+    pub request_uri: String,
+    /// Our Via value (with our branch).
+    pub via: String,
+    /// The Route values we sent, in order.
+    pub routes: Vec<String>,
+    pub from: String,
+    pub to: String,
+    pub call_id: String,
+    pub seq: u32,
+}
+
+/// The CANCEL of RFC 3261 §9.1 or the ACK for a non-2xx final of §17.1.1.3 toward where the
+/// request went: same Request-URI, Call-ID, From, CSeq number, our Via only, the Routes we
+/// sent; To from `to` (the response's, for ACK).
+pub fn hop_request(hop: &Hop, method: &str, to: Option<&[u8]>) -> Bytes {
     let mut b = BytesMut::with_capacity(512);
-    let ruri = sent.request_uri().unwrap_or("sip:invalid");
-    b.extend_from_slice(method.as_bytes());
-    b.extend_from_slice(b" ");
-    b.extend_from_slice(ruri.as_bytes());
-    b.extend_from_slice(b" SIP/2.0\r\n");
-    if let Ok(via) = sent.top_via() {
-        b.extend_from_slice(b"Via: ");
-        b.extend_from_slice(&sent.as_bytes()[via.range.clone()]);
-        b.extend_from_slice(b"\r\n");
-    }
-    for h in sent.headers() {
-        use imsgw_sip::HeaderName as H;
-        let copy = match h.name {
-            H::Route | H::From | H::CallId => true,
-            H::To => to.is_none(),
-            _ => false,
-        };
-        if copy {
-            b.extend_from_slice(&sent.as_bytes()[h.line.clone()]);
+    let mut line = |parts: &[&[u8]]| {
+        for p in parts {
+            b.extend_from_slice(p);
         }
-    }
-    if let Some(to) = to {
-        b.extend_from_slice(b"To: ");
-        b.extend_from_slice(to);
         b.extend_from_slice(b"\r\n");
+    };
+    line(&[
+        method.as_bytes(),
+        b" ",
+        hop.request_uri.as_bytes(),
+        b" SIP/2.0",
+    ]);
+    line(&[b"Via: ", hop.via.as_bytes()]);
+    if !hop.routes.is_empty() {
+        line(&[b"Route: ", hop.routes.join(", ").as_bytes()]);
     }
-    let seq = sent.cseq().map(|c| c.seq).unwrap_or(1);
-    b.extend_from_slice(
-        format!("CSeq: {seq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").as_bytes(),
-    );
-    Some(b.freeze())
+    line(&[b"From: ", hop.from.as_bytes()]);
+    line(&[b"To: ", to.unwrap_or(hop.to.as_bytes())]);
+    line(&[b"Call-ID: ", hop.call_id.as_bytes()]);
+    line(&[format!("CSeq: {} {method}", hop.seq).as_bytes()]);
+    line(&[b"Max-Forwards: 70"]);
+    line(&[b"Content-Length: 0"]);
+    b.extend_from_slice(b"\r\n");
+    b.freeze()
 }

@@ -162,7 +162,7 @@ async fn revoke(
     let now = unix_now();
     // An access token (a JWT of ours), else perhaps a refresh token (RFC 7009 §2.1: both).
     if let Some(c) = waf.check_for_revocation(now, &token) {
-        waf.store.revoke(&c.jti, c.exp, now);
+        waf.revoke_token(&c.jti, c.exp, now);
         tracing::info!(jti = %c.jti, sub = %c.sub, "token revoked");
     } else {
         super::oauth::revoke_refresh_token(&waf, &client_id, &token, now);

@@ -3,7 +3,8 @@
 //! (RFC 7517), introspection (RFC 7662) and revocation (RFC 7009); sign-in flows come later.
 //!
 //! Owns: the WAF's state and its HTTP endpoints. Must not touch: SIP (the edge reads tokens
-//! through `imsgw-token` and revocations through [`crate::edge::Revocations`]).
+//! through `imsgw-token`, and hears of revocations through the sink set with
+//! [`Waf::set_revocation_sink`]: an input to the edge, never a look-up in this store).
 
 pub mod http;
 pub mod identity;
@@ -75,6 +76,8 @@ pub struct Waf {
     /// Checks our own tokens for introspection and revocation.
     verifier: Mutex<Verifier>,
     pub store: Arc<dyn Store>,
+    /// Where revocations go besides the store: the SIP edge's input (`jti`, `exp`).
+    revocation_sink: Option<tokio::sync::mpsc::UnboundedSender<(String, u64)>>,
     pub clients: HashMap<String, Client>,
     /// The OpenID providers people sign in with.
     pub providers: crate::oidc::Providers,
@@ -82,6 +85,21 @@ pub struct Waf {
 }
 
 impl Waf {
+    /// Revocations are also sent here (the SIP edge). Unbounded: each entry is one revoked
+    /// token, made at the pace of HTTP requests that each needed a valid token or code.
+    pub fn set_revocation_sink(&mut self, tx: tokio::sync::mpsc::UnboundedSender<(String, u64)>) {
+        self.revocation_sink = Some(tx);
+    }
+
+    /// Revokes the token `jti` (valid until `exp`): stored, and the edge told at once.
+    pub fn revoke_token(&self, jti: &str, exp: u64, now: u64) {
+        self.store.revoke(jti, exp, now);
+        if let Some(tx) = &self.revocation_sink {
+            // The hub is gone only while shutting down, when nothing registers any more.
+            let _ = tx.send((jti.to_string(), exp));
+        }
+    }
+
     pub fn new(config: &Config, ring: KeyRing, store: Arc<dyn Store>) -> Result<Self, WafError> {
         let issuer = config.issuer();
         let audience = config.audience();
@@ -128,6 +146,7 @@ impl Waf {
             keys: RwLock::new(Arc::new(ring)),
             minter: RwLock::new(minter),
             verifier: Mutex::new(verifier),
+            revocation_sink: None,
             store,
             clients,
             providers,

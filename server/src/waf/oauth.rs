@@ -376,7 +376,7 @@ fn exchange_code(waf: &Waf, client: &Client, client_id: &str, now: u64, f: &Toke
     if code_rec.used {
         // RFC 6749 §4.1.2: a code used twice revokes what it gave.
         if let Some(issued) = &code_rec.issued {
-            waf.store.revoke(&issued.jti, issued.exp, now);
+            waf.revoke_token(&issued.jti, issued.exp, now);
             if let Some(fam) = &issued.family {
                 revoke_family(waf, fam, now);
             }
@@ -543,7 +543,7 @@ fn issue(
                         other => (other, false),
                     });
                 if won != Some(true) {
-                    waf.store.revoke(&claims.jti, claims.exp, now);
+                    waf.revoke_token(&claims.jti, claims.exp, now);
                     return Err(invalid_grant("the refresh token was already used"));
                 }
                 fam_id
@@ -611,7 +611,7 @@ fn revoke_family(waf: &Waf, family_id: &str, now: u64) {
                 None => (None, Vec::new()),
             });
     for (jti, exp) in jtis.unwrap_or_default() {
-        waf.store.revoke(&jti, exp, now);
+        waf.revoke_token(&jti, exp, now);
     }
 }
 

@@ -11,12 +11,14 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::edge::Revocations;
-
 /// The WAF's shared state.
-pub trait Store: Revocations {
+pub trait Store: Send + Sync {
     /// Marks the token with `jti` revoked until `exp` (after which it is invalid anyway).
     fn revoke(&self, jti: &str, exp: u64, now: u64);
+    /// Whether the token with this `jti` was revoked.
+    fn is_revoked(&self, jti: &str, now: u64) -> bool;
+    /// Every revocation still in force (`jti`, `exp`): what the SIP edge is told at start-up.
+    fn revocations(&self, now: u64) -> Vec<(String, u64)>;
     /// How many revocations are held.
     fn revoked_count(&self) -> usize;
     /// Atomically reads and rewrites the record `key` of namespace `ns`: `f` sees the current
@@ -164,16 +166,23 @@ impl MemoryStore {
     }
 }
 
-impl Revocations for MemoryStore {
+impl Store for MemoryStore {
     fn is_revoked(&self, jti: &str, now: u64) -> bool {
         self.lock()
             .by_jti
             .get(jti)
             .is_some_and(|exp| *exp + 60 >= now)
     }
-}
 
-impl Store for MemoryStore {
+    fn revocations(&self, now: u64) -> Vec<(String, u64)> {
+        self.lock()
+            .by_jti
+            .iter()
+            .filter(|(_, exp)| **exp + 60 >= now)
+            .map(|(j, e)| (j.clone(), *e))
+            .collect()
+    }
+
     fn revoke(&self, jti: &str, exp: u64, now: u64) {
         let mut r = self.lock();
         r.by_jti.insert(jti.to_string(), exp);
