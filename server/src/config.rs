@@ -1164,6 +1164,19 @@ upstream = "sip:127.0.0.1:5070;transport=udp"
     }
 
     #[test]
+    fn strip_headers_default_to_the_trust_domain_and_refuse_routing_headers() {
+        let c = load(MIN, &[]).expect("valid");
+        assert!(c.sip.strip_headers.iter().any(|h| h == "P-Charging-Vector"));
+        for bad in ["Via", "route", "Bad Name"] {
+            let text = format!("{MIN}strip_headers = [\"{bad}\"]\n");
+            let e = load(&text, &[]).expect_err("refused");
+            assert!(e.to_string().contains("sip.strip_headers"), "{bad}: {e}");
+        }
+        let c = load(&format!("{MIN}strip_headers = [\"X-Internal\"]\n"), &[]).expect("valid");
+        assert_eq!(c.sip.strip_headers, ["X-Internal"]);
+    }
+
+    #[test]
     fn trusted_peers_parse_ip_socket_and_cidr() {
         let text =
             format!("{MIN}trusted_peers = [\"192.0.2.7\", \"192.0.2.8:5060\", \"10.0.0.0/8\"]\n");
