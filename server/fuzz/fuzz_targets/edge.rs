@@ -6,5 +6,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    imsgw::edge::fuzz::exercise(data);
+    let _ = imsgw::edge::fuzz::exercise(data);
 });

@@ -20,7 +20,7 @@ use imsgw_token::{KeyRing, MintRequest, Minter, MinterConfig, Verifier, Verifier
 
 use super::{
     Auth, AuthSettings, Dest, Edge, EdgeSettings, FlowId, FlowKey, Link, Local, Output, Revoked,
-    StripList,
+    Stats, StripList,
 };
 use crate::config::{Challenge, IdentityAssertion, UpstreamTransport};
 
@@ -98,11 +98,10 @@ fn edge(required: bool, tcp: bool) -> Edge {
     e
 }
 
-/// Runs one input. Panics only on a broken invariant (that is the point).
-pub fn exercise(data: &[u8]) {
-    let Some((&mode, mut rest)) = data.split_first() else {
-        return;
-    };
+/// Runs one input. Panics only on a broken invariant (that is the point). Returns the edge's
+/// counters, for tests that check a seed goes as deep as meant.
+pub fn exercise(data: &[u8]) -> Option<Stats> {
+    let (&mode, mut rest) = data.split_first()?;
     let mut e = edge(mode & 1 == 1, mode & 2 == 2);
     let pcscf: SocketAddr = "127.0.0.1:5070".parse().expect("literal address");
     let mut now = Instant::now();
@@ -137,6 +136,7 @@ pub fn exercise(data: &[u8]) {
         }
         drain(&mut e, now, pcscf, op & 0x80 != 0);
     }
+    Some(e.stats())
 }
 
 /// Checks every output and, if asked, answers requests sent upstream with a 200.
@@ -185,6 +185,68 @@ fn replace_token(chunk: &[u8], token: &str) -> Bytes {
         }
     }
     Bytes::from(out)
+}
+
+/// Inputs to start a corpus from: a registration with a valid token answered by the IMS side,
+/// requests riding it, an INVITE with CANCEL and ACK, an IMS-side INVITE down a flow token and
+/// its answer from the flow, timers, a closed flow; in every mode.
+pub fn seeds() -> Vec<Vec<u8>> {
+    let key = FlowKey::from_secret(&[7u8; 32]).expect("32 bytes");
+    let t1 = key.token(FlowId(1));
+    let req = |method: &str, n: u32, extra: &str| {
+        format!(
+            "{method} sip:bob@ims.example SIP/2.0\r\nVia: SIP/2.0/WSS c1.invalid;branch=z9hG4bKs{n}\r\n\
+Max-Forwards: 70\r\nTo: <sip:bob@ims.example>\r\nFrom: <sip:alice@ims.example>;tag=s{n}\r\n\
+Call-ID: seed-{n}\r\nCSeq: 1 {method}\r\nContact: <sip:alice@c1.invalid;transport=ws>\r\n\
+{extra}Content-Length: 0\r\n\r\n"
+        )
+    };
+    let register = "REGISTER sip:ims.example SIP/2.0\r\nVia: SIP/2.0/WSS c1.invalid;branch=z9hG4bKr1\r\n\
+Max-Forwards: 70\r\nTo: <sip:alice@ims.example>\r\nFrom: <sip:alice@ims.example>;tag=r1\r\n\
+Call-ID: reg-1\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@c1.invalid;transport=ws>;reg-id=1;expires=600\r\n\
+Authorization: Bearer $TOK\r\nP-Asserted-Identity: <sip:x@y>\r\nContent-Length: 0\r\n\r\n";
+    let from_ims = format!(
+        "INVITE sip:alice@c1.invalid;transport=ws SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKi1\r\n\
+Route: <sip:{t1}@127.0.0.1:5062;transport=udp;lr;ob>\r\nMax-Forwards: 69\r\n\
+From: <sip:carol@ims.example>;tag=c1\r\nTo: <sip:alice@ims.example>\r\nCall-ID: ims-1\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:carol@127.0.0.1:5070>\r\nContent-Length: 0\r\n\r\n"
+    );
+    let answer = "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/WS ims-example.invalid;branch=z9hG4bK0\r\n\
+From: <sip:carol@ims.example>;tag=c1\r\nTo: <sip:alice@ims.example>;tag=a1\r\nCall-ID: ims-1\r\n\
+CSeq: 1 INVITE\r\nP-Asserted-Identity: <sip:x@y>\r\nContent-Length: 0\r\n\r\n";
+    let invite = req("INVITE", 2, "");
+    let cancel = invite
+        .replacen("INVITE sip", "CANCEL sip", 1)
+        .replace("1 INVITE", "1 CANCEL");
+    let ack = req("ACK", 2, "").replace(
+        "To: <sip:bob@ims.example>",
+        "To: <sip:bob@ims.example>;tag=b",
+    );
+    let mut out = Vec::new();
+    for mode in 0..4u8 {
+        let mut input = vec![mode];
+        input.extend(record(0x80, register.as_bytes()));
+        input.extend(record(
+            0x80,
+            req(
+                "MESSAGE",
+                1,
+                "P-Preferred-Identity: <sip:alice@ims.example>\r\n",
+            )
+            .as_bytes(),
+        ));
+        input.extend(record(1, invite.as_bytes()));
+        input.extend(record(0x08, cancel.as_bytes()));
+        input.extend(record(0, cancel.as_bytes()));
+        input.extend(record(0, ack.as_bytes()));
+        input.extend(record(2, from_ims.as_bytes()));
+        input.extend(record(0, answer.as_bytes()));
+        input.extend(record(4, &[0x40, 0x00]));
+        input.extend(record(6, b"Rjti"));
+        input.extend(record(5, b""));
+        out.push(input);
+    }
+    out
 }
 
 /// Builds one input record (for seeds and tests).
