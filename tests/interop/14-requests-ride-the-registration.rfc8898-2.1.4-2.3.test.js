@@ -3,7 +3,8 @@
 // registration (a 2xx to a REGISTER with a valid token): its IMPU must be the request's From.
 // Otherwise 401 with the challenge (no registration) or 403 (another identity); a request may
 // also carry its own valid Bearer token for its From. A client's own P-Asserted-Identity is
-// never forwarded; with sip.identity_assertion = ["pai"] imsgw asserts the IMPU itself
+// never forwarded; in the default tna mode imsgw's trusted-node Authorization goes on the
+// MESSAGE too; with sip.identity_assertion = ["pai"] imsgw asserts the IMPU itself
 // (TS 24.229 §5.2.6.3.3), seen here by sipp as the UAS. RFC 8898 §2.3: with
 // sip.challenge = "407" the challenge is 407 + Proxy-Authenticate, and Proxy-Authorization
 // carries the token.
@@ -41,7 +42,10 @@ describe('tna (default): MESSAGE needs the flow\'s registration', () => {
     const [l] = await A.waitKamAuth(L, callId);
     assert.equal(A.field(l, 'method'), 'MESSAGE');
     assert.equal(A.field(l, 'pai'), '<null>', `the client's PAI must not reach Kamailio: ${l}`);
-    assert.equal(A.field(l, 'auth'), '<null>', `no credentials upstream on MESSAGE in tna mode: ${l}`);
+    // Every request from a registered flow states who sent it (the P-CSCF sees all users come
+    // from imsgw's one address): in tna mode that is imsgw's own trusted-node line, exactly one.
+    assert.equal(A.field(l, 'n_auth'), '1', `one Authorization upstream: ${l}`);
+    assert.equal(A.field(l, 'auth'), `Digest username="${alice}@ims.example", realm="ims.example", uri="sip:ims.example", nonce="", response="", integrity-protected="auth-done"`, `imsgw's tna assertion on MESSAGE: ${l}`);
   }));
 
   test('MESSAGE from an unregistered flow, no token -> 401 with the challenge, nothing upstream', L.track(async () => {

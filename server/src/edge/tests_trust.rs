@@ -639,3 +639,42 @@ fn rfc3261_16_3_proxy_checks_come_before_authorization() {
         }
     }
 }
+
+// ---- One canonical IMS identity (RFC 3261 §19.1.4) ------------------------------------------
+
+#[test]
+fn rfc3261_19_1_4_the_token_identity_is_compared_whole() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    let tok = h.token("bob");
+    let auth = format!("Authorization: Bearer {tok}\r\n");
+    // Odd-shaped URIs that name bob by their pieces but are not bob's IMPU: refused, never sent.
+    for to in [
+        "sip:bob:x@ims.example",
+        "sip:bob:@ims.example",
+        "sip:bob@ims.example;user=phone",
+        "sip:bob@ims.example:5060",
+        "sips:bob@ims.example",
+        "sip:Bob@ims.example",
+        "sip:bob@ims.example?subject=x",
+    ] {
+        let n = h.next();
+        let reg = format!(
+            "REGISTER sip:ims.example SIP/2.0\r\nVia: SIP/2.0/WSS c1.invalid;branch=z9hG4bKodd{n}\r\n\
+Max-Forwards: 70\r\nTo: <{to}>\r\nFrom: <{to}>;tag=o{n}\r\nCall-ID: odd-{n}\r\nCSeq: 1 REGISTER\r\n\
+Contact: <sip:bob@c1.invalid;transport=ws>\r\n{auth}Content-Length: 0\r\n\r\n"
+        );
+        let outs = h.send(1, &reg);
+        nothing_upstream(&outs);
+        let code = status_to(&outs, 1);
+        assert_eq!(code, 403, "{to}");
+    }
+    // The same identity spelled with an escape and an upper-case host is bob (§19.1.4).
+    let n = h.next();
+    let reg = format!(
+        "REGISTER sip:ims.example SIP/2.0\r\nVia: SIP/2.0/WSS c1.invalid;branch=z9hG4bKesc{n}\r\n\
+Max-Forwards: 70\r\nTo: <sip:%62ob@IMS.example>\r\nFrom: <sip:%62ob@IMS.example>;tag=e{n}\r\n\
+Call-ID: esc-{n}\r\nCSeq: 1 REGISTER\r\nContact: <sip:bob@c1.invalid;transport=ws>\r\n{auth}\
+Content-Length: 0\r\n\r\n"
+    );
+    sent_to(&h.send(1, &reg), Dest::Upstream);
+}
