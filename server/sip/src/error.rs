@@ -21,6 +21,10 @@ pub enum ParseError {
     /// A header line has no colon or a malformed name (RFC 3261 §7.3).
     #[error("malformed header line")]
     BadHeaderLine,
+    /// A header value holds a control character other than HTAB, or a CR that does not start a
+    /// line end (RFC 3261 §25.1: TEXT-UTF8 and LWS only).
+    #[error("control character in a header value")]
+    ControlInHeader,
     /// No empty line ends the headers (RFC 3261 §7).
     #[error("no empty line after the headers")]
     NoEndOfHeaders,

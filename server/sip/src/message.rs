@@ -67,6 +67,14 @@ impl Message {
             Err(e) if lenient => (head.body_start..buf.len(), Some(e)),
             Err(e) => return Err(e),
         };
+        // RFC 3261 §18.3: on a datagram (and a WebSocket message, RFC 7118 §5) the bytes after
+        // the body Content-Length declares are not part of the message: they are dropped here,
+        // so no edit of this message can ever carry them on (a second, smuggled request).
+        let buf = if body.end < buf.len() {
+            buf.slice(..body.end)
+        } else {
+            buf
+        };
         Ok(Message {
             start,
             start_line: head.start_line,
@@ -81,7 +89,8 @@ impl Message {
         })
     }
 
-    /// The whole original buffer (including any bytes after the body).
+    /// The message's bytes, as received: from the first byte up to the end of the body. Bytes
+    /// after a body that Content-Length ends were dropped by the parser (RFC 3261 §18.3).
     pub fn as_bytes(&self) -> &Bytes {
         &self.buf
     }

@@ -84,6 +84,11 @@ impl Message {
                 return Err(ParseError::DuplicateHeader(name.label()));
             }
         }
+        for h in self.headers() {
+            if has_control(&self.as_bytes()[h.value.clone()]) {
+                return Err(ParseError::ControlInHeader);
+            }
+        }
         let vias = self.vias()?;
         if vias.is_empty() {
             return Err(ParseError::MissingHeader("Via"));
@@ -333,5 +338,54 @@ Content-Length: 0\r\n\r\n";
             msg(&bad_route).validate(),
             Err(ParseError::BadNameAddr("Route"))
         );
+    }
+}
+
+/// Whether a header value holds what no SIP header may (RFC 3261 §25.1): a control character
+/// other than HTAB outside a quoted-pair (`\` then any octet but CR and LF, which RFC 4475
+/// §3.1.1.2 uses for BEL, NUL and DEL), or a CR or LF that is not part of a folded line end
+/// (CRLF or LF followed by SP/HTAB). A lone CR would end the line for a parser downstream that reads CR as a line end,
+/// and let a client slip a header (P-Asserted-Identity) past the edge inside another's value.
+fn has_control(value: &[u8]) -> bool {
+    let mut i = 0;
+    while i < value.len() {
+        match value[i] {
+            b'\t' => {}
+            b'\r' => {
+                if value.get(i + 1) != Some(&b'\n') {
+                    return true;
+                }
+                i += 1;
+                if !matches!(value.get(i + 1), Some(b' ' | b'\t')) {
+                    return true;
+                }
+            }
+            b'\n' if !matches!(value.get(i + 1), Some(b' ' | b'\t')) => return true,
+            b'\n' => {}
+            b if (b < 0x20 || b == 0x7f) && !(i > 0 && value[i - 1] == b'\\') => return true,
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+#[cfg(test)]
+mod control_tests {
+    use super::has_control;
+
+    #[test]
+    fn rfc3261_25_1_header_values_hold_no_control_characters() {
+        assert!(!has_control(b"plain value\twith tab"));
+        assert!(!has_control(b"folded\r\n continuation"));
+        assert!(!has_control(b"folded\n\tcontinuation"));
+        assert!(has_control(b"a\rP-Asserted-Identity: <sip:x@y>"));
+        assert!(has_control(b"a\0b"));
+        assert!(has_control(b"a\r\nB: c"));
+        assert!(has_control(b"a\x1bb"));
+        assert!(has_control(b"a\x7f"));
+        assert!(has_control(b"trailing\r"));
+        assert!(!has_control(b"\"BEL:\\\x07 NUL:\\\0 DEL:\\\x7f\""));
+        assert!(has_control(b"\"quoted\\\rCR\""));
     }
 }

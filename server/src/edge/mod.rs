@@ -103,6 +103,8 @@ pub struct Stats {
     pub unmatched_cancel: u64,
     /// Responses that came from another link than the one their request was sent on.
     pub stray_responses_dropped: u64,
+    /// Requests refused because their WebSocket had [`MAX_PENDING_PER_FLOW`] pending.
+    pub flow_busy_503: u64,
 }
 
 /// Settings of the core, from the config tree.
@@ -121,10 +123,10 @@ struct FlowInfo {
     remote: SocketAddr,
     /// The identity of the last successful registration on this flow (RFC 8898 §2.1.4).
     identity: Option<Identity>,
-    /// INVITEs this flow sent that the edge authorized, by Call-ID, newest last: their ACKs
-    /// (RFC 3261 §13.2.2.4, a transaction of their own) belong to them. Bounded by
-    /// [`CALLS_PER_FLOW`] and [`CALL_MEMORY`].
-    calls: VecDeque<(Instant, String, Identity)>,
+    /// INVITEs this flow sent that the edge authorized, newest last: their ACKs (RFC 3261
+    /// §13.2.2.4, a transaction of their own, with the INVITE's Call-ID and From) belong to
+    /// them. Bounded by [`CALLS_PER_FLOW`] and [`CALL_MEMORY`].
+    calls: VecDeque<Call>,
 }
 
 /// Calls remembered per flow for their ACKs; the oldest is forgotten first.
@@ -133,24 +135,44 @@ const CALLS_PER_FLOW: usize = 16;
 /// 64*T1 for retransmitted 2xx (RFC 6026).
 const CALL_MEMORY: Duration = Duration::from_secs(181 + 32);
 
+/// An INVITE a flow sent that the edge authorized.
+#[derive(Debug, Clone)]
+struct Call {
+    at: Instant,
+    call_id: String,
+    from_tag: String,
+    identity: Identity,
+}
+
 impl FlowInfo {
-    fn remember_call(&mut self, now: Instant, call_id: &str, id: Identity) {
-        self.calls
-            .retain(|(at, c, _)| c != call_id && now < *at + CALL_MEMORY);
+    fn remember_call(&mut self, now: Instant, call_id: &str, from_tag: &str, id: Identity) {
+        self.calls.retain(|c| {
+            (c.call_id != call_id || c.from_tag != from_tag) && now < c.at + CALL_MEMORY
+        });
         if self.calls.len() >= CALLS_PER_FLOW {
             self.calls.pop_front();
         }
-        self.calls.push_back((now, call_id.to_string(), id));
+        self.calls.push_back(Call {
+            at: now,
+            call_id: call_id.to_string(),
+            from_tag: from_tag.to_string(),
+            identity: id,
+        });
     }
 
-    fn call_identity(&self, call_id: &str) -> Option<Identity> {
+    /// The identity of the INVITE an ACK with this Call-ID and From tag completes.
+    fn call_identity(&self, call_id: &str, from_tag: &str) -> Option<Identity> {
         self.calls
             .iter()
             .rev()
-            .find(|(_, c, _)| c == call_id)
-            .map(|(_, _, id)| id.clone())
+            .find(|c| c.call_id == call_id && c.from_tag == from_tag)
+            .map(|c| c.identity.clone())
     }
 }
+
+/// Requests from one WebSocket that may wait for a final response at once: a browser has a
+/// handful; more is a flood, answered `503` (RFC 3261 §21.5.4) before it costs any state.
+pub const MAX_PENDING_PER_FLOW: usize = 64;
 
 /// A request waiting for an external issuer's keys.
 struct Parked {

@@ -210,9 +210,13 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
         let info = edge.flows.get(&flow);
         // An ACK for an INVITE this flow sent (with its own token or on its registration)
         // belongs to that call.
+        // Same Call-ID and From tag as the INVITE (RFC 3261 §17.1.1.3, §13.2.2.4), the same
+        // From identity, and a token not revoked since.
+        let from_tag = view.from.tag().unwrap_or("");
         let call = ack
-            .then(|| info.and_then(|f| f.call_identity(&view.call_id)))
-            .flatten();
+            .then(|| info.and_then(|f| f.call_identity(&view.call_id, from_tag)))
+            .flatten()
+            .filter(|id| id.names(&view.from.uri) && !edge.auth.revoked.contains(&id.jti));
         if let Some(id) = call {
             identity = Some(id);
         } else {
@@ -266,6 +270,14 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
             }
         }
     };
+    if let Side::Flow(flow, _) = side
+        && edge.txns.pending_from(flow) >= super::MAX_PENDING_PER_FLOW
+    {
+        edge.stats.flow_busy_503 += 1;
+        let why = "too many requests of this connection are pending";
+        let status = Status::SERVICE_UNAVAILABLE;
+        return reject(edge, reply_to, &msg, &view, status, Some(why));
+    }
     let (id, branch) = edge.txns.new_branch(loop_hash);
     let register_plan = match (&identity, &method) {
         (Some(id), Method::Register) => {
@@ -295,7 +307,12 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
     if let (Side::Flow(flow, _), Method::Invite, Some(id)) = (side, &method, &identity)
         && let Some(f) = edge.flows.get_mut(&flow)
     {
-        f.remember_call(now, &view.call_id, id.clone());
+        f.remember_call(
+            now,
+            &view.call_id,
+            view.from.tag().unwrap_or(""),
+            id.clone(),
+        );
     }
     let retransmit =
         dest == Dest::Upstream && edge.settings.local.transport == UpstreamTransport::Udp;

@@ -59,9 +59,10 @@ pub fn rewrite(
         From::Ims(_) => local.via_ws(edits.branch),
     };
     s.insert(top, format!("Via: {via}\r\n"));
+    let mut assertion = Vec::new();
     let source = match edits.from {
         From::Flow(flow, source) => {
-            assert_identity(edge, edits, msg, view, &mut s);
+            assertion = assert_identity(edge, edits, msg, view, &mut s);
             if dialog_creating {
                 // RFC 5658 double Record-Route: the IMS-facing URI on top, the flow-facing below.
                 s.insert(
@@ -147,6 +148,7 @@ pub fn rewrite(
         to: raw(&HeaderName::To),
         call_id: view.call_id.clone(),
         seq: view.cseq.seq,
+        assertion,
     };
     Ok((bytes, hop))
 }
@@ -155,7 +157,14 @@ pub fn rewrite(
 /// trust or credentials crosses (see `trust`); the identity that authorized the request is
 /// asserted as `sip.identity_assertion` says, on every request; a REGISTER may not outlive its
 /// token.
-fn assert_identity(edge: &Edge, edits: &Edits<'_>, msg: &Message, view: &View, s: &mut Splice) {
+/// Returns the assertion lines it added, for the CANCEL or ACK the edge may build later.
+fn assert_identity(
+    edge: &Edge,
+    edits: &Edits<'_>,
+    msg: &Message,
+    view: &View,
+    s: &mut Splice,
+) -> Vec<String> {
     let top = msg.headers_start();
     for h in msg.headers() {
         if edge.settings.strip.strips_request(&h.name) {
@@ -163,13 +172,14 @@ fn assert_identity(edge: &Edge, edits: &Edits<'_>, msg: &Message, view: &View, s
         }
     }
     let Some(id) = edits.identity else {
-        return;
+        return Vec::new();
     };
     let register = view.method == Some(Method::Register);
     let registered = std::slice::from_ref(&id.impu);
     let impu = trust::asserted_impu(msg, registered).unwrap_or(&id.impu);
-    for line in edge.auth.assertion_lines(id, impu.as_str(), register) {
-        s.insert(top, line);
+    let lines = edge.auth.assertion_lines(id, impu.as_str(), register);
+    for line in &lines {
+        s.insert(top, line.clone());
     }
     if let Some(plan) = edits.expires {
         for (range, text) in &plan.replace {
@@ -179,4 +189,5 @@ fn assert_identity(edge: &Edge, edits: &Edits<'_>, msg: &Message, view: &View, s
             s.insert(top, format!("Expires: {secs}\r\n"));
         }
     }
+    lines
 }

@@ -506,10 +506,15 @@ fn ack_of_an_invite_authorized_by_its_own_token_is_forwarded() {
     let outs = h.send(2, &inv);
     let up = sent_to(&outs, Dest::Upstream);
     let call_id = up.call_id().expect("call-id").to_string();
-    let ack = h.request(2, "ACK", "carol", "").replace(
-        &format!("Call-ID: call-{}", h.seq),
-        &format!("Call-ID: {call_id}"),
-    );
+    let invite_tag = format!("tag=f{}", h.seq);
+    // RFC 3261 §13.2.2.4: the ACK has the INVITE's Call-ID and From (tag included).
+    let ack = h.request(2, "ACK", "carol", "");
+    let ack = ack
+        .replace(
+            &format!("Call-ID: call-{}", h.seq),
+            &format!("Call-ID: {call_id}"),
+        )
+        .replace(&format!("tag=f{}", h.seq), &invite_tag);
     let up = sent_to(&h.send(2, &ack), Dest::Upstream);
     assert_eq!(up.call_id().expect("call-id"), call_id);
     // The same ACK from another flow is nobody's.
@@ -677,4 +682,126 @@ Call-ID: esc-{n}\r\nCSeq: 1 REGISTER\r\nContact: <sip:bob@c1.invalid;transport=w
 Content-Length: 0\r\n\r\n"
     );
     sent_to(&h.send(1, &reg), Dest::Upstream);
+}
+
+// ---- Found by review: smuggling, control characters, ACK identity, CANCEL assertion, floods --
+
+#[test]
+fn rfc3261_18_3_bytes_after_the_body_are_never_forwarded() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    h.registered(1, "alice");
+    let smuggled = "MESSAGE sip:victim@ims.example SIP/2.0\r\n\
+Via: SIP/2.0/TCP 127.0.0.1:5062;branch=z9hG4bKsmuggled\r\nMax-Forwards: 70\r\n\
+To: <sip:victim@ims.example>\r\nFrom: <sip:boss@ims.example>;tag=s\r\nCall-ID: smuggled\r\n\
+CSeq: 1 MESSAGE\r\nP-Asserted-Identity: <sip:boss@ims.example>\r\nContent-Length: 0\r\n\r\n";
+    let m = format!("{}{smuggled}", h.request(1, "MESSAGE", "alice", ""));
+    let up = sent_to(&h.send(1, &m), Dest::Upstream);
+    let t = text(&up);
+    assert!(!t.contains("smuggled") && !t.contains("boss"), "{t}");
+    assert!(t.ends_with("Content-Length: 0\r\n\r\n"), "{t}");
+    // The same trailer after a REGISTER that carries its own token.
+    let tok = h.token("alice");
+    let n = h.next();
+    let reg = format!(
+        "REGISTER sip:ims.example SIP/2.0\r\nVia: SIP/2.0/WSS c1.invalid;branch=z9hG4bKsm{n}\r\n\
+Max-Forwards: 70\r\nTo: <sip:alice@ims.example>\r\nFrom: <sip:alice@ims.example>;tag=sm{n}\r\n\
+Call-ID: sm-{n}\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@c1.invalid;transport=ws>\r\n\
+Authorization: Bearer {tok}\r\nContent-Length: 0\r\n\r\n{smuggled}"
+    );
+    let t = text(&sent_to(&h.send(1, &reg), Dest::Upstream));
+    assert!(!t.contains("smuggled"), "{t}");
+}
+
+#[test]
+fn rfc3261_25_1_a_bare_cr_or_nul_in_a_header_is_refused() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    h.registered(1, "alice");
+    for extra in [
+        "X-A: a\rP-Asserted-Identity: <sip:admin@ims.example>\r\n",
+        "X-A: a\0b\r\n",
+    ] {
+        let m = h.request(1, "MESSAGE", "alice", extra);
+        let outs = h.send(1, &m);
+        nothing_upstream(&outs);
+        assert_eq!(status_to(&outs, 1), 400, "{extra:?}");
+    }
+}
+
+#[test]
+fn ack_by_call_needs_the_invites_from_tag_and_an_unrevoked_token() {
+    let mut h = H::new(&[IdentityAssertion::Pai]);
+    let (tok, jti) = h.mint("sip:carol@ims.example", "sip", 600);
+    let inv = h.request(
+        2,
+        "INVITE",
+        "carol",
+        &format!("Authorization: Bearer {tok}\r\n"),
+    );
+    let call_id = sent_to(&h.send(2, &inv), Dest::Upstream)
+        .call_id()
+        .expect("call-id")
+        .to_string();
+    let tag = format!("tag=f{}", h.seq);
+    let ack = |h: &mut H, from: &str, tag: &str| {
+        let a = h.request(2, "ACK", from, "");
+        let seq = h.seq;
+        a.replace(
+            &format!("Call-ID: call-{seq}"),
+            &format!("Call-ID: {call_id}"),
+        )
+        .replace(&format!("tag=f{seq}"), tag)
+    };
+    // Another From tag, or another From identity with the INVITE's tag: not that call's ACK.
+    let a = ack(&mut h, "carol", "tag=other");
+    assert!(h.send(2, &a).is_empty());
+    let a = ack(&mut h, "boss", &tag);
+    assert!(h.send(2, &a).is_empty());
+    // The INVITE's own: forwarded, asserted.
+    let a = ack(&mut h, "carol", &tag);
+    let up = sent_to(&h.send(2, &a), Dest::Upstream);
+    assert_eq!(
+        header_lines(&up, "P-Asserted-Identity"),
+        vec!["P-Asserted-Identity: <sip:carol@ims.example>".to_string()]
+    );
+    // Once the token is revoked, no more.
+    h.edge.revoke(jti, NOW + 600);
+    let a = ack(&mut h, "carol", &tag);
+    assert!(h.send(2, &a).is_empty());
+}
+
+#[test]
+fn the_cancel_the_edge_sends_for_a_flow_carries_the_assertion() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    h.registered(1, "alice");
+    let inv = h.request(1, "INVITE", "alice", "");
+    let up = sent_to(&h.send(1, &inv), Dest::Upstream);
+    h.ims(&ok_for(&up, 180, ""));
+    let cancel = inv
+        .replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replace(" INVITE\r\n", " CANCEL\r\n");
+    let outs = h.send(1, &cancel);
+    let c = sent_to(&outs, Dest::Upstream);
+    assert_eq!(c.method(), Some(&imsgw_sip::Method::Cancel));
+    assert_eq!(
+        header_lines(&c, "Authorization"),
+        vec![TNA_ALICE.to_string()]
+    );
+}
+
+#[test]
+fn a_flow_with_too_many_pending_requests_gets_503_and_others_go_on() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    h.registered(1, "alice");
+    h.registered(3, "dave");
+    for _ in 0..MAX_PENDING_PER_FLOW {
+        let m = h.request(1, "MESSAGE", "alice", "");
+        sent_to(&h.send(1, &m), Dest::Upstream);
+    }
+    let m = h.request(1, "MESSAGE", "alice", "");
+    let outs = h.send(1, &m);
+    nothing_upstream(&outs);
+    assert_eq!(status_to(&outs, 1), 503);
+    assert_eq!(h.edge.stats().flow_busy_503, 1);
+    let m = h.request(3, "MESSAGE", "dave", "");
+    sent_to(&h.send(3, &m), Dest::Upstream);
 }

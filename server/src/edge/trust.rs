@@ -50,6 +50,8 @@ pub const DEFAULT_STRIPPED: &[&str] = &[
 /// Headers that can never be configured as stripped: the proxy needs them to route and to
 /// answer (RFC 3261 §8.1.1).
 pub const NEVER_STRIPPED: &[&str] = &[
+    "Expires",
+    "Supported",
     "Via",
     "From",
     "To",
@@ -248,5 +250,12 @@ CSeq: 1 MESSAGE\r\n{ppi}Content-Length: 0\r\n\r\n"
             Err(StripListError::NotAToken(_))
         ));
         assert_eq!(check_strip_entry("P-Early-Media"), Ok(()));
+        // Edits of the edge live inside these: stripping them would break REGISTER.
+        for n in ["Expires", "supported", "k"] {
+            assert!(
+                matches!(check_strip_entry(n), Err(StripListError::Needed(_))),
+                "{n}"
+            );
+        }
     }
 }

@@ -109,6 +109,8 @@ pub struct Transactions {
     /// Unfinished transactions sent down each flow, so a closing flow finds its own without a
     /// scan of the table.
     pending_by_flow: HashMap<FlowId, Vec<TxnId>>,
+    /// How many unfinished transactions each flow started (its requests waiting for a final).
+    pending_from: HashMap<FlowId, usize>,
     timers: BinaryHeap<Reverse<(Instant, TxnId)>>,
 }
 
@@ -128,6 +130,7 @@ impl Transactions {
             by_branch: HashMap::new(),
             by_server: HashMap::new(),
             pending_by_flow: HashMap::new(),
+            pending_from: HashMap::new(),
             timers: BinaryHeap::new(),
         }
     }
@@ -187,6 +190,9 @@ impl Transactions {
         if let Dest::Flow(flow) = dest {
             self.pending_by_flow.entry(flow).or_default().push(id);
         }
+        if let Some(Dest::Flow(flow)) = t.origin.as_ref().map(|o| o.reply_to) {
+            *self.pending_from.entry(flow).or_default() += 1;
+        }
         self.schedule(id, &mut t);
         self.by_id.insert(id, t);
     }
@@ -205,6 +211,11 @@ impl Transactions {
 
     pub fn get_mut(&mut self, id: TxnId) -> Option<&mut Txn> {
         self.by_id.get_mut(&id)
+    }
+
+    /// Requests from `flow` still waiting for a final response.
+    pub fn pending_from(&self, flow: FlowId) -> usize {
+        self.pending_from.get(&flow).copied().unwrap_or(0)
     }
 
     pub fn dest_of(&self, id: TxnId) -> Option<Dest> {
@@ -262,6 +273,15 @@ impl Transactions {
         let Some(mut t) = self.by_id.remove(&id) else {
             return;
         };
+        if matches!(t.state, State::Trying | State::Proceeding)
+            && let Some(Dest::Flow(flow)) = t.origin.as_ref().map(|o| o.reply_to)
+            && let Some(n) = self.pending_from.get_mut(&flow)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.pending_from.remove(&flow);
+            }
+        }
         t.state = if t.invite && (200..300).contains(&status) {
             State::Accepted
         } else {
@@ -458,6 +478,9 @@ pub struct Hop {
     pub to: String,
     pub call_id: String,
     pub seq: u32,
+    /// The identity assertion lines the request carried (each ending in CRLF): a CANCEL or ACK
+    /// the edge sends for a flow's request states who sent it too.
+    pub assertion: Vec<String>,
 }
 
 /// The CANCEL of RFC 3261 §9.1 or the ACK for a non-2xx final of §17.1.1.3 toward where the
@@ -485,6 +508,10 @@ pub fn hop_request(hop: &Hop, method: &str, to: Option<&[u8]>) -> Bytes {
     line(&[b"To: ", to.unwrap_or(hop.to.as_bytes())]);
     line(&[b"Call-ID: ", hop.call_id.as_bytes()]);
     line(&[format!("CSeq: {} {method}", hop.seq).as_bytes()]);
+    for a in &hop.assertion {
+        // Each already ends in CRLF.
+        line(&[a.trim_end_matches("\r\n").as_bytes()]);
+    }
     line(&[b"Max-Forwards: 70"]);
     line(&[b"Content-Length: 0"]);
     b.extend_from_slice(b"\r\n");
