@@ -92,6 +92,10 @@ impl Metrics {
         counter!("imsgw_sip_timeout_408_total").absolute(s.timeouts_408);
         counter!("imsgw_sip_unavailable_503_total").absolute(s.unavailable_503);
         counter!("imsgw_sip_auth_refused_total").absolute(s.auth_refused);
+        counter!("imsgw_sip_unowned_ack_dropped_total").absolute(s.unowned_ack_dropped);
+        counter!("imsgw_sip_unmatched_cancel_481_total").absolute(s.unmatched_cancel);
+        counter!("imsgw_sip_stray_responses_dropped_total").absolute(s.stray_responses_dropped);
+        counter!("imsgw_sip_flow_busy_503_total").absolute(s.flow_busy_503);
     }
 
     /// A WebSocket refused or closed for breaking the protocol; `reason` is a fixed label.
