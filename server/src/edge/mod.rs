@@ -3,10 +3,18 @@
 //!
 //! This module does no I/O and reads no clock: drivers feed it what arrived
 //! ([`Edge::from_flow`], [`Edge::from_ims`]), what happened to connections and sends
-//! ([`Edge::flow_closed`], [`Edge::send_failed`], [`Edge::upstream_failed`]) and the time
-//! ([`Edge::handle_timeout`]), then drain [`Edge::poll_output`] and sleep until
-//! [`Edge::poll_timeout`]. Owns: flows known to be open, transactions, routing decisions.
-//! Must not touch: sockets, tasks, the system clock.
+//! ([`Edge::flow_closed`], [`Edge::send_failed`], [`Edge::upstream_failed`]), the facts it
+//! judges tokens by ([`Edge::set_wall_clock`], [`Edge::set_our_keys`],
+//! [`Edge::set_external_jwks`], [`Edge::revoke`]) and the time ([`Edge::handle_timeout`]), then
+//! drain [`Edge::poll_output`] and sleep until [`Edge::poll_timeout`].
+//!
+//! One request goes `request` (the RFC 3261 §16.3 steps, in order, on the [`imsgw_sip::View`]
+//! validation returns) → `auth` (RFC 8898: who may use the flow) → `route` (where it goes) →
+//! `rewrite` (the edits, with `trust`: what a client may not say) → `txn` (a sub-machine that
+//! owns its timers and hands back events). `response` matches answers to transactions.
+//!
+//! Owns: flows known to be open, transactions, routing decisions. Must not touch: sockets,
+//! tasks, the system clock, the WAF's store.
 
 pub mod auth;
 pub mod flow;
