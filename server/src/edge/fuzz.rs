@@ -123,7 +123,11 @@ pub fn exercise(data: &[u8]) -> Option<Stats> {
             2 => e.from_ims(now, Link::Udp(pcscf), pcscf, Bytes::copy_from_slice(chunk)),
             3 => e.from_ims(now, Link::Conn(9), pcscf, Bytes::copy_from_slice(chunk)),
             4 => {
-                let ms = chunk.iter().fold(0u64, |a, b| a * 256 + u64::from(*b)) % 300_000;
+                let ms = chunk
+                    .iter()
+                    .take(4)
+                    .fold(0u64, |a, b| a * 256 + u64::from(*b))
+                    % 300_000;
                 now += Duration::from_millis(ms.max(1));
                 e.handle_timeout(now);
             }
