@@ -276,6 +276,14 @@ impl Auth {
         }
     }
 
+    /// The `P-Asserted-Identity` line for a response a flow registered as `id` sends, in `pai`
+    /// mode and while the registration is live and not revoked.
+    pub fn response_pai(&self, now: u64, id: &Identity) -> Option<String> {
+        let live = id.exp > now && !self.revoked.contains(&id.jti);
+        (live && self.settings.assertion.contains(&IdentityAssertion::Pai))
+            .then(|| format!("P-Asserted-Identity: <{}>\r\n", sanitize(id.impu.as_str())))
+    }
+
     /// The header lines that state who sent a request (`sip.identity_assertion`), for a request
     /// from a flow that `id` authorized, asserting `impu`. Every request from a flow carries
     /// them, REGISTER and in-dialog or out-of-dialog requests alike, since the P-CSCF sees every

@@ -116,12 +116,19 @@ pub(super) fn handle(edge: &mut Edge, now: Instant, arrival: Arrival, msg: Messa
     };
     let mut s = Splice::new();
     s.delete(range);
-    // TS 24.229 §4.4: an identity a UA claims in a response is not believed either.
-    if let Arrival::Flow(_) = arrival {
+    // TS 24.229 §4.4: an identity a UA claims in a response is not believed either; in `pai`
+    // mode imsgw asserts the answering flow's registered IMPU instead (TS 24.229 §5.2.6.4.4, the
+    // P-CSCF's handling of responses from a UE; RFC 3325 §9.1).
+    if let Arrival::Flow(flow) = arrival {
         for h in msg.headers() {
             if edge.settings.strip.strips_response(&h.name) {
                 s.delete(h.line.clone());
             }
+        }
+        let unix = edge.unix;
+        let registered = edge.flows.get(&flow).and_then(|f| f.identity.as_ref());
+        if let Some(line) = registered.and_then(|id| edge.auth.response_pai(unix, id)) {
+            s.insert(msg.headers_start(), line);
         }
     }
     let Ok(bytes) = s.apply(msg.as_bytes()) else {

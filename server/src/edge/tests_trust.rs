@@ -436,32 +436,41 @@ fn ts24229_client_identity_and_trust_headers_never_cross_in_any_mode() {
 }
 
 #[test]
-fn client_pai_in_a_response_does_not_cross() {
-    let mut h = H::new(&[IdentityAssertion::Tna]);
-    h.registered(1, "alice");
-    let token = h.edge.key.token(FlowId(1));
-    let invite = format!(
-        "INVITE sip:alice@c1.invalid;transport=ws SIP/2.0\r\n\
+fn client_pai_in_a_response_does_not_cross_and_pai_mode_asserts_the_callee() {
+    for (mode, want) in [
+        (IdentityAssertion::Tna, vec![]),
+        (
+            IdentityAssertion::Pai,
+            vec!["P-Asserted-Identity: <sip:alice@ims.example>".to_string()],
+        ),
+    ] {
+        let mut h = H::new(&[mode]);
+        h.registered(1, "alice");
+        let token = h.edge.key.token(FlowId(1));
+        let invite = format!(
+            "INVITE sip:alice@c1.invalid;transport=ws SIP/2.0\r\n\
 Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKinv1\r\n\
 Route: <sip:{token}@127.0.0.1:5062;transport=udp;lr;ob>\r\n\
 Max-Forwards: 69\r\nFrom: <sip:carol@ims.example>;tag=c1\r\nTo: <sip:alice@ims.example>\r\n\
 Call-ID: inv-resp\r\nCSeq: 1 INVITE\r\nContact: <sip:carol@127.0.0.1:5097>\r\nContent-Length: 0\r\n\r\n"
-    );
-    let outs = h.ims(&invite);
-    let down = sent_to(&outs, Dest::Flow(FlowId(1)));
-    let resp = ok_for(
-        &down,
-        180,
-        "P-Asserted-Identity: <sip:admin@ims.example>\r\n",
-    );
-    let outs = h.send(1, &resp);
-    let up = sent_to(&outs, Dest::Link(Link::Udp(PCSCF.parse().expect("addr"))));
-    assert_eq!(up.status(), Some(180));
-    assert!(
-        header_lines(&up, "P-Asserted-Identity").is_empty(),
-        "{}",
-        text(&up)
-    );
+        );
+        let outs = h.ims(&invite);
+        let down = sent_to(&outs, Dest::Flow(FlowId(1)));
+        let resp = ok_for(
+            &down,
+            180,
+            "P-Asserted-Identity: <sip:admin@ims.example>\r\n",
+        );
+        let outs = h.send(1, &resp);
+        let up = sent_to(&outs, Dest::Link(Link::Udp(PCSCF.parse().expect("addr"))));
+        assert_eq!(up.status(), Some(180));
+        assert_eq!(
+            header_lines(&up, "P-Asserted-Identity"),
+            want,
+            "{}",
+            text(&up)
+        );
+    }
 }
 
 // ---- No request without an owner ---------------------------------------------------------------
