@@ -3,48 +3,17 @@
 //! only for the messages a proxy would forward (RFC 3261 §16.3 puts authorization last).
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use imsgw_sip::Message;
-use imsgw_token::{KeyRing, Verifier, VerifierConfig};
 
 use super::*;
-use crate::config::{Challenge, IdentityAssertion, UpstreamTransport};
+use crate::config::IdentityAssertion;
 
+/// An edge requiring tokens, with a real verifier (the harness of `tests_trust`).
 fn edge() -> Edge {
-    let ring = KeyRing::ephemeral(1_800_000_000).expect("key");
-    let verifier = Verifier::new(
-        VerifierConfig::new("https://waf.ims.example", "sip:ims.example"),
-        &ring,
-    )
-    .expect("verifier");
-    let auth = Auth {
-        settings: AuthSettings {
-            required: true,
-            realm: "ims.example".into(),
-            authz_server: "https://waf.ims.example".into(),
-            scope: "sip".into(),
-            challenge: Challenge::Www,
-            assertion: vec![IdentityAssertion::Tna],
-            tna_header: "Authorization: Digest username=\"{impi}\"".into(),
-        },
-        verifier: Some(verifier),
-        revoked: Revoked::default(),
-    };
-    let settings = EdgeSettings {
-        local: Local {
-            listen: "127.0.0.1:5062".parse().expect("addr"),
-            tls_listen: None,
-            transport: UpstreamTransport::Udp,
-            ws_host: "ims-example.invalid".into(),
-        },
-        t1: Duration::from_millis(500),
-        strip: StripList::default(),
-    };
-    let mut e = Edge::new(settings, FlowKey::random(), auth);
-    e.set_wall_clock(1_800_000_000);
-    e
+    super::tests_trust::H::new(&[IdentityAssertion::Tna]).edge
 }
 
 /// What a proxy does with each message (RFC 4475 §3, section in the comment).

@@ -19,15 +19,15 @@ const ISS: &str = "https://waf.ims.example";
 const AUD: &str = "sip:ims.example";
 const PCSCF: &str = "127.0.0.1:5070";
 
-struct H {
-    edge: Edge,
+pub(super) struct H {
+    pub(super) edge: Edge,
     now: Instant,
     minter: Minter,
     seq: u32,
 }
 
 impl H {
-    fn new(assertion: &[IdentityAssertion]) -> Self {
+    pub(super) fn new(assertion: &[IdentityAssertion]) -> Self {
         Self::with(assertion, Challenge::Www)
     }
 
