@@ -814,3 +814,51 @@ fn a_flow_with_too_many_pending_requests_gets_503_and_others_go_on() {
     let m = h.request(3, "MESSAGE", "dave", "");
     sent_to(&h.send(3, &m), Dest::Upstream);
 }
+
+#[test]
+fn a_callee_speaks_in_its_dialog_by_the_uri_it_was_called_by_and_by_no_other() {
+    let mut h = H::new(&[IdentityAssertion::Pai]);
+    h.registered(1, "alice");
+    let token = h.edge.key.token(FlowId(1));
+    // The IMS side calls alice by a tel alias of hers.
+    let invite = format!(
+        "INVITE sip:alice@c1.invalid;transport=ws SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKtel1\r\n\
+Route: <sip:{token}@127.0.0.1:5062;transport=udp;lr;ob>\r\n\
+Max-Forwards: 69\r\nFrom: <sip:carol@ims.example>;tag=c1\r\nTo: <tel:+15551234>\r\n\
+Call-ID: tel-call\r\nCSeq: 1 INVITE\r\nContact: <sip:carol@127.0.0.1:5097>\r\nContent-Length: 0\r\n\r\n"
+    );
+    let down = sent_to(&h.ims(&invite), Dest::Flow(FlowId(1)));
+    let ok = ok_for(&down, 200, "").replace(";tag=pcscf", ";tag=alice1");
+    h.send(1, &ok);
+    let bye = |from: &str, tag: &str, call: &str| {
+        format!(
+            "BYE sip:carol@127.0.0.1:5097 SIP/2.0\r\nVia: SIP/2.0/WSS c1.invalid;branch=z9hG4bKbye{tag}{call}\r\n\
+Max-Forwards: 70\r\nFrom: <{from}>;tag={tag}\r\nTo: <sip:carol@ims.example>;tag=c1\r\n\
+Call-ID: {call}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    // Another URI, another tag or another call: the usual rule (From must be alice's IMPU).
+    for (from, tag, call) in [
+        ("tel:+19999999", "alice1", "tel-call"),
+        ("tel:+15551234", "other", "tel-call"),
+        ("tel:+15551234", "alice1", "other-call"),
+    ] {
+        let outs = h.send(1, &bye(from, tag, call));
+        nothing_upstream(&outs);
+        assert_eq!(status_to(&outs, 1), 403, "{from} {tag} {call}");
+    }
+    // Its own dialog, by the URI it was called by: forwarded, asserted as alice.
+    let up = sent_to(
+        &h.send(1, &bye("tel:+15551234", "alice1", "tel-call")),
+        Dest::Upstream,
+    );
+    assert_eq!(
+        header_lines(&up, "P-Asserted-Identity"),
+        vec!["P-Asserted-Identity: <sip:alice@ims.example>".to_string()]
+    );
+    // Another flow cannot use alice's dialog.
+    h.registered(2, "bob");
+    let outs = h.send(2, &bye("tel:+15551234", "alice1", "tel-call"));
+    nothing_upstream(&outs);
+}
