@@ -235,7 +235,12 @@ impl Auth {
             impi: c.impi,
             exp: c.exp,
             jti: c.jti,
-            bearer: Some((header, AccessToken::new(token.to_string()))),
+            // Kept only where it travels on: a token is most of what an idle connection costs.
+            bearer: self
+                .settings
+                .assertion
+                .contains(&IdentityAssertion::Passthrough)
+                .then(|| (header, AccessToken::new(token.to_string()))),
         }))
     }
 
