@@ -77,8 +77,10 @@ pub(super) fn handle(edge: &mut Edge, now: Instant, arrival: Arrival, msg: Messa
             .header(&HeaderName::To)
             .map(|h| msg.value(h).to_vec())
             .unwrap_or_default();
-        let ack = hop_request(&t.hop, "ACK", Some(&to));
-        edge.push(dest, ack, None);
+        if let Some(hop) = &t.hop {
+            let ack = hop_request(hop, "ACK", Some(&to));
+            edge.push(dest, ack, None);
+        }
     }
 
     // A WebSocket answering an INVITE the IMS side sent it makes a dialog in which it is the

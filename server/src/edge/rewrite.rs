@@ -37,13 +37,14 @@ pub struct Edits<'a> {
     pub expires: Option<&'a ExpiresPlan>,
 }
 
-/// The request to send, and what a CANCEL or ACK for it needs.
+/// The request to send, and, for an INVITE, what its CANCEL or ACK will need (only an INVITE
+/// ever gets either from the edge).
 pub fn rewrite(
     edge: &Edge,
     edits: &Edits<'_>,
     msg: &Message,
     view: &View,
-) -> Result<(Bytes, Hop), imsgw_sip::SpliceError> {
+) -> Result<(Bytes, Option<Hop>), imsgw_sip::SpliceError> {
     let local = &edge.settings.local;
     let mut s = Splice::new();
     let top = msg.headers_start();
@@ -132,6 +133,9 @@ pub fn rewrite(
         );
     }
     let bytes = s.apply(msg.as_bytes())?;
+    if method != Some(&Method::Invite) {
+        return Ok((bytes, None));
+    }
     let raw = |name: &HeaderName| {
         msg.header(name)
             .map(|h| String::from_utf8_lossy(msg.value(h)).into_owned())
@@ -150,7 +154,7 @@ pub fn rewrite(
         seq: view.cseq.seq,
         assertion,
     };
-    Ok((bytes, hop))
+    Ok((bytes, Some(hop)))
 }
 
 /// TS 24.229 §4.4, RFC 3325, RFC 8898 at the edge: nothing the client wrote about identity,

@@ -72,8 +72,8 @@ pub struct Txn {
     pub invite: bool,
     /// The request as we forwarded it, for retransmission.
     pub sent: Bytes,
-    /// What its CANCEL or ACK needs.
-    pub hop: Hop,
+    /// What its CANCEL or ACK needs (an INVITE; nothing else gets either from the edge).
+    pub hop: Option<Hop>,
     pub dest: Dest,
     pub state: State,
     pub cancel: Cancel,
@@ -158,7 +158,7 @@ impl Transactions {
         id: TxnId,
         branch: String,
         sent: Bytes,
-        hop: Hop,
+        hop: Option<Hop>,
         invite: bool,
         dest: Dest,
         retransmit: bool,
@@ -351,7 +351,8 @@ impl Transactions {
         match t.state {
             State::Proceeding => {
                 t.cancel = Cancel::Sent;
-                Some((t.dest, hop_request(&t.hop, "CANCEL", None)))
+                let hop = t.hop.as_ref()?;
+                Some((t.dest, hop_request(hop, "CANCEL", None)))
             }
             State::Trying => {
                 t.cancel = Cancel::Pending;
