@@ -135,10 +135,6 @@ struct FlowInfo {
     /// §13.2.2.4, a transaction of their own, with the INVITE's Call-ID and From) belong to
     /// them. Bounded by [`CALLS_PER_FLOW`] and [`CALL_MEMORY`].
     calls: VecDeque<Call>,
-    /// Dialogs in which this flow answered an INVITE from the IMS side, as (Call-ID, its own
-    /// tag, the URI the IMS side called it by), newest last: its in-dialog requests in them ride
-    /// its registration with that URI as From. Bounded by [`CALLS_PER_FLOW`].
-    callee_dialogs: VecDeque<(String, String, String)>,
 }
 
 /// Calls remembered per flow for their ACKs; the oldest is forgotten first.
@@ -170,25 +166,6 @@ impl FlowInfo {
             from_tag: from_tag.to_string(),
             identity: id,
         });
-    }
-
-    fn remember_callee_dialog(&mut self, call_id: &str, tag: &str, uri: &str) {
-        if self.is_callee_dialog(call_id, tag, uri) {
-            return;
-        }
-        if self.callee_dialogs.len() >= CALLS_PER_FLOW {
-            self.callee_dialogs.pop_front();
-        }
-        self.callee_dialogs
-            .push_back((call_id.to_string(), tag.to_string(), uri.to_string()));
-    }
-
-    /// Whether a request with this Call-ID, From tag and From URI is in a dialog this flow
-    /// answered.
-    fn is_callee_dialog(&self, call_id: &str, from_tag: &str, from_uri: &str) -> bool {
-        self.callee_dialogs
-            .iter()
-            .any(|(c, t, u)| c == call_id && t == from_tag && u == from_uri)
     }
 
     /// The identity of the INVITE an ACK with this Call-ID and From tag completes.
@@ -296,7 +273,6 @@ impl Edge {
                 remote,
                 identity: None,
                 calls: VecDeque::new(),
-                callee_dialogs: VecDeque::new(),
             },
         );
     }

@@ -217,17 +217,7 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
             .then(|| info.and_then(|f| f.call_identity(&view.call_id, from_tag)))
             .flatten()
             .filter(|id| id.names(&view.from.uri) && !edge.auth.revoked.contains(&id.jti));
-        // An in-dialog request in a dialog this flow answered rides its live registration, with
-        // whatever From URI the caller addressed it by.
-        let callee = (!ack && view.to.tag().is_some())
-            .then(|| {
-                let uri = view.from.uri.to_string();
-                info.filter(|f| f.is_callee_dialog(&view.call_id, from_tag, &uri))
-            })
-            .flatten()
-            .and_then(|f| f.identity.clone())
-            .filter(|id| id.exp > edge.unix && !edge.auth.revoked.contains(&id.jti));
-        if let Some(id) = call.or(callee) {
+        if let Some(id) = call {
             identity = Some(id);
         } else {
             let flow_identity = info.and_then(|f| f.identity.clone());

@@ -62,13 +62,6 @@ pub(super) fn handle(edge: &mut Edge, now: Instant, arrival: Arrival, msg: Messa
     let final_sent = t.final_sent;
     let origin = t.origin.as_ref().map(|o| o.reply_to);
     let dest = t.dest;
-    // The Call-ID and the callee's URI come from the INVITE as the IMS side sent it, not from
-    // what the WebSocket wrote back; only its tag is its own.
-    let answers_invite = matches!(arrival, Arrival::Flow(_)) && t.invite && status > 100;
-    let invited = t.origin.as_ref().filter(|_| answers_invite).and_then(|o| {
-        let request = &o.request;
-        Some((request.call_id().ok()?.to_string(), request.to().ok()?))
-    });
 
     if invite && status >= 300 {
         // RFC 3261 §17.1.1.3: the client transaction ACKs a non-2xx final itself, also when
@@ -81,17 +74,6 @@ pub(super) fn handle(edge: &mut Edge, now: Instant, arrival: Arrival, msg: Messa
             let ack = hop_request(hop, "ACK", Some(&to));
             edge.push(dest, ack, None);
         }
-    }
-
-    // A WebSocket answering an INVITE the IMS side sent it makes a dialog in which it is the
-    // callee: its in-dialog requests have the To URI the IMS chose as From (perhaps a tel:
-    // alias of its IMPU), so the edge remembers the dialog to know them (RFC 3261 §12.1.1).
-    if let (Arrival::Flow(flow), 101..=299) = (arrival, status)
-        && let (Some((call_id, callee)), Ok(to)) = (invited, msg.to())
-        && let Some(tag) = to.tag()
-        && let Some(f) = edge.flows.get_mut(&flow)
-    {
-        f.remember_callee_dialog(&call_id, tag, &callee.uri.to_string());
     }
 
     let forward = match (status, state) {
