@@ -84,8 +84,20 @@ impl Message {
                 return Err(ParseError::DuplicateHeader(name.label()));
             }
         }
+        // The whole line, not the trimmed value: trimming takes CR and LF for whitespace, and a
+        // bare CR right after the colon or before the line end must be seen too.
         for h in self.headers() {
-            if has_control(&self.as_bytes()[h.value.clone()]) {
+            let line = &self.as_bytes()[h.line.clone()];
+            let line = line.strip_suffix(b"\n").unwrap_or(line);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if has_control(line) {
+                return Err(ParseError::ControlInHeader);
+            }
+        }
+        if self.status().is_some() {
+            // RFC 3261 §25.1 Reason-Phrase: no control character but HTAB.
+            let start = &self.as_bytes()[self.start_line_range()];
+            if start.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
                 return Err(ParseError::ControlInHeader);
             }
         }

@@ -111,6 +111,8 @@ pub struct Stats {
     pub unmatched_cancel: u64,
     /// Responses that came from another link than the one their request was sent on.
     pub stray_responses_dropped: u64,
+    /// Responses from a WebSocket that failed the checks a request gets.
+    pub malformed_responses_dropped: u64,
     /// Requests refused because their WebSocket had [`MAX_PENDING_PER_FLOW`] pending.
     pub flow_busy_503: u64,
 }
@@ -169,10 +171,11 @@ impl FlowInfo {
     }
 
     /// The identity of the INVITE an ACK with this Call-ID and From tag completes.
-    fn call_identity(&self, call_id: &str, from_tag: &str) -> Option<Identity> {
+    fn call_identity(&self, now: Instant, call_id: &str, from_tag: &str) -> Option<Identity> {
         self.calls
             .iter()
             .rev()
+            .filter(|c| now < c.at + CALL_MEMORY)
             .find(|c| c.call_id == call_id && c.from_tag == from_tag)
             .map(|c| c.identity.clone())
     }

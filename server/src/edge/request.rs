@@ -214,7 +214,7 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
         // From identity, and a token not revoked since.
         let from_tag = view.from.tag().unwrap_or("");
         let call = ack
-            .then(|| info.and_then(|f| f.call_identity(&view.call_id, from_tag)))
+            .then(|| info.and_then(|f| f.call_identity(now, &view.call_id, from_tag)))
             .flatten()
             .filter(|id| id.names(&view.from.uri) && !edge.auth.revoked.contains(&id.jti));
         if let Some(id) = call {
@@ -270,7 +270,9 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
             }
         }
     };
+    // An ACK makes no transaction and is never answered: it is not counted or refused here.
     if let Side::Flow(flow, _) = side
+        && !ack
         && edge.txns.pending_from(flow) >= super::MAX_PENDING_PER_FLOW
     {
         edge.stats.flow_busy_503 += 1;

@@ -21,6 +21,21 @@ pub(super) fn handle(edge: &mut Edge, now: Instant, arrival: Arrival, msg: Messa
         debug!(status, error = %e, "response with a broken body; dropped");
         return;
     }
+    // A WebSocket client is not trusted to write a well-formed response: the same checks as a
+    // request (mandatory headers, no control characters that a parser downstream could take
+    // for a line end), and it gets a Content-Length on the way (RFC 3261 §18.3: the IMS side
+    // may be a stream, where a missing one would make the body the next message).
+    let mut add_length = false;
+    if let Arrival::Flow(flow) = arrival {
+        match msg.view() {
+            Ok(v) => add_length = v.content_length.is_none(),
+            Err(e) => {
+                debug!(%flow, status, error = %e, "malformed response from a WebSocket; dropped");
+                edge.stats.malformed_responses_dropped += 1;
+                return;
+            }
+        }
+    }
     let Ok(via) = msg.top_via() else {
         debug!("response without a Via; dropped");
         return;
@@ -132,6 +147,12 @@ pub(super) fn handle(edge: &mut Edge, now: Instant, arrival: Arrival, msg: Messa
         if let Some(line) = registered.and_then(|id| edge.auth.response_pai(unix, id)) {
             s.insert(msg.headers_start(), line);
         }
+    }
+    if add_length {
+        s.insert(
+            msg.headers_end(),
+            format!("Content-Length: {}\r\n", msg.body().len()),
+        );
     }
     let Ok(bytes) = s.apply(msg.as_bytes()) else {
         return;

@@ -814,3 +814,101 @@ fn a_flow_with_too_many_pending_requests_gets_503_and_others_go_on() {
     let m = h.request(3, "MESSAGE", "dave", "");
     sent_to(&h.send(3, &m), Dest::Upstream);
 }
+
+// ---- Found by the second review: CR at the edges of a value, responses, ACK limits ----------
+
+#[test]
+fn rfc3261_25_1_a_bare_cr_next_to_the_colon_or_the_line_end_is_refused_too() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    h.registered(1, "alice");
+    for extra in [
+        "Subject:\rP-Asserted-Identity: <sip:victim@ims.example>\r\n",
+        "Subject: x\r\r\n",
+    ] {
+        let m = h.request(1, "MESSAGE", "alice", extra);
+        let outs = h.send(1, &m);
+        nothing_upstream(&outs);
+        assert_eq!(status_to(&outs, 1), 400, "{extra:?}");
+    }
+}
+
+#[test]
+fn a_malformed_response_from_a_websocket_is_dropped_and_a_missing_length_added() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    h.registered(1, "alice");
+    let token = h.edge.key.token(FlowId(1));
+    let pcscf = Dest::Link(Link::Udp(PCSCF.parse().expect("addr")));
+    let msg = |n: u32| {
+        format!(
+            "MESSAGE sip:alice@c1.invalid;transport=ws SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKresp{n}\r\n\
+Route: <sip:{token}@127.0.0.1:5062;transport=udp;lr;ob>\r\n\
+Max-Forwards: 69\r\nFrom: <sip:carol@ims.example>;tag=c1\r\nTo: <sip:alice@ims.example>\r\n\
+Call-ID: resp-{n}\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let down = sent_to(&h.ims(&msg(1)), Dest::Flow(FlowId(1)));
+    let bad = ok_for(
+        &down,
+        200,
+        "X-A: a\rP-Asserted-Identity: <sip:v@ims.example>\r\n",
+    );
+    assert!(h.send(1, &bad).is_empty());
+    let bad = ok_for(&down, 200, "").replacen("Whatever", "OK\rP-Asserted-Identity: <sip:v@d>", 1);
+    assert!(h.send(1, &bad).is_empty());
+    assert_eq!(h.edge.stats().malformed_responses_dropped, 2);
+    // Without Content-Length, it gets one, so a body cannot pass for the next message.
+    let down = sent_to(&h.ims(&msg(2)), Dest::Flow(FlowId(1)));
+    let ok = ok_for(&down, 200, "").replace("Content-Length: 0\r\n\r\n", "\r\nhi");
+    let up = sent_to(&h.send(1, &ok), pcscf);
+    assert_eq!(
+        up.content_length().expect("length"),
+        Some(2),
+        "{}",
+        text(&up)
+    );
+}
+
+#[test]
+fn an_ack_is_never_refused_for_the_pending_limit_and_call_memory_expires() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    h.registered(1, "alice");
+    let inv = h.request(1, "INVITE", "alice", "");
+    let (call, tag) = (format!("call-{}", h.seq), format!("tag=f{}", h.seq));
+    sent_to(&h.send(1, &inv), Dest::Upstream);
+    for _ in 1..MAX_PENDING_PER_FLOW {
+        let m = h.request(1, "MESSAGE", "alice", "");
+        sent_to(&h.send(1, &m), Dest::Upstream);
+    }
+    let ack = |h: &mut H| {
+        let a = h.request(1, "ACK", "alice", "");
+        let seq = h.seq;
+        a.replace(&format!("Call-ID: call-{seq}"), &format!("Call-ID: {call}"))
+            .replace(&format!("tag=f{seq}"), &tag)
+    };
+    let a = ack(&mut h);
+    sent_to(&h.send(1, &a), Dest::Upstream);
+    assert_eq!(h.edge.stats().flow_busy_503, 0);
+    // A call's ACK is remembered for Timer C and a little more, not for ever: carol's INVITE
+    // rode its own token on an unregistered flow, so once the memory is gone her ACK is no one's.
+    let tok = h.token("carol");
+    let inv = h.request(
+        2,
+        "INVITE",
+        "carol",
+        &format!("Authorization: Bearer {tok}\r\n"),
+    );
+    let (call, tag) = (format!("call-{}", h.seq), format!("tag=f{}", h.seq));
+    sent_to(&h.send(2, &inv), Dest::Upstream);
+    let late_ack = |h: &mut H| {
+        let a = h.request(2, "ACK", "carol", "");
+        let seq = h.seq;
+        a.replace(&format!("Call-ID: call-{seq}"), &format!("Call-ID: {call}"))
+            .replace(&format!("tag=f{seq}"), &tag)
+    };
+    let a = late_ack(&mut h);
+    sent_to(&h.send(2, &a), Dest::Upstream);
+    h.now += Duration::from_secs(300);
+    let a = late_ack(&mut h);
+    assert!(h.send(2, &a).is_empty());
+}

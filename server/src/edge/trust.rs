@@ -32,7 +32,11 @@ pub const ALWAYS_REMOVED: &[&str] = &[
 
 /// Headers removed from requests *and* responses from a WebSocket, whatever the config says:
 /// the identity a UA could claim in a response (RFC 3325 §9.1 applies to responses too).
-const ALWAYS_REMOVED_FROM_RESPONSES: &[&str] = &["P-Asserted-Identity", "P-Served-User"];
+const ALWAYS_REMOVED_FROM_RESPONSES: &[&str] = &[
+    "P-Asserted-Identity",
+    "P-Preferred-Identity",
+    "P-Served-User",
+];
 
 /// The default of `sip.strip_headers`: the other trust-domain headers of TS 24.229 §4.4 (and
 /// the RFCs that define them) that a UE must not set: charging (RFC 7315 §4.6, §4.5), the
@@ -194,6 +198,7 @@ mod tests {
             assert!(!s.strips_request(&HeaderName::new(n)), "{n}");
         }
         assert!(s.strips_response(&HeaderName::new("P-Asserted-Identity")));
+        assert!(s.strips_response(&HeaderName::new("P-Preferred-Identity")));
         assert!(!s.strips_response(&HeaderName::new("Record-Route")));
         assert!(!s.strips_response(&HeaderName::new("Path")));
     }
