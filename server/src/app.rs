@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, UpstreamTransport};
 use crate::edge::{Auth, AuthSettings, Edge, EdgeSettings, FlowKey, Local};
-use crate::hub::{Hub, HubInput, UpstreamSender};
+use crate::hub::{Hub, UpstreamSender};
 use crate::metrics::Metrics;
 use crate::peers::PeerFilter;
 use crate::transport::{ims, tls, ws};
@@ -150,19 +150,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let store: Arc<MemoryStore> = Arc::new(MemoryStore::new());
     let mut waf = Waf::new(&config, ring.clone(), store.clone())?;
     // Revocations reach the edge as inputs, never as a look-up in the store (STYLE.md §15).
-    let (revoked_tx, mut revoked_rx) = mpsc::unbounded_channel::<(String, u64)>();
+    let (revoked_tx, revoked_rx) = mpsc::unbounded_channel::<(String, u64)>();
     waf.set_revocation_sink(revoked_tx);
     let waf = Arc::new(waf);
-    {
-        let hub_tx = hub_tx.clone();
-        tasks.spawn(async move {
-            while let Some((jti, exp)) = revoked_rx.recv().await {
-                if hub_tx.send(HubInput::Revoked { jti, exp }).await.is_err() {
-                    break;
-                }
-            }
-        });
-    }
     let auth = if config.sip.danger_allow_unauthenticated {
         Auth::disabled()
     } else {
@@ -225,6 +215,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         upstream,
         metrics.clone(),
         jwks_tx,
+        revoked_rx,
     );
     let hub_task = tokio::spawn(hub.run());
 

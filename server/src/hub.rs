@@ -61,11 +61,6 @@ pub enum HubInput {
     UpstreamFailed,
     /// The WAF's signing keys changed.
     OurKeys(Box<imsgw_token::KeyRing>),
-    /// The WAF revoked a token (`jti`, valid until `exp`).
-    Revoked {
-        jti: String,
-        exp: u64,
-    },
     /// An external issuer's keys were fetched.
     ExternalJwks {
         issuer: String,
@@ -94,6 +89,10 @@ pub struct Hub {
     metrics: Arc<Metrics>,
     /// Asks the JWKS fetcher for an issuer's keys.
     jwks_asks: mpsc::Sender<String>,
+    /// Tokens the WAF revoked (`jti`, `exp`). Drained before every input, so a request sent
+    /// after the revocation's HTTP answer is always judged with it (a separate channel that
+    /// only the WAF fills, never full, so revoking never waits on SIP traffic).
+    revocations: mpsc::UnboundedReceiver<(String, u64)>,
 }
 
 impl Hub {
@@ -104,6 +103,7 @@ impl Hub {
         upstream: UpstreamSender,
         metrics: Arc<Metrics>,
         jwks_asks: mpsc::Sender<String>,
+        revocations: mpsc::UnboundedReceiver<(String, u64)>,
     ) -> Self {
         Self {
             edge,
@@ -114,6 +114,7 @@ impl Hub {
             conns: HashMap::new(),
             metrics,
             jwks_asks,
+            revocations,
         }
     }
 
@@ -127,6 +128,8 @@ impl Hub {
                         i = self.rx.recv() => i,
                         _ = tokio::time::sleep_until(Instant::from_std(at)) => {
                             self.edge.set_wall_clock(crate::waf::unix_now());
+                            // Parked requests are decided again on a timer.
+                            self.take_revocations();
                             self.edge.handle_timeout(Instant::now().into_std());
                             self.drain();
                             continue;
@@ -155,6 +158,7 @@ impl Hub {
     fn handle(&mut self, input: HubInput) {
         let now = Instant::now().into_std();
         self.edge.set_wall_clock(crate::waf::unix_now());
+        self.take_revocations();
         match input {
             HubInput::FlowOpened { flow, remote, tx } => {
                 self.flows.insert(flow, tx);
@@ -179,10 +183,16 @@ impl Hub {
             HubInput::SendFailed { txn } => self.edge.send_failed(now, txn),
             HubInput::UpstreamFailed => self.edge.upstream_failed(now),
             HubInput::OurKeys(ring) => self.edge.set_our_keys(&ring),
-            HubInput::Revoked { jti, exp } => self.edge.revoke(jti, exp),
             HubInput::ExternalJwks { issuer, jwks } => {
                 self.edge.set_external_jwks(now, &issuer, &jwks)
             }
+        }
+    }
+
+    /// Hands the edge every revocation the WAF made so far.
+    fn take_revocations(&mut self) {
+        while let Ok((jti, exp)) = self.revocations.try_recv() {
+            self.edge.revoke(jti, exp);
         }
     }
 
