@@ -155,11 +155,13 @@ pub struct SipConfig {
     /// `sip.strip_headers`: headers removed from every request and response a WebSocket client
     /// sends, in addition to those always removed from requests (`P-Asserted-Identity`,
     /// `P-Preferred-Identity`, `P-Served-User`, `Authorization`, `Proxy-Authorization`, `Path`,
-    /// `Record-Route`; imsgw writes its own assertion). Default: the other trust-domain headers
-    /// of TS 24.229 §4.4: `P-Charging-Vector`, `P-Charging-Function-Addresses`,
+    /// `Record-Route`; imsgw writes its own assertion) and from responses (`P-Asserted-Identity`,
+    /// `P-Preferred-Identity`, `P-Served-User`). Default: the other trust-domain headers of
+    /// TS 24.229 §4.4: `P-Charging-Vector`, `P-Charging-Function-Addresses`,
     /// `P-Visited-Network-ID`, `P-Profile-Key`, `P-Private-Network-Indication`,
-    /// `P-Asserted-Service`. Headers the proxy needs (Via, From, To, Call-ID, CSeq, Route,
-    /// Contact, Max-Forwards, Content-Length, Content-Type) cannot be listed.
+    /// `P-Asserted-Service`. Headers the proxy needs or edits (Via, From, To, Call-ID, CSeq,
+    /// Route, Contact, Max-Forwards, Content-Length, Content-Type, Expires, Supported) cannot be
+    /// listed.
     #[serde(default = "default_strip_headers")]
     pub strip_headers: Vec<String>,
     /// `sip.danger_allow_unauthenticated`: forward REGISTER and other requests without any

@@ -30,8 +30,9 @@ pub const ALWAYS_REMOVED: &[&str] = &[
     "Record-Route",
 ];
 
-/// Headers removed from requests *and* responses from a WebSocket, whatever the config says:
-/// the identity a UA could claim in a response (RFC 3325 §9.1 applies to responses too).
+/// Headers removed from responses from a WebSocket, whatever the config says: the identity a UA
+/// could claim in a response (RFC 3325 §9.1 applies to responses too; in `pai` mode imsgw
+/// asserts the answering flow's IMPU itself).
 const ALWAYS_REMOVED_FROM_RESPONSES: &[&str] = &[
     "P-Asserted-Identity",
     "P-Preferred-Identity",
