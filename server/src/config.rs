@@ -397,7 +397,8 @@ pub struct ExternalIssuerConfig {
     /// `issuer`: the `iss` its tokens carry.
     pub issuer: String,
     /// `jwks_uri`: where its keys are published (fetched at start, every `refresh_secs`, and
-    /// on an unknown `kid`, at most once per 30 s).
+    /// on an unknown `kid`, at most once per 30 s). `https://` only; `http://` is accepted for a
+    /// loopback host (127.0.0.0/8, `[::1]`, `localhost`), where no network can change the keys.
     pub jwks_uri: String,
     /// `audience`: the `aud` its tokens must carry for us.
     pub audience: String,
@@ -407,6 +408,11 @@ pub struct ExternalIssuerConfig {
     /// `refresh_secs`: periodic JWKS refresh. Default 3600.
     #[serde(default = "default_jwks_refresh")]
     pub refresh_secs: u64,
+    /// `require_typ`: the JOSE `typ` its tokens must carry (RFC 8725 §3.11), e.g. `"at+jwt"`
+    /// (RFC 9068 §2.1), so that an ID token or any other JWT it signs is never taken for an
+    /// access token. Default none (any `typ`).
+    #[serde(default)]
+    pub require_typ: Option<String>,
 }
 
 /// `[websocket]`
@@ -752,10 +758,10 @@ impl Config {
             }
         }
         for (i, e) in self.waf.external_issuers.iter().enumerate() {
-            if !(e.jwks_uri.starts_with("https://") || e.jwks_uri.starts_with("http://")) {
+            if !(e.jwks_uri.starts_with("https://") || is_loopback_http(&e.jwks_uri)) {
                 return Err(key_err(
                     &format!("waf.external_issuers[{i}].jwks_uri"),
-                    "must be an http(s) URL",
+                    "must be an https:// URL (http:// only for a loopback host): anyone on the path could otherwise hand us keys",
                 ));
             }
             for a in &e.algorithms {
@@ -962,6 +968,25 @@ fn parse_env_value(raw: &str) -> toml::Value {
 fn default_udp_recv_buffer() -> usize {
     4 * 1024 * 1024
 }
+/// Whether `url` is `http://` to a loopback host (127.0.0.0/8, `[::1]`, `localhost`).
+fn is_loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return false;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn default_strip_headers() -> Vec<String> {
     crate::edge::trust::DEFAULT_STRIPPED
         .iter()
@@ -1163,6 +1188,39 @@ upstream = "sip:127.0.0.1:5070;transport=udp"
         let text = MIN.replace("sip:127.0.0.1:5070;transport=udp", "sips:127.0.0.1:5071");
         let e = load(&text, &[]).expect_err("no ca");
         assert!(e.to_string().contains("sip.tls_ca_file"), "{e}");
+    }
+
+    #[test]
+    fn external_jwks_only_over_https_but_on_loopback() {
+        let issuer = |uri: &str| {
+            format!(
+                "{MIN}[[waf.external_issuers]]\nissuer = \"https://op.example\"\njwks_uri = \"{uri}\"\n\
+audience = \"sip\"\nrequire_typ = \"at+jwt\"\n"
+            )
+        };
+        for ok in [
+            "https://op.example/jwks",
+            "http://127.0.0.1:9400/jwks",
+            "http://127.8.0.1/jwks",
+            "http://[::1]:80/jwks",
+            "http://localhost/jwks",
+        ] {
+            let c = load(&issuer(ok), &[]).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert_eq!(
+                c.waf.external_issuers[0].require_typ.as_deref(),
+                Some("at+jwt")
+            );
+        }
+        for bad in [
+            "http://op.example/jwks",
+            "http://192.0.2.1/jwks",
+            "http://127.0.0.1@evil.example/jwks",
+            "http://localhost.evil.example/jwks",
+            "ftp://127.0.0.1/jwks",
+        ] {
+            let e = load(&issuer(bad), &[]).expect_err(bad);
+            assert!(e.to_string().contains("jwks_uri"), "{bad}: {e}");
+        }
     }
 
     #[test]

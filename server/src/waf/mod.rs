@@ -225,6 +225,7 @@ pub fn verifier_config(config: &Config, external: bool) -> Result<VerifierConfig
     if external {
         for e in &config.waf.external_issuers {
             let mut x = imsgw_token::ExternalIssuer::new(e.issuer.clone(), e.audience.clone());
+            x.require_typ = e.require_typ.clone();
             if !e.algorithms.is_empty() {
                 x.algorithms = e
                     .algorithms

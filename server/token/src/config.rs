@@ -101,6 +101,10 @@ pub struct ExternalIssuer {
     /// Signature algorithms accepted from it. Default `[ES256, RS256]`. HMAC is refused: a
     /// shared secret with a third party would let it be us.
     pub algorithms: Vec<Algorithm>,
+    /// The JOSE `typ` its tokens must carry (RFC 8725 §3.11 explicit typing), compared without
+    /// case and without an `application/` prefix, e.g. `at+jwt` (RFC 9068 §2.1). Default none:
+    /// any `typ`.
+    pub require_typ: Option<String>,
 }
 
 impl ExternalIssuer {
@@ -110,6 +114,7 @@ impl ExternalIssuer {
             issuer: issuer.into(),
             audience: audience.into(),
             algorithms: vec![Algorithm::ES256, Algorithm::RS256],
+            require_typ: None,
         }
     }
 }

@@ -44,6 +44,9 @@ pub enum TokenError {
     /// `iss` is neither ours nor a configured external issuer.
     #[error("unknown issuer")]
     WrongIssuer,
+    /// The header `typ` is not the one the issuer is configured to require (RFC 8725 §3.11).
+    #[error("wrong token type (typ)")]
+    WrongType,
     /// `aud` does not contain the audience configured for the issuer.
     #[error("wrong audience")]
     WrongAudience,

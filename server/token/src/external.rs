@@ -45,7 +45,7 @@ pub(crate) fn keys_from_jwks(
             .filter(|a| allowed.contains(a))
             .filter(|a| declared_alg(jwk).is_none_or(|d| d == *a))
             .collect();
-        if algorithms.is_empty() || out.contains_key(kid) {
+        if algorithms.is_empty() || out.contains_key(kid) || rsa_too_small(jwk) {
             continue;
         }
         let Ok(key) = DecodingKey::from_jwk(jwk) else {
@@ -82,6 +82,27 @@ fn algorithms_for(jwk: &Jwk) -> &'static [Algorithm] {
     }
 }
 
+/// Smallest RSA modulus accepted, in bits (RFC 7518 §3.3: 2048 or larger).
+const MIN_RSA_BITS: usize = 2048;
+
+/// Whether `jwk` is an RSA key with a modulus under [`MIN_RSA_BITS`] (or an unreadable one).
+fn rsa_too_small(jwk: &Jwk) -> bool {
+    use base64::Engine;
+    let AlgorithmParameters::RSA(p) = &jwk.algorithm else {
+        return false;
+    };
+    let Ok(n) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p.n.trim_end_matches('='))
+    else {
+        return true;
+    };
+    let n = match n.iter().position(|b| *b != 0) {
+        Some(i) => &n[i..],
+        None => return true,
+    };
+    let bits = n.len() * 8 - n[0].leading_zeros() as usize;
+    bits < MIN_RSA_BITS
+}
+
 /// The key's own `alg` (RFC 7517 §4.4), if it names a signature algorithm.
 fn declared_alg(jwk: &Jwk) -> Option<Algorithm> {
     let alg = jwk.common.key_algorithm?;
@@ -113,10 +134,41 @@ mod tests {
         assert_eq!(keys["good"].algorithms, [Algorithm::ES256]);
     }
 
+    /// A base64url RSA modulus of exactly `bits` bits (the value is not a real key).
+    fn rsa_n(bits: usize) -> String {
+        use base64::Engine;
+        let mut n = vec![0xffu8; bits.div_ceil(8)];
+        n[0] = 0xff >> ((8 - bits % 8) % 8);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(n)
+    }
+
+    #[test]
+    fn rfc7518_3_3_rsa_keys_under_2048_bits_are_skipped() {
+        let jwks =
+            |bits: usize| set(json!({"keys":[{"kty":"RSA","n":rsa_n(bits),"e":"AQAB","kid":"r"}]}));
+        for bits in [512, 1024, 2047] {
+            assert_eq!(
+                keys_from_jwks(&jwks(bits), &[Algorithm::RS256]).err(),
+                Some(JwksError::NoUsableKeys),
+                "{bits}"
+            );
+        }
+        for bits in [2048, 3072, 4096] {
+            assert!(
+                keys_from_jwks(&jwks(bits), &[Algorithm::RS256]).is_ok(),
+                "{bits}"
+            );
+        }
+        // Leading zero bytes do not count.
+        let padded = format!("AAAA{}", rsa_n(1024));
+        let set1 = set(json!({"keys":[{"kty":"RSA","n":padded,"e":"AQAB","kid":"r"}]}));
+        assert!(keys_from_jwks(&set1, &[Algorithm::RS256]).is_err());
+    }
+
     #[test]
     fn key_alg_and_issuer_allow_list_both_restrict() {
         let jwks = set(json!({"keys":[
-            {"kty":"RSA","n":"AQAB","e":"AQAB","kid":"r","alg":"PS256"},
+            {"kty":"RSA","n":rsa_n(2048),"e":"AQAB","kid":"r","alg":"PS256"},
             {"kty":"EC","crv":"P-384","x":X,"y":Y,"kid":"p384"}
         ]}));
         assert_eq!(

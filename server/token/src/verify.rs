@@ -59,6 +59,7 @@ pub struct Verifier {
 struct External {
     audience: String,
     algorithms: Vec<Algorithm>,
+    require_typ: Option<String>,
     keys: HashMap<String, ExternalKey>,
     last_refetch: Option<u64>,
 }
@@ -69,6 +70,8 @@ struct Header {
     alg: String,
     #[serde(default)]
     kid: Option<String>,
+    #[serde(default)]
+    typ: Option<String>,
     #[serde(default)]
     crit: Option<Value>,
 }
@@ -85,6 +88,7 @@ impl Verifier {
                 let state = External {
                     audience: e.audience,
                     algorithms: e.algorithms,
+                    require_typ: e.require_typ,
                     keys: HashMap::new(),
                     last_refetch: None,
                 };
@@ -243,6 +247,17 @@ impl Verifier {
         let ext = self.external.get(iss).ok_or(TokenError::WrongIssuer)?;
         if !ext.algorithms.contains(&alg) {
             return Err(not_allowed());
+        }
+        // RFC 8725 §3.11: a token of another type (an ID token, say) is not an access token.
+        if let Some(want) = &ext.require_typ {
+            let typ = header.typ.as_deref().unwrap_or("");
+            let typ = typ
+                .get(..12)
+                .filter(|p| p.eq_ignore_ascii_case("application/"))
+                .map_or(typ, |_| &typ[12..]);
+            if !typ.eq_ignore_ascii_case(want) {
+                return Err(TokenError::WrongType);
+            }
         }
         let kid = header.kid.as_ref();
         let key = kid

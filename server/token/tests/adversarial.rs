@@ -458,3 +458,51 @@ fn no_debug_or_error_output_contains_key_or_token_text() {
         }
     }
 }
+
+/// An ES256 token with the header `typ` given (or none).
+fn es256_typ(
+    pair: &aws_lc_rs::signature::EcdsaKeyPair,
+    kid: &str,
+    typ: Option<&str>,
+    payload: &Value,
+) -> String {
+    let mut header = json!({"alg": "ES256", "kid": kid});
+    if let Some(t) = typ {
+        header["typ"] = json!(t);
+    }
+    let input = signing_input(&header, payload);
+    let sig = pair
+        .sign(&SystemRandom::new(), input.as_bytes())
+        .expect("sign");
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+}
+
+#[test]
+fn rfc8725_3_11_an_issuer_can_require_explicit_typing() {
+    let mut cfg = imsgw_token::VerifierConfig::new(ISS, AUD);
+    let mut ext = imsgw_token::ExternalIssuer::new(EXT, "sip-ext");
+    ext.require_typ = Some("at+jwt".into());
+    cfg.external.push(ext);
+    let mut s = setup_with(cfg);
+    let pair = new_ec_pair();
+    s.verifier
+        .set_external_jwks(EXT, &jwk_set(vec![ec_jwk(&pair, "x1")]))
+        .expect("jwks");
+    for (typ, ok) in [
+        (Some("at+jwt"), true),
+        (Some("AT+JWT"), true),
+        (Some("application/at+jwt"), true),
+        (Some("JWT"), false),
+        (Some("id_token+jwt"), false),
+        (Some("application/jwt"), false),
+        (None, false),
+    ] {
+        let t = es256_typ(&pair, "x1", typ, &ext_payload());
+        let got = s.verifier.verify(NOW, &t);
+        if ok {
+            assert!(got.is_ok(), "{typ:?}: {got:?}");
+        } else {
+            assert_eq!(got.err(), Some(TokenError::WrongType), "{typ:?}");
+        }
+    }
+}
