@@ -273,9 +273,10 @@ impl Default for WafConfig {
 pub struct ClientConfig {
     /// `id`: the client_id.
     pub id: String,
-    /// `secret`: the client secret, inline. Prefer `secret_file` or `secret_env`.
+    /// `secret`: the client secret, inline. Prefer `secret_file` or `secret_env`. `Debug`
+    /// never shows it.
     #[serde(default)]
-    pub secret: Option<String>,
+    pub secret: Option<crate::oidc::Secret>,
     /// `secret_file`: a file holding the client secret.
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
@@ -1188,6 +1189,21 @@ upstream = "sip:127.0.0.1:5070;transport=udp"
         let text = MIN.replace("sip:127.0.0.1:5070;transport=udp", "sips:127.0.0.1:5071");
         let e = load(&text, &[]).expect_err("no ca");
         assert!(e.to_string().contains("sip.tls_ca_file"), "{e}");
+    }
+
+    #[test]
+    fn a_client_secret_written_in_the_config_never_shows_in_debug() {
+        let text = format!(
+            "{MIN}[waf]\n[[waf.clients]]\nid = \"svc\"\nsecret = \"s3cr3t-value\"\n\
+grants = [\"refresh_token\"]\n"
+        );
+        let c = load(&text, &[]).expect("valid");
+        let shown = format!("{:?} {:?}", c.waf.clients, c);
+        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+        assert_eq!(
+            c.waf.clients[0].secret.as_ref().map(|s| s.expose()),
+            Some("s3cr3t-value")
+        );
     }
 
     #[test]

@@ -248,7 +248,7 @@ fn client_secret(
         message: m,
     };
     if let Some(s) = &c.secret {
-        return Ok(Some(Secret::new(s.as_bytes().to_vec())));
+        return Ok(Some(Secret::new(s.expose().as_bytes().to_vec())));
     }
     if let Some(p) = &c.secret_file {
         let p = config.beside_config(p.clone());
