@@ -94,13 +94,6 @@ impl Message {
                 return Err(ParseError::ControlInHeader);
             }
         }
-        if self.status().is_some() {
-            // RFC 3261 §25.1 Reason-Phrase: no control character but HTAB.
-            let start = &self.as_bytes()[self.start_line_range()];
-            if start.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-                return Err(ParseError::ControlInHeader);
-            }
-        }
         let vias = self.vias()?;
         if vias.is_empty() {
             return Err(ParseError::MissingHeader("Via"));
@@ -189,6 +182,14 @@ impl Message {
         }
         if !self.version().eq_ignore_ascii_case(b"SIP/2.0") {
             return Err(ParseError::BadVersion);
+        }
+        if self.status().is_some() {
+            // RFC 3261 §25.1 Reason-Phrase: no control character but HTAB, so nothing a parser
+            // downstream could take for a line end.
+            let line = &self.as_bytes()[self.start_line_range()];
+            if line.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+                return Err(ParseError::ControlInHeader);
+            }
         }
         if self.is_request() {
             let uri = Uri::parse(self.request_uri().ok_or(ParseError::BadUri)?)?;
@@ -356,8 +357,9 @@ Content-Length: 0\r\n\r\n";
 /// Whether a header value holds what no SIP header may (RFC 3261 §25.1): a control character
 /// other than HTAB outside a quoted-pair (`\` then any octet but CR and LF, which RFC 4475
 /// §3.1.1.2 uses for BEL, NUL and DEL), or a CR or LF that is not part of a folded line end
-/// (CRLF or LF followed by SP/HTAB). A lone CR would end the line for a parser downstream that reads CR as a line end,
-/// and let a client slip a header (P-Asserted-Identity) past the edge inside another's value.
+/// (CRLF or LF followed by SP/HTAB). A lone CR would end the line for a parser downstream that
+/// reads CR as a line end, and let a client slip a header (P-Asserted-Identity) past the edge
+/// inside another's value.
 fn has_control(value: &[u8]) -> bool {
     let mut i = 0;
     while i < value.len() {

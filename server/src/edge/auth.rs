@@ -143,7 +143,7 @@ impl Auth {
             return Decision::Forward { identity: None };
         }
         let method = view.method.as_ref();
-        let live = flow_identity.filter(|id| id.exp > now && !self.revoked.contains(&id.jti));
+        let live = flow_identity.filter(|id| self.is_live(now, id));
         if method == Some(&Method::Ack) {
             // An ACK cannot be answered (RFC 3261 §17.1.1.3): one that rides on no live
             // registration of this flow for its From is dropped. ACKs of INVITEs this flow sent
@@ -281,11 +281,16 @@ impl Auth {
         }
     }
 
+    /// Whether a registration `id` proved still speaks for its flow: its token not expired and
+    /// not revoked (RFC 8898 §2.1.4).
+    fn is_live(&self, now: u64, id: &Identity) -> bool {
+        id.exp > now && !self.revoked.contains(&id.jti)
+    }
+
     /// The `P-Asserted-Identity` line for a response a flow registered as `id` sends, in `pai`
     /// mode and while the registration is live and not revoked.
     pub fn response_pai(&self, now: u64, id: &Identity) -> Option<String> {
-        let live = id.exp > now && !self.revoked.contains(&id.jti);
-        (live && self.settings.assertion.contains(&IdentityAssertion::Pai))
+        (self.is_live(now, id) && self.settings.assertion.contains(&IdentityAssertion::Pai))
             .then(|| format!("P-Asserted-Identity: <{}>\r\n", sanitize(id.impu.as_str())))
     }
 

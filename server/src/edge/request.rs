@@ -38,14 +38,13 @@ impl Side {
                 // RFC 3261 §18.2.2 with RFC 3581: the source address, and the sent-by port
                 // unless the client asked for rport. A request that failed validation is
                 // answered (400) by what its top Via says, if anything.
-                let top = match view {
-                    Some(v) => Some(v.top_via().clone()),
-                    None => msg.top_via().ok(),
-                };
-                let port = match top {
-                    Some(v) if v.rport.is_none() => v.port.unwrap_or(5060),
-                    _ => source.port(),
-                };
+                let sent_by_port =
+                    |v: &imsgw_sip::Via| v.rport.is_none().then(|| v.port.unwrap_or(5060));
+                let port = match view {
+                    Some(v) => sent_by_port(v.top_via()),
+                    None => msg.top_via().ok().as_ref().and_then(sent_by_port),
+                }
+                .unwrap_or(source.port());
                 Dest::Link(Link::Udp(SocketAddr::new(source.ip(), port)))
             }
             Side::Ims(link, _) => Dest::Link(link),
@@ -209,9 +208,8 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
     if let Side::Flow(flow, _) = side {
         let info = edge.flows.get(&flow);
         // An ACK for an INVITE this flow sent (with its own token or on its registration)
-        // belongs to that call.
-        // Same Call-ID and From tag as the INVITE (RFC 3261 §17.1.1.3, §13.2.2.4), the same
-        // From identity, and a token not revoked since.
+        // belongs to that call: same Call-ID and From tag as the INVITE (RFC 3261 §17.1.1.3,
+        // §13.2.2.4), the same From identity, and a token not revoked since.
         let from_tag = view.from.tag().unwrap_or("");
         let call = ack
             .then(|| info.and_then(|f| f.call_identity(now, &view.call_id, from_tag)))

@@ -25,20 +25,27 @@ pub(super) fn handle(edge: &mut Edge, now: Instant, arrival: Arrival, msg: Messa
     // request (mandatory headers, no control characters that a parser downstream could take
     // for a line end), and it gets a Content-Length on the way (RFC 3261 §18.3: the IMS side
     // may be a stream, where a missing one would make the body the next message).
-    let mut add_length = false;
-    if let Arrival::Flow(flow) = arrival {
-        match msg.view() {
-            Ok(v) => add_length = v.content_length.is_none(),
+    // From the IMS side only what matching needs is parsed: the top Via and CSeq.
+    let (via, cseq_method, add_length) = match arrival {
+        Arrival::Flow(flow) => match msg.view() {
+            Ok(v) => (
+                v.top_via().clone(),
+                Some(v.cseq.method),
+                v.content_length.is_none(),
+            ),
             Err(e) => {
                 debug!(%flow, status, error = %e, "malformed response from a WebSocket; dropped");
                 edge.stats.malformed_responses_dropped += 1;
                 return;
             }
+        },
+        Arrival::Ims => {
+            let Ok(via) = msg.top_via() else {
+                debug!("response without a Via; dropped");
+                return;
+            };
+            (via, msg.cseq().ok().map(|c| c.method), false)
         }
-    }
-    let Ok(via) = msg.top_via() else {
-        debug!("response without a Via; dropped");
-        return;
     };
     if !edge.settings.local.is_our_via(&via.host, via.port) {
         // RFC 3261 §18.1.2: a response whose top Via is not ours is discarded.
@@ -50,7 +57,7 @@ pub(super) fn handle(edge: &mut Edge, now: Instant, arrival: Arrival, msg: Messa
         return;
     };
     // The answer to a CANCEL we sent shares the INVITE's branch; it ends here.
-    if matches!(msg.cseq(), Ok(c) if c.method == Method::Cancel) {
+    if cseq_method == Some(Method::Cancel) {
         return;
     }
     let Some(t) = edge.txns.get(id) else {
