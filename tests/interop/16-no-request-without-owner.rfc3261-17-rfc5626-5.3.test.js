@@ -16,14 +16,6 @@ const A = require('../lib/auth');
 const L = useLab({ name: 'owner', block: 28, transport: 'udp', kamailio: { defines: ['FR_TIMER=3000', 'LOG_MSG'] } });
 const aor = (u) => `sip:${u}@${DOMAIN}`;
 
-/** A counter from imsgw's /metrics (0 when absent). */
-async function counter(name) {
-  const r = await L.gw.metrics();
-  const text = typeof r === 'string' ? r : (r.body || '');
-  const m = new RegExp(`^${name} (\\d+)`, 'm').exec(text);
-  return m ? Number(m[1]) : 0;
-}
-
 /** Asserts Kamailio received nothing for the Call-ID (after a settle). */
 async function kamSawNothing(callId, what) {
   await sleep(300);
@@ -45,7 +37,7 @@ test('ACK on a fresh, unregistered WebSocket with any From and its own Route: Ka
   }
   // and no answer: an ACK is never answered; the operator sees them counted
   assert.deepEqual(stranger.received.filter((m) => m.status), []);
-  assert.equal(await counter('imsgw_sip_unowned_ack_dropped_total'), 3);
+  assert.equal(await L.gw.counter('imsgw_sip_unowned_ack_dropped_total'), 3);
 }));
 
 test('CANCEL from another WebSocket for a pending INVITE: 481, nothing upstream; the owner\'s CANCEL works', L.track(async () => {
@@ -69,7 +61,7 @@ test('CANCEL from another WebSocket for a pending INVITE: 481, nothing upstream;
   const stranger = await L.raw();
   const res = await stranger.request(cancel, 4000);
   assert.equal(res.status, 481, res.start);
-  assert.equal(await counter('imsgw_sip_unmatched_cancel_481_total'), 1);
+  assert.equal(await L.gw.counter('imsgw_sip_unmatched_cancel_481_total'), 1);
   await sleep(300);
   assert.deepEqual(A.kamMessages(L.kam, callId).filter((m) => m.method === 'CANCEL'), [], 'no CANCEL reached Kamailio');
   assert.equal(bob.incomingSessions[0].events.filter(([e]) => e === 'failed' || e === 'ended').length, 0, 'bob still rings');
@@ -97,7 +89,7 @@ test('a second WebSocket cannot answer a MESSAGE pending on someone else\'s conn
     ...copy('Call-ID'), ...copy('CSeq'), 'Content-Length: 0', '', ''].join('\r\n');
   stranger.send(forged);
   await sleep(300);
-  assert.equal(await counter('imsgw_sip_stray_responses_dropped_total'), 1);
+  assert.equal(await L.gw.counter('imsgw_sip_stray_responses_dropped_total'), 1);
   // the target answers 486 itself: bob must get that, not the stranger's 200
   const real = forged.replace('SIP/2.0 200 OK', 'SIP/2.0 486 Busy Here').replace('tag=forged', 'tag=real');
   c.send(real);

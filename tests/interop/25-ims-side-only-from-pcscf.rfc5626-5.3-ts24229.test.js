@@ -50,18 +50,7 @@ function imsMessage({ ruri, to, route, via, body }) {
   return lines.join('\r\n');
 }
 
-/** One counter's value in the Prometheus text (0 when absent). */
-function counter(text, name, labels = '') {
-  const re = new RegExp(`^${name}${labels ? `\\{${labels.replace(/[{}"]/g, '\\$&')}\\}` : ''} (\\d+)`, 'm');
-  const m = re.exec(text);
-  return m ? Number(m[1]) : 0;
-}
-async function metricsText(L) {
-  const r = await L.gw.metrics();
-  assert.equal(r.status, 200);
-  return r.body;
-}
-const dropped = (text, t) => counter(text, 'imsgw_ims_untrusted_dropped_total', `transport="${t}"`);
+const dropped = (L, t) => L.gw.counter('imsgw_ims_untrusted_dropped_total', `transport="${t}"`);
 
 /** A UDP socket bound to addr:port (0: any); collects what it receives. */
 async function udpSocket(address, port = 0) {
@@ -115,7 +104,7 @@ describe('UDP upstream: sip.listen (UDP and TCP) refuses strangers', () => {
   }));
 
   test('UDP MESSAGE with the user\'s flow token from a stranger is dropped unanswered and counted; from the P-CSCF\'s IP or a trusted_peers IP:PORT it arrives', L.track(async () => {
-    const before = dropped(await metricsText(L), 'udp');
+    const before = await dropped(L, 'udp');
     const stranger = await udpSocket(STRANGER);
     const samePortOtherIp = await udpSocket(TRUSTED_EXTRA, L.p.sipp(19)); // 127.0.0.8, not the listed port
     try {
@@ -127,7 +116,7 @@ describe('UDP upstream: sip.listen (UDP and TCP) refuses strangers', () => {
         assert.equal(gotBody(ua, body), 0, `a MESSAGE from ${address}:${port} reached the user's WebSocket`);
         assert.deepEqual(s.got.map((x) => x.text.split('\r\n')[0]), [], `${address}:${port} got an answer`);
       }
-      const after = dropped(await metricsText(L), 'udp');
+      const after = await dropped(L, 'udp');
       assert.ok(after >= before + 2, `imsgw_ims_untrusted_dropped_total{transport="udp"} ${before} -> ${after}`);
       assert.match(L.gw.log(), /neither sip\.upstream nor in sip\.trusted_peers refused.*127\.0\.0\.9|127\.0\.0\.9.*neither sip\.upstream nor in sip\.trusted_peers refused/, 'a warning names the stranger');
     } finally {
@@ -152,7 +141,7 @@ describe('UDP upstream: sip.listen (UDP and TCP) refuses strangers', () => {
   }));
 
   test('TCP connection from a stranger is closed before anything is read, and counted; a TCP connection from the P-CSCF\'s IP is served', L.track(async () => {
-    const before = dropped(await metricsText(L), 'tcp');
+    const before = await dropped(L, 'tcp');
     const body = `forged over tcp ${rand()}`;
     const r = await streamExchange(
       () => net.connect({ host: '127.0.0.1', port: L.p.sip, localAddress: STRANGER }),
@@ -162,7 +151,7 @@ describe('UDP upstream: sip.listen (UDP and TCP) refuses strangers', () => {
     assert.equal(r.data, '', 'the stranger got no answer');
     await sleep(300);
     assert.equal(gotBody(ua, body), 0, 'a MESSAGE from a stranger over TCP reached the user\'s WebSocket');
-    const after = dropped(await metricsText(L), 'tcp');
+    const after = await dropped(L, 'tcp');
     assert.ok(after >= before + 1, `imsgw_ims_untrusted_dropped_total{transport="tcp"} ${before} -> ${after}`);
     // positive control: from 127.0.0.1 (the upstream's IP, an ephemeral port) the same arrives
     const ok = `trusted over tcp ${rand()}`;
@@ -232,7 +221,7 @@ describe('TCP upstream: a stranger\'s TCP connection is refused, Kamailio\'s are
   }));
 
   test('a stranger\'s TCP MESSAGE with the flow token is closed unread and counted', L.track(async () => {
-    const before = dropped(await metricsText(L), 'tcp');
+    const before = await dropped(L, 'tcp');
     const body = `forged over tcp upstream ${rand()}`;
     const text = imsMessage({
       ruri: registeredContact(ua).uri, to: ua.aor, body, via: `SIP/2.0/TCP ${STRANGER}:9`,
@@ -242,7 +231,7 @@ describe('TCP upstream: a stranger\'s TCP connection is refused, Kamailio\'s are
     assert.ok(r.closed && r.data === '', `the stranger's connection should be closed unanswered: ${JSON.stringify(r)}`);
     await sleep(300);
     assert.equal(gotBody(ua, body), 0, 'the stranger\'s MESSAGE reached the user');
-    assert.ok(dropped(await metricsText(L), 'tcp') >= before + 1, 'tcp drop counted');
+    assert.ok(await dropped(L, 'tcp') >= before + 1, 'tcp drop counted');
   }));
 
   test('Kamailio\'s own TCP connection to imsgw (ephemeral port) still delivers', L.track(async () => {
@@ -279,19 +268,19 @@ describe('TLS with sip.tls_client_ca_file: strangers refused before the handshak
   }));
 
   test('a stranger\'s TLS connection is closed before the handshake and counted', L.track(async () => {
-    const before = dropped(await metricsText(L), 'tls');
+    const before = await dropped(L, 'tls');
     const body = `forged over tls ${rand()}`;
     const r = await streamExchange(connectTls(STRANGER, { cert: fs.readFileSync(L.tls.cert), key: fs.readFileSync(L.tls.key) }), 'secureConnect', msg(body), 3000);
     assert.equal(r.ready, false, `the stranger completed a TLS handshake: ${JSON.stringify(r)}`);
     assert.ok(r.closed, 'closed');
     await sleep(300);
     assert.equal(gotBody(ua, body), 0, 'the stranger\'s MESSAGE reached the user');
-    assert.ok(dropped(await metricsText(L), 'tls') >= before + 1, 'tls drop counted');
+    assert.ok(await dropped(L, 'tls') >= before + 1, 'tls drop counted');
   }));
 
   test('from the P-CSCF\'s IP without a client certificate, or with one from another CA -> refused, counted; with the CA\'s certificate -> delivered', L.track(async () => {
     const name = 'imsgw_ims_tls_client_cert_refused_total';
-    const before = counter(await metricsText(L), name);
+    const before = await L.gw.counter(name);
     for (const [what, extra] of [['no certificate', {}], ['another CA\'s certificate', otherCa]]) {
       const body = `tls with ${what} ${rand()}`;
       const r = await streamExchange(connectTls('127.0.0.1', extra), 'secureConnect', msg(body), 3000);
@@ -300,7 +289,7 @@ describe('TLS with sip.tls_client_ca_file: strangers refused before the handshak
       await sleep(300);
       assert.equal(gotBody(ua, body), 0, `${what}: the MESSAGE reached the user`);
     }
-    const after = counter(await metricsText(L), name);
+    const after = await L.gw.counter(name);
     assert.ok(after >= before + 2, `${name} ${before} -> ${after}`);
     // positive control: a client certificate signed by the configured CA
     const ok = `tls with the CA's certificate ${rand()}`;

@@ -188,6 +188,15 @@ class Imsgw {
 
   metrics() { return httpGet(`${this.httpUrl}/metrics`); }
 
+  /** One counter from /metrics (0 when absent); `labels` as written, e.g. `transport="udp"`. */
+  async counter(name, labels = '') {
+    const r = await this.metrics();
+    if (r.status !== 200) throw new Error(`/metrics answered ${r.status}`);
+    const re = new RegExp(`^${name}${labels ? `\\{${labels.replace(/[{}"]/g, '\\$&')}\\}` : ''} (\\d+)`, 'm');
+    const m = re.exec(r.body);
+    return m ? Number(m[1]) : 0;
+  }
+
   /**
    * `imsgw token mint`: a token for `impu` signed with the gateway's current key.
    * @param {object} m { impi, ttl, scope, sub }
