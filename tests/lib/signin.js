@@ -40,9 +40,9 @@ function signinLab(o) {
       logFilter: 'imsgw=debug,info',
       waf: { device_poll_secs: 1, ...(o.waf || {}) },
       clients: o.clients || [
-        { id: 'wic', redirect_uris: [cb], grants: ['authorization_code', 'refresh_token', DEVICE_GRANT] },
+        { id: 'wic', first_party: true, redirect_uris: [cb], grants: ['authorization_code', 'refresh_token', DEVICE_GRANT] },
         { id: 'phone', grants: [DEVICE_GRANT, 'refresh_token'] },
-        { id: 'svc', secret: 'svc-secret', redirect_uris: [svcCb], grants: ['authorization_code', 'refresh_token'] },
+        { id: 'svc', secret: 'svc-secret', first_party: true, redirect_uris: [svcCb], grants: ['authorization_code', 'refresh_token'] },
         { id: 'rs', secret: 'rs-secret', introspect: true },
       ],
       oidcProviders: [{

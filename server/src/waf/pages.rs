@@ -59,7 +59,7 @@ pub fn error(status: StatusCode, title: &str, message: &str) -> Response {
     )
 }
 
-/// The sign-in page: one button per provider.
+/// The sign-in page: one button per provider; `ret` is the path to come back to.
 pub fn signin(providers: &[(String, String)], ret: &str) -> Response {
     if providers.is_empty() {
         return error(
