@@ -747,6 +747,10 @@ impl Config {
             origin: String::new(),
             message: message.to_string(),
         };
+        for c in &self.waf.clients {
+            crate::waf::Client::check(c)
+                .map_err(|m| key_err("waf.clients", &format!("client `{}`: {m}", c.id)))?;
+        }
         let l = &self.waf.limits;
         if l.device_codes > crate::waf::device::MAX_PENDING {
             return Err(key_err(

@@ -72,6 +72,23 @@ impl Client {
         secret: Option<Secret>,
         default_scope: &str,
     ) -> Result<Self, String> {
+        let grants = Self::check(c)?;
+        Ok(Self {
+            secret,
+            introspect: c.introspect,
+            redirect_uris: c.redirect_uris.clone(),
+            grants,
+            scopes: if c.scopes.is_empty() {
+                vec![default_scope.to_string()]
+            } else {
+                c.scopes.clone()
+            },
+            first_party: c.first_party,
+        })
+    }
+
+    /// What is wrong with a `[[waf.clients]]` entry, if anything; its grants if nothing.
+    pub fn check(c: &crate::config::ClientConfig) -> Result<Vec<Grant>, String> {
         let grants = c
             .grants
             .iter()
@@ -90,18 +107,7 @@ impl Client {
         if grants.contains(&Grant::AuthorizationCode) && c.redirect_uris.is_empty() {
             return Err("redirect_uris: the authorization_code grant needs at least one".into());
         }
-        Ok(Self {
-            secret,
-            introspect: c.introspect,
-            redirect_uris: c.redirect_uris.clone(),
-            grants,
-            scopes: if c.scopes.is_empty() {
-                vec![default_scope.to_string()]
-            } else {
-                c.scopes.clone()
-            },
-            first_party: c.first_party,
-        })
+        Ok(grants)
     }
 
     pub fn allows(&self, grant: Grant) -> bool {
@@ -207,9 +213,17 @@ where
 
     async fn from_request(req: Request, waf: &Arc<Waf>) -> Result<Self, OAuthError> {
         let headers = req.headers().clone();
-        let Form(form) = Form::<F>::from_request(req, waf)
-            .await
-            .map_err(|_| OAuthError::invalid_request("expected a form body"))?;
+        let Form(form) = Form::<F>::from_request(req, waf).await.map_err(|r| {
+            if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                OAuthError::invalid_request(format!(
+                    "the request body is longer than {} bytes",
+                    limits::BODY
+                ))
+                .with_status(r.status())
+            } else {
+                OAuthError::invalid_request("expected a form body")
+            }
+        })?;
         limits::field("client_id", form.client_id(), limits::CLIENT_ID)?;
         let client_id = match authenticate(waf, &headers)? {
             // RFC 6749 §2.3.1: a client_id in the body must name the authenticated client.
