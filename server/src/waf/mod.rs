@@ -18,6 +18,8 @@ pub mod limits;
 pub mod pages;
 pub mod signin;
 pub mod store;
+#[cfg(test)]
+mod tests_router;
 pub mod token;
 
 use std::collections::HashMap;
