@@ -201,9 +201,10 @@ async function main() {
     const base = sampler.now();
     const personArgs = { gw: L.gw, idp: L.idp, cb: L.cb, user: 'alice', provider: 'demo', client: 'wic', deviceClient: 'phone', uas };
     let person = null;
+    let personAt = null;
     const startPerson = (during) => {
-      const at = { startedDuringFlood: during, startedAtRequests: flood.sent, startedAtS: (Date.now() - base.at) / 1000 };
-      person = signInAndRegister(personArgs).then((r) => ({ ...at, ...r, endedDuringFlood: flood.endedAt === null }));
+      personAt = { startedDuringFlood: during, startedAtRequests: flood.sent, startedAtS: (Date.now() - base.at) / 1000 };
+      person = signInAndRegister(personArgs).then((r) => ({ ...r, endedDuringFlood: flood.endedAt === null }));
     };
     console.log(`wafbench: flood of ${o.count} requests (at most ${o.maxSecs} s); baseline VmRSS ${base.rssKib} KiB`);
     const progress = setInterval(() => {
@@ -219,7 +220,7 @@ async function main() {
     const end = sampler.now();
     if (!person) startPerson(false);
     const who = await env.within(person, 120000, 'the person\'s sign-in').catch((e) => ({ ok: false, steps: [{ name: 'person', ok: false, ms: 0, error: e.message }] }));
-    report.person = { user: 'alice', ...who };
+    report.person = { user: 'alice', ...personAt, ...who };
     let after = null;
     if (o.settleSecs > 0 && !problems.includes('interrupted by a signal')) {
       for (let i = 0; i < o.settleSecs * 10 && flood.stopReason !== 'signal'; i += 1) await env.sleep(100);

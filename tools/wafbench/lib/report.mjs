@@ -44,7 +44,7 @@ function flood(line, f) {
 
 function memory(line, m) {
   line('memory: baseline', `${mb(m.baselineKib)} VmRSS before the flood`);
-  line('memory: peak', `${mb(m.peakKib)} VmRSS at ${m.peakAtS} s into the flood (${m.samples} samples, ` +
+  line('memory: peak', `${mb(m.peakKib)} VmRSS, ${m.peakAtS} s after the flood started (${m.samples} samples, ` +
     `one per ${m.meanIntervalMs} ms); VmHWM ${mb(m.hwmKib)}`);
   line('memory: flood end', `${mb(m.endKib)} VmRSS (+${mb(m.endKib - m.baselineKib)}, ` +
     `${m.bytesPerRequest === null ? 'n/a' : m.bytesPerRequest} bytes per request answered)`);
