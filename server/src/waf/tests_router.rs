@@ -358,7 +358,13 @@ async fn rfc8628_device_grant_pending_slow_down_approved() {
 #[tokio::test]
 async fn rfc6749_5_2_every_error_of_the_token_endpoint() {
     let t = waf(Caps::unlimited());
-    let cases: &[(&[(&str, &str)], Option<(&str, &str)>, StatusCode, &str)] = &[
+    type Case<'a> = (
+        &'a [(&'a str, &'a str)],
+        Option<(&'a str, &'a str)>,
+        StatusCode,
+        &'a str,
+    );
+    let cases: &[Case] = &[
         (
             &[("client_id", "wic")],
             None,
