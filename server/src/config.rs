@@ -260,15 +260,13 @@ pub struct WafConfig {
 /// `[waf.limits]`: the most live records of each kind the WAF keeps (a new one past the cap
 /// gets `temporarily_unavailable` or a "try again shortly" page, and nothing already held is
 /// touched), and the budget of each client address (`http.trusted_proxies`) for the records
-/// it may create without authenticating: pending sign-ins and public clients' device codes.
+/// it may create without authenticating: public clients' device codes. (A sign-in in progress
+/// is kept in a sealed cookie, not in the WAF.)
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct WafLimits {
     /// `sessions`: signed-in browser sessions. Default 100000.
     pub sessions: usize,
-    /// `pending_logins`: sign-ins started at a provider and not yet back (10 minutes each).
-    /// Default 10000.
-    pub pending_logins: usize,
     /// `codes`: authorization codes (kept 10 minutes to catch replays). Default 20000.
     pub codes: usize,
     /// `device_codes`: device codes waiting for approval; at most 9000 (user codes are nine
@@ -293,7 +291,6 @@ impl Default for WafLimits {
     fn default() -> Self {
         Self {
             sessions: 100_000,
-            pending_logins: 10_000,
             codes: 20_000,
             device_codes: 5_000,
             refresh_families: 1_000_000,
@@ -310,7 +307,6 @@ impl WafLimits {
     pub fn caps(&self) -> imsgw_store::Caps {
         let per_kind = [
             ("session", self.sessions),
-            ("login", self.pending_logins),
             ("code", self.codes),
             ("device", self.device_codes),
             ("usercode", self.device_codes),

@@ -103,7 +103,7 @@ function lab(dir, o) {
     logFilter: o.logFilter,
     waf: { device_poll_secs: 1 },
     clients: [
-      { id: 'wic', redirect_uris: [cb], grants: ['authorization_code', 'refresh_token', DEVICE_GRANT] },
+      { id: 'wic', first_party: true, redirect_uris: [cb], grants: ['authorization_code', 'refresh_token', DEVICE_GRANT] },
       { id: 'phone', grants: [DEVICE_GRANT, 'refresh_token'] },
     ],
     oidcProviders: [{

@@ -16,6 +16,7 @@ pub mod jwks;
 pub mod keys;
 pub mod limits;
 pub mod pages;
+pub mod sealed;
 pub mod signin;
 pub mod store;
 #[cfg(test)]
@@ -44,6 +45,8 @@ pub enum WafError {
     Hmac { path: String, message: String },
     #[error("{0}")]
     Oidc(String),
+    #[error("the WAF's store: {0}")]
+    Store(String),
 }
 
 /// Settings of the sign-in flows.
@@ -76,6 +79,8 @@ pub struct Waf {
     pub flows: FlowSettings,
     /// What each client address may make the WAF keep without authenticating.
     pub anonymous: limits::PerAddress,
+    /// State handed to browsers instead of kept (a sign-in in progress).
+    pub sealer: sealed::Sealer,
 }
 
 impl Waf {
@@ -126,7 +131,10 @@ impl Waf {
             device_poll: config.waf.device_poll_secs,
             secure_cookies: issuer.starts_with("https://"),
         };
+        let sealer = sealed::Sealer::from_store(&*store, unix_now())
+            .map_err(|e| WafError::Store(e.to_string()))?;
         Ok(Self {
+            sealer,
             issuer,
             audience,
             scope: config.waf.scope.clone(),

@@ -10,29 +10,28 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use subtle::ConstantTimeEq;
 
 use super::error::{PageError, StoreResult};
 use super::identity::{self, Person};
-use super::limits::{self, now_ms};
+use super::limits;
 use super::pages;
 use super::store::{StoreExt, key_of};
 use super::{Waf, unix_now};
-use crate::transport::client_addr::ClientAddr;
 
 pub const SESSION_COOKIE: &str = "imsgw_session";
 const LOGIN_COOKIE: &str = "imsgw_login";
 /// How long a person has at the provider before the login must start again.
 const LOGIN_TTL: u64 = 600;
 
-#[derive(Serialize, Deserialize)]
-struct Login {
-    pending: crate::oidc::PendingLogin,
-    /// Where to go once signed in: a path checked by [`return_path`].
-    ret: String,
-}
+const RETURN_COOKIE: &str = "imsgw_return";
+/// The longest return path kept in its cookie (browsers keep 4096 bytes per cookie); a longer
+/// one is dropped and the person lands on the signed-in page.
+const RETURN_MAX: usize = 3000;
+/// The purpose a pending login is sealed for.
+const LOGIN_PURPOSE: &str = "imsgw login v1";
 
 /// A random URL-safe secret of 32 bytes.
 pub fn random_secret() -> String {
@@ -119,11 +118,11 @@ pub struct LoginQuery {
     ret: Option<String>,
 }
 
-/// `GET /auth/login?provider=…&return=…`: off to the provider. The pending login is the one
-/// record an anonymous client makes the WAF keep, so it counts against the address's budget.
+/// `GET /auth/login?provider=…&return=…`: off to the provider. What the callback must check
+/// (state, nonce, PKCE verifier) goes to the browser sealed in a cookie, and where to return in
+/// another: an anonymous client starting sign-ins makes the WAF keep nothing.
 pub async fn login(
     State(waf): State<Arc<Waf>>,
-    ClientAddr(ip): ClientAddr,
     Query(q): Query<LoginQuery>,
 ) -> Result<Response, PageError> {
     if q.provider.len() > limits::PROVIDER {
@@ -137,15 +136,8 @@ pub async fn login(
         .ret
         .as_deref()
         .and_then(return_path)
-        .unwrap_or("/auth/signed-in")
-        .to_string();
-    waf.anonymous.take(ip, now_ms()).map_err(|wait| {
-        tracing::info!(%ip, "sign-ins from this address over budget");
-        PageError::too_many(
-            "Too many sign-ins were started from your network. Wait a minute, then try again.",
-            wait,
-        )
-    })?;
+        .filter(|r| r.len() <= RETURN_MAX)
+        .unwrap_or("/auth/signed-in");
     let now = unix_now();
     let redirect_uri = format!("{}/auth/callback", waf.issuer);
     let (url, pending) = match waf.providers.begin(&q.provider, &redirect_uri).await {
@@ -159,18 +151,24 @@ pub async fn login(
             ));
         }
     };
-    let id = random_secret();
-    waf.store.put(
-        "login",
-        &key_of(&id),
-        now,
-        &Login { pending, ret },
-        now + LOGIN_TTL,
-    )?;
+    let sealed = waf
+        .sealer
+        .seal(LOGIN_PURPOSE, &pending, now + LOGIN_TTL)
+        .ok_or_else(|| {
+            PageError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Sign-in failed",
+                "The sign-in could not be started. Please try again.",
+            )
+        })?;
     let mut r = Redirect::to(&url).into_response();
     r.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(&waf, LOGIN_COOKIE, &id, LOGIN_TTL),
+        set_cookie(&waf, LOGIN_COOKIE, &sealed, LOGIN_TTL),
+    );
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&waf, RETURN_COOKIE, &pages::urlencode(ret), LOGIN_TTL),
     );
     Ok(r)
 }
@@ -182,11 +180,11 @@ pub async fn callback(
     Query(q): Query<crate::oidc::Callback>,
 ) -> Result<Response, PageError> {
     let now = unix_now();
-    let login = match cookie(&headers, LOGIN_COOKIE).filter(|id| id.len() <= limits::CODE) {
-        Some(id) => waf.store.take::<Login>("login", &key_of(id), now)?,
-        None => None,
-    };
-    let Some(login) = login else {
+    let pending = cookie(&headers, LOGIN_COOKIE).and_then(|c| {
+        waf.sealer
+            .open::<crate::oidc::PendingLogin>(LOGIN_PURPOSE, c, now)
+    });
+    let Some(pending) = pending else {
         return Err(PageError::new(
             StatusCode::BAD_REQUEST,
             "Sign-in expired",
@@ -195,10 +193,10 @@ pub async fn callback(
     };
     // The state is checked before anything else the callback says, so a forged `error=` cannot
     // show a page (OIDC Core §3.1.2.7, RFC 9207 `iss` too).
-    let claims = match waf.providers.finish_callback(&login.pending, &q).await {
+    let claims = match waf.providers.finish_callback(&pending, &q).await {
         Ok(c) => c,
         Err(e) => {
-            tracing::warn!(provider = %login.pending.provider, error = %e, "sign-in failed");
+            tracing::warn!(provider = %pending.provider, error = %e, "sign-in failed");
             let status = match e {
                 crate::oidc::OidcError::Unavailable { .. } => StatusCode::BAD_GATEWAY,
                 crate::oidc::OidcError::ProviderError { .. } => StatusCode::FORBIDDEN,
@@ -210,12 +208,12 @@ pub async fn callback(
     let person = match identity::map(
         &waf.flows.identity,
         &waf.flows.domain,
-        &login.pending.provider,
+        &pending.provider,
         &claims,
     ) {
         Ok(p) => p,
         Err(e) => {
-            tracing::info!(provider = %login.pending.provider, error = %e, "account cannot be mapped to an IMS identity");
+            tracing::info!(provider = %pending.provider, error = %e, "account cannot be mapped to an IMS identity");
             return Err(PageError::new(
                 StatusCode::FORBIDDEN,
                 "This account cannot be used for calling",
@@ -228,14 +226,20 @@ pub async fn callback(
     waf.store
         .put("session", &key_of(&sid), now, &person, now + ttl)?;
     tracing::info!(impu = %person.impu, provider = %person.provider, "signed in");
-    let target = return_path(&login.ret).unwrap_or("/auth/signed-in");
+    let back = cookie(&headers, RETURN_COOKIE).map(pages::urldecode);
+    let target = back
+        .as_deref()
+        .and_then(return_path)
+        .unwrap_or("/auth/signed-in");
     let mut r = Redirect::to(target).into_response();
     r.headers_mut().append(
         header::SET_COOKIE,
         set_cookie(&waf, SESSION_COOKIE, &sid, ttl),
     );
-    r.headers_mut()
-        .append(header::SET_COOKIE, set_cookie(&waf, LOGIN_COOKIE, "", 0));
+    for gone in [LOGIN_COOKIE, RETURN_COOKIE] {
+        r.headers_mut()
+            .append(header::SET_COOKIE, set_cookie(&waf, gone, "", 0));
+    }
     Ok(r)
 }
 
