@@ -1,5 +1,5 @@
 //! What one client may make the WAF hold: the size of every field a client sends, and how
-//! many records an address may create without authenticating (pending sign-ins, device codes).
+//! many records an address may create without authenticating (public clients' device codes).
 //! Together with the store's per-kind caps (`waf.limits`) this bounds the WAF's memory and
 //! disk whatever anonymous clients do, while people already signed in go on.
 //!
