@@ -118,7 +118,8 @@ async fn introspect(
         );
     };
     let body = match waf.check(unix_now(), &token) {
-        Some(c) => json!({
+        Some(c) => {
+            let mut body = json!({
             "active": true,
             "scope": c.scope,
             "token_type": "Bearer",
@@ -131,7 +132,13 @@ async fn introspect(
             "jti": c.jti,
             "impu": c.impu,
             "impi": c.impi,
-        }),
+            });
+            // RFC 7662 §2.2: the client the token was issued to, when it names one.
+            if let Some(id) = c.client_id {
+                body["client_id"] = json!(id);
+            }
+            body
+        }
         None => json!({ "active": false }),
     };
     no_store(Json(body).into_response())

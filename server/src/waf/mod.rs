@@ -38,6 +38,11 @@ pub enum WafError {
     Oidc(String),
 }
 
+/// The `client_id` of tokens an operator mints with `imsgw token mint` (RFC 9068 §2.2 wants
+/// one in every access token). Only a client registered under this id, with a secret, may
+/// revoke them at `/oauth/revoke` (RFC 7009 §2.1).
+pub const OPERATOR_CLIENT_ID: &str = "imsgw-operator";
+
 /// A registered OAuth client.
 pub struct Client {
     /// `None` for a public client (RFC 6749 §2.1).

@@ -508,6 +508,7 @@ fn issue(
         impu: person.impu.to_string(),
         impi: person.impi.clone(),
         scope: scope.to_string(),
+        client_id: client_id.to_string(),
         ttl: None,
     };
     let (token, claims) = waf.mint(now, req).map_err(|e| {
