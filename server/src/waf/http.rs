@@ -145,7 +145,13 @@ async fn introspect(
 }
 
 /// RFC 7009 §2: a confidential client authenticates; a public client names itself with
-/// `client_id`. §2.2: 200 whether or not the token was valid.
+/// `client_id`. §2.1: only the client a token was issued to may revoke it. §2.2: 200 whether
+/// the token was revoked or was not valid.
+///
+/// A token issued to another client is refused, as §2.1 says, when the caller proved who it is
+/// (HTTP Basic): 400 `unauthorized_client` (RFC 6749 §5.2, which §2.2.1 refers to). A public
+/// client proves nothing (anyone can send its `client_id`), so it hears 200 and nothing is
+/// revoked: an error would tell a stranger that a guessed string is someone's live token.
 async fn revoke(
     State(waf): State<Arc<Waf>>,
     headers: HeaderMap,
@@ -168,13 +174,41 @@ async fn revoke(
     };
     let now = unix_now();
     // An access token (a JWT of ours), else perhaps a refresh token (RFC 7009 §2.1: both).
-    if let Some(c) = waf.check_for_revocation(now, &token) {
-        waf.revoke_token(&c.jti, c.exp, now);
-        tracing::info!(jti = %c.jti, sub = %c.sub, "token revoked");
-    } else {
-        super::oauth::revoke_refresh_token(&waf, &client_id, &token, now);
+    let outcome = match waf.check_for_revocation(now, &token) {
+        Some(c) if c.client_id.as_deref() == Some(client_id.as_str()) => {
+            waf.revoke_token(&c.jti, c.exp, now);
+            tracing::info!(jti = %c.jti, sub = %c.sub, client_id, "token revoked");
+            Revocation::Revoked
+        }
+        Some(c) => {
+            tracing::info!(jti = %c.jti, client_id, owner = ?c.client_id, "revocation of another client's token refused");
+            Revocation::NotOwner
+        }
+        None => super::oauth::revoke_refresh_token(&waf, &client_id, &token, now),
+    };
+    let confidential = waf
+        .clients
+        .get(&client_id)
+        .is_some_and(|c| c.secret.is_some());
+    if outcome == Revocation::NotOwner && confidential {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            "the token was not issued to this client",
+        );
     }
     no_store(StatusCode::OK.into_response())
+}
+
+/// What a revocation request found (RFC 7009 §2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Revocation {
+    /// The token was the caller's and is revoked now.
+    Revoked,
+    /// The token is valid but was issued to another client; nothing was revoked.
+    NotOwner,
+    /// Not a token of ours (or expired): nothing to do.
+    Unknown,
 }
 
 /// The client id if the request authenticates one: HTTP Basic for clients with a secret

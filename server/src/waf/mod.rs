@@ -116,6 +116,13 @@ impl Waf {
         let mut clients = HashMap::new();
         for c in &config.waf.clients {
             let secret = client_secret(config, c)?;
+            if c.id == OPERATOR_CLIENT_ID && secret.is_none() {
+                // It may revoke every operator-minted token; a public client is anyone.
+                return Err(WafError::Client {
+                    id: c.id.clone(),
+                    message: "needs a secret: this client may revoke operator-minted tokens".into(),
+                });
+            }
             clients.insert(
                 c.id.clone(),
                 Client {

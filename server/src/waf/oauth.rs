@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use super::http::{authenticate, form_body, invalid_client, oauth_error};
+use super::http::{Revocation, authenticate, form_body, invalid_client, oauth_error};
 use super::identity::Person;
 use super::pages::{self, esc, urlencode};
 use super::signin::{self, Return, random_secret};
@@ -585,19 +585,25 @@ fn issue(
 }
 
 /// RFC 7009 for a refresh token: its whole family goes, with the access tokens it gave. Only
-/// the client it was issued to may revoke it (§2.1); anything else is ignored (§2.2: 200).
-pub(super) fn revoke_refresh_token(waf: &Waf, client_id: &str, token: &str, now: u64) {
+/// the client it was issued to may revoke it (§2.1); the caller decides what to answer.
+pub(super) fn revoke_refresh_token(
+    waf: &Waf,
+    client_id: &str,
+    token: &str,
+    now: u64,
+) -> Revocation {
     let Some(family_id) = waf.store.get::<String>("refresh", &key_of(token), now) else {
-        return;
+        return Revocation::Unknown;
     };
-    let owner = waf
-        .store
-        .get::<Family>("family", &family_id, now)
-        .map(|f| f.client_id);
-    if owner.as_deref() == Some(client_id) {
-        revoke_family(waf, &family_id, now);
-        tracing::info!(client_id, "refresh token revoked with its family");
+    let Some(family) = waf.store.get::<Family>("family", &family_id, now) else {
+        return Revocation::Unknown;
+    };
+    if family.client_id != client_id {
+        return Revocation::NotOwner;
     }
+    revoke_family(waf, &family_id, now);
+    tracing::info!(client_id, "refresh token revoked with its family");
+    Revocation::Revoked
 }
 
 fn revoke_family(waf: &Waf, family_id: &str, now: u64) {
