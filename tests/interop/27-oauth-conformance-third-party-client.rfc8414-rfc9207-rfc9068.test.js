@@ -38,26 +38,26 @@ const phone = { client_id: 'phone' };
 const svc = { client_id: 'svc' };
 const rs = { client_id: 'rs' };
 
-/** Authorization code + PKCE for `client` (public) driven by the library; the browser signs in as `user`. */
-async function codeFlow(browser, user, client = wic) {
+/** Authorization code + PKCE for `client` driven by the library; the browser signs in as `user`. */
+async function codeFlow(browser, user, client = wic, auth = oauth.None(), redirect = L.cb) {
   const verifier = oauth.generateRandomCodeVerifier();
   const state = oauth.generateRandomState();
   const u = new URL(as.authorization_endpoint);
   u.searchParams.set('response_type', 'code');
   u.searchParams.set('client_id', client.client_id);
-  u.searchParams.set('redirect_uri', L.cb);
+  u.searchParams.set('redirect_uri', redirect);
   u.searchParams.set('scope', 'sip');
   u.searchParams.set('state', state);
   u.searchParams.set('code_challenge', await oauth.calculatePKCECodeChallenge(verifier));
   u.searchParams.set('code_challenge_method', 'S256');
-  const first = await browser.get(u.href, { stopAt: (x) => x.startsWith(L.cb) });
+  const first = await browser.get(u.href, { stopAt: (x) => x.startsWith(redirect) });
   const page = await L.drive(browser, first, { user });
   assert.ok(page.stoppedAt, `back at the client's redirect_uri${describe(page)}\n${L.gwLogTail()}`);
   const back = new URL(page.stoppedAt);
   // RFC 9207 §2.4: the library refuses a response without `iss` or with another one, since the
   // metadata says authorization_response_iss_parameter_supported
   const params = oauth.validateAuthResponse(as, client, back, state);
-  const res = await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), params, L.cb, verifier, opts);
+  const res = await oauth.authorizationCodeGrantRequest(as, client, auth, params, redirect, verifier, opts);
   const tokens = await oauth.processAuthorizationCodeResponse(as, client, res);
   return { tokens, back, state };
 }
@@ -150,6 +150,13 @@ test('RFC 9068: the code flow\'s access token passes validateJwtAccessToken (typ
   assert.equal(c.iss, L.gw.issuer);
   assert.equal(c.impu, 'sip:alice@ims.example');
   await assertRegisters(alice.tokens.access_token, 'alice', 'the code flow\'s token');
+}));
+
+test('RFC 6749 §2.3.1: the confidential client svc through the library (client_secret_basic, secret form-encoded as svc%2Dsecret): code exchange; its token names client_id svc', L.track(async () => {
+  assert.ok(alice, 'needs the sign-in');
+  const { tokens } = await codeFlow(alice.browser, 'alice', svc, oauth.ClientSecretBasic('svc-secret'), L.svcCb);
+  assert.equal((await validateAt(tokens.access_token)).client_id, 'svc');
+  assert.equal((await introspect(tokens.access_token)).client_id, 'svc');
 }));
 
 test('RFC 9068 §2.2: a token minted by the operator (imsgw token mint) carries client_id imsgw-operator and validates', L.track(async () => {
