@@ -120,18 +120,18 @@ async fn introspect(
     let body = match waf.check(unix_now(), &token) {
         Some(c) => {
             let mut body = json!({
-            "active": true,
-            "scope": c.scope,
-            "token_type": "Bearer",
-            "sub": c.sub,
-            "aud": c.aud,
-            "iss": c.iss,
-            "exp": c.exp,
-            "iat": c.iat,
-            "nbf": c.nbf,
-            "jti": c.jti,
-            "impu": c.impu,
-            "impi": c.impi,
+                "active": true,
+                "scope": c.scope,
+                "token_type": "Bearer",
+                "sub": c.sub,
+                "aud": c.aud,
+                "iss": c.iss,
+                "exp": c.exp,
+                "iat": c.iat,
+                "nbf": c.nbf,
+                "jti": c.jti,
+                "impu": c.impu,
+                "impi": c.impi,
             });
             // RFC 7662 §2.2: the client the token was issued to, when it names one.
             if let Some(id) = c.client_id {
@@ -181,7 +181,7 @@ async fn revoke(
             Revocation::Revoked
         }
         Some(c) => {
-            tracing::info!(jti = %c.jti, client_id, owner = ?c.client_id, "revocation of another client's token refused");
+            tracing::info!(jti = %c.jti, client_id, owner = ?c.client_id, "not revoked: the token was issued to another client");
             Revocation::NotOwner
         }
         None => super::oauth::revoke_refresh_token(&waf, &client_id, &token, now),
