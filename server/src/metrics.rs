@@ -50,6 +50,9 @@ pub struct MetricsConfigError {
     pub message: String,
 }
 
+/// The WAF's refusals by a limit (labels `reason`, and `kind` for a full store kind).
+pub const WAF_REFUSED: &str = "imsgw_waf_refused_total";
+
 /// Shortest bearer token accepted: as long as the other secrets (`sip.flow_key_file`).
 const MIN_TOKEN_BYTES: usize = 32;
 
@@ -234,6 +237,13 @@ impl Metrics {
             counter!("imsgw_ims_untrusted_dropped_total", "transport" => transport).absolute(0);
         }
         counter!("imsgw_ims_tls_client_cert_refused_total").absolute(0);
+        describe_counter!(
+            WAF_REFUSED,
+            "WAF requests refused by a limit: reason=\"store_full\" (a [waf.limits] cap; kind = the record kind), \"store_unavailable\", \"address_budget\" (a client address's anonymous budget), \"oversize\" (a field, URI or body over its size)."
+        );
+        for reason in ["store_unavailable", "address_budget", "oversize"] {
+            counter!(WAF_REFUSED, "reason" => reason).absolute(0);
+        }
         Self { handle }
     }
 

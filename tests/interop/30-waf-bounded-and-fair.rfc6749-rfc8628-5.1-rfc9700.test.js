@@ -108,6 +108,7 @@ test('§1 every field has a size: a 60 KB state -> 414, a 2 KB state -> error pa
   assert.equal(rev.json.error, 'invalid_request', rev.body);
   const body = await raw('POST', `${L.gw.httpUrl}/oauth/token`, { form: { grant_type: 'refresh_token', client_id: 'wic', refresh_token: 'r', pad: 'p'.repeat(40 * 1024) } });
   assert.equal(body.status, 413, `a 40 KB form body: ${body.status} ${body.body.slice(0, 200)}`);
+  assert.equal(await L.gw.counter('imsgw_waf_refused_total', 'reason="oversize"'), 5, 'each oversize refusal is counted for the operator');
   await L.healthy('oversize fields');
 }));
 
@@ -133,6 +134,7 @@ test('§1/§2 public device codes: a burst per client address then 429 with Retr
   assert.equal(p1b.status, 429, 'a prepended X-Forwarded-For entry does not escape the budget');
   const p2 = await deviceAuth(PROXY, { 'x-forwarded-for': '203.0.113.2' });
   assert.equal(p2.status, 200, 'client 203.0.113.2 behind the same proxy is not affected');
+  assert.equal(await L.gw.counter('imsgw_waf_refused_total', 'reason="address_budget"'), 4, 'the four 429s are counted');
   // Starting sign-ins keeps nothing in the WAF (the pending login is a sealed cookie), and
   // signed-out pages store nothing: no budget is spent, however many.
   for (let i = 0; i < 4 * BURST; i += 1) {
@@ -243,6 +245,7 @@ test('§1 device codes are capped (waf.limits.device_codes): past it temporarily
   assert.ok(full, `no cap within ${DEVICE_CODES + 10} device codes`);
   assert.equal(full.json.error, 'temporarily_unavailable', full.body);
   assert.ok(Number(full.headers['retry-after']) > 0);
+  assert.equal(await L.gw.counter('imsgw_waf_refused_total', 'reason="store_full",kind="device"'), 1, 'the cap refusal is counted with its kind');
   // Alice is signed in: a code, tokens, a registration.
   const s = await L.signIn(alice, {}, { user: 'alice' });
   assert.ok(s.code, `signed-in alice gets a code while the cap is reached${describe(s.page)}\n${L.gwLogTail()}`);

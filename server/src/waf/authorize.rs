@@ -200,6 +200,7 @@ fn give_code(waf: &Waf, req: AuthRequest, person: Person, now: u64) -> Result<Re
     );
     if let Err(e) = stored {
         tracing::warn!(error = %e, "no code could be stored");
+        super::error::count_store(&e);
         // RFC 6749 §4.1.2.1: the client hears `temporarily_unavailable`.
         return Err(back(
             waf,
@@ -312,6 +313,7 @@ fn check(waf: &Waf, q: AuthorizeQuery) -> Result<AuthRequest, Refusal> {
         }
     };
     if q.state.as_ref().is_some_and(|s| s.len() > limits::STATE) {
+        super::error::count_refusal("oversize");
         // Not sent back: echoing a state this long is what it would be sent for.
         return Err(PageError::new(
             StatusCode::BAD_REQUEST,

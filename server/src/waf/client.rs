@@ -215,6 +215,7 @@ where
         let headers = req.headers().clone();
         let Form(form) = Form::<F>::from_request(req, waf).await.map_err(|r| {
             if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                super::error::count_refusal("oversize");
                 OAuthError::invalid_request(format!(
                     "the request body is longer than {} bytes",
                     limits::BODY

@@ -108,6 +108,7 @@ pub async fn authorization(
     if client.is_public() {
         waf.anonymous.take(ip, now_ms()).map_err(|wait| {
             tracing::info!(%ip, "device authorizations from this address over budget");
+            super::error::count_refusal("address_budget");
             OAuthError::too_many(wait)
         })?;
     }

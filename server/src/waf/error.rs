@@ -117,9 +117,27 @@ impl OAuthError {
     }
 }
 
+/// Counts a refusal by a limit (`imsgw_waf_refused_total`).
+pub fn count_refusal(reason: &'static str) {
+    metrics::counter!(crate::metrics::WAF_REFUSED, "reason" => reason).increment(1);
+}
+
+/// Counts a store's refusal (`imsgw_waf_refused_total`, `store_full` with its kind or
+/// `store_unavailable`).
+pub fn count_store(e: &StoreError) {
+    match e {
+        StoreError::Full(kind) => {
+            metrics::counter!(crate::metrics::WAF_REFUSED, "reason" => "store_full", "kind" => *kind)
+                .increment(1);
+        }
+        StoreError::Unavailable(_) => count_refusal("store_unavailable"),
+    }
+}
+
 impl From<StoreError> for OAuthError {
     fn from(e: StoreError) -> Self {
         tracing::warn!(error = %e, "WAF store refused");
+        count_store(&e);
         let description = match e {
             StoreError::Full(_) => "the service is at capacity; try again later",
             StoreError::Unavailable(_) => "the service cannot keep state right now",
@@ -186,6 +204,7 @@ impl PageError {
 impl From<StoreError> for PageError {
     fn from(e: StoreError) -> Self {
         tracing::warn!(error = %e, "WAF store refused");
+        count_store(&e);
         Self {
             retry_after: Some(30),
             ..Self::new(

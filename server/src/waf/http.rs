@@ -53,6 +53,7 @@ pub fn router(waf: Arc<Waf>) -> Router {
 async fn uri_limit(req: Request, next: Next) -> Response {
     let len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if len > limits::URI {
+        super::error::count_refusal("oversize");
         return OAuthError::invalid_request(format!(
             "the request URI is longer than {} bytes",
             limits::URI

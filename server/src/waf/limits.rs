@@ -37,9 +37,12 @@ pub const BODY: usize = 16 * 1024;
 /// `invalid_request` when `value` is longer than `max` bytes.
 pub fn field(name: &'static str, value: Option<&str>, max: usize) -> Result<(), OAuthError> {
     match value {
-        Some(v) if v.len() > max => Err(OAuthError::invalid_request(format!(
-            "`{name}` is longer than {max} bytes"
-        ))),
+        Some(v) if v.len() > max => {
+            super::error::count_refusal("oversize");
+            Err(OAuthError::invalid_request(format!(
+                "`{name}` is longer than {max} bytes"
+            )))
+        }
         _ => Ok(()),
     }
 }
