@@ -351,13 +351,18 @@ fn default_wic_client() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
-    /// `identity.impu`: template for the IMPU over ID-token claims: `{claim}` is a claim's
-    /// value, `{sip.domain}` the home domain. Default `sip:{preferred_username}@{sip.domain}`.
+    /// `identity.impu`: template for the IMPU: `{provider}` is the provider's name, `{sub}` its
+    /// subject identifier (escaped: letters, digits, `-`, `_`, `.` as they are, any other byte
+    /// as `=XX`), `{sip.domain}` the home domain, any other `{claim}` that claim's value as it
+    /// is. Default `sip:{provider}.{sub}@{sip.domain}`: provider and `sub` are the only stable
+    /// key (OpenID Connect Core §5.7). Another claim is allowed only for providers marked
+    /// `identity.providers.<name>.controls_usernames`, and two providers' templates must never
+    /// give one IMPU to two accounts; start-up refuses configs that break either rule.
     #[serde(default = "default_impu_template")]
-    pub impu: String,
-    /// `identity.impi`: template for the IMPI. Default `{preferred_username}@{sip.domain}`.
+    pub impu: crate::waf::identity::Template,
+    /// `identity.impi`: template for the IMPI, same rules. Default `{provider}.{sub}@{sip.domain}`.
     #[serde(default = "default_impi_template")]
-    pub impi: String,
+    pub impi: crate::waf::identity::Template,
     /// `identity.required_claims`: claims that must have exactly these values, e.g.
     /// `{ email_verified = true }`. Default none.
     #[serde(default)]
@@ -366,6 +371,11 @@ pub struct IdentityConfig {
     /// `{ impu = "...", impi = "..." }`. Default none.
     #[serde(default, rename = "static")]
     pub static_map: std::collections::BTreeMap<String, StaticIdentity>,
+    /// `identity.providers.<name>`: per-provider settings, keyed by an `[[oidc.providers]]`
+    /// name. Default none (every provider uses `identity.impu` / `identity.impi` and no name
+    /// claim).
+    #[serde(default)]
+    pub providers: std::collections::BTreeMap<String, ProviderIdentity>,
 }
 
 impl Default for IdentityConfig {
@@ -375,6 +385,51 @@ impl Default for IdentityConfig {
             impi: default_impi_template(),
             required_claims: Default::default(),
             static_map: Default::default(),
+            providers: Default::default(),
+        }
+    }
+}
+
+/// `[identity.providers.<name>]`: how one provider's accounts map.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderIdentity {
+    /// `controls_usernames`: the provider is the operator's own directory, whose names
+    /// (`preferred_username`, `email`, ...) are unique and never reassigned, so templates may
+    /// read them for its accounts. Never set it for a provider where people choose their own
+    /// names: anyone could then take a name and become its owner's IMPU. Default false.
+    #[serde(default)]
+    pub controls_usernames: bool,
+    /// `impu`: this provider's IMPU template instead of `identity.impu`. Default none.
+    #[serde(default)]
+    pub impu: Option<crate::waf::identity::Template>,
+    /// `impi`: this provider's IMPI template instead of `identity.impi`. Default none.
+    #[serde(default)]
+    pub impi: Option<crate::waf::identity::Template>,
+}
+
+impl IdentityConfig {
+    /// The templates `provider` maps with, and the keys they come from.
+    pub fn for_provider<'a>(
+        &'a self,
+        provider: &'a str,
+    ) -> crate::waf::identity::template::ProviderTemplates<'a> {
+        let own = self.providers.get(provider);
+        let pick = |mine: Option<&'a crate::waf::identity::Template>,
+                    global: &'a crate::waf::identity::Template,
+                    key: &'static str| match mine {
+            Some(t) => (t, format!("identity.providers.{provider}.{key}")),
+            None => (global, format!("identity.{key}")),
+        };
+        let (impu, impu_key) = pick(own.and_then(|o| o.impu.as_ref()), &self.impu, "impu");
+        let (impi, impi_key) = pick(own.and_then(|o| o.impi.as_ref()), &self.impi, "impi");
+        crate::waf::identity::template::ProviderTemplates {
+            provider,
+            controls_usernames: own.is_some_and(|o| o.controls_usernames),
+            impu,
+            impu_key,
+            impi,
+            impi_key,
         }
     }
 }
@@ -807,14 +862,6 @@ impl Config {
                 ));
             }
         }
-        for (name, t) in [
-            ("identity.impu", &self.identity.impu),
-            ("identity.impi", &self.identity.impi),
-        ] {
-            if t.matches('{').count() != t.matches('}').count() {
-                return Err(key_err(name, "unbalanced { } in the template"));
-            }
-        }
         let mut names = std::collections::BTreeSet::new();
         for (i, p) in self.oidc.providers.iter().enumerate() {
             if p.name.is_empty()
@@ -835,6 +882,22 @@ impl Config {
                 ));
             }
         }
+        for name in self.identity.providers.keys() {
+            if !names.contains(name) {
+                return Err(key_err(
+                    &format!("identity.providers.{name}"),
+                    "names no [[oidc.providers]] entry",
+                ));
+            }
+        }
+        let templates: Vec<_> = self
+            .oidc
+            .providers
+            .iter()
+            .map(|p| self.identity.for_provider(&p.name))
+            .collect();
+        crate::waf::identity::template::check(&self.sip.domain, &templates)
+            .map_err(|e| key_err(&e.key, &e.message))?;
         if self.sip.identity_assertion.is_empty() {
             return Err(key_err(
                 "sip.identity_assertion",
@@ -1003,11 +1066,15 @@ fn default_tna_header() -> String {
 fn default_session_ttl() -> u64 {
     28800
 }
-fn default_impu_template() -> String {
-    "sip:{preferred_username}@{sip.domain}".into()
+fn default_impu_template() -> crate::waf::identity::Template {
+    // A constant that parses (template tests check it): this cannot fail.
+    crate::waf::identity::Template::parse(crate::waf::identity::template::DEFAULT_IMPU)
+        .expect("the default IMPU template parses")
 }
-fn default_impi_template() -> String {
-    "{preferred_username}@{sip.domain}".into()
+fn default_impi_template() -> crate::waf::identity::Template {
+    // A constant that parses (template tests check it): this cannot fail.
+    crate::waf::identity::Template::parse(crate::waf::identity::template::DEFAULT_IMPI)
+        .expect("the default IMPI template parses")
 }
 fn default_refresh_ttl() -> u64 {
     2_592_000
@@ -1107,6 +1174,113 @@ upstream = "sip:127.0.0.1:5070;transport=udp"
             c.identity.static_map["demo:s1"].impu.as_str(),
             "sip:Bob@ims.example"
         );
+    }
+
+    fn two_providers(identity: &str) -> String {
+        format!(
+            "{MIN}\n[[oidc.providers]]\nname = \"corp\"\nissuer = \"https://corp.example\"\nclient_id = \"g\"\n\
+[[oidc.providers]]\nname = \"social\"\nissuer = \"https://social.example\"\nclient_id = \"g\"\n{identity}"
+        )
+    }
+
+    #[test]
+    fn default_identity_is_provider_and_sub_and_serves_two_providers_oidc_core_5_7() {
+        let c = load(&two_providers(""), &[]).expect("valid");
+        assert_eq!(
+            c.identity.impu.as_str(),
+            "sip:{provider}.{sub}@{sip.domain}"
+        );
+        assert_eq!(c.identity.impi.as_str(), "{provider}.{sub}@{sip.domain}");
+    }
+
+    #[test]
+    fn a_name_claim_for_a_provider_not_controlling_names_is_refused_naming_the_key() {
+        let names = "[identity]\nimpu = \"sip:{preferred_username}@{sip.domain}\"\n";
+        let e = load(&two_providers(names), &[]).expect_err("unmarked");
+        let msg = e.to_string();
+        assert!(msg.contains("`identity.impu`"), "{msg}");
+        assert!(msg.contains("preferred_username"), "{msg}");
+        assert!(
+            msg.contains("identity.providers.corp.controls_usernames"),
+            "{msg}"
+        );
+        // the IMPI template is held to the same rule
+        let e =
+            load(&two_providers("[identity]\nimpi = \"{email}\"\n"), &[]).expect_err("unmarked");
+        assert!(e.to_string().contains("`identity.impi`"), "{e}");
+    }
+
+    #[test]
+    fn one_name_template_for_two_marked_providers_is_refused_per_provider_templates_start() {
+        let marked = "[identity.providers.corp]\ncontrols_usernames = true\n\
+[identity.providers.social]\ncontrols_usernames = true\n";
+        let names = format!(
+            "[identity]\nimpu = \"sip:{{preferred_username}}@{{sip.domain}}\"\n\
+impi = \"{{preferred_username}}@{{sip.domain}}\"\n{marked}"
+        );
+        let e = load(&two_providers(&names), &[]).expect_err("collide");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("`identity.impu`") && msg.contains("same IMPU"),
+            "{msg}"
+        );
+        // corp keeps its names; social gets the default, which overlaps corp's (a corp name
+        // "social.x" would be social's account x): refused, naming social's key
+        let mixed = "[identity.providers.corp]\ncontrols_usernames = true\n\
+impu = \"sip:{preferred_username}@{sip.domain}\"\nimpi = \"{preferred_username}@{sip.domain}\"\n";
+        let e = load(&two_providers(mixed), &[]).expect_err("overlap");
+        assert!(e.to_string().contains("`identity.impu`"), "{e}");
+        let separated = format!(
+            "{mixed}[identity.providers.social]\nimpu = \"sip:{{provider}}.{{sub}}@social.{{sip.domain}}\"\n\
+impi = \"{{provider}}.{{sub}}@social.{{sip.domain}}\"\n"
+        );
+        let c = load(&two_providers(&separated), &[]).expect("separated");
+        assert_eq!(
+            c.identity.for_provider("social").impu.as_str(),
+            "sip:{provider}.{sub}@social.{sip.domain}"
+        );
+    }
+
+    #[test]
+    fn identity_settings_for_an_unknown_provider_are_refused() {
+        let e = load(
+            &two_providers("[identity.providers.corpp]\ncontrols_usernames = true\n"),
+            &[],
+        )
+        .expect_err("typo");
+        assert!(e.to_string().contains("identity.providers.corpp"), "{e}");
+        let e =
+            load(&two_providers("[identity]\nimpu = \"sip:{sub@x\"\n"), &[]).expect_err("broken");
+        assert!(e.to_string().contains("identity.impu"), "{e}");
+    }
+
+    #[test]
+    fn the_example_and_lab_configs_load() {
+        for (name, text) in [
+            (
+                "imsgw.example.toml",
+                include_str!("../../deploy/imsgw.example.toml"),
+            ),
+            (
+                "imsgw.lab.toml",
+                include_str!("../../deploy/lab/imsgw.lab.toml"),
+            ),
+        ] {
+            load(text, &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        // the commented per-provider example of imsgw.example.toml, with its two providers
+        let example = include_str!("../../deploy/imsgw.example.toml");
+        let start = example
+            .find("# [identity.providers.corp]")
+            .expect("the example is there");
+        let block: String = example[start..]
+            .lines()
+            .take_while(|l| l.starts_with("# "))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let text = two_providers(&block);
+        let c = load(&text, &[]).expect("the per-provider example is valid");
+        assert!(c.identity.for_provider("corp").controls_usernames);
     }
 
     #[test]
