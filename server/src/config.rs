@@ -14,6 +14,8 @@ use std::time::Duration;
 use imsgw_sip::{SipUri, Uri};
 use serde::Deserialize;
 
+use crate::secret::{Resolver, Secret, SecretError, SecretSource, resolve_key};
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +43,9 @@ pub struct Config {
     /// `[wwsf]`: the web client the gateway serves.
     #[serde(default)]
     pub wwsf: WwsfConfig,
+    /// Every secret the keys above name, read once at load (see [`crate::secret`]).
+    #[serde(skip)]
+    pub secrets: Secrets,
     /// Things worth telling the operator that do not stop start-up (printed by `main`).
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -116,10 +121,17 @@ pub struct SipConfig {
     #[serde(default)]
     pub tls_server_name: Option<String>,
     /// `sip.flow_key_file`: file holding the secret (at least 32 bytes) that protects flow tokens
-    /// (RFC 5626 §5.2). Default: a random key per start, so Path bindings made before a restart
-    /// get `403` instead of `430`; set a file to keep them verifiable across restarts.
+    /// (RFC 5626 §5.2); mode 0600 or stricter, relative paths beside the config file. Default:
+    /// a random key per start, so Path bindings made before a restart get `403` instead of
+    /// `430`; set a key to keep them verifiable across restarts.
     #[serde(default)]
     pub flow_key_file: Option<PathBuf>,
+    /// `sip.flow_key_env`: an environment variable holding that secret instead. Default none.
+    #[serde(default)]
+    pub flow_key_env: Option<String>,
+    /// `sip.flow_key`: that secret written inline (prefer the file). Default none.
+    #[serde(default)]
+    pub flow_key: Option<Secret>,
     /// `sip.t1_ms`: RFC 3261 timer T1 in milliseconds. Default 500. Timers B and F are 64*T1.
     #[serde(default = "default_t1_ms")]
     pub t1_ms: u64,
@@ -221,9 +233,16 @@ pub struct WafConfig {
     #[serde(default)]
     pub key_files: Vec<PathBuf>,
     /// `waf.hmac_secret_file`: a shared secret (at least 32 bytes) that also accepts HS256
-    /// tokens. Only for deployments that must; never needed otherwise. Default none.
+    /// tokens; mode 0600 or stricter, relative paths beside the config file. Only for
+    /// deployments that must; never needed otherwise. Default none.
     #[serde(default)]
     pub hmac_secret_file: Option<PathBuf>,
+    /// `waf.hmac_secret_env`: an environment variable holding that secret instead. Default none.
+    #[serde(default)]
+    pub hmac_secret_env: Option<String>,
+    /// `waf.hmac_secret`: that secret written inline (prefer the file). Default none.
+    #[serde(default)]
+    pub hmac_secret: Option<Secret>,
     /// `waf.refresh_ttl_secs`: lifetime of a refresh-token family. Default 2592000 (30 days).
     #[serde(default = "default_refresh_ttl")]
     pub refresh_ttl_secs: u64,
@@ -257,6 +276,8 @@ impl Default for WafConfig {
             key_dir: None,
             key_files: Vec::new(),
             hmac_secret_file: None,
+            hmac_secret_env: None,
+            hmac_secret: None,
             key_reload_secs: default_key_reload(),
             refresh_ttl_secs: default_refresh_ttl(),
             device_code_ttl_secs: default_device_ttl(),
@@ -276,8 +297,9 @@ pub struct ClientConfig {
     /// `secret`: the client secret, inline. Prefer `secret_file` or `secret_env`. `Debug`
     /// never shows it.
     #[serde(default)]
-    pub secret: Option<crate::oidc::Secret>,
-    /// `secret_file`: a file holding the client secret.
+    pub secret: Option<Secret>,
+    /// `secret_file`: a file holding the client secret; mode 0600 or stricter, relative paths
+    /// beside the config file.
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
     /// `secret_env`: an environment variable holding the client secret.
@@ -653,6 +675,22 @@ pub enum ConfigError {
     },
     #[error("environment variable {var}: {message}")]
     Env { var: String, message: String },
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+}
+
+/// Every secret the config names, read at load: the flow-token key, the HMAC key, each client's
+/// and each OpenID provider's secret. `Debug` shows none of them.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    /// `sip.flow_key*`.
+    pub flow_key: Option<Secret>,
+    /// `waf.hmac_secret*`.
+    pub hmac: Option<Secret>,
+    /// `waf.clients[i].secret*`, in the order of `waf.clients`.
+    pub clients: Vec<Option<Secret>>,
+    /// `oidc.providers[i].client_secret*`, in the order of `oidc.providers`.
+    pub providers: Vec<Option<Secret>>,
 }
 
 impl Config {
@@ -679,7 +717,8 @@ impl Config {
                     message: e.message().to_string(),
                 })?;
         let mut warnings = Vec::new();
-        let overrides = apply_env(&mut table, env, &mut warnings)?;
+        let env: BTreeMap<String, String> = env.into_iter().collect();
+        let overrides = apply_env(&mut table, env.clone(), &mut warnings)?;
         let value = toml::Value::Table(table);
         let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
@@ -700,6 +739,7 @@ impl Config {
         config.check()?;
         config.warnings = warnings;
         config.source = path.to_path_buf();
+        config.secrets = config.resolve_secrets(&env)?;
         if config.sip.danger_allow_unauthenticated {
             config.warnings.push(
                 "sip.danger_allow_unauthenticated is on: REGISTER needs no token, anyone who reaches the WebSocket can register any identity".into(),
@@ -792,20 +832,6 @@ impl Config {
             ));
         }
         for (i, c) in self.waf.clients.iter().enumerate() {
-            let sources = [
-                c.secret.is_some(),
-                c.secret_file.is_some(),
-                c.secret_env.is_some(),
-            ]
-            .iter()
-            .filter(|b| **b)
-            .count();
-            if sources > 1 {
-                return Err(key_err(
-                    &format!("waf.clients[{i}]"),
-                    "give the secret once: secret, secret_file or secret_env",
-                ));
-            }
             if c.id.is_empty() {
                 return Err(key_err(
                     &format!("waf.clients[{i}].id"),
@@ -930,6 +956,51 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Reads every secret through the one resolver ([`SecretSource::resolve`]): files beside
+    /// the config and private to imsgw's user, variables from `env`.
+    fn resolve_secrets(&self, env: &BTreeMap<String, String>) -> Result<Secrets, SecretError> {
+        let lookup = |var: &str| env.get(var).cloned();
+        let beside = |p: &Path| self.beside_config(p.to_path_buf());
+        let r = Resolver {
+            path: &beside,
+            env: &lookup,
+        };
+        let (sip, waf) = (&self.sip, &self.waf);
+        let flow = SecretSource::from_keys(
+            "sip.flow_key",
+            sip.flow_key.as_ref(),
+            sip.flow_key_file.as_ref(),
+            sip.flow_key_env.as_ref(),
+        )?;
+        let hmac = SecretSource::from_keys(
+            "waf.hmac_secret",
+            waf.hmac_secret.as_ref(),
+            waf.hmac_secret_file.as_ref(),
+            waf.hmac_secret_env.as_ref(),
+        )?;
+        let mut secrets = Secrets {
+            flow_key: resolve_key("sip.flow_key", flow, 32, "RFC 5626 §5.2", &r)?,
+            hmac: resolve_key("waf.hmac_secret", hmac, 32, "RFC 7518 §3.2", &r)?,
+            ..Secrets::default()
+        };
+        for (i, c) in waf.clients.iter().enumerate() {
+            let key = format!("waf.clients[{i}].secret");
+            let source = SecretSource::from_keys(
+                &key,
+                c.secret.as_ref(),
+                c.secret_file.as_ref(),
+                c.secret_env.as_ref(),
+            )?;
+            secrets
+                .clients
+                .push(source.map(|s| s.resolve(&key, &r)).transpose()?);
+        }
+        for (i, p) in self.oidc.providers.iter().enumerate() {
+            secrets.providers.push(p.read_secret(i, &r)?);
+        }
+        Ok(secrets)
     }
 
     /// RFC 3261 timer T1.
@@ -1365,18 +1436,150 @@ impi = \"{{provider}}.{{sub}}@social.{{sip.domain}}\"\n"
         assert!(e.to_string().contains("sip.tls_ca_file"), "{e}");
     }
 
+    /// A private file in a fresh folder, removed with it.
+    fn secret_file(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dir).expect("temp dir");
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        p
+    }
+
     #[test]
-    fn a_client_secret_written_in_the_config_never_shows_in_debug() {
-        let text = format!(
-            "{MIN}[waf]\n[[waf.clients]]\nid = \"svc\"\nsecret = \"s3cr3t-value\"\n\
-grants = [\"refresh_token\"]\n"
+    fn no_secret_anywhere_in_the_config_shows_in_debug() {
+        let dir = std::env::temp_dir().join(format!("imsgw-cfg-debug-{}", std::process::id()));
+        // every secret key, each with its own value: inline, from a file, from the environment
+        let flow = secret_file(
+            &dir,
+            "flow.key",
+            "FLOW-KEY-0123456789abcdef0123456789",
+            0o600,
         );
-        let c = load(&text, &[]).expect("valid");
-        let shown = format!("{:?} {:?}", c.waf.clients, c);
-        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+        let hmac = secret_file(
+            &dir,
+            "hmac.key",
+            "HMAC-KEY-0123456789abcdef0123456789",
+            0o600,
+        );
+        let client = secret_file(&dir, "client.secret", "CLIENT-FILE-SECRET", 0o600);
+        let op = secret_file(&dir, "op.secret", "OP-FILE-SECRET", 0o600);
+        let text = format!(
+            "[sip]\ndomain = \"ims.example\"\nupstream = \"sip:127.0.0.1:5070\"\nflow_key_file = {flow:?}\n\
+[waf]\nhmac_secret_file = {hmac:?}\n\
+[[waf.clients]]\nid = \"a\"\nsecret = \"CLIENT-INLINE-SECRET\"\n\
+[[waf.clients]]\nid = \"b\"\nsecret_file = {client:?}\n\
+[[waf.clients]]\nid = \"c\"\nsecret_env = \"C_SECRET\"\n\
+[[oidc.providers]]\nname = \"p1\"\nissuer = \"https://p1.example\"\nclient_id = \"g\"\nclient_secret = \"OP-INLINE-SECRET\"\n\
+[[oidc.providers]]\nname = \"p2\"\nissuer = \"https://p2.example\"\nclient_id = \"g\"\nclient_secret_file = {op:?}\n\
+[[oidc.providers]]\nname = \"p3\"\nissuer = \"https://p3.example\"\nclient_id = \"g\"\nclient_secret_env = \"OP_SECRET\"\n"
+        );
+        let c = load(
+            &text,
+            &[
+                ("C_SECRET", "CLIENT-ENV-SECRET"),
+                ("OP_SECRET", "OP-ENV-SECRET"),
+            ],
+        )
+        .expect("valid");
+        let shown = format!("{c:?}");
+        for value in [
+            "FLOW-KEY",
+            "HMAC-KEY",
+            "CLIENT-INLINE-SECRET",
+            "CLIENT-FILE-SECRET",
+            "CLIENT-ENV-SECRET",
+            "OP-INLINE-SECRET",
+            "OP-FILE-SECRET",
+            "OP-ENV-SECRET",
+        ] {
+            assert!(!shown.contains(value), "{value} in {shown}");
+        }
+        // ... and each was read
+        let s = &c.secrets;
+        let expose = |x: &Option<crate::secret::Secret>| {
+            x.as_ref()
+                .map(|s| String::from_utf8_lossy(s.expose()).into_owned())
+        };
         assert_eq!(
-            c.waf.clients[0].secret.as_ref().map(|s| s.expose()),
-            Some("s3cr3t-value")
+            expose(&s.flow_key).as_deref(),
+            Some("FLOW-KEY-0123456789abcdef0123456789")
+        );
+        assert_eq!(
+            expose(&s.hmac).as_deref(),
+            Some("HMAC-KEY-0123456789abcdef0123456789")
+        );
+        let clients: Vec<_> = s.clients.iter().map(expose).collect();
+        assert_eq!(
+            clients,
+            [
+                Some("CLIENT-INLINE-SECRET".to_string()),
+                Some("CLIENT-FILE-SECRET".to_string()),
+                Some("CLIENT-ENV-SECRET".to_string())
+            ]
+        );
+        let providers: Vec<_> = s.providers.iter().map(expose).collect();
+        assert_eq!(
+            providers,
+            [
+                Some("OP-INLINE-SECRET".to_string()),
+                Some("OP-FILE-SECRET".to_string()),
+                Some("OP-ENV-SECRET".to_string())
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_secret_file_open_to_others_stops_loading_naming_the_key_and_mode() {
+        let dir = std::env::temp_dir().join(format!("imsgw-cfg-mode-{}", std::process::id()));
+        let f = secret_file(&dir, "s.secret", "0123456789abcdef0123456789abcdef", 0o644);
+        for (text, named) in [
+            (format!("{MIN}flow_key_file = {f:?}\n"), "sip.flow_key_file"),
+            (
+                format!("{MIN}[waf]\nhmac_secret_file = {f:?}\n"),
+                "waf.hmac_secret_file",
+            ),
+            (
+                format!("{MIN}[[waf.clients]]\nid = \"svc\"\nsecret_file = {f:?}\n"),
+                "waf.clients[0].secret_file",
+            ),
+        ] {
+            let e = load(&text, &[]).expect_err("0644 refused");
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("`{named}`")), "{msg}");
+            assert!(
+                msg.contains("mode 644") && msg.contains("chmod 600"),
+                "{msg}"
+            );
+            assert!(!msg.contains("0123456789abcdef"), "{msg}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_short_mac_key_or_two_sources_are_refused_naming_the_key() {
+        let e = load(
+            &format!("{MIN}flow_key_env = \"FLOW\"\n"),
+            &[("FLOW", "short")],
+        )
+        .expect_err("short");
+        assert!(e.to_string().contains("`sip.flow_key_env`"), "{e}");
+        assert!(e.to_string().contains("32 bytes"), "{e}");
+        let e = load(&format!("{MIN}flow_key_env = \"FLOW\"\n"), &[]).expect_err("unset");
+        assert!(
+            e.to_string().contains("FLOW") && e.to_string().contains("not set"),
+            "{e}"
+        );
+        let text =
+            format!("{MIN}[[waf.clients]]\nid = \"svc\"\nsecret = \"x\"\nsecret_env = \"X\"\n");
+        let e = load(&text, &[("X", "y")]).expect_err("two sources");
+        assert!(e.to_string().contains("waf.clients[0].secret"), "{e}");
+        let e = load(&format!("{MIN}[waf]\nhmac_secret = \" \"\n"), &[]).expect_err("empty");
+        assert!(
+            e.to_string()
+                .contains("`waf.hmac_secret`: the secret is empty"),
+            "{e}"
         );
     }
 
