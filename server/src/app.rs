@@ -36,8 +36,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
-    #[error("sip.flow_key_file {path}: {message}")]
-    FlowKey { path: String, message: String },
+    #[error("sip.flow_key: {message}")]
+    FlowKey { message: String },
     #[error(transparent)]
     Waf(#[from] crate::waf::WafError),
     #[error("the WAF's store: {0}")]
@@ -380,18 +380,12 @@ async fn healthz(State(s): State<Arc<ws::WsState>>) -> (axum::http::StatusCode, 
     }
 }
 
+/// The flow-token key the config read (`sip.flow_key*`, checked there), or a random one.
 fn load_flow_key(config: &Config) -> Result<FlowKey, StartError> {
-    let Some(path) = &config.sip.flow_key_file else {
+    let Some(secret) = &config.secrets.flow_key else {
         return Ok(FlowKey::random());
     };
-    let shown = path.display().to_string();
-    let secret = std::fs::read(path).map_err(|e| StartError::FlowKey {
-        path: shown.clone(),
-        message: e.to_string(),
-    })?;
-    let trimmed = secret.trim_ascii();
-    FlowKey::from_secret(trimmed).ok_or(StartError::FlowKey {
-        path: shown,
+    FlowKey::from_secret(secret.expose()).ok_or(StartError::FlowKey {
         message: "needs at least 32 bytes of secret".into(),
     })
 }

@@ -14,6 +14,8 @@ use std::time::Duration;
 use imsgw_sip::{SipUri, Uri};
 use serde::Deserialize;
 
+use crate::secret::{Resolver, Secret, SecretError, SecretSource, resolve_key};
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +46,9 @@ pub struct Config {
     /// `[metrics]`: where `GET /metrics` is served and who may read it.
     #[serde(default)]
     pub metrics: crate::metrics::MetricsConfig,
+    /// Every secret the keys above name, read once at load (see [`crate::secret`]).
+    #[serde(skip)]
+    pub secrets: Secrets,
     /// Things worth telling the operator that do not stop start-up (printed by `main`).
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -127,10 +132,17 @@ pub struct SipConfig {
     #[serde(default)]
     pub tls_server_name: Option<String>,
     /// `sip.flow_key_file`: file holding the secret (at least 32 bytes) that protects flow tokens
-    /// (RFC 5626 §5.2). Default: a random key per start, so Path bindings made before a restart
-    /// get `403` instead of `430`; set a file to keep them verifiable across restarts.
+    /// (RFC 5626 §5.2); mode 0600 or stricter, relative paths beside the config file. Default:
+    /// a random key per start, so Path bindings made before a restart get `403` instead of
+    /// `430`; set a key to keep them verifiable across restarts.
     #[serde(default)]
     pub flow_key_file: Option<PathBuf>,
+    /// `sip.flow_key_env`: an environment variable holding that secret instead. Default none.
+    #[serde(default)]
+    pub flow_key_env: Option<String>,
+    /// `sip.flow_key`: that secret written inline (prefer the file). Default none.
+    #[serde(default)]
+    pub flow_key: Option<Secret>,
     /// `sip.t1_ms`: RFC 3261 timer T1 in milliseconds. Default 500. Timers B and F are 64*T1.
     #[serde(default = "default_t1_ms")]
     pub t1_ms: u64,
@@ -232,9 +244,16 @@ pub struct WafConfig {
     #[serde(default)]
     pub key_files: Vec<PathBuf>,
     /// `waf.hmac_secret_file`: a shared secret (at least 32 bytes) that also accepts HS256
-    /// tokens. Only for deployments that must; never needed otherwise. Default none.
+    /// tokens; mode 0600 or stricter, relative paths beside the config file. Only for
+    /// deployments that must; never needed otherwise. Default none.
     #[serde(default)]
     pub hmac_secret_file: Option<PathBuf>,
+    /// `waf.hmac_secret_env`: an environment variable holding that secret instead. Default none.
+    #[serde(default)]
+    pub hmac_secret_env: Option<String>,
+    /// `waf.hmac_secret`: that secret written inline (prefer the file). Default none.
+    #[serde(default)]
+    pub hmac_secret: Option<Secret>,
     /// `waf.refresh_ttl_secs`: lifetime of a refresh-token family. Default 2592000 (30 days).
     #[serde(default = "default_refresh_ttl")]
     pub refresh_ttl_secs: u64,
@@ -338,6 +357,8 @@ impl Default for WafConfig {
             key_dir: None,
             key_files: Vec::new(),
             hmac_secret_file: None,
+            hmac_secret_env: None,
+            hmac_secret: None,
             key_reload_secs: default_key_reload(),
             refresh_ttl_secs: default_refresh_ttl(),
             device_code_ttl_secs: default_device_ttl(),
@@ -358,8 +379,9 @@ pub struct ClientConfig {
     /// `secret`: the client secret, inline. Prefer `secret_file` or `secret_env`. `Debug`
     /// never shows it.
     #[serde(default)]
-    pub secret: Option<crate::oidc::Secret>,
-    /// `secret_file`: a file holding the client secret.
+    pub secret: Option<Secret>,
+    /// `secret_file`: a file holding the client secret; mode 0600 or stricter, relative paths
+    /// beside the config file.
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
     /// `secret_env`: an environment variable holding the client secret.
@@ -437,13 +459,18 @@ fn default_wic_client() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
-    /// `identity.impu`: template for the IMPU over ID-token claims: `{claim}` is a claim's
-    /// value, `{sip.domain}` the home domain. Default `sip:{preferred_username}@{sip.domain}`.
+    /// `identity.impu`: template for the IMPU: `{provider}` is the provider's name, `{sub}` its
+    /// subject identifier (escaped: letters, digits, `-`, `_`, `.` as they are, any other byte
+    /// as `=XX`), `{sip.domain}` the home domain, any other `{claim}` that claim's value as it
+    /// is. Default `sip:{provider}.{sub}@{sip.domain}`: provider and `sub` are the only stable
+    /// key (OpenID Connect Core §5.7). Another claim is allowed only for providers marked
+    /// `identity.providers.<name>.controls_usernames`, and two providers' templates must never
+    /// give one IMPU to two accounts; start-up refuses configs that break either rule.
     #[serde(default = "default_impu_template")]
-    pub impu: String,
-    /// `identity.impi`: template for the IMPI. Default `{preferred_username}@{sip.domain}`.
+    pub impu: crate::waf::identity::Template,
+    /// `identity.impi`: template for the IMPI, same rules. Default `{provider}.{sub}@{sip.domain}`.
     #[serde(default = "default_impi_template")]
-    pub impi: String,
+    pub impi: crate::waf::identity::Template,
     /// `identity.required_claims`: claims that must have exactly these values, e.g.
     /// `{ email_verified = true }`. Default none.
     #[serde(default)]
@@ -452,6 +479,11 @@ pub struct IdentityConfig {
     /// `{ impu = "...", impi = "..." }`. Default none.
     #[serde(default, rename = "static")]
     pub static_map: std::collections::BTreeMap<String, StaticIdentity>,
+    /// `identity.providers.<name>`: per-provider settings, keyed by an `[[oidc.providers]]`
+    /// name. Default none (every provider uses `identity.impu` / `identity.impi` and no name
+    /// claim).
+    #[serde(default)]
+    pub providers: std::collections::BTreeMap<String, ProviderIdentity>,
 }
 
 impl Default for IdentityConfig {
@@ -461,6 +493,51 @@ impl Default for IdentityConfig {
             impi: default_impi_template(),
             required_claims: Default::default(),
             static_map: Default::default(),
+            providers: Default::default(),
+        }
+    }
+}
+
+/// `[identity.providers.<name>]`: how one provider's accounts map.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderIdentity {
+    /// `controls_usernames`: the provider is the operator's own directory, whose names
+    /// (`preferred_username`, `email`, ...) are unique and never reassigned, so templates may
+    /// read them for its accounts. Never set it for a provider where people choose their own
+    /// names: anyone could then take a name and become its owner's IMPU. Default false.
+    #[serde(default)]
+    pub controls_usernames: bool,
+    /// `impu`: this provider's IMPU template instead of `identity.impu`. Default none.
+    #[serde(default)]
+    pub impu: Option<crate::waf::identity::Template>,
+    /// `impi`: this provider's IMPI template instead of `identity.impi`. Default none.
+    #[serde(default)]
+    pub impi: Option<crate::waf::identity::Template>,
+}
+
+impl IdentityConfig {
+    /// The templates `provider` maps with, and the keys they come from.
+    pub fn for_provider<'a>(
+        &'a self,
+        provider: &'a str,
+    ) -> crate::waf::identity::template::ProviderTemplates<'a> {
+        let own = self.providers.get(provider);
+        let pick = |mine: Option<&'a crate::waf::identity::Template>,
+                    global: &'a crate::waf::identity::Template,
+                    key: &'static str| match mine {
+            Some(t) => (t, format!("identity.providers.{provider}.{key}")),
+            None => (global, format!("identity.{key}")),
+        };
+        let (impu, impu_key) = pick(own.and_then(|o| o.impu.as_ref()), &self.impu, "impu");
+        let (impi, impi_key) = pick(own.and_then(|o| o.impi.as_ref()), &self.impi, "impi");
+        crate::waf::identity::template::ProviderTemplates {
+            provider,
+            controls_usernames: own.is_some_and(|o| o.controls_usernames),
+            impu,
+            impu_key,
+            impi,
+            impi_key,
         }
     }
 }
@@ -684,6 +761,22 @@ pub enum ConfigError {
     },
     #[error("environment variable {var}: {message}")]
     Env { var: String, message: String },
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+}
+
+/// Every secret the config names, read at load: the flow-token key, the HMAC key, each client's
+/// and each OpenID provider's secret. `Debug` shows none of them.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    /// `sip.flow_key*`.
+    pub flow_key: Option<Secret>,
+    /// `waf.hmac_secret*`.
+    pub hmac: Option<Secret>,
+    /// `waf.clients[i].secret*`, in the order of `waf.clients`.
+    pub clients: Vec<Option<Secret>>,
+    /// `oidc.providers[i].client_secret*`, in the order of `oidc.providers`.
+    pub providers: Vec<Option<Secret>>,
 }
 
 impl Config {
@@ -710,7 +803,8 @@ impl Config {
                     message: e.message().to_string(),
                 })?;
         let mut warnings = Vec::new();
-        let overrides = apply_env(&mut table, env, &mut warnings)?;
+        let env: BTreeMap<String, String> = env.into_iter().collect();
+        let overrides = apply_env(&mut table, env.clone(), &mut warnings)?;
         let value = toml::Value::Table(table);
         let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
@@ -744,6 +838,7 @@ impl Config {
                 });
             }
         }
+        config.secrets = config.resolve_secrets(&env)?;
         if config.sip.danger_allow_unauthenticated {
             config.warnings.push(
                 "sip.danger_allow_unauthenticated is on: REGISTER needs no token, anyone who reaches the WebSocket can register any identity".into(),
@@ -850,20 +945,6 @@ impl Config {
             ));
         }
         for (i, c) in self.waf.clients.iter().enumerate() {
-            let sources = [
-                c.secret.is_some(),
-                c.secret_file.is_some(),
-                c.secret_env.is_some(),
-            ]
-            .iter()
-            .filter(|b| **b)
-            .count();
-            if sources > 1 {
-                return Err(key_err(
-                    &format!("waf.clients[{i}]"),
-                    "give the secret once: secret, secret_file or secret_env",
-                ));
-            }
             if c.id.is_empty() {
                 return Err(key_err(
                     &format!("waf.clients[{i}].id"),
@@ -920,14 +1001,6 @@ impl Config {
                 ));
             }
         }
-        for (name, t) in [
-            ("identity.impu", &self.identity.impu),
-            ("identity.impi", &self.identity.impi),
-        ] {
-            if t.matches('{').count() != t.matches('}').count() {
-                return Err(key_err(name, "unbalanced { } in the template"));
-            }
-        }
         let mut names = std::collections::BTreeSet::new();
         for (i, p) in self.oidc.providers.iter().enumerate() {
             if p.name.is_empty()
@@ -948,6 +1021,22 @@ impl Config {
                 ));
             }
         }
+        for name in self.identity.providers.keys() {
+            if !names.contains(name) {
+                return Err(key_err(
+                    &format!("identity.providers.{name}"),
+                    "names no [[oidc.providers]] entry",
+                ));
+            }
+        }
+        let templates: Vec<_> = self
+            .oidc
+            .providers
+            .iter()
+            .map(|p| self.identity.for_provider(&p.name))
+            .collect();
+        crate::waf::identity::template::check(&self.sip.domain, &templates)
+            .map_err(|e| key_err(&e.key, &e.message))?;
         if self.sip.identity_assertion.is_empty() {
             return Err(key_err(
                 "sip.identity_assertion",
@@ -980,6 +1069,51 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Reads every secret through the one resolver ([`SecretSource::resolve`]): files beside
+    /// the config and private to imsgw's user, variables from `env`.
+    fn resolve_secrets(&self, env: &BTreeMap<String, String>) -> Result<Secrets, SecretError> {
+        let lookup = |var: &str| env.get(var).cloned();
+        let beside = |p: &Path| self.beside_config(p.to_path_buf());
+        let r = Resolver {
+            path: &beside,
+            env: &lookup,
+        };
+        let (sip, waf) = (&self.sip, &self.waf);
+        let flow = SecretSource::from_keys(
+            "sip.flow_key",
+            sip.flow_key.as_ref(),
+            sip.flow_key_file.as_ref(),
+            sip.flow_key_env.as_ref(),
+        )?;
+        let hmac = SecretSource::from_keys(
+            "waf.hmac_secret",
+            waf.hmac_secret.as_ref(),
+            waf.hmac_secret_file.as_ref(),
+            waf.hmac_secret_env.as_ref(),
+        )?;
+        let mut secrets = Secrets {
+            flow_key: resolve_key("sip.flow_key", flow, 32, "RFC 5626 §5.2", &r)?,
+            hmac: resolve_key("waf.hmac_secret", hmac, 32, "RFC 7518 §3.2", &r)?,
+            ..Secrets::default()
+        };
+        for (i, c) in waf.clients.iter().enumerate() {
+            let key = format!("waf.clients[{i}].secret");
+            let source = SecretSource::from_keys(
+                &key,
+                c.secret.as_ref(),
+                c.secret_file.as_ref(),
+                c.secret_env.as_ref(),
+            )?;
+            secrets
+                .clients
+                .push(source.map(|s| s.resolve(&key, &r)).transpose()?);
+        }
+        for (i, p) in self.oidc.providers.iter().enumerate() {
+            secrets.providers.push(p.read_secret(i, &r)?);
+        }
+        Ok(secrets)
     }
 
     /// RFC 3261 timer T1.
@@ -1116,11 +1250,15 @@ fn default_tna_header() -> String {
 fn default_session_ttl() -> u64 {
     28800
 }
-fn default_impu_template() -> String {
-    "sip:{preferred_username}@{sip.domain}".into()
+fn default_impu_template() -> crate::waf::identity::Template {
+    // A constant that parses (template tests check it): this cannot fail.
+    crate::waf::identity::Template::parse(crate::waf::identity::template::DEFAULT_IMPU)
+        .expect("the default IMPU template parses")
 }
-fn default_impi_template() -> String {
-    "{preferred_username}@{sip.domain}".into()
+fn default_impi_template() -> crate::waf::identity::Template {
+    // A constant that parses (template tests check it): this cannot fail.
+    crate::waf::identity::Template::parse(crate::waf::identity::template::DEFAULT_IMPI)
+        .expect("the default IMPI template parses")
 }
 fn default_refresh_ttl() -> u64 {
     2_592_000
@@ -1222,6 +1360,113 @@ upstream = "sip:127.0.0.1:5070;transport=udp"
         );
     }
 
+    fn two_providers(identity: &str) -> String {
+        format!(
+            "{MIN}\n[[oidc.providers]]\nname = \"corp\"\nissuer = \"https://corp.example\"\nclient_id = \"g\"\n\
+[[oidc.providers]]\nname = \"social\"\nissuer = \"https://social.example\"\nclient_id = \"g\"\n{identity}"
+        )
+    }
+
+    #[test]
+    fn default_identity_is_provider_and_sub_and_serves_two_providers_oidc_core_5_7() {
+        let c = load(&two_providers(""), &[]).expect("valid");
+        assert_eq!(
+            c.identity.impu.as_str(),
+            "sip:{provider}.{sub}@{sip.domain}"
+        );
+        assert_eq!(c.identity.impi.as_str(), "{provider}.{sub}@{sip.domain}");
+    }
+
+    #[test]
+    fn a_name_claim_for_a_provider_not_controlling_names_is_refused_naming_the_key() {
+        let names = "[identity]\nimpu = \"sip:{preferred_username}@{sip.domain}\"\n";
+        let e = load(&two_providers(names), &[]).expect_err("unmarked");
+        let msg = e.to_string();
+        assert!(msg.contains("`identity.impu`"), "{msg}");
+        assert!(msg.contains("preferred_username"), "{msg}");
+        assert!(
+            msg.contains("identity.providers.corp.controls_usernames"),
+            "{msg}"
+        );
+        // the IMPI template is held to the same rule
+        let e =
+            load(&two_providers("[identity]\nimpi = \"{email}\"\n"), &[]).expect_err("unmarked");
+        assert!(e.to_string().contains("`identity.impi`"), "{e}");
+    }
+
+    #[test]
+    fn one_name_template_for_two_marked_providers_is_refused_per_provider_templates_start() {
+        let marked = "[identity.providers.corp]\ncontrols_usernames = true\n\
+[identity.providers.social]\ncontrols_usernames = true\n";
+        let names = format!(
+            "[identity]\nimpu = \"sip:{{preferred_username}}@{{sip.domain}}\"\n\
+impi = \"{{preferred_username}}@{{sip.domain}}\"\n{marked}"
+        );
+        let e = load(&two_providers(&names), &[]).expect_err("collide");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("`identity.impu`") && msg.contains("same IMPU"),
+            "{msg}"
+        );
+        // corp keeps its names; social gets the default, which overlaps corp's (a corp name
+        // "social.x" would be social's account x): refused, naming social's key
+        let mixed = "[identity.providers.corp]\ncontrols_usernames = true\n\
+impu = \"sip:{preferred_username}@{sip.domain}\"\nimpi = \"{preferred_username}@{sip.domain}\"\n";
+        let e = load(&two_providers(mixed), &[]).expect_err("overlap");
+        assert!(e.to_string().contains("`identity.impu`"), "{e}");
+        let separated = format!(
+            "{mixed}[identity.providers.social]\nimpu = \"sip:{{provider}}.{{sub}}@social.{{sip.domain}}\"\n\
+impi = \"{{provider}}.{{sub}}@social.{{sip.domain}}\"\n"
+        );
+        let c = load(&two_providers(&separated), &[]).expect("separated");
+        assert_eq!(
+            c.identity.for_provider("social").impu.as_str(),
+            "sip:{provider}.{sub}@social.{sip.domain}"
+        );
+    }
+
+    #[test]
+    fn identity_settings_for_an_unknown_provider_are_refused() {
+        let e = load(
+            &two_providers("[identity.providers.corpp]\ncontrols_usernames = true\n"),
+            &[],
+        )
+        .expect_err("typo");
+        assert!(e.to_string().contains("identity.providers.corpp"), "{e}");
+        let e =
+            load(&two_providers("[identity]\nimpu = \"sip:{sub@x\"\n"), &[]).expect_err("broken");
+        assert!(e.to_string().contains("identity.impu"), "{e}");
+    }
+
+    #[test]
+    fn the_example_and_lab_configs_load() {
+        for (name, text) in [
+            (
+                "imsgw.example.toml",
+                include_str!("../../deploy/imsgw.example.toml"),
+            ),
+            (
+                "imsgw.lab.toml",
+                include_str!("../../deploy/lab/imsgw.lab.toml"),
+            ),
+        ] {
+            load(text, &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        // the commented per-provider example of imsgw.example.toml, with its two providers
+        let example = include_str!("../../deploy/imsgw.example.toml");
+        let start = example
+            .find("# [identity.providers.corp]")
+            .expect("the example is there");
+        let block: String = example[start..]
+            .lines()
+            .take_while(|l| l.starts_with("# "))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let text = two_providers(&block);
+        let c = load(&text, &[]).expect("the per-provider example is valid");
+        assert!(c.identity.for_provider("corp").controls_usernames);
+    }
+
     #[test]
     fn domain_must_be_a_canonical_impu_host() {
         for bad in [
@@ -1304,18 +1549,150 @@ upstream = "sip:127.0.0.1:5070;transport=udp"
         assert!(e.to_string().contains("sip.tls_ca_file"), "{e}");
     }
 
+    /// A private file in a fresh folder, removed with it.
+    fn secret_file(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dir).expect("temp dir");
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        p
+    }
+
     #[test]
-    fn a_client_secret_written_in_the_config_never_shows_in_debug() {
-        let text = format!(
-            "{MIN}[waf]\n[[waf.clients]]\nid = \"svc\"\nsecret = \"s3cr3t-value\"\n\
-grants = [\"refresh_token\"]\n"
+    fn no_secret_anywhere_in_the_config_shows_in_debug() {
+        let dir = std::env::temp_dir().join(format!("imsgw-cfg-debug-{}", std::process::id()));
+        // every secret key, each with its own value: inline, from a file, from the environment
+        let flow = secret_file(
+            &dir,
+            "flow.key",
+            "FLOW-KEY-0123456789abcdef0123456789",
+            0o600,
         );
-        let c = load(&text, &[]).expect("valid");
-        let shown = format!("{:?} {:?}", c.waf.clients, c);
-        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+        let hmac = secret_file(
+            &dir,
+            "hmac.key",
+            "HMAC-KEY-0123456789abcdef0123456789",
+            0o600,
+        );
+        let client = secret_file(&dir, "client.secret", "CLIENT-FILE-SECRET", 0o600);
+        let op = secret_file(&dir, "op.secret", "OP-FILE-SECRET", 0o600);
+        let text = format!(
+            "[sip]\ndomain = \"ims.example\"\nupstream = \"sip:127.0.0.1:5070\"\nflow_key_file = {flow:?}\n\
+[waf]\nhmac_secret_file = {hmac:?}\n\
+[[waf.clients]]\nid = \"a\"\nsecret = \"CLIENT-INLINE-SECRET\"\n\
+[[waf.clients]]\nid = \"b\"\nsecret_file = {client:?}\n\
+[[waf.clients]]\nid = \"c\"\nsecret_env = \"C_SECRET\"\n\
+[[oidc.providers]]\nname = \"p1\"\nissuer = \"https://p1.example\"\nclient_id = \"g\"\nclient_secret = \"OP-INLINE-SECRET\"\n\
+[[oidc.providers]]\nname = \"p2\"\nissuer = \"https://p2.example\"\nclient_id = \"g\"\nclient_secret_file = {op:?}\n\
+[[oidc.providers]]\nname = \"p3\"\nissuer = \"https://p3.example\"\nclient_id = \"g\"\nclient_secret_env = \"OP_SECRET\"\n"
+        );
+        let c = load(
+            &text,
+            &[
+                ("C_SECRET", "CLIENT-ENV-SECRET"),
+                ("OP_SECRET", "OP-ENV-SECRET"),
+            ],
+        )
+        .expect("valid");
+        let shown = format!("{c:?}");
+        for value in [
+            "FLOW-KEY",
+            "HMAC-KEY",
+            "CLIENT-INLINE-SECRET",
+            "CLIENT-FILE-SECRET",
+            "CLIENT-ENV-SECRET",
+            "OP-INLINE-SECRET",
+            "OP-FILE-SECRET",
+            "OP-ENV-SECRET",
+        ] {
+            assert!(!shown.contains(value), "{value} in {shown}");
+        }
+        // ... and each was read
+        let s = &c.secrets;
+        let expose = |x: &Option<crate::secret::Secret>| {
+            x.as_ref()
+                .map(|s| String::from_utf8_lossy(s.expose()).into_owned())
+        };
         assert_eq!(
-            c.waf.clients[0].secret.as_ref().map(|s| s.expose()),
-            Some("s3cr3t-value")
+            expose(&s.flow_key).as_deref(),
+            Some("FLOW-KEY-0123456789abcdef0123456789")
+        );
+        assert_eq!(
+            expose(&s.hmac).as_deref(),
+            Some("HMAC-KEY-0123456789abcdef0123456789")
+        );
+        let clients: Vec<_> = s.clients.iter().map(expose).collect();
+        assert_eq!(
+            clients,
+            [
+                Some("CLIENT-INLINE-SECRET".to_string()),
+                Some("CLIENT-FILE-SECRET".to_string()),
+                Some("CLIENT-ENV-SECRET".to_string())
+            ]
+        );
+        let providers: Vec<_> = s.providers.iter().map(expose).collect();
+        assert_eq!(
+            providers,
+            [
+                Some("OP-INLINE-SECRET".to_string()),
+                Some("OP-FILE-SECRET".to_string()),
+                Some("OP-ENV-SECRET".to_string())
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_secret_file_open_to_others_stops_loading_naming_the_key_and_mode() {
+        let dir = std::env::temp_dir().join(format!("imsgw-cfg-mode-{}", std::process::id()));
+        let f = secret_file(&dir, "s.secret", "0123456789abcdef0123456789abcdef", 0o644);
+        for (text, named) in [
+            (format!("{MIN}flow_key_file = {f:?}\n"), "sip.flow_key_file"),
+            (
+                format!("{MIN}[waf]\nhmac_secret_file = {f:?}\n"),
+                "waf.hmac_secret_file",
+            ),
+            (
+                format!("{MIN}[[waf.clients]]\nid = \"svc\"\nsecret_file = {f:?}\n"),
+                "waf.clients[0].secret_file",
+            ),
+        ] {
+            let e = load(&text, &[]).expect_err("0644 refused");
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("`{named}`")), "{msg}");
+            assert!(
+                msg.contains("mode 644") && msg.contains("chmod 600"),
+                "{msg}"
+            );
+            assert!(!msg.contains("0123456789abcdef"), "{msg}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_short_mac_key_or_two_sources_are_refused_naming_the_key() {
+        let e = load(
+            &format!("{MIN}flow_key_env = \"FLOW\"\n"),
+            &[("FLOW", "short")],
+        )
+        .expect_err("short");
+        assert!(e.to_string().contains("`sip.flow_key_env`"), "{e}");
+        assert!(e.to_string().contains("32 bytes"), "{e}");
+        let e = load(&format!("{MIN}flow_key_env = \"FLOW\"\n"), &[]).expect_err("unset");
+        assert!(
+            e.to_string().contains("FLOW") && e.to_string().contains("not set"),
+            "{e}"
+        );
+        let text =
+            format!("{MIN}[[waf.clients]]\nid = \"svc\"\nsecret = \"x\"\nsecret_env = \"X\"\n");
+        let e = load(&text, &[("X", "y")]).expect_err("two sources");
+        assert!(e.to_string().contains("waf.clients[0].secret"), "{e}");
+        let e = load(&format!("{MIN}[waf]\nhmac_secret = \" \"\n"), &[]).expect_err("empty");
+        assert!(
+            e.to_string()
+                .contains("`waf.hmac_secret`: the secret is empty"),
+            "{e}"
         );
     }
 

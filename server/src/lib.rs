@@ -10,6 +10,7 @@ pub mod hub;
 pub mod metrics;
 pub mod oidc;
 pub mod peers;
+pub mod secret;
 pub mod transport;
 pub mod waf;
 pub mod wwsf;

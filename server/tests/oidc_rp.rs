@@ -296,10 +296,14 @@ async fn finish_with_code_and_state_also_works_and_carries_userinfo() {
     let op = Op::start(0, "k1").await;
     let p = providers(&op.issuer);
     let (pending, cb) = login(&p, "bob", "builder").await;
-    let code = cb.code.as_ref().expect("code").expose().to_owned();
-    let state = cb.state.as_ref().expect("state").expose().to_owned();
+    let code = cb.code.as_ref().and_then(|c| c.expose_str()).expect("code");
+    let state = cb
+        .state
+        .as_ref()
+        .and_then(|s| s.expose_str())
+        .expect("state");
     let claims = p
-        .finish(&pending, &code, &state, REDIRECT_URI)
+        .finish(&pending, code, state, REDIRECT_URI)
         .await
         .expect("finish");
     assert_eq!(claims.subject(), "bob-0002");

@@ -20,14 +20,14 @@ const DEVICE_CODES = 40;
 const PROXY = '127.0.0.9';
 const L = signinLab({
   name: 'waf-bounded',
-  block: 34,
+  block: 37,
   waf: {
     limits: { device_codes: DEVICE_CODES, anonymous_burst: BURST, anonymous_per_minute: 1 },
   },
   imsgw: { extraHttp: { trusted_proxies: [PROXY] } },
-  extraClients: [{ id: 'partner', redirect_uris: [`http://127.0.0.1:${21000 + 100 * 34 + 7}/partner-cb`], grants: ['authorization_code'] }],
+  extraClients: [{ id: 'partner', redirect_uris: [`http://127.0.0.1:${21000 + 100 * 37 + 7}/partner-cb`], grants: ['authorization_code'] }],
 });
-const partnerCb = () => `http://127.0.0.1:${21000 + 100 * 34 + 7}/partner-cb`;
+const partnerCb = () => `http://127.0.0.1:${21000 + 100 * 37 + 7}/partner-cb`;
 /** People signed in before anything else (from 127.0.0.1, within its budget): user -> browser. */
 const people = {};
 

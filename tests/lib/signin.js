@@ -5,6 +5,8 @@
 // imsgw's sign-in page, the provider's login and consent forms and back.
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
+const fs = require('node:fs');
+const path = require('node:path');
 const { useLab, sleep } = require('./lab');
 const { Idp } = require('./idp');
 const { Browser, pkce, forms, links, stripTags } = require('./browserless');
@@ -14,10 +16,17 @@ const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 
 /**
  * useLab() plus the IdP (port base+5) and the [oidc]/[identity]/[waf.clients] config.
- * o: { name, block, waf: {...}, identity: {...} (merged), idpUsers, clients (replace the default
- *      [[waf.clients]]), extraClients (added to the default ones), imsgw: {...} (more Imsgw
- *      options, e.g. wwsf), kamailio: { defines } }
- * Adds L.idp, L.cb (wic's redirect_uri), L.svcCb, L.browser(name), L.signIn(...), ...
+ * o: { name, block, waf: {...}, identity: {...} (merged; null: no [identity] section, imsgw's
+ *      defaults), idpUsers, clients (replace the default [[waf.clients]]), imsgw: {...} (more
+ *      Imsgw options, e.g. wwsf), kamDefines: [...] (more Kamailio defines, e.g. LOG_MSG),
+ *      extraClients (added to the default clients), kamailio: { defines } (replaces the
+ *      default Kamailio defines),
+ *      idps: [{ name, display_name, port, users }] (more OpenID providers, each its own IdP
+ *      process on `port`; [[oidc.providers]] entries named `name`) }
+ * The lab's provider `demo` is marked in [identity.providers.demo] as controlling usernames,
+ * so its preferred_username may name the IMPU (OpenID Connect Core §5.7).
+ * Adds L.idp, L.idps (by provider name), L.cb (wic's redirect_uri), L.svcCb, L.browser(name),
+ * L.signIn(...), ...
  */
 function signinLab(o) {
   let L;
@@ -31,11 +40,20 @@ function signinLab(o) {
     name: o.name,
     block: o.block,
     transport: 'udp',
-    kamailio: o.kamailio || { defines: ['FR_TIMER=3000', 'LOG_AUTH'] },
+    kamailio: o.kamailio || { defines: ['FR_TIMER=3000', 'LOG_AUTH', ...(o.kamDefines || [])] },
     beforeStart: async (lab) => {
-      lab.idp = new Idp(lab.dir, { port: idpPort, clientSecret: idpSecret, redirectUris: [`http://127.0.0.1:${gwHttp}/auth/callback`], users: o.idpUsers });
+      const redirectUris = [`http://127.0.0.1:${gwHttp}/auth/callback`];
+      lab.idp = new Idp(lab.dir, { port: idpPort, clientSecret: idpSecret, redirectUris, users: o.idpUsers });
       await lab.idp.start();
       lab.onStop(() => lab.idp.stop());
+      lab.idps = { demo: lab.idp };
+      for (const x of o.idps || []) {
+        const idp = new Idp(path.join(lab.dir, x.name), { port: x.port, clientSecret: idpSecret, redirectUris, users: x.users });
+        fs.mkdirSync(idp.dir, { recursive: true });
+        await idp.start();
+        lab.onStop(() => idp.stop());
+        lab.idps[x.name] = idp;
+      }
     },
     imsgw: {
       logFilter: 'imsgw=debug,info',
@@ -54,11 +72,21 @@ function signinLab(o) {
         client_id: 'imsgw',
         client_secret: idpSecret,
         scopes: ['openid', 'profile', 'email'],
-      }],
-      identity: {
+      }, ...(o.idps || []).map((x) => ({
+        name: x.name,
+        display_name: x.display_name || x.name,
+        issuer: `http://127.0.0.1:${x.port}`,
+        client_id: 'imsgw',
+        client_secret: idpSecret,
+        scopes: ['openid', 'profile', 'email'],
+      }))],
+      identity: o.identity === null ? undefined : {
         impu: 'sip:{preferred_username}@{sip.domain}',
         impi: '{preferred_username}@{sip.domain}',
         required_claims: { email_verified: true },
+        // the lab's provider is the operator's own directory: its user names are unique and
+        // never reassigned, so they may name IMPUs (OpenID Connect Core §5.7)
+        providers: { demo: { controls_usernames: true } },
         ...(o.identity || {}),
       },
       ...(o.imsgw || {}),
@@ -86,9 +114,10 @@ function signinLab(o) {
    * form (user/password) and consent form, until a redirect to a URL for which stopAt() is true
    * or a page that is none of those. Returns the last response (with .steps: what was done).
    */
-  L.drive = async (browser, page, { user = 'alice', password, stopAt = (u) => u.startsWith(cb) || u.startsWith(svcCb), onCallback } = {}) => {
+  L.drive = async (browser, page, { user = 'alice', password, provider = 'demo', stopAt = (u) => u.startsWith(cb) || u.startsWith(svcCb), onCallback } = {}) => {
     const steps = [];
-    const pw = password || (L.idp.users[user] && L.idp.users[user].password);
+    const idp = L.idps[provider];
+    const pw = password || (idp.users[user] && idp.users[user].password);
     for (let i = 0; i < 8; i += 1) {
       if (page.stoppedAt) {
         if (onCallback && page.stoppedAt.startsWith(`${L.gw.httpUrl}/auth/callback`)) {
@@ -99,7 +128,7 @@ function signinLab(o) {
         }
         break;
       }
-      const onIdp = page.url.startsWith(L.idp.issuer);
+      const onIdp = page.url.startsWith(idp.issuer);
       const fs = forms(page.body);
       if (onIdp && fs.some((f) => f.inputs.some((x) => x.type === 'password'))) {
         if (steps.includes('idp-login')) break; // the form again: the password was refused
@@ -113,7 +142,7 @@ function signinLab(o) {
         continue;
       }
       if (!onIdp && page.status === 200) {
-        const link = providerLink(page);
+        const link = providerLink(page, provider);
         if (link) {
           steps.push('imsgw-signin-page');
           page = await browser.get(new URL(link, page.url).toString(), { stopAt: wrapStop(stopAt, onCallback, L) });
@@ -144,12 +173,12 @@ function signinLab(o) {
     return httpPostForm(`${L.gw.httpUrl}/oauth/token`, form, headers);
   };
 
-  /** Sign in (wic) and exchange the code: { tokens (json), claims, res, signin }. */
+  /** Sign in (wic; o.provider: at that provider, default demo) and exchange the code: { tokens (json), claims, res, signin }. */
   L.tokensFor = async (user, o = {}) => {
     const b = o.browser || L.browser(user);
     const clientId = o.client_id || 'wic';
     const redirect = o.redirect_uri || (clientId === 'svc' ? svcCb : cb);
-    const s = await L.signIn(b, { client_id: clientId, redirect_uri: redirect }, { user });
+    const s = await L.signIn(b, { client_id: clientId, redirect_uri: redirect }, { user, provider: o.provider });
     assert.ok(s.code, `sign-in of ${user} gave no code: ${describe(s.page)}`);
     const form = { grant_type: 'authorization_code', code: s.code, redirect_uri: redirect, code_verifier: s.sent.verifier };
     if (!o.basic) form.client_id = clientId;

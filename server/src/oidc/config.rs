@@ -2,8 +2,8 @@
 //! a [`Provider`] (issuer URL parsed, client secret read from where the entry says).
 //!
 //! Owns: the keys of one provider entry, their defaults and their errors. Must not touch: the
-//! rest of the config tree (`crate::config` owns it) or the network (discovery is lazy, in
-//! `discovery`). Secrets are read here and leave only inside [`Secret`].
+//! rest of the config tree (`crate::config` owns it), how a secret is read (`crate::secret`: the
+//! one resolver) or the network (discovery is lazy, in `discovery`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use openidconnect::{ClientId, IssuerUrl, Scope};
 use serde::Deserialize;
 
-use super::secret::Secret;
+use crate::secret::{Resolver, Secret, SecretError, SecretSource};
 
 /// One `[[oidc.providers]]` entry: an OpenID provider people may sign in with.
 #[derive(Debug, Clone, Deserialize)]
@@ -36,7 +36,8 @@ pub struct ProviderConfig {
     #[serde(default)]
     pub client_secret: Option<Secret>,
     /// `client_secret_file`: a file holding the client secret (surrounding whitespace is
-    /// dropped); relative paths resolve beside the config file. Default none.
+    /// dropped), mode 0600 or stricter; relative paths resolve beside the config file. Default
+    /// none.
     #[serde(default)]
     pub client_secret_file: Option<PathBuf>,
     /// `client_secret_env`: an environment variable holding the client secret. Default none.
@@ -72,16 +73,9 @@ pub enum OidcConfigError {
         /// What is wrong and how to fix it.
         message: String,
     },
-    /// `client_secret_file` could not be read.
-    #[error("{key}: cannot read {path}: {source}")]
-    SecretFile {
-        /// The key, `oidc.providers[i].client_secret_file`.
-        key: String,
-        /// The resolved path.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// The client secret could not be read (names the key).
+    #[error(transparent)]
+    Secret(#[from] SecretError),
     /// The HTTP client for the providers could not be built (TLS set-up).
     #[error("oidc: cannot build the HTTP client: {0}")]
     HttpClient(String),
@@ -107,6 +101,32 @@ pub(super) struct Provider {
     pub refresh: Duration,
 }
 
+impl ProviderConfig {
+    /// Reads the client secret of entry `i` (`client_secret`, `client_secret_file` or
+    /// `client_secret_env`, at most one) through the one resolver; it must be text, since it
+    /// goes into an HTTP header or form.
+    pub fn read_secret(&self, i: usize, r: &Resolver<'_>) -> Result<Option<Secret>, SecretError> {
+        let key = format!("oidc.providers[{i}].client_secret");
+        let Some(source) = SecretSource::from_keys(
+            &key,
+            self.client_secret.as_ref(),
+            self.client_secret_file.as_ref(),
+            self.client_secret_env.as_ref(),
+        )?
+        else {
+            return Ok(None);
+        };
+        let secret = source.resolve(&key, r)?;
+        if secret.expose_str().is_none() {
+            return Err(SecretError::Unusable {
+                key: crate::secret::key_of(&key, &source),
+                message: "must be text (UTF-8)".into(),
+            });
+        }
+        Ok(Some(secret))
+    }
+}
+
 /// Validates the entries and reads their secrets. `resolve_path` makes a relative
 /// `client_secret_file` absolute; `env` looks up `client_secret_env` (tests pass a map, so they
 /// never touch the process environment).
@@ -115,8 +135,32 @@ pub(super) fn validate(
     resolve_path: &dyn Fn(&Path) -> PathBuf,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<Provider>, OidcConfigError> {
+    let r = Resolver {
+        path: resolve_path,
+        env,
+    };
+    let secrets = configs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| c.read_secret(i, &r))
+        .collect::<Result<Vec<_>, _>>()?;
+    validate_with(configs, secrets)
+}
+
+/// Validates the entries, with their client secrets already read (`secrets[i]` for entry `i`).
+pub(super) fn validate_with(
+    configs: Vec<ProviderConfig>,
+    secrets: Vec<Option<Secret>>,
+) -> Result<Vec<Provider>, OidcConfigError> {
+    // A missing entry must not make a confidential client public: refuse, do not guess.
+    if secrets.len() != configs.len() {
+        return Err(OidcConfigError::Invalid {
+            key: "oidc.providers".into(),
+            message: "the client secrets were not read with the entries (load the config with Config::load)".into(),
+        });
+    }
     let mut out: Vec<Provider> = Vec::with_capacity(configs.len());
-    for (i, c) in configs.into_iter().enumerate() {
+    for ((i, c), secret) in configs.into_iter().enumerate().zip(secrets) {
         if c.name.is_empty()
             || !c
                 .name
@@ -136,7 +180,6 @@ pub(super) fn validate(
         if c.client_id.is_empty() {
             return Err(invalid(i, "client_id", "must not be empty"));
         }
-        let secret = read_secret(i, &c, resolve_path, env)?;
         let mut extra_scopes = Vec::new();
         for s in &c.scopes {
             // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
@@ -200,66 +243,6 @@ pub(super) fn url_allowed(url: &openidconnect::url::Url) -> bool {
         },
         _ => false,
     }
-}
-
-fn read_secret(
-    i: usize,
-    c: &ProviderConfig,
-    resolve_path: &dyn Fn(&Path) -> PathBuf,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<Secret>, OidcConfigError> {
-    let sources = [
-        c.client_secret.is_some(),
-        c.client_secret_file.is_some(),
-        c.client_secret_env.is_some(),
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
-    if sources > 1 {
-        return Err(invalid(
-            i,
-            "client_secret",
-            "give the secret once: client_secret, client_secret_file or client_secret_env",
-        ));
-    }
-    let secret = if let Some(s) = &c.client_secret {
-        if s.is_empty() {
-            return Err(invalid(i, "client_secret", "must not be empty"));
-        }
-        s.clone()
-    } else if let Some(p) = &c.client_secret_file {
-        let path = resolve_path(p);
-        let text =
-            std::fs::read_to_string(&path).map_err(|source| OidcConfigError::SecretFile {
-                key: format!("oidc.providers[{i}].client_secret_file"),
-                path: path.clone(),
-                source,
-            })?;
-        let text = text.trim();
-        if text.is_empty() {
-            return Err(invalid(
-                i,
-                "client_secret_file",
-                format!("{} is empty", path.display()),
-            ));
-        }
-        Secret::new(text)
-    } else if let Some(var) = &c.client_secret_env {
-        match env(var) {
-            Some(v) if !v.trim().is_empty() => Secret::new(v.trim()),
-            _ => {
-                return Err(invalid(
-                    i,
-                    "client_secret_env",
-                    format!("the environment variable {var} is not set or empty"),
-                ));
-            }
-        }
-    } else {
-        return Ok(None);
-    };
-    Ok(Some(secret))
 }
 
 #[cfg(test)]
@@ -386,12 +369,24 @@ mod tests {
     }
 
     #[test]
-    fn secret_file_resolves_beside_the_config_and_is_trimmed() {
+    fn secret_file_resolves_beside_the_config_and_is_trimmed_and_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("imsgw-oidc-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        std::fs::write(dir.join("acme.secret"), "s3cret-value\n").expect("write");
+        let file = dir.join("acme.secret");
+        std::fs::write(&file, "s3cret-value\n").expect("write");
+        let chmod = |mode| {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).expect("chmod")
+        };
         let mut c = minimal();
         c.client_secret_file = Some(PathBuf::from("acme.secret"));
+        chmod(0o644);
+        let e = err_text(validate(vec![c.clone()], &|p| dir.join(p), &|_| None));
+        assert!(
+            e.contains("`oidc.providers[0].client_secret_file`") && e.contains("mode 644"),
+            "{e}"
+        );
+        chmod(0o600);
         let p = validate(vec![c.clone()], &|p| dir.join(p), &|_| None).expect("valid");
         assert!(
             p[0].secret
@@ -401,10 +396,7 @@ mod tests {
 
         c.client_secret_file = Some(PathBuf::from("missing.secret"));
         let e = err_text(validate(vec![c], &|p| dir.join(p), &|_| None));
-        assert!(
-            e.starts_with("oidc.providers[0].client_secret_file:"),
-            "{e}"
-        );
+        assert!(e.contains("`oidc.providers[0].client_secret_file`"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -24,11 +24,11 @@ use serde_json::{Map, Value};
 
 use super::OidcError;
 use super::claims::{Claims, jwt_payload};
-use super::config::{OidcConfigError, Provider, ProviderConfig, validate};
+use super::config::{OidcConfigError, Provider, ProviderConfig, validate, validate_with};
 use super::discovery::{Cache, Metadata};
 use super::http::{DEFAULT_MAX_BODY, DEFAULT_TIMEOUT, HttpClient, error_chain};
 use super::id_token::{Check, check_azp, check_id_token};
-use super::secret::Secret;
+use crate::secret::Secret;
 
 /// How long a started login may take before its callback is refused.
 pub const PENDING_MAX_AGE: Duration = Duration::from_secs(600);
@@ -95,23 +95,28 @@ struct Entry {
 }
 
 impl Providers {
-    /// Validates `[[oidc.providers]]` and reads their secrets (`client_secret_env` from the
-    /// process environment). Fetches nothing: a provider that is down does not stop start-up.
+    /// Validates `[[oidc.providers]]`, with the client secrets the config read
+    /// (`Config::secrets.providers`, entry by entry). Fetches nothing: a provider that is down
+    /// does not stop start-up.
     pub fn new(
         configs: Vec<ProviderConfig>,
-        resolve_path: impl Fn(&Path) -> PathBuf,
+        secrets: Vec<Option<Secret>>,
     ) -> Result<Self, OidcConfigError> {
-        Self::new_with_env(configs, resolve_path, |v| std::env::var(v).ok())
+        Self::from_validated(validate_with(configs, secrets)?)
     }
 
-    /// As [`Providers::new`], with the environment passed in (tests never touch the process
-    /// environment).
+    /// As [`Providers::new`], reading the secrets itself through the one resolver
+    /// (`crate::secret`): `resolve_path` makes a relative `client_secret_file` absolute, `env`
+    /// looks up `client_secret_env` (tests never touch the process environment).
     pub fn new_with_env(
         configs: Vec<ProviderConfig>,
         resolve_path: impl Fn(&Path) -> PathBuf,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, OidcConfigError> {
-        let providers = validate(configs, &resolve_path, &env)?;
+        Self::from_validated(validate(configs, &resolve_path, &env)?)
+    }
+
+    fn from_validated(providers: Vec<Provider>) -> Result<Self, OidcConfigError> {
         let http = HttpClient::new(DEFAULT_TIMEOUT, DEFAULT_MAX_BODY)
             .map_err(|e| OidcConfigError::HttpClient(e.to_string()))?;
         Ok(Self {
@@ -286,18 +291,16 @@ impl Providers {
             .map_err(|_| OidcError::Misconfigured("the redirect URI is not a URL".into()))?;
         let client = client(p, &d.metadata, redirect);
         let token: CoreTokenResponse = client
-            .exchange_code(AuthorizationCode::new(code.expose().to_owned()))
+            .exchange_code(AuthorizationCode::new(text(code)))
             .map_err(|_| OidcError::Misconfigured(format!("{} has no token endpoint", p.name)))?
-            .set_pkce_verifier(PkceCodeVerifier::new(
-                pending.pkce_verifier.expose().to_owned(),
-            ))
+            .set_pkce_verifier(PkceCodeVerifier::new(text(&pending.pkce_verifier)))
             .request_async(&self.http)
             .await
             .map_err(|err| token_error(p, err))?;
         let id_token = token.id_token().ok_or_else(|| {
             OidcError::IdToken("the token response has no id_token (OIDC Core §3.1.3.3)".into())
         })?;
-        let nonce = Nonce::new(pending.nonce.expose().to_owned());
+        let nonce = Nonce::new(text(&pending.nonce));
         let d = match check_id_token(p, &d, id_token, &nonce, token.access_token()) {
             Ok(()) => d,
             Err(Check::UnknownKey) => {
@@ -393,10 +396,7 @@ impl Providers {
 
 /// The relying-party client for one login.
 fn client(p: &Provider, m: &Metadata, redirect: RedirectUrl) -> RpClient {
-    let secret = p
-        .secret
-        .as_ref()
-        .map(|s| ClientSecret::new(s.expose().to_owned()));
+    let secret = p.secret.as_ref().map(|s| ClientSecret::new(text(s)));
     CoreClient::from_provider_metadata(m.clone(), p.client_id.clone(), secret)
         .set_redirect_uri(redirect)
         .set_auth_type(auth_type(p, m))
@@ -458,6 +458,13 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// A secret that goes into a request as text. Every one here was made from text (a query
+/// string, openidconnect's random values, a client secret the config checked is UTF-8), so the
+/// lossy conversion never alters one.
+fn text(s: &Secret) -> String {
+    String::from_utf8_lossy(s.expose()).into_owned()
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! Must not touch: sessions, cookies, pages, the WAF's own tokens or identity mapping (the WAF,
 //! `crate::waf`, keeps [`PendingLogin`] server-side and maps [`Claims`] to an IMPU/IMPI).
 //!
-//! Use: [`Providers::new`] at start (no network); [`Providers::begin`] on "sign in with X"
+//! Use: [`Providers::new`] at start with the secrets the config read (no network); [`Providers::begin`] on "sign in with X"
 //! (redirect the browser to the URL, store the `PendingLogin`); [`Providers::finish_callback`]
 //! on the callback with its query as a [`Callback`] (or [`Providers::finish`] with code and
 //! state); show [`OidcError::user_message`] on failure and log the error itself.
@@ -20,10 +20,9 @@ mod error;
 pub mod http;
 mod id_token;
 mod login;
-mod secret;
 
+pub use crate::secret::Secret;
 pub use claims::Claims;
 pub use config::{OidcConfigError, ProviderConfig};
 pub use error::OidcError;
 pub use login::{Callback, PENDING_MAX_AGE, PendingLogin, Providers};
-pub use secret::Secret;

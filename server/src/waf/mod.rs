@@ -26,7 +26,7 @@ pub mod token;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use imsgw_token::{KeyRing, Minter, MinterConfig, Secret, Verifier, VerifierConfig};
+use imsgw_token::{KeyRing, Minter, MinterConfig, Verifier, VerifierConfig};
 
 use crate::config::Config;
 pub use client::{Client, Grant};
@@ -41,8 +41,6 @@ pub enum WafError {
     Verifier(#[from] imsgw_token::ConfigError),
     #[error("waf.clients `{id}`: {message}")]
     Client { id: String, message: String },
-    #[error("waf.hmac_secret_file {path}: {message}")]
-    Hmac { path: String, message: String },
     #[error("{0}")]
     Oidc(String),
     #[error("the WAF's store: {0}")]
@@ -114,8 +112,16 @@ impl Waf {
         let minter = Minter::new(mc, &ring);
         let verifier = Verifier::new(verifier_config(config, false)?, &ring)?;
         let mut clients = HashMap::new();
-        for c in &config.waf.clients {
-            let secret = client_secret(config, c)?;
+        // A missing entry must not make a confidential client public: refuse, do not guess.
+        if config.secrets.clients.len() != config.waf.clients.len() {
+            return Err(WafError::Client {
+                id: "*".into(),
+                message: "the client secrets were not read (load the config with Config::load)"
+                    .into(),
+            });
+        }
+        for (c, secret) in config.waf.clients.iter().zip(&config.secrets.clients) {
+            let secret = secret.clone();
             if c.id == OPERATOR_CLIENT_ID && secret.is_none() {
                 // It may revoke every operator-minted token; a public client is anyone.
                 return Err(WafError::Client {
@@ -130,9 +136,10 @@ impl Waf {
                 })?;
             clients.insert(c.id.clone(), client);
         }
-        let providers = crate::oidc::Providers::new(config.oidc.providers.clone(), |p| {
-            config.beside_config(p.to_path_buf())
-        })
+        let providers = crate::oidc::Providers::new(
+            config.oidc.providers.clone(),
+            config.secrets.providers.clone(),
+        )
         .map_err(|e| WafError::Oidc(e.to_string()))?;
         let flows = FlowSettings {
             domain: config.sip.domain.clone(),
@@ -231,14 +238,7 @@ impl Waf {
 pub fn verifier_config(config: &Config, external: bool) -> Result<VerifierConfig, WafError> {
     let mut vc = VerifierConfig::new(config.issuer(), config.audience());
     vc.required_scope = Some(config.waf.scope.clone());
-    if let Some(path) = &config.waf.hmac_secret_file {
-        let path = config.beside_config(path.clone());
-        let bytes = std::fs::read(&path).map_err(|e| WafError::Hmac {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        vc.hmac_secret = Some(Secret::new(bytes.trim_ascii().to_vec()));
-    }
+    vc.hmac_secret = config.secrets.hmac.clone();
     if external {
         for e in &config.waf.external_issuers {
             let mut x = imsgw_token::ExternalIssuer::new(e.issuer.clone(), e.audience.clone());
@@ -254,30 +254,6 @@ pub fn verifier_config(config: &Config, external: bool) -> Result<VerifierConfig
         }
     }
     Ok(vc)
-}
-
-fn client_secret(
-    config: &Config,
-    c: &crate::config::ClientConfig,
-) -> Result<Option<Secret>, WafError> {
-    let err = |m: String| WafError::Client {
-        id: c.id.clone(),
-        message: m,
-    };
-    if let Some(s) = &c.secret {
-        return Ok(Some(Secret::new(s.expose().as_bytes().to_vec())));
-    }
-    if let Some(p) = &c.secret_file {
-        let p = config.beside_config(p.clone());
-        let bytes =
-            std::fs::read(&p).map_err(|e| err(format!("secret_file {}: {e}", p.display())))?;
-        return Ok(Some(Secret::new(bytes.trim_ascii().to_vec())));
-    }
-    if let Some(var) = &c.secret_env {
-        let v = std::env::var(var).map_err(|_| err(format!("secret_env {var} is not set")))?;
-        return Ok(Some(Secret::new(v.into_bytes())));
-    }
-    Ok(None)
 }
 
 /// Wall-clock seconds.

@@ -164,6 +164,13 @@ fn write_new_key(dir: &Path, now: u64) -> Result<String, KeyError> {
     Ok(kid)
 }
 
+/// Refuses a file holding a secret that group or others may read or write (mode 0600 or
+/// stricter passes): the rule key files get here, for every secret file imsgw reads (client
+/// secrets, the HMAC and flow-token keys). The error names the file, its mode and the fix.
+pub fn check_secret_file(path: &Path) -> Result<(), KeyError> {
+    check_mode(path, 0o077, FILE_MODE)
+}
+
 /// Refuses `path` if any of `forbidden` permission bits is set.
 fn check_mode(path: &Path, forbidden: u32, want: u32) -> Result<(), KeyError> {
     let meta = fs::metadata(path).map_err(|e| io(path, e))?;

@@ -5,10 +5,12 @@
 //!
 //! The crate does no network I/O and keeps no clock: every time-dependent call takes `now` in
 //! Unix seconds, and external issuers' JWK Sets are handed in as data by a driver that fetched
-//! them. The only file I/O is in the key-directory functions of [`KeyRing`].
+//! them. The only file I/O is in the key-directory functions of [`KeyRing`] and in
+//! [`check_secret_file`].
 //!
-//! Secrets never reach `Debug`, `Display` or an error: tokens travel as [`AccessToken`], HMAC
-//! keys as [`Secret`], and private keys stay inside [`KeyRing`], whose `Debug` lists `kid`s only.
+//! Secrets never reach `Debug`, `Display` or an error: tokens travel as [`AccessToken`], every
+//! other secret (HMAC keys here; client secrets, flow keys and OAuth `state` in imsgw) as
+//! [`Secret`], and private keys stay inside [`KeyRing`], whose `Debug` lists `kid`s only.
 //!
 //! The `impu` claim is an [`imsgw_sip::Impu`]: a token whose IMPU is not canonical is refused
 //! ([`TokenError::BadImpu`]) and none is minted ([`MintError::BadImpu`]). That type is all this
@@ -41,6 +43,7 @@ pub use error::TokenError;
 pub use external::JwksError;
 pub use jsonwebtoken::Algorithm;
 pub use jsonwebtoken::jwk::JwkSet;
+pub use keydir::check_secret_file;
 pub use keys::{KeyError, KeyRing};
 pub use mint::{MintError, MintRequest, Minter, MinterConfig};
 pub use secret::{AccessToken, Secret};

@@ -2,6 +2,11 @@
 //! required claims, and the static table (TS 24.371: the WAF maps the web identity to an IMPU
 //! and IMPI).
 //!
+//! The key is the provider and its `sub` (OpenID Connect Core §5.7: names are neither unique nor
+//! stable): the default templates are `sip:{provider}.{sub}@{sip.domain}` and
+//! `{provider}.{sub}@{sip.domain}`, and a template reads a name claim only for a provider
+//! marked as controlling names; `template` checks that at start-up.
+//!
 //! Every IMPU this produces is an [`Impu`] in canonical form (no password, parameters, headers
 //! or port; see `imsgw_sip::Impu`). A template filled from claims must come out exactly in that
 //! form: an account whose name would need canonicalising (`%62ob` would become `bob`) or is
@@ -9,11 +14,14 @@
 //!
 //! Owns: the mapping rules. Must not touch: HTTP, tokens.
 
+pub mod template;
+
 use imsgw_sip::Impu;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::config::IdentityConfig;
+pub use template::Template;
 
 /// A signed-in person as the WAF keeps them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,8 +94,19 @@ pub fn map(
             display,
         });
     }
-    let impu = fill(&config.impu, domain, provider, claims)?;
-    let impi = fill(&config.impi, domain, provider, claims)?;
+    let t = config.for_provider(provider);
+    let missing = |claim: String| MapError::MissingClaim {
+        provider: provider.into(),
+        claim,
+    };
+    let impu = t
+        .impu
+        .fill(domain, provider, &sub, claims)
+        .map_err(missing)?;
+    let impi = t
+        .impi
+        .fill(domain, provider, &sub, claims)
+        .map_err(missing)?;
     let impu = parse_impu(&impu).map_err(|why| MapError::Unusable {
         provider: provider.into(),
         why,
@@ -105,44 +124,6 @@ pub fn map(
         impi,
         display,
     })
-}
-
-/// Replaces `{claim}` and `{sip.domain}` in `template`.
-fn fill(
-    template: &str,
-    domain: &str,
-    provider: &str,
-    claims: &Map<String, Value>,
-) -> Result<String, MapError> {
-    let mut out = String::with_capacity(template.len() + 32);
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        let Some(close) = after.find('}') else {
-            out.push_str(&rest[open..]);
-            return Ok(out);
-        };
-        let name = &after[..close];
-        if name == "sip.domain" {
-            out.push_str(domain);
-        } else {
-            let v = match claims.get(name) {
-                Some(Value::String(s)) if !s.is_empty() => s.clone(),
-                Some(Value::Number(n)) => n.to_string(),
-                _ => {
-                    return Err(MapError::MissingClaim {
-                        provider: provider.into(),
-                        claim: name.into(),
-                    });
-                }
-            };
-            out.push_str(&v);
-        }
-        rest = &after[close + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 /// A filled-in template as an IMPU. It must already be canonical: canonicalising would let two
@@ -185,11 +166,53 @@ mod tests {
         v.as_object().cloned().unwrap_or_default()
     }
 
+    /// Names as keys, as for a provider marked as controlling them (start-up checks that).
     fn config() -> IdentityConfig {
         let mut c = IdentityConfig::default();
         c.required_claims
             .insert("email_verified".into(), toml::Value::Boolean(true));
+        let provider = crate::config::ProviderIdentity {
+            controls_usernames: true,
+            impu: Some(Template::parse("sip:{preferred_username}@{sip.domain}").expect("parses")),
+            impi: Some(Template::parse("{preferred_username}@{sip.domain}").expect("parses")),
+        };
+        c.providers.insert("demo".into(), provider);
         c
+    }
+
+    #[test]
+    fn default_maps_provider_and_sub_so_one_name_at_two_providers_is_two_identities_oidc_core_5_7()
+    {
+        let c = IdentityConfig::default();
+        let alice = json!({"sub": "s|1", "preferred_username": "alice"});
+        let home = map(&c, "ims.example", "home", &claims(alice.clone())).expect("maps");
+        let other = map(&c, "ims.example", "other", &claims(alice)).expect("maps");
+        assert_eq!(home.impu.as_str(), "sip:home.s=7C1@ims.example");
+        assert_eq!(home.impi, "home.s=7C1@ims.example");
+        assert_eq!(other.impu.as_str(), "sip:other.s=7C1@ims.example");
+        assert_ne!(home.impi, other.impi);
+        assert_eq!(home.display, "alice");
+    }
+
+    #[test]
+    fn a_provider_of_its_own_uses_its_templates_others_the_default() {
+        let c = config();
+        let who =
+            claims(json!({"sub": "s1", "preferred_username": "alice", "email_verified": true}));
+        assert_eq!(
+            map(&c, "ims.example", "demo", &who)
+                .expect("maps")
+                .impu
+                .as_str(),
+            "sip:alice@ims.example"
+        );
+        assert_eq!(
+            map(&c, "ims.example", "other", &who)
+                .expect("maps")
+                .impu
+                .as_str(),
+            "sip:other.s1@ims.example"
+        );
     }
 
     #[test]
