@@ -295,7 +295,8 @@ pub struct WafLimits {
     /// digits, the first four unique among pending ones). Default 5000.
     pub device_codes: usize,
     /// `refresh_families`: refresh-token families (one per signed-in app or phone, kept for
-    /// `waf.refresh_ttl_secs`). Default 1000000.
+    /// `waf.refresh_ttl_secs`; a revoked one only until its access tokens expire). Default
+    /// 200000.
     pub refresh_families: usize,
     /// `consents`: people's consents to third-party clients. Default 1000000.
     pub consents: usize,
@@ -304,8 +305,14 @@ pub struct WafLimits {
     pub anonymous_per_minute: u32,
     /// `anonymous_burst`: how many it may create at once. Default 30.
     pub anonymous_burst: u32,
-    /// `tracked_addresses`: the most client addresses whose budget is remembered. Default
-    /// 100000.
+    /// `person_per_minute`: records one signed-in person may make the WAF keep per minute
+    /// (sessions, authorization codes, approved devices), after `person_burst`. 0 turns it
+    /// off. Default 10.
+    pub person_per_minute: u32,
+    /// `person_burst`: how many at once. Default 30.
+    pub person_burst: u32,
+    /// `tracked_addresses`: the most client addresses (and, apart, people) whose budget is
+    /// remembered. Default 100000.
     pub tracked_addresses: usize,
 }
 
@@ -315,10 +322,12 @@ impl Default for WafLimits {
             sessions: 100_000,
             codes: 20_000,
             device_codes: 5_000,
-            refresh_families: 1_000_000,
+            refresh_families: 200_000,
             consents: 1_000_000,
             anonymous_per_minute: 10,
             anonymous_burst: 30,
+            person_per_minute: 10,
+            person_burst: 30,
             tracked_addresses: 100_000,
         }
     }

@@ -239,9 +239,14 @@ impl Metrics {
         counter!("imsgw_ims_tls_client_cert_refused_total").absolute(0);
         describe_counter!(
             WAF_REFUSED,
-            "WAF requests refused by a limit: reason=\"store_full\" (a [waf.limits] cap; kind = the record kind), \"store_unavailable\", \"address_budget\" (a client address's anonymous budget), \"oversize\" (a field, URI or body over its size)."
+            "WAF requests refused by a limit: reason=\"store_full\" (a [waf.limits] cap; kind = the record kind), \"store_unavailable\", \"address_budget\" (a client address's anonymous budget), \"person_budget\" (a signed-in person's sessions, codes and approved devices per minute), \"oversize\" (a field, URI or body over its size)."
         );
-        for reason in ["store_unavailable", "address_budget", "oversize"] {
+        for reason in [
+            "store_unavailable",
+            "address_budget",
+            "person_budget",
+            "oversize",
+        ] {
             counter!(WAF_REFUSED, "reason" => reason).absolute(0);
         }
         Self { handle }

@@ -16,13 +16,14 @@ const { forms, pkce } = require('../lib/browserless');
 const { jwtClaims } = require('../lib/imsgw');
 
 const BURST = 6;
-const DEVICE_CODES = 40;
+const DEVICE_CODES = 100;
+const PERSON_BURST = 12;
 const PROXY = '127.0.0.9';
 const L = signinLab({
   name: 'waf-bounded',
   block: 37,
   waf: {
-    limits: { device_codes: DEVICE_CODES, anonymous_burst: BURST, anonymous_per_minute: 1 },
+    limits: { device_codes: DEVICE_CODES, anonymous_burst: BURST, anonymous_per_minute: 1, person_burst: PERSON_BURST, person_per_minute: 1 },
   },
   imsgw: { extraHttp: { trusted_proxies: [PROXY] } },
   extraClients: [{ id: 'partner', redirect_uris: [`http://127.0.0.1:${21000 + 100 * 37 + 7}/partner-cb`], grants: ['authorization_code'] }],
@@ -233,11 +234,72 @@ test('§5 consent: a client not marked first_party gets a consent page; deny -> 
   assert.ok(s.code, describe(s.page));
 }));
 
+test('§1/§2 one party cannot spread over its network: IPv6 /64s of one /48 (and IPv4 addresses of one /24) share a network budget of 4 subscribers', L.track(async () => {
+  let granted = 0;
+  for (let n = 0; n < 60; n += 1) {
+    const r = await deviceAuth(PROXY, { 'x-forwarded-for': `2001:db8:77:${n.toString(16)}::1` });
+    if (r.status === 200) granted += 1;
+    else assert.equal(r.status, 429, r.body);
+  }
+  assert.equal(granted, 4 * BURST, `device codes from 60 /64s of one /48`);
+  assert.equal((await deviceAuth(PROXY, { 'x-forwarded-for': '2001:db8:78::1' })).status, 200, 'another /48 is another network');
+  let v4 = 0;
+  for (let n = 1; n <= 60; n += 1) if ((await deviceAuth(PROXY, { 'x-forwarded-for': `198.51.100.${n}` })).status === 200) v4 += 1;
+  assert.equal(v4, 4 * BURST, 'device codes from 60 addresses of one /24');
+}));
+
+test('§1 a signed-in person has a budget too: codes past it -> 429 for that person only (others go on); signing in again ends the browser\'s old session', L.track(async () => {
+  const { dave, carol } = people;
+  let limited = null;
+  let n = 0;
+  for (; n < PERSON_BURST + 5 && !limited; n += 1) {
+    const s = await L.signIn(dave, {}, { user: 'dave' });
+    if (s.code) continue;
+    limited = s;
+  }
+  assert.ok(limited, `no per-person limit within ${PERSON_BURST + 5} codes`);
+  assert.equal(limited.page.status, 429, describe(limited.page));
+  assert.ok(n <= PERSON_BURST + 1, `dave got ${n - 1} codes before the limit`);
+  const c = await L.signIn(carol, {}, { user: 'carol' });
+  assert.ok(c.code, `carol still gets a code${describe(c.page)}`);
+  assert.ok(await L.gw.counter('imsgw_waf_refused_total', 'reason="person_budget"') >= 1);
+  // A stolen copy of a session cookie dies when its owner signs in again in that browser.
+  const b = L.browser('erin-session');
+  let p = await b.get(`${L.gw.httpUrl}/auth/signed-in`);
+  p = await L.drive(b, p, { user: 'bob', stopAt: () => false });
+  const old = b.jar.cookies.find((x) => x.name === 'imsgw_session');
+  assert.ok(old, 'a session cookie');
+  const copy = old.value;
+  // sign in again from the signed-out page's provider link while still holding the cookie
+  const again = await b.get(`${L.gw.httpUrl}/auth/login?provider=demo&return=%2Fauth%2Fsigned-in`);
+  p = await L.drive(b, again, { user: 'bob', stopAt: () => false });
+  assert.match(stripTags(p.body), /signed in as/i, describe(p));
+  const stolen = await raw('GET', `${L.gw.httpUrl}/auth/signed-in`, { headers: { cookie: `imsgw_session=${copy}` } });
+  assert.doesNotMatch(stripTags(stolen.body), /signed in as/i, 'the old session no longer signs anyone in');
+}));
+
+test('§5 RFC 7009 / RFC 9700 §4.14: a refresh token\'s family id with any other secret is just unknown: it neither revokes the family at /oauth/revoke nor counts as reuse at /oauth/token', L.track(async () => {
+  const t = await L.tokensFor('alice', { browser: people.alice });
+  const rt = t.tokens.refresh_token;
+  const fam = rt.split('.')[0];
+  const rev = await raw('POST', `${L.gw.httpUrl}/oauth/revoke`, { form: { client_id: 'wic', token: `${fam}.forged` } });
+  assert.equal(rev.status, 200, rev.body);
+  const guess = await L.token({ grant_type: 'refresh_token', client_id: 'wic', refresh_token: `${fam}.forged` });
+  assert.equal(guess.json && guess.json.error, 'invalid_grant', guess.body);
+  const real = await L.token({ grant_type: 'refresh_token', client_id: 'wic', refresh_token: rt });
+  assert.equal(real.status, 200, `the real refresh token still works: ${real.body}`);
+  // and a real reuse still revokes the family
+  const reuse = await L.token({ grant_type: 'refresh_token', client_id: 'wic', refresh_token: rt });
+  assert.equal(reuse.json && reuse.json.error, 'invalid_grant');
+  const after = await L.token({ grant_type: 'refresh_token', client_id: 'wic', refresh_token: real.json.refresh_token });
+  assert.equal(after.json && after.json.error, 'invalid_grant', 'reuse revoked the family');
+}));
+
 test('§1 device codes are capped (waf.limits.device_codes): past it temporarily_unavailable; a person already signed in still gets a code, tokens and a registration at Kamailio, and a new person can still sign in', L.track(async () => {
   const alice = people.alice;
   let full = null;
   for (let i = 0; i < DEVICE_CODES + 10 && !full; i += 1) {
-    const from = `127.0.1.${10 + Math.floor(i / BURST)}`;
+    const from = `127.0.${10 + Math.floor(i / BURST)}.1`;
     const r = await deviceAuth(from);
     if (r.status === 503) full = r;
     else assert.equal(r.status, 200, `device code ${i} from ${from}: ${r.status} ${r.body}`);

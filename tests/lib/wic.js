@@ -32,7 +32,7 @@ const CHROMIUM_ARGS = [
 const sel = (name) => `[data-testid="${name}"], #${name}`;
 
 /**
- * signinLab() for the WIC plus Chromium. o: { name, block, waf: {...} }.
+ * signinLab() for the WIC plus Chromium. o: { name, block, waf: {...}, extraClients: [...] }.
  * Adds W.newPage({ viewport, label }), W.signIn(page, user), W.text(page, id), W.waitText(...),
  * W.shot(page, step), W.assertClean(page, allow), W.bindings(user), W.artifacts (dir).
  */
@@ -74,7 +74,7 @@ function wicLab(o) {
     name: o.name,
     block: o.block,
     waf: o.waf,
-    clients: [{ id: 'wic', first_party: true, redirect_uris: [`${gwBase}/`], grants: ['authorization_code', 'refresh_token'] }],
+    clients: [{ id: 'wic', first_party: true, redirect_uris: [`${gwBase}/`], grants: ['authorization_code', 'refresh_token'] }, ...(o.extraClients || [])],
     imsgw: { wwsf: { assets_dir: DIST, client_id: 'wic' } },
   });
   W.L = L;

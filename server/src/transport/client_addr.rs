@@ -113,7 +113,9 @@ impl TrustedProxies {
         let mut client = peer;
         for hop in hops.iter().rev() {
             let Some(ip) = parse_hop(hop) else {
-                // A garbled hop: whatever lies left of it cannot be trusted either.
+                // A garbled hop (`unknown`, a name): whatever lies left of it cannot be trusted
+                // either, and the last trusted hop is counted as the client.
+                tracing::debug!(hop, %client, "X-Forwarded-For entry is not an address");
                 break;
             };
             client = ip;
@@ -125,13 +127,22 @@ impl TrustedProxies {
     }
 }
 
-/// One `X-Forwarded-For` entry: an address, perhaps with a port (`192.0.2.1:4711`,
-/// `[2001:db8::1]:4711`).
+/// One `X-Forwarded-For` entry: an address, perhaps in brackets, with a port or with an IPv6
+/// zone (`192.0.2.1:4711`, `[2001:db8::1]`, `[2001:db8::1]:4711`, `fe80::1%eth0`).
 fn parse_hop(s: &str) -> Option<IpAddr> {
+    let s = s.trim_matches('"');
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Some(canonical(ip));
     }
-    s.parse::<SocketAddr>().ok().map(|a| canonical(a.ip()))
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Some(canonical(a.ip()));
+    }
+    let bare = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(s);
+    let no_zone = bare.split_once('%').map_or(bare, |(ip, _)| ip);
+    no_zone.parse::<IpAddr>().ok().map(canonical)
 }
 
 /// The client address of an HTTP request (see the module). Needs the server to be run with
@@ -219,6 +230,17 @@ mod tests {
             "[2001:db8::7]:4711".parse().unwrap_or_else(|_| panic!()),
         );
         assert_eq!(t.client_of(ip("10.1.1.1"), &h), ip("2001:db8::7"));
+        // Brackets without a port, and zones.
+        h.insert(
+            "x-forwarded-for",
+            "[2001:db8::9]".parse().unwrap_or_else(|_| panic!()),
+        );
+        assert_eq!(t.client_of(ip("10.1.1.1"), &h), ip("2001:db8::9"));
+        h.insert(
+            "x-forwarded-for",
+            "fe80::1%eth0".parse().unwrap_or_else(|_| panic!()),
+        );
+        assert_eq!(t.client_of(ip("10.1.1.1"), &h), ip("fe80::1"));
         // Garbage right of the last proxy: the proxy itself is the client.
         h.insert(
             "x-forwarded-for",

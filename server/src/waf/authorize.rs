@@ -27,6 +27,9 @@ use super::{Waf, unix_now};
 
 /// RFC 6749 §4.1.2: codes live at most 10 minutes; here 60 s.
 pub const CODE_TTL: u64 = 60;
+/// How long a used code is remembered, so its replay revokes what it gave (RFC 6749 §4.1.2).
+/// A code never used is forgotten once it expires.
+pub const REPLAY_WINDOW: u64 = 600;
 /// How long a consent is remembered.
 const CONSENT_TTL: u64 = 365 * 24 * 3600;
 
@@ -168,6 +171,13 @@ pub async fn consent(
 }
 
 fn give_code(waf: &Waf, req: AuthRequest, person: Person, now: u64) -> Result<Response, Refusal> {
+    if let Err(wait) = waf.person_budget(&person) {
+        tracing::info!(impu = %person.impu, "codes for this person over budget");
+        return Err(Refusal::Page(PageError::too_many(
+            "Too many sign-ins to applications in a short time. Wait a minute, then try again.",
+            wait,
+        )));
+    }
     let code = random_secret();
     let mut target = format!(
         "{}{}code={}&iss={}",
@@ -195,8 +205,9 @@ fn give_code(waf: &Waf, req: AuthRequest, person: Person, now: u64) -> Result<Re
             used: false,
             issued: None,
         },
-        // Kept past its use-by time, marked used, so a replay is recognised and punished.
-        now + CODE_TTL * 10,
+        // Unused, it is forgotten soon after its use-by time; once used, the exchange keeps it
+        // for REPLAY_WINDOW.
+        now + CODE_TTL + 5,
     );
     if let Err(e) = stored {
         tracing::warn!(error = %e, "no code could be stored");
@@ -241,7 +252,19 @@ fn consent_page(req: &AuthRequest, person: &Person, uri: &axum::http::Uri, csrf:
         action = esc(&return_path(uri)),
         csrf = esc(csrf),
     );
-    pages::page(StatusCode::OK, "Allow this application?", &body)
+    // The answer to the form redirects to the client: the page's CSP must allow that target.
+    let target = openidconnect::url::Url::parse(&req.redirect_uri)
+        .ok()
+        .map(|u| match u.origin() {
+            o @ openidconnect::url::Origin::Tuple(..) => o.ascii_serialization(),
+            openidconnect::url::Origin::Opaque(_) => format!("{}:", u.scheme()),
+        });
+    pages::page_posting_to(
+        StatusCode::OK,
+        "Allow this application?",
+        &body,
+        target.as_deref(),
+    )
 }
 
 /// The path and query of this request, to come back to after signing in.

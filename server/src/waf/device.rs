@@ -333,7 +333,13 @@ pub async fn submit(
     }
     let now = unix_now();
     let who = key_of(&format!("{}\n{}", person.provider, person.sub));
-    if waf.store.get::<u32>("devfail", &who, now)?.unwrap_or(0) >= TRIES {
+    // The attempt is counted before it is checked, in one step, so parallel attempts cannot
+    // pass the limit together; a right code gives its count back.
+    let attempt = waf.store.update::<u32, u32>("devfail", &who, now, |c| {
+        let (n, exp) = c.unwrap_or((0, now + TRY_WINDOW));
+        (Some((n + 1, exp)), n + 1)
+    })?;
+    if attempt > TRIES {
         tracing::warn!(impu = %person.impu, "too many wrong device codes");
         return Err(PageError::too_many(
             "Too many wrong codes were entered. Wait ten minutes, then try again.",
@@ -347,12 +353,13 @@ pub async fn submit(
         .map(normalize)
         .unwrap_or_default();
     let dkey = match guess(&waf, &code, now)? {
-        Guess::Right(dkey) => dkey,
-        Guess::Wrong => {
+        Guess::Right(dkey) => {
             waf.store.update::<u32, ()>("devfail", &who, now, |c| {
-                let (n, exp) = c.unwrap_or((0, now + TRY_WINDOW));
-                (Some((n + 1, exp)), ())
+                (c.map(|(n, exp)| (n.saturating_sub(1), exp)), ())
             })?;
+            dkey
+        }
+        Guess::Wrong => {
             return Ok(form(
                 &person,
                 &csrf,
@@ -362,6 +369,13 @@ pub async fn submit(
         }
     };
     let approve = f.action.as_deref() == Some("approve");
+    if approve && let Err(wait) = waf.person_budget(&person) {
+        tracing::info!(impu = %person.impu, "device approvals for this person over budget");
+        return Err(PageError::too_many(
+            "Too many devices were connected in a short time. Wait a minute, then try again.",
+            wait,
+        ));
+    }
     let done = waf
         .store
         .update::<Device, bool>("device", &dkey, now, |d| match d {

@@ -47,15 +47,16 @@ pub fn field(name: &'static str, value: Option<&str>, max: usize) -> Result<(), 
     }
 }
 
-/// A token bucket per client address: `burst` records at once, then one every
-/// `60 / per_minute` seconds. IPv6 addresses count per /64, what one subscriber gets.
-pub struct PerAddress {
+/// Token buckets by key: `burst` at once, then one every `60 / per_minute` seconds. A take
+/// may name several keys, each with a scale (its burst and rate multiplied), and succeeds only
+/// if every one of them has a token left.
+pub struct Budget<K> {
     per_minute: u32,
     burst: u32,
-    /// The most addresses tracked; a full table forgets addresses whose bucket is full again,
-    /// and if none is, new addresses are refused until one is.
-    max_addresses: usize,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    /// The most keys tracked; a full table forgets keys whose bucket is full again, and if
+    /// none is, new keys are refused until one is.
+    max_keys: usize,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
 #[derive(Clone, Copy)]
@@ -65,57 +66,103 @@ struct Bucket {
     at_ms: u64,
 }
 
-impl PerAddress {
-    pub fn new(per_minute: u32, burst: u32, max_addresses: usize) -> Self {
+impl<K: std::hash::Hash + Eq + Clone> Budget<K> {
+    pub fn new(per_minute: u32, burst: u32, max_keys: usize) -> Self {
         Self {
             per_minute,
             burst: burst.max(1),
-            max_addresses: max_addresses.max(1),
+            max_keys: max_keys.max(1),
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Takes one from `ip`'s budget at `now_ms`; `Err(seconds)` to wait when it is spent.
-    pub fn take(&self, ip: IpAddr, now_ms: u64) -> Result<(), u64> {
+    /// Takes one token from each of `keys` (key, scale) at `now_ms`, or none if any is spent:
+    /// `Err(seconds)` to wait.
+    pub fn take(&self, keys: &[(K, u32)], now_ms: u64) -> Result<(), u64> {
         if self.per_minute == 0 {
             return Ok(());
         }
-        let key = per_subscriber(ip);
-        let full = u64::from(self.burst) * 1000;
-        let refill = |b: &Bucket| {
-            let gained = now_ms.saturating_sub(b.at_ms) * u64::from(self.per_minute) / 60;
-            (b.milli + gained).min(full)
+        let per_minute = u64::from(self.per_minute);
+        let full = |scale: u32| u64::from(self.burst) * u64::from(scale.max(1)) * 1000;
+        let refill = |b: &Bucket, scale: u32| {
+            let gained = now_ms.saturating_sub(b.at_ms).saturating_mul(per_minute)
+                * u64::from(scale.max(1))
+                / 60;
+            b.milli.saturating_add(gained).min(full(scale))
         };
         let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if !map.contains_key(&key) && map.len() >= self.max_addresses {
-            map.retain(|_, b| refill(b) < full);
-            if map.len() >= self.max_addresses {
+        let new_keys = keys.iter().filter(|(k, _)| !map.contains_key(k)).count();
+        if new_keys > 0 && map.len() + new_keys > self.max_keys {
+            // Scale 1 is the most a forgotten bucket can have been below: one full at scale 1
+            // is full at any scale only if it was never used, and either way forgetting a
+            // bucket only errs towards letting a client through.
+            map.retain(|_, b| refill(b, 1) < full(1));
+            if map.len() + new_keys > self.max_keys {
                 return Err(60);
             }
         }
-        let b = map.entry(key).or_insert(Bucket {
-            milli: full,
-            at_ms: now_ms,
-        });
-        b.milli = refill(b);
-        b.at_ms = now_ms;
-        if b.milli >= 1000 {
-            b.milli -= 1000;
-            Ok(())
-        } else {
-            let per_token_ms = 60_000 / u64::from(self.per_minute);
-            Err(((1000 - b.milli) * per_token_ms / 1000)
-                .div_ceil(1000)
-                .max(1))
+        let mut wait = 0;
+        for (k, scale) in keys {
+            let level = map.get(k).map_or(full(*scale), |b| refill(b, *scale));
+            if level < 1000 {
+                let per_token_ms = 60_000 / (per_minute * u64::from((*scale).max(1)));
+                wait = wait.max(((1000 - level) * per_token_ms / 1000).div_ceil(1000).max(1));
+            }
         }
+        if wait > 0 {
+            return Err(wait);
+        }
+        for (k, scale) in keys {
+            let level = map.get(k).map_or(full(*scale), |b| refill(b, *scale));
+            map.insert(
+                k.clone(),
+                Bucket {
+                    milli: level - 1000,
+                    at_ms: now_ms,
+                },
+            );
+        }
+        Ok(())
     }
 }
 
-/// The key an address is counted under: itself, or its /64 for IPv6.
-fn per_subscriber(ip: IpAddr) -> IpAddr {
+/// The budget of client addresses: each counts as a subscriber (an IPv4 address, an IPv6
+/// /64) and as part of its network (an IPv4 /24, an IPv6 /48), whose budget is
+/// [`NETWORK_SCALE`] times larger, so spreading over a subscriber's many IPv6 /64s or a few
+/// neighbouring IPv4 addresses does not multiply what one party can make the WAF keep.
+pub struct PerAddress(Budget<(IpAddr, u8)>);
+
+/// How many subscribers' budgets a network's budget is.
+pub const NETWORK_SCALE: u32 = 4;
+
+impl PerAddress {
+    pub fn new(per_minute: u32, burst: u32, max_addresses: usize) -> Self {
+        Self(Budget::new(per_minute, burst, max_addresses))
+    }
+
+    /// Takes one from `ip`'s budget and its network's; `Err(seconds)` to wait.
+    pub fn take(&self, ip: IpAddr, now_ms: u64) -> Result<(), u64> {
+        let (subscriber, network) = prefixes(ip);
+        self.0
+            .take(&[(subscriber, 1), (network, NETWORK_SCALE)], now_ms)
+    }
+}
+
+/// The subscriber (IPv4 /32, IPv6 /64) and the network (IPv4 /24, IPv6 /48) of an address,
+/// each with its prefix length (so a network never shares a bucket with a subscriber).
+fn prefixes(ip: IpAddr) -> ((IpAddr, u8), (IpAddr, u8)) {
     match ip {
-        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
-        v4 => v4,
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            (
+                (IpAddr::V6((bits & !((1u128 << 64) - 1)).into()), 64),
+                (IpAddr::V6((bits & !((1u128 << 80) - 1)).into()), 48),
+            )
+        }
+        IpAddr::V4(v4) => (
+            (IpAddr::V4(v4), 32),
+            (IpAddr::V4((u32::from(v4) & 0xffff_ff00).into()), 24),
+        ),
     }
 }
 

@@ -82,6 +82,8 @@ pub struct Waf {
     pub flows: FlowSettings,
     /// What each client address may make the WAF keep without authenticating.
     pub anonymous: limits::PerAddress,
+    /// What each signed-in person may make the WAF keep: sessions, codes, approved devices.
+    pub per_person: limits::Budget<String>,
     /// State handed to browsers instead of kept (a sign-in in progress).
     pub sealer: sealed::Sealer,
 }
@@ -165,12 +167,26 @@ impl Waf {
             clients,
             providers,
             flows,
+            per_person: limits::Budget::new(
+                config.waf.limits.person_per_minute,
+                config.waf.limits.person_burst,
+                config.waf.limits.tracked_addresses,
+            ),
             anonymous: limits::PerAddress::new(
                 config.waf.limits.anonymous_per_minute,
                 config.waf.limits.anonymous_burst,
                 config.waf.limits.tracked_addresses,
             ),
         })
+    }
+
+    /// Takes one from `person`'s budget (a session, a code, an approved device): `Err(seconds)`
+    /// to wait when it is spent. Counted as `imsgw_waf_refused_total{reason="person_budget"}`.
+    pub fn person_budget(&self, person: &identity::Person) -> Result<(), u64> {
+        let key = store::key_of(&format!("{}\n{}", person.provider, person.sub));
+        self.per_person
+            .take(&[(key, 1)], limits::now_ms())
+            .inspect_err(|_| error::count_refusal("person_budget"))
     }
 
     /// The current keys.

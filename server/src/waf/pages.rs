@@ -24,6 +24,18 @@ pub fn esc(s: &str) -> String {
 
 /// A whole page around `body` (already escaped where needed).
 pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    page_posting_to(status, title, body, None)
+}
+
+/// A page whose form's answer redirects to `form_target` (a CSP source: an origin such as
+/// `https://app.example` or a scheme such as `com.example.app:`), which the page's
+/// `form-action` must allow too: browsers apply it to the redirect after a POST.
+pub fn page_posting_to(
+    status: StatusCode,
+    title: &str,
+    body: &str,
+    form_target: Option<&str>,
+) -> Response {
     let html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -43,10 +55,22 @@ button.secondary{{background:#fff;color:#0b57d0}}input{{font-size:1.4rem;letter-
         header::HeaderName::from_static("x-frame-options"),
         HeaderValue::from_static("DENY"),
     );
-    r.headers_mut().insert(
-        header::HeaderName::from_static("content-security-policy"),
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+    let extra = form_target
+        .filter(|t| {
+            t.bytes()
+                .all(|b| b.is_ascii_graphic() && !b";,'".contains(&b))
+        })
+        .map(|t| format!(" {t}"))
+        .unwrap_or_default();
+    let csp = format!(
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'{extra}; frame-ancestors 'none'"
     );
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        r.headers_mut().insert(
+            header::HeaderName::from_static("content-security-policy"),
+            v,
+        );
+    }
     r
 }
 

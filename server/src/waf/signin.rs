@@ -132,23 +132,24 @@ pub async fn login(
             "There is no such sign-in provider here.",
         ));
     }
+    // The cookie holds it URL-encoded: the encoded length is what must fit.
     let ret = q
         .ret
         .as_deref()
         .and_then(return_path)
-        .filter(|r| r.len() <= RETURN_MAX)
+        .filter(|r| pages::urlencode(r).len() <= RETURN_MAX)
         .unwrap_or("/auth/signed-in");
     let now = unix_now();
     let redirect_uri = format!("{}/auth/callback", waf.issuer);
     let (url, pending) = match waf.providers.begin(&q.provider, &redirect_uri).await {
         Ok(v) => v,
         Err(e) => {
-            tracing::warn!(provider = %q.provider, error = %e, "sign-in could not start");
-            return Err(PageError::new(
-                StatusCode::BAD_GATEWAY,
-                "Sign-in failed",
-                e.user_message(),
-            ));
+            tracing::warn!(provider = ?q.provider, error = %e, "sign-in could not start");
+            let status = match e {
+                crate::oidc::OidcError::UnknownProvider(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            return Err(PageError::new(status, "Sign-in failed", e.user_message()));
         }
     };
     let sealed = waf
@@ -221,6 +222,18 @@ pub async fn callback(
             ));
         }
     };
+    if let Err(wait) = waf.person_budget(&person) {
+        tracing::info!(impu = %person.impu, "sign-ins of this person over budget");
+        return Err(PageError::too_many(
+            "You signed in too many times in a short time. Wait a minute, then try again.",
+            wait,
+        ));
+    }
+    // Signing in again replaces the browser's session: the old one goes at once rather than
+    // lingering until it expires.
+    if let Some(old) = cookie(&headers, SESSION_COOKIE).filter(|id| id.len() <= limits::CODE) {
+        waf.store.delete("session", &key_of(old), now)?;
+    }
     let sid = random_secret();
     let ttl = waf.flows.session_ttl;
     waf.store

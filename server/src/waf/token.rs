@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::authorize::{Code, Issued, pkce_matches};
+use super::authorize::{Code, Issued, REPLAY_WINDOW, pkce_matches};
 use super::client::{Authenticated, Client, Grant, NamesClient};
 use super::error::{ErrorCode, OAuthError, StoreResult};
 use super::http::Revocation;
@@ -34,10 +34,22 @@ struct Family {
     scope: String,
     /// Store key of the one refresh token of the family that may still be used.
     current: String,
+    /// Store keys of the tokens it replaced, newest last, at most [`REMEMBERED`]: presenting
+    /// one of them is reuse and revokes the family; a token that is neither is just unknown,
+    /// so a guessed or truncated token never harms a family.
+    #[serde(default)]
+    previous: Vec<String>,
     revoked: bool,
-    /// Access tokens issued in this family and not yet expired, revoked with it.
+    /// Access tokens issued in this family and not yet expired, at most [`LIVE_TOKENS`];
+    /// revoked with it.
     jtis: Vec<(String, u64)>,
 }
+
+/// Rotated refresh tokens a family remembers, to recognise their reuse.
+const REMEMBERED: usize = 8;
+/// Access tokens of a family kept to revoke with it; a family refreshed faster than its
+/// tokens expire has its oldest ones revoked at once.
+const LIVE_TOKENS: usize = 8;
 
 #[derive(Deserialize)]
 pub struct TokenForm {
@@ -129,7 +141,8 @@ fn exchange_code(
                 let before = code.clone();
                 let mut used = code;
                 used.used = true;
-                (Some((used, exp)), Some(before))
+                // A used code is kept a while, to recognise and punish its replay.
+                (Some((used, exp.max(now + REPLAY_WINDOW))), Some(before))
             }
             None => (None, None),
         })?;
@@ -228,13 +241,16 @@ fn refresh(
     if fam.revoked {
         return Err(OAuthError::invalid_grant("the refresh token was revoked"));
     }
-    if fam.current != presented {
+    if fam.previous.contains(&presented) {
         // RFC 6819 §5.2.2.3 / RFC 9700 §4.14.2: reuse of a rotated token.
         revoke_family(waf, family_id, now)?;
         tracing::warn!(client_id, impu = %fam.person.impu, "refresh token reused; its family is revoked");
         return Err(OAuthError::invalid_grant(
             "the refresh token was already used; all tokens from it are revoked",
         ));
+    }
+    if fam.current != presented {
+        return Err(unknown());
     }
     let scope = match f.scope.as_deref() {
         Some(s) if s.split(' ').all(|w| fam.scope.split(' ').any(|x| x == w)) => s.to_string(),
@@ -295,17 +311,26 @@ pub(super) fn issue(
                 let rt = format!("{fam_id}.{}", random_secret());
                 let next = key_of(&rt);
                 // Rotation is atomic: only one of two concurrent uses of a token can win.
+                let mut evicted = Vec::new();
                 let won = waf
                     .store
                     .update::<Family, bool>("family", &key_of(fam_id), now, |f| match f {
                         Some((mut f, exp)) if !f.revoked && f.current == presented => {
-                            f.current = next.clone();
+                            let old = std::mem::replace(&mut f.current, next.clone());
+                            f.previous.push(old);
+                            let over = f.previous.len().saturating_sub(REMEMBERED);
+                            f.previous.drain(..over);
                             f.jtis.retain(|(_, e)| *e + 60 >= now);
                             f.jtis.push((claims.jti.clone(), claims.exp));
+                            let over = f.jtis.len().saturating_sub(LIVE_TOKENS);
+                            evicted = f.jtis.drain(..over).collect();
                             (Some((f, exp)), true)
                         }
                         other => (other, false),
                     });
+                for (jti, exp) in &evicted {
+                    waf.revoke_token(jti, *exp, now)?;
+                }
                 if won.as_ref().ok() != Some(&true) {
                     waf.revoke_token(&claims.jti, claims.exp, now)?;
                     won?;
@@ -323,6 +348,7 @@ pub(super) fn issue(
                     person: person.clone(),
                     scope: scope.to_string(),
                     current: key_of(&rt),
+                    previous: Vec::new(),
                     revoked: false,
                     jtis: vec![(claims.jti.clone(), claims.exp)],
                 };
@@ -356,12 +382,16 @@ pub(super) fn revoke_refresh_token(
     token: &str,
     now: u64,
 ) -> StoreResult<Revocation> {
-    let Some((family_id, _)) = family_of(token) else {
+    let Some((family_id, presented)) = family_of(token) else {
         return Ok(Revocation::Unknown);
     };
     let Some(family) = waf.store.get::<Family>("family", &key_of(family_id), now)? else {
         return Ok(Revocation::Unknown);
     };
+    // Only a token of the family revokes it, not its id with any secret.
+    if family.current != presented && !family.previous.contains(&presented) {
+        return Ok(Revocation::Unknown);
+    }
     if family.client_id != client_id {
         return Ok(Revocation::NotOwner);
     }
@@ -381,7 +411,10 @@ fn revoke_family(waf: &Waf, family_id: &str, now: u64) -> StoreResult<()> {
                     Some((mut f, exp)) => {
                         f.revoked = true;
                         let j = f.jtis.clone();
-                        (Some((f, exp)), j)
+                        // Kept only while its tokens could still be used, then it frees its
+                        // place under the cap.
+                        let last = j.iter().map(|(_, e)| e + 60).max().unwrap_or(now + 60);
+                        (Some((f, exp.min(last.max(now + 60)))), j)
                     }
                     None => (None, Vec::new()),
                 },
