@@ -110,7 +110,8 @@ function lab(dir, o) {
       name: 'demo', display_name: 'Demo IdP', issuer: idp.issuer, client_id: 'imsgw', client_secret: idpSecret,
       scopes: ['openid', 'profile', 'email'],
     }],
-    identity: { impu: 'sip:{preferred_username}@{sip.domain}', impi: '{preferred_username}@{sip.domain}', required_claims: { email_verified: true } },
+    // the bench's provider is its own directory: its user names may name IMPUs
+    identity: { impu: 'sip:{preferred_username}@{sip.domain}', impi: '{preferred_username}@{sip.domain}', required_claims: { email_verified: true }, providers: { demo: { controls_usernames: true } } },
   });
   return { idp, kam, gw, cb, ports: p };
 }
