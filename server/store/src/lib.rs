@@ -1,18 +1,23 @@
 //! WAF state behind one interface: revocations, and the records of the sign-in flows
 //! (authorization codes, device codes, refresh-token families, sign-in sessions, logins in
-//! progress), each with an expiry. In memory by default: **lost on restart** — people sign in
-//! again, refresh tokens stop working, and a revoked access token is accepted again until it
-//! expires (minutes), as the operator docs say. A shared store (Redis) implements the same
-//! trait for several instances. Keys of secrets (codes, tokens, session ids) are SHA-256
-//! hashes, so the store never holds a usable credential.
+//! progress), each with an expiry. Two stores implement it: [`DurableStore`] (one SQLite file,
+//! the default: a restart forgets nothing) and [`MemoryStore`] (for tests and throw-away
+//! gateways: **lost on restart** — people sign in again, refresh tokens stop working, and a
+//! revoked access token is accepted again until it expires). A shared store (Redis) will
+//! implement the same trait for several instances; `suite` (feature `test-suite`) is the test suite every store
+//! passes. Keys of secrets (codes, tokens, session ids) are SHA-256 hashes, so the store never
+//! holds a usable credential.
 //!
 //! Owns: what is kept and for how long. Must not touch: HTTP, SIP, what the records mean.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+pub mod durable;
 #[cfg(any(test, feature = "test-suite"))]
 pub mod suite;
+
+pub use durable::{DurableStore, OpenError};
 
 /// A revoked token stays revoked this long past its `exp`: the verifiers' clock-skew leeway,
 /// during which it would still verify.
