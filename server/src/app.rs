@@ -40,6 +40,8 @@ pub enum StartError {
     FlowKey { path: String, message: String },
     #[error(transparent)]
     Waf(#[from] crate::waf::WafError),
+    #[error("the WAF's store: {0}")]
+    Store(String),
 }
 
 /// A started gateway.
@@ -147,7 +149,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let ring = key_source
         .load(unix_now())
         .map_err(crate::waf::WafError::from)?;
-    let store: Arc<MemoryStore> = Arc::new(MemoryStore::new());
+    let store: Arc<MemoryStore> = Arc::new(MemoryStore::with_caps(config.waf.limits.caps()));
     let mut waf = Waf::new(&config, ring.clone(), store.clone())?;
     // Revocations reach the edge as inputs, never as a look-up in the store (STYLE.md §15).
     let (revoked_tx, revoked_rx) = mpsc::unbounded_channel::<(String, u64)>();
@@ -177,7 +179,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             verifier: Some(verifier),
             revoked: {
                 let mut r = crate::edge::Revoked::default();
-                for (jti, exp) in crate::waf::store::Store::revocations(&*store, unix_now()) {
+                let held = crate::waf::store::Store::revocations(&*store, unix_now())
+                    .map_err(|e| StartError::Store(e.to_string()))?;
+                for (jti, exp) in held {
                     r.insert(jti, exp);
                 }
                 r
@@ -269,9 +273,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     if let Err(why) = crate::wwsf::assets(&config) {
         warn!("web client not served: {why}");
     }
+    let proxies = Arc::new(crate::transport::client_addr::TrustedProxies(
+        config.http.trusted_proxies.clone(),
+    ));
     let router = router(ws_state, metrics)
         .merge(crate::waf::http::router(waf))
-        .merge(crate::wwsf::router(&config));
+        .merge(crate::wwsf::router(&config))
+        .layer(axum::Extension(proxies));
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
         let serve = axum::serve(

@@ -60,6 +60,13 @@ pub struct HttpConfig {
     /// `http.drain_secs`: on SIGTERM, how long to wait for connections to close. Default 10.
     #[serde(default = "default_drain_secs")]
     pub drain_secs: u64,
+    /// `http.trusted_proxies`: the reverse proxies (TLS terminators, load balancers) in front
+    /// of the gateway, as IP addresses or blocks (`10.0.0.0/8`, `2001:db8::/32`). For a request
+    /// from one of them the client is the right-most `X-Forwarded-For` address that is not a
+    /// trusted proxy; from anyone else the header is ignored. Every per-client limit counts
+    /// that address. Default none: the peer address is the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<crate::transport::client_addr::IpNet>,
 }
 
 impl Default for HttpConfig {
@@ -67,6 +74,7 @@ impl Default for HttpConfig {
         Self {
             listen: default_http_listen(),
             drain_secs: default_drain_secs(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -244,6 +252,76 @@ pub struct WafConfig {
     /// `waf.external_issuers`: other authorization servers whose tokens the edge accepts.
     #[serde(default)]
     pub external_issuers: Vec<ExternalIssuerConfig>,
+    /// `[waf.limits]`: how much state the WAF keeps, and what anonymous clients may create.
+    #[serde(default)]
+    pub limits: WafLimits,
+}
+
+/// `[waf.limits]`: the most live records of each kind the WAF keeps (a new one past the cap
+/// gets `temporarily_unavailable` or a "try again shortly" page, and nothing already held is
+/// touched), and the budget of each client address (`http.trusted_proxies`) for the records
+/// it may create without authenticating: public clients' device codes. (A sign-in in progress
+/// is kept in a sealed cookie, not in the WAF.)
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WafLimits {
+    /// `sessions`: signed-in browser sessions. Default 100000.
+    pub sessions: usize,
+    /// `codes`: authorization codes (kept 10 minutes to catch replays). Default 20000.
+    pub codes: usize,
+    /// `device_codes`: device codes waiting for approval; at most 9000 (user codes are nine
+    /// digits, the first four unique among pending ones). Default 5000.
+    pub device_codes: usize,
+    /// `refresh_families`: refresh-token families (one per signed-in app or phone, kept for
+    /// `waf.refresh_ttl_secs`). Default 1000000.
+    pub refresh_families: usize,
+    /// `consents`: people's consents to third-party clients. Default 1000000.
+    pub consents: usize,
+    /// `anonymous_per_minute`: records one client address may create per minute without
+    /// authenticating, after `anonymous_burst`. 0 turns the budget off. Default 10.
+    pub anonymous_per_minute: u32,
+    /// `anonymous_burst`: how many it may create at once. Default 30.
+    pub anonymous_burst: u32,
+    /// `tracked_addresses`: the most client addresses whose budget is remembered. Default
+    /// 100000.
+    pub tracked_addresses: usize,
+}
+
+impl Default for WafLimits {
+    fn default() -> Self {
+        Self {
+            sessions: 100_000,
+            codes: 20_000,
+            device_codes: 5_000,
+            refresh_families: 1_000_000,
+            consents: 1_000_000,
+            anonymous_per_minute: 10,
+            anonymous_burst: 30,
+            tracked_addresses: 100_000,
+        }
+    }
+}
+
+impl WafLimits {
+    /// The store's caps per record kind.
+    pub fn caps(&self) -> imsgw_store::Caps {
+        let per_kind = [
+            ("session", self.sessions),
+            ("code", self.codes),
+            ("device", self.device_codes),
+            ("usercode", self.device_codes),
+            ("family", self.refresh_families),
+            ("consent", self.consents),
+            // Wrong-code counters are per signed-in person.
+            ("devfail", self.sessions),
+        ]
+        .into_iter()
+        .collect();
+        imsgw_store::Caps {
+            per_kind,
+            other: 10_000,
+        }
+    }
 }
 
 impl Default for WafConfig {
@@ -263,6 +341,7 @@ impl Default for WafConfig {
             device_poll_secs: default_device_poll(),
             clients: Vec::new(),
             external_issuers: Vec::new(),
+            limits: WafLimits::default(),
         }
     }
 }
@@ -297,6 +376,10 @@ pub struct ClientConfig {
     /// `scopes`: scopes the client may ask for. Default `[waf.scope]`.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// `first_party`: the operator's own application (the web client): people are not asked
+    /// to consent before it gets a code. Default false: a consent page, once per person.
+    #[serde(default)]
+    pub first_party: bool,
 }
 
 /// `[oidc]`
@@ -660,6 +743,20 @@ impl Config {
             origin: String::new(),
             message: message.to_string(),
         };
+        for c in &self.waf.clients {
+            crate::waf::Client::check(c)
+                .map_err(|m| key_err("waf.clients", &format!("client `{}`: {m}", c.id)))?;
+        }
+        let l = &self.waf.limits;
+        if l.device_codes > crate::waf::device::MAX_PENDING {
+            return Err(key_err(
+                "waf.limits.device_codes",
+                &format!(
+                    "at most {} (user codes are nine digits, the first four unique among pending ones)",
+                    crate::waf::device::MAX_PENDING
+                ),
+            ));
+        }
         let domain = &self.sip.domain;
         if domain.is_empty() || domain.contains(|c: char| c.is_whitespace() || "<>@;:".contains(c))
         {

@@ -54,7 +54,7 @@ class Imsgw {
   /**
    * @param {string} dir run directory
    * @param {object} o { name, http, sip, upstream: 'sip:...', sipTls, tls: {cert,key,ca},
-   *                     maxMessageSize, t1Ms, extraSip: {key: value}, drainSecs,
+   *                     maxMessageSize, t1Ms, extraSip: {key: value}, extraHttp: {key: value}, drainSecs,
    *                     waf: { key_reload_secs, ... any [waf] key }, clients: [{id, secret, introspect}],
    *                     externalIssuers: [{issuer, jwks_uri, audience, algorithms}],
    *                     oidcProviders: [{name, issuer, client_id, ...}] ([[oidc.providers]]),
@@ -86,6 +86,7 @@ class Imsgw {
       '[http]',
       `listen = ${q(`127.0.0.1:${o.http}`)}`,
       `drain_secs = ${o.drainSecs ?? 2}`,
+      ...Object.entries(o.extraHttp || {}).map(([k, v]) => `${k} = ${tv(v)}`),
       '',
       '[sip]',
       `domain = ${q(o.domain || DOMAIN)}`,

@@ -15,7 +15,8 @@ const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 /**
  * useLab() plus the IdP (port base+5) and the [oidc]/[identity]/[waf.clients] config.
  * o: { name, block, waf: {...}, identity: {...} (merged), idpUsers, clients (replace the default
- *      [[waf.clients]]), imsgw: {...} (more Imsgw options, e.g. wwsf) }
+ *      [[waf.clients]]), extraClients (added to the default ones), imsgw: {...} (more Imsgw
+ *      options, e.g. wwsf) }
  * Adds L.idp, L.cb (wic's redirect_uri), L.svcCb, L.browser(name), L.signIn(...), ...
  */
 function signinLab(o) {
@@ -40,10 +41,11 @@ function signinLab(o) {
       logFilter: 'imsgw=debug,info',
       waf: { device_poll_secs: 1, ...(o.waf || {}) },
       clients: o.clients || [
-        { id: 'wic', redirect_uris: [cb], grants: ['authorization_code', 'refresh_token', DEVICE_GRANT] },
+        { id: 'wic', first_party: true, redirect_uris: [cb], grants: ['authorization_code', 'refresh_token', DEVICE_GRANT] },
         { id: 'phone', grants: [DEVICE_GRANT, 'refresh_token'] },
-        { id: 'svc', secret: 'svc-secret', redirect_uris: [svcCb], grants: ['authorization_code', 'refresh_token'] },
+        { id: 'svc', secret: 'svc-secret', first_party: true, redirect_uris: [svcCb], grants: ['authorization_code', 'refresh_token'] },
         { id: 'rs', secret: 'rs-secret', introspect: true },
+        ...(o.extraClients || []),
       ],
       oidcProviders: [{
         name: 'demo',

@@ -74,7 +74,7 @@ function wicLab(o) {
     name: o.name,
     block: o.block,
     waf: o.waf,
-    clients: [{ id: 'wic', redirect_uris: [`${gwBase}/`], grants: ['authorization_code', 'refresh_token'] }],
+    clients: [{ id: 'wic', first_party: true, redirect_uris: [`${gwBase}/`], grants: ['authorization_code', 'refresh_token'] }],
     imsgw: { wwsf: { assets_dir: DIST, client_id: 'wic' } },
   });
   W.L = L;

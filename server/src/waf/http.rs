@@ -5,40 +5,62 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Form, Json, Router};
-use base64::Engine;
+use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
+use serde_json::json;
 
+use super::client::{Authenticated, NamesClient};
+use super::error::{ErrorCode, OAuthError};
+use super::limits;
 use super::{Waf, unix_now};
 
-/// Routes under the gateway's base URL.
+/// Routes under the gateway's base URL. Every request is bounded: its URI to
+/// [`limits::URI`] and its body to [`limits::BODY`].
 pub fn router(waf: Arc<Waf>) -> Router {
     Router::new()
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/oauth/jwks", get(jwks))
         .route("/oauth/introspect", post(introspect))
         .route("/oauth/revoke", post(revoke))
-        .route("/oauth/authorize", get(super::oauth::authorize))
-        .route("/oauth/token", post(super::oauth::token))
+        .route(
+            "/oauth/authorize",
+            get(super::authorize::authorize).post(super::authorize::consent),
+        )
+        .route("/oauth/token", post(super::token::token))
         .route(
             "/oauth/device_authorization",
-            post(super::oauth::device_authorization),
+            post(super::device::authorization),
         )
         .route(
             "/device",
-            get(super::oauth::device_page).post(super::oauth::device_submit),
+            get(super::device::page).post(super::device::submit),
         )
         .route("/auth/login", get(super::signin::login))
         .route("/auth/callback", get(super::signin::callback))
         .route("/auth/signed-in", get(super::signin::signed_in))
         .route("/auth/logout", post(super::signin::logout))
+        .layer(DefaultBodyLimit::max(limits::BODY))
+        .layer(middleware::from_fn(uri_limit))
         .with_state(waf)
+}
+
+/// 414 for a URI longer than any request of these endpoints needs (RFC 9110 §15.5.15).
+async fn uri_limit(req: Request, next: Next) -> Response {
+    let len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if len > limits::URI {
+        return OAuthError::invalid_request(format!(
+            "the request URI is longer than {} bytes",
+            limits::URI
+        ))
+        .with_status(StatusCode::URI_TOO_LONG)
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// RFC 8414 §2: what exists, and nothing that does not.
@@ -89,35 +111,46 @@ struct TokenForm {
     client_id: Option<String>,
 }
 
-/// RFC 7662 §2.1: the caller authenticates; §2.2: an inactive token says only `active: false`.
+impl NamesClient for TokenForm {
+    fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
+    }
+
+    /// RFC 7662 §2.1 and RFC 7009 §2.1: these endpoints are for authenticated clients.
+    fn no_client() -> OAuthError {
+        OAuthError::invalid_client()
+    }
+}
+
+impl TokenForm {
+    fn token(&self) -> Result<&str, OAuthError> {
+        limits::field("token", self.token.as_deref(), limits::TOKEN)?;
+        self.token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| OAuthError::invalid_request("the `token` parameter is missing"))
+    }
+}
+
+/// RFC 7662 §2.1: the caller authenticates (a public client cannot introspect); §2.2: an
+/// inactive token says only `active: false`.
 async fn introspect(
     State(waf): State<Arc<Waf>>,
-    headers: HeaderMap,
-    form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    let client = match authenticate(&waf, &headers, None) {
-        Ok(Some(id)) => id,
-        Ok(None) | Err(_) => return invalid_client(),
-    };
-    if !waf.clients.get(&client).is_some_and(|c| c.introspect) {
-        return oauth_error(
-            StatusCode::FORBIDDEN,
-            "unauthorized_client",
-            "this client may not introspect tokens",
-        );
+    auth: Authenticated<TokenForm>,
+) -> Result<Response, OAuthError> {
+    let client = auth.client(&waf)?;
+    if client.is_public() {
+        return Err(OAuthError::invalid_client());
     }
-    let form = match form_body(form) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let Some(token) = form.token.filter(|t| !t.is_empty()) else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the `token` parameter is missing",
-        );
-    };
-    let body = match waf.check(unix_now(), &token) {
+    if !client.introspect {
+        return Err(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
+            "this client may not introspect tokens",
+        )
+        .with_status(StatusCode::FORBIDDEN));
+    }
+    let token = auth.form.token()?;
+    let body = match waf.check(unix_now(), token)? {
         Some(c) => json!({
             "active": true,
             "scope": c.scope,
@@ -134,151 +167,29 @@ async fn introspect(
         }),
         None => json!({ "active": false }),
     };
-    no_store(Json(body).into_response())
+    Ok(no_store(Json(body).into_response()))
 }
 
 /// RFC 7009 §2: a confidential client authenticates; a public client names itself with
 /// `client_id`. §2.2: 200 whether or not the token was valid.
 async fn revoke(
     State(waf): State<Arc<Waf>>,
-    headers: HeaderMap,
-    form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    let form = match form_body(form) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let client_id = match authenticate(&waf, &headers, form.client_id.as_deref()) {
-        Ok(Some(id)) => id,
-        Ok(None) | Err(_) => return invalid_client(),
-    };
-    let Some(token) = form.token.filter(|t| !t.is_empty()) else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the `token` parameter is missing",
-        );
-    };
+    auth: Authenticated<TokenForm>,
+) -> Result<Response, OAuthError> {
+    let token = auth.form.token()?;
     let now = unix_now();
     // An access token (a JWT of ours), else perhaps a refresh token (RFC 7009 §2.1: both).
-    if let Some(c) = waf.check_for_revocation(now, &token) {
-        waf.revoke_token(&c.jti, c.exp, now);
+    if let Some(c) = waf.check_for_revocation(now, token) {
+        waf.revoke_token(&c.jti, c.exp, now)?;
         tracing::info!(jti = %c.jti, sub = %c.sub, "token revoked");
     } else {
-        super::oauth::revoke_refresh_token(&waf, &client_id, &token, now);
+        super::token::revoke_refresh_token(&waf, &auth.client_id, token, now)?;
     }
-    no_store(StatusCode::OK.into_response())
-}
-
-/// The client id if the request authenticates one: HTTP Basic for clients with a secret
-/// (RFC 6749 §2.3.1), or `client_id` alone for public clients. `Err` for bad credentials.
-pub(super) fn authenticate(
-    waf: &Waf,
-    headers: &HeaderMap,
-    client_id: Option<&str>,
-) -> Result<Option<String>, ()> {
-    if let Some(auth) = headers.get(header::AUTHORIZATION) {
-        let auth = auth.to_str().map_err(|_| ())?;
-        let (scheme, rest) = auth.split_once(' ').ok_or(())?;
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return Err(());
-        }
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(rest.trim())
-            .map_err(|_| ())?;
-        let decoded = String::from_utf8(decoded).map_err(|_| ())?;
-        let (id, secret) = decoded.split_once(':').ok_or(())?;
-        // RFC 6749 §2.3.1: both are form-urlencoded before the Basic encoding.
-        let id = form_decode(id);
-        let secret = form_decode(secret);
-        let client = waf.clients.get(&id).ok_or(())?;
-        let expected = client.secret.as_ref().ok_or(())?;
-        if bool::from(expected.expose().ct_eq(secret.as_bytes())) {
-            return Ok(Some(id));
-        }
-        return Err(());
-    }
-    match client_id {
-        Some(id) => match waf.clients.get(id) {
-            Some(c) if c.secret.is_none() => Ok(Some(id.to_string())),
-            _ => Err(()),
-        },
-        None => Ok(None),
-    }
-}
-
-fn form_decode(s: &str) -> String {
-    let mut out = Vec::with_capacity(s.len());
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
-                {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-pub(super) fn invalid_client() -> Response {
-    let mut r = oauth_error(
-        StatusCode::UNAUTHORIZED,
-        "invalid_client",
-        "client authentication failed",
-    );
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Basic realm=\"imsgw\""),
-    );
-    r
-}
-
-/// The form of a POST, or the RFC 6749 §5.2 answer for a body that is not one.
-// The error is the handler's answer itself; see the same allowance in `oauth`.
-#[allow(clippy::result_large_err)]
-pub(super) fn form_body<T>(
-    form: Result<Form<T>, axum::extract::rejection::FormRejection>,
-) -> Result<T, Response> {
-    form.map(|Form(f)| f).map_err(|_| {
-        oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "expected a form body",
-        )
-    })
-}
-
-/// RFC 6749 §5.2 error body.
-pub fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    let body: Value = json!({ "error": error, "error_description": description });
-    no_store((status, Json(body)).into_response())
+    Ok(no_store(StatusCode::OK.into_response()))
 }
 
 fn no_store(mut r: Response) -> Response {
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
-}
-
-#[cfg(test)]
-mod tests {
-    use super::form_decode;
-
-    #[test]
-    fn rfc6749_2_3_1_basic_credentials_are_form_decoded() {
-        assert_eq!(form_decode("a%3Ab+c"), "a:b c");
-        assert_eq!(form_decode("100%"), "100%");
-        assert_eq!(form_decode("%zz"), "%zz");
-    }
 }

@@ -6,14 +6,22 @@
 //! through `imsgw-token`, and hears of revocations through the sink set with
 //! [`Waf::set_revocation_sink`]: an input to the edge, never a look-up in this store).
 
+pub mod authorize;
+pub mod client;
+pub mod device;
+pub mod error;
 pub mod http;
 pub mod identity;
 pub mod jwks;
 pub mod keys;
-pub mod oauth;
+pub mod limits;
 pub mod pages;
+pub mod sealed;
 pub mod signin;
 pub mod store;
+#[cfg(test)]
+mod tests_router;
+pub mod token;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -21,7 +29,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use imsgw_token::{KeyRing, Minter, MinterConfig, Secret, Verifier, VerifierConfig};
 
 use crate::config::Config;
-use store::Store;
+pub use client::{Client, Grant};
+use store::{Store, StoreError};
 
 /// Why the WAF could not be set up; names the key.
 #[derive(Debug, thiserror::Error)]
@@ -36,22 +45,8 @@ pub enum WafError {
     Hmac { path: String, message: String },
     #[error("{0}")]
     Oidc(String),
-}
-
-/// A registered OAuth client.
-pub struct Client {
-    /// `None` for a public client (RFC 6749 §2.1).
-    pub secret: Option<Secret>,
-    pub introspect: bool,
-    pub redirect_uris: Vec<String>,
-    pub grants: Vec<String>,
-    pub scopes: Vec<String>,
-}
-
-impl Client {
-    pub fn allows(&self, grant: &str) -> bool {
-        self.grants.iter().any(|g| g == grant)
-    }
+    #[error("the WAF's store: {0}")]
+    Store(String),
 }
 
 /// Settings of the sign-in flows.
@@ -82,6 +77,10 @@ pub struct Waf {
     /// The OpenID providers people sign in with.
     pub providers: crate::oidc::Providers,
     pub flows: FlowSettings,
+    /// What each client address may make the WAF keep without authenticating.
+    pub anonymous: limits::PerAddress,
+    /// State handed to browsers instead of kept (a sign-in in progress).
+    pub sealer: sealed::Sealer,
 }
 
 impl Waf {
@@ -92,12 +91,13 @@ impl Waf {
     }
 
     /// Revokes the token `jti` (valid until `exp`): stored, and the edge told at once.
-    pub fn revoke_token(&self, jti: &str, exp: u64, now: u64) {
-        self.store.revoke(jti, exp, now);
+    pub fn revoke_token(&self, jti: &str, exp: u64, now: u64) -> Result<(), StoreError> {
+        // The edge first: a token must stop working there even if the store cannot keep it.
         if let Some(tx) = &self.revocation_sink {
             // The hub is gone only while shutting down, when nothing registers any more.
             let _ = tx.send((jti.to_string(), exp));
         }
+        self.store.revoke(jti, exp, now)
     }
 
     pub fn new(config: &Config, ring: KeyRing, store: Arc<dyn Store>) -> Result<Self, WafError> {
@@ -111,20 +111,12 @@ impl Waf {
         let mut clients = HashMap::new();
         for c in &config.waf.clients {
             let secret = client_secret(config, c)?;
-            clients.insert(
-                c.id.clone(),
-                Client {
-                    secret,
-                    introspect: c.introspect,
-                    redirect_uris: c.redirect_uris.clone(),
-                    grants: c.grants.clone(),
-                    scopes: if c.scopes.is_empty() {
-                        vec![config.waf.scope.clone()]
-                    } else {
-                        c.scopes.clone()
-                    },
-                },
-            );
+            let client =
+                Client::new(c, secret, &config.waf.scope).map_err(|message| WafError::Client {
+                    id: c.id.clone(),
+                    message,
+                })?;
+            clients.insert(c.id.clone(), client);
         }
         let providers = crate::oidc::Providers::new(config.oidc.providers.clone(), |p| {
             config.beside_config(p.to_path_buf())
@@ -139,7 +131,10 @@ impl Waf {
             device_poll: config.waf.device_poll_secs,
             secure_cookies: issuer.starts_with("https://"),
         };
+        let sealer = sealed::Sealer::from_store(&*store, unix_now())
+            .map_err(|e| WafError::Store(e.to_string()))?;
         Ok(Self {
+            sealer,
             issuer,
             audience,
             scope: config.waf.scope.clone(),
@@ -151,6 +146,11 @@ impl Waf {
             clients,
             providers,
             flows,
+            anonymous: limits::PerAddress::new(
+                config.waf.limits.anonymous_per_minute,
+                config.waf.limits.anonymous_burst,
+                config.waf.limits.tracked_addresses,
+            ),
         })
     }
 
@@ -193,13 +193,18 @@ impl Waf {
     }
 
     /// Checks one of our tokens, including revocation.
-    pub fn check(&self, now: u64, token: &str) -> Option<imsgw_token::Claims> {
-        let mut v = self.verifier.lock().unwrap_or_else(|p| p.into_inner());
-        let claims = v.verify(now, token).ok()?.claims;
-        if self.store.is_revoked(&claims.jti, now) {
-            return None;
+    pub fn check(&self, now: u64, token: &str) -> Result<Option<imsgw_token::Claims>, StoreError> {
+        let claims = {
+            let mut v = self.verifier.lock().unwrap_or_else(|p| p.into_inner());
+            match v.verify(now, token) {
+                Ok(v) => v.claims,
+                Err(_) => return Ok(None),
+            }
+        };
+        if self.store.is_revoked(&claims.jti, now)? {
+            return Ok(None);
         }
-        Some(claims)
+        Ok(Some(claims))
     }
 
     /// Checks a token's signature and issuer, whatever its expiry (revocation of an expired

@@ -59,7 +59,7 @@ pub fn error(status: StatusCode, title: &str, message: &str) -> Response {
     )
 }
 
-/// The sign-in page: one button per provider.
+/// The sign-in page: one button per provider; `ret` is the path to come back to.
 pub fn signin(providers: &[(String, String)], ret: &str) -> Response {
     if providers.is_empty() {
         return error(
@@ -93,6 +93,27 @@ pub fn urlencode(s: &str) -> String {
     o
 }
 
+/// Decodes `%XX` escapes (the inverse of [`urlencode`]); invalid escapes stay as they are.
+pub fn urldecode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +125,8 @@ mod tests {
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;"
         );
         assert_eq!(urlencode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+        assert_eq!(urldecode("a%20b%26c%3Dd%2F%C3%A9"), "a b&c=d/é");
+        assert_eq!(urldecode("100%"), "100%");
+        assert_eq!(urldecode("%zz%4"), "%zz%4");
     }
 }

@@ -10,9 +10,13 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
+use subtle::ConstantTimeEq;
+
+use super::error::{PageError, StoreResult};
 use super::identity::{self, Person};
+use super::limits;
 use super::pages;
 use super::store::{StoreExt, key_of};
 use super::{Waf, unix_now};
@@ -22,22 +26,12 @@ const LOGIN_COOKIE: &str = "imsgw_login";
 /// How long a person has at the provider before the login must start again.
 const LOGIN_TTL: u64 = 600;
 
-/// Where to go once signed in. Kept server-side, so the return is never an open redirect.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Return {
-    /// Finish an `/oauth/authorize` request stored under this id.
-    Authorize(String),
-    /// The device approval page, with the code the person came with.
-    Device(Option<String>),
-    /// Nowhere in particular.
-    Home,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Login {
-    pending: crate::oidc::PendingLogin,
-    ret: Return,
-}
+const RETURN_COOKIE: &str = "imsgw_return";
+/// The longest return path kept in its cookie (browsers keep 4096 bytes per cookie); a longer
+/// one is dropped and the person lands on the signed-in page.
+const RETURN_MAX: usize = 3000;
+/// The purpose a pending login is sealed for.
+const LOGIN_PURPOSE: &str = "imsgw login v1";
 
 /// A random URL-safe secret of 32 bytes.
 pub fn random_secret() -> String {
@@ -71,19 +65,50 @@ fn set_cookie(waf: &Waf, name: &str, value: &str, max_age: u64) -> HeaderValue {
 }
 
 /// The signed-in person of this request and their session's store key.
-pub fn current(waf: &Waf, headers: &HeaderMap) -> Option<(String, Person)> {
-    let id = cookie(headers, SESSION_COOKIE)?;
+pub fn current(waf: &Waf, headers: &HeaderMap) -> StoreResult<Option<(String, Person)>> {
+    let Some(id) = cookie(headers, SESSION_COOKIE).filter(|id| id.len() <= limits::CODE) else {
+        return Ok(None);
+    };
     let key = key_of(id);
-    let person = waf.store.get::<Person>("session", &key, unix_now())?;
-    Some((key, person))
+    Ok(waf
+        .store
+        .get::<Person>("session", &key, unix_now())?
+        .map(|person| (key, person)))
 }
 
-/// Shows the sign-in page; after signing in the person goes to `ret`.
-pub fn ask_to_sign_in(waf: &Waf, ret: Return) -> Response {
-    let id = random_secret();
-    let now = unix_now();
-    waf.store.put("return", &id, now, &ret, now + LOGIN_TTL);
-    pages::signin(&waf.providers.list(), &id)
+/// A per-session token for the forms of signed-in people (the cookie is SameSite=Lax too).
+pub fn csrf_of(session_key: &str) -> String {
+    key_of(&format!("csrf:{session_key}"))
+}
+
+/// Whether `sent` is the session's CSRF token (compared in constant time).
+pub fn csrf_matches(session_key: &str, sent: Option<&str>) -> bool {
+    let want = csrf_of(session_key);
+    sent.is_some_and(|c| bool::from(c.as_bytes().ct_eq(want.as_bytes())))
+}
+
+/// Shows the sign-in page; after signing in the person goes back to `ret` (a path of this
+/// gateway, checked again by [`return_path`] when it comes back). Nothing is stored.
+pub fn ask_to_sign_in(waf: &Waf, ret: &str) -> Response {
+    pages::signin(&waf.providers.list(), ret)
+}
+
+/// `ret` if it is a page a person may be sent back to after signing in: the authorization
+/// endpoint (its request is checked again there), the device page, or the signed-in page.
+/// Anything else, an absolute URL above all, is refused: never an open redirect.
+fn return_path(ret: &str) -> Option<&str> {
+    let ok_path = |p: &str| {
+        ret == p
+            || ret
+                .strip_prefix(p)
+                .is_some_and(|rest| rest.starts_with('?'))
+    };
+    let allowed = ok_path("/oauth/authorize") || ok_path("/device") || ret == "/auth/signed-in";
+    let clean = ret.len() <= limits::URI
+        && ret
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'\\' && b != b'#');
+    (allowed && clean).then_some(ret)
 }
 
 #[derive(Deserialize)]
@@ -93,35 +118,59 @@ pub struct LoginQuery {
     ret: Option<String>,
 }
 
-/// `GET /auth/login?provider=…&return=…`: off to the provider.
-pub async fn login(State(waf): State<Arc<Waf>>, Query(q): Query<LoginQuery>) -> Response {
-    let now = unix_now();
+/// `GET /auth/login?provider=…&return=…`: off to the provider. What the callback must check
+/// (state, nonce, PKCE verifier) goes to the browser sealed in a cookie, and where to return in
+/// another: an anonymous client starting sign-ins makes the WAF keep nothing.
+pub async fn login(
+    State(waf): State<Arc<Waf>>,
+    Query(q): Query<LoginQuery>,
+) -> Result<Response, PageError> {
+    if q.provider.len() > limits::PROVIDER {
+        return Err(PageError::new(
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            "There is no such sign-in provider here.",
+        ));
+    }
     let ret = q
         .ret
-        .and_then(|id| waf.store.take::<Return>("return", &id, now))
-        .unwrap_or(Return::Home);
+        .as_deref()
+        .and_then(return_path)
+        .filter(|r| r.len() <= RETURN_MAX)
+        .unwrap_or("/auth/signed-in");
+    let now = unix_now();
     let redirect_uri = format!("{}/auth/callback", waf.issuer);
     let (url, pending) = match waf.providers.begin(&q.provider, &redirect_uri).await {
         Ok(v) => v,
         Err(e) => {
             tracing::warn!(provider = %q.provider, error = %e, "sign-in could not start");
-            return pages::error(StatusCode::BAD_GATEWAY, "Sign-in failed", &e.user_message());
+            return Err(PageError::new(
+                StatusCode::BAD_GATEWAY,
+                "Sign-in failed",
+                e.user_message(),
+            ));
         }
     };
-    let id = random_secret();
-    waf.store.put(
-        "login",
-        &key_of(&id),
-        now,
-        &Login { pending, ret },
-        now + LOGIN_TTL,
-    );
+    let sealed = waf
+        .sealer
+        .seal(LOGIN_PURPOSE, &pending, now + LOGIN_TTL)
+        .ok_or_else(|| {
+            PageError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Sign-in failed",
+                "The sign-in could not be started. Please try again.",
+            )
+        })?;
     let mut r = Redirect::to(&url).into_response();
     r.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(&waf, LOGIN_COOKIE, &id, LOGIN_TTL),
+        set_cookie(&waf, LOGIN_COOKIE, &sealed, LOGIN_TTL),
     );
-    r
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&waf, RETURN_COOKIE, &pages::urlencode(ret), LOGIN_TTL),
+    );
+    Ok(r)
 }
 
 /// `GET /auth/callback`: back from the provider (OIDC Core §3.1.2.5–§3.1.3).
@@ -129,71 +178,77 @@ pub async fn callback(
     State(waf): State<Arc<Waf>>,
     headers: HeaderMap,
     Query(q): Query<crate::oidc::Callback>,
-) -> Response {
+) -> Result<Response, PageError> {
     let now = unix_now();
-    let Some(login) = cookie(&headers, LOGIN_COOKIE)
-        .and_then(|id| waf.store.take::<Login>("login", &key_of(id), now))
-    else {
-        return pages::error(
+    let pending = cookie(&headers, LOGIN_COOKIE).and_then(|c| {
+        waf.sealer
+            .open::<crate::oidc::PendingLogin>(LOGIN_PURPOSE, c, now)
+    });
+    let Some(pending) = pending else {
+        return Err(PageError::new(
             StatusCode::BAD_REQUEST,
             "Sign-in expired",
             "This sign-in was not started here or took too long. Please start again.",
-        );
+        ));
     };
     // The state is checked before anything else the callback says, so a forged `error=` cannot
     // show a page (OIDC Core §3.1.2.7, RFC 9207 `iss` too).
-    let claims = match waf.providers.finish_callback(&login.pending, &q).await {
+    let claims = match waf.providers.finish_callback(&pending, &q).await {
         Ok(c) => c,
         Err(e) => {
-            tracing::warn!(provider = %login.pending.provider, error = %e, "sign-in failed");
+            tracing::warn!(provider = %pending.provider, error = %e, "sign-in failed");
             let status = match e {
                 crate::oidc::OidcError::Unavailable { .. } => StatusCode::BAD_GATEWAY,
                 crate::oidc::OidcError::ProviderError { .. } => StatusCode::FORBIDDEN,
                 _ => StatusCode::BAD_REQUEST,
             };
-            return pages::error(status, "Sign-in failed", &e.user_message());
+            return Err(PageError::new(status, "Sign-in failed", e.user_message()));
         }
     };
     let person = match identity::map(
         &waf.flows.identity,
         &waf.flows.domain,
-        &login.pending.provider,
+        &pending.provider,
         &claims,
     ) {
         Ok(p) => p,
         Err(e) => {
-            tracing::info!(provider = %login.pending.provider, error = %e, "account cannot be mapped to an IMS identity");
-            return pages::error(
+            tracing::info!(provider = %pending.provider, error = %e, "account cannot be mapped to an IMS identity");
+            return Err(PageError::new(
                 StatusCode::FORBIDDEN,
                 "This account cannot be used for calling",
-                &format!("{e}. Ask your operator, or sign in with another account."),
-            );
+                format!("{e}. Ask your operator, or sign in with another account."),
+            ));
         }
     };
-    tracing::info!(impu = %person.impu, provider = %person.provider, "signed in");
     let sid = random_secret();
     let ttl = waf.flows.session_ttl;
     waf.store
-        .put("session", &key_of(&sid), now, &person, now + ttl);
-    let target = match login.ret {
-        Return::Authorize(id) => format!("/oauth/authorize?resume={}", pages::urlencode(&id)),
-        Return::Device(Some(code)) => format!("/device?user_code={}", pages::urlencode(&code)),
-        Return::Device(None) => "/device".to_string(),
-        Return::Home => "/auth/signed-in".to_string(),
-    };
-    let mut r = Redirect::to(&target).into_response();
+        .put("session", &key_of(&sid), now, &person, now + ttl)?;
+    tracing::info!(impu = %person.impu, provider = %person.provider, "signed in");
+    let back = cookie(&headers, RETURN_COOKIE).map(pages::urldecode);
+    let target = back
+        .as_deref()
+        .and_then(return_path)
+        .unwrap_or("/auth/signed-in");
+    let mut r = Redirect::to(target).into_response();
     r.headers_mut().append(
         header::SET_COOKIE,
         set_cookie(&waf, SESSION_COOKIE, &sid, ttl),
     );
-    r.headers_mut()
-        .append(header::SET_COOKIE, set_cookie(&waf, LOGIN_COOKIE, "", 0));
-    r
+    for gone in [LOGIN_COOKIE, RETURN_COOKIE] {
+        r.headers_mut()
+            .append(header::SET_COOKIE, set_cookie(&waf, gone, "", 0));
+    }
+    Ok(r)
 }
 
 /// `GET /auth/signed-in`: who is signed in.
-pub async fn signed_in(State(waf): State<Arc<Waf>>, headers: HeaderMap) -> Response {
-    match current(&waf, &headers) {
+pub async fn signed_in(
+    State(waf): State<Arc<Waf>>,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    Ok(match current(&waf, &headers)? {
         Some((_, p)) => pages::page(
             StatusCode::OK,
             "Signed in",
@@ -203,18 +258,21 @@ pub async fn signed_in(State(waf): State<Arc<Waf>>, headers: HeaderMap) -> Respo
                 pages::esc(p.impu.as_str())
             ),
         ),
-        None => ask_to_sign_in(&waf, Return::Home),
-    }
+        None => ask_to_sign_in(&waf, "/auth/signed-in"),
+    })
 }
 
 /// `POST /auth/logout`: ends the session (a POST, so no page can sign someone out by a link).
-pub async fn logout(State(waf): State<Arc<Waf>>, headers: HeaderMap) -> Response {
-    if let Some((key, p)) = current(&waf, &headers) {
-        waf.store.delete("session", &key, unix_now());
+pub async fn logout(
+    State(waf): State<Arc<Waf>>,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    if let Some((key, p)) = current(&waf, &headers)? {
+        waf.store.delete("session", &key, unix_now())?;
         tracing::info!(impu = %p.impu, "signed out");
     }
     let mut r = pages::page(StatusCode::OK, "Signed out", "<p>You are signed out.</p>");
     r.headers_mut()
         .append(header::SET_COOKIE, set_cookie(&waf, SESSION_COOKIE, "", 0));
-    r
+    Ok(r)
 }

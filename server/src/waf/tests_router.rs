@@ -1,0 +1,577 @@
+//! The WAF's router in memory (`tower::ServiceExt::oneshot`): every grant end to end and every
+//! RFC 6749 §5.2 / RFC 8628 §3.5 error it answers, with the store and the token checks real.
+//! People are put in the store as signed-in sessions directly; the sign-in through a real
+//! OpenID provider is tested in `tests/interop` (files 20-23, 30).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use base64::Engine;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use super::identity::Person;
+use super::store::{Caps, MemoryStore, StoreExt, key_of};
+use super::{Waf, unix_now};
+use crate::config::Config;
+
+const DEVICE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+const CB: &str = "http://127.0.0.1:9/cb";
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+fn config() -> Config {
+    let text = format!(
+        r#"
+[sip]
+domain = "ims.example"
+upstream = "sip:127.0.0.1:5060"
+[waf]
+issuer = "http://gw.test"
+[[waf.clients]]
+id = "wic"
+first_party = true
+redirect_uris = ["{CB}"]
+grants = ["authorization_code", "refresh_token", "{DEVICE}"]
+[[waf.clients]]
+id = "svc"
+secret = "svc-secret"
+first_party = true
+redirect_uris = ["{CB}"]
+grants = ["authorization_code"]
+[[waf.clients]]
+id = "phone"
+grants = ["{DEVICE}"]
+[[waf.clients]]
+id = "rs"
+secret = "rs-secret"
+introspect = true
+"#
+    );
+    Config::from_sources(std::path::Path::new("test.toml"), &text, Vec::new())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+struct T {
+    waf: Arc<Waf>,
+    _keys: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn waf(caps: Caps) -> T {
+    let dir = std::env::temp_dir().join(format!("imsgw-waf-{}", super::signin::random_secret()));
+    let ring =
+        imsgw_token::KeyRing::load_or_create(&dir, unix_now()).unwrap_or_else(|e| panic!("{e}"));
+    let store = Arc::new(MemoryStore::with_caps(caps));
+    let waf = Waf::new(&config(), ring, store).unwrap_or_else(|e| panic!("{e}"));
+    T {
+        waf: Arc::new(waf),
+        _keys: TempDir(dir),
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    json: serde_json::Value,
+    text: String,
+}
+
+impl Answer {
+    fn error(&self) -> &str {
+        self.json["error"].as_str().unwrap_or("")
+    }
+
+    fn location(&self) -> openidconnect::url::Url {
+        let l = self.headers[header::LOCATION]
+            .to_str()
+            .unwrap_or_else(|e| panic!("{e}"));
+        openidconnect::url::Url::parse(l).unwrap_or_else(|e| panic!("{l}: {e}"))
+    }
+}
+
+impl T {
+    async fn send(&self, req: Request<Body>) -> Answer {
+        let r = super::http::router(self.waf.clone())
+            .oneshot(req)
+            .await
+            .unwrap_or_else(|e| match e {});
+        let status = r.status();
+        let headers = r.headers().clone();
+        let bytes = r
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        Answer {
+            status,
+            headers,
+            json,
+            text,
+        }
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)], basic: Option<(&str, &str)>) -> Answer {
+        let body = openidconnect::url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let mut b =
+            Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some((id, secret)) = basic {
+            let c = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+            b = b.header(header::AUTHORIZATION, format!("Basic {c}"));
+        }
+        self.send(b.body(Body::from(body)).unwrap_or_else(|e| panic!("{e}")))
+            .await
+    }
+
+    async fn get(&self, path: &str, cookie: Option<&str>) -> Answer {
+        let mut b = Request::get(path);
+        if let Some(c) = cookie {
+            b = b.header(header::COOKIE, c);
+        }
+        self.send(b.body(Body::empty()).unwrap_or_else(|e| panic!("{e}")))
+            .await
+    }
+
+    /// A signed-in session for `user`; the cookie to send.
+    fn session(&self, user: &str) -> String {
+        let sid = super::signin::random_secret();
+        let now = unix_now();
+        let person = Person {
+            provider: "demo".into(),
+            sub: format!("sub-{user}"),
+            impu: imsgw_sip::Impu::parse(&format!("sip:{user}@ims.example"))
+                .unwrap_or_else(|e| panic!("{e}")),
+            impi: format!("{user}@ims.example"),
+            display: user.into(),
+        };
+        self.waf
+            .store
+            .put("session", &key_of(&sid), now, &person, now + 600)
+            .unwrap_or_else(|e| panic!("{e}"));
+        format!("{}={sid}", super::signin::SESSION_COOKIE)
+    }
+
+    /// Code grant as `user` through `/oauth/authorize`, exchanged by `wic`.
+    async fn code_for(&self, user: &str) -> String {
+        let cookie = self.session(user);
+        let a = self
+            .get(
+                &format!("/oauth/authorize?response_type=code&client_id=wic&redirect_uri={CB}&state=s1&code_challenge={CHALLENGE}&code_challenge_method=S256"),
+                Some(&cookie),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.text);
+        let loc = a.location();
+        let q: std::collections::HashMap<_, _> = loc.query_pairs().into_owned().collect();
+        assert_eq!(q.get("state").map(String::as_str), Some("s1"));
+        assert_eq!(q.get("iss").map(String::as_str), Some("http://gw.test"));
+        q.get("code")
+            .cloned()
+            .unwrap_or_else(|| panic!("no code: {loc}"))
+    }
+
+    async fn exchange(&self, code: &str) -> Answer {
+        self.post(
+            "/oauth/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("client_id", "wic"),
+                ("code", code),
+                ("redirect_uri", CB),
+                ("code_verifier", VERIFIER),
+            ],
+            None,
+        )
+        .await
+    }
+
+    async fn active(&self, token: &str) -> bool {
+        let r = self
+            .post(
+                "/oauth/introspect",
+                &[("token", token)],
+                Some(("rs", "rs-secret")),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        r.json["active"] == true
+    }
+}
+
+#[tokio::test]
+async fn rfc6749_4_1_code_grant_then_a_replay_revokes_what_it_gave() {
+    let t = waf(Caps::unlimited());
+    let code = t.code_for("alice").await;
+    let r = t.exchange(&code).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
+    assert_eq!(r.json["token_type"], "Bearer");
+    let access = r.json["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(t.active(&access).await);
+    let again = t.exchange(&code).await;
+    assert_eq!(
+        (again.status, again.error()),
+        (StatusCode::BAD_REQUEST, "invalid_grant")
+    );
+    assert!(
+        !t.active(&access).await,
+        "a replayed code revokes its token"
+    );
+}
+
+#[tokio::test]
+async fn rfc9700_4_14_refresh_rotates_and_reuse_revokes_the_family() {
+    let t = waf(Caps::unlimited());
+    let code = t.code_for("bob").await;
+    let first = t.exchange(&code).await;
+    let rt1 = first.json["refresh_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let refresh = |rt: String| {
+        let t = &t;
+        async move {
+            t.post(
+                "/oauth/token",
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", "wic"),
+                    ("refresh_token", &rt),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    let second = refresh(rt1.clone()).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.text);
+    let rt2 = second.json["refresh_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let access2 = second.json["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_ne!(rt1, rt2);
+    let reuse = refresh(rt1).await;
+    assert_eq!(reuse.error(), "invalid_grant");
+    assert!(
+        !t.active(&access2).await,
+        "the family's access tokens are revoked"
+    );
+    assert_eq!(
+        refresh(rt2).await.error(),
+        "invalid_grant",
+        "and its newest refresh token"
+    );
+    assert_eq!(refresh("garbage".into()).await.error(), "invalid_grant");
+}
+
+#[tokio::test]
+async fn rfc8628_device_grant_pending_slow_down_approved() {
+    let t = waf(Caps::unlimited());
+    let d = t
+        .post(
+            "/oauth/device_authorization",
+            &[("client_id", "phone"), ("scope", "sip")],
+            None,
+        )
+        .await;
+    assert_eq!(d.status, StatusCode::OK, "{}", d.text);
+    let dc = d.json["device_code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let uc = d.json["user_code"]
+        .as_str()
+        .unwrap_or_default()
+        .replace('-', "");
+    let form = [
+        ("grant_type", DEVICE),
+        ("client_id", "phone"),
+        ("device_code", dc.as_str()),
+    ];
+    let poll = || t.post("/oauth/token", &form, None);
+    assert_eq!(poll().await.error(), "authorization_pending");
+    assert_eq!(poll().await.error(), "slow_down");
+    let cookie = t.session("carol");
+    let skey = key_of(cookie.split_once('=').map(|(_, v)| v).unwrap_or_default());
+    let csrf = super::signin::csrf_of(&skey);
+    let body = format!("user_code={uc}&action=approve&csrf={csrf}");
+    let page = t
+        .send(
+            Request::post("/device")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::COOKIE, &cookie)
+                .body(Body::from(body))
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    // The interval grew by 5 s with the slow_down; the record is read directly to skip it.
+    t.waf
+        .store
+        .update::<serde_json::Value, ()>("device", &key_of(&dc), unix_now(), |d| {
+            (
+                d.map(|(mut v, e)| {
+                    v["last_poll"] = 0.into();
+                    (v, e)
+                }),
+                (),
+            )
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let done = poll().await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.text);
+    let claims = t.waf.check(
+        unix_now(),
+        done.json["access_token"].as_str().unwrap_or_default(),
+    );
+    let claims = claims
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("inactive"));
+    assert_eq!(claims.impu.as_str(), "sip:carol@ims.example");
+    assert_eq!(
+        poll().await.error(),
+        "expired_token",
+        "a device code is single use"
+    );
+}
+
+#[tokio::test]
+async fn rfc6749_5_2_every_error_of_the_token_endpoint() {
+    let t = waf(Caps::unlimited());
+    type Case<'a> = (
+        &'a [(&'a str, &'a str)],
+        Option<(&'a str, &'a str)>,
+        StatusCode,
+        &'a str,
+    );
+    let cases: &[Case] = &[
+        (
+            &[("client_id", "wic")],
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            &[("grant_type", "password"), ("client_id", "wic")],
+            None,
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+        ),
+        (
+            &[("grant_type", DEVICE), ("client_id", "svc")],
+            Some(("svc", "svc-secret")),
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+        ),
+        (
+            &[
+                ("grant_type", "authorization_code"),
+                ("client_id", "nobody"),
+            ],
+            None,
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+        ),
+        (
+            &[("grant_type", "authorization_code"), ("client_id", "svc")],
+            None,
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+        ),
+        (
+            &[("grant_type", "authorization_code")],
+            Some(("svc", "wrong")),
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+        ),
+        (
+            &[("grant_type", "authorization_code"), ("client_id", "wic")],
+            Some(("svc", "svc-secret")),
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+        ),
+        (
+            &[("grant_type", "authorization_code"), ("client_id", "wic")],
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            &[
+                ("grant_type", "authorization_code"),
+                ("client_id", "wic"),
+                ("code", "nope"),
+                ("code_verifier", VERIFIER),
+            ],
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+        ),
+        (
+            &[
+                ("grant_type", DEVICE),
+                ("client_id", "wic"),
+                ("device_code", "nope"),
+            ],
+            None,
+            StatusCode::BAD_REQUEST,
+            "expired_token",
+        ),
+        (
+            &[("grant_type", "refresh_token"), ("client_id", "wic")],
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+    ];
+    for (form, basic, status, error) in cases {
+        let r = t.post("/oauth/token", form, *basic).await;
+        assert_eq!(
+            (r.status, r.error()),
+            (*status, *error),
+            "{form:?} {basic:?}: {}",
+            r.text
+        );
+        assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
+        if r.status == StatusCode::UNAUTHORIZED {
+            assert!(r.headers.contains_key(header::WWW_AUTHENTICATE));
+        }
+    }
+    let long = "c".repeat(200);
+    let r = t
+        .post(
+            "/oauth/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("client_id", "wic"),
+                ("code", &long),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.error(), "invalid_request");
+    let code = t.code_for("dave").await;
+    let wrong = t
+        .post(
+            "/oauth/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("client_id", "wic"),
+                ("code", &code),
+                ("code_verifier", &"x".repeat(43)),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(wrong.error(), "invalid_grant");
+    let scope = t
+        .post(
+            "/oauth/device_authorization",
+            &[("client_id", "phone"), ("scope", "admin")],
+            None,
+        )
+        .await;
+    assert_eq!(scope.error(), "invalid_scope");
+}
+
+#[tokio::test]
+async fn introspection_and_revocation_are_for_authenticated_clients() {
+    let t = waf(Caps::unlimited());
+    let public = t
+        .post(
+            "/oauth/introspect",
+            &[("token", "x"), ("client_id", "wic")],
+            None,
+        )
+        .await;
+    assert_eq!(
+        (public.status, public.error()),
+        (StatusCode::UNAUTHORIZED, "invalid_client")
+    );
+    let none = t.post("/oauth/revoke", &[("token", "x")], None).await;
+    assert_eq!(
+        (none.status, none.error()),
+        (StatusCode::UNAUTHORIZED, "invalid_client")
+    );
+    let missing = t
+        .post("/oauth/introspect", &[], Some(("rs", "rs-secret")))
+        .await;
+    assert_eq!(missing.error(), "invalid_request");
+    assert!(!t.active("garbage").await);
+    let code = t.code_for("erin").await;
+    let access = t.exchange(&code).await.json["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let rev = t
+        .post(
+            "/oauth/revoke",
+            &[("token", &access), ("client_id", "wic")],
+            None,
+        )
+        .await;
+    assert_eq!(rev.status, StatusCode::OK);
+    assert!(!t.active(&access).await);
+}
+
+#[tokio::test]
+async fn a_full_store_kind_is_temporarily_unavailable_and_sessions_go_on() {
+    let mut per_kind = std::collections::HashMap::new();
+    per_kind.insert("code", 1);
+    per_kind.insert("device", 0);
+    let t = waf(Caps {
+        per_kind,
+        other: usize::MAX,
+    });
+    let first = t.code_for("alice").await;
+    assert!(!first.is_empty());
+    // A second code while the first is held: back to the client with temporarily_unavailable.
+    let cookie = t.session("bob");
+    let a = t
+        .get(
+            &format!("/oauth/authorize?response_type=code&client_id=wic&redirect_uri={CB}&state=s2&code_challenge={CHALLENGE}&code_challenge_method=S256"),
+            Some(&cookie),
+        )
+        .await;
+    let q: std::collections::HashMap<_, _> = a.location().query_pairs().into_owned().collect();
+    assert_eq!(
+        q.get("error").map(String::as_str),
+        Some("temporarily_unavailable")
+    );
+    assert_eq!(q.get("state").map(String::as_str), Some("s2"));
+    assert!(!q.contains_key("code"));
+    // The code already given still works.
+    assert_eq!(t.exchange(&first).await.status, StatusCode::OK);
+    let d = t
+        .post(
+            "/oauth/device_authorization",
+            &[("client_id", "phone"), ("scope", "sip")],
+            None,
+        )
+        .await;
+    assert_eq!(
+        (d.status, d.error()),
+        (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
+    );
+    assert!(d.headers.contains_key(header::RETRY_AFTER));
+}

@@ -1,0 +1,416 @@
+//! The token endpoint (RFC 6749 §3.2): codes (with PKCE, RFC 7636 §4.6), refresh tokens
+//! (rotated; a reused one revokes its whole family, RFC 9700 §4.14) and device codes (RFC
+//! 8628 §3.4, see `device`).
+//!
+//! A refresh token is `<family id>.<secret>`: the family record knows the hash of the one
+//! token that may still be used, so a rotated token is recognised as reuse without keeping a
+//! record per token ever issued.
+//!
+//! Owns: what a grant is exchanged for, refresh-token families. Must not touch: how codes are
+//! given (see `authorize`, `device`), token format (see `imsgw-token`).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::authorize::{Code, Issued, pkce_matches};
+use super::client::{Authenticated, Client, Grant, NamesClient};
+use super::error::{ErrorCode, OAuthError, StoreResult};
+use super::identity::Person;
+use super::limits;
+use super::signin::random_secret;
+use super::store::{StoreExt, key_of};
+use super::{Waf, unix_now};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Family {
+    client_id: String,
+    person: Person,
+    scope: String,
+    /// Store key of the one refresh token of the family that may still be used.
+    current: String,
+    revoked: bool,
+    /// Access tokens issued in this family and not yet expired, revoked with it.
+    jtis: Vec<(String, u64)>,
+}
+
+#[derive(Deserialize)]
+pub struct TokenForm {
+    grant_type: Option<String>,
+    code: Option<String>,
+    redirect_uri: Option<String>,
+    code_verifier: Option<String>,
+    refresh_token: Option<String>,
+    pub(super) device_code: Option<String>,
+    client_id: Option<String>,
+    scope: Option<String>,
+}
+
+impl NamesClient for TokenForm {
+    fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
+    }
+}
+
+impl TokenForm {
+    fn check_sizes(&self) -> Result<(), OAuthError> {
+        limits::field("code", self.code.as_deref(), limits::CODE)?;
+        limits::field(
+            "redirect_uri",
+            self.redirect_uri.as_deref(),
+            limits::REDIRECT_URI,
+        )?;
+        limits::field(
+            "code_verifier",
+            self.code_verifier.as_deref(),
+            limits::CODE_VERIFIER,
+        )?;
+        limits::field("refresh_token", self.refresh_token.as_deref(), limits::CODE)?;
+        limits::field("device_code", self.device_code.as_deref(), limits::CODE)?;
+        limits::field("scope", self.scope.as_deref(), limits::SCOPE)
+    }
+}
+
+/// `POST /oauth/token`.
+pub async fn token(
+    State(waf): State<Arc<Waf>>,
+    auth: Authenticated<TokenForm>,
+) -> Result<Response, OAuthError> {
+    let client = auth.client(&waf)?;
+    let (client_id, f) = (auth.client_id.as_str(), &auth.form);
+    f.check_sizes()?;
+    // RFC 6749 §5.2: a missing parameter is invalid_request; an unknown one unsupported.
+    let grant = match f.grant_type.as_deref().filter(|g| !g.is_empty()) {
+        None => return Err(OAuthError::invalid_request("grant_type is missing")),
+        Some(g) => g.parse::<Grant>().map_err(|_| {
+            OAuthError::new(
+                ErrorCode::UnsupportedGrantType,
+                "grant_type is not supported",
+            )
+        })?,
+    };
+    if !client.allows(grant) {
+        return Err(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
+            "this client may not use this grant",
+        ));
+    }
+    let now = unix_now();
+    let body = match grant {
+        Grant::AuthorizationCode => exchange_code(&waf, client, client_id, now, f)?,
+        Grant::RefreshToken => refresh(&waf, client, client_id, now, f)?,
+        Grant::DeviceCode => super::device::poll(&waf, client, client_id, now, f)?,
+    };
+    Ok(token_response(body))
+}
+
+fn exchange_code(
+    waf: &Waf,
+    client: &Client,
+    client_id: &str,
+    now: u64,
+    f: &TokenForm,
+) -> Result<serde_json::Value, OAuthError> {
+    let code = f
+        .code
+        .as_deref()
+        .ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
+    let key = key_of(code);
+    // Single use: the first exchange marks the code used, whatever its outcome.
+    let found = waf
+        .store
+        .update::<Code, Option<Code>>("code", &key, now, |c| match c {
+            Some((code, exp)) => {
+                let before = code.clone();
+                let mut used = code;
+                used.used = true;
+                (Some((used, exp)), Some(before))
+            }
+            None => (None, None),
+        })?;
+    let Some(code_rec) = found else {
+        return Err(OAuthError::invalid_grant(
+            "the code is unknown or has expired",
+        ));
+    };
+    if code_rec.used {
+        // RFC 6749 §4.1.2: a code used twice revokes what it gave.
+        if let Some(issued) = &code_rec.issued {
+            waf.revoke_token(&issued.jti, issued.exp, now)?;
+            if let Some(fam) = &issued.family {
+                revoke_family(waf, fam, now)?;
+            }
+        }
+        tracing::warn!(
+            client_id,
+            "authorization code replayed; its tokens are revoked"
+        );
+        return Err(OAuthError::invalid_grant("the code was already used"));
+    }
+    if now >= code_rec.valid_until {
+        return Err(OAuthError::invalid_grant("the code has expired"));
+    }
+    if code_rec.req.client_id != client_id {
+        return Err(OAuthError::invalid_grant(
+            "the code was issued to another client",
+        ));
+    }
+    if f.redirect_uri
+        .as_deref()
+        .is_some_and(|u| u != code_rec.req.redirect_uri)
+    {
+        return Err(OAuthError::invalid_grant(
+            "redirect_uri differs from the authorization request",
+        ));
+    }
+    let Some(verifier) = f.code_verifier.as_deref() else {
+        return Err(OAuthError::invalid_grant("code_verifier is missing (PKCE)"));
+    };
+    if !pkce_matches(verifier, &code_rec.req.challenge) {
+        return Err(OAuthError::invalid_grant(
+            "code_verifier does not match the code_challenge",
+        ));
+    }
+    let (body, issued) = issue(
+        waf,
+        client,
+        client_id,
+        now,
+        &code_rec.person,
+        &code_rec.req.scope,
+        None,
+    )?;
+    waf.store.update::<Code, ()>("code", &key, now, |c| {
+        (
+            c.map(|(mut code, exp)| {
+                code.issued = Some(issued.clone());
+                (code, exp)
+            }),
+            (),
+        )
+    })?;
+    Ok(body)
+}
+
+/// The family id of a refresh token, and the token's store key.
+fn family_of(rt: &str) -> Option<(&str, String)> {
+    let (family, secret) = rt.split_once('.')?;
+    (!family.is_empty() && !secret.is_empty()).then(|| (family, key_of(rt)))
+}
+
+fn refresh(
+    waf: &Waf,
+    client: &Client,
+    client_id: &str,
+    now: u64,
+    f: &TokenForm,
+) -> Result<serde_json::Value, OAuthError> {
+    let rt = f
+        .refresh_token
+        .as_deref()
+        .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
+    let unknown = || OAuthError::invalid_grant("the refresh token is unknown or has expired");
+    let (family_id, presented) = family_of(rt).ok_or_else(unknown)?;
+    let fam = waf
+        .store
+        .get::<Family>("family", &key_of(family_id), now)?
+        .ok_or_else(unknown)?;
+    if fam.client_id != client_id {
+        return Err(OAuthError::invalid_grant(
+            "the refresh token was issued to another client",
+        ));
+    }
+    if fam.revoked {
+        return Err(OAuthError::invalid_grant("the refresh token was revoked"));
+    }
+    if fam.current != presented {
+        // RFC 6819 §5.2.2.3 / RFC 9700 §4.14.2: reuse of a rotated token.
+        revoke_family(waf, family_id, now)?;
+        tracing::warn!(client_id, impu = %fam.person.impu, "refresh token reused; its family is revoked");
+        return Err(OAuthError::invalid_grant(
+            "the refresh token was already used; all tokens from it are revoked",
+        ));
+    }
+    let scope = match f.scope.as_deref() {
+        Some(s) if s.split(' ').all(|w| fam.scope.split(' ').any(|x| x == w)) => s.to_string(),
+        Some(_) => {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidScope,
+                "scope exceeds the original grant",
+            ));
+        }
+        None => fam.scope.clone(),
+    };
+    let (body, _) = issue(
+        waf,
+        client,
+        client_id,
+        now,
+        &fam.person,
+        &scope,
+        Some((family_id, presented)),
+    )?;
+    Ok(body)
+}
+
+/// Mints an access token and, for clients with the refresh grant, a refresh token in a new
+/// family or (when `rotate` names a family and the presented token's key) the next of that
+/// family.
+pub(super) fn issue(
+    waf: &Waf,
+    client: &Client,
+    client_id: &str,
+    now: u64,
+    person: &Person,
+    scope: &str,
+    rotate: Option<(&str, String)>,
+) -> Result<(serde_json::Value, Issued), OAuthError> {
+    let req = imsgw_token::MintRequest {
+        sub: format!("{}:{}", person.provider, person.sub),
+        impu: person.impu.to_string(),
+        impi: person.impi.clone(),
+        scope: scope.to_string(),
+        ttl: None,
+    };
+    let (token, claims) = waf.mint(now, req).map_err(|e| {
+        tracing::warn!(error = %e, "minting failed");
+        OAuthError::new(ErrorCode::ServerError, "the token could not be made")
+    })?;
+    let mut body = json!({
+        "access_token": token.expose(),
+        "token_type": "Bearer",
+        "expires_in": claims.exp.saturating_sub(now),
+        "scope": claims.scope,
+    });
+    let mut family = None;
+    if client.allows(Grant::RefreshToken) {
+        let (fam_id, rt) = match rotate {
+            Some((fam_id, presented)) => {
+                let rt = format!("{fam_id}.{}", random_secret());
+                let next = key_of(&rt);
+                // Rotation is atomic: only one of two concurrent uses of a token can win.
+                let won = waf
+                    .store
+                    .update::<Family, bool>("family", &key_of(fam_id), now, |f| match f {
+                        Some((mut f, exp)) if !f.revoked && f.current == presented => {
+                            f.current = next.clone();
+                            f.jtis.retain(|(_, e)| *e + 60 >= now);
+                            f.jtis.push((claims.jti.clone(), claims.exp));
+                            (Some((f, exp)), true)
+                        }
+                        other => (other, false),
+                    });
+                if won.as_ref().ok() != Some(&true) {
+                    waf.revoke_token(&claims.jti, claims.exp, now)?;
+                    won?;
+                    return Err(OAuthError::invalid_grant(
+                        "the refresh token was already used",
+                    ));
+                }
+                (fam_id.to_string(), rt)
+            }
+            None => {
+                let id = random_secret();
+                let rt = format!("{id}.{}", random_secret());
+                let fam = Family {
+                    client_id: client_id.to_string(),
+                    person: person.clone(),
+                    scope: scope.to_string(),
+                    current: key_of(&rt),
+                    revoked: false,
+                    jtis: vec![(claims.jti.clone(), claims.exp)],
+                };
+                let expires = now + waf.flows.refresh_ttl;
+                if let Err(e) = waf.store.put("family", &key_of(&id), now, &fam, expires) {
+                    // No refresh token without its family: the access token goes too.
+                    waf.revoke_token(&claims.jti, claims.exp, now)?;
+                    return Err(e.into());
+                }
+                (id, rt)
+            }
+        };
+        body["refresh_token"] = json!(rt);
+        family = Some(fam_id);
+    }
+    Ok((
+        body,
+        Issued {
+            jti: claims.jti,
+            exp: claims.exp,
+            family,
+        },
+    ))
+}
+
+/// RFC 7009 for a refresh token: its whole family goes, with the access tokens it gave. Only
+/// the client it was issued to may revoke it (§2.1); anything else is ignored (§2.2: 200).
+pub(super) fn revoke_refresh_token(
+    waf: &Waf,
+    client_id: &str,
+    token: &str,
+    now: u64,
+) -> StoreResult<()> {
+    let Some((family_id, _)) = family_of(token) else {
+        return Ok(());
+    };
+    let owner = waf
+        .store
+        .get::<Family>("family", &key_of(family_id), now)?
+        .map(|f| f.client_id);
+    if owner.as_deref() == Some(client_id) {
+        revoke_family(waf, family_id, now)?;
+        tracing::info!(client_id, "refresh token revoked with its family");
+    }
+    Ok(())
+}
+
+fn revoke_family(waf: &Waf, family_id: &str, now: u64) -> StoreResult<()> {
+    let jtis =
+        waf.store
+            .update::<Family, Vec<(String, u64)>>(
+                "family",
+                &key_of(family_id),
+                now,
+                |f| match f {
+                    Some((mut f, exp)) => {
+                        f.revoked = true;
+                        let j = f.jtis.clone();
+                        (Some((f, exp)), j)
+                    }
+                    None => (None, Vec::new()),
+                },
+            )?;
+    for (jti, exp) in jtis {
+        waf.revoke_token(&jti, exp, now)?;
+    }
+    Ok(())
+}
+
+/// A token response: never cached (RFC 6749 §5.1).
+pub(super) fn token_response(body: serde_json::Value) -> Response {
+    let mut r = Json(body).into_response();
+    r.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refresh_token_names_its_family() {
+        let (fam, key) = family_of("abc.def").unwrap_or_else(|| panic!());
+        assert_eq!(fam, "abc");
+        assert_eq!(key, key_of("abc.def"));
+        for bad in ["abc", ".def", "abc.", ""] {
+            assert!(family_of(bad).is_none(), "{bad}");
+        }
+    }
+}
