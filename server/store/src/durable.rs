@@ -196,6 +196,9 @@ impl DurableStore {
         }
         purge(&tx, now, i64::MAX)?;
         tx.commit()?;
+        // Into the file itself, so its header shows whose it is (`check`) while the gateway
+        // runs.
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(Ok(()))
     }
 
@@ -298,6 +301,83 @@ impl DurableStore {
         }
         purge(tx, now, PURGE_PER_COMMIT).map_err(sql)?;
         Ok(Outcome::Changed)
+    }
+}
+
+/// Checks, without opening, creating or changing anything, what [`DurableStore::open`] would
+/// refuse at once: a directory that is not one or that others may write into, a state file
+/// others may read, a file that is not an imsgw state file or is from a newer imsgw. For
+/// `imsgw check-config`, which may run beside a gateway that holds the file; damage deeper
+/// in the file is found by the whole-file check at start-up.
+pub fn check(dir: &Path) -> Result<(), OpenError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| OpenError::Io { path, source }
+    };
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            // Made at start-up: under the nearest existing ancestor, which must be a directory.
+            return match dir.ancestors().skip(1).find(|a| a.exists()) {
+                Some(a) if !a.is_dir() => Err(OpenError::NotADirectory {
+                    path: a.to_path_buf(),
+                }),
+                _ => Ok(()),
+            };
+        }
+        Err(e) => return Err(io(dir)(e)),
+    };
+    if !meta.is_dir() {
+        return Err(OpenError::NotADirectory {
+            path: dir.to_path_buf(),
+        });
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return Err(OpenError::InsecurePermissions {
+            path: dir.to_path_buf(),
+            mode,
+            want: DIR_MODE,
+        });
+    }
+    let path = dir.join(FILE_NAME);
+    let mut file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(&path)(e)),
+    };
+    check_mode(&path, &file)?;
+    // The database header (sqlite.org/fileformat.html §1.3): magic, user_version at 60,
+    // application_id at 68, both big-endian.
+    let mut header = Vec::with_capacity(100);
+    std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, 100), &mut header)
+        .map_err(io(&path))?;
+    if header.is_empty() {
+        return Ok(());
+    }
+    let corrupt = |detail: &str| OpenError::Corrupt {
+        path: path.clone(),
+        detail: detail.into(),
+    };
+    if header.len() < 100 || !header.starts_with(b"SQLite format 3\0") {
+        return Err(corrupt("not an SQLite database"));
+    }
+    let word = |at: usize| {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&header[at..at + 4]);
+        i64::from(i32::from_be_bytes(b))
+    };
+    match (word(68), word(60)) {
+        (0, 0) => Err(corrupt("another program's SQLite database")),
+        (APPLICATION_ID, FORMAT) => Ok(()),
+        (APPLICATION_ID, found) if found > FORMAT => Err(OpenError::Newer { path, found }),
+        (APPLICATION_ID, found) => Err(corrupt(&format!("unknown format {found}"))),
+        _ => Err(corrupt("another program's SQLite database")),
     }
 }
 
@@ -724,6 +804,54 @@ mod tests {
             s.get::<String>("session", "good", 2).unwrap(),
             Some("z".repeat(40))
         );
+    }
+
+    /// `check` says what `open` would refuse, and changes nothing, also beside a running store.
+    #[test]
+    fn check_without_opening_agrees_with_open() {
+        let tmp = TempDir::new("check");
+        let dir = tmp.path().join("state");
+        check(&dir).unwrap();
+        assert!(!dir.exists(), "check creates nothing");
+        let s = open(&dir).unwrap();
+        s.put("session", "s", 1, &1, 100).unwrap();
+        check(&dir).unwrap();
+        drop(s);
+        check(&dir).unwrap();
+        chmod(&dir, 0o777);
+        assert!(matches!(
+            check(&dir),
+            Err(OpenError::InsecurePermissions { .. })
+        ));
+        chmod(&dir, 0o700);
+        let file = dir.join(FILE_NAME);
+        chmod(&file, 0o640);
+        assert!(matches!(
+            check(&dir),
+            Err(OpenError::InsecurePermissions { .. })
+        ));
+        chmod(&file, 0o600);
+        let good = std::fs::read(&file).unwrap();
+        std::fs::write(&file, b"junk").unwrap();
+        assert!(matches!(check(&dir), Err(OpenError::Corrupt { .. })));
+        std::fs::write(&file, &good).unwrap();
+        let c = Connection::open(&file).unwrap();
+        c.pragma_update(None, "user_version", FORMAT + 1).unwrap();
+        drop(c);
+        assert!(matches!(
+            check(&dir),
+            Err(OpenError::Newer { found: 2, .. })
+        ));
+        let plain = tmp.path().join("plain");
+        std::fs::write(&plain, b"x").unwrap();
+        assert!(matches!(
+            check(&plain),
+            Err(OpenError::NotADirectory { .. })
+        ));
+        assert!(matches!(
+            check(&plain.join("state")),
+            Err(OpenError::NotADirectory { .. })
+        ));
     }
 
     #[test]
