@@ -16,7 +16,8 @@ const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
  * useLab() plus the IdP (port base+5) and the [oidc]/[identity]/[waf.clients] config.
  * o: { name, block, waf: {...}, identity: {...} (merged), idpUsers, clients (replace the default
  *      [[waf.clients]]), extraClients (added to the default ones), imsgw: {...} (more Imsgw
- *      options, e.g. wwsf) }
+ *      options, e.g. wwsf), kamDefines (Kamailio's -A defines; default FR_TIMER=3000 and
+ *      LOG_AUTH) }
  * Adds L.idp, L.cb (wic's redirect_uri), L.svcCb, L.browser(name), L.signIn(...), ...
  */
 function signinLab(o) {
@@ -31,7 +32,7 @@ function signinLab(o) {
     name: o.name,
     block: o.block,
     transport: 'udp',
-    kamailio: { defines: ['FR_TIMER=3000', 'LOG_AUTH'] },
+    kamailio: { defines: o.kamDefines || ['FR_TIMER=3000', 'LOG_AUTH'] },
     beforeStart: async (lab) => {
       lab.idp = new Idp(lab.dir, { port: idpPort, clientSecret: idpSecret, redirectUris: [`http://127.0.0.1:${gwHttp}/auth/callback`], users: o.idpUsers });
       await lab.idp.start();
