@@ -18,7 +18,7 @@ const { uniqueUser } = require('../lib/lab');
 
 // Kamailio logs every message it receives (LOG_MSG, for A.kamMessages): to show what did not
 // arrive.
-const L = signinLab({ name: 'remembers', block: 34, kamDefines: ['FR_TIMER=3000', 'LOG_AUTH', 'LOG_MSG'] });
+const L = signinLab({ name: 'remembers', block: 36, kamDefines: ['FR_TIMER=3000', 'LOG_AUTH', 'LOG_MSG'] });
 
 const refresh = (rt) => L.token({ grant_type: 'refresh_token', refresh_token: rt, client_id: 'wic' });
 const revoke = (token) => httpPostForm(`${L.gw.httpUrl}/oauth/revoke`, { token, client_id: 'wic' });
