@@ -42,11 +42,15 @@ pub enum StartError {
     Waf(#[from] crate::waf::WafError),
     #[error("the WAF's store: {0}")]
     Store(String),
+    #[error(transparent)]
+    MetricsToken(#[from] crate::metrics::MetricsTokenError),
 }
 
 /// A started gateway.
 pub struct Running {
     pub http_addr: SocketAddr,
+    /// `metrics.listen` as bound, when `/metrics` has a listener of its own.
+    pub metrics_addr: Option<SocketAddr>,
     pub shutdown: CancellationToken,
     tasks: tokio::task::JoinSet<()>,
     drain: Duration,
@@ -98,6 +102,29 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             source,
         })?;
     let http_addr = http.local_addr().unwrap_or(config.http.listen);
+    let metrics_token = crate::metrics::load_token(
+        config
+            .metrics
+            .bearer_token_file
+            .clone()
+            .map(|p| config.beside_config(p)),
+    )?;
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    what: "metrics.listen",
+                    addr,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .zip(config.metrics.listen)
+        .map(|(l, addr)| l.local_addr().unwrap_or(addr));
 
     let (hub_tx, hub_rx) = mpsc::channel(16384);
     let mut tasks = tokio::task::JoinSet::new();
@@ -277,10 +304,25 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let proxies = Arc::new(crate::transport::client_addr::TrustedProxies(
         config.http.trusted_proxies.clone(),
     ));
-    let router = router(ws_state, metrics)
+    let metrics_endpoint = crate::metrics::endpoint(metrics, metrics_token);
+    let mut router = router(ws_state)
         .merge(crate::waf::http::router(waf))
         .merge(crate::wwsf::router(&config))
         .layer(axum::Extension(proxies));
+    // With a listener of its own, /metrics is not on the public one at all.
+    match metrics_listener {
+        Some(l) => {
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                let serve = axum::serve(l, metrics_endpoint)
+                    .with_graceful_shutdown(async move { stop.cancelled().await });
+                if let Err(e) = serve.await {
+                    warn!(error = %e, "metrics server ended");
+                }
+            });
+        }
+        None => router = router.merge(metrics_endpoint),
+    }
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
         let serve = axum::serve(
@@ -298,12 +340,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     });
     info!(
         http = %http_addr,
+        metrics = %metrics_addr.map_or_else(|| "on http".to_string(), |a| a.to_string()),
         sip = %config.sip.listen,
         upstream = %config.sip.upstream.uri,
         "imsgw serving"
     );
     Ok(Running {
         http_addr,
+        metrics_addr,
         shutdown,
         tasks,
         drain: Duration::from_secs(config.http.drain_secs),
@@ -321,16 +365,12 @@ impl Running {
     }
 }
 
-/// The HTTP routes.
-pub fn router(ws_state: Arc<ws::WsState>, metrics: Arc<Metrics>) -> Router {
-    let m = Router::new()
-        .route("/metrics", get(render_metrics))
-        .with_state(metrics);
+/// The HTTP routes of the edge (`/metrics` is added by [`start`] where it belongs).
+pub fn router(ws_state: Arc<ws::WsState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/sip", get(ws::upgrade))
         .with_state(ws_state)
-        .merge(m)
 }
 
 async fn healthz(State(s): State<Arc<ws::WsState>>) -> (axum::http::StatusCode, &'static str) {
@@ -339,10 +379,6 @@ async fn healthz(State(s): State<Arc<ws::WsState>>) -> (axum::http::StatusCode, 
     } else {
         (axum::http::StatusCode::OK, "ok\n")
     }
-}
-
-async fn render_metrics(State(m): State<Arc<Metrics>>) -> String {
-    m.render()
 }
 
 /// The WAF's store as `waf.store` says: durable (one file in `waf.state_dir`; a restart

@@ -41,6 +41,9 @@ pub struct Config {
     /// `[wwsf]`: the web client the gateway serves.
     #[serde(default)]
     pub wwsf: WwsfConfig,
+    /// `[metrics]`: where `GET /metrics` is served and who may read it.
+    #[serde(default)]
+    pub metrics: crate::metrics::MetricsConfig,
     /// Things worth telling the operator that do not stop start-up (printed by `main`).
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -754,6 +757,19 @@ impl Config {
         config.check()?;
         config.warnings = warnings;
         config.source = path.to_path_buf();
+        match config.metrics.check(config.http.listen, &config.issuer()) {
+            Ok(warning) => config.warnings.extend(warning),
+            Err(e) => {
+                return Err(ConfigError::Key {
+                    key: e.key.to_string(),
+                    origin: overrides
+                        .get(e.key)
+                        .map(|v| format!(" (from {v})"))
+                        .unwrap_or_default(),
+                    message: e.message,
+                });
+            }
+        }
         if config.sip.danger_allow_unauthenticated {
             config.warnings.push(
                 "sip.danger_allow_unauthenticated is on: REGISTER needs no token, anyone who reaches the WebSocket can register any identity".into(),

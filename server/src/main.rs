@@ -87,6 +87,11 @@ enum TokenAction {
         /// Subject; default the IMPU.
         #[arg(long)]
         sub: Option<String>,
+        /// The token's client_id (RFC 9068 §2.2): only that client may revoke it at
+        /// /oauth/revoke (RFC 7009 §2.1). Default `imsgw-operator`, which only a confidential
+        /// [[waf.clients]] entry with that id can revoke; otherwise a client of waf.clients.
+        #[arg(long, default_value = imsgw::waf::OPERATOR_CLIENT_ID)]
+        client_id: String,
     },
 }
 
@@ -259,6 +264,7 @@ fn token(action: TokenAction) -> ExitCode {
         ttl,
         scope,
         sub,
+        client_id,
     } = action;
     let impu = match imsgw_sip::Impu::parse(&impu) {
         Ok(i) => i,
@@ -296,11 +302,20 @@ fn token(action: TokenAction) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if client_id != imsgw::waf::OPERATOR_CLIENT_ID && !waf.clients.contains_key(&client_id) {
+        eprintln!(
+            "imsgw: --client-id `{}` is neither {} nor a client of waf.clients",
+            client_id.escape_debug(),
+            imsgw::waf::OPERATOR_CLIENT_ID
+        );
+        return ExitCode::FAILURE;
+    }
     let req = imsgw_token::MintRequest {
         sub: sub.unwrap_or_else(|| impu.to_string()),
         impu: impu.to_string(),
         impi,
         scope: scope.unwrap_or_else(|| config.waf.scope.clone()),
+        client_id,
         ttl,
     };
     match waf.mint(now, req) {

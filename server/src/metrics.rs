@@ -1,11 +1,177 @@
-//! Metrics for operators, exported in the Prometheus text format at `GET /metrics`.
+//! Metrics for operators, exported in the Prometheus text format at `GET /metrics`, and who may
+//! read them: the `[metrics]` config (its own listener, a bearer token) and the endpoint.
 //!
-//! Owns: metric names and their help texts. Must not touch: protocol state (it is told values).
+//! Owns: metric names and their help texts, the `/metrics` endpoint and its access rule. Must
+//! not touch: protocol state (it is told values), sockets (`app` binds them).
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use imsgw_token::Secret;
 use metrics::{counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
 
 use crate::edge::Stats;
+
+/// `[metrics]`: where `GET /metrics` is served and what it asks of a scraper. The counters tell
+/// a stranger how busy the gateway is, how many people are connected and which attacks work,
+/// so a fresh config never serves them unauthenticated to whoever reaches the gateway.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `metrics.listen`: a listener of its own for `GET /metrics` (e.g. `127.0.0.1:9090` or an
+    /// address on the management network); when set, `/metrics` is served only there and is
+    /// 404 on `http.listen`. Default none: `/metrics` is on `http.listen`, which start-up
+    /// allows only while the gateway is on loopback (`http.listen` and `waf.issuer`) or
+    /// `bearer_token_file` is set.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// `metrics.bearer_token_file`: a file holding a token (at least 32 bytes; surrounding
+    /// white space ignored) that scrapers must send as `Authorization: Bearer <token>`
+    /// (Prometheus: `authorization: { credentials_file: ... }`); others get 401. Applies
+    /// wherever `/metrics` is served. Relative to the config file. Default none.
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+/// A `[metrics]` setting that cannot work; names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("config key `{key}`: {message}")]
+pub struct MetricsConfigError {
+    pub key: &'static str,
+    pub message: String,
+}
+
+/// Shortest bearer token accepted: as long as the other secrets (`sip.flow_key_file`).
+const MIN_TOKEN_BYTES: usize = 32;
+
+impl MetricsConfig {
+    /// Checks the settings against the listener and public URL of the gateway; `Ok(Some(_))`
+    /// is a warning for the operator.
+    pub fn check(
+        &self,
+        http_listen: SocketAddr,
+        issuer: &str,
+    ) -> Result<Option<String>, MetricsConfigError> {
+        let with_token = self.bearer_token_file.is_some();
+        match self.listen {
+            Some(addr) if addr == http_listen && addr.port() != 0 => Err(MetricsConfigError {
+                key: "metrics.listen",
+                message: "must differ from http.listen (leave it out to serve /metrics there)"
+                    .into(),
+            }),
+            Some(addr) if !addr.ip().is_loopback() && !with_token => Ok(Some(format!(
+                "metrics.listen {addr} is not a loopback address and metrics.bearer_token_file is not set: anyone who reaches it reads the metrics"
+            ))),
+            Some(_) => Ok(None),
+            None if with_token => Ok(None),
+            None if http_listen.ip().is_loopback() && is_loopback_url(issuer) => Ok(None),
+            None => Err(MetricsConfigError {
+                key: "metrics.listen",
+                message: format!(
+                    "/metrics would be served without credentials on http.listen ({http_listen}), which is reachable as {issuer}: set metrics.listen to a private address such as 127.0.0.1:9090, or metrics.bearer_token_file"
+                ),
+            }),
+        }
+    }
+}
+
+/// Whether `url`'s host is a loopback address or `localhost`.
+fn is_loopback_url(url: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let Some(host) = u.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Why the bearer token could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("metrics.bearer_token_file {path}: {message}")]
+pub struct MetricsTokenError {
+    path: String,
+    message: String,
+}
+
+/// The token of `metrics.bearer_token_file` (the path already resolved), if one is set.
+pub fn load_token(path: Option<PathBuf>) -> Result<Option<Secret>, MetricsTokenError> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let err = |message: String| MetricsTokenError {
+        path: path.display().to_string(),
+        message,
+    };
+    let bytes = std::fs::read(&path).map_err(|e| err(e.to_string()))?;
+    let token = bytes.trim_ascii();
+    if token.len() < MIN_TOKEN_BYTES {
+        return Err(err(format!(
+            "needs at least {MIN_TOKEN_BYTES} bytes of secret"
+        )));
+    }
+    // RFC 6750 §2.1 b64token: what a scraper can put after "Bearer ".
+    if !token.iter().all(|b| {
+        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+    }) {
+        return Err(err(
+            "must be letters, digits and - . _ ~ + / = only (RFC 6750 b64token)".into(),
+        ));
+    }
+    Ok(Some(Secret::new(token.to_vec())))
+}
+
+/// `GET /metrics`, asking for `token` as a Bearer credential when there is one.
+pub fn endpoint(metrics: Arc<Metrics>, token: Option<Secret>) -> Router {
+    Router::new()
+        .route("/metrics", get(render))
+        .with_state(Arc::new(Endpoint { metrics, token }))
+}
+
+struct Endpoint {
+    metrics: Arc<Metrics>,
+    token: Option<Secret>,
+}
+
+async fn render(State(e): State<Arc<Endpoint>>, headers: HeaderMap) -> Response {
+    if let Some(token) = &e.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim().as_bytes())
+            .unwrap_or_default();
+        if !bool::from(given.ct_eq(token.expose())) {
+            // RFC 6750 §3: the challenge; no error code when no token came at all.
+            let challenge = if given.is_empty() {
+                "Bearer realm=\"imsgw-metrics\""
+            } else {
+                "Bearer realm=\"imsgw-metrics\", error=\"invalid_token\""
+            };
+            let mut r = (StatusCode::UNAUTHORIZED, "unauthorized\n").into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+            return r;
+        }
+    }
+    e.metrics.render().into_response()
+}
 
 /// The registry and its renderer.
 pub struct Metrics {
@@ -114,5 +280,95 @@ impl Metrics {
     /// A TLS client on `sip.tls_listen` presented no certificate, or one we do not trust.
     pub fn ims_tls_client_cert_refused(&self) {
         counter!("imsgw_ims_tls_client_cert_refused_total").increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("addr")
+    }
+
+    fn cfg(listen: Option<&str>, token: bool) -> MetricsConfig {
+        MetricsConfig {
+            listen: listen.map(addr),
+            bearer_token_file: token.then(|| PathBuf::from("metrics.token")),
+        }
+    }
+
+    #[test]
+    fn unauthenticated_metrics_on_the_public_listener_are_refused_naming_the_key() {
+        let loopback = addr("127.0.0.1:8080");
+        let public = addr("0.0.0.0:8080");
+        // a fresh config: everything on loopback, metrics beside the rest
+        assert!(matches!(
+            cfg(None, false).check(loopback, "http://127.0.0.1:8080"),
+            Ok(None)
+        ));
+        assert!(matches!(
+            cfg(None, false).check(addr("[::1]:8080"), "http://localhost:8080"),
+            Ok(None)
+        ));
+        // a public listener, or a loopback one published under a public issuer (a proxy)
+        for (listen, issuer) in [
+            (public, "http://0.0.0.0:8080"),
+            (addr("192.0.2.1:8080"), "https://webrtc.example"),
+            (loopback, "https://webrtc.example"),
+        ] {
+            let e = cfg(None, false).check(listen, issuer).expect_err("exposed");
+            assert_eq!(e.key, "metrics.listen");
+            assert!(e.to_string().contains("metrics.bearer_token_file"), "{e}");
+        }
+        // either fix is enough
+        assert!(matches!(
+            cfg(Some("127.0.0.1:9090"), false).check(public, "https://webrtc.example"),
+            Ok(None)
+        ));
+        assert!(matches!(
+            cfg(None, true).check(public, "https://webrtc.example"),
+            Ok(None)
+        ));
+    }
+
+    #[test]
+    fn a_public_metrics_listener_without_a_token_is_a_warning_and_the_same_address_an_error() {
+        let w = cfg(Some("0.0.0.0:9090"), false)
+            .check(addr("127.0.0.1:8080"), "http://127.0.0.1:8080")
+            .expect("allowed");
+        assert!(w.is_some_and(|w| w.contains("metrics.listen")));
+        assert!(matches!(
+            cfg(Some("0.0.0.0:9090"), true).check(addr("127.0.0.1:8080"), "http://127.0.0.1:8080"),
+            Ok(None)
+        ));
+        let e = cfg(Some("127.0.0.1:8080"), false)
+            .check(addr("127.0.0.1:8080"), "http://127.0.0.1:8080")
+            .expect_err("same");
+        assert_eq!(e.key, "metrics.listen");
+    }
+
+    #[test]
+    fn a_short_or_unsendable_token_file_is_refused() {
+        let dir = std::env::temp_dir().join(format!("imsgw-metrics-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let write = |name: &str, content: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, content).expect("write");
+            p
+        };
+        let good = "a".repeat(40);
+        let t = load_token(Some(write("good", &format!("{good}\n")))).expect("ok");
+        assert_eq!(t.map(|s| s.expose().to_vec()), Some(good.into_bytes()));
+        for (name, bad) in [
+            ("short", "abc"),
+            ("space", &format!("{} x", "a".repeat(40))),
+        ] {
+            let e = load_token(Some(write(name, bad))).expect_err(name);
+            assert!(e.to_string().contains("metrics.bearer_token_file"), "{e}");
+        }
+        assert!(load_token(Some(dir.join("missing"))).is_err());
+        assert!(load_token(None).expect("none").is_none());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -53,6 +53,7 @@ fn mint(config: &Config, impu: &str) -> String {
         impu: impu.into(),
         impi: impu.trim_start_matches("sip:").into(),
         scope: "sip".into(),
+        client_id: imsgw::waf::OPERATOR_CLIENT_ID.into(),
         ttl: None,
     };
     waf.mint(now, req).expect("mint").0.expose().to_string()

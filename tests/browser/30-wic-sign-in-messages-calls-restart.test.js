@@ -4,7 +4,8 @@
 // from the IMS (sipp) to the page and from the page to a sipp UAS; an incoming INVITE rejected
 // (486) and accepted (the browser cannot take sipp's plain-RTP offer: a final error, no hang);
 // imsgw restarted under the page (re-registered within 30 s); sign-out (binding gone); phone
-// width and keyboard use. Screenshots and console logs: tests/artifacts/wic-main/.
+// width and keyboard use; sign-out of a live gateway session (the WIC's POST carries its own
+// Origin, which imsgw requires). Screenshots and console logs: tests/artifacts/wic-main/.
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const { wicLab } = require('../lib/wic');
@@ -16,6 +17,7 @@ const L = W.L;
 const ALICE = 'sip:alice@ims.example';
 
 let page; // alice, desktop
+let phone; // bob, phone width (signed in after the restart, so his gateway session is live)
 
 /** A sipp UAS registered at Kamailio as a fresh user (Path back to itself); waits for one request. */
 async function sippUas(tag, slot) {
@@ -260,5 +262,30 @@ test('7. phone width (360x740): no horizontal scroll; keyboard: Tab reaches sign
   await noHScroll('after-message');
   console.log(`keyboard: ${tabsToSignin} Tab(s) to the sign-in button, ${tabsToTo} to msg-to`);
   W.assertClean(p);
+  phone = p;
+}));
+
+test('8. sign-out ends a live gateway session (bob\'s, made after the restart): the WIC\'s POST /auth/logout with its own Origin -> 200; sign-in then shows imsgw\'s page', L.track(async () => {
+  assert.ok(phone, 'needs test 7');
+  const since = Date.now();
+  const logouts = [];
+  phone.on('response', async (r) => {
+    if (r.request().method() === 'POST' && new URL(r.url()).pathname === '/auth/logout') {
+      logouts.push({ status: r.status(), origin: (await r.request().allHeaders()).origin });
+    }
+  });
+  await W.el(phone, 'signout-button').click();
+  await W.el(phone, 'signin-button').waitFor({ state: 'visible', timeout: 10000 });
+  const end = Date.now() + 5000;
+  while (logouts.length === 0 && Date.now() < end) await sleep(50);
+  assert.equal(logouts.length, 1, `the WIC posted to /auth/logout once: ${JSON.stringify(logouts)}`);
+  assert.equal(logouts[0].status, 200, `POST /auth/logout from the WIC: ${JSON.stringify(logouts[0])}\n${W.describe(phone)}`);
+  assert.equal(logouts[0].origin, W.gwBase, 'Chromium labels the WIC\'s POST with the gateway\'s origin');
+  await W.el(phone, 'signin-button').click();
+  await phone.getByText('Continue with Demo IdP').first().waitFor({ state: 'visible', timeout: 10000 }).catch(async (e) => {
+    throw new Error(`after sign-out, sign-in did not show imsgw's sign-in page (session still alive?) at ${phone.url()}: ${e.message}\n` +
+      `screenshot: ${await W.shot(phone, 'bob-signin-after-signout')}`);
+  });
+  W.assertClean(phone, { since });
 }));
 

@@ -72,7 +72,7 @@ const cases = [
   ['no exp', async (u) => `Bearer ${signJwt(hdr(ours.kid), L.gw.claims(impu(u), { exp: undefined }), ours.key)}`, /exp/i],
   ['larger than 8 KiB (properly signed)', async (u) => `Bearer ${signJwt(hdr(ours.kid), L.gw.claims(impu(u), { pad: 'x'.repeat(9000) }), ours.key)}`, /too large/i],
   ['revoked (RFC 7009)', async (u) => {
-    const t = await L.mint(u);
+    const t = await L.mint(u, { client_id: 'web' }); // RFC 7009 §2.1: only its client revokes it
     const r = await httpPostForm(`${L.gw.httpUrl}/oauth/revoke`, { token: t, client_id: 'web' });
     assert.equal(r.status, 200, `revoke: ${r.status} ${r.body}`);
     return `Bearer ${t}`;

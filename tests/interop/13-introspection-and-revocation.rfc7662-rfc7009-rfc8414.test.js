@@ -1,9 +1,12 @@
 'use strict';
 // The WAF's HTTP side: RFC 8414 metadata, RFC 7517 JWK Set, RFC 7662 introspection (HTTP Basic
 // of a client allowed to introspect; an inactive token reveals only {"active":false}) and
-// RFC 7009 revocation (Basic for a confidential client, client_id for a public one; always 200).
-// Requests without client authentication are refused and change nothing. A revoked token is
-// refused at the SIP edge on its next use, and a flow registered with it can no longer send.
+// RFC 7009 revocation (Basic for a confidential client, client_id for a public one; 200). Only
+// the client a token was issued to (its client_id, RFC 9068 §2.2) may revoke it (RFC 7009 §2.1):
+// another public client hears 200 and nothing is revoked, another confidential client gets
+// unauthorized_client. Requests without client authentication are refused and change nothing.
+// A revoked token is refused at the SIP edge on its next use, and a flow registered with it can
+// no longer send.
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
@@ -60,8 +63,9 @@ test('introspection of a valid token by client rs -> active with its claims', L.
   const r = await introspect(t);
   assert.equal(r.status, 200, r.body);
   assert.equal(r.json.active, true, r.body);
-  for (const k of ['sub', 'impu', 'impi', 'scope', 'exp', 'iss', 'jti']) assert.equal(r.json[k], c[k], `${k}: ${r.body}`);
+  for (const k of ['sub', 'impu', 'impi', 'scope', 'exp', 'iss', 'jti', 'client_id']) assert.equal(r.json[k], c[k], `${k}: ${r.body}`);
   assert.equal(r.json.impu, `sip:${user}@ims.example`);
+  assert.equal(r.json.client_id, 'imsgw-operator', `RFC 7662 §2.2 client_id of an operator-minted token: ${r.body}`);
   assert.ok(r.json.aud === c.aud || (Array.isArray(r.json.aud) && r.json.aud.includes(c.aud)), `aud: ${r.body}`);
 }));
 
@@ -110,13 +114,13 @@ test('revocation without client authentication -> 401 invalid_client; the token 
   await c.close();
 }));
 
-for (const [who, form, headers] of [
-  ['a public client by client_id', (t) => ({ token: t, client_id: 'web' }), {}],
-  ['a confidential client by HTTP Basic', (t) => ({ token: t, token_type_hint: 'access_token' }), basic('app', 'app-secret')],
+for (const [who, owner, form, headers] of [
+  ['a public client by client_id', 'web', (t) => ({ token: t, client_id: 'web' }), {}],
+  ['a confidential client by HTTP Basic', 'app', (t) => ({ token: t, token_type_hint: 'access_token' }), basic('app', 'app-secret')],
 ]) {
-  test(`revocation by ${who} -> 200; introspection inactive; the edge refuses the token`, L.track(async () => {
+  test(`revocation by ${who} of its own token -> 200; introspection inactive; the edge refuses the token`, L.track(async () => {
     const user = uniqueUser('rev');
-    const t = await L.mint(user);
+    const t = await L.mint(user, { client_id: owner });
     const r = await revoke(form(t), headers);
     assert.equal(r.status, 200, r.body);
     assert.deepEqual((await introspect(t)).json, { active: false });
@@ -131,9 +135,35 @@ for (const [who, form, headers] of [
   }));
 }
 
+test('RFC 7009 §2.1: a token issued to another client is not revoked: public web -> 200, confidential app -> 400 unauthorized_client; it still registers', L.track(async () => {
+  const user = uniqueUser('notyours');
+  const refused = async (what, t, form, headers) => {
+    const r = await revoke({ token: t, ...form }, headers);
+    if (headers.authorization) {
+      assert.equal(r.status, 400, `${what}: ${r.status} ${r.body}`);
+      assert.equal(r.json && r.json.error, 'unauthorized_client', `${what}: ${r.body}`);
+    } else {
+      assert.equal(r.status, 200, `${what}: ${r.status} ${r.body}`);
+    }
+    assert.equal((await introspect(t)).json.active, true, `${what}: still active`);
+  };
+  const operators = await L.mint(user); // client_id imsgw-operator
+  await refused('web, an operator token', operators, { client_id: 'web' }, {});
+  await refused('app, an operator token', operators, {}, basic('app', 'app-secret'));
+  const webs = await L.mint(user, { client_id: 'web' });
+  await refused('app, a token of web', webs, {}, basic('app', 'app-secret'));
+  const c = await L.raw();
+  for (const [i, t] of [operators, webs].entries()) {
+    const { res } = await A.register(c, user, { auth: `Bearer ${t}`, expires: 300, cseq: i + 1 });
+    assert.equal(res.status, 200, `still accepted at the edge: ${res.start}`);
+  }
+  await c.close();
+  await assert.rejects(L.gw.mint(`sip:${user}@ims.example`, { client_id: 'nobody' }), /client-id|waf\.clients/, 'minting for a client that does not exist is refused');
+}));
+
 test('a flow registered with a token that is then revoked may no longer send: MESSAGE -> 401, nothing upstream', L.track(async () => {
   const user = uniqueUser('flowrev');
-  const t = await L.mint(user);
+  const t = await L.mint(user, { client_id: 'web' });
   const c = await L.raw();
   const reg = await A.register(c, user, { auth: `Bearer ${t}`, expires: 300 });
   assert.equal(reg.res.status, 200, reg.res.start);

@@ -23,28 +23,7 @@ async function newCode() {
   return r.json;
 }
 
-/** Opens verification_uri_complete, signs in if asked, and presses approve/deny on /device. */
-async function decide(browser, d, user, decision) {
-  let p = await browser.get(d.verification_uri_complete);
-  p = await L.drive(browser, p, { user, stopAt: () => false });
-  const want = decision === 'approve' ? /approve|allow|confirm|authori[sz]e|yes/i : /deny|reject|cancel|no\b/i;
-  for (let i = 0; i < 3; i += 1) {
-    assert.equal(p.status, 200, `/device page for ${user}${describe(p)}\n${L.gwLogTail()}`);
-    assert.ok(p.url.startsWith(L.gw.httpUrl), `at imsgw${describe(p)}`);
-    const fs = forms(p.body);
-    const f = fs.find((x) => x.buttons.some((b) => want.test(b.text) || want.test(b.value || '')));
-    if (f) {
-      const userCodeInput = f.inputs.find((x) => x.name === 'user_code');
-      const fields = userCodeInput && !userCodeInput.value ? { user_code: d.user_code } : {};
-      return browser.submit(p, { form: (x) => x === f || x.html === f.html, button: want, fields });
-    }
-    // a form that only asks for the code first
-    const enter = fs.find((x) => x.inputs.some((y) => y.name === 'user_code'));
-    assert.ok(enter, `no approve/deny or user_code form on /device${describe(p)}`);
-    p = await browser.submit(p, { form: (x) => x.html === enter.html, fields: { user_code: d.user_code } });
-  }
-  throw new Error(`no ${decision} button on /device${describe(p)}`);
-}
+const decide = (browser, d, user, decision) => L.decideDevice(browser, d, user, decision);
 
 test('RFC 8628 §3.2: device_authorization answers device_code, a 9-digit user_code, verification URIs, expires_in, interval', L.track(async () => {
   const d = await newCode();

@@ -18,7 +18,7 @@ const { uniqueUser } = require('../lib/lab');
 
 // Kamailio logs every message it receives (LOG_MSG, for A.kamMessages): to show what did not
 // arrive.
-const L = signinLab({ name: 'remembers', block: 36, kamDefines: ['FR_TIMER=3000', 'LOG_AUTH', 'LOG_MSG'] });
+const L = signinLab({ name: 'remembers', block: 36, kamailio: { defines: ['FR_TIMER=3000', 'LOG_AUTH', 'LOG_MSG'] } });
 
 const refresh = (rt) => L.token({ grant_type: 'refresh_token', refresh_token: rt, client_id: 'wic' });
 const revoke = (token) => httpPostForm(`${L.gw.httpUrl}/oauth/revoke`, { token, client_id: 'wic' });
@@ -39,8 +39,9 @@ async function kamRegisters(callId) {
 
 test('RFC 7009: a token revoked before a restart is still refused after it: introspection inactive, REGISTER 401 at the edge, no REGISTER reaches Kamailio', L.track(async () => {
   const [revUser, keptUser] = [uniqueUser('rev'), uniqueUser('kept')];
-  const revoked = await L.mint(revUser);
-  const kept = await L.mint(keptUser);
+  // issued to the web client, which may revoke it (RFC 7009 §2.1)
+  const revoked = await L.mint(revUser, { client_id: 'wic' });
+  const kept = await L.mint(keptUser, { client_id: 'wic' });
   assert.equal((await revoke(revoked)).status, 200);
   assert.equal(await active(revoked), false, 'inactive before the restart');
 

@@ -21,6 +21,7 @@ function ports(block) {
   return {
     base,
     http: base, // imsgw HTTP/WebSocket
+    metrics: base + 1, // imsgw metrics.listen (GET /metrics)
     sip: base + 2, // imsgw UDP+TCP toward the IMS
     sipTls: base + 3, // imsgw TLS toward the IMS
     ims: base + 10, // Kamailio UDP+TCP

@@ -8,9 +8,9 @@ const http = require('node:http');
 const path = require('node:path');
 const { IMSGW_BIN, DOMAIN, sleep } = require('./env');
 
-function httpGet(url, timeoutMs = 2000) {
+function httpGet(url, timeoutMs = 2000, headers = {}) {
   return new Promise((resolve, reject) => {
-    const req = http.get(url, { timeout: timeoutMs }, (res) => {
+    const req = http.get(url, { timeout: timeoutMs, headers }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c) => { body += c; });
@@ -48,6 +48,15 @@ function imsgwCmd(args, timeoutMs = 10000) {
   });
 }
 
+/** Runs an imsgw sub-command and resolves with { code, stdout, stderr }, whatever the exit. */
+function imsgwRun(args, timeoutMs = 10000) {
+  return new Promise((resolve) => {
+    execFile(IMSGW_BIN, args, { env: imsgwEnv(), timeout: timeoutMs }, (e, stdout, stderr) => {
+      resolve({ code: e ? e.code : 0, stdout, stderr });
+    });
+  });
+}
+
 const b64u = (x) => Buffer.from(typeof x === 'string' ? x : JSON.stringify(x)).toString('base64url');
 
 class Imsgw {
@@ -59,7 +68,9 @@ class Imsgw {
    *                     externalIssuers: [{issuer, jwks_uri, audience, algorithms}],
    *                     oidcProviders: [{name, issuer, client_id, ...}] ([[oidc.providers]]),
    *                     identity: {impu, impi, required_claims: {...}, static: {...}},
-   *                     wwsf: {assets_dir, client_id} ([wwsf], the web client) }
+   *                     wwsf: {assets_dir, client_id} ([wwsf], the web client),
+   *                     metrics: {listen, bearer_token_file} ([metrics]; lab.js sets listen to
+   *                     ports().metrics, so /metrics is off the public listener as in production) }
    * Tokens: [waf] issuer is this gateway's HTTP base, key_dir is <dir>/<name>-keys.
    * State: [waf] state_dir is <dir>/<name>-state (the durable store, the default, so every test
    * runs what operators run, each gateway with a store of its own); waf: { store: 'memory' }
@@ -82,6 +93,8 @@ class Imsgw {
   get audience() { return `sip:${this.o.domain || DOMAIN}`; }
 
   get httpUrl() { return `http://127.0.0.1:${this.o.http}`; }
+  /** Where GET /metrics is served: metrics.listen when set, else the HTTP listener. */
+  get metricsUrl() { return this.o.metrics && this.o.metrics.listen ? `http://${this.o.metrics.listen}` : this.httpUrl; }
   get wsUrl() { return `ws://127.0.0.1:${this.o.http}/sip`; }
 
   writeConfig() {
@@ -127,6 +140,10 @@ class Imsgw {
         lines.push('', '[identity.static]');
         for (const [k, v] of Object.entries(st)) lines.push(`${q(k)} = ${tv(v)}`);
       }
+    }
+    if (o.metrics) {
+      lines.push('', '[metrics]');
+      for (const [k, v] of Object.entries(o.metrics)) lines.push(`${k} = ${tv(v)}`);
     }
     if (o.wwsf) {
       // the web client (WIC) the gateway serves at / (browser tests: assets_dir = web/dist)
@@ -192,7 +209,8 @@ class Imsgw {
   logSince(mark) { return this.log().slice(mark); }
   logMark() { return this.log().length; }
 
-  metrics() { return httpGet(`${this.httpUrl}/metrics`); }
+  /** GET /metrics where it is served (headers: e.g. { authorization: 'Bearer …' }). */
+  metrics(headers = {}) { return httpGet(`${this.metricsUrl}/metrics`, 2000, headers); }
 
   /** One counter from /metrics (0 when absent); `labels` as written, e.g. `transport="udp"`. */
   async counter(name, labels = '') {
@@ -204,12 +222,13 @@ class Imsgw {
   }
 
   /**
-   * `imsgw token mint`: a token for `impu` signed with the gateway's current key.
-   * @param {object} m { impi, ttl, scope, sub }
+   * `imsgw token mint`: a token for `impu` signed with the gateway's current key, issued to
+   * client `imsgw-operator` unless m.client_id names a client of the config.
+   * @param {object} m { impi, ttl, scope, sub, client_id }
    */
   async mint(impu, m = {}) {
     const args = ['token', 'mint', '--config', this.configFile, '--impu', impu];
-    for (const k of ['impi', 'ttl', 'scope', 'sub']) if (m[k] !== undefined) args.push(`--${k}`, String(m[k]));
+    for (const k of ['impi', 'ttl', 'scope', 'sub', 'client_id']) if (m[k] !== undefined) args.push(`--${k.replace('_', '-')}`, String(m[k]));
     const out = (await imsgwCmd(args)).trim();
     if (!/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(out)) throw new Error(`imsgw token mint printed no JWS: ${out.slice(0, 200)}`);
     return out;
@@ -291,4 +310,4 @@ function httpPostForm(url, form, headers = {}, timeoutMs = 3000) {
   });
 }
 
-module.exports = { Imsgw, httpGet, httpPostForm, signJwt, jwtClaims, imsgwCmd };
+module.exports = { Imsgw, httpGet, httpPostForm, signJwt, jwtClaims, imsgwCmd, imsgwRun };

@@ -63,6 +63,7 @@ function useLab(o) {
     await L.kam.start();
     L.gw = new Imsgw(L.dir, {
       http: L.p.http,
+      metrics: { listen: `127.0.0.1:${L.p.metrics}` },
       sip: L.p.sip,
       sipTls: L.p.sipTls,
       upstream: L.upstreamUri(),

@@ -16,8 +16,7 @@ const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
  * useLab() plus the IdP (port base+5) and the [oidc]/[identity]/[waf.clients] config.
  * o: { name, block, waf: {...}, identity: {...} (merged), idpUsers, clients (replace the default
  *      [[waf.clients]]), extraClients (added to the default ones), imsgw: {...} (more Imsgw
- *      options, e.g. wwsf), kamDefines (Kamailio's -A defines; default FR_TIMER=3000 and
- *      LOG_AUTH) }
+ *      options, e.g. wwsf), kamailio: { defines } }
  * Adds L.idp, L.cb (wic's redirect_uri), L.svcCb, L.browser(name), L.signIn(...), ...
  */
 function signinLab(o) {
@@ -32,7 +31,7 @@ function signinLab(o) {
     name: o.name,
     block: o.block,
     transport: 'udp',
-    kamailio: { defines: o.kamDefines || ['FR_TIMER=3000', 'LOG_AUTH'] },
+    kamailio: o.kamailio || { defines: ['FR_TIMER=3000', 'LOG_AUTH'] },
     beforeStart: async (lab) => {
       lab.idp = new Idp(lab.dir, { port: idpPort, clientSecret: idpSecret, redirectUris: [`http://127.0.0.1:${gwHttp}/auth/callback`], users: o.idpUsers });
       await lab.idp.start();
@@ -157,6 +156,33 @@ function signinLab(o) {
     const res = await L.token(form, { basic: o.basic });
     assert.equal(res.status, 200, `token exchange for ${user}: ${res.status} ${res.body}\n${L.gwLogTail()}`);
     return { tokens: res.json, claims: jwtClaims(res.json.access_token), res, signin: s, browser: b };
+  };
+
+  /**
+   * The person's side of RFC 8628 §3.3: opens d.verification_uri_complete, signs in as `user` if
+   * asked, and presses approve or deny ('approve' | 'deny') on imsgw's /device page; returns
+   * the response to that press.
+   */
+  L.decideDevice = async (browser, d, user, decision) => {
+    let p = await browser.get(d.verification_uri_complete);
+    p = await L.drive(browser, p, { user, stopAt: () => false });
+    const want = decision === 'approve' ? /approve|allow|confirm|authori[sz]e|yes/i : /deny|reject|cancel|no\b/i;
+    for (let i = 0; i < 3; i += 1) {
+      assert.equal(p.status, 200, `/device page for ${user}${describe(p)}\n${L.gwLogTail()}`);
+      assert.ok(p.url.startsWith(L.gw.httpUrl), `at imsgw${describe(p)}`);
+      const fs = forms(p.body);
+      const f = fs.find((x) => x.buttons.some((b) => want.test(b.text) || want.test(b.value || '')));
+      if (f) {
+        const userCodeInput = f.inputs.find((x) => x.name === 'user_code');
+        const fields = userCodeInput && !userCodeInput.value ? { user_code: d.user_code } : {};
+        return browser.submit(p, { form: (x) => x === f || x.html === f.html, button: want, fields });
+      }
+      // a form that only asks for the code first
+      const enter = fs.find((x) => x.inputs.some((y) => y.name === 'user_code'));
+      assert.ok(enter, `no approve/deny or user_code form on /device${describe(p)}`);
+      p = await browser.submit(p, { form: (x) => x.html === enter.html, fields: { user_code: d.user_code } });
+    }
+    throw new Error(`no ${decision} button on /device${describe(p)}`);
   };
 
   L.introspect = (token) => httpPostForm(`${L.gw.httpUrl}/oauth/introspect`, { token }, { authorization: `Basic ${Buffer.from('rs:rs-secret').toString('base64')}` });

@@ -44,6 +44,7 @@ fn keys() -> &'static (KeyRing, String) {
                     impu: "sip:alice@ims.example".into(),
                     impi: "alice@ims.example".into(),
                     scope: "sip".into(),
+                    client_id: "fuzz".into(),
                     ttl: Some(3600),
                 },
             )

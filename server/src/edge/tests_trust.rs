@@ -86,6 +86,7 @@ impl H {
                     impu: impu.into(),
                     impi: impu.trim_start_matches("sip:").to_string(),
                     scope: scope.into(),
+                    client_id: "wic".into(),
                     ttl: Some(ttl),
                 },
             )

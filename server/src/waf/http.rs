@@ -151,27 +151,40 @@ async fn introspect(
     }
     let token = auth.form.token()?;
     let body = match waf.check(unix_now(), token)? {
-        Some(c) => json!({
-            "active": true,
-            "scope": c.scope,
-            "token_type": "Bearer",
-            "sub": c.sub,
-            "aud": c.aud,
-            "iss": c.iss,
-            "exp": c.exp,
-            "iat": c.iat,
-            "nbf": c.nbf,
-            "jti": c.jti,
-            "impu": c.impu,
-            "impi": c.impi,
-        }),
+        Some(c) => {
+            let mut body = json!({
+                "active": true,
+                "scope": c.scope,
+                "token_type": "Bearer",
+                "sub": c.sub,
+                "aud": c.aud,
+                "iss": c.iss,
+                "exp": c.exp,
+                "iat": c.iat,
+                "nbf": c.nbf,
+                "jti": c.jti,
+                "impu": c.impu,
+                "impi": c.impi,
+            });
+            // RFC 7662 §2.2: the client the token was issued to, when it names one.
+            if let Some(id) = c.client_id {
+                body["client_id"] = json!(id);
+            }
+            body
+        }
         None => json!({ "active": false }),
     };
     Ok(no_store(Json(body).into_response()))
 }
 
 /// RFC 7009 §2: a confidential client authenticates; a public client names itself with
-/// `client_id`. §2.2: 200 whether or not the token was valid.
+/// `client_id`. §2.1: only the client a token was issued to may revoke it. §2.2: 200 whether
+/// the token was revoked or was not valid.
+///
+/// A token issued to another client is refused, as §2.1 says, when the caller proved who it is
+/// (HTTP Basic): 400 `unauthorized_client` (RFC 6749 §5.2, which §2.2.1 refers to). A public
+/// client proves nothing (anyone can send its `client_id`), so it hears 200 and nothing is
+/// revoked: an error would tell a stranger that a guessed string is someone's live token.
 async fn revoke(
     State(waf): State<Arc<Waf>>,
     auth: Authenticated<TokenForm>,
@@ -179,13 +192,38 @@ async fn revoke(
     let token = auth.form.token()?;
     let now = unix_now();
     // An access token (a JWT of ours), else perhaps a refresh token (RFC 7009 §2.1: both).
-    if let Some(c) = waf.check_for_revocation(now, token) {
-        waf.revoke_token(&c.jti, c.exp, now)?;
-        tracing::info!(jti = %c.jti, sub = %c.sub, "token revoked");
-    } else {
-        super::token::revoke_refresh_token(&waf, &auth.client_id, token, now)?;
+    let client_id = auth.client_id.as_str();
+    let outcome = match waf.check_for_revocation(now, token) {
+        Some(c) if c.client_id.as_deref() == Some(client_id) => {
+            waf.revoke_token(&c.jti, c.exp, now)?;
+            tracing::info!(jti = %c.jti, sub = %c.sub, client_id, "token revoked");
+            Revocation::Revoked
+        }
+        Some(c) => {
+            tracing::info!(jti = %c.jti, client_id, owner = ?c.client_id, "not revoked: the token was issued to another client");
+            Revocation::NotOwner
+        }
+        None => super::token::revoke_refresh_token(&waf, client_id, token, now)?,
+    };
+    let confidential = auth.client(&waf)?.secret.is_some();
+    if outcome == Revocation::NotOwner && confidential {
+        return Err(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
+            "the token was not issued to this client",
+        ));
     }
     Ok(no_store(StatusCode::OK.into_response()))
+}
+
+/// What a revocation request found (RFC 7009 §2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Revocation {
+    /// The token was the caller's and is revoked now.
+    Revoked,
+    /// The token is valid but was issued to another client; nothing was revoked.
+    NotOwner,
+    /// Not a token of ours (or expired): nothing to do.
+    Unknown,
 }
 
 fn no_store(mut r: Response) -> Response {

@@ -49,6 +49,11 @@ pub enum WafError {
     Store(String),
 }
 
+/// The `client_id` of tokens an operator mints with `imsgw token mint` (RFC 9068 §2.2 wants
+/// one in every access token). Only a client registered under this id, with a secret, may
+/// revoke them at `/oauth/revoke` (RFC 7009 §2.1).
+pub const OPERATOR_CLIENT_ID: &str = "imsgw-operator";
+
 /// Settings of the sign-in flows.
 pub struct FlowSettings {
     pub domain: String,
@@ -111,6 +116,13 @@ impl Waf {
         let mut clients = HashMap::new();
         for c in &config.waf.clients {
             let secret = client_secret(config, c)?;
+            if c.id == OPERATOR_CLIENT_ID && secret.is_none() {
+                // It may revoke every operator-minted token; a public client is anyone.
+                return Err(WafError::Client {
+                    id: c.id.clone(),
+                    message: "needs a secret: this client may revoke operator-minted tokens".into(),
+                });
+            }
             let client =
                 Client::new(c, secret, &config.waf.scope).map_err(|message| WafError::Client {
                     id: c.id.clone(),

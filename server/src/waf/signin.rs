@@ -243,31 +243,62 @@ pub async fn callback(
     Ok(r)
 }
 
-/// `GET /auth/signed-in`: who is signed in.
+/// `GET /auth/signed-in`: who is signed in, and a sign-out form carrying the CSRF token.
 pub async fn signed_in(
     State(waf): State<Arc<Waf>>,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
     Ok(match current(&waf, &headers)? {
-        Some((_, p)) => pages::page(
+        Some((key, p)) => pages::page(
             StatusCode::OK,
             "Signed in",
             &format!(
-                "<p>You are signed in as {} ({}).</p><form method=\"post\" action=\"/auth/logout\"><button class=\"secondary\">Sign out</button></form>",
+                "<p>You are signed in as {} ({}).</p><form method=\"post\" action=\"/auth/logout\">\
+<input type=\"hidden\" name=\"csrf\" value=\"{}\"><button class=\"secondary\">Sign out</button></form>",
                 pages::esc(&p.display),
-                pages::esc(p.impu.as_str())
+                pages::esc(p.impu.as_str()),
+                pages::esc(&logout_csrf(&key)),
             ),
         ),
         None => ask_to_sign_in(&waf, "/auth/signed-in"),
     })
 }
 
-/// `POST /auth/logout`: ends the session (a POST, so no page can sign someone out by a link).
+#[derive(Deserialize)]
+pub struct LogoutForm {
+    csrf: Option<String>,
+}
+
+/// `POST /auth/logout`: ends the session. A POST, so no link signs anyone out, and one that
+/// must prove it comes from the gateway's own pages: the session's CSRF token (the signed-in
+/// page's form) or an `Origin` equal to the gateway's (the web client's `fetch`, which a browser
+/// always labels). SameSite=Lax alone is not enough: a sibling site (another port or subdomain)
+/// is "same-site" and would carry the cookie. Anything else gets 403 and the session stays.
 pub async fn logout(
     State(waf): State<Arc<Waf>>,
     headers: HeaderMap,
+    form: Result<axum::Form<LogoutForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, PageError> {
-    if let Some((key, p)) = current(&waf, &headers)? {
+    let session = current(&waf, &headers)?;
+    let csrf = form.ok().and_then(|f| f.0.csrf);
+    let token_ok = match (&session, &csrf) {
+        (Some((key, _)), Some(given)) => {
+            bool::from(given.as_bytes().ct_eq(logout_csrf(key).as_bytes()))
+        }
+        _ => false,
+    };
+    if !token_ok && !same_origin(&waf.issuer, &headers) {
+        tracing::warn!(
+            origin = ?headers.get(header::ORIGIN),
+            "sign-out refused: neither the CSRF token nor a same-origin Origin"
+        );
+        return Err(PageError::new(
+            StatusCode::FORBIDDEN,
+            "Sign-out refused",
+            "This request to sign out did not come from this site. To sign out, open the sign-in page again and press Sign out there.",
+        ));
+    }
+    if let Some((key, p)) = session {
         waf.store.delete("session", &key, unix_now())?;
         tracing::info!(impu = %p.impu, "signed out");
     }
@@ -275,4 +306,66 @@ pub async fn logout(
     r.headers_mut()
         .append(header::SET_COOKIE, set_cookie(&waf, SESSION_COOKIE, "", 0));
     Ok(r)
+}
+
+/// The sign-out form's CSRF token of a session: derived from the session's store key, which
+/// only the holder of the HttpOnly session cookie can know.
+fn logout_csrf(session_key: &str) -> String {
+    key_of(&format!("logout-csrf:{session_key}"))
+}
+
+/// Whether the request's `Origin` (RFC 6454 §7) is the gateway's own, as `waf.issuer` names it.
+fn same_origin(issuer: &str, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    match reqwest::Url::parse(issuer) {
+        Ok(u) => {
+            let own = u.origin();
+            own.is_tuple() && own.ascii_serialization() == origin
+        }
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_origin(o: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ORIGIN, HeaderValue::from_str(o).expect("header"));
+        h
+    }
+
+    #[test]
+    fn only_the_gateways_own_origin_counts_rfc6454_7() {
+        let iss = "https://webrtc.example:8443/base";
+        assert!(same_origin(
+            iss,
+            &with_origin("https://webrtc.example:8443")
+        ));
+        for other in [
+            "https://evil.example",
+            "https://webrtc.example",
+            "http://webrtc.example:8443",
+            "https://webrtc.example:8443.evil.example",
+            "null",
+            "",
+        ] {
+            assert!(!same_origin(iss, &with_origin(other)), "{other}");
+        }
+        assert!(!same_origin(iss, &HeaderMap::new()));
+        // The default port is not written in an Origin.
+        assert!(same_origin(
+            "https://webrtc.example:443",
+            &with_origin("https://webrtc.example")
+        ));
+    }
+
+    #[test]
+    fn csrf_tokens_differ_per_session() {
+        assert_ne!(logout_csrf("a"), logout_csrf("b"));
+        assert_eq!(logout_csrf("a"), logout_csrf("a"));
+    }
 }

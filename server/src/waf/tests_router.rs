@@ -29,6 +29,8 @@ domain = "ims.example"
 upstream = "sip:127.0.0.1:5060"
 [waf]
 issuer = "http://gw.test"
+[metrics]
+listen = "127.0.0.1:9"
 [[waf.clients]]
 id = "wic"
 first_party = true

@@ -20,6 +20,7 @@ use serde_json::json;
 use super::authorize::{Code, Issued, pkce_matches};
 use super::client::{Authenticated, Client, Grant, NamesClient};
 use super::error::{ErrorCode, OAuthError, StoreResult};
+use super::http::Revocation;
 use super::identity::Person;
 use super::limits;
 use super::signin::random_secret;
@@ -274,6 +275,7 @@ pub(super) fn issue(
         impu: person.impu.to_string(),
         impi: person.impi.clone(),
         scope: scope.to_string(),
+        client_id: client_id.to_string(),
         ttl: None,
     };
     let (token, claims) = waf.mint(now, req).map_err(|e| {
@@ -347,25 +349,25 @@ pub(super) fn issue(
 }
 
 /// RFC 7009 for a refresh token: its whole family goes, with the access tokens it gave. Only
-/// the client it was issued to may revoke it (§2.1); anything else is ignored (§2.2: 200).
+/// the client it was issued to may revoke it (§2.1); the caller decides what to answer.
 pub(super) fn revoke_refresh_token(
     waf: &Waf,
     client_id: &str,
     token: &str,
     now: u64,
-) -> StoreResult<()> {
+) -> StoreResult<Revocation> {
     let Some((family_id, _)) = family_of(token) else {
-        return Ok(());
+        return Ok(Revocation::Unknown);
     };
-    let owner = waf
-        .store
-        .get::<Family>("family", &key_of(family_id), now)?
-        .map(|f| f.client_id);
-    if owner.as_deref() == Some(client_id) {
-        revoke_family(waf, family_id, now)?;
-        tracing::info!(client_id, "refresh token revoked with its family");
+    let Some(family) = waf.store.get::<Family>("family", &key_of(family_id), now)? else {
+        return Ok(Revocation::Unknown);
+    };
+    if family.client_id != client_id {
+        return Ok(Revocation::NotOwner);
     }
-    Ok(())
+    revoke_family(waf, family_id, now)?;
+    tracing::info!(client_id, "refresh token revoked with its family");
+    Ok(Revocation::Revoked)
 }
 
 fn revoke_family(waf: &Waf, family_id: &str, now: u64) -> StoreResult<()> {

@@ -15,6 +15,7 @@ fn request() -> MintRequest {
         impu: "sip:alice@ims.example".into(),
         impi: "alice@ims.example".into(),
         scope: "sip openid".into(),
+        client_id: "wic".into(),
         ttl: Some(600),
     }
 }

@@ -113,6 +113,7 @@ mod tests {
             nbf: 0,
             exp,
             jti: String::new(),
+            client_id: None,
         }
     }
 

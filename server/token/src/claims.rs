@@ -33,6 +33,12 @@ pub struct Claims {
     pub exp: u64,
     /// Token id (§4.1.7), the handle for revocation; empty if an external token has none.
     pub jti: String,
+    /// The OAuth client the token was issued to (RFC 9068 §2.2, RFC 8693 §4.3). Every token
+    /// minted here has one; when verifying it is optional, because tokens of external issuers
+    /// that predate RFC 9068 lack it and RFC 9068 §4's validation does not rely on it. A token
+    /// without one belongs to no client, so no client may revoke it (RFC 7009 §2.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 impl Claims {
@@ -87,6 +93,9 @@ impl Claims {
             nbf: claims_time.1,
             exp,
             jti: string(payload, "jti")?.unwrap_or_default().to_owned(),
+            client_id: string(payload, "client_id")?
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
         })
     }
 
@@ -166,7 +175,7 @@ mod tests {
     fn good() -> Value {
         json!({"iss":"https://waf","aud":"sip","sub":"u1","impu":"sip:alice@ims.example",
                "impi":"alice@ims.example","scope":"sip openid","iat":NOW,"nbf":NOW,
-               "exp":NOW + 300,"jti":"j1"})
+               "exp":NOW + 300,"jti":"j1","client_id":"wic"})
     }
 
     fn check(v: Value, now: u64) -> Result<Claims, TokenError> {
@@ -217,6 +226,7 @@ mod tests {
             ("sub", json!(1)),
             ("aud", json!(5)),
             ("impu", json!([])),
+            ("client_id", json!(7)),
         ] {
             let mut v = good();
             v[name] = bad;
@@ -278,5 +288,17 @@ mod tests {
             (c.iat, c.nbf, c.scope.as_str(), c.jti.as_str()),
             (0, 0, "", "")
         );
+        assert_eq!(c.client_id, None);
+    }
+
+    #[test]
+    fn client_id_is_read_when_present_and_optional_otherwise_rfc9068_2_2() {
+        assert_eq!(
+            check(good(), NOW).expect("ok").client_id.as_deref(),
+            Some("wic")
+        );
+        let mut v = good();
+        v["client_id"] = json!("");
+        assert_eq!(check(v, NOW).expect("ok").client_id, None);
     }
 }

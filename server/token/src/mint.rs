@@ -1,6 +1,6 @@
 //! Minting access tokens (the WAF's token endpoint): a JWT signed ES256 with the ring's newest
-//! key, typed `at+jwt` (RFC 9068 §2.1), carrying the registered claims of RFC 7519 §4.1 and the
-//! IMS identities. Lifetimes are minutes (DESIGN.md "Tokens"), bounded by `max_ttl`.
+//! key, typed `at+jwt` (RFC 9068 §2.1), carrying the claims RFC 9068 §2.2 requires (the
+//! registered claims of RFC 7519 §4.1 and `client_id`) and the IMS identities. Lifetimes are minutes (DESIGN.md "Tokens"), bounded by `max_ttl`.
 
 use std::fmt;
 
@@ -52,6 +52,9 @@ pub struct MintRequest {
     pub impi: String,
     /// Space-separated scopes (RFC 6749 §3.3).
     pub scope: String,
+    /// `client_id` (RFC 9068 §2.2): the OAuth client the token is issued to; only that client
+    /// may revoke it (RFC 7009 §2.1). Required.
+    pub client_id: String,
     /// Lifetime in seconds, or `None` for the default.
     pub ttl: Option<u64>,
 }
@@ -115,7 +118,12 @@ impl Minter {
 
     /// A signed token for `req`, issued at `now` (Unix seconds), and its claims.
     pub fn mint(&self, now: u64, req: MintRequest) -> Result<(AccessToken, Claims), MintError> {
-        for (name, value) in [("sub", &req.sub), ("impu", &req.impu), ("impi", &req.impi)] {
+        for (name, value) in [
+            ("sub", &req.sub),
+            ("impu", &req.impu),
+            ("impi", &req.impi),
+            ("client_id", &req.client_id),
+        ] {
             if value.is_empty() {
                 return Err(MintError::Empty(name));
             }
@@ -150,6 +158,7 @@ impl Minter {
             nbf: now,
             exp: now.saturating_add(ttl),
             jti: new_jti(),
+            client_id: Some(req.client_id),
         };
         let mut header = Header::new(Algorithm::ES256);
         header.typ = Some("at+jwt".to_owned());
@@ -197,6 +206,7 @@ mod tests {
             impu: "sip:alice@ims.example".into(),
             impi: "alice@ims.example".into(),
             scope: "sip".into(),
+            client_id: "wic".into(),
             ttl: None,
         }
     }
@@ -219,6 +229,19 @@ mod tests {
         assert_eq!(header.kid.as_deref(), Some(m.kid.as_str()));
         assert_eq!((claims.iat, claims.nbf, claims.exp), (1000, 1000, 1600));
         assert_eq!(URL_SAFE_NO_PAD.decode(&claims.jti).expect("b64").len(), 16);
+    }
+
+    #[test]
+    fn every_claim_rfc9068_2_2_requires_is_in_the_payload() {
+        let (token, claims) = minter().mint(1000, req()).expect("mint");
+        let payload = token.expose().split('.').nth(1).expect("payload");
+        let payload: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("b64")).expect("json");
+        for name in ["iss", "exp", "aud", "sub", "client_id", "iat", "jti"] {
+            assert!(payload.get(name).is_some(), "{name} missing: {payload}");
+        }
+        assert_eq!(payload["client_id"], "wic");
+        assert_eq!(claims.client_id.as_deref(), Some("wic"));
     }
 
     #[test]
@@ -250,6 +273,10 @@ mod tests {
         );
         assert_eq!(with(|r| r.ttl = Some(3600)), None);
         assert_eq!(with(|r| r.impu.clear()), Some(MintError::Empty("impu")));
+        assert_eq!(
+            with(|r| r.client_id.clear()),
+            Some(MintError::Empty("client_id"))
+        );
         assert_eq!(with(|r| r.scope = "a  b".into()), Some(MintError::BadScope));
         assert_eq!(with(|r| r.scope = "a\"b".into()), Some(MintError::BadScope));
         assert_eq!(with(|r| r.scope = String::new()), None);

@@ -40,6 +40,7 @@ fn minted_token_verifies_with_exact_claims() {
         nbf: NOW,
         exp: NOW + LIFETIME,
         jti: minted.jti.clone(),
+        client_id: Some("wic".into()),
     };
     assert_eq!(v.claims, expected);
     assert!(v.claims.has_scope("sip"));

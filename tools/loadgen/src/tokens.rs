@@ -60,6 +60,7 @@ fn request(user: &str, domain: &str, scope: &str) -> MintRequest {
         impu: format!("sip:{user}@{domain}"),
         impi: format!("{user}@{domain}"),
         scope: scope.to_owned(),
+        client_id: "imsgw-loadgen".to_owned(),
         ttl: None,
     }
 }

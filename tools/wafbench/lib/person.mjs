@@ -57,9 +57,15 @@ export async function signInAndRegister(o) {
     await step('register', () => register(o, token.accessToken));
     const dev = await step('device-authorization', async () => {
       const r = await httpPostForm(`${base}/oauth/device_authorization`, { client_id: o.deviceClient, scope: 'sip' });
+      // A phone asking for a device code is anonymous: while the flood holds the device_codes
+      // cap (waf.limits), a new one is refused by design. Reported, not a failure of the person.
+      if ((r.status === 503 || r.status === 429) && r.json && r.json.error === 'temporarily_unavailable') {
+        return { refused: true, detail: { status: r.status, refused: `${r.json.error} (the flood holds the device-code cap or this address's budget: by design, the phone steps are skipped)` } };
+      }
       if (r.status !== 200 || !r.json || !r.json.device_code) throw new Error(`device_authorization: ${r.status} ${r.body.slice(0, 300)}`);
       return { json: r.json, detail: { status: r.status } };
     });
+    if (dev.refused) return { ok: true, steps };
     await step('device-approve', () => approve(browser, dev.json, o));
     const phone = await step('device-token', () => pollDeviceToken(base, dev.json, o.deviceClient, impu));
     await step('device-register', () => register(o, phone.accessToken));

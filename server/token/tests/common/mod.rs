@@ -96,6 +96,7 @@ pub fn request() -> MintRequest {
         impu: "sip:alice@ims.example".into(),
         impi: "alice@ims.example".into(),
         scope: "sip openid".into(),
+        client_id: "wic".into(),
         ttl: Some(LIFETIME),
     }
 }
