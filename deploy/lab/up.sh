@@ -34,8 +34,10 @@ if ! { [ -s "$lab/demo-idp.pid" ] && kill -0 "$(cat "$lab/demo-idp.pid")" 2>/dev
 	done
 fi
 
-# The WAF's signing keys live with the rest of the lab's state.
+# The WAF's signing keys and its state (sessions, refresh tokens, revocations) live with the
+# rest of the lab's state.
 export IMSGW_WAF__KEY_DIR="$lab/keys"
+export IMSGW_WAF__STATE_DIR="$lab/state"
 "$repo/target/release/imsgw" serve --config deploy/lab/imsgw.lab.toml >"$lab/imsgw.log" 2>&1 &
 echo $! >"$lab/imsgw.pid"
 for _ in $(seq 1 50); do

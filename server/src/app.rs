@@ -15,14 +15,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{Config, UpstreamTransport};
+use crate::config::{Config, StoreKind, UpstreamTransport};
 use crate::edge::{Auth, AuthSettings, Edge, EdgeSettings, FlowKey, Local};
 use crate::hub::{Hub, UpstreamSender};
 use crate::metrics::Metrics;
 use crate::peers::PeerFilter;
 use crate::transport::{ims, tls, ws};
 use crate::waf::keys::KeySource;
-use crate::waf::store::MemoryStore;
+use crate::waf::store::{DurableStore, MemoryStore, Store};
 use crate::waf::{Waf, unix_now};
 
 /// Why the gateway could not start; each names what to fix.
@@ -176,7 +176,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let ring = key_source
         .load(unix_now())
         .map_err(crate::waf::WafError::from)?;
-    let store: Arc<MemoryStore> = Arc::new(MemoryStore::with_caps(config.waf.limits.caps()));
+    let store = open_store(&config)?;
     let mut waf = Waf::new(&config, ring.clone(), store.clone())?;
     // Revocations reach the edge as inputs, never as a look-up in the store (STYLE.md §15).
     let (revoked_tx, revoked_rx) = mpsc::unbounded_channel::<(String, u64)>();
@@ -206,7 +206,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             verifier: Some(verifier),
             revoked: {
                 let mut r = crate::edge::Revoked::default();
-                let held = crate::waf::store::Store::revocations(&*store, unix_now())
+                let held = store
+                    .revocations(unix_now())
                     .map_err(|e| StartError::Store(e.to_string()))?;
                 for (jti, exp) in held {
                     r.insert(jti, exp);
@@ -377,6 +378,26 @@ async fn healthz(State(s): State<Arc<ws::WsState>>) -> (axum::http::StatusCode, 
         (axum::http::StatusCode::SERVICE_UNAVAILABLE, "draining\n")
     } else {
         (axum::http::StatusCode::OK, "ok\n")
+    }
+}
+
+/// The WAF's store as `waf.store` says: durable (one file in `waf.state_dir`; a restart
+/// forgets nothing) or in memory.
+fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    let caps = config.waf.limits.caps();
+    match config.waf.store {
+        StoreKind::Durable => {
+            let store = DurableStore::open(&config.state_dir(), caps, unix_now())
+                .map_err(|e| StartError::Store(format!("waf.state_dir: {e}")))?;
+            info!(file = %store.path().display(), "the WAF's state is kept in this file");
+            Ok(Arc::new(crate::waf::store::OffRuntime(Arc::new(store))))
+        }
+        StoreKind::Memory => {
+            warn!(
+                "waf.store = \"memory\": a restart forgets every sign-in session, refresh token and revocation"
+            );
+            Ok(Arc::new(MemoryStore::with_caps(caps)))
+        }
     }
 }
 

@@ -239,6 +239,19 @@ pub struct WafConfig {
     /// on first start; `imsgw keys rotate` adds one). Default `keys` beside the config file.
     #[serde(default)]
     pub key_dir: Option<PathBuf>,
+    /// `waf.store`: where the WAF keeps its state (sign-in sessions, codes, device codes,
+    /// refresh-token families, revocations): `durable`, one SQLite file in `waf.state_dir`, so a
+    /// restart forgets nothing; or `memory`, which a restart forgets (everyone signs in again,
+    /// refresh tokens stop working, revoked tokens are accepted until they expire): for tests
+    /// and throw-away gateways. Default `durable`.
+    #[serde(default)]
+    pub store: StoreKind,
+    /// `waf.state_dir`: the durable store's directory; it holds `waf.sqlite3` (mode 0600) and,
+    /// while the gateway runs, SQLite's log beside it. Created with mode 0700; a directory group
+    /// or others may write into, or a state file they may read, is refused. One gateway per
+    /// directory. Default `state` beside the config file.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
     /// `waf.key_files`: operator-managed PEM keys instead of `key_dir`; the last one signs, the
     /// file name (without `.pem`) is the `kid`. Default none.
     #[serde(default)]
@@ -277,6 +290,17 @@ pub struct WafConfig {
     /// `[waf.limits]`: how much state the WAF keeps, and what anonymous clients may create.
     #[serde(default)]
     pub limits: WafLimits,
+}
+
+/// `waf.store`
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// One SQLite file in `waf.state_dir`: survives restarts.
+    #[default]
+    Durable,
+    /// In memory: forgotten on restart.
+    Memory,
 }
 
 /// `[waf.limits]`: the most live records of each kind the WAF keeps (a new one past the cap
@@ -364,6 +388,8 @@ impl Default for WafConfig {
             token_ttl_secs: default_token_ttl(),
             max_token_ttl_secs: default_max_token_ttl(),
             key_dir: None,
+            store: StoreKind::default(),
+            state_dir: None,
             key_files: Vec::new(),
             hmac_secret_file: None,
             hmac_secret_env: None,
@@ -1156,6 +1182,16 @@ impl Config {
         self.beside_config(dir)
     }
 
+    /// `waf.state_dir` or its default, relative paths beside the config file.
+    pub fn state_dir(&self) -> PathBuf {
+        let dir = self
+            .waf
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("state"));
+        self.beside_config(dir)
+    }
+
     /// A path from the config, relative to the config file's folder.
     pub fn beside_config(&self, p: PathBuf) -> PathBuf {
         if p.is_absolute() {
@@ -1497,6 +1533,23 @@ impi = \"{{provider}}.{{sub}}@social.{{sip.domain}}\"\n"
         assert_eq!(c.sip.listen, "127.0.0.1:5062".parse().expect("addr"));
         assert_eq!(c.sip.upstream.transport, UpstreamTransport::Udp);
         assert_eq!(c.websocket.max_message_size, 65536);
+    }
+
+    #[test]
+    fn the_waf_state_is_durable_in_state_beside_the_config_by_default() {
+        let c = Config::from_sources(Path::new("/etc/imsgw/imsgw.toml"), MIN, Vec::new())
+            .expect("valid");
+        assert_eq!(c.waf.store, StoreKind::Durable);
+        assert_eq!(c.state_dir(), Path::new("/etc/imsgw/state"));
+        let c = load(
+            &format!("{MIN}\n[waf]\nstore = \"memory\"\nstate_dir = \"/var/lib/imsgw\"\n"),
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(c.waf.store, StoreKind::Memory);
+        assert_eq!(c.state_dir(), Path::new("/var/lib/imsgw"));
+        let e = load(MIN, &[("IMSGW_WAF__STORE", "disk")]).expect_err("not a store");
+        assert!(e.to_string().contains("waf.store"), "{e}");
     }
 
     #[test]

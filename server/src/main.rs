@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 /// less CPU per REGISTER and freed memory returned to the system after bursts.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use imsgw::config::{Config, LogFormat};
+use imsgw::config::{Config, LogFormat, StoreKind};
 
 /// imsgw: WebRTC IMS gateway. Browsers speak SIP over WebSocket (RFC 7118) to it; it forwards
 /// to the operator's P-CSCF as an RFC 5626 outbound edge proxy.
@@ -39,8 +39,10 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
-    /// Read and validate a config file (with environment overrides), print the effective
-    /// listeners and upstream, and exit: 0 if valid, 2 with a message naming the key if not.
+    /// Read and validate a config file (with environment overrides), check the WAF's state
+    /// directory and file without opening them (a running gateway may hold them), print the
+    /// effective listeners, upstream and store, and exit: 0 if valid, 2 with a message naming
+    /// the key if not.
     CheckConfig {
         #[arg(long, short)]
         config: PathBuf,
@@ -101,8 +103,20 @@ fn main() -> ExitCode {
                 for w in &c.warnings {
                     eprintln!("imsgw: warning: {w}");
                 }
+                let state = match c.waf.store {
+                    StoreKind::Durable => {
+                        let dir = c.state_dir();
+                        // Read-only: a running gateway may hold the file.
+                        if let Err(e) = imsgw::waf::store::durable::check(&dir) {
+                            eprintln!("imsgw: waf.state_dir: {e}");
+                            return ExitCode::from(2);
+                        }
+                        format!("durable in {}", dir.display())
+                    }
+                    StoreKind::Memory => "memory (forgotten on restart)".to_string(),
+                };
                 println!(
-                    "config ok: http.listen={} sip.listen={} sip.upstream={} ({:?})",
+                    "config ok: http.listen={} sip.listen={} sip.upstream={} ({:?}) waf.store={state}",
                     c.http.listen, c.sip.listen, c.sip.upstream.uri, c.sip.upstream.transport
                 );
                 ExitCode::SUCCESS
@@ -278,6 +292,8 @@ fn token(action: TokenAction) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Minting keeps no state, and the durable store is locked by the running gateway: an
+    // empty store in memory, dropped when this command ends.
     let store = std::sync::Arc::new(imsgw::waf::store::MemoryStore::new());
     let waf = match imsgw::waf::Waf::new(&config, ring, store) {
         Ok(w) => w,

@@ -17,8 +17,9 @@ async fn gateway(name: &str, extra: &str) -> Running {
     let text = format!(
         "[http]\nlisten = \"127.0.0.1:0\"\n[sip]\ndomain = \"ims.example\"\nlisten = \"127.0.0.1:0\"\n\
 upstream = \"sip:127.0.0.1:{dead_port};transport=udp\"\n[waf]\nissuer = \"http://127.0.0.1:1\"\n\
-key_dir = \"{}\"\n{extra}",
-        dir.join("keys").display()
+key_dir = \"{}\"\nstate_dir = \"{}\"\n{extra}",
+        dir.join("keys").display(),
+        dir.join("state").display()
     );
     let config = Config::from_sources(Path::new("test.toml"), &text, Vec::new()).expect("config");
     app::start(config).await.expect("start")

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
 /// A gateway on ephemeral ports whose upstream is a UDP port nobody listens on, with its keys
-/// in a fresh temporary directory.
+/// and its WAF state in a fresh temporary directory.
 async fn gateway(extra: &str) -> Running {
     gateway_with(extra).await.0
 }
@@ -31,8 +31,9 @@ async fn gateway_with(extra: &str) -> (Running, Config) {
     let text = format!(
         "[http]\nlisten = \"127.0.0.1:0\"\n[sip]\ndomain = \"ims.example\"\nlisten = \"127.0.0.1:0\"\n\
 upstream = \"sip:127.0.0.1:{dead_port};transport=udp\"\n[waf]\nissuer = \"http://127.0.0.1:1\"\n\
-key_dir = \"{}\"\n{extra}",
-        keys.display()
+key_dir = \"{}\"\nstate_dir = \"{}\"\n{extra}",
+        keys.display(),
+        keys.join("state").display()
     );
     let config = Config::from_sources(Path::new("test.toml"), &text, Vec::new()).expect("config");
     let running = app::start(config.clone()).await.expect("start");

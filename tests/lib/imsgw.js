@@ -72,6 +72,9 @@ class Imsgw {
    *                     metrics: {listen, bearer_token_file} ([metrics]; lab.js sets listen to
    *                     ports().metrics, so /metrics is off the public listener as in production) }
    * Tokens: [waf] issuer is this gateway's HTTP base, key_dir is <dir>/<name>-keys.
+   * State: [waf] state_dir is <dir>/<name>-state (the durable store, the default, so every test
+   * runs what operators run, each gateway with a store of its own); waf: { store: 'memory' }
+   * for one that forgets.
    */
   constructor(dir, o) {
     this.dir = dir;
@@ -83,6 +86,7 @@ class Imsgw {
     this.child = null;
     this.exit = null; // { code, signal } once it exited
     this.keyDir = path.join(dir, `${this.name}-keys`);
+    this.stateDir = path.join(dir, `${this.name}-state`);
   }
 
   get issuer() { return `http://127.0.0.1:${this.o.http}`; }
@@ -113,6 +117,7 @@ class Imsgw {
     }
     for (const [k, v] of Object.entries(o.extraSip || {})) lines.push(`${k} = ${tv(v)}`);
     lines.push('', '[waf]', `issuer = ${q(this.issuer)}`, `key_dir = ${q(this.keyDir)}`);
+    if (!('state_dir' in (o.waf || {}))) lines.push(`state_dir = ${q(this.stateDir)}`);
     for (const [k, v] of Object.entries(o.waf || {})) lines.push(`${k} = ${tv(v)}`);
     for (const c of o.clients || []) {
       lines.push('', '[[waf.clients]]');

@@ -61,6 +61,7 @@ max_connections = $(( n + 100 ))
 [waf]
 issuer = "http://127.0.0.1:8380"
 key_dir = "$dir/keys-$mode"
+state_dir = "$dir/state-$mode"
 audience = "sip:ims.example"
 scope = "sip"
 [log]

@@ -1,15 +1,27 @@
 //! WAF state behind one interface: revocations, and the records of the sign-in flows
 //! (authorization codes, device codes, refresh-token families, sign-in sessions, logins in
-//! progress), each with an expiry. In memory by default: **lost on restart** — people sign in
-//! again, refresh tokens stop working, and a revoked access token is accepted again until it
-//! expires (minutes), as the operator docs say. A shared store (Redis) implements the same
-//! trait for several instances. Keys of secrets (codes, tokens, session ids) are SHA-256
-//! hashes, so the store never holds a usable credential.
+//! progress), each with an expiry. Two stores implement it: [`DurableStore`] (one SQLite file,
+//! the default: a restart forgets nothing) and [`MemoryStore`] (for tests and throw-away
+//! gateways: **lost on restart** — people sign in again, refresh tokens stop working, and a
+//! revoked access token is accepted again until it expires). A shared store (Redis) will
+//! implement the same trait for several instances; `suite` (feature `test-suite`) is the test suite every store
+//! passes. Keys of secrets (codes, tokens, session ids) are SHA-256 hashes, so the store never
+//! holds a usable credential.
 //!
 //! Owns: what is kept and for how long. Must not touch: HTTP, SIP, what the records mean.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+
+pub mod durable;
+#[cfg(any(test, feature = "test-suite"))]
+pub mod suite;
+
+pub use durable::{DurableStore, OpenError};
+
+/// A revoked token stays revoked this long past its `exp`: the verifiers' clock-skew leeway,
+/// during which it would still verify.
+pub const REVOKED_LEEWAY: u64 = 60;
 
 /// Why the store could not do what was asked. Callers answer with a clear error (an OAuth
 /// `temporarily_unavailable`, a 503 page) and nothing else changes.
@@ -243,7 +255,7 @@ impl Store for MemoryStore {
             .lock()
             .by_jti
             .get(jti)
-            .is_some_and(|exp| *exp + 60 >= now))
+            .is_some_and(|exp| *exp + REVOKED_LEEWAY >= now))
     }
 
     fn revocations(&self, now: u64) -> Result<Vec<(String, u64)>, StoreError> {
@@ -251,7 +263,7 @@ impl Store for MemoryStore {
             .lock()
             .by_jti
             .iter()
-            .filter(|(_, exp)| **exp + 60 >= now)
+            .filter(|(_, exp)| **exp + REVOKED_LEEWAY >= now)
             .map(|(j, e)| (j.clone(), *e))
             .collect())
     }
@@ -260,8 +272,8 @@ impl Store for MemoryStore {
         let mut r = self.lock();
         r.by_jti.insert(jti.to_string(), exp);
         if r.by_jti.len() > (r.purged_at * 2).max(1024) {
-            // Expired tokens fail verification anyway (60 s leeway): forget them.
-            r.by_jti.retain(|_, exp| *exp + 60 >= now);
+            // Expired tokens fail verification anyway (past the leeway): forget them.
+            r.by_jti.retain(|_, exp| *exp + REVOKED_LEEWAY >= now);
             r.purged_at = r.by_jti.len();
         }
         Ok(())
@@ -322,6 +334,26 @@ impl Store for MemoryStore {
 mod tests {
     use super::*;
 
+    /// The store suite against the memory store (which keeps nothing across a restart).
+    mod suite {
+        use crate::suite::Harness;
+        use crate::{Caps, MemoryStore};
+
+        struct Memory;
+
+        impl Harness for Memory {
+            type S = MemoryStore;
+            fn open(&mut self, caps: Caps, _now: u64) -> MemoryStore {
+                MemoryStore::with_caps(caps)
+            }
+            fn reopen(&mut self, _: MemoryStore, _now: u64) -> Option<MemoryStore> {
+                None
+            }
+        }
+
+        crate::store_suite!(Memory);
+    }
+
     #[test]
     fn rfc7009_revoked_until_expiry_then_forgotten() -> Result<(), StoreError> {
         let s = MemoryStore::new();
@@ -334,56 +366,6 @@ mod tests {
             s.revoke(&format!("j{i}"), 500, 2000)?;
         }
         assert!(s.revoked_count() < 2000, "expired entries are purged");
-        Ok(())
-    }
-
-    #[test]
-    fn records_expire_and_take_is_single_use() -> Result<(), StoreError> {
-        let s = MemoryStore::new();
-        s.put("code", "k", 100, &"v".to_string(), 160)?;
-        assert_eq!(s.get::<String>("code", "k", 150)?.as_deref(), Some("v"));
-        assert_eq!(s.get::<String>("code", "k", 160)?, None, "expired at 160");
-        s.put("code", "k", 100, &"v".to_string(), 160)?;
-        assert_eq!(s.take::<String>("code", "k", 120)?.as_deref(), Some("v"));
-        assert_eq!(s.take::<String>("code", "k", 121)?, None);
-        let n = s.update::<u32, u32>("ctr", "x", 100, |c| {
-            let n = c.map(|(n, _)| n).unwrap_or(0) + 1;
-            (Some((n, 200)), n)
-        })?;
-        assert_eq!(n, 1);
-        assert_eq!(s.get::<u32>("ctr", "x", 150)?, Some(1));
-        Ok(())
-    }
-
-    #[test]
-    fn a_full_kind_refuses_new_records_only() -> Result<(), StoreError> {
-        let mut per_kind = HashMap::new();
-        per_kind.insert("login", 3);
-        let s = MemoryStore::with_caps(Caps {
-            per_kind,
-            other: 10,
-        });
-        for i in 0..3 {
-            s.put("login", &format!("l{i}"), 100, &i, 200)?;
-        }
-        assert_eq!(
-            s.put("login", "l3", 100, &3, 200),
-            Err(StoreError::Full("login"))
-        );
-        assert_eq!(s.get::<i32>("login", "l3", 100)?, None, "nothing stored");
-        // Other kinds are not affected, existing records can change and go.
-        s.put("session", "s", 100, &1, 200)?;
-        s.put("login", "l0", 100, &7, 300)?;
-        assert_eq!(s.get::<i32>("login", "l0", 100)?, Some(7));
-        assert_eq!(s.take::<i32>("login", "l1", 100)?, Some(1));
-        s.put("login", "l4", 100, &4, 200)?;
-        // Expired records make room again.
-        assert_eq!(
-            s.put("login", "l5", 150, &5, 400),
-            Err(StoreError::Full("login"))
-        );
-        s.put("login", "l5", 250, &5, 400)?;
-        assert_eq!(s.get::<i32>("login", "l5", 260)?, Some(5));
         Ok(())
     }
 }
