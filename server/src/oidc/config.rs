@@ -410,3 +410,28 @@ mod tests {
         assert!(!format!("{p:?}").contains("hunter2"));
     }
 }
+
+/// `[oidc]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// `oidc.providers`: OpenID providers, each shown as a button on the sign-in page.
+    #[serde(default)]
+    pub providers: Vec<crate::oidc::ProviderConfig>,
+    /// `oidc.session_ttl_secs`: how long a sign-in session (cookie) lasts. Default 28800 (8 h).
+    #[serde(default = "default_session_ttl")]
+    pub session_ttl_secs: u64,
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        Self {
+            providers: Vec::new(),
+            session_ttl_secs: default_session_ttl(),
+        }
+    }
+}
+
+fn default_session_ttl() -> u64 {
+    28800
+}

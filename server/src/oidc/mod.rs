@@ -14,7 +14,7 @@
 //! state); show [`OidcError::user_message`] on failure and log the error itself.
 
 mod claims;
-mod config;
+pub mod config;
 mod discovery;
 mod error;
 pub mod http;

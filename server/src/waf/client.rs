@@ -53,6 +53,18 @@ impl std::str::FromStr for Grant {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Grant {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(|()| {
+            serde::de::Error::custom(format!(
+                "`{s}` is not one of {}",
+                Grant::ALL.map(Grant::as_str).join(", ")
+            ))
+        })
+    }
+}
+
 /// A registered OAuth client.
 pub struct Client {
     /// `None` for a public client (RFC 6749 §2.1).
@@ -89,18 +101,7 @@ impl Client {
 
     /// What is wrong with a `[[waf.clients]]` entry, if anything; its grants if nothing.
     pub fn check(c: &crate::config::ClientConfig) -> Result<Vec<Grant>, String> {
-        let grants = c
-            .grants
-            .iter()
-            .map(|g| {
-                g.parse::<Grant>().map_err(|_| {
-                    format!(
-                        "grants: `{g}` is not one of {}",
-                        Grant::ALL.map(Grant::as_str).join(", ")
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let grants = c.grants.clone();
         for u in &c.redirect_uris {
             redirect_uri_allowed(u).map_err(|why| format!("redirect_uris: `{u}` {why}"))?;
         }

@@ -8,6 +8,7 @@
 
 pub mod authorize;
 pub mod client;
+pub mod config;
 pub mod device;
 pub mod error;
 pub mod http;
@@ -260,11 +261,7 @@ pub fn verifier_config(config: &Config, external: bool) -> Result<VerifierConfig
             let mut x = imsgw_token::ExternalIssuer::new(e.issuer.clone(), e.audience.clone());
             x.require_typ = e.require_typ.clone();
             if !e.algorithms.is_empty() {
-                x.algorithms = e
-                    .algorithms
-                    .iter()
-                    .filter_map(|a| a.parse::<imsgw_token::Algorithm>().ok())
-                    .collect();
+                x.algorithms = e.algorithms.iter().map(|a| a.to_jwt()).collect();
             }
             vc.external.push(x);
         }
