@@ -1026,6 +1026,36 @@ impi = \"{{provider}}.{{sub}}@social.{{sip.domain}}\"\n"
     }
 
     #[test]
+    fn grants_and_algorithms_are_typed_and_a_bad_one_names_its_key() {
+        let text = format!(
+            "{MIN}\n[[waf.clients]]\nid = \"app\"\ngrants = [\"refresh_token\", \"password\"]\n"
+        );
+        let msg = load(&text, &[]).expect_err("password grant").to_string();
+        assert!(
+            msg.contains("waf.clients[0].grants[1]") && msg.contains("`password` is not one of"),
+            "{msg}"
+        );
+        let text = format!(
+            "{MIN}\n[[waf.external_issuers]]\nissuer = \"https://as.example\"\njwks_uri = \"https://as.example/jwks\"\naudience = \"sip:ims.example\"\nalgorithms = [\"ES256\", \"HS256\"]\n"
+        );
+        let msg = load(&text, &[])
+            .expect_err("symmetric algorithm")
+            .to_string();
+        assert!(
+            msg.contains("waf.external_issuers[0].algorithms[1]") && msg.contains("HS256"),
+            "{msg}"
+        );
+        // A private-use redirect scheme (RFC 8252 §7.1) is fine; http to a host is not.
+        let text = format!(
+            "{MIN}\n[[waf.clients]]\nid = \"app\"\nredirect_uris = [\"com.example.app:/cb\"]\ngrants = [\"authorization_code\"]\n"
+        );
+        load(&text, &[]).expect("private-use scheme");
+        let text = text.replace("com.example.app:/cb", "http://app.example/cb");
+        let msg = load(&text, &[]).expect_err("http redirect").to_string();
+        assert!(msg.contains("client `app`: redirect_uris"), "{msg}");
+    }
+
+    #[test]
     fn minimal_config_gets_documented_defaults() {
         let c = load(MIN, &[]).expect("valid");
         assert_eq!(c.http.listen, "127.0.0.1:8080".parse().expect("addr"));
