@@ -311,26 +311,39 @@ pub(super) fn issue(
                 let rt = format!("{fam_id}.{}", random_secret());
                 let next = key_of(&rt);
                 // Rotation is atomic: only one of two concurrent uses of a token can win.
-                let mut evicted = Vec::new();
+                // The family keeps at most LIVE_TOKENS live access tokens. Those it will let go
+                // are revoked first, in their own commits, so a crash between the two steps can
+                // never leave a live token the family no longer knows.
+                let fkey = key_of(fam_id);
+                let evict: Vec<(String, u64)> = waf
+                    .store
+                    .get::<Family>("family", &fkey, now)?
+                    .map(|f| {
+                        let live: Vec<_> =
+                            f.jtis.into_iter().filter(|(_, e)| *e + 60 >= now).collect();
+                        let over = (live.len() + 1).saturating_sub(LIVE_TOKENS);
+                        live.into_iter().take(over).collect()
+                    })
+                    .unwrap_or_default();
+                for (jti, exp) in &evict {
+                    waf.revoke_token(jti, *exp, now)?;
+                }
                 let won = waf
                     .store
-                    .update::<Family, bool>("family", &key_of(fam_id), now, |f| match f {
+                    .update::<Family, bool>("family", &fkey, now, |f| match f {
                         Some((mut f, exp)) if !f.revoked && f.current == presented => {
                             let old = std::mem::replace(&mut f.current, next.clone());
                             f.previous.push(old);
                             let over = f.previous.len().saturating_sub(REMEMBERED);
                             f.previous.drain(..over);
-                            f.jtis.retain(|(_, e)| *e + 60 >= now);
+                            f.jtis.retain(|(j, e)| {
+                                *e + 60 >= now && !evict.iter().any(|(x, _)| x == j)
+                            });
                             f.jtis.push((claims.jti.clone(), claims.exp));
-                            let over = f.jtis.len().saturating_sub(LIVE_TOKENS);
-                            evicted = f.jtis.drain(..over).collect();
                             (Some((f, exp)), true)
                         }
                         other => (other, false),
                     });
-                for (jti, exp) in &evicted {
-                    waf.revoke_token(jti, *exp, now)?;
-                }
                 if won.as_ref().ok() != Some(&true) {
                     waf.revoke_token(&claims.jti, claims.exp, now)?;
                     won?;
@@ -401,25 +414,36 @@ pub(super) fn revoke_refresh_token(
 }
 
 fn revoke_family(waf: &Waf, family_id: &str, now: u64) -> StoreResult<()> {
-    let jtis =
+    let fkey = key_of(family_id);
+    // Its access tokens are revoked first, each in its own commit, and the family is marked
+    // revoked last: a crash in between leaves a family that still works and can be revoked
+    // again, never a revoked family with live tokens.
+    let Some(fam) = waf.store.get::<Family>("family", &fkey, now)? else {
+        return Ok(());
+    };
+    for (jti, exp) in &fam.jtis {
+        waf.revoke_token(jti, *exp, now)?;
+    }
+    let late =
         waf.store
-            .update::<Family, Vec<(String, u64)>>(
-                "family",
-                &key_of(family_id),
-                now,
-                |f| match f {
-                    Some((mut f, exp)) => {
-                        f.revoked = true;
-                        let j = f.jtis.clone();
-                        // Kept only while its tokens could still be used, then it frees its
-                        // place under the cap.
-                        let last = j.iter().map(|(_, e)| e + 60).max().unwrap_or(now + 60);
-                        (Some((f, exp.min(last.max(now + 60)))), j)
-                    }
-                    None => (None, Vec::new()),
-                },
-            )?;
-    for (jti, exp) in jtis {
+            .update::<Family, Vec<(String, u64)>>("family", &fkey, now, |f| match f {
+                Some((mut f, exp)) => {
+                    f.revoked = true;
+                    // Tokens issued since the snapshot (a concurrent rotation) are revoked below.
+                    let late = f
+                        .jtis
+                        .iter()
+                        .filter(|j| !fam.jtis.contains(j))
+                        .cloned()
+                        .collect();
+                    // Kept only while its tokens could still be used, then it frees its place
+                    // under the cap.
+                    let last = f.jtis.iter().map(|(_, e)| e + 60).max().unwrap_or(now + 60);
+                    (Some((f, exp.min(last.max(now + 60)))), late)
+                }
+                None => (None, Vec::new()),
+            })?;
+    for (jti, exp) in late {
         waf.revoke_token(&jti, exp, now)?;
     }
     Ok(())
