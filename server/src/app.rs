@@ -390,7 +390,7 @@ fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
             let store = DurableStore::open(&config.state_dir(), caps, unix_now())
                 .map_err(|e| StartError::Store(format!("waf.state_dir: {e}")))?;
             info!(file = %store.path().display(), "the WAF's state is kept in this file");
-            Ok(Arc::new(crate::waf::store::OffRuntime(Arc::new(store))))
+            Ok(Arc::new(store))
         }
         StoreKind::Memory => {
             warn!(
