@@ -1053,6 +1053,15 @@ impi = \"{{provider}}.{{sub}}@social.{{sip.domain}}\"\n"
         let text = text.replace("com.example.app:/cb", "http://app.example/cb");
         let msg = load(&text, &[]).expect_err("http redirect").to_string();
         assert!(msg.contains("client `app`: redirect_uris"), "{msg}");
+        // Two clients with one id: the second would replace the first (and its secret).
+        let text = format!(
+            "{MIN}\n[[waf.clients]]\nid = \"svc\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n[[waf.clients]]\nid = \"svc\"\n"
+        );
+        let msg = load(&text, &[]).expect_err("duplicate id").to_string();
+        assert!(
+            msg.contains("waf.clients[1].id") && msg.contains("names two clients"),
+            "{msg}"
+        );
     }
 
     #[test]

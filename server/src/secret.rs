@@ -84,23 +84,20 @@ impl SecretSource {
             SecretSource::File(p) => {
                 let key = format!("{key}_file");
                 let path = (r.path)(p);
-                // Check before reading: a secret others could read may already be known.
-                imsgw_token::check_secret_file(&path).map_err(|source| match source {
-                    imsgw_token::KeyError::Io { path, source } => SecretError::Read {
-                        key: key.clone(),
-                        path,
-                        source,
-                    },
-                    source => SecretError::Permissions {
-                        key: key.clone(),
-                        source,
-                    },
-                })?;
-                let bytes = std::fs::read(&path).map_err(|source| SecretError::Read {
-                    key: key.clone(),
-                    path,
-                    source,
-                })?;
+                // Checked on the file opened, before reading: a secret others could read may
+                // already be known, and no other file can be swapped in between.
+                let bytes =
+                    imsgw_token::read_secret_file(&path).map_err(|source| match source {
+                        imsgw_token::KeyError::Io { path, source } => SecretError::Read {
+                            key: key.clone(),
+                            path,
+                            source,
+                        },
+                        source => SecretError::Permissions {
+                            key: key.clone(),
+                            source,
+                        },
+                    })?;
                 (bytes, key)
             }
             SecretSource::Env(var) => {

@@ -465,9 +465,17 @@ impl WafConfig {
         if self.scope.is_empty() || self.scope.contains(|c: char| c.is_whitespace() || c == '"') {
             return err("waf.scope", "must be one scope token such as `sip`");
         }
+        let mut ids = std::collections::BTreeSet::new();
         for (i, c) in self.clients.iter().enumerate() {
             if c.id.is_empty() {
                 return err(&format!("waf.clients[{i}].id"), "must not be empty");
+            }
+            if !ids.insert(c.id.as_str()) {
+                // The later one would silently replace the first, perhaps without its secret.
+                return err(
+                    &format!("waf.clients[{i}].id"),
+                    &format!("`{}` names two clients", c.id),
+                );
             }
             crate::waf::Client::check(c)
                 .map_err(|m| ("waf.clients".to_string(), format!("client `{}`: {m}", c.id)))?;

@@ -56,8 +56,8 @@ struct Device {
     client_id: String,
     scope: String,
     expires_at: u64,
+    /// The polling interval first given to the phone (RFC 8628 §3.2).
     interval: u64,
-    last_poll: u64,
     status: Status,
 }
 
@@ -121,7 +121,6 @@ pub async fn authorization(
         scope,
         expires_at: now + ttl,
         interval,
-        last_poll: 0,
         status: Status::Pending,
     };
     let dkey = key_of(&device_code);
@@ -204,29 +203,36 @@ pub(super) fn poll(
         WrongClient,
         Approved(Person, String),
     }
-    let outcome = waf
-        .store
-        .update::<Device, Poll>("device", &key_of(dc), now, |d| match d {
-            None => (None, Poll::Expired),
-            Some((d, exp)) if d.client_id != client_id => (Some((d, exp)), Poll::WrongClient),
-            Some((d, exp)) if now >= d.expires_at => (Some((d, exp)), Poll::Expired),
-            Some((mut d, exp)) => match d.status.clone() {
-                Status::Denied => (None, Poll::Denied),
-                Status::Burned => (None, Poll::Expired),
-                Status::Approved(p) => (None, Poll::Approved(p, d.scope.clone())),
-                Status::Pending => {
-                    // RFC 8628 §3.5: too fast -> slow_down, and the interval grows by 5 s.
-                    let fast = d.last_poll != 0 && now < d.last_poll + d.interval;
-                    d.last_poll = now;
-                    if fast {
-                        d.interval += 5;
-                        (Some((d, exp)), Poll::SlowDown)
-                    } else {
-                        (Some((d, exp)), Poll::Pending)
-                    }
-                }
-            },
-        })?;
+    let dkey = key_of(dc);
+    // A poll of a pending code only reads the store: how fast the phone polls is kept in this
+    // process (`Waf::polls`), so polling costs no write, whoever polls and however often.
+    let seen = waf.store.get::<Device>("device", &dkey, now)?;
+    let outcome = match seen {
+        None => Poll::Expired,
+        Some(d) if d.client_id != client_id => Poll::WrongClient,
+        Some(d) if now >= d.expires_at => Poll::Expired,
+        Some(d) if matches!(d.status, Status::Pending) => {
+            if waf.polls.too_fast(&dkey, now, d.interval, d.expires_at) {
+                Poll::SlowDown
+            } else {
+                Poll::Pending
+            }
+        }
+        Some(_) => {
+            // Answered: the outcome is taken once, atomically (two polls at once: one wins).
+            waf.polls.forget(&dkey);
+            waf.store
+                .update::<Device, Poll>("device", &dkey, now, |d| match d {
+                    Some((d, _)) => match d.status {
+                        Status::Denied => (None, Poll::Denied),
+                        Status::Burned => (None, Poll::Expired),
+                        Status::Approved(p) => (None, Poll::Approved(p, d.scope)),
+                        Status::Pending => (None, Poll::Expired),
+                    },
+                    None => (None, Poll::Expired),
+                })?
+        }
+    };
     let e = |code, d: &'static str| Err(OAuthError::new(code, d));
     match outcome {
         Poll::Pending => e(
@@ -242,6 +248,49 @@ pub(super) fn poll(
         Poll::Approved(person, scope) => {
             Ok(issue(waf, client, client_id, now, &person, &scope, None)?.0)
         }
+    }
+}
+
+/// When each pending device code was last polled and the interval it must keep (RFC 8628
+/// §3.5: too fast is `slow_down`, and the interval grows by 5 s). In memory: a restart only
+/// forgets who polled last. Holds at most one entry per pending device code, fewer than
+/// `waf.limits.device_codes`.
+#[derive(Default)]
+pub struct PollClock {
+    by_code: std::sync::Mutex<std::collections::HashMap<String, Clock>>,
+}
+
+struct Clock {
+    last: u64,
+    interval: u64,
+    expires_at: u64,
+}
+
+impl PollClock {
+    /// Records a poll of `dkey` at `now`; whether it came too fast.
+    fn too_fast(&self, dkey: &str, now: u64, interval: u64, expires_at: u64) -> bool {
+        let mut m = self.by_code.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= MAX_PENDING && !m.contains_key(dkey) {
+            m.retain(|_, c| c.expires_at > now);
+        }
+        let c = m.entry(dkey.to_string()).or_insert(Clock {
+            last: 0,
+            interval,
+            expires_at,
+        });
+        let fast = c.last != 0 && now < c.last + c.interval;
+        c.last = now;
+        if fast {
+            c.interval += 5;
+        }
+        fast
+    }
+
+    fn forget(&self, dkey: &str) {
+        self.by_code
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(dkey);
     }
 }
 
@@ -337,6 +386,10 @@ pub async fn submit(
     // pass the limit together; a right code gives its count back.
     let attempt = waf.store.update::<u32, u32>("devfail", &who, now, |c| {
         let (n, exp) = c.unwrap_or((0, now + TRY_WINDOW));
+        if n >= TRIES {
+            // Locked out: nothing to write (a locked-out person costs the store no commit).
+            return (Some((n, exp)), n + 1);
+        }
         (Some((n + 1, exp)), n + 1)
     })?;
     if attempt > TRIES {

@@ -87,6 +87,8 @@ pub struct Waf {
     pub per_person: limits::Budget<String>,
     /// State handed to browsers instead of kept (a sign-in in progress).
     pub sealer: sealed::Sealer,
+    /// How fast phones poll their device codes (kept here, so polls do not write).
+    pub polls: device::PollClock,
 }
 
 impl Waf {
@@ -157,6 +159,7 @@ impl Waf {
             .map_err(|e| WafError::Store(e.to_string()))?;
         Ok(Self {
             sealer,
+            polls: device::PollClock::default(),
             issuer,
             audience,
             scope: config.waf.scope.clone(),

@@ -416,37 +416,40 @@ pub(super) fn revoke_refresh_token(
 fn revoke_family(waf: &Waf, family_id: &str, now: u64) -> StoreResult<()> {
     let fkey = key_of(family_id);
     // Its access tokens are revoked first, each in its own commit, and the family is marked
-    // revoked last: a crash in between leaves a family that still works and can be revoked
-    // again, never a revoked family with live tokens.
-    let Some(fam) = waf.store.get::<Family>("family", &fkey, now)? else {
-        return Ok(());
-    };
-    for (jti, exp) in &fam.jtis {
-        waf.revoke_token(jti, *exp, now)?;
+    // revoked only by an update that finds no token not yet revoked: a crash at any point
+    // leaves a family that still works and can be revoked again, never a revoked family with
+    // a live token.
+    let mut done: Vec<(String, u64)> = Vec::new();
+    loop {
+        let todo =
+            waf.store
+                .update::<Family, Vec<(String, u64)>>("family", &fkey, now, |f| match f {
+                    Some((mut f, exp)) => {
+                        let todo: Vec<_> = f
+                            .jtis
+                            .iter()
+                            .filter(|j| !done.contains(j))
+                            .cloned()
+                            .collect();
+                        if !todo.is_empty() {
+                            return (Some((f, exp)), todo);
+                        }
+                        f.revoked = true;
+                        // Kept only while its tokens could still be used, then it frees its place
+                        // under the cap.
+                        let last = f.jtis.iter().map(|(_, e)| e + 60).max().unwrap_or(now + 60);
+                        (Some((f, exp.min(last.max(now + 60)))), Vec::new())
+                    }
+                    None => (None, Vec::new()),
+                })?;
+        if todo.is_empty() {
+            return Ok(());
+        }
+        for (jti, exp) in todo {
+            waf.revoke_token(&jti, exp, now)?;
+            done.push((jti, exp));
+        }
     }
-    let late =
-        waf.store
-            .update::<Family, Vec<(String, u64)>>("family", &fkey, now, |f| match f {
-                Some((mut f, exp)) => {
-                    f.revoked = true;
-                    // Tokens issued since the snapshot (a concurrent rotation) are revoked below.
-                    let late = f
-                        .jtis
-                        .iter()
-                        .filter(|j| !fam.jtis.contains(j))
-                        .cloned()
-                        .collect();
-                    // Kept only while its tokens could still be used, then it frees its place
-                    // under the cap.
-                    let last = f.jtis.iter().map(|(_, e)| e + 60).max().unwrap_or(now + 60);
-                    (Some((f, exp.min(last.max(now + 60)))), late)
-                }
-                None => (None, Vec::new()),
-            })?;
-    for (jti, exp) in late {
-        waf.revoke_token(&jti, exp, now)?;
-    }
-    Ok(())
 }
 
 /// A token response: never cached (RFC 6749 §5.1).

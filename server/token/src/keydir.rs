@@ -171,6 +171,24 @@ pub fn check_secret_file(path: &Path) -> Result<(), KeyError> {
     check_mode(path, 0o077, FILE_MODE)
 }
 
+/// Reads a secret file after checking, on the very file opened (no window for it to be
+/// swapped between the check and the read), that group and others have no access to it.
+pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, KeyError> {
+    use std::io::Read;
+    let mut f = fs::File::open(path).map_err(|e| io(path, e))?;
+    let mode = f.metadata().map_err(|e| io(path, e))?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::InsecurePermissions {
+            path: path.to_path_buf(),
+            mode,
+            want: FILE_MODE,
+        });
+    }
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).map_err(|e| io(path, e))?;
+    Ok(bytes)
+}
+
 /// Refuses `path` if any of `forbidden` permission bits is set.
 fn check_mode(path: &Path, forbidden: u32, want: u32) -> Result<(), KeyError> {
     let meta = fs::metadata(path).map_err(|e| io(path, e))?;

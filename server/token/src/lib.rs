@@ -43,7 +43,7 @@ pub use error::TokenError;
 pub use external::JwksError;
 pub use jsonwebtoken::Algorithm;
 pub use jsonwebtoken::jwk::JwkSet;
-pub use keydir::check_secret_file;
+pub use keydir::{check_secret_file, read_secret_file};
 pub use keys::{KeyError, KeyRing};
 pub use mint::{MintError, MintRequest, Minter, MinterConfig};
 pub use secret::{AccessToken, Secret};
