@@ -113,7 +113,8 @@ pub struct SipConfig {
     /// `sip.tls_cert_file`: PEM certificate chain for `tls_listen`.
     #[serde(default)]
     pub tls_cert_file: Option<PathBuf>,
-    /// `sip.tls_key_file`: PEM private key for `tls_listen`.
+    /// `sip.tls_key_file`: PEM private key for `tls_listen`; mode 0600 or stricter (a key group
+    /// or others can read is refused at start-up, like every secret file).
     #[serde(default)]
     pub tls_key_file: Option<PathBuf>,
     /// `sip.tls_client_ca_file`: PEM CA certificates for mutual TLS on `tls_listen`: when set,

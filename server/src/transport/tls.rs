@@ -79,6 +79,14 @@ pub fn acceptor(
 ) -> Result<TlsAcceptor, TlsError> {
     let cshown = cert_file.display().to_string();
     let kshown = key_file.display().to_string();
+    // Like every secret file: group and others may not read it, checked on the file read.
+    let key_pem = imsgw_token::read_secret_file(key_file).map_err(|e| TlsError::Key {
+        path: kshown.clone(),
+        message: match e {
+            imsgw_token::KeyError::Io { source, .. } => source.to_string(),
+            other => other.to_string(),
+        },
+    })?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
         .map_err(|e| TlsError::Cert {
             path: cshown.clone(),
@@ -96,7 +104,7 @@ pub fn acceptor(
         });
     }
     // The key's text is never put into an error message.
-    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|_| TlsError::Key {
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::Key {
         path: kshown,
         message: "no readable PEM private key".into(),
     })?;
@@ -161,6 +169,38 @@ mod tests {
         let e = load_roots(&empty, |path, message| TlsError::ClientCa { path, message })
             .expect_err("no certificate");
         assert!(e.to_string().starts_with("sip.tls_client_ca_file"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_tls_key_others_can_read_is_refused_naming_its_key_and_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("imsgw-tls-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let key = dir.join("server.key");
+        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\n").expect("write");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let e = acceptor(&dir.join("none.pem"), &key, None)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.starts_with("sip.tls_key_file") && e.contains("644"),
+            "{e}"
+        );
+        assert!(
+            !e.contains("BEGIN PRIVATE KEY"),
+            "never the key's text: {e}"
+        );
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let e = acceptor(&dir.join("none.pem"), &key, None)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.starts_with("sip.tls_cert_file"),
+            "past the key's check: {e}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
