@@ -172,7 +172,10 @@ pub async fn consent(
 
 fn give_code(waf: &Waf, req: AuthRequest, person: Person, now: u64) -> Result<Response, Refusal> {
     if let Err(wait) = waf.person_budget(&person) {
-        tracing::info!(impu = %person.impu, "codes for this person over budget");
+        super::error::log_refusal(
+            "person_budget",
+            &format!("codes for {} over budget", person.impu),
+        );
         return Err(Refusal::Page(PageError::too_many(
             "Too many sign-ins to applications in a short time. Wait a minute, then try again.",
             wait,
@@ -210,7 +213,7 @@ fn give_code(waf: &Waf, req: AuthRequest, person: Person, now: u64) -> Result<Re
         now + CODE_TTL + 5,
     );
     if let Err(e) = stored {
-        tracing::warn!(error = %e, "no code could be stored");
+        super::error::log_refusal("store", &format!("no code could be stored: {e}"));
         super::error::count_store(&e);
         // RFC 6749 §4.1.2.1: the client hears `temporarily_unavailable`.
         return Err(back(

@@ -107,7 +107,10 @@ pub async fn authorization(
     }
     if client.is_public() {
         waf.anonymous.take(ip, now_ms()).map_err(|wait| {
-            tracing::info!(%ip, "device authorizations from this address over budget");
+            super::error::log_refusal(
+                "address_budget",
+                &format!("device authorizations from {ip} over budget"),
+            );
             super::error::count_refusal("address_budget");
             OAuthError::too_many(wait)
         })?;
@@ -393,7 +396,10 @@ pub async fn submit(
         (Some((n + 1, exp)), n + 1)
     })?;
     if attempt > TRIES {
-        tracing::warn!(impu = %person.impu, "too many wrong device codes");
+        super::error::log_refusal(
+            "device_guesses",
+            &format!("too many wrong device codes from {}", person.impu),
+        );
         return Err(PageError::too_many(
             "Too many wrong codes were entered. Wait ten minutes, then try again.",
             TRY_WINDOW,
@@ -423,7 +429,10 @@ pub async fn submit(
     };
     let approve = f.action.as_deref() == Some("approve");
     if approve && let Err(wait) = waf.person_budget(&person) {
-        tracing::info!(impu = %person.impu, "device approvals for this person over budget");
+        super::error::log_refusal(
+            "person_budget",
+            &format!("device approvals of {} over budget", person.impu),
+        );
         return Err(PageError::too_many(
             "Too many devices were connected in a short time. Wait a minute, then try again.",
             wait,

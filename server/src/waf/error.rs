@@ -117,6 +117,56 @@ impl OAuthError {
     }
 }
 
+/// Logs a refusal at most once per [`LOG_EVERY_SECS`] for each reason, with how many were not
+/// logged since: a flood of refusals (each counted in `imsgw_waf_refused_total`) must not
+/// become a flood of log lines.
+pub fn log_refusal(reason: &'static str, detail: &dyn std::fmt::Display) {
+    static LAST: std::sync::Mutex<LogGate> = std::sync::Mutex::new(LogGate::new());
+    let mut g = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(not_logged) = g.pass(reason, super::unix_now()) {
+        tracing::warn!(reason, %detail, not_logged, "WAF refused a request by a limit");
+    }
+}
+
+/// Which refusals get a log line: the first of a reason, then one per [`LOG_EVERY_SECS`].
+pub struct LogGate(Vec<(&'static str, u64, u64)>);
+
+impl LogGate {
+    pub const fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    /// `Some(refusals not logged since the last line)` when this one is logged.
+    pub fn pass(&mut self, reason: &'static str, now: u64) -> Option<u64> {
+        let i = match self.0.iter().position(|(r, _, _)| *r == reason) {
+            Some(i) => i,
+            None => {
+                self.0.push((reason, now, 0));
+                return Some(0);
+            }
+        };
+        let (_, at, quiet) = &mut self.0[i];
+        if now >= *at + LOG_EVERY_SECS {
+            let n = *quiet;
+            *at = now;
+            *quiet = 0;
+            Some(n)
+        } else {
+            *quiet += 1;
+            None
+        }
+    }
+}
+
+impl Default for LogGate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The shortest time between two log lines of one refusal reason.
+pub const LOG_EVERY_SECS: u64 = 10;
+
 /// Counts a refusal by a limit (`imsgw_waf_refused_total`).
 pub fn count_refusal(reason: &'static str) {
     metrics::counter!(crate::metrics::WAF_REFUSED, "reason" => reason).increment(1);
@@ -136,7 +186,7 @@ pub fn count_store(e: &StoreError) {
 
 impl From<StoreError> for OAuthError {
     fn from(e: StoreError) -> Self {
-        tracing::warn!(error = %e, "WAF store refused");
+        log_refusal("store", &e);
         count_store(&e);
         let description = match e {
             StoreError::Full(_) => "the service is at capacity; try again later",
@@ -203,7 +253,7 @@ impl PageError {
 
 impl From<StoreError> for PageError {
     fn from(e: StoreError) -> Self {
-        tracing::warn!(error = %e, "WAF store refused");
+        log_refusal("store", &e);
         count_store(&e);
         Self {
             retry_after: Some(30),
@@ -224,5 +274,26 @@ impl IntoResponse for PageError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_refusals_is_one_log_line_per_reason_and_interval() {
+        let mut g = LogGate::new();
+        assert_eq!(g.pass("a", 100), Some(0));
+        for _ in 0..1000 {
+            assert_eq!(g.pass("a", 105), None);
+        }
+        assert_eq!(g.pass("b", 105), Some(0), "another reason has its own line");
+        assert_eq!(
+            g.pass("a", 110),
+            Some(1000),
+            "the next line says how many were not logged"
+        );
+        assert_eq!(g.pass("a", 111), None);
     }
 }

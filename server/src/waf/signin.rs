@@ -223,7 +223,10 @@ pub async fn callback(
         }
     };
     if let Err(wait) = waf.person_budget(&person) {
-        tracing::info!(impu = %person.impu, "sign-ins of this person over budget");
+        super::error::log_refusal(
+            "person_budget",
+            &format!("sign-ins of {} over budget", person.impu),
+        );
         return Err(PageError::too_many(
             "You signed in too many times in a short time. Wait a minute, then try again.",
             wait,
