@@ -448,6 +448,23 @@ pub struct Secrets {
 }
 
 impl Config {
+    /// Warnings for `identity.static` entries a provider's template could also produce.
+    fn static_overlaps(&self) -> Vec<String> {
+        let templates: Vec<_> = self
+            .oidc
+            .providers
+            .iter()
+            .map(|p| self.identity.for_provider(&p.name))
+            .collect();
+        let entries: Vec<(&str, &str, &str)> = self
+            .identity
+            .static_map
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.impu.as_str(), v.impi.as_str()))
+            .collect();
+        crate::waf::identity::template::static_overlaps(&self.sip.domain, &templates, &entries)
+    }
+
     /// Reads `path` and applies the `IMSGW_*` variables among `env`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -492,6 +509,7 @@ impl Config {
         })?;
         config.check()?;
         config.warnings = warnings;
+        config.warnings.extend(config.static_overlaps());
         config.source = path.to_path_buf();
         match config.metrics.check(config.http.listen, &config.issuer()) {
             Ok(warning) => config.warnings.extend(warning),
@@ -910,6 +928,31 @@ upstream = "sip:127.0.0.1:5070;transport=udp"
             "{MIN}\n[[oidc.providers]]\nname = \"corp\"\nissuer = \"https://corp.example\"\nclient_id = \"g\"\n\
 [[oidc.providers]]\nname = \"social\"\nissuer = \"https://social.example\"\nclient_id = \"g\"\n{identity}"
         )
+    }
+
+    #[test]
+    fn a_static_identity_a_template_could_also_give_is_warned_about() {
+        // corp's names map under corp.ims.example; a social account statically given
+        // alice@corp's IMPU could be a second person: the operator is told.
+        let identity = "[identity.providers.corp]\ncontrols_usernames = true\n\
+impu = \"sip:{preferred_username}@corp.{sip.domain}\"\nimpi = \"{preferred_username}@corp.{sip.domain}\"\n\
+[identity.static]\n\"social:g-123\" = { impu = \"sip:alice@corp.ims.example\", impi = \"alice@corp.ims.example\" }\n";
+        let c = load(&two_providers(identity), &[]).expect("valid: a warning, not an error");
+        let w = c.warnings.join("\n");
+        assert!(
+            w.contains("identity.static \"social:g-123\"")
+                && w.contains("sip:alice@corp.ims.example")
+                && w.contains("identity.providers.corp.impu"),
+            "{w}"
+        );
+        // An identity no template gives: no warning.
+        let quiet = identity.replace("alice@corp.ims.example", "alice@static.ims.example");
+        let c = load(&two_providers(&quiet), &[]).expect("valid");
+        assert!(
+            !c.warnings.iter().any(|w| w.contains("identity.static")),
+            "{:?}",
+            c.warnings
+        );
     }
 
     #[test]

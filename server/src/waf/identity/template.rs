@@ -171,6 +171,40 @@ impl Template {
     }
 }
 
+/// Static-table entries (`identity.static`) whose IMPU or IMPI a provider's template could also
+/// give to one of that provider's own accounts: each a warning for the operator (an entry may
+/// rightly give one person's second account their first identity, so this does not stop the
+/// start). `entries` are (key `provider:sub`, IMPU, IMPI).
+pub fn static_overlaps(
+    domain: &str,
+    providers: &[ProviderTemplates<'_>],
+    entries: &[(&str, &str, &str)],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (key, impu, impi) in entries {
+        let owner = key.split_once(':').map_or(*key, |(p, _)| p);
+        for p in providers.iter().filter(|p| p.provider != owner) {
+            for (t, literal, what, tkey) in [
+                (p.impu, *impu, "IMPU", &p.impu_key),
+                (p.impi, *impi, "IMPI", &p.impi_key),
+            ] {
+                let (head, tail) = t.fixed_ends(domain, p.provider);
+                let could = literal.len() > head.len() + tail.len()
+                    && literal.starts_with(&head)
+                    && literal.ends_with(&tail);
+                if could {
+                    out.push(format!(
+                        "identity.static \"{key}\" gives the {what} `{literal}`, which {tkey} (`{}`) could also give to an account at provider \"{}\": make sure they are the same person, or choose an identity no template produces",
+                        t.as_str(),
+                        p.provider
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// `{sub}` in a user part: letters, digits, `-`, `_` and `.` as they are, every other byte as
 /// `=` and two uppercase hex digits. Injective (`=` itself is escaped), and the result is always
 /// a canonical SIP user part, so any subject maps and two subjects never map to one identity
