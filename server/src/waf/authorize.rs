@@ -52,7 +52,11 @@ pub struct Code {
     pub valid_until: u64,
     pub used: bool,
     /// What the code was exchanged for, revoked if it is ever replayed (RFC 6749 §4.1.2).
+    /// Written in the same commit that marks the code used, before the tokens exist.
     pub issued: Option<Issued>,
+    /// A replay was seen: an exchange still under way revokes what it has just issued.
+    #[serde(default)]
+    pub replayed: bool,
 }
 
 /// Tokens a grant gave: revoked together if the grant is replayed.
@@ -207,6 +211,7 @@ fn give_code(waf: &Waf, req: AuthRequest, person: Person, now: u64) -> Result<Re
             valid_until: now + CODE_TTL,
             used: false,
             issued: None,
+            replayed: false,
         },
         // Unused, it is forgotten soon after its use-by time; once used, the exchange keeps it
         // for REPLAY_WINDOW.

@@ -28,7 +28,7 @@ use super::limits::{self, now_ms};
 use super::pages::{self, esc, urlencode};
 use super::signin::{self, random_secret};
 use super::store::{StoreExt, key_of};
-use super::token::{TokenForm, issue, token_response};
+use super::token::{Planned, TokenForm, issue, token_response};
 use super::{Waf, unix_now};
 use crate::transport::client_addr::ClientAddr;
 
@@ -249,7 +249,7 @@ pub(super) fn poll(
             "the device code was issued to another client",
         )),
         Poll::Approved(person, scope) => {
-            Ok(issue(waf, client, client_id, now, &person, &scope, None)?.0)
+            Ok(issue(waf, client, client_id, now, &person, &scope, Planned::Fresh)?.0)
         }
     }
 }

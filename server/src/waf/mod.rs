@@ -69,6 +69,8 @@ pub struct FlowSettings {
 pub struct Waf {
     pub issuer: String,
     pub audience: String,
+    /// The longest an access token of ours lives (`waf.max_token_ttl_secs`).
+    pub max_token_ttl: u64,
     pub scope: String,
     keys: RwLock<Arc<KeyRing>>,
     minter: RwLock<Minter>,
@@ -158,6 +160,7 @@ impl Waf {
         let sealer = sealed::Sealer::from_store(&*store, unix_now())
             .map_err(|e| WafError::Store(e.to_string()))?;
         Ok(Self {
+            max_token_ttl: config.waf.max_token_ttl_secs,
             sealer,
             polls: device::PollClock::default(),
             issuer,
@@ -227,8 +230,18 @@ impl Waf {
         now: u64,
         req: imsgw_token::MintRequest,
     ) -> Result<(imsgw_token::AccessToken, imsgw_token::Claims), imsgw_token::MintError> {
+        self.mint_with_jti(now, req, imsgw_token::new_jti())
+    }
+
+    /// Mints with a `jti` chosen beforehand (see [`imsgw_token::Minter::mint_with_jti`]).
+    pub fn mint_with_jti(
+        &self,
+        now: u64,
+        req: imsgw_token::MintRequest,
+        jti: String,
+    ) -> Result<(imsgw_token::AccessToken, imsgw_token::Claims), imsgw_token::MintError> {
         let m = self.minter.read().unwrap_or_else(|p| p.into_inner());
-        m.mint(now, req)
+        m.mint_with_jti(now, req, jti)
     }
 
     /// Checks one of our tokens, including revocation.

@@ -133,6 +133,15 @@ fn exchange_code(
         .as_deref()
         .ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
     let key = key_of(code);
+    // What this exchange will issue is chosen now and written in the same commit that marks
+    // the code used: a replay at any moment after (or after a crash) knows what to revoke,
+    // even before it exists (RFC 6749 §4.1.2).
+    let planned = Issued {
+        jti: imsgw_token::new_jti(),
+        // An upper bound: the revocation is kept at least as long as the token could live.
+        exp: now + waf.max_token_ttl,
+        family: client.allows(Grant::RefreshToken).then(random_secret),
+    };
     // Single use: the first exchange marks the code used, whatever its outcome.
     let found = waf
         .store
@@ -140,9 +149,15 @@ fn exchange_code(
             Some((code, exp)) => {
                 let before = code.clone();
                 let mut used = code;
-                used.used = true;
-                // A used code is kept a while, to recognise and punish its replay.
-                (Some((used, exp.max(now + REPLAY_WINDOW))), Some(before))
+                if used.used {
+                    used.replayed = true;
+                    (Some((used, exp)), Some(before))
+                } else {
+                    used.used = true;
+                    used.issued = Some(planned.clone());
+                    // A used code is kept a while, to recognise and punish its replay.
+                    (Some((used, exp.max(now + REPLAY_WINDOW))), Some(before))
+                }
             }
             None => (None, None),
         })?;
@@ -154,10 +169,7 @@ fn exchange_code(
     if code_rec.used {
         // RFC 6749 §4.1.2: a code used twice revokes what it gave.
         if let Some(issued) = &code_rec.issued {
-            waf.revoke_token(&issued.jti, issued.exp, now)?;
-            if let Some(fam) = &issued.family {
-                revoke_family(waf, fam, now)?;
-            }
+            revoke_issued(waf, issued, now)?;
         }
         tracing::warn!(
             client_id,
@@ -189,25 +201,43 @@ fn exchange_code(
             "code_verifier does not match the code_challenge",
         ));
     }
-    let (body, issued) = issue(
+    let (body, _) = issue(
         waf,
         client,
         client_id,
         now,
         &code_rec.person,
         &code_rec.req.scope,
-        None,
+        Planned::New(&planned),
     )?;
-    waf.store.update::<Code, ()>("code", &key, now, |c| {
-        (
-            c.map(|(mut code, exp)| {
-                code.issued = Some(issued.clone());
-                (code, exp)
-            }),
-            (),
-        )
-    })?;
+    // A replay while this exchange ran revoked what it could find; what was made after it
+    // goes now.
+    if waf
+        .store
+        .get::<Code>("code", &key, now)?
+        .is_some_and(|c| c.replayed)
+    {
+        revoke_issued(waf, &planned, now)?;
+        return Err(OAuthError::invalid_grant("the code was already used"));
+    }
     Ok(body)
+}
+
+/// Revokes what a grant gave: its access token and its refresh family.
+fn revoke_issued(waf: &Waf, issued: &Issued, now: u64) -> StoreResult<()> {
+    waf.revoke_token(&issued.jti, issued.exp, now)?;
+    if let Some(fam) = &issued.family {
+        revoke_family(waf, fam, now)?;
+    }
+    Ok(())
+}
+
+/// How [`issue`] names what it makes: a rotation of a family (its id and the presented token's
+/// key), the jti and family id an exchange chose beforehand, or nothing chosen.
+pub(super) enum Planned<'a> {
+    Rotate(&'a str, String),
+    New(&'a Issued),
+    Fresh,
 }
 
 /// The family id of a refresh token, and the token's store key.
@@ -269,7 +299,7 @@ fn refresh(
         now,
         &fam.person,
         &scope,
-        Some((family_id, presented)),
+        Planned::Rotate(family_id, presented),
     )?;
     Ok(body)
 }
@@ -284,7 +314,7 @@ pub(super) fn issue(
     now: u64,
     person: &Person,
     scope: &str,
-    rotate: Option<(&str, String)>,
+    planned: Planned<'_>,
 ) -> Result<(serde_json::Value, Issued), OAuthError> {
     let req = imsgw_token::MintRequest {
         sub: format!("{}:{}", person.provider, person.sub),
@@ -294,7 +324,11 @@ pub(super) fn issue(
         client_id: client_id.to_string(),
         ttl: None,
     };
-    let (token, claims) = waf.mint(now, req).map_err(|e| {
+    let jti = match &planned {
+        Planned::New(p) => p.jti.clone(),
+        _ => imsgw_token::new_jti(),
+    };
+    let (token, claims) = waf.mint_with_jti(now, req, jti).map_err(|e| {
         tracing::warn!(error = %e, "minting failed");
         OAuthError::new(ErrorCode::ServerError, "the token could not be made")
     })?;
@@ -306,8 +340,8 @@ pub(super) fn issue(
     });
     let mut family = None;
     if client.allows(Grant::RefreshToken) {
-        let (fam_id, rt) = match rotate {
-            Some((fam_id, presented)) => {
+        let (fam_id, rt) = match planned {
+            Planned::Rotate(fam_id, presented) => {
                 let rt = format!("{fam_id}.{}", random_secret());
                 let next = key_of(&rt);
                 // Rotation is atomic: only one of two concurrent uses of a token can win.
@@ -353,8 +387,11 @@ pub(super) fn issue(
                 }
                 (fam_id.to_string(), rt)
             }
-            None => {
-                let id = random_secret();
+            Planned::New(_) | Planned::Fresh => {
+                let id = match &planned {
+                    Planned::New(p) => p.family.clone().unwrap_or_else(random_secret),
+                    _ => random_secret(),
+                };
                 let rt = format!("{id}.{}", random_secret());
                 let fam = Family {
                     client_id: client_id.to_string(),

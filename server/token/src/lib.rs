@@ -45,6 +45,6 @@ pub use jsonwebtoken::Algorithm;
 pub use jsonwebtoken::jwk::JwkSet;
 pub use keydir::{check_secret_file, read_secret_file};
 pub use keys::{KeyError, KeyRing};
-pub use mint::{MintError, MintRequest, Minter, MinterConfig};
+pub use mint::{MintError, MintRequest, Minter, MinterConfig, new_jti};
 pub use secret::{AccessToken, Secret};
 pub use verify::{Verified, Verifier};

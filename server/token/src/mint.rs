@@ -118,6 +118,20 @@ impl Minter {
 
     /// A signed token for `req`, issued at `now` (Unix seconds), and its claims.
     pub fn mint(&self, now: u64, req: MintRequest) -> Result<(AccessToken, Claims), MintError> {
+        self.mint_with_jti(now, req, new_jti())
+    }
+
+    /// Like [`Minter::mint`] with a `jti` chosen beforehand ([`new_jti`]): a caller can record
+    /// what it is about to issue, atomically with what it issues it for, before it exists.
+    pub fn mint_with_jti(
+        &self,
+        now: u64,
+        req: MintRequest,
+        jti: String,
+    ) -> Result<(AccessToken, Claims), MintError> {
+        if jti.is_empty() {
+            return Err(MintError::Empty("jti"));
+        }
         for (name, value) in [
             ("sub", &req.sub),
             ("impu", &req.impu),
@@ -157,7 +171,7 @@ impl Minter {
             iat: now,
             nbf: now,
             exp: now.saturating_add(ttl),
-            jti: new_jti(),
+            jti,
             client_id: Some(req.client_id),
         };
         let mut header = Header::new(Algorithm::ES256);
@@ -179,7 +193,7 @@ impl fmt::Debug for Minter {
 }
 
 /// 128 random bits, base64url: unique enough to revoke by (RFC 7519 §4.1.7).
-fn new_jti() -> String {
+pub fn new_jti() -> String {
     let mut b = [0u8; 16];
     rand::fill(&mut b);
     URL_SAFE_NO_PAD.encode(b)
