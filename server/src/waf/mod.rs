@@ -1,6 +1,8 @@
 //! The WAF (WebRTC Authorisation Function, TS 24.371): an OAuth 2.0 authorization server that
-//! issues short-lived tokens for IMS identities. Here: its keys, metadata (RFC 8414), JWKS
-//! (RFC 7517), introspection (RFC 7662) and revocation (RFC 7009); sign-in flows come later.
+//! issues short-lived tokens for IMS identities. Its keys, metadata (RFC 8414), JWKS (RFC 7517),
+//! introspection (RFC 7662) and revocation (RFC 7009) are in `http`; sign-in at OpenID
+//! providers in `signin`; the grants in `authorize`, `token` and `device`; what a client may make
+//! it keep in `limits` and the store's caps; the state in `store` (durable by default).
 //!
 //! Owns: the WAF's state and its HTTP endpoints. Must not touch: SIP (the edge reads tokens
 //! through `imsgw-token`, and hears of revocations through the sink set with

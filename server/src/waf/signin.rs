@@ -1,9 +1,11 @@
 //! Sign-in sessions: a person signs in at an OpenID provider (OIDC Core §3.1, through
 //! [`crate::oidc`]), is mapped to an IMS identity, and gets a session cookie (HttpOnly,
-//! SameSite=Lax, Secure over https) that `/oauth/authorize` and `/device` rely on.
+//! SameSite=Lax, Secure over https) that `/oauth/authorize` and `/device` rely on. Until the
+//! person is back from the provider nothing is kept here: the login in progress is a sealed
+//! cookie (`sealed`) and the page to return to a plain one, checked again on return.
 //!
 //! Owns: `/auth/login`, `/auth/callback`, `/auth/logout`, the session cookie. Must not touch:
-//! tokens (see `oauth`), the provider protocol (see `crate::oidc`).
+//! tokens (see `token`), the provider protocol (see `crate::oidc`).
 
 use std::sync::Arc;
 
