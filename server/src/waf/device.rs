@@ -384,7 +384,7 @@ pub async fn submit(
         ));
     }
     let now = unix_now();
-    let who = key_of(&format!("{}\n{}", person.provider, person.sub));
+    let who = person.store_key();
     // The attempt is counted before it is checked, in one step, so parallel attempts cannot
     // pass the limit together; a right code gives its count back.
     let attempt = waf.store.update::<u32, u32>("devfail", &who, now, |c| {

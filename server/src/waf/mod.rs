@@ -192,9 +192,8 @@ impl Waf {
     /// Takes one from `person`'s budget (a session, a code, an approved device): `Err(seconds)`
     /// to wait when it is spent. Counted as `imsgw_waf_refused_total{reason="person_budget"}`.
     pub fn person_budget(&self, person: &identity::Person) -> Result<(), u64> {
-        let key = store::key_of(&format!("{}\n{}", person.provider, person.sub));
         self.per_person
-            .take(&[(key, 1)], limits::now_ms())
+            .take(&[(person.store_key(), 1)], limits::now_ms())
             .inspect_err(|_| error::count_refusal("person_budget"))
     }
 

@@ -275,7 +275,7 @@ pub async fn signed_in(
 <input type=\"hidden\" name=\"csrf\" value=\"{}\"><button class=\"secondary\">Sign out</button></form>",
                 pages::esc(&p.display),
                 pages::esc(p.impu.as_str()),
-                pages::esc(&logout_csrf(&key)),
+                pages::esc(&csrf_of(&key)),
             ),
         ),
         None => ask_to_sign_in(&waf, "/auth/signed-in"),
@@ -299,12 +299,9 @@ pub async fn logout(
 ) -> Result<Response, PageError> {
     let session = current(&waf, &headers)?;
     let csrf = form.ok().and_then(|f| f.0.csrf);
-    let token_ok = match (&session, &csrf) {
-        (Some((key, _)), Some(given)) => {
-            bool::from(given.as_bytes().ct_eq(logout_csrf(key).as_bytes()))
-        }
-        _ => false,
-    };
+    let token_ok = session
+        .as_ref()
+        .is_some_and(|(key, _)| csrf_matches(key, csrf.as_deref()));
     if !token_ok && !same_origin(&waf.issuer, &headers) {
         tracing::warn!(
             origin = ?headers.get(header::ORIGIN),
@@ -324,12 +321,6 @@ pub async fn logout(
     r.headers_mut()
         .append(header::SET_COOKIE, set_cookie(&waf, SESSION_COOKIE, "", 0));
     Ok(r)
-}
-
-/// The sign-out form's CSRF token of a session: derived from the session's store key, which
-/// only the holder of the HttpOnly session cookie can know.
-fn logout_csrf(session_key: &str) -> String {
-    key_of(&format!("logout-csrf:{session_key}"))
 }
 
 /// Whether the request's `Origin` (RFC 6454 §7) is the gateway's own, as `waf.issuer` names it.
@@ -383,7 +374,10 @@ mod tests {
 
     #[test]
     fn csrf_tokens_differ_per_session() {
-        assert_ne!(logout_csrf("a"), logout_csrf("b"));
-        assert_eq!(logout_csrf("a"), logout_csrf("a"));
+        assert_ne!(csrf_of("a"), csrf_of("b"));
+        assert_eq!(csrf_of("a"), csrf_of("a"));
+        assert!(csrf_matches("a", Some(&csrf_of("a"))));
+        assert!(!csrf_matches("a", Some(&csrf_of("b"))));
+        assert!(!csrf_matches("a", None));
     }
 }

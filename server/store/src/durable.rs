@@ -332,19 +332,7 @@ pub fn check(dir: &Path) -> Result<(), OpenError> {
         }
         Err(e) => return Err(io(dir)(e)),
     };
-    if !meta.is_dir() {
-        return Err(OpenError::NotADirectory {
-            path: dir.to_path_buf(),
-        });
-    }
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o022 != 0 {
-        return Err(OpenError::InsecurePermissions {
-            path: dir.to_path_buf(),
-            mode,
-            want: DIR_MODE,
-        });
-    }
+    check_dir(dir, &meta)?;
     let path = dir.join(FILE_NAME);
     let mut file = match File::open(&path) {
         Ok(f) => f,
@@ -551,6 +539,11 @@ fn ensure_dir(dir: &Path) -> Result<(), OpenError> {
             .map_err(io)?;
     }
     let meta = std::fs::metadata(dir).map_err(io)?;
+    check_dir(dir, &meta)
+}
+
+/// Refuses `dir` (its metadata `meta`) if it is not a directory or others may write into it.
+fn check_dir(dir: &Path, meta: &std::fs::Metadata) -> Result<(), OpenError> {
     if !meta.is_dir() {
         return Err(OpenError::NotADirectory {
             path: dir.to_path_buf(),

@@ -37,6 +37,14 @@ pub struct Person {
     pub display: String,
 }
 
+impl Person {
+    /// The person's key in the store: provider and `sub`, hashed (the same person whatever
+    /// session or address they come from).
+    pub fn store_key(&self) -> String {
+        crate::waf::store::key_of(&format!("{}\n{}", self.provider, self.sub))
+    }
+}
+
 /// Why an account cannot be used; shown to the person.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MapError {
