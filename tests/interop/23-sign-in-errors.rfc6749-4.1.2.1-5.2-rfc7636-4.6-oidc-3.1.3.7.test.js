@@ -16,6 +16,7 @@ const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const { signinLab, describe, assertErrorPage, stripTags, sleep } = require('../lib/signin');
 const { jwtClaims } = require('../lib/imsgw');
+const A = require('../lib/auth');
 
 const L = signinLab({ name: 'signin-errors', block: 23 });
 
@@ -38,6 +39,12 @@ test('RFC 6749 §4.1.2 + §10.5: a replayed code -> invalid_grant, and the token
   assert.deepEqual(i.json, { active: false }, `the access token issued for a replayed code is revoked: ${i.body}`);
   const r = await L.token({ grant_type: 'refresh_token', refresh_token: first.json.refresh_token, client_id: 'wic' });
   expectOAuthError(r, 400, 'invalid_grant', 'the refresh token issued for a replayed code');
+  // and the IMS side never hears of it: the edge refuses a REGISTER with that token
+  const c = await L.raw();
+  const { res, callId } = await A.register(c, 'alice', { auth: `Bearer ${first.json.access_token}`, expires: 300 });
+  A.assertRefusal(L.gw, res, { code: 401, error: 'invalid_token', warning: /revoked/i, what: 'the replayed code\'s token' });
+  await A.assertNothingUpstream(L, callId, 'alice');
+  await c.close();
   await L.healthy('replayed code');
 }));
 
