@@ -44,6 +44,8 @@ pub enum StartError {
     Store(String),
     #[error(transparent)]
     MetricsToken(#[from] crate::metrics::MetricsTokenError),
+    #[error("media: {0}")]
+    Media(String),
 }
 
 /// A started gateway.
@@ -54,6 +56,7 @@ pub struct Running {
     pub shutdown: CancellationToken,
     tasks: tokio::task::JoinSet<()>,
     drain: Duration,
+    media: Option<imsgw_media::Media>,
 }
 
 /// Binds and starts everything; returns once every listener is up.
@@ -231,11 +234,26 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.waf.max_token_ttl_secs,
         shutdown.clone(),
     ));
+    // The media engine runs on threads of its own; the hub drives it by channel.
+    let media = match &config.media {
+        Some(section) => {
+            let mc = section
+                .engine_config(config.sip.listen)
+                .map_err(|(key, message)| StartError::Media(format!("{key}: {message}")))?;
+            let (media, events) =
+                imsgw_media::Media::start(mc).map_err(|e| StartError::Media(e.to_string()))?;
+            info!(listen = %media.local_addr(), "media gateway (eIMS-AGW) started");
+            Some((media, events))
+        }
+        None => None,
+    };
+    let media_handle = media.as_ref().map(|(m, _)| m.clone());
     let edge = Edge::new(
         EdgeSettings {
             local,
             t1: config.t1(),
             strip: crate::edge::StripList::new(&config.sip.strip_headers),
+            media: media.is_some(),
         },
         key,
         auth,
@@ -248,6 +266,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics.clone(),
         jwks_tx,
         revoked_rx,
+        media,
     );
     let hub_task = tokio::spawn(hub.run());
 
@@ -351,6 +370,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown,
         tasks,
         drain: Duration::from_secs(config.http.drain_secs),
+        media: media_handle,
     })
 }
 
@@ -361,6 +381,10 @@ impl Running {
         let drain = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(self.drain, drain).await.is_err() {
             warn!("drain time over; exiting with connections still open");
+        }
+        if let Some(m) = self.media.take() {
+            // Joins the media thread: off the async workers.
+            let _ = tokio::task::spawn_blocking(move || m.stop()).await;
         }
     }
 }

@@ -52,6 +52,9 @@ pub struct Config {
     /// `[metrics]`: where `GET /metrics` is served and who may read it.
     #[serde(default)]
     pub metrics: crate::metrics::MetricsConfig,
+    /// `[media]`: the media gateway (eIMS-AGW). Absent: no media anchoring, SDP passes through.
+    #[serde(default)]
+    pub media: Option<crate::media::MediaSection>,
     /// Every secret the keys above name, read once at load (see [`crate::secret`]).
     #[serde(skip)]
     pub secrets: Secrets,
@@ -591,6 +594,10 @@ impl Config {
             }
         }
         self.waf.check().map_err(|(key, m)| key_err(&key, &m))?;
+        if let Some(m) = &self.media {
+            m.engine_config(self.sip.listen)
+                .map_err(|(key, m)| key_err(&key, &m))?;
+        }
         let mut names = std::collections::BTreeSet::new();
         for (i, p) in self.oidc.providers.iter().enumerate() {
             if p.name.is_empty()

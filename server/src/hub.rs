@@ -93,9 +93,24 @@ pub struct Hub {
     /// after the revocation's HTTP answer is always judged with it (a separate channel that
     /// only the WAF fills, never full, so revoking never waits on SIP traffic).
     revocations: mpsc::UnboundedReceiver<(String, u64)>,
+    /// The media engine and what it reports, when `[media]` is configured.
+    media: Option<imsgw_media::Media>,
+    media_events: Option<mpsc::UnboundedReceiver<imsgw_media::Event>>,
+}
+
+/// The next media event, or never when there is no media engine.
+async fn next_media_event(
+    rx: &mut Option<mpsc::UnboundedReceiver<imsgw_media::Event>>,
+) -> Option<imsgw_media::Event> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Hub {
+    // Each argument is one channel or socket the hub owns; a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         edge: Edge,
         rx: mpsc::Receiver<HubInput>,
@@ -104,7 +119,15 @@ impl Hub {
         metrics: Arc<Metrics>,
         jwks_asks: mpsc::Sender<String>,
         revocations: mpsc::UnboundedReceiver<(String, u64)>,
+        media: Option<(
+            imsgw_media::Media,
+            mpsc::UnboundedReceiver<imsgw_media::Event>,
+        )>,
     ) -> Self {
+        let (media, media_events) = match media {
+            Some((m, rx)) => (Some(m), Some(rx)),
+            None => (None, None),
+        };
         Self {
             edge,
             rx,
@@ -115,6 +138,8 @@ impl Hub {
             metrics,
             jwks_asks,
             revocations,
+            media,
+            media_events,
         }
     }
 
@@ -122,21 +147,41 @@ impl Hub {
     pub async fn run(mut self) {
         loop {
             let deadline = self.edge.poll_timeout();
-            let input = match deadline {
-                Some(at) => {
-                    tokio::select! {
-                        i = self.rx.recv() => i,
-                        _ = tokio::time::sleep_until(Instant::from_std(at)) => {
-                            self.edge.set_wall_clock(crate::waf::unix_now());
-                            // Parked requests are decided again on a timer.
-                            self.take_revocations();
-                            self.edge.handle_timeout(Instant::now().into_std());
-                            self.drain();
-                            continue;
+            // Far enough to mean "no timer" without a second select.
+            let at = deadline.map_or_else(
+                || Instant::now() + std::time::Duration::from_secs(3600),
+                Instant::from_std,
+            );
+            let input = tokio::select! {
+                i = self.rx.recv() => i,
+                Some(ev) = next_media_event(&mut self.media_events) => {
+                    self.edge.set_wall_clock(crate::waf::unix_now());
+                    self.take_revocations();
+                    self.edge.media_event(Instant::now().into_std(), ev);
+                    // The engine answers in bursts under load: take what else it said.
+                    for _ in 0..64 {
+                        match self.media_events.as_mut().map(|rx| rx.try_recv()) {
+                            Some(Ok(ev)) => self.edge.media_event(Instant::now().into_std(), ev),
+                            _ => break,
                         }
                     }
+                    self.drain();
+                    continue;
                 }
-                None => self.rx.recv().await,
+                // The engine's figures change without SIP traffic (a session freed after a
+                // BYE, packets): the media gauges are refreshed every second.
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)), if self.media.is_some() => {
+                    self.update_media_metrics();
+                    continue;
+                }
+                _ = tokio::time::sleep_until(at) => {
+                    self.edge.set_wall_clock(crate::waf::unix_now());
+                    // Parked requests are decided again on a timer.
+                    self.take_revocations();
+                    self.edge.handle_timeout(Instant::now().into_std());
+                    self.drain();
+                    continue;
+                }
             };
             let Some(input) = input else {
                 break;
@@ -211,6 +256,11 @@ impl Hub {
                 Output::FetchJwks { issuer } => {
                     let _ = self.jwks_asks.try_send(issuer);
                 }
+                Output::Media(cmd) => {
+                    if let Some(m) = &self.media {
+                        m.send(cmd);
+                    }
+                }
                 Output::CloseFlow { flow, reason } => {
                     if let Some(tx) = self.flows.get(&flow) {
                         // RFC 6455 §7.4.1: 1002 protocol error.
@@ -222,6 +272,17 @@ impl Hub {
         let stats = self.edge.stats();
         self.metrics
             .update_edge(&stats, self.edge.flow_count(), self.edge.txn_count());
+        self.update_media_metrics();
+    }
+
+    fn update_media_metrics(&self) {
+        if let Some(m) = &self.media {
+            self.metrics.update_media(
+                &self.edge.media_stats(),
+                self.edge.media_call_count(),
+                &m.stats(),
+            );
+        }
     }
 
     /// Hands bytes to the right writer; false if that is impossible right now.

@@ -7,6 +7,7 @@ pub mod app;
 pub mod config;
 pub mod edge;
 pub mod hub;
+pub mod media;
 pub mod metrics;
 pub mod oidc;
 pub mod peers;

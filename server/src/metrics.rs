@@ -281,6 +281,32 @@ impl Metrics {
             .absolute(s.malformed_responses_dropped);
     }
 
+    /// The media gateway's figures: the edge's calls and the engine's sessions, ports and
+    /// packets. `imsgw_media_sessions` and `imsgw_media_ports_in_use` go back to 0 when the
+    /// last call ends.
+    pub fn update_media(
+        &self,
+        e: &crate::edge::MediaEdgeStats,
+        calls: usize,
+        m: &imsgw_media::MediaStats,
+    ) {
+        gauge!("imsgw_media_calls").set(calls as f64);
+        gauge!("imsgw_media_sessions").set(m.sessions as f64);
+        gauge!("imsgw_media_ports_in_use").set(m.ports_in_use as f64);
+        counter!("imsgw_media_calls_total").absolute(e.calls);
+        counter!("imsgw_media_offers_refused_total").absolute(e.offers_refused + m.refused_offers);
+        counter!("imsgw_media_byes_sent_total").absolute(e.byes_sent);
+        counter!("imsgw_media_unmatched_sdp_total").absolute(e.unmatched_sdp);
+        counter!("imsgw_media_packets_total", "direction" => "to_ims").absolute(m.packets_to_ims);
+        counter!("imsgw_media_packets_total", "direction" => "to_browser")
+            .absolute(m.packets_to_browser);
+        counter!("imsgw_media_bytes_total", "direction" => "to_ims").absolute(m.bytes_to_ims);
+        counter!("imsgw_media_bytes_total", "direction" => "to_browser")
+            .absolute(m.bytes_to_browser);
+        counter!("imsgw_media_dropped_total").absolute(m.dropped);
+        counter!("imsgw_media_consent_lost_total").absolute(m.consent_lost);
+    }
+
     /// A WebSocket refused or closed for breaking the protocol; `reason` is a fixed label.
     pub fn ws_rejected(&self, reason: &'static str) {
         counter!("imsgw_ws_rejected_total", "reason" => reason).increment(1);

@@ -21,6 +21,7 @@ pub mod flow;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod local;
+mod media;
 mod request;
 mod response;
 mod rewrite;
@@ -38,6 +39,7 @@ use bytes::Bytes;
 pub use auth::{Auth, AuthSettings, Identity, Revoked};
 pub use flow::{FlowId, FlowKey};
 pub use local::Local;
+pub use media::MediaEdgeStats;
 pub use status::Status;
 pub use trust::StripList;
 pub use txn::TxnId;
@@ -90,6 +92,8 @@ pub enum Output {
     CloseFlow { flow: FlowId, reason: &'static str },
     /// Fetch this external issuer's JWKS and hand it to [`Edge::set_external_jwks`].
     FetchJwks { issuer: String },
+    /// Hand this to the media engine; what it reports goes to [`Edge::media_event`].
+    Media(imsgw_media::Command),
 }
 
 /// Counters the drivers export as metrics.
@@ -125,6 +129,9 @@ pub struct EdgeSettings {
     pub t1: Duration,
     /// What comes off requests and responses from WebSockets (`sip.strip_headers`).
     pub strip: StripList,
+    /// Whether the gateway anchors media (`[media]` configured): SDP bodies are then rewritten
+    /// between the browser's WebRTC and the IMS side's RTP/AVP, never passed through.
+    pub media: bool,
 }
 
 /// An open WebSocket as the core knows it.
@@ -210,11 +217,14 @@ pub struct Edge {
     /// When expired revocations were last forgotten.
     pruned_at: u64,
     parked: Vec<Parked>,
+    /// Media anchoring, when on.
+    media: Option<media::MediaCalls>,
 }
 
 impl Edge {
     pub fn new(settings: EdgeSettings, key: FlowKey, auth: Auth) -> Self {
         let txns = Transactions::new(settings.t1);
+        let settings_media = settings.media;
         Self {
             settings,
             key,
@@ -225,6 +235,7 @@ impl Edge {
             auth,
             unix: 0,
             pruned_at: 0,
+            media: settings_media.then(media::MediaCalls::new),
             parked: Vec::new(),
         }
     }
@@ -390,8 +401,19 @@ impl Edge {
 
     /// Ends a client transaction that got no final response with a locally made one.
     fn fail_client(&mut self, now: Instant, id: TxnId, status: Status) {
+        self.fail_client_with(now, id, status, &[]);
+    }
+
+    /// [`Edge::fail_client`] with extra headers on the response (a `Warning`).
+    fn fail_client_with(
+        &mut self,
+        now: Instant,
+        id: TxnId,
+        status: Status,
+        extra: &[(&str, &str)],
+    ) {
         let mut events = Vec::new();
-        self.txns.fail(now, id, status, &mut events);
+        self.txns.fail(now, id, status, extra, &mut events);
         for ev in events {
             self.apply(ev);
         }
@@ -400,7 +422,14 @@ impl Edge {
     /// Carries out what the transaction layer asked for.
     fn apply(&mut self, ev: TxnEvent) {
         match ev {
-            TxnEvent::Send { to, bytes, txn } => self.push(to, bytes, txn),
+            TxnEvent::Send { to, bytes, txn } => {
+                // A retransmission of a request still with the media engine waits for the
+                // rewritten one.
+                if txn.is_some_and(|t| self.media_holds_txn(t)) {
+                    return;
+                }
+                self.push(to, bytes, txn)
+            }
             TxnEvent::Failed(status) => match status {
                 Status::REQUEST_TIMEOUT => self.stats.timeouts_408 += 1,
                 Status::FLOW_FAILED => self.stats.flow_failed_430 += 1,
@@ -413,6 +442,8 @@ impl Edge {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_media;
 #[cfg(test)]
 mod tests_rfc4475;
 #[cfg(test)]

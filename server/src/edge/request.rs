@@ -15,6 +15,7 @@ use imsgw_sip::{HeaderName, Message, Method, ParseError, Uri, View, response_to}
 use tracing::{debug, warn};
 
 use super::auth::{self, Decision};
+use super::media::{Outgoing, Party};
 use super::rewrite::{self, Edits};
 use super::route::{self, Target};
 use super::status::Status;
@@ -300,9 +301,29 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
             return reject(edge, reply_to, &msg, &view, Status::SERVER_ERROR, None);
         }
     };
+    let media_flow = match (side, dest) {
+        (Side::Flow(flow, _), _) => Some((flow, Party::Browser)),
+        (Side::Ims(..), Dest::Flow(flow)) => Some((flow, Party::Ims)),
+        _ => None,
+    };
     if ack {
-        // ACK for a 2xx is its own end-to-end transaction: forward it statelessly.
-        return edge.push(dest, bytes, None);
+        // ACK for a 2xx is its own end-to-end transaction: forward it statelessly (with the
+        // media side, it may carry the answer to an offer in a 2xx).
+        return match media_flow {
+            Some((flow, from)) => {
+                let out = Outgoing {
+                    flow,
+                    from,
+                    msg: &msg,
+                    to: dest,
+                    bytes,
+                    txn: None,
+                    last_response_of: None,
+                };
+                edge.media_request(now, out)
+            }
+            None => edge.push(dest, bytes, None),
+        };
     }
     if let (Side::Flow(flow, _), Method::Invite, Some(id)) = (side, &method, &identity)
         && let Some(f) = edge.flows.get_mut(&flow)
@@ -320,6 +341,10 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
     let trying =
         invite.then(|| response_to(&msg, Status::TRYING.code, Status::TRYING.reason, None, &[]));
     let udp_origin = matches!(reply_to, Dest::Link(Link::Udp(_)));
+    // The media side reads the request after the transaction owns it.
+    let for_media = media_flow
+        .filter(|_| edge.media.is_some())
+        .map(|m| (m, msg.clone()));
     let origin = Origin {
         reply_to,
         request: msg,
@@ -342,7 +367,21 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
         let registered = if plan.unregister { None } else { identity };
         t.registration = Some((flow, registered));
     }
-    edge.push(dest, bytes, Some(id));
+    match for_media {
+        Some(((flow, from), msg)) => {
+            let out = Outgoing {
+                flow,
+                from,
+                msg: &msg,
+                to: dest,
+                bytes,
+                txn: Some(id),
+                last_response_of: None,
+            };
+            edge.media_request(now, out);
+        }
+        None => edge.push(dest, bytes, Some(id)),
+    }
     // RFC 3261 §17.2.1: the INVITE server transaction answers 100 at once.
     if let Some(trying) = trying {
         if udp_origin && let Some(t) = edge.txns.get_mut(id) {
@@ -433,7 +472,7 @@ fn local_tag_from_bytes(msg: &Message) -> String {
 }
 
 /// `399 imsgw "<why>"` (RFC 3261 §20.43).
-fn warning(why: &str) -> String {
+pub(super) fn warning(why: &str) -> String {
     format!("399 imsgw \"{}\"", why.replace('"', "'"))
 }
 

@@ -8,6 +8,7 @@ use std::time::Instant;
 use imsgw_sip::{HeaderName, Message, Method, Splice};
 use tracing::debug;
 
+use super::media::{Outgoing, Party};
 use super::txn::{Cancel, State, hop_request};
 use super::{Arrival, Dest, Edge, Link};
 
@@ -170,5 +171,25 @@ pub(super) fn handle(edge: &mut Edge, now: Instant, arrival: Arrival, msg: Messa
         t.last_response = Some(bytes.clone());
     }
     edge.stats.responses_forwarded += 1;
-    edge.push(reply_to, bytes, None);
+    let media_flow = match (arrival, reply_to) {
+        (Arrival::Flow(flow), _) => Some((flow, Party::Browser)),
+        (Arrival::Ims, Dest::Flow(flow)) => Some((flow, Party::Ims)),
+        _ => None,
+    };
+    match (media_flow, cseq_method) {
+        (Some((flow, from)), Some(method)) => {
+            let udp = matches!(reply_to, Dest::Link(Link::Udp(_)));
+            let out = Outgoing {
+                flow,
+                from,
+                msg: &msg,
+                to: reply_to,
+                bytes,
+                txn: None,
+                last_response_of: udp.then_some(id),
+            };
+            edge.media_response(out, status, method);
+        }
+        _ => edge.push(reply_to, bytes, None),
+    }
 }

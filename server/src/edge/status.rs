@@ -23,6 +23,8 @@ impl Status {
     pub const BAD_EXTENSION: Status = Status::new(420, "Bad Extension");
     pub const FLOW_FAILED: Status = Status::new(430, "Flow Failed");
     pub const NO_TRANSACTION: Status = Status::new(481, "Call/Transaction Does Not Exist");
+    pub const BUSY_HERE: Status = Status::new(486, "Busy Here");
+    pub const NOT_ACCEPTABLE_HERE: Status = Status::new(488, "Not Acceptable Here");
     pub const LOOP_DETECTED: Status = Status::new(482, "Loop Detected");
     pub const TOO_MANY_HOPS: Status = Status::new(483, "Too Many Hops");
     pub const SERVER_ERROR: Status = Status::new(500, "Server Internal Error");
@@ -31,5 +33,16 @@ impl Status {
 
     const fn new(code: u16, reason: &'static str) -> Status {
         Status { code, reason }
+    }
+
+    /// The media engine's refusals, as the statuses it may name (488 or 503).
+    pub fn from_code(code: u16) -> Option<Status> {
+        match code {
+            486 => Some(Self::BUSY_HERE),
+            488 => Some(Self::NOT_ACCEPTABLE_HERE),
+            500 => Some(Self::SERVER_ERROR),
+            503 => Some(Self::SERVICE_UNAVAILABLE),
+            _ => None,
+        }
     }
 }

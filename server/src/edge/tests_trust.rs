@@ -59,6 +59,7 @@ impl H {
             },
             t1: Duration::from_millis(500),
             strip: StripList::default(),
+            media: false,
         };
         let mut edge = Edge::new(settings, FlowKey::random(), auth);
         edge.set_wall_clock(NOW);

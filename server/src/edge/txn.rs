@@ -308,7 +308,14 @@ impl Transactions {
     }
 
     /// Makes a local final response for `id` if none was sent, and finishes the transaction.
-    pub fn fail(&mut self, now: Instant, id: TxnId, status: Status, out: &mut Vec<TxnEvent>) {
+    pub fn fail(
+        &mut self,
+        now: Instant,
+        id: TxnId,
+        status: Status,
+        extra: &[(&str, &str)],
+        out: &mut Vec<TxnEvent>,
+    ) {
         let Some(t) = self.by_id.get_mut(&id) else {
             return;
         };
@@ -325,7 +332,7 @@ impl Transactions {
                     status.code,
                     status.reason,
                     Some(&to_tag),
-                    &[],
+                    extra,
                 );
                 if let Dest::Link(Link::Udp(_)) = origin.reply_to {
                     t.last_response = Some(bytes.clone());
@@ -389,7 +396,7 @@ impl Transactions {
                         txn: None,
                     });
                 }
-                self.fail(now, id, Status::REQUEST_TIMEOUT, &mut out);
+                self.fail(now, id, Status::REQUEST_TIMEOUT, &[], &mut out);
                 continue;
             }
             let Some(mut t) = self.by_id.remove(&id) else {

@@ -1,0 +1,697 @@
+//! Media anchoring as the edge sees it (TS 23.228 Annex U, TS 23.334 §5.20): which SDP body in
+//! a forwarded message is an offer and which an answer (RFC 3264, RFC 6337), which call it
+//! belongs to, and holding that message back until the media engine (`imsgw-media`) has put
+//! the other leg's SDP in its place. Messages of one call leave in the order they came: while
+//! one waits for the engine, later ones of that call wait behind it.
+//!
+//! A call is known by its WebSocket flow and Call-ID: when two browsers on this gateway call
+//! each other through the IMS, both legs share a Call-ID but not a flow.
+//!
+//! Owns: the calls' offer/answer state, the held messages, what a BYE of our own needs (the
+//! dialog's route set, target, tags, CSeq). Must not touch: SDP contents (the engine's), sockets.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use imsgw_media::{CallRef, Command, EndReason, Event};
+use imsgw_sip::{HeaderName, Message, Method, Splice};
+use tracing::{debug, info, warn};
+
+use super::local::OurRoute;
+use super::status::Status;
+use super::txn::TxnId;
+use super::{Dest, Edge, FlowId, Output};
+
+/// Calls one WebSocket may have at once (a browser has one or two); an INVITE past it is
+/// refused `486 Busy Here` before it costs a media session (STYLE.md §14).
+pub const CALLS_PER_FLOW: usize = 4;
+/// Messages of one call held behind one the engine is rewriting; past it the call is broken
+/// (a flood or a hung engine) and later messages pass unheld and are counted.
+const HELD_PER_CALL: usize = 32;
+
+/// Who a message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Party {
+    Browser,
+    Ims,
+}
+
+impl Party {
+    fn index(self) -> usize {
+        match self {
+            Party::Browser => 0,
+            Party::Ims => 1,
+        }
+    }
+}
+
+type CallKey = (FlowId, String);
+
+/// The media calls of the edge.
+#[derive(Default)]
+pub(super) struct MediaCalls {
+    calls: HashMap<CallKey, Call>,
+    by_ref: HashMap<CallRef, CallKey>,
+    next_ref: CallRef,
+    next_req: u64,
+    /// Client transactions whose request waits for the engine: their retransmissions are not
+    /// sent until the rewritten request is.
+    held_txns: HashSet<TxnId>,
+    pub stats: MediaEdgeStats,
+}
+
+/// Counters of the edge's media side.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MediaEdgeStats {
+    pub calls: u64,
+    pub offers_refused: u64,
+    pub byes_sent: u64,
+    pub unmatched_sdp: u64,
+}
+
+struct Call {
+    call: CallRef,
+    caller: Party,
+    /// The offer waiting for its answer, and who made it.
+    offer: Option<Party>,
+    confirmed: bool,
+    held: VecDeque<Held>,
+    /// The last SDP body from each party and what it became: a retransmitted 2xx, or a 200
+    /// repeating a 183's answer, gets the same rewrite without a second negotiation.
+    last: [Option<(Bytes, Bytes)>; 2],
+    dialog: Dialog,
+}
+
+/// A message on its way out, maybe waiting for the engine.
+struct Held {
+    to: Dest,
+    bytes: Bytes,
+    txn: Option<TxnId>,
+    /// A response that a UDP retransmission of its request is answered with.
+    last_response_of: Option<TxnId>,
+    /// The engine request it waits for, the SDP body it sent, and who wrote that body.
+    wait: Option<(u64, Bytes, Party)>,
+    /// What to do when the engine refuses the SDP.
+    refusal: OnRefusal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnRefusal {
+    /// A request with its own transaction: answer its sender with the engine's status.
+    Answer { initial: bool },
+    /// A response or an ACK: pass it on unchanged (the far end's own SDP check ends the call).
+    PassOn,
+}
+
+/// What a BYE of the gateway's own toward the IMS needs (RFC 3261 §12.2.1.1).
+#[derive(Debug, Default, Clone)]
+struct Dialog {
+    /// The browser's side of the dialog: From of our BYE.
+    local: Option<String>,
+    /// The IMS side: To of our BYE.
+    remote: Option<String>,
+    /// The IMS side's target (its Contact URI).
+    target: Option<String>,
+    /// The route set toward the IMS, without our own entries.
+    routes: Vec<String>,
+    /// The browser side's highest CSeq number so far.
+    cseq: u32,
+}
+
+/// What the edge knows about a message it is about to send.
+pub(super) struct Outgoing<'a> {
+    pub flow: FlowId,
+    pub from: Party,
+    pub msg: &'a Message,
+    pub to: Dest,
+    pub bytes: Bytes,
+    pub txn: Option<TxnId>,
+    pub last_response_of: Option<TxnId>,
+}
+
+/// The SDP body of `msg`, if it has one (RFC 3264 bodies are `application/sdp`).
+fn sdp_body(msg: &Message) -> Option<Bytes> {
+    let h = msg.header(&HeaderName::ContentType)?;
+    let ct = std::str::from_utf8(msg.value(h)).ok()?;
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/sdp") || msg.body().is_empty() {
+        return None;
+    }
+    let r = msg.body_range();
+    Some(msg.as_bytes().slice(r))
+}
+
+impl Edge {
+    /// A request from one side about to be forwarded to the other: sent now, or held while the
+    /// engine rewrites its SDP. Returns the request when media anchoring is off.
+    pub(super) fn media_request(&mut self, now: Instant, out: Outgoing<'_>) {
+        let Some(mc) = self.media.as_mut() else {
+            return self.push(out.to, out.bytes, out.txn);
+        };
+        let msg = out.msg;
+        let Some(method) = msg.method().cloned() else {
+            return self.push(out.to, out.bytes, out.txn);
+        };
+        let call_id = msg.call_id().unwrap_or_default().to_string();
+        let key = (out.flow, call_id);
+        let to_tag = msg.to().ok().and_then(|t| t.tag().map(str::to_string));
+        let sdp = sdp_body(msg);
+        if method == Method::Invite && to_tag.is_none() && !mc.calls.contains_key(&key) {
+            let per_flow = mc.calls.keys().filter(|(f, _)| *f == out.flow).count();
+            if per_flow >= CALLS_PER_FLOW {
+                mc.stats.offers_refused += 1;
+                let why = format!("more than {CALLS_PER_FLOW} calls on one connection");
+                return self.media_refuse(now, out.txn, Status::BUSY_HERE, &why);
+            }
+            mc.next_ref += 1;
+            let call = Call {
+                call: mc.next_ref,
+                caller: out.from,
+                offer: None,
+                confirmed: false,
+                held: VecDeque::new(),
+                last: [None, None],
+                dialog: Dialog::default(),
+            };
+            mc.by_ref.insert(call.call, key.clone());
+            mc.calls.insert(key.clone(), call);
+            mc.stats.calls += 1;
+        }
+        let Some(call) = mc.calls.get_mut(&key) else {
+            if sdp.is_some() {
+                // A re-offer in a dialog whose media this gateway does not hold (it began
+                // before a restart): a WebRTC body must not reach the IMS, nor RTP/AVP a
+                // browser.
+                mc.stats.unmatched_sdp += 1;
+                return self.media_refuse(
+                    now,
+                    out.txn,
+                    Status::NOT_ACCEPTABLE_HERE,
+                    "no media session for this dialog",
+                );
+            }
+            return self.push(out.to, out.bytes, out.txn);
+        };
+        // What the browser side said, for a BYE of our own later.
+        if out.from == Party::Browser
+            && let Ok(cseq) = msg.cseq()
+        {
+            call.dialog.cseq = call.dialog.cseq.max(cseq.seq);
+        }
+        if call.caller == Party::Ims && out.from == Party::Ims && to_tag.is_none() {
+            // The IMS side's initial INVITE: its From, Contact and Record-Route make the
+            // dialog's remote side (RFC 3261 §12.1.1).
+            call.dialog.remote = header_text(msg, &HeaderName::From);
+            call.dialog.target = contact_uri(msg);
+            call.dialog.routes = route_set(&self.settings.local, &self.key, msg, false);
+        }
+        if call.caller == Party::Browser && out.from == Party::Browser && to_tag.is_none() {
+            call.dialog.local = header_text(msg, &HeaderName::From);
+        }
+        let ending = matches!(method, Method::Bye);
+        let refusal = match method {
+            Method::Ack => OnRefusal::PassOn,
+            _ => OnRefusal::Answer {
+                initial: method == Method::Invite && to_tag.is_none(),
+            },
+        };
+        let held = Held {
+            to: out.to,
+            bytes: out.bytes,
+            txn: out.txn,
+            last_response_of: None,
+            wait: None,
+            refusal,
+        };
+        let answer_method = matches!(method, Method::Ack | Method::Prack);
+        let is_answer = answer_method && call.offer.is_some_and(|o| o != out.from);
+        self.media_hold(key.clone(), held, sdp, out.from, is_answer);
+        if ending {
+            self.media_release(&key);
+        }
+    }
+
+    /// A response from one side about to be forwarded to the other.
+    pub(super) fn media_response(&mut self, out: Outgoing<'_>, status: u16, method: Method) {
+        let Some(mc) = self.media.as_mut() else {
+            return self.push(out.to, out.bytes, out.txn);
+        };
+        let msg = out.msg;
+        let call_id = msg.call_id().unwrap_or_default().to_string();
+        let key = (out.flow, call_id);
+        let Some(call) = mc.calls.get_mut(&key) else {
+            return self.push(out.to, out.bytes, out.txn);
+        };
+        let sdp = sdp_body(msg).filter(|_| {
+            matches!(method, Method::Invite | Method::Update | Method::Prack)
+                && (101..300).contains(&status)
+        });
+        let invite = method == Method::Invite;
+        if invite && (200..300).contains(&status) {
+            if call.caller == Party::Browser {
+                // The IMS side answered the browser's INVITE: its To, Contact and
+                // Record-Route (reversed, RFC 3261 §12.1.2) make the dialog's remote side.
+                call.dialog.remote = header_text(msg, &HeaderName::To);
+                call.dialog.target = contact_uri(msg);
+                call.dialog.routes = route_set(&self.settings.local, &self.key, msg, true);
+            } else if out.from == Party::Browser {
+                call.dialog.local = header_text(msg, &HeaderName::To);
+            }
+        }
+        let is_answer = call.offer.is_some_and(|o| o != out.from);
+        let held = Held {
+            to: out.to,
+            bytes: out.bytes,
+            txn: None,
+            last_response_of: out.last_response_of,
+            wait: None,
+            refusal: OnRefusal::PassOn,
+        };
+        let confirmed_before = call.confirmed;
+        self.media_hold(key.clone(), held, sdp, out.from, is_answer);
+        let Some(call) = self.media.as_mut().and_then(|m| m.calls.get_mut(&key)) else {
+            return;
+        };
+        if status >= 200 && matches!(method, Method::Invite | Method::Update) {
+            // A final response ends the offer of its request, whichever way it went
+            // (RFC 6337 §3.1: a rejected offer leaves the previous session as it was).
+            if call.offer.is_some_and(|o| o != out.from) || status >= 300 {
+                call.offer = None;
+            }
+        }
+        if invite && (200..300).contains(&status) {
+            call.confirmed = true;
+        }
+        if invite && status >= 300 && !confirmed_before {
+            // The initial INVITE failed (rejected, cancelled, timed out): no call.
+            self.media_release(&key);
+        }
+    }
+
+    /// Queues `held` behind the call's earlier messages; asks the engine for the other leg's
+    /// SDP when it carries a body.
+    fn media_hold(
+        &mut self,
+        key: CallKey,
+        mut held: Held,
+        sdp: Option<Bytes>,
+        from: Party,
+        is_answer: bool,
+    ) {
+        let Some(mc) = self.media.as_mut() else {
+            return;
+        };
+        let Some(call) = mc.calls.get_mut(&key) else {
+            return;
+        };
+        let mut command = None;
+        if let Some(body) = sdp {
+            let slot = &call.last[from.index()];
+            match slot {
+                Some((seen, made)) if *seen == body => {
+                    // The same body again: the same rewrite (RFC 6337 §3.1.1).
+                    if let Some(b) = replace_body(&held.bytes, made) {
+                        held.bytes = b;
+                    }
+                }
+                _ => {
+                    mc.next_req += 1;
+                    let req = mc.next_req;
+                    let text = String::from_utf8_lossy(&body).into_owned();
+                    let c = call.call;
+                    command = Some(match (from, is_answer) {
+                        (Party::Browser, false) => Command::BrowserOffer {
+                            call: c,
+                            req,
+                            sdp: text,
+                        },
+                        (Party::Browser, true) => Command::BrowserAnswer {
+                            call: c,
+                            req,
+                            sdp: text,
+                        },
+                        (Party::Ims, false) => Command::ImsOffer {
+                            call: c,
+                            req,
+                            sdp: text,
+                        },
+                        (Party::Ims, true) => Command::ImsAnswer {
+                            call: c,
+                            req,
+                            sdp: text,
+                        },
+                    });
+                    if !is_answer {
+                        call.offer = Some(from);
+                    }
+                    held.wait = Some((req, body, from));
+                    if let Some(t) = held.txn {
+                        mc.held_txns.insert(t);
+                    }
+                }
+            }
+        }
+        if call.held.len() >= HELD_PER_CALL {
+            warn!(
+                call = call.call,
+                "too many messages held for one call; sending unheld"
+            );
+            let (to, bytes, txn) = (held.to, held.bytes, held.txn);
+            return self.push(to, bytes, txn);
+        }
+        call.held.push_back(held);
+        if let Some(c) = command {
+            self.out.push_back(Output::Media(c));
+        }
+        self.media_flush(&key);
+    }
+
+    /// Sends the call's held messages from the front while none waits for the engine.
+    fn media_flush(&mut self, key: &CallKey) {
+        loop {
+            let Some(mc) = self.media.as_mut() else {
+                return;
+            };
+            let Some(call) = mc.calls.get_mut(key) else {
+                return;
+            };
+            if call.held.front().is_none_or(|h| h.wait.is_some()) {
+                return;
+            }
+            let Some(h) = call.held.pop_front() else {
+                return;
+            };
+            if let Some(t) = h.txn {
+                mc.held_txns.remove(&t);
+                if let Some(txn) = self.txns.get_mut(t) {
+                    // Retransmissions (Timer A/E) repeat what was really sent.
+                    txn.sent = h.bytes.clone();
+                }
+            }
+            if let Some(t) = h.last_response_of
+                && let Some(txn) = self.txns.get_mut(t)
+            {
+                txn.last_response = Some(h.bytes.clone());
+            }
+            self.push(h.to, h.bytes, h.txn);
+        }
+    }
+
+    /// Whether a send of `txn` must wait: its request is with the engine.
+    pub(super) fn media_holds_txn(&self, txn: TxnId) -> bool {
+        self.media
+            .as_ref()
+            .is_some_and(|m| m.held_txns.contains(&txn))
+    }
+
+    /// Answers a request the media side refuses, through its transaction (RFC 3261 §16.7).
+    fn media_refuse(&mut self, now: Instant, txn: Option<TxnId>, status: Status, why: &str) {
+        if let Some(m) = self.media.as_mut() {
+            m.stats.offers_refused += 1;
+            if let Some(t) = txn {
+                m.held_txns.remove(&t);
+            }
+        }
+        if let Some(t) = txn {
+            let warning = super::request::warning(why);
+            self.fail_client_with(now, t, status, &[("Warning", &warning)]);
+        }
+    }
+
+    /// Frees the call's media and forgets it; messages still held go out as they are.
+    fn media_release(&mut self, key: &CallKey) {
+        let Some(mc) = self.media.as_mut() else {
+            return;
+        };
+        let Some(call) = mc.calls.remove(key) else {
+            return;
+        };
+        mc.by_ref.remove(&call.call);
+        for h in &call.held {
+            if let Some(t) = h.txn {
+                mc.held_txns.remove(&t);
+            }
+        }
+        self.out
+            .push_back(Output::Media(Command::Release { call: call.call }));
+        for h in call.held {
+            if h.wait.is_none() {
+                self.push(h.to, h.bytes, h.txn);
+            }
+        }
+    }
+
+    /// What the media engine reported.
+    pub fn media_event(&mut self, now: Instant, ev: Event) {
+        match ev {
+            Event::Sdp { call, req, sdp } => self.media_done(now, call, req, Ok(sdp)),
+            Event::Refused {
+                call,
+                req,
+                status,
+                warning,
+            } => self.media_done(now, call, req, Err((status, warning))),
+            Event::Ended { call, reason } => self.media_ended(now, call, reason),
+        }
+    }
+
+    fn media_done(
+        &mut self,
+        now: Instant,
+        call_ref: CallRef,
+        req: u64,
+        result: Result<String, (u16, String)>,
+    ) {
+        let Some(mc) = self.media.as_mut() else {
+            return;
+        };
+        let Some(key) = mc.by_ref.get(&call_ref).cloned() else {
+            return; // released meanwhile
+        };
+        let Some(call) = mc.calls.get_mut(&key) else {
+            return;
+        };
+        let Some(pos) = call
+            .held
+            .iter()
+            .position(|h| h.wait.as_ref().is_some_and(|w| w.0 == req))
+        else {
+            return;
+        };
+        match result {
+            Ok(sdp) => {
+                let Some(h) = call.held.get_mut(pos) else {
+                    return;
+                };
+                let made = Bytes::from(sdp);
+                if let Some((_, body, from)) = h.wait.take() {
+                    call.last[from.index()] = Some((body, made.clone()));
+                }
+                match replace_body(&h.bytes, &made) {
+                    Some(b) => h.bytes = b,
+                    None => warn!(call = call_ref, "could not put the new SDP in a message"),
+                }
+            }
+            Err((status, why)) => {
+                let Some(h) = call.held.remove(pos) else {
+                    return;
+                };
+                let initial = matches!(h.refusal, OnRefusal::Answer { initial: true });
+                info!(call = call_ref, status, why = %why, "media refused an SDP body");
+                if h.refusal == OnRefusal::PassOn {
+                    // Nothing to answer: pass the message on with the body it had.
+                    if let Some((_, _, from)) = &h.wait
+                        && call.offer == Some(*from)
+                    {
+                        call.offer = None;
+                    }
+                    call.held.insert(pos, Held { wait: None, ..h });
+                } else {
+                    call.offer = None;
+                    let status = Status::from_code(status).unwrap_or(Status::NOT_ACCEPTABLE_HERE);
+                    self.media_refuse(now, h.txn, status, &why);
+                    if initial {
+                        self.media_release(&key);
+                        return;
+                    }
+                }
+            }
+        }
+        self.media_flush(&key);
+    }
+
+    /// The engine ended a call by itself (RFC 7675 consent lost, DTLS failed): the IMS side
+    /// gets a BYE from the browser's side of the dialog (RFC 3261 §15.1.1).
+    fn media_ended(&mut self, now: Instant, call_ref: CallRef, reason: EndReason) {
+        let Some(mc) = self.media.as_mut() else {
+            return;
+        };
+        let Some(key) = mc.by_ref.get(&call_ref).cloned() else {
+            return;
+        };
+        let Some(call) = mc.calls.get(&key) else {
+            return;
+        };
+        info!(
+            call = call_ref,
+            reason = reason.as_str(),
+            "media ended a call"
+        );
+        let bye = call.confirmed.then(|| call.dialog.clone());
+        self.media_release(&key);
+        if let Some(d) = bye {
+            self.send_bye(now, &key.1, &d, reason);
+        }
+    }
+
+    /// A BYE of our own toward the IMS, as a client transaction of the edge (its answer ends
+    /// here: the transaction has no origin).
+    fn send_bye(&mut self, now: Instant, call_id: &str, d: &Dialog, reason: EndReason) {
+        let (Some(local), Some(remote), Some(target)) = (&d.local, &d.remote, &d.target) else {
+            debug!("no dialog to send a BYE in");
+            return;
+        };
+        let (id, branch) = self.txns.new_branch(super::txn::fnv(call_id.as_bytes()));
+        let via = self.settings.local.via_ims(&branch);
+        let seq = d.cseq.saturating_add(1);
+        let mut b = BytesMut::with_capacity(512);
+        let mut line = |s: &str| {
+            b.extend_from_slice(s.as_bytes());
+            b.extend_from_slice(b"\r\n");
+        };
+        line(&format!("BYE {target} SIP/2.0"));
+        line(&format!("Via: {via}"));
+        if !d.routes.is_empty() {
+            line(&format!("Route: {}", d.routes.join(", ")));
+        }
+        line(&format!("From: {local}"));
+        line(&format!("To: {remote}"));
+        line(&format!("Call-ID: {call_id}"));
+        line(&format!("CSeq: {seq} BYE"));
+        line("Max-Forwards: 70");
+        // RFC 3326: why the call ended.
+        line(&format!(
+            "Reason: SIP;cause=200;text=\"{}\"",
+            reason.as_str()
+        ));
+        line("Content-Length: 0");
+        line("");
+        let bytes = b.freeze();
+        let retransmit = self.settings.local.transport == crate::config::UpstreamTransport::Udp;
+        self.txns.insert(
+            now,
+            id,
+            branch,
+            bytes.clone(),
+            None,
+            false,
+            Dest::Upstream,
+            retransmit,
+            None,
+        );
+        if let Some(m) = self.media.as_mut() {
+            m.stats.byes_sent += 1;
+        }
+        self.push(Dest::Upstream, bytes, Some(id));
+    }
+
+    /// Media calls in memory.
+    pub fn media_call_count(&self) -> usize {
+        self.media.as_ref().map_or(0, |m| m.calls.len())
+    }
+
+    pub fn media_stats(&self) -> MediaEdgeStats {
+        self.media.as_ref().map(|m| m.stats).unwrap_or_default()
+    }
+}
+
+impl MediaCalls {
+    pub(super) fn new() -> Self {
+        Self::default()
+    }
+
+    /// The oldest call's reference (tests).
+    #[cfg(test)]
+    pub(super) fn by_ref_first(&self) -> Option<CallRef> {
+        self.by_ref.keys().min().copied()
+    }
+}
+
+/// The whole value of the first `name` header.
+fn header_text(msg: &Message, name: &HeaderName) -> Option<String> {
+    let h = msg.header(name)?;
+    std::str::from_utf8(msg.value(h)).ok().map(str::to_string)
+}
+
+/// The URI of the first Contact.
+fn contact_uri(msg: &Message) -> Option<String> {
+    match msg.contacts().ok()? {
+        imsgw_sip::Contacts::List(list) => {
+            let c = list.first()?;
+            let b = msg.as_bytes().get(c.uri_range.clone())?;
+            std::str::from_utf8(b).ok().map(str::to_string)
+        }
+        imsgw_sip::Contacts::Star(_) => None,
+    }
+}
+
+/// The dialog's route set toward the IMS from a message's Record-Route (RFC 3261 §12.1.1 in
+/// order for the UAS, §12.1.2 reversed for the UAC), without the edge's own entries: the BYE
+/// leaves from the edge itself.
+fn route_set(
+    local: &super::Local,
+    key: &super::FlowKey,
+    msg: &Message,
+    reverse: bool,
+) -> Vec<String> {
+    let Ok(rr) = msg.record_routes() else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = rr
+        .iter()
+        .filter(|na| {
+            !matches!(
+                local.our_route(&na.uri, key),
+                Some(OurRoute::Plain | OurRoute::Flow(_) | OurRoute::Forged)
+            )
+        })
+        .filter_map(|na| msg.as_bytes().get(na.range.clone()))
+        .filter_map(|b| std::str::from_utf8(b).ok().map(str::to_string))
+        .collect();
+    if reverse {
+        out.reverse();
+    }
+    out
+}
+
+/// `bytes` with its body replaced by `body` and Content-Length set to match.
+fn replace_body(bytes: &Bytes, body: &[u8]) -> Option<Bytes> {
+    let msg = Message::parse(bytes.clone()).ok()?;
+    let mut s = Splice::new();
+    match msg.header(&HeaderName::ContentLength) {
+        Some(h) => s.replace(h.value.clone(), body.len().to_string()),
+        None => s.insert(
+            msg.headers_end(),
+            format!("Content-Length: {}\r\n", body.len()),
+        ),
+    }
+    s.replace(msg.body_range(), Bytes::copy_from_slice(body));
+    s.apply(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replace_body_sets_content_length() {
+        let m = Bytes::from_static(
+            b"INVITE sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Type: application/sdp\r\nContent-Length: 3\r\n\r\nabc",
+        );
+        let out = replace_body(&m, b"v=0\r\n").expect("replaced");
+        let text = String::from_utf8(out.to_vec()).expect("utf8");
+        assert!(text.contains("Content-Length: 5\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\nv=0\r\n"), "{text}");
+    }
+}

@@ -1,0 +1,347 @@
+//! In-memory tests of the edge's media side: the engine is played by hand (its commands read
+//! from the outputs, its events fed back), the browser and the IMS side too.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use imsgw_media::{Command, EndReason, Event};
+use imsgw_sip::Message;
+
+use super::tests::{sent_to, text};
+use super::*;
+use crate::config::UpstreamTransport;
+
+const PCSCF: &str = "127.0.0.1:5070";
+const BROWSER_SDP: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 8\r\na=ice-ufrag:abcd\r\n";
+const IMS_OFFER: &str = "v=0\r\no=imsgw 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 30000 RTP/AVP 8\r\n";
+const IMS_ANSWER: &str = "v=0\r\no=bob 7 7 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 8\r\n";
+const BROWSER_ANSWER: &str = "v=0\r\no=str0m 5 5 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 8\r\na=ice-lite\r\n";
+
+struct H {
+    edge: Edge,
+    now: Instant,
+}
+
+impl H {
+    fn new() -> Self {
+        let settings = EdgeSettings {
+            local: Local {
+                listen: "127.0.0.1:5062".parse().expect("addr"),
+                tls_listen: None,
+                transport: UpstreamTransport::Udp,
+                ws_host: "ims-example.invalid".into(),
+            },
+            t1: Duration::from_millis(500),
+            strip: StripList::default(),
+            media: true,
+        };
+        let mut edge = Edge::new(settings, FlowKey::random(), Auth::disabled());
+        edge.flow_opened(FlowId(1), "192.0.2.7:50123".parse().expect("addr"));
+        Self {
+            edge,
+            now: Instant::now(),
+        }
+    }
+
+    fn drain(&mut self) -> Vec<Output> {
+        std::iter::from_fn(|| self.edge.poll_output()).collect()
+    }
+
+    fn browser(&mut self, text: &str) -> Vec<Output> {
+        self.edge
+            .from_flow(self.now, FlowId(1), Bytes::from(text.to_string()));
+        self.drain()
+    }
+
+    fn ims(&mut self, text: &str) -> Vec<Output> {
+        let source = PCSCF.parse().expect("addr");
+        self.edge.from_ims(
+            self.now,
+            Link::Udp(source),
+            source,
+            Bytes::from(text.to_string()),
+        );
+        self.drain()
+    }
+
+    fn engine(&mut self, ev: Event) -> Vec<Output> {
+        self.edge.media_event(self.now, ev);
+        self.drain()
+    }
+}
+
+fn commands(outs: &[Output]) -> Vec<Command> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Media(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sends_to(outs: &[Output], to: Dest) -> usize {
+    outs.iter()
+        .filter(|o| matches!(o, Output::Send { to: t, .. } if *t == to))
+        .count()
+}
+
+fn invite(branch: &str) -> String {
+    format!(
+        "INVITE sip:bob@ims.example SIP/2.0\r\nVia: SIP/2.0/WSS c.invalid;branch={branch}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@ims.example>;tag=a1\r\nTo: <sip:bob@ims.example>\r\nCall-ID: m1\r\n\
+CSeq: 5 INVITE\r\nContact: <sip:a@c.invalid;transport=ws;ob>\r\nContent-Type: application/sdp\r\n\
+Content-Length: {}\r\n\r\n{BROWSER_SDP}",
+        BROWSER_SDP.len()
+    )
+}
+
+/// The IMS side's 200 (or 183) to `up`, with `sdp`.
+fn ims_response(up: &Message, code: u16, sdp: &str) -> String {
+    let mut s = format!("SIP/2.0 {code} OK\r\n");
+    for v in up.vias().expect("vias") {
+        s.push_str(&format!(
+            "Via: {}\r\n",
+            String::from_utf8_lossy(&up.as_bytes()[v.range])
+        ));
+    }
+    let rr: Vec<String> = up
+        .record_routes()
+        .expect("rr")
+        .iter()
+        .map(|r| String::from_utf8_lossy(&up.as_bytes()[r.range.clone()]).into_owned())
+        .collect();
+    s.push_str("Record-Route: <sip:127.0.0.1:5070;lr>\r\n");
+    for r in rr {
+        s.push_str(&format!("Record-Route: {r}\r\n"));
+    }
+    s.push_str(&format!(
+        "From: <sip:alice@ims.example>;tag=a1\r\nTo: <sip:bob@ims.example>;tag=b9\r\nCall-ID: m1\r\n\
+CSeq: 5 INVITE\r\nContact: <sip:bob@127.0.0.1:4001>\r\nContent-Type: application/sdp\r\n\
+Content-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    ));
+    s
+}
+
+/// A browser call up to the IMS side's 200: returns the INVITE as it went upstream.
+fn answered_call(h: &mut H) -> Message {
+    let outs = h.browser(&invite("z9hG4bKm1"));
+    assert_eq!(
+        sends_to(&outs, Dest::Upstream),
+        0,
+        "held for the engine: {outs:#?}"
+    );
+    let Some(Command::BrowserOffer { call, req, sdp }) = commands(&outs).pop() else {
+        panic!("no BrowserOffer: {outs:#?}");
+    };
+    assert_eq!(sdp, BROWSER_SDP);
+    let outs = h.engine(Event::Sdp {
+        call,
+        req,
+        sdp: IMS_OFFER.into(),
+    });
+    let up = sent_to(&outs, Dest::Upstream);
+    assert_eq!(up.body(), IMS_OFFER.as_bytes(), "{}", text(&up));
+    assert_eq!(up.content_length().expect("cl"), Some(IMS_OFFER.len()));
+    let outs = h.ims(&ims_response(&up, 200, IMS_ANSWER));
+    assert_eq!(sends_to(&outs, Dest::Flow(FlowId(1))), 0, "held: {outs:#?}");
+    let Some(Command::ImsAnswer { call: c2, req, sdp }) = commands(&outs).pop() else {
+        panic!("no ImsAnswer: {outs:#?}");
+    };
+    assert_eq!((c2, sdp.as_str()), (call, IMS_ANSWER));
+    let outs = h.engine(Event::Sdp {
+        call,
+        req,
+        sdp: BROWSER_ANSWER.into(),
+    });
+    let down = sent_to(&outs, Dest::Flow(FlowId(1)));
+    assert_eq!(down.status(), Some(200));
+    assert_eq!(down.body(), BROWSER_ANSWER.as_bytes(), "{}", text(&down));
+    up
+}
+
+#[test]
+fn ts23228_u_browser_offer_and_ims_answer_are_each_replaced_by_the_other_legs_sdp() {
+    let mut h = H::new();
+    let up = answered_call(&mut h);
+    assert_eq!(h.edge.media_call_count(), 1);
+    // RFC 6026 §7.2: a retransmitted 2xx passes, with the same rewrite and no new negotiation.
+    let outs = h.ims(&ims_response(&up, 200, IMS_ANSWER));
+    assert!(commands(&outs).is_empty(), "{outs:#?}");
+    let down = sent_to(&outs, Dest::Flow(FlowId(1)));
+    assert_eq!(down.body(), BROWSER_ANSWER.as_bytes());
+}
+
+#[test]
+fn rfc3261_15_bye_from_the_browser_releases_the_media() {
+    let mut h = H::new();
+    answered_call(&mut h);
+    let bye = "BYE sip:bob@127.0.0.1:4001 SIP/2.0\r\nVia: SIP/2.0/WSS c.invalid;branch=z9hG4bKb1\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@ims.example>;tag=a1\r\nTo: <sip:bob@ims.example>;tag=b9\r\nCall-ID: m1\r\n\
+CSeq: 6 BYE\r\nContent-Length: 0\r\n\r\n";
+    let outs = h.browser(bye);
+    assert_eq!(sends_to(&outs, Dest::Upstream), 1, "{outs:#?}");
+    assert!(
+        commands(&outs)
+            .iter()
+            .any(|c| matches!(c, Command::Release { .. })),
+        "{outs:#?}"
+    );
+    assert_eq!(h.edge.media_call_count(), 0);
+}
+
+#[test]
+fn rfc3264_no_common_codec_gets_488_with_the_engines_warning_and_nothing_upstream() {
+    let mut h = H::new();
+    let outs = h.browser(&invite("z9hG4bKm2"));
+    let Some(Command::BrowserOffer { call, req, .. }) = commands(&outs).pop() else {
+        panic!("no BrowserOffer: {outs:#?}");
+    };
+    let outs = h.engine(Event::Refused {
+        call,
+        req,
+        status: 488,
+        warning: "no common codec".into(),
+    });
+    assert_eq!(sends_to(&outs, Dest::Upstream), 0, "{outs:#?}");
+    let down = sent_to(&outs, Dest::Flow(FlowId(1)));
+    assert_eq!(down.status(), Some(488));
+    assert!(
+        text(&down).contains("Warning: 399 imsgw \"no common codec\""),
+        "{}",
+        text(&down)
+    );
+    assert!(
+        commands(&outs)
+            .iter()
+            .any(|c| matches!(c, Command::Release { .. }))
+    );
+    assert_eq!(h.edge.media_call_count(), 0);
+    // Timer A never sends the browser's own SDP upstream afterwards.
+    for _ in 0..10 {
+        h.now += Duration::from_millis(600);
+        h.edge.handle_timeout(h.now);
+        let outs = h.drain();
+        assert_eq!(sends_to(&outs, Dest::Upstream), 0, "{outs:#?}");
+    }
+}
+
+#[test]
+fn rfc3261_17_1_2_2_retransmissions_wait_for_the_rewritten_invite() {
+    let mut h = H::new();
+    let outs = h.browser(&invite("z9hG4bKm3"));
+    let Some(Command::BrowserOffer { call, req, .. }) = commands(&outs).pop() else {
+        panic!("no BrowserOffer: {outs:#?}");
+    };
+    // Timer A fires while the engine works: nothing of the browser's SDP leaves.
+    h.now += Duration::from_millis(600);
+    h.edge.handle_timeout(h.now);
+    let outs = h.drain();
+    assert_eq!(sends_to(&outs, Dest::Upstream), 0, "{outs:#?}");
+    let outs = h.engine(Event::Sdp {
+        call,
+        req,
+        sdp: IMS_OFFER.into(),
+    });
+    assert_eq!(sent_to(&outs, Dest::Upstream).body(), IMS_OFFER.as_bytes());
+    // Later retransmissions repeat the rewritten INVITE.
+    h.now += Duration::from_millis(1100);
+    h.edge.handle_timeout(h.now);
+    let outs = h.drain();
+    let again = sent_to(&outs, Dest::Upstream);
+    assert_eq!(again.body(), IMS_OFFER.as_bytes());
+}
+
+#[test]
+fn rfc7675_consent_lost_sends_a_bye_toward_the_ims_in_the_dialog() {
+    let mut h = H::new();
+    answered_call(&mut h);
+    let call = match h.edge.media.as_ref().and_then(|m| m.by_ref_first()) {
+        Some(c) => c,
+        None => panic!("a call"),
+    };
+    let outs = h.engine(Event::Ended {
+        call,
+        reason: EndReason::ConsentLost,
+    });
+    let bye = sent_to(&outs, Dest::Upstream);
+    let t = text(&bye);
+    assert!(
+        t.starts_with("BYE sip:bob@127.0.0.1:4001 SIP/2.0\r\n"),
+        "{t}"
+    );
+    assert!(t.contains("\r\nRoute: <sip:127.0.0.1:5070;lr>\r\n"), "{t}");
+    assert!(
+        t.contains("\r\nFrom: <sip:alice@ims.example>;tag=a1\r\n"),
+        "{t}"
+    );
+    assert!(
+        t.contains("\r\nTo: <sip:bob@ims.example>;tag=b9\r\n"),
+        "{t}"
+    );
+    assert!(t.contains("\r\nCSeq: 6 BYE\r\n"), "{t}");
+    assert!(
+        t.contains("\r\nReason: SIP;cause=200;text=\"media consent lost\"\r\n"),
+        "{t}"
+    );
+    assert_eq!(h.edge.media_call_count(), 0);
+    // Its 200 ends at the edge.
+    let ok = ims_response(&bye, 200, "").replace("CSeq: 5 INVITE", "CSeq: 6 BYE");
+    let outs = h.ims(&ok);
+    assert_eq!(sends_to(&outs, Dest::Flow(FlowId(1))), 0, "{outs:#?}");
+}
+
+#[test]
+fn ts23228_u_ims_offer_is_sent_to_the_browser_as_the_engines_webrtc_offer() {
+    let mut h = H::new();
+    let token = h.edge.key.token(FlowId(1));
+    let body = IMS_ANSWER;
+    let inv = format!(
+        "INVITE sip:alice@c.invalid;transport=ws SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKkam1\r\n\
+Route: <sip:{token}@127.0.0.1:5062;transport=udp;lr;ob>\r\n\
+Record-Route: <sip:127.0.0.1:5070;lr>\r\n\
+Max-Forwards: 69\r\nFrom: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>\r\n\
+Call-ID: in1\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@127.0.0.1:4001>\r\n\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let outs = h.ims(&inv);
+    assert_eq!(sends_to(&outs, Dest::Flow(FlowId(1))), 0, "{outs:#?}");
+    let Some(Command::ImsOffer { call, req, sdp }) = commands(&outs).pop() else {
+        panic!("no ImsOffer: {outs:#?}");
+    };
+    assert_eq!(sdp, body);
+    let outs = h.engine(Event::Sdp {
+        call,
+        req,
+        sdp: BROWSER_SDP.into(),
+    });
+    let down = sent_to(&outs, Dest::Flow(FlowId(1)));
+    assert_eq!(down.body(), BROWSER_SDP.as_bytes());
+    // An IMS peer with no codec of ours: 488 with the reason, toward the IMS.
+    let inv2 = inv
+        .replace("Call-ID: in1", "Call-ID: in2")
+        .replace("z9hG4bKkam1", "z9hG4bKkam2");
+    let outs = h.ims(&inv2);
+    let Some(Command::ImsOffer { call, req, .. }) = commands(&outs).pop() else {
+        panic!("no ImsOffer: {outs:#?}");
+    };
+    let outs = h.engine(Event::Refused {
+        call,
+        req,
+        status: 488,
+        warning: "AMR-WB/16000 offered".into(),
+    });
+    let pcscf = Dest::Link(Link::Udp(PCSCF.parse().expect("addr")));
+    let no = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { to, bytes, .. } if *to == pcscf => Message::parse(bytes.clone()).ok(),
+            _ => None,
+        })
+        .find(|m| m.status() == Some(488))
+        .unwrap_or_else(|| panic!("488 toward the IMS: {outs:#?}"));
+    assert!(text(&no).contains("AMR-WB/16000 offered"), "{}", text(&no));
+    assert_eq!(sends_to(&outs, Dest::Flow(FlowId(1))), 0);
+}
