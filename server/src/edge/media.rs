@@ -117,6 +117,10 @@ struct Dialog {
     routes: Vec<String>,
     /// The browser side's highest CSeq number so far.
     cseq: u32,
+    /// The browser's target (its Contact URI): where a BYE toward the browser goes.
+    browser_target: Option<String>,
+    /// The IMS side's highest CSeq number so far.
+    ims_cseq: u32,
 }
 
 /// What the edge knows about a message it is about to send.
@@ -193,11 +197,12 @@ impl Edge {
             }
             return self.push(out.to, out.bytes, out.txn);
         };
-        // What the browser side said, for a BYE of our own later.
-        if out.from == Party::Browser
-            && let Ok(cseq) = msg.cseq()
-        {
-            call.dialog.cseq = call.dialog.cseq.max(cseq.seq);
+        // What each side said, for a BYE of our own later.
+        if let Ok(cseq) = msg.cseq() {
+            match out.from {
+                Party::Browser => call.dialog.cseq = call.dialog.cseq.max(cseq.seq),
+                Party::Ims => call.dialog.ims_cseq = call.dialog.ims_cseq.max(cseq.seq),
+            }
         }
         if call.caller == Party::Ims && out.from == Party::Ims && to_tag.is_none() {
             // The IMS side's initial INVITE: its From, Contact and Record-Route make the
@@ -208,6 +213,7 @@ impl Edge {
         }
         if call.caller == Party::Browser && out.from == Party::Browser && to_tag.is_none() {
             call.dialog.local = header_text(msg, &HeaderName::From);
+            call.dialog.browser_target = contact_uri(msg);
         }
         let ending = matches!(method, Method::Bye);
         let refusal = match method {
@@ -257,6 +263,7 @@ impl Edge {
                 call.dialog.routes = route_set(&self.settings.local, &self.key, msg, true);
             } else if out.from == Party::Browser {
                 call.dialog.local = header_text(msg, &HeaderName::To);
+                call.dialog.browser_target = contact_uri(msg);
             }
         }
         let is_answer = call.offer.is_some_and(|o| o != out.from);
@@ -541,20 +548,57 @@ impl Edge {
         let bye = call.confirmed.then(|| call.dialog.clone());
         self.media_release(&key);
         if let Some(d) = bye {
-            self.send_bye(now, &key.1, &d, reason);
+            self.send_bye(now, &key.1, &d, reason, None);
+            // The browser too, if its WebSocket is still there (media failed, signalling did
+            // not): it would otherwise show a call with no sound.
+            if self.flows.contains_key(&key.0) {
+                self.send_bye(now, &key.1, &d, reason, Some(key.0));
+            }
         }
     }
 
-    /// A BYE of our own toward the IMS, as a client transaction of the edge (its answer ends
-    /// here: the transaction has no origin).
-    fn send_bye(&mut self, now: Instant, call_id: &str, d: &Dialog, reason: EndReason) {
-        let (Some(local), Some(remote), Some(target)) = (&d.local, &d.remote, &d.target) else {
+    /// A BYE of our own toward the IMS (or, with `down`, toward the browser on that flow), as
+    /// a client transaction of the edge (its answer ends here: the transaction has no origin).
+    fn send_bye(
+        &mut self,
+        now: Instant,
+        call_id: &str,
+        d: &Dialog,
+        reason: EndReason,
+        down: Option<FlowId>,
+    ) {
+        let (Some(browser), Some(ims)) = (&d.local, &d.remote) else {
             debug!("no dialog to send a BYE in");
             return;
         };
+        let (target, local, remote, seq, routes, dest) = match down {
+            None => (
+                &d.target,
+                browser,
+                ims,
+                d.cseq,
+                d.routes.as_slice(),
+                Dest::Upstream,
+            ),
+            Some(flow) => (
+                &d.browser_target,
+                ims,
+                browser,
+                d.ims_cseq,
+                &[][..],
+                Dest::Flow(flow),
+            ),
+        };
+        let Some(target) = target else {
+            debug!("no target to send a BYE to");
+            return;
+        };
         let (id, branch) = self.txns.new_branch(super::txn::fnv(call_id.as_bytes()));
-        let via = self.settings.local.via_ims(&branch);
-        let seq = d.cseq.saturating_add(1);
+        let via = match down {
+            None => self.settings.local.via_ims(&branch),
+            Some(_) => self.settings.local.via_ws(&branch),
+        };
+        let seq = seq.saturating_add(1);
         let mut b = BytesMut::with_capacity(512);
         let mut line = |s: &str| {
             b.extend_from_slice(s.as_bytes());
@@ -562,8 +606,8 @@ impl Edge {
         };
         line(&format!("BYE {target} SIP/2.0"));
         line(&format!("Via: {via}"));
-        if !d.routes.is_empty() {
-            line(&format!("Route: {}", d.routes.join(", ")));
+        if !routes.is_empty() {
+            line(&format!("Route: {}", routes.join(", ")));
         }
         line(&format!("From: {local}"));
         line(&format!("To: {remote}"));
@@ -578,7 +622,8 @@ impl Edge {
         line("Content-Length: 0");
         line("");
         let bytes = b.freeze();
-        let retransmit = self.settings.local.transport == crate::config::UpstreamTransport::Udp;
+        let retransmit = dest == Dest::Upstream
+            && self.settings.local.transport == crate::config::UpstreamTransport::Udp;
         self.txns.insert(
             now,
             id,
@@ -586,14 +631,14 @@ impl Edge {
             bytes.clone(),
             None,
             false,
-            Dest::Upstream,
+            dest,
             retransmit,
             None,
         );
         if let Some(m) = self.media.as_mut() {
             m.stats.byes_sent += 1;
         }
-        self.push(Dest::Upstream, bytes, Some(id));
+        self.push(dest, bytes, Some(id));
     }
 
     /// Media calls in memory.

@@ -265,6 +265,22 @@ fn rfc7675_consent_lost_sends_a_bye_toward_the_ims_in_the_dialog() {
         reason: EndReason::ConsentLost,
     });
     let bye = sent_to(&outs, Dest::Upstream);
+    // The browser's WebSocket is still open: it hears of it too, as the IMS side's BYE.
+    let down = sent_to(&outs, Dest::Flow(FlowId(1)));
+    let d = text(&down);
+    assert!(
+        d.starts_with("BYE sip:a@c.invalid;transport=ws;ob SIP/2.0\r\n"),
+        "{d}"
+    );
+    assert!(
+        d.contains("\r\nFrom: <sip:bob@ims.example>;tag=b9\r\n"),
+        "{d}"
+    );
+    assert!(
+        d.contains("\r\nTo: <sip:alice@ims.example>;tag=a1\r\n"),
+        "{d}"
+    );
+    assert!(!d.contains("\r\nRoute:"), "{d}");
     let t = text(&bye);
     assert!(
         t.starts_with("BYE sip:bob@127.0.0.1:4001 SIP/2.0\r\n"),
