@@ -14,5 +14,6 @@ if [ -s "$lab/demo-idp.pid" ]; then
 	kill -TERM "$(cat "$lab/demo-idp.pid")" 2>/dev/null || true
 	rm -f "$lab/demo-idp.pid"
 fi
+deploy/lab/phone.sh stop || true
 deploy/lab/kamailio-stop.sh "$lab" ims || true
 echo "lab stopped"

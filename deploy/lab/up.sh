@@ -52,19 +52,29 @@ for _ in $(seq 1 50); do
 	sleep 0.2
 done
 
+# An IMS-side phone with a tone to call (and to call you): sip:tone@ims.example.
+deploy/lab/phone.sh start
+
 cat <<MSG
 
 The lab is up. Open http://127.0.0.1:8080/ in a browser, press "Sign in", choose
 "Demo account" and sign in as alice (password alice-pw) or bob (password bob-pw): the page
 shows "Registered" as sip:alice@ims.example. Two browsers (or a private window) can message
-each other.
+and call each other.
+
+Calls with audio: type sip:tone@ims.example in the address field and press Call: the lab's
+IMS-side phone (baresip) answers and you hear its 440 Hz tone; it records what it hears under
+$lab/phone/snd/. The other way round: deploy/lab/phone.sh call sip:alice@ims.example rings the
+page; Answer, and you hear the tone. deploy/lab/phone.sh hangup ends it.
 
   imsgw        http://127.0.0.1:8080/     (the web client; sign-in; /device for key-pad phones)
                ws://127.0.0.1:8080/sip   (SIP over WebSocket, subprotocol "sip")
                http://127.0.0.1:8080/healthz, http://127.0.0.1:8080/metrics
                log: $lab/imsgw.log
   OpenID       http://127.0.0.1:9400 (demo provider), log: $lab/demo-idp.log
+  media        WebRTC on UDP 127.0.0.1:10000, RTP toward the IMS from 127.0.0.1:30000-30199
   IMS side     Kamailio at sip:127.0.0.1:5070 (UDP/TCP), domain ims.example
+               phone sip:tone@ims.example (baresip), log: $lab/phone.log
                bindings: kamcmd -s unix:$lab/ims.ctl ul.dump
 
 Without a browser: REGISTER needs an RFC 8898 Bearer token; an operator can mint one:
