@@ -102,3 +102,26 @@ client_id = \"imsgw\"\nclient_secret_file = \"s.secret\"\n"
         assert_eq!(status, Some(0), "{key} at 600: {stderr}");
     }
 }
+
+#[test]
+fn check_config_names_the_media_key_that_is_wrong() {
+    let dir = Dir::new("media");
+    for (body, key) in [
+        ("listen = \"0.0.0.0:10000\"", "media.public_addresses"),
+        ("listen = \"127.0.0.1:10000\"\nrtp_ports = \"40000\"", "media.rtp_ports"),
+        ("listen = \"127.0.0.1:10000\"\nrtp_ports = \"40001-40001\"", "media.rtp_ports"),
+        ("listen = \"127.0.0.1:10000\"\ninactivity_secs = 0", "media.inactivity_secs"),
+        ("listen = \"127.0.0.1:10000\"\nbogus = 1", "bogus"),
+    ] {
+        let file = dir.0.join("m.toml");
+        std::fs::write(&file, format!("{BASE}\n[media]\n{body}\n")).expect("write");
+        let (code, err) = check_config(&file);
+        assert_eq!(code, Some(2), "{body}: {err}");
+        assert!(err.contains(key), "{body}: stderr names {key}: {err}");
+    }
+    let file = dir.0.join("ok.toml");
+    let ok = "listen = \"127.0.0.1:10000\"\nrtp_ports = \"40000-40099\"";
+    std::fs::write(&file, format!("{BASE}\n[media]\n{ok}\n")).expect("write");
+    let (code, err) = check_config(&file);
+    assert_eq!(code, Some(0), "{err}");
+}
