@@ -60,6 +60,8 @@ pub struct Browser {
     pub rtp: Vec<RtpPacket>,
     /// False: the browser stops answering anything (no STUN, no DTLS).
     pub alive: bool,
+    /// Set when the browser's own `Rtc` failed (e.g. the DTLS of a forged session).
+    pub failed: Option<String>,
     seq: u64,
 }
 
@@ -104,6 +106,7 @@ impl Browser {
             connected: false,
             rtp: Vec::new(),
             alive: true,
+            failed: None,
             seq: 1,
         }
     }
@@ -146,6 +149,10 @@ impl Browser {
 
     /// One round: drain output, read the socket once (2 ms), feed a timeout.
     pub fn step(&mut self) {
+        if self.failed.is_some() {
+            std::thread::sleep(Duration::from_millis(2));
+            return;
+        }
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(_)) => break,
@@ -159,7 +166,10 @@ impl Browser {
                     str0m::Event::RtpPacket(p) => self.rtp.push(p),
                     _ => {}
                 },
-                Err(e) => panic!("browser rtc failed: {e}"),
+                Err(e) => {
+                    self.failed = Some(e.to_string());
+                    return;
+                }
             }
         }
         let mut buf = [0u8; 2000];
