@@ -9,7 +9,15 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+mod codec;
+mod engine;
+mod ims_leg;
+mod ports;
+pub mod sdp;
+mod session;
 
 /// A call as the edge names it; chosen by the edge, unique for the process's life.
 pub type CallRef = u64;
@@ -145,30 +153,140 @@ pub struct MediaStats {
 /// A running media engine: send it commands; its events arrive on the receiver `start` gave.
 #[derive(Clone)]
 pub struct Media {
-    // Filled by the engine: a command sender and a waker for its thread, the stats source.
+    inner: Arc<Handle>,
+}
+
+struct Handle {
+    cmds: std::sync::mpsc::Sender<engine::Msg>,
+    waker: Arc<mio::Waker>,
+    stats: Arc<engine::Stats>,
+    local_addr: SocketAddr,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // The last handle gone: the thread ends too (it also sees the channel disconnect).
+        let _ = self.cmds.send(engine::Msg::Stop);
+        let _ = self.waker.wake();
+    }
 }
 
 impl Media {
     /// Binds `media.listen` and checks the port range, starts the media thread(s).
     pub fn start(
-        _config: MediaConfig,
+        config: MediaConfig,
     ) -> Result<(Media, tokio::sync::mpsc::UnboundedReceiver<Event>), MediaError> {
-        Err(MediaError::Other("not built yet".into()))
+        let std_socket = std::net::UdpSocket::bind(config.listen).map_err(|source| {
+            MediaError::Bind {
+                addr: config.listen,
+                source,
+            }
+        })?;
+        std_socket
+            .set_nonblocking(true)
+            .map_err(|e| MediaError::Other(format!("media.listen non-blocking: {e}")))?;
+        let local_addr = std_socket
+            .local_addr()
+            .map_err(|e| MediaError::Other(format!("media.listen address: {e}")))?;
+        let ips: Vec<IpAddr> = if config.public_addresses.is_empty() {
+            vec![local_addr.ip()]
+        } else {
+            config.public_addresses.clone()
+        };
+        if ips.iter().any(|ip| ip.is_unspecified()) {
+            return Err(MediaError::Other(
+                "media.listen is a wildcard address: set media.public_addresses to the \
+                 address browsers reach"
+                    .into(),
+            ));
+        }
+        let candidates = ips
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, local_addr.port()))
+            .collect();
+        let ports = ports::PortPool::new(config.ims_address, config.rtp_ports.clone())
+            .map_err(|why| MediaError::Ports(config.rtp_ports.clone(), why))?;
+        if config.max_sessions == 0 {
+            return Err(MediaError::Other("media.max_sessions is 0".into()));
+        }
+        // One DTLS certificate for the whole process, new at each start (RFC 8827 §6.5 lets
+        // an endpoint reuse its certificate across sessions).
+        let crypto = Arc::new(str0m::crypto::from_feature_flags());
+        let cert = crypto
+            .dtls_provider
+            .generate_certificate()
+            .ok_or_else(|| MediaError::Other("cannot generate the DTLS certificate".into()))?;
+        let ctx = session::RtcContext {
+            crypto,
+            cert,
+            candidates,
+        };
+        let poll = mio::Poll::new().map_err(|e| MediaError::Other(format!("poll: {e}")))?;
+        let waker = Arc::new(
+            mio::Waker::new(poll.registry(), engine::WAKER)
+                .map_err(|e| MediaError::Other(format!("waker: {e}")))?,
+        );
+        let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
+        let (ev_tx, ev_rx) = tokio::sync::mpsc::unbounded_channel();
+        let stats = Arc::new(engine::Stats::default());
+        let engine = engine::Engine::new(
+            config,
+            poll,
+            mio::net::UdpSocket::from_std(std_socket),
+            ctx,
+            cmd_rx,
+            ev_tx,
+            stats.clone(),
+            ports,
+        )
+        .map_err(|e| MediaError::Other(format!("register media.listen: {e}")))?;
+        let thread_waker = waker.clone();
+        let thread = std::thread::Builder::new()
+            .name("imsgw-media".into())
+            .spawn(move || engine.run(thread_waker))
+            .map_err(|e| MediaError::Other(format!("media thread: {e}")))?;
+        let media = Media {
+            inner: Arc::new(Handle {
+                cmds: cmd_tx,
+                waker,
+                stats,
+                local_addr,
+                thread: Mutex::new(Some(thread)),
+            }),
+        };
+        Ok((media, ev_rx))
     }
 
     /// Hands a command to the media thread; never blocks.
-    pub fn send(&self, _cmd: Command) {}
+    pub fn send(&self, cmd: Command) {
+        if self.inner.cmds.send(engine::Msg::Cmd(cmd)).is_ok() {
+            let _ = self.inner.waker.wake();
+        }
+    }
 
     /// The current figures.
     pub fn stats(&self) -> MediaStats {
-        MediaStats::default()
+        self.inner.stats.snapshot()
     }
 
     /// The WebRTC socket as bound (for tests and logs).
     pub fn local_addr(&self) -> SocketAddr {
-        SocketAddr::from(([0, 0, 0, 0], 0))
+        self.inner.local_addr
     }
 
     /// Stops the thread(s), releasing every session; returns when they are gone.
-    pub fn stop(&self) {}
+    pub fn stop(&self) {
+        let _ = self.inner.cmds.send(engine::Msg::Stop);
+        let _ = self.inner.waker.wake();
+        let handle = match self.inner.thread.lock() {
+            Ok(mut g) => g.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(h) = handle
+            && h.thread().id() != std::thread::current().id()
+        {
+            let _ = h.join();
+        }
+    }
 }

@@ -1,0 +1,710 @@
+//! The media thread: one mio poll loop over the shared WebRTC socket, every call's IMS-side
+//! port pair, the command channel's waker, and the sessions' timers.
+//!
+//! Owns: the sessions (by slot), the demultiplexing tables (STUN by local ufrag, then by the
+//! browser's transport address: no per-packet scan over sessions), the port pool, the session
+//! cap, the timer heap, the stats counters, and the events sent to the edge.
+//! Must not touch: SIP, tokio (events leave on an unbounded channel; the thread never blocks
+//! on the edge).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpWrite;
+use str0m::{Input, Output, RtcError};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::codec::{Frame, Relay, Way};
+use crate::ims_leg::{self, ImsLeg};
+use crate::ports::PortPool;
+use crate::session::{Refusal, RtcContext, Session};
+use crate::{CallRef, Command, EndReason, Event, MediaConfig, MediaStats};
+
+pub(crate) const WAKER: Token = Token(0);
+const WEBRTC: Token = Token(1);
+/// Browser addresses remembered per session (a browser may switch candidate pairs).
+const MAX_ADDRS_PER_SESSION: usize = 8;
+const BUF: usize = 2048;
+
+/// What the handle sends the thread.
+pub(crate) enum Msg {
+    Cmd(Command),
+    Stop,
+}
+
+/// Counters the handle reads without locking.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub sessions: AtomicU64,
+    pub ports_in_use: AtomicU64,
+    pub packets_to_ims: AtomicU64,
+    pub packets_to_browser: AtomicU64,
+    pub bytes_to_ims: AtomicU64,
+    pub bytes_to_browser: AtomicU64,
+    pub dropped: AtomicU64,
+    pub consent_lost: AtomicU64,
+    pub refused_offers: AtomicU64,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> MediaStats {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        MediaStats {
+            sessions: l(&self.sessions),
+            ports_in_use: l(&self.ports_in_use),
+            packets_to_ims: l(&self.packets_to_ims),
+            packets_to_browser: l(&self.packets_to_browser),
+            bytes_to_ims: l(&self.bytes_to_ims),
+            bytes_to_browser: l(&self.bytes_to_browser),
+            dropped: l(&self.dropped),
+            consent_lost: l(&self.consent_lost),
+            refused_offers: l(&self.refused_offers),
+        }
+    }
+    fn add(a: &AtomicU64, n: u64) {
+        a.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+pub(crate) struct Engine {
+    cfg: MediaConfig,
+    poll: Poll,
+    socket: UdpSocket,
+    ctx: RtcContext,
+    cmds: Receiver<Msg>,
+    events: UnboundedSender<Event>,
+    stats: Arc<Stats>,
+    ports: PortPool,
+    sessions: Vec<Option<Session>>,
+    free_slots: Vec<usize>,
+    by_call: HashMap<CallRef, usize>,
+    by_ufrag: HashMap<String, usize>,
+    by_addr: HashMap<SocketAddr, usize>,
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    epoch: Instant,
+    stopping: bool,
+}
+
+impl Engine {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: MediaConfig,
+        poll: Poll,
+        mut socket: UdpSocket,
+        ctx: RtcContext,
+        cmds: Receiver<Msg>,
+        events: UnboundedSender<Event>,
+        stats: Arc<Stats>,
+        ports: PortPool,
+    ) -> std::io::Result<Engine> {
+        poll.registry()
+            .register(&mut socket, WEBRTC, Interest::READABLE)?;
+        Ok(Engine {
+            cfg,
+            poll,
+            socket,
+            ctx,
+            cmds,
+            events,
+            stats,
+            ports,
+            sessions: Vec::new(),
+            free_slots: Vec::new(),
+            by_call: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            timers: BinaryHeap::new(),
+            epoch: Instant::now(),
+            stopping: false,
+        })
+    }
+
+    /// Runs until [`Msg::Stop`] or every handle is gone; frees every session on the way out.
+    pub fn run(mut self, _waker: Arc<Waker>) {
+        let mut events = Events::with_capacity(256);
+        let mut buf = vec![0u8; BUF];
+        let mut out = vec![0u8; BUF];
+        while !self.stopping {
+            let timeout = self
+                .timers
+                .peek()
+                .map(|Reverse((t, _))| t.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "media poll failed; media thread stops");
+                    break;
+                }
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKER => self.drain_commands(),
+                    WEBRTC => self.read_webrtc(&mut buf, &mut out),
+                    Token(t) => self.read_ims((t - 2) / 2, t % 2 == 1, &mut buf, &mut out),
+                }
+            }
+            self.run_timers(&mut out);
+        }
+        let slots: Vec<usize> = (0..self.sessions.len()).collect();
+        for slot in slots {
+            self.remove(slot, None);
+        }
+    }
+
+    fn drain_commands(&mut self) {
+        loop {
+            match self.cmds.try_recv() {
+                Ok(Msg::Cmd(c)) => self.command(c),
+                Ok(Msg::Stop) | Err(TryRecvError::Disconnected) => {
+                    self.stopping = true;
+                    return;
+                }
+                Err(TryRecvError::Empty) => return,
+            }
+        }
+    }
+
+    fn emit(&self, e: Event) {
+        // The edge may be gone during shutdown; nothing to do then.
+        let _ = self.events.send(e);
+    }
+
+    fn refuse(&self, call: CallRef, req: u64, r: Refusal, offer: bool) {
+        if offer {
+            Stats::add(&self.stats.refused_offers, 1);
+        }
+        tracing::debug!(call, req, status = r.status, warning = %r.warning, "media refused");
+        self.emit(Event::Refused {
+            call,
+            req,
+            status: r.status,
+            warning: r.warning,
+        });
+    }
+
+    fn command(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::BrowserOffer { call, req, sdp } => match self.by_call.get(&call) {
+                Some(&slot) => {
+                    let r = self.session(slot).map(|s| s.browser_reoffer(&sdp));
+                    self.answer(slot, call, req, r, true);
+                }
+                None => self.create(call, req, &sdp, true, now),
+            },
+            Command::ImsOffer { call, req, sdp } => match self.by_call.get(&call) {
+                Some(&slot) => {
+                    let r = self.session(slot).map(|s| s.ims_reoffer(&sdp, now));
+                    self.answer(slot, call, req, r, true);
+                }
+                None => self.create(call, req, &sdp, false, now),
+            },
+            Command::ImsAnswer { call, req, sdp } => {
+                let Some(&slot) = self.by_call.get(&call) else {
+                    return self.refuse(call, req, Refusal::sdp("unknown call"), false);
+                };
+                let r = self.session(slot).map(|s| s.ims_answer(&sdp, now));
+                self.answer(slot, call, req, r, false);
+            }
+            Command::BrowserAnswer { call, req, sdp } => {
+                let Some(&slot) = self.by_call.get(&call) else {
+                    return self.refuse(call, req, Refusal::sdp("unknown call"), false);
+                };
+                let r = self.session(slot).map(|s| s.browser_answer(&sdp, now));
+                self.answer(slot, call, req, r, false);
+            }
+            Command::Release { call } => {
+                if let Some(&slot) = self.by_call.get(&call) {
+                    self.remove(slot, None);
+                }
+            }
+        }
+    }
+
+    fn session(&mut self, slot: usize) -> Option<&mut Session> {
+        self.sessions.get_mut(slot).and_then(Option::as_mut)
+    }
+
+    fn answer(
+        &mut self,
+        slot: usize,
+        call: CallRef,
+        req: u64,
+        r: Option<Result<String, Refusal>>,
+        offer: bool,
+    ) {
+        match r {
+            Some(Ok(sdp)) => {
+                // str0m may have output after a negotiation (and a new timeout).
+                let mut out = vec![0u8; BUF];
+                self.drive(slot, Instant::now(), &mut out);
+                self.emit(Event::Sdp { call, req, sdp });
+            }
+            Some(Err(refusal)) => self.refuse(call, req, refusal, offer),
+            None => self.refuse(call, req, Refusal::sdp("unknown call"), offer),
+        }
+    }
+
+    fn create(&mut self, call: CallRef, req: u64, sdp: &str, browser: bool, now: Instant) {
+        if self.by_call.len() >= self.cfg.max_sessions {
+            let r = Refusal {
+                status: 503,
+                warning: "media session limit reached".into(),
+            };
+            return self.refuse(call, req, r, true);
+        }
+        let Some(pair) = self.ports.take() else {
+            let r = Refusal {
+                status: 503,
+                warning: "no media port free".into(),
+            };
+            return self.refuse(call, req, r, true);
+        };
+        let leg = ImsLeg::new(pair, self.cfg.latch, rand::random(), now);
+        let made = if browser {
+            Session::from_browser_offer(call, sdp, &self.ctx, leg, now)
+        } else {
+            Session::from_ims_offer(call, sdp, &self.ctx, leg, now)
+        };
+        let (mut session, out_sdp) = match made {
+            Ok(x) => x,
+            Err((refusal, leg)) => {
+                self.ports.give_back(leg.port);
+                drop(leg);
+                return self.refuse(call, req, refusal, true);
+            }
+        };
+        let slot = self.free_slots.pop().unwrap_or_else(|| {
+            self.sessions.push(None);
+            self.sessions.len() - 1
+        });
+        let reg = self.poll.registry();
+        let r1 = reg.register(&mut session.ims.rtp, Token(2 + 2 * slot), Interest::READABLE);
+        let r2 = reg.register(&mut session.ims.rtcp, Token(3 + 2 * slot), Interest::READABLE);
+        if let Err(e) = r1.and(r2) {
+            tracing::error!(error = %e, "cannot register IMS-side sockets");
+            self.ports.give_back(session.ims.port);
+            self.free_slots.push(slot);
+            let r = Refusal {
+                status: 503,
+                warning: "media ports unavailable".into(),
+            };
+            return self.refuse(call, req, r, true);
+        }
+        // Registered before the browser can know the ufrag (its first STUN may come at once).
+        self.by_ufrag.insert(session.ufrag.clone(), slot);
+        self.by_call.insert(call, slot);
+        self.sessions[slot] = Some(session);
+        self.update_gauges();
+        let mut out = vec![0u8; BUF];
+        self.drive(slot, now, &mut out);
+        self.emit(Event::Sdp {
+            call,
+            req,
+            sdp: out_sdp,
+        });
+    }
+
+    fn update_gauges(&self) {
+        self.stats
+            .sessions
+            .store(self.by_call.len() as u64, Ordering::Relaxed);
+        self.stats
+            .ports_in_use
+            .store(self.ports.in_use() as u64, Ordering::Relaxed);
+    }
+
+    /// Frees a session; with a reason, tells the edge it ended by itself.
+    fn remove(&mut self, slot: usize, reason: Option<EndReason>) {
+        let Some(mut s) = self.sessions.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        let reg = self.poll.registry();
+        let _ = reg.deregister(&mut s.ims.rtp);
+        let _ = reg.deregister(&mut s.ims.rtcp);
+        self.by_ufrag.remove(&s.ufrag);
+        for a in &s.browser_addrs {
+            if self.by_addr.get(a) == Some(&slot) {
+                self.by_addr.remove(a);
+            }
+        }
+        self.by_call.remove(&s.call);
+        self.ports.give_back(s.ims.port);
+        self.free_slots.push(slot);
+        s.rtc.disconnect();
+        self.update_gauges();
+        if let Some(reason) = reason {
+            if reason == EndReason::ConsentLost {
+                Stats::add(&self.stats.consent_lost, 1);
+            }
+            tracing::info!(call = s.call, reason = reason.as_str(), "media ended");
+            self.emit(Event::Ended {
+                call: s.call,
+                reason,
+            });
+        }
+    }
+
+    fn read_webrtc(&mut self, buf: &mut [u8], out: &mut [u8]) {
+        let local = match self.socket.local_addr() {
+            Ok(a) => a,
+            Err(_) => return,
+        };
+        loop {
+            let (n, src) = match self.socket.recv_from(buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "WebRTC socket read");
+                    continue;
+                }
+            };
+            let now = Instant::now();
+            let data = &buf[..n];
+            let Some(slot) = self.demux(data, src) else {
+                Stats::add(&self.stats.dropped, 1);
+                continue;
+            };
+            let Ok(contents) = data.try_into() else {
+                Stats::add(&self.stats.dropped, 1);
+                continue;
+            };
+            let dest = self.destination_for(src, local);
+            let Some(s) = self.session(slot) else {
+                continue;
+            };
+            let input = Input::Receive(
+                now,
+                Receive {
+                    proto: Protocol::Udp,
+                    source: src,
+                    destination: dest,
+                    contents,
+                },
+            );
+            match s.rtc.handle_input(input) {
+                Ok(()) => {}
+                Err(RtcError::Dtls(e)) => {
+                    tracing::info!(error = %e, "DTLS failed");
+                    self.remove(slot, Some(EndReason::DtlsFailed));
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "browser packet refused");
+                    Stats::add(&self.stats.dropped, 1);
+                }
+            }
+            self.drive(slot, now, out);
+        }
+    }
+
+    /// The host candidate address a datagram from `src` was sent to (str0m matches it).
+    fn destination_for(&self, src: SocketAddr, local: SocketAddr) -> SocketAddr {
+        self.ctx
+            .candidates
+            .iter()
+            .find(|c| c.is_ipv4() == src.is_ipv4())
+            .copied()
+            .unwrap_or(local)
+    }
+
+    /// Which session a WebRTC datagram belongs to: STUN by the local ufrag in USERNAME
+    /// (RFC 8445 §7.2.2), everything else by the browser address its STUN came from.
+    fn demux(&mut self, data: &[u8], src: SocketAddr) -> Option<usize> {
+        if data.first().is_some_and(|b| *b < 2) {
+            let ufrag = stun_local_ufrag(data)?;
+            let slot = match self.by_ufrag.get(ufrag) {
+                Some(s) => *s,
+                None => {
+                    // The browser may have our SDP before we handled the command that made
+                    // it (the edge sends commands and answers on other threads): look once
+                    // more after the queue is drained.
+                    let owned = ufrag.to_string();
+                    self.drain_commands();
+                    *self.by_ufrag.get(&owned)?
+                }
+            };
+            let now = Instant::now();
+            let s = self.sessions.get_mut(slot)?.as_mut()?;
+            // RFC 7675 §5.1: a binding request from the browser refreshes consent.
+            if data.first() == Some(&0) && data.get(1) == Some(&1) {
+                s.consent_at = Some(now);
+            }
+            if !s.browser_addrs.contains(&src) {
+                if s.browser_addrs.len() >= MAX_ADDRS_PER_SESSION {
+                    let old = s.browser_addrs.remove(0);
+                    if self.by_addr.get(&old) == Some(&slot) {
+                        self.by_addr.remove(&old);
+                    }
+                }
+                s.browser_addrs.push(src);
+                self.by_addr.insert(src, slot);
+            }
+            return Some(slot);
+        }
+        self.by_addr.get(&src).copied()
+    }
+
+    /// Feeds str0m's output: datagrams out, RTP relayed to the IMS, the next timeout queued.
+    fn drive(&mut self, slot: usize, now: Instant, out: &mut [u8]) {
+        let Some(s) = self.sessions.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let mut ended = None;
+        loop {
+            match s.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    s.rtc_timeout = t;
+                    break;
+                }
+                Ok(Output::Transmit(t)) => {
+                    if let Err(e) = self.socket.send_to(&t.contents, t.destination) {
+                        tracing::trace!(error = %e, "WebRTC send");
+                    }
+                }
+                Ok(Output::Event(e)) => match e {
+                    str0m::Event::RtpPacket(p) => {
+                        relay_to_ims(s, &p, now, out, &self.stats);
+                    }
+                    str0m::Event::Connected => tracing::debug!(call = s.call, "DTLS connected"),
+                    str0m::Event::IceConnectionStateChange(st) => {
+                        tracing::debug!(call = s.call, state = ?st, "ICE state");
+                    }
+                    _ => {}
+                },
+                Err(e) => {
+                    tracing::info!(call = s.call, error = %e, "WebRTC session failed");
+                    ended = Some(EndReason::DtlsFailed);
+                    break;
+                }
+            }
+        }
+        if ended.is_none() && !s.rtc.is_alive() && s.consent_at.is_some() {
+            ended = Some(EndReason::DtlsFailed);
+        }
+        if let Some(reason) = ended {
+            return self.remove(slot, Some(reason));
+        }
+        let deadline = next_deadline(s, self.cfg.inactivity);
+        if s.scheduled.is_none_or(|t| deadline < t) {
+            s.scheduled = Some(deadline);
+            self.timers.push(Reverse((deadline, slot)));
+        }
+    }
+
+    fn run_timers(&mut self, out: &mut [u8]) {
+        let now = Instant::now();
+        while let Some(Reverse((t, slot))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let inactivity = self.cfg.inactivity;
+            let Some(s) = self.session(slot) else {
+                continue;
+            };
+            if s.scheduled != Some(t) {
+                continue; // superseded by an earlier or later entry
+            }
+            s.scheduled = None;
+            // RFC 7675 §5.1: no consent for the inactivity period ends the session.
+            if s.consent_at.is_some_and(|c| now.duration_since(c) >= inactivity) {
+                self.remove(slot, Some(EndReason::ConsentLost));
+                continue;
+            }
+            if s.ims.next_report() <= now {
+                s.ims.report(now);
+            }
+            if s.rtc_timeout <= now
+                && let Err(e) = s.rtc.handle_input(Input::Timeout(now))
+            {
+                tracing::debug!(error = %e, "str0m timeout");
+            }
+            self.drive(slot, now, out);
+        }
+    }
+
+    fn read_ims(&mut self, slot: usize, rtcp_port: bool, buf: &mut [u8], out: &mut [u8]) {
+        let epoch = self.epoch;
+        loop {
+            let Some(s) = self.sessions.get_mut(slot).and_then(Option::as_mut) else {
+                return;
+            };
+            let r = if rtcp_port {
+                s.ims.recv_rtcp(buf)
+            } else {
+                s.ims.recv_rtp(buf)
+            };
+            let (n, src) = match r {
+                Ok(x) => x,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => continue,
+            };
+            let now = Instant::now();
+            let data = &buf[..n];
+            // RFC 5761 §4: on a muxed port, PT 200..=204 (marker bit folded in) is RTCP.
+            let is_rtcp = rtcp_port || data.get(1).is_some_and(|b| (192..=223).contains(b));
+            if !s.ims.accept_source(src, rtcp_port) {
+                Stats::add(&self.stats.dropped, 1);
+                continue;
+            }
+            if is_rtcp {
+                s.ims.on_rtcp(data, now);
+                continue;
+            }
+            let Some(rtp) = ims_leg::parse_rtp(data) else {
+                Stats::add(&self.stats.dropped, 1);
+                continue;
+            };
+            s.ims.on_rtp(&rtp, now, epoch);
+            if !s.to_browser {
+                continue; // held toward the browser (RFC 3264 §8.4)
+            }
+            if relay_to_browser(s, &rtp, now) {
+                Stats::add(&self.stats.packets_to_browser, 1);
+                Stats::add(&self.stats.bytes_to_browser, rtp.payload.len() as u64);
+                // Each write is polled out before the next (str0m queues per stream).
+                self.drive(slot, now, out);
+            } else {
+                Stats::add(&self.stats.dropped, 1);
+            }
+        }
+    }
+}
+
+/// Browser → IMS: the decrypted RTP str0m gives in RTP mode, renumbered and sent on.
+fn relay_to_ims(s: &mut Session, p: &str0m::rtp::RtpPacket, now: Instant, out: &mut [u8], stats: &Stats) {
+    if !s.to_ims {
+        return;
+    }
+    let frame = Frame {
+        pt: *p.header.payload_type,
+        seq: p.header.sequence_number,
+        timestamp: p.header.timestamp,
+        marker: p.header.marker,
+        payload: &p.payload,
+    };
+    if out.len() < 12 {
+        return;
+    }
+    let (head, body) = out.split_at_mut(12);
+    let Some((pt, n)) = s.relay.relay(Way::ToIms, &frame, body) else {
+        Stats::add(&stats.dropped, 1);
+        return;
+    };
+    let mut h = [0u8; 12];
+    ims_leg::write_rtp_header(&mut h, pt, frame.marker, frame.seq, frame.timestamp, s.ims.ssrc);
+    head.copy_from_slice(&h);
+    if s.ims.send_rtp(&out[..12 + n], frame.timestamp, now) {
+        Stats::add(&stats.packets_to_ims, 1);
+        Stats::add(&stats.bytes_to_ims, n as u64);
+    }
+}
+
+/// IMS → browser: renumbered, written through str0m's direct API so str0m encrypts it.
+fn relay_to_browser(s: &mut Session, rtp: &ims_leg::RtpView<'_>, now: Instant) -> bool {
+    let Some(mid) = s.mid else {
+        return false;
+    };
+    let frame = Frame {
+        pt: rtp.pt,
+        seq: rtp.seq,
+        timestamp: rtp.timestamp,
+        marker: rtp.marker,
+        payload: rtp.payload,
+    };
+    let mut tmp = [0u8; BUF];
+    let Some((pt, n)) = s.relay.relay(Way::ToBrowser, &frame, &mut tmp) else {
+        return false;
+    };
+    let seq = s.seq_out.next(rtp.ssrc, rtp.seq);
+    let mut api = s.rtc.direct_api();
+    let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+        return false;
+    };
+    // str0m takes the payload as Arc<[u8]>: one allocation per packet on this path.
+    let w = RtpWrite::new(pt.into(), seq.into(), rtp.timestamp, now, Arc::<[u8]>::from(&tmp[..n]))
+        .marker(rtp.marker);
+    tx.write_rtp(w);
+    true
+}
+
+fn next_deadline(s: &Session, inactivity: Duration) -> Instant {
+    let mut d = s.rtc_timeout.min(s.ims.next_report());
+    if let Some(c) = s.consent_at {
+        d = d.min(c + inactivity);
+    }
+    d
+}
+
+/// The local (our) ufrag of a STUN binding request: USERNAME is "local:remote" (RFC 8445
+/// §7.2.2), read without allocating. None for anything malformed.
+pub(crate) fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
+    if data.len() < 20 || data[4..8] != [0x21, 0x12, 0xA4, 0x42] {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([data[2], data[3]]));
+    let body = data.get(20..20 + len)?;
+    let mut off = 0;
+    while let Some(h) = body.get(off..off + 4) {
+        let t = u16::from_be_bytes([h[0], h[1]]);
+        let l = usize::from(u16::from_be_bytes([h[2], h[3]]));
+        let v = body.get(off + 4..off + 4 + l)?;
+        if t == 0x0006 {
+            let user = std::str::from_utf8(v).ok()?;
+            return user.split(':').next();
+        }
+        off += 4 + l.div_ceil(4) * 4;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stun(username: &[u8]) -> Vec<u8> {
+        let mut attr = vec![0x00, 0x06];
+        attr.extend_from_slice(&(username.len() as u16).to_be_bytes());
+        attr.extend_from_slice(username);
+        while attr.len() % 4 != 0 {
+            attr.push(0);
+        }
+        let mut m = vec![0x00, 0x01];
+        m.extend_from_slice(&(attr.len() as u16).to_be_bytes());
+        m.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+        m.extend_from_slice(&[7; 12]);
+        m.extend_from_slice(&attr);
+        m
+    }
+
+    #[test]
+    fn stun_username_names_our_ufrag_first_rfc8445_7_2_2() {
+        assert_eq!(stun_local_ufrag(&stun(b"ours:theirs")), Some("ours"));
+    }
+
+    #[test]
+    fn malformed_stun_is_no_ufrag_never_a_panic() {
+        assert_eq!(stun_local_ufrag(&[0, 1, 0, 0]), None);
+        let mut m = stun(b"a:b");
+        m[3] = 200; // length past the end
+        assert_eq!(stun_local_ufrag(&m), None);
+        let mut m = stun(b"a:b");
+        m[22] = 0xff; // attribute length past the end
+        assert_eq!(stun_local_ufrag(&m), None);
+        let mut m = stun(b"\xff\xfe:b");
+        m.truncate(m.len());
+        assert_eq!(stun_local_ufrag(&m), None, "not UTF-8");
+        for n in 0..m.len() {
+            let _ = stun_local_ufrag(&m[..n]);
+        }
+    }
+}

@@ -1,0 +1,670 @@
+//! One call's media: the browser leg (a str0m `Rtc`, ICE-lite, DTLS-SRTP, RTP mode) beside its
+//! IMS leg, and the offer/answer state between the two SDPs.
+//!
+//! Owns: the call's `Rtc`, its [`ImsLeg`], the negotiated codecs/directions of both legs, the
+//! payload-type map, and turning each command's SDP into the other leg's SDP. A re-offer from
+//! either side never restarts ICE or DTLS: the same `Rtc` (same ufrag, password, certificate and
+//! DTLS role) and the same IMS port serve the call until it ends (TS 23.334 §5.20).
+//! Must not touch: sockets other than its own IMS pair, other sessions, the demux tables.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::config::{CryptoProvider, DtlsCert};
+use str0m::format::{Codec, FormatParams};
+use str0m::media::{Frequency, MediaKind, Mid};
+use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
+
+use crate::CallRef;
+use crate::codec::{PassThrough, PtMap};
+use crate::ims_leg::ImsLeg;
+use crate::sdp::{self, AudioDesc, CodecName, Direction, ImsSdp, RtpMap, SdpError};
+
+/// What every session shares: the process's one DTLS certificate, crypto, host candidates.
+pub struct RtcContext {
+    pub crypto: Arc<CryptoProvider>,
+    pub cert: DtlsCert,
+    pub candidates: Vec<SocketAddr>,
+}
+
+/// A command that cannot be done: the SIP status and `Warning` text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub warning: String,
+}
+
+impl Refusal {
+    pub fn sdp(e: impl std::fmt::Display) -> Refusal {
+        Refusal {
+            status: 488,
+            warning: e.to_string(),
+        }
+    }
+}
+
+impl From<SdpError> for Refusal {
+    fn from(e: SdpError) -> Refusal {
+        Refusal::sdp(e)
+    }
+}
+
+/// Where the offer/answer exchange of this call stands.
+enum Negotiation {
+    Idle,
+    /// The browser offered; the IMS offer went out; the IMS answer is awaited.
+    AwaitImsAnswer {
+        offer: Box<SdpOffer>,
+        browser: AudioDesc,
+        offered: Vec<RtpMap>,
+    },
+    /// The IMS offered; the WebRTC offer went out; the browser answer is awaited.
+    AwaitBrowserAnswer {
+        pending: Option<Box<SdpPendingOffer>>,
+        ims: AudioDesc,
+        offered: Vec<RtpMap>,
+    },
+}
+
+/// The last IMS answer applied, kept to recognise a retransmission (183 then 200 with the
+/// same body) and to re-narrow str0m's answer when another early dialog answers.
+struct Answered {
+    ims_sdp: String,
+    str0m_answer: String,
+    browser: AudioDesc,
+    offered: Vec<RtpMap>,
+    sent: String,
+}
+
+pub struct Session {
+    pub call: CallRef,
+    pub ufrag: String,
+    pub rtc: Rtc,
+    pub ims: ImsLeg,
+    /// The seam between legs (a transcoder later).
+    pub relay: PassThrough,
+    pub mid: Option<Mid>,
+    /// Browser transport addresses seen in valid-looking STUN (for demux and cleanup).
+    pub browser_addrs: Vec<SocketAddr>,
+    /// RFC 7675: when consent was last refreshed; None until the browser-side SDP went out.
+    pub consent_at: Option<Instant>,
+    /// Whether media may flow browser→IMS / IMS→browser (hold: RFC 3264 §8.4).
+    pub to_ims: bool,
+    pub to_browser: bool,
+    /// Extended RTP sequence toward the browser (SRTP index, RFC 3711 §3.3.1).
+    pub seq_out: SeqOut,
+    pub rtc_timeout: Instant,
+    /// The earliest deadline queued in the engine's timer heap for this session.
+    pub scheduled: Option<Instant>,
+    session_id: u64,
+    version: u64,
+    /// Codecs the `Rtc` was built with (its PTs); str0m cannot add codecs later.
+    rtc_codecs: Vec<RtpMap>,
+    state: Negotiation,
+    answered: Option<Answered>,
+}
+
+impl Session {
+    /// The browser's initial offer: builds the `Rtc` (not answered yet) and the IMS offer.
+    pub fn from_browser_offer(
+        call: CallRef,
+        sdp_text: &str,
+        ctx: &RtcContext,
+        ims: ImsLeg,
+        now: Instant,
+    ) -> Result<(Session, String), (Refusal, ImsLeg)> {
+        let checked = check_browser_offer(sdp_text);
+        let (browser, common, offer) = match checked {
+            Ok(c) => c,
+            Err(r) => return Err((r, ims)),
+        };
+        let (rtc, ufrag) = build_rtc(ctx, &common, now);
+        let mut s = Session::new(call, rtc, ufrag, ims, common.clone(), now);
+        s.mid = browser.mid.as_deref().map(Mid::from);
+        let out = s.ims_offer(&browser, &common);
+        s.state = Negotiation::AwaitImsAnswer {
+            offer: Box::new(offer),
+            browser,
+            offered: common,
+        };
+        Ok((s, out))
+    }
+
+    /// The IMS's initial offer: builds the `Rtc` as offerer and the WebRTC offer.
+    pub fn from_ims_offer(
+        call: CallRef,
+        sdp_text: &str,
+        ctx: &RtcContext,
+        ims: ImsLeg,
+        now: Instant,
+    ) -> Result<(Session, String), (Refusal, ImsLeg)> {
+        let (desc, common) = match check_ims_sdp(sdp_text).and_then(|d| {
+            let c = d.common()?;
+            Ok((d, c))
+        }) {
+            Ok(x) => x,
+            Err(r) => return Err((r.into(), ims)),
+        };
+        let (rtc, ufrag) = build_rtc(ctx, &common, now);
+        let mut s = Session::new(call, rtc, ufrag, ims, common.clone(), now);
+        s.set_ims_peer(&desc);
+        let mut api = s.rtc.sdp_api();
+        let mid = api.add_media(MediaKind::Audio, to_str0m(desc.direction), None, None, None);
+        let Some((offer, pending)) = api.apply() else {
+            // add_media always makes a change that needs negotiation.
+            let ims = s.ims;
+            return Err((Refusal::sdp("WebRTC offer could not be made"), ims));
+        };
+        s.mid = Some(mid);
+        s.consent_at = Some(now);
+        s.state = Negotiation::AwaitBrowserAnswer {
+            pending: Some(Box::new(pending)),
+            ims: desc,
+            offered: common,
+        };
+        Ok((s, offer.to_sdp_string()))
+    }
+
+    fn new(
+        call: CallRef,
+        rtc: Rtc,
+        ufrag: String,
+        ims: ImsLeg,
+        rtc_codecs: Vec<RtpMap>,
+        now: Instant,
+    ) -> Session {
+        Session {
+            call,
+            ufrag,
+            rtc,
+            ims,
+            relay: PassThrough::default(),
+            mid: None,
+            browser_addrs: Vec::new(),
+            consent_at: None,
+            to_ims: false,
+            to_browser: false,
+            seq_out: SeqOut::default(),
+            rtc_timeout: now,
+            scheduled: None,
+            session_id: u64::from(rand::random::<u32>()),
+            version: 0,
+            rtc_codecs,
+            state: Negotiation::Idle,
+            answered: None,
+        }
+    }
+
+    /// A browser re-offer (hold, resume, codec change): a new IMS offer on the same port.
+    pub fn browser_reoffer(&mut self, sdp_text: &str) -> Result<String, Refusal> {
+        let (browser, common, offer) = check_browser_offer(sdp_text)?;
+        let common: Vec<RtpMap> = common
+            .into_iter()
+            .filter(|c| self.rtc_codecs.iter().any(|r| r.same_codec(c)))
+            .collect();
+        if !common.iter().any(|c| c.carried() != Some(CodecName::TelephoneEvent)) {
+            return Err(Refusal::sdp(
+                "re-offer has none of the call's codecs (imsgw cannot add a codec mid-call)",
+            ));
+        }
+        let out = self.ims_offer(&browser, &common);
+        self.state = Negotiation::AwaitImsAnswer {
+            offer: Box::new(offer),
+            browser,
+            offered: common,
+        };
+        Ok(out)
+    }
+
+    fn ims_offer(&mut self, browser: &AudioDesc, codecs: &[RtpMap]) -> String {
+        self.version += 1;
+        ImsSdp {
+            session_id: self.session_id,
+            version: self.version,
+            addr: self.ims_addr(),
+            port: self.ims.port,
+            codecs,
+            // The gateway stands toward the IMS as the browser stands toward it.
+            direction: browser.direction,
+            rtcp_mux: true,
+        }
+        .build()
+    }
+
+    fn ims_addr(&self) -> std::net::IpAddr {
+        self.ims
+            .rtp
+            .local_addr()
+            .map(|a| a.ip())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+    }
+
+    /// The IMS answered the offer made from the browser's; gives the browser-side answer.
+    pub fn ims_answer(&mut self, sdp_text: &str, now: Instant) -> Result<String, Refusal> {
+        match std::mem::replace(&mut self.state, Negotiation::Idle) {
+            Negotiation::AwaitImsAnswer {
+                offer,
+                browser,
+                offered,
+            } => {
+                let desc = match check_ims_sdp(sdp_text) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        self.state = Negotiation::AwaitImsAnswer {
+                            offer,
+                            browser,
+                            offered,
+                        };
+                        return Err(e.into());
+                    }
+                };
+                let chosen = match chosen_of(&desc, &offered) {
+                    Ok(c) => c,
+                    Err(r) => {
+                        self.state = Negotiation::AwaitImsAnswer {
+                            offer,
+                            browser,
+                            offered,
+                        };
+                        return Err(r);
+                    }
+                };
+                let raw = self
+                    .rtc
+                    .sdp_api()
+                    .accept_offer(*offer)
+                    .map_err(|e| Refusal::sdp(format!("browser offer not accepted: {e}")))?
+                    .to_sdp_string();
+                let sent = self.apply_ims_answer(&desc, &browser, &offered, &chosen, &raw, now);
+                self.answered = Some(Answered {
+                    ims_sdp: sdp_text.to_string(),
+                    str0m_answer: raw,
+                    browser,
+                    offered,
+                    sent: sent.clone(),
+                });
+                Ok(sent)
+            }
+            other => {
+                self.state = other;
+                let Some(prev) = self.answered.take() else {
+                    return Err(Refusal::sdp("no offer toward the IMS is outstanding"));
+                };
+                if prev.ims_sdp == sdp_text {
+                    let sent = prev.sent.clone();
+                    self.answered = Some(prev);
+                    return Ok(sent);
+                }
+                // Another answer to the same offer (another early dialog, or its 200):
+                // follow its peer and codec; the browser's transport stays as it is.
+                let result = check_ims_sdp(sdp_text)
+                    .map_err(Refusal::from)
+                    .and_then(|d| chosen_of(&d, &prev.offered).map(|c| (d, c)));
+                let (desc, chosen) = match result {
+                    Ok(x) => x,
+                    Err(r) => {
+                        self.answered = Some(prev);
+                        return Err(r);
+                    }
+                };
+                let sent = self.apply_ims_answer(
+                    &desc,
+                    &prev.browser,
+                    &prev.offered,
+                    &chosen,
+                    &prev.str0m_answer,
+                    now,
+                );
+                self.answered = Some(Answered {
+                    ims_sdp: sdp_text.to_string(),
+                    sent: sent.clone(),
+                    ..prev
+                });
+                Ok(sent)
+            }
+        }
+    }
+
+    fn apply_ims_answer(
+        &mut self,
+        ims: &AudioDesc,
+        browser: &AudioDesc,
+        offered: &[RtpMap],
+        chosen: &[RtpMap],
+        str0m_answer: &str,
+        now: Instant,
+    ) -> String {
+        let browser_side: Vec<RtpMap> = offered
+            .iter()
+            .filter(|o| chosen.iter().any(|c| c.same_codec(o)))
+            .cloned()
+            .collect();
+        self.set_ims_peer(ims);
+        self.set_media(&browser_side, chosen, browser.direction, ims.direction);
+        if self.consent_at.is_none() {
+            self.consent_at = Some(now);
+        }
+        // The gateway stands toward the browser as the IMS stands toward it (RFC 3264 §6.1:
+        // within what the browser offered).
+        let dir = ims.direction.and(browser.direction.reversed());
+        let keep: Vec<u8> = browser_side.iter().map(|c| c.pt).collect();
+        sdp::narrow_answer(str0m_answer, &keep, dir)
+    }
+
+    /// An IMS re-offer: a WebRTC offer from the same `Rtc` (no ICE or DTLS restart).
+    pub fn ims_reoffer(&mut self, sdp_text: &str, now: Instant) -> Result<String, Refusal> {
+        let desc = check_ims_sdp(sdp_text)?;
+        let common: Vec<RtpMap> = desc
+            .common()?
+            .into_iter()
+            .filter(|c| self.rtc_codecs.iter().any(|r| r.same_codec(c)))
+            .collect();
+        if !common.iter().any(|c| c.carried() != Some(CodecName::TelephoneEvent)) {
+            return Err(Refusal::sdp(
+                "re-offer has none of the call's codecs (imsgw cannot add a codec mid-call)",
+            ));
+        }
+        let Some(mid) = self.mid else {
+            return Err(Refusal::sdp("call has no negotiated audio yet"));
+        };
+        let want = to_str0m(desc.direction);
+        let mut api = self.rtc.sdp_api();
+        // str0m offers only when something changed; a re-offer that changes nothing for the
+        // browser (a session refresh, a codec subset) still needs a real offer, so the
+        // direction is stepped through another value and back.
+        let other = if want == str0m::media::Direction::Inactive {
+            str0m::media::Direction::SendRecv
+        } else {
+            str0m::media::Direction::Inactive
+        };
+        api.set_direction(mid, other);
+        api.set_direction(mid, want);
+        let Some((offer, pending)) = api.apply() else {
+            return Err(Refusal::sdp("WebRTC re-offer could not be made"));
+        };
+        self.set_ims_peer(&desc);
+        let _ = now;
+        self.state = Negotiation::AwaitBrowserAnswer {
+            pending: Some(Box::new(pending)),
+            ims: desc,
+            offered: common,
+        };
+        Ok(offer.to_sdp_string())
+    }
+
+    /// The browser answered the WebRTC offer; gives the IMS-side answer.
+    pub fn browser_answer(&mut self, sdp_text: &str, now: Instant) -> Result<String, Refusal> {
+        let Negotiation::AwaitBrowserAnswer {
+            pending,
+            ims,
+            offered,
+        } = std::mem::replace(&mut self.state, Negotiation::Idle)
+        else {
+            return Err(Refusal::sdp("no WebRTC offer is outstanding"));
+        };
+        let parsed = sdp::parse_audio(sdp_text)
+            .map_err(Refusal::from)
+            .and_then(|b| {
+                SdpAnswer::from_sdp_string(sdp_text)
+                    .map(|a| (b, a))
+                    .map_err(|e| Refusal::sdp(format!("browser answer unreadable: {e}")))
+            });
+        let (browser, answer) = match parsed {
+            Ok(x) => x,
+            Err(r) => {
+                self.state = Negotiation::AwaitBrowserAnswer {
+                    pending,
+                    ims,
+                    offered,
+                };
+                return Err(r);
+            }
+        };
+        if let Some(p) = pending {
+            self.rtc
+                .sdp_api()
+                .accept_answer(*p, answer)
+                .map_err(|e| Refusal::sdp(format!("browser answer not accepted: {e}")))?;
+        }
+        let kept: Vec<RtpMap> = browser
+            .carried()
+            .into_iter()
+            .filter(|b| offered.iter().any(|o| o.same_codec(b)))
+            .collect();
+        let ims_chosen: Vec<RtpMap> = offered
+            .iter()
+            .filter(|o| kept.iter().any(|k| k.same_codec(o)))
+            .cloned()
+            .collect();
+        if !ims_chosen.iter().any(|c| c.carried() != Some(CodecName::TelephoneEvent)) {
+            return Err(Refusal::sdp("browser answer kept no codec the IMS offered"));
+        }
+        self.set_media(&kept, &ims_chosen, browser.direction, ims.direction);
+        if self.consent_at.is_none() {
+            self.consent_at = Some(now);
+        }
+        self.version += 1;
+        Ok(ImsSdp {
+            session_id: self.session_id,
+            version: self.version,
+            addr: self.ims_addr(),
+            port: self.ims.port,
+            codecs: &ims_chosen,
+            // Mirrored: the gateway stands toward the IMS as the browser stands toward it.
+            direction: browser.direction.and(ims.direction.reversed()),
+            rtcp_mux: ims.rtcp_mux,
+        }
+        .build())
+    }
+
+    fn set_ims_peer(&mut self, ims: &AudioDesc) {
+        if let Some(addr) = ims.addr.filter(|a| !a.is_unspecified()) {
+            let rtp = SocketAddr::new(addr, ims.port);
+            let rtcp = ims
+                .rtcp
+                .map(|(p, a)| SocketAddr::new(a.unwrap_or(addr), p));
+            self.ims.set_peer(rtp, rtcp, ims.rtcp_mux);
+        }
+    }
+
+    fn set_media(
+        &mut self,
+        browser: &[RtpMap],
+        ims: &[RtpMap],
+        browser_dir: Direction,
+        ims_dir: Direction,
+    ) {
+        self.relay.pts = PtMap::new(browser, ims);
+        // RFC 3264 §8.4 hold: nothing flows in a held direction.
+        self.to_ims = browser_dir.sends() && ims_dir.receives();
+        self.to_browser = ims_dir.sends() && browser_dir.receives();
+        if let Some(c) = ims.iter().find(|c| c.carried() != Some(CodecName::TelephoneEvent)) {
+            self.ims.clock = c.clock;
+        }
+    }
+}
+
+fn check_browser_offer(text: &str) -> Result<(AudioDesc, Vec<RtpMap>, SdpOffer), Refusal> {
+    let desc = sdp::parse_audio(text)?;
+    let common = desc.common()?;
+    if desc.port == 0 {
+        return Err(Refusal::sdp("browser offer's audio m-line is disabled (port 0)"));
+    }
+    let offer = SdpOffer::from_sdp_string(text)
+        .map_err(|e| Refusal::sdp(format!("browser offer unreadable: {e}")))?;
+    Ok((desc, common, offer))
+}
+
+fn check_ims_sdp(text: &str) -> Result<AudioDesc, SdpError> {
+    let desc = sdp::parse_audio(text)?;
+    if !desc.proto.eq_ignore_ascii_case("RTP/AVP") {
+        return Err(SdpError::NotRtpAvp(desc.proto));
+    }
+    if desc.addr.is_none() {
+        return Err(SdpError::NoAddress);
+    }
+    Ok(desc)
+}
+
+/// The codecs an IMS answer chose among those offered (with the IMS's PT numbers).
+fn chosen_of(desc: &AudioDesc, offered: &[RtpMap]) -> Result<Vec<RtpMap>, Refusal> {
+    if desc.port == 0 {
+        return Err(Refusal::sdp("the IMS rejected the audio stream (port 0)"));
+    }
+    let chosen: Vec<RtpMap> = desc
+        .carried()
+        .into_iter()
+        .filter(|c| offered.iter().any(|o| o.same_codec(c)))
+        .collect();
+    if !chosen.iter().any(|c| c.carried() != Some(CodecName::TelephoneEvent)) {
+        let names: Vec<String> = desc
+            .codecs
+            .iter()
+            .map(|c| format!("{}/{}", c.encoding, c.clock))
+            .collect();
+        return Err(Refusal::sdp(format!(
+            "IMS answer has no codec imsgw offered ({} answered)",
+            if names.is_empty() { "none".into() } else { names.join(", ") }
+        )));
+    }
+    Ok(chosen)
+}
+
+fn to_str0m(d: Direction) -> str0m::media::Direction {
+    match d {
+        Direction::SendRecv => str0m::media::Direction::SendRecv,
+        Direction::SendOnly => str0m::media::Direction::SendOnly,
+        Direction::RecvOnly => str0m::media::Direction::RecvOnly,
+        Direction::Inactive => str0m::media::Direction::Inactive,
+    }
+}
+
+fn random_token(len: usize) -> String {
+    use rand::Rng as _;
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+/// An `Rtc` for the browser leg: ICE-lite, RTP mode, the shared certificate, fresh ICE
+/// credentials (RFC 8445 §5.3: ufrag ≥ 24 bits, password ≥ 128 bits of randomness), exactly
+/// the given codecs with their payload types.
+fn build_rtc(ctx: &RtcContext, codecs: &[RtpMap], now: Instant) -> (Rtc, String) {
+    let ufrag = random_token(16);
+    let creds = IceCreds {
+        ufrag: ufrag.clone(),
+        pass: random_token(32),
+    };
+    let mut cfg = RtcConfig::new()
+        .set_crypto_provider(ctx.crypto.clone())
+        .set_dtls_cert(ctx.cert.clone())
+        .set_ice_lite(true)
+        .set_rtp_mode(true)
+        .set_local_ice_credentials(creds)
+        .clear_codecs();
+    let cc = cfg.codec_config();
+    for c in codecs {
+        let fmtp = c.fmtp.as_deref().map(FormatParams::parse_line).unwrap_or_default();
+        match c.carried() {
+            Some(CodecName::Pcmu) if c.pt == 0 => cc.enable_pcmu(true, false),
+            Some(CodecName::Pcma) if c.pt == 8 => cc.enable_pcma(true, false),
+            Some(CodecName::G722) if c.pt == 9 => cc.enable_g722(true, false),
+            Some(CodecName::Opus) => cc.add_config(
+                c.pt.into(),
+                None,
+                Codec::Opus,
+                Frequency::FORTY_EIGHT_KHZ,
+                Some(2),
+                fmtp,
+            ),
+            Some(CodecName::TelephoneEvent) => {
+                let clock = if c.clock == 48000 {
+                    Frequency::FORTY_EIGHT_KHZ
+                } else {
+                    Frequency::EIGHT_KHZ
+                };
+                cc.add_config(c.pt.into(), None, Codec::Tele, clock, None, fmtp)
+            }
+            // A static codec on a dynamic number: str0m knows these only by their numbers.
+            _ => {}
+        }
+    }
+    let mut rtc = cfg.build(now);
+    for addr in &ctx.candidates {
+        match Candidate::host(*addr, "udp") {
+            Ok(c) => {
+                rtc.add_local_candidate(c);
+            }
+            Err(e) => tracing::warn!(%addr, error = %e, "host candidate refused"),
+        }
+    }
+    (rtc, ufrag)
+}
+
+/// Extends the IMS side's 16-bit sequence numbers into str0m's 64-bit SRTP index, and keeps
+/// it increasing when the IMS peer restarts its stream (new SSRC, e.g. after a long hold), so
+/// the browser's SRTP replay window never sees an old index (RFC 3711 §3.3.2).
+#[derive(Debug, Default, Clone)]
+pub struct SeqOut {
+    ssrc: Option<u32>,
+    last_in: u16,
+    last_out: u64,
+}
+
+impl SeqOut {
+    pub fn next(&mut self, ssrc: u32, seq: u16) -> u64 {
+        match self.ssrc {
+            Some(s) if s == ssrc => {
+                let delta = seq.wrapping_sub(self.last_in) as i16;
+                self.last_in = seq;
+                let out = (self.last_out as i64 + i64::from(delta)).max(1) as u64;
+                if out > self.last_out {
+                    self.last_out = out;
+                }
+                out
+            }
+            first => {
+                self.ssrc = Some(ssrc);
+                self.last_in = seq;
+                // A new stream continues after the old one; the very first starts at its own
+                // number (ROC 0).
+                self.last_out = if first.is_some() {
+                    self.last_out + 1
+                } else {
+                    u64::from(seq).max(1)
+                };
+                self.last_out
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_out_extends_across_wrap_rfc3711_3_3_1() {
+        let mut s = SeqOut::default();
+        assert_eq!(s.next(7, 65534), 65534);
+        assert_eq!(s.next(7, 65535), 65535);
+        assert_eq!(s.next(7, 0), 65536);
+        assert_eq!(s.next(7, 1), 65537);
+        // Reordered: an older index, not a jump of a whole cycle.
+        assert_eq!(s.next(7, 0), 65536);
+        assert_eq!(s.next(7, 2), 65538);
+    }
+
+    #[test]
+    fn seq_out_continues_when_ims_restarts_stream_no_srtp_replay_rfc3711_3_3_2() {
+        let mut s = SeqOut::default();
+        assert_eq!(s.next(1, 5000), 5000);
+        // After a long hold the peer resumes with a new SSRC and a low sequence number.
+        assert_eq!(s.next(2, 3), 5001);
+        assert_eq!(s.next(2, 4), 5002);
+    }
+}
