@@ -24,6 +24,22 @@ export const ui = {
   announce: el<HTMLElement>('announce'),
   callAccept: el<HTMLButtonElement>('call-accept'),
   callReject: el<HTMLButtonElement>('call-reject'),
+  phone: el<HTMLElement>('phone'),
+  callState: el<HTMLElement>('call-state'),
+  callTimer: el<HTMLElement>('call-timer'),
+  dialForm: el<HTMLFormElement>('dial-form'),
+  dialAddress: el<HTMLInputElement>('dial-address'),
+  callStart: el<HTMLButtonElement>('call-start'),
+  keys: [...document.querySelectorAll<HTMLButtonElement>('.keypad button[data-key]')],
+  inCall: el<HTMLElement>('in-call'),
+  callPeer: el<HTMLElement>('call-peer'),
+  dtmfSent: el<HTMLElement>('dtmf-sent'),
+  callMute: el<HTMLButtonElement>('call-mute'),
+  callHold: el<HTMLButtonElement>('call-hold'),
+  callHangup: el<HTMLButtonElement>('call-hangup'),
+  levelOut: el<HTMLMeterElement>('level-out'),
+  levelIn: el<HTMLMeterElement>('level-in'),
+  remoteAudio: el<HTMLAudioElement>('remote-audio'),
   messaging: el<HTMLElement>('messaging'),
   form: el<HTMLFormElement>('msg-form'),
   to: el<HTMLInputElement>('msg-to'),
@@ -58,6 +74,14 @@ export function showSignedIn(impu: string | null): void {
   ui.signIn.hidden = inside;
   ui.welcome.hidden = inside;
   ui.messaging.hidden = !inside;
+  ui.phone.hidden = !inside;
+}
+
+/** A level meter (0..1): its value and the `data-level` the tests read. */
+export function showLevel(m: HTMLMeterElement, v: number): void {
+  const x = Math.max(0, Math.min(1, Number.isFinite(v) ? v : 0));
+  m.value = x;
+  m.dataset.level = x.toFixed(3);
 }
 
 export function clock(d: Date): string {
