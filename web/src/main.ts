@@ -61,7 +61,7 @@ let callProblem = '';
 let dtmfSent = '';
 let callTicker: ReturnType<typeof setInterval> | null = null;
 /** `?audio_processing=off`: no echo cancellation, noise suppression or AGC (tests' fake tone). */
-const processing = audioProcessingWanted(location.search);
+const processing = audioProcessingWanted(location.search, storageOrNull());
 const audio = new CallAudio(ui.remoteAudio, (out, inn) => {
   showLevel(ui.levelOut, out);
   showLevel(ui.levelIn, inn);
@@ -386,6 +386,14 @@ const callEvents: CallEvents = {
   },
   mediaLost: (id) => dispatchCall(id, { type: 'mediaLost', id }),
 };
+
+function storageOrNull(): Storage | null {
+  try {
+    return sessionStorage;
+  } catch {
+    return null;
+  }
+}
 
 function dispatchCall(id: number, ev: Event): void {
   if (callOf(machine.state)?.id === id) dispatch(ev);

@@ -8,9 +8,29 @@
  * touch: SIP, the state machine, the DOM other than the `<audio>` element it is handed.
  */
 
-/** `?audio_processing=off` turns echo cancellation, noise suppression and AGC off (tests). */
-export function audioProcessingWanted(search: string): boolean {
-  return new URLSearchParams(search).get('audio_processing') !== 'off';
+const PROCESSING_KEY = 'wic.audio_processing';
+
+/**
+ * `?audio_processing=off` turns echo cancellation, noise suppression and AGC off (tests: the
+ * fake microphone's tone is crushed by them). The choice is kept in the tab's sessionStorage,
+ * because the sign-in redirect comes back to the bare redirect URI; `?audio_processing=on`
+ * turns them back on.
+ */
+export function audioProcessingWanted(search: string, storage: Pick<Storage, 'getItem' | 'setItem'> | null): boolean {
+  const asked = new URLSearchParams(search).get('audio_processing');
+  if (asked !== null) {
+    try {
+      storage?.setItem(PROCESSING_KEY, asked);
+    } catch {
+      // No storage: the choice lasts until the next page load.
+    }
+    return asked !== 'off';
+  }
+  try {
+    return storage?.getItem(PROCESSING_KEY) !== 'off';
+  } catch {
+    return true;
+  }
 }
 
 /** What the WIC asks getUserMedia for: audio only, processing as wanted. */

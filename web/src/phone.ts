@@ -225,7 +225,7 @@ function stopAll(stream: MediaStream): void {
 function failureOf(e: EndEvent, failed: boolean): Failure | null {
   const cause = String(e.cause ?? '');
   if (e.originator === 'local') return null; // our own hang-up, cancel or rejection
-  if (!failed && cause === 'BYE') return null;
+  if (!failed && cause === 'Terminated') return null; // JsSIP's causes.BYE: a BYE came
   if (failed && cause === 'Canceled') return null; // the caller gave up (RFC 3261 §9.2)
   const msg = e.message as { status_code?: unknown; reason_phrase?: unknown; getHeader?: (n: string) => string | undefined } | null;
   if (msg && typeof msg.status_code === 'number') {

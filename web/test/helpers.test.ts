@@ -186,9 +186,14 @@ test('Warning header text (RFC 3261 §20.43)', () => {
 });
 
 test('media: ?audio_processing=off turns processing off; levels and peak', () => {
-  assert.equal(audioProcessingWanted(''), true);
-  assert.equal(audioProcessingWanted('?x=1'), true);
-  assert.equal(audioProcessingWanted('?audio_processing=off'), false);
+  const store = new Map<string, string>();
+  const st = { getItem: (k: string) => store.get(k) ?? null, setItem: (k: string, v: string) => void store.set(k, v) };
+  assert.equal(audioProcessingWanted('', st), true);
+  assert.equal(audioProcessingWanted('?x=1', null), true);
+  assert.equal(audioProcessingWanted('?audio_processing=off', st), false);
+  assert.equal(audioProcessingWanted('?code=abc&state=x', st), false, 'kept across the sign-in redirect');
+  assert.equal(audioProcessingWanted('?audio_processing=on', st), true);
+  assert.equal(audioProcessingWanted('', st), true);
   assert.deepEqual(micConstraints(false), { audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false }, video: false });
   assert.deepEqual(micConstraints(true), { audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true }, video: false });
   const sine = new Float32Array(4800).map((_, i) => 0.5 * Math.sin((2 * Math.PI * 1000 * i) / 48000));
