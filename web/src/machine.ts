@@ -244,7 +244,10 @@ function transition(m: Machine, ev: Event, now: number): Result {
       if (s.kind === 'ringingIn') return ended(m, s, r, 'missed', 'remote', null, now, []);
       if (s.kind === 'ending') return ended(m, s, r, s.since ? 'completed' : 'cancelled', 'local', null, now, []);
       const by = ev.failure && ev.failure.code === null ? 'system' : 'remote';
-      return ended(m, s, r, ev.failure ? 'failed' : 'completed', by, ev.failure, now, []);
+      if (ev.failure) return ended(m, s, r, 'failed', by, ev.failure, now, []);
+      // A normal end before the call was up: the caller gave up while we answered.
+      const wasUp = s.kind === 'active' || s.kind === 'held';
+      return ended(m, s, r, wasUp ? 'completed' : call.dir === 'in' ? 'missed' : 'cancelled', by, null, now, []);
     }
 
     case 'mediaLost': {

@@ -151,6 +151,8 @@ export class Call {
 
   private async microphone(constraints: MediaStreamConstraints): Promise<MediaStream | null> {
     try {
+      // Absent outside a secure context (a page not on https or localhost).
+      if (!navigator.mediaDevices?.getUserMedia) throw new DOMException('no getUserMedia', 'NotSupportedError');
       const stream = await navigator.mediaDevices.getUserMedia(constraints);
       if (this.over) {
         stopAll(stream);

@@ -91,6 +91,8 @@ export function microphoneInWords(errorName: string): string {
     case 'NotFoundError':
     case 'OverconstrainedError':
       return 'No microphone was found. Connect one, then try again.';
+    case 'NotSupportedError':
+      return 'This browser cannot use a microphone on this page (calls need a secure https page).';
     case 'NotReadableError':
     case 'AbortError':
       return 'The microphone could not be opened (another program may be using it).';

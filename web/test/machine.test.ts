@@ -168,6 +168,12 @@ test('machine: incoming call: ringing -> accept -> answering -> active; reject -
   assert.equal(r.m.lastEnd?.outcome, 'missed');
 });
 
+test('machine: the caller gives up while we answer -> missed', () => {
+  const { m } = run(reach('answering'), [{ type: 'ended', id: 1, failure: null }]);
+  assert.equal(m.state.kind, 'registered');
+  assert.equal(m.lastEnd?.outcome, 'missed');
+});
+
 test('machine: an accepted offer the browser cannot take (488 from JsSIP) ends as failed', () => {
   const f: Failure = { code: null, reason: '', warning: '', cause: 'WebRTC Error' };
   const { m } = run(reach('answering'), [{ type: 'ended', id: 1, failure: f }]);

@@ -1,7 +1,8 @@
 // Calls between two WIC pages through fake-gateway.mjs (it relays SIP between them; the media is
 // browser to browser WebRTC, not the eIMS-AGW): dial, ring, answer, both directions heard (the
 // fake microphones play 1000 Hz and 600 Hz tones; ?audio_processing=off), levels, timer, mute,
-// hold, RFC 4733 keys, hang-up; errors in words (486, 488 with Warning); a second caller during a
+// hold, RFC 4733 keys, hang-up; errors in words (486, 488 with Warning, microphone refused, network
+// lost during a call); a second caller during a
 // call gets 486; a call cancelled while it rings. Two Chromium processes (one tone each).
 // Needs Debian's chromium and sox. Run: npm run smoke (after build).
 import { test, before, after } from 'node:test';
@@ -111,6 +112,7 @@ test('two pages call each other: audio both ways, levels, timer, mute, hold, key
   await until(async () => (await alice.evaluate(() => window.wicMedia.stats())).audioLevel > 0.05, 'inbound-rtp audioLevel');
   console.log(`audio in ${Date.now() - tAudio} ms; alice hears ${hzAtAlice} Hz, bob hears ${hzAtBob} Hz; codec ${st.codec}`);
   await until(async () => /^00:0[1-9]$/.test(await text(alice, 'call-timer')), 'the timer runs');
+  if (process.env.WIC_SCREENSHOT) await alice.screenshot({ path: process.env.WIC_SCREENSHOT.replace(/(\.png)?$/, '-in-call.png'), fullPage: true });
 
   // mute: bob hears silence; unmute: the tone again
   await alice.getByTestId('call-mute').click();
@@ -167,6 +169,32 @@ test('two pages call each other: audio both ways, levels, timer, mute, hold, key
   for (const p of [alice, bob]) {
     assert.equal(await p.evaluate(() => window.wicMedia.machine().ignored), 0, 'no event ignored in normal use');
   }
+
+  // the microphone refused: words, no INVITE
+  const invites = gw.st.relayed.length;
+  await alice.evaluate(() => {
+    navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('denied', 'NotAllowedError'));
+  });
+  await alice.getByTestId('dial-address').fill('bob');
+  await alice.getByTestId('call-start').click();
+  await until(async () => /Microphone permission was denied/.test(await text(alice, 'error')), 'permission denied in words');
+  assert.equal(await text(alice, 'call-state'), 'ended');
+  assert.equal(gw.st.relayed.length, invites, 'no INVITE without a microphone');
+  await alice.reload(); // the real getUserMedia again (and a new sign-in)
+  gw.st.nextImpu = 'sip:alice@ims.example';
+  await alice.getByTestId('signin-button').click();
+  await until(async () => (await text(alice, 'reg-state')) === 'Registered', 'alice Registered again');
+
+  // the network goes during a call: the call ends as "network lost", the page registers again
+  await alice.getByTestId('dial-address').fill('bob');
+  await alice.getByTestId('call-start').click();
+  await bob.getByTestId('call-accept').click();
+  await until(async () => (await text(alice, 'call-state')) === 'active', 'active again');
+  gw.restart(500);
+  await until(async () => (await text(alice, 'call-state')) === 'ended' && (await text(bob, 'call-state')) === 'ended', 'both ended by the network');
+  await until(async () => (await text(alice, 'reg-state')) === 'Registered', 'registered after the loss', 30000);
+  await until(async () => /^Network lost/.test(await text(alice, 'error')), 'network lost in words');
+  problems.splice(0, problems.length, ...problems.filter((p) => !/WebSocket connection to '.*' failed/.test(p)));
   if (process.env.WIC_SCREENSHOT) await alice.screenshot({ path: process.env.WIC_SCREENSHOT.replace(/(\.png)?$/, '-calls.png'), fullPage: true });
   assert.deepEqual(problems, [], 'no console errors or warnings');
 });
