@@ -25,9 +25,9 @@ import type { RTCSession } from 'jssip/lib/RTCSession';
 import { Call, Phone, type CallEvents, type RegState } from './phone';
 import { refreshDelayMs, registerRetryDelayMs } from './timing';
 import { callEndInWords, deliveryInWords, statusInWords } from './words';
-import { addIncoming, addOutgoing, clock, setText, showLevel, showRegState, showSignedIn, ui } from './ui';
-import { callOf, callStateText, callTimer, initial, regOf, step, type CallEnd, type Effect, type Event, type Machine } from './machine';
-import { audioProcessingWanted, CallAudio, micConstraints, type RtpStats } from './media';
+import { addIncoming, addOutgoing, clock, hideRinging, setText, showCall, showLevel, showRegState, showRinging, showSignedIn, typeIntoAddress, ui } from './ui';
+import { callOf, initial, regOf, step, type CallEnd, type Effect, type Event, type Machine } from './machine';
+import { audioProcessingWanted, CallAudio, installTestHooks, micConstraints, tabStorage } from './media';
 
 /** The signed-in person. Tokens live here, in memory, and nowhere else. */
 interface Session {
@@ -61,7 +61,7 @@ let callProblem = '';
 let dtmfSent = '';
 let callTicker: ReturnType<typeof setInterval> | null = null;
 /** `?audio_processing=off`: no echo cancellation, noise suppression or AGC (tests' fake tone). */
-const processing = audioProcessingWanted(location.search, storageOrNull());
+const processing = audioProcessingWanted(location.search, tabStorage());
 const audio = new CallAudio(ui.remoteAudio, (out, inn) => {
   showLevel(ui.levelOut, out);
   showLevel(ui.levelIn, inn);
@@ -75,23 +75,7 @@ const MSG = {
   notRegistered: 'You are not registered right now, so calls cannot be made. Try again when the status shows Registered.',
 };
 
-declare global {
-  interface Window {
-    /** Test hooks for the Chromium audio tests (see README). */
-    wicMedia: {
-      stats(): Promise<RtpStats>;
-      peakHz(): Promise<number>;
-      pc(): RTCPeerConnection | null;
-      machine(): { state: string; ignored: number; lastIgnored: string };
-    };
-  }
-}
-window.wicMedia = {
-  stats: () => audio.stats(),
-  peakHz: async () => audio.peakHz(),
-  pc: () => audio.peerConnection(),
-  machine: () => ({ state: machine.state.kind, ignored: machine.ignored, lastIgnored: machine.lastIgnored }),
-};
+installTestHooks(audio, () => machine);
 
 void init();
 
@@ -387,14 +371,6 @@ const callEvents: CallEvents = {
   mediaLost: (id) => dispatchCall(id, { type: 'mediaLost', id }),
 };
 
-function storageOrNull(): Storage | null {
-  try {
-    return sessionStorage;
-  } catch {
-    return null;
-  }
-}
-
 function dispatchCall(id: number, ev: Event): void {
   if (callOf(machine.state)?.id === id) dispatch(ev);
 }
@@ -449,19 +425,8 @@ function enteredState(before: Machine): void {
   }
   if (machine.lastEnd && machine.lastEnd !== before.lastEnd) ended(machine.lastEnd);
   const ringing = machine.state.kind === 'ringingIn';
-  if (ringing && before.state.kind !== 'ringingIn' && now) {
-    setText(ui.callFrom, `Incoming call from ${now.name}`);
-    ui.call.dataset.from = now.uri;
-    // The card appears; screen readers hear it through an assertive live region.
-    setText(ui.announce, `Incoming call from ${now.name}`);
-  }
-  if (!ringing && before.state.kind === 'ringingIn') {
-    setText(ui.announce, '');
-    const hadFocus = ui.call.contains(document.activeElement);
-    delete ui.call.dataset.from;
-    ui.call.hidden = true;
-    if (hadFocus) (now ? ui.callHangup : ui.dialAddress).focus();
-  }
+  if (ringing && before.state.kind !== 'ringingIn' && now) showRinging(now);
+  if (!ringing && before.state.kind === 'ringingIn') hideRinging(now !== null);
   if (was && !now && ui.inCall.contains(document.activeElement)) ui.dialAddress.focus();
 }
 
@@ -580,11 +545,7 @@ function key(k: string): void {
     dispatch({ type: 'dtmf', tone: k });
     return;
   }
-  const f = ui.dialAddress;
-  const at = f.selectionStart ?? f.value.length;
-  const to = f.selectionEnd ?? at;
-  f.value = f.value.slice(0, at) + k + f.value.slice(to);
-  f.setSelectionRange(at + 1, at + 1);
+  typeIntoAddress(k);
   dialError('');
 }
 
@@ -654,38 +615,6 @@ function render(): void {
   renderCall();
 }
 
-/** The phone card and the ring notice, from the machine's state. */
 function renderCall(): void {
-  const s = machine.state;
-  const call = callOf(s);
-  const text = callStateText(machine);
-  setText(ui.callState, text);
-  ui.callState.dataset.state = text;
-  ui.phone.dataset.machine = s.kind;
-  setText(ui.callTimer, callTimer(machine, Date.now()));
-  ui.call.hidden = s.kind !== 'ringingIn';
-  ui.inCall.hidden = !call || s.kind === 'ringingIn';
-  ui.callStart.hidden = !!call && s.kind !== 'ringingIn';
-  ui.callStart.disabled = s.kind !== 'registered';
-  const up = s.kind === 'active' || s.kind === 'held';
-  const muted = up && s.muted;
-  ui.callMute.disabled = !up;
-  ui.callMute.setAttribute('aria-pressed', String(muted));
-  setText(ui.callMute, muted ? 'Unmute' : 'Mute');
-  ui.callHold.disabled = !up;
-  ui.callHold.setAttribute('aria-pressed', String(s.kind === 'held'));
-  setText(ui.callHold, s.kind === 'held' ? 'Resume' : 'Hold');
-  ui.callHangup.disabled = s.kind === 'ending';
-  setText(ui.dtmfSent, dtmfSent ? `Tones sent: ${dtmfSent}` : '');
-  if (call) {
-    const what: Record<string, string> = {
-      calling: `Calling ${call.name}…`,
-      early: `Ringing ${call.name}…`,
-      answering: `Connecting to ${call.name}…`,
-      active: `In a call with ${call.name}${muted ? ' (muted)' : ''}`,
-      held: `${call.name} is on hold`,
-      ending: `Ending the call with ${call.name}…`,
-    };
-    setText(ui.callPeer, what[s.kind] ?? '');
-  }
+  showCall(machine, Date.now(), dtmfSent);
 }

@@ -10,6 +10,15 @@
 
 const PROCESSING_KEY = 'wic.audio_processing';
 
+/** The tab's sessionStorage, or null where the browser refuses it (private modes). */
+export function tabStorage(): Storage | null {
+  try {
+    return sessionStorage;
+  } catch {
+    return null;
+  }
+}
+
 /**
  * `?audio_processing=off` turns echo cancellation, noise suppression and AGC off (tests: the
  * fake microphone's tone is crushed by them). The choice is kept in the tab's sessionStorage,
@@ -225,4 +234,29 @@ export class CallAudio {
       // Already disconnected.
     }
   }
+}
+
+declare global {
+  interface Window {
+    /** Test hooks for the Chromium audio tests (web/README.md). */
+    wicMedia: {
+      stats(): Promise<RtpStats>;
+      peakHz(): Promise<number>;
+      pc(): RTCPeerConnection | null;
+      machine(): { state: string; ignored: number; lastIgnored: string };
+    };
+  }
+}
+
+/** `window.wicMedia`: the current call's numbers, and the state machine's state and counts. */
+export function installTestHooks(audio: CallAudio, machine: () => { state: { kind: string }; ignored: number; lastIgnored: string }): void {
+  window.wicMedia = {
+    stats: () => audio.stats(),
+    peakHz: async () => audio.peakHz(),
+    pc: () => audio.peerConnection(),
+    machine: () => {
+      const m = machine();
+      return { state: m.state.kind, ignored: m.ignored, lastIgnored: m.lastIgnored };
+    },
+  };
 }

@@ -1,9 +1,9 @@
 // Calls between two WIC pages through fake-gateway.mjs (it relays SIP between them; the media is
 // browser to browser WebRTC, not the eIMS-AGW): dial, ring, answer, both directions heard (the
 // fake microphones play 1000 Hz and 600 Hz tones; ?audio_processing=off), levels, timer, mute,
-// hold, RFC 4733 keys, hang-up; errors in words (486, 488 with Warning, microphone refused, network
-// lost during a call); a second caller during a
-// call gets 486; a call cancelled while it rings. Two Chromium processes (one tone each).
+// hold, RFC 4733 keys, hang-up; errors in words (486, 488 with Warning, microphone refused,
+// network lost during a call); a second caller during a call gets 486; a call cancelled while
+// it rings. Two Chromium processes (one tone each).
 // Needs Debian's chromium and sox. Run: npm run smoke (after build).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
