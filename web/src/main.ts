@@ -439,7 +439,10 @@ function ended(e: CallEnd): void {
 function effect(fx: Effect): void {
   if (fx.do === 'startCall') {
     const s = session;
-    if (!s) return;
+    if (!s) {
+      queue.push({ type: 'ended', id: fx.id, failure: { code: null, reason: '', warning: '', cause: 'Connection Error' } });
+      return;
+    }
     calls.set(fx.id, s.phone.call(fx.id, fx.uri, micConstraints(processing), callEvents));
     return;
   }

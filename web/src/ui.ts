@@ -190,7 +190,8 @@ export function hideRinging(callGoesOn: boolean): void {
   const hadFocus = ui.call.contains(document.activeElement);
   delete ui.call.dataset.from;
   ui.call.hidden = true;
-  if (hadFocus) (callGoesOn ? ui.callHangup : ui.dialAddress).focus();
+  // After the page is drawn from the new state (the call's controls may appear only then).
+  if (hadFocus) queueMicrotask(() => (callGoesOn ? ui.callHangup : ui.dialAddress).focus());
 }
 
 /** A dial-pad key with no call: the character goes into the address field at the caret. */

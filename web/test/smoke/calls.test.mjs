@@ -97,6 +97,7 @@ test('two pages call each other: audio both ways, levels, timer, mute, hold, key
   await bob.getByTestId('call-accept').click();
   await until(async () => (await text(alice, 'call-state')) === 'active' && (await text(bob, 'call-state')) === 'active', 'both active');
   assert.equal(await bob.getByTestId('incoming-call').isHidden(), true);
+  assert.equal(await bob.evaluate(() => document.activeElement?.getAttribute('data-testid')), 'call-hangup', 'focus follows to the call');
 
   // both directions: packets, levels, tones
   const tAudio = Date.now();
