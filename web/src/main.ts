@@ -22,7 +22,8 @@ import {
   type Tokens,
 } from './oauth';
 import type { RTCSession } from 'jssip/lib/RTCSession';
-import { Call, Phone, type CallEvents, type RegState } from './phone';
+import { Call, type CallEvents } from './call';
+import { Phone, type RegState } from './phone';
 import { refreshDelayMs, registerRetryDelayMs } from './timing';
 import { callEndInWords, deliveryInWords, statusInWords } from './words';
 import { addIncoming, addOutgoing, clock, hideRinging, setText, showCall, showLevel, showRegState, showRinging, showSignedIn, typeIntoAddress, ui } from './ui';
