@@ -131,6 +131,18 @@ test('machine: outgoing call: dial -> calling -> early (18x) -> active -> held -
   assert.equal(m.ignored, 0);
 });
 
+test('machine: outgoing call answered without ringing first: calling -> active', () => {
+  const { m } = run(reach('calling'), [{ type: 'connected', id: 1 }]);
+  assert.equal(m.state.kind, 'active');
+  assert.equal(m.state.kind === 'active' && m.state.muted, false);
+});
+
+test('machine: a second connected or progress in an active call is ignored', () => {
+  assert.ok(step(reach('active'), { type: 'connected', id: 1 }, T0).ignored);
+  assert.ok(step(reach('active'), { type: 'progress', id: 1 }, T0).ignored);
+  assert.ok(step(reach('ringingIn'), { type: 'connected', id: 1 }, T0).ignored, 'not answered yet');
+});
+
 test('machine: outgoing call rejected (486) -> back to registered with the failure', () => {
   const { m } = run(reach('registered'), [OUT, { type: 'progress', id: 1 }, { type: 'ended', id: 1, failure: busy }]);
   assert.equal(m.state.kind, 'registered');
