@@ -28,18 +28,46 @@ const CHROMIUM_ARGS = [
   '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
 ];
 
+/**
+ * Chromium's arguments; o.fakeAudio: a WAV file the fake microphone plays (PEERS.md: e.g.
+ * `sox -n -r 48000 -c 1 -b 16 tone.wav synth 30 sine 1000 vol 0.5`), with autoplay allowed and
+ * loopback candidates in peer connections (the gateway is on 127.0.0.1).
+ */
+function chromiumArgs(o = {}) {
+  const args = [...CHROMIUM_ARGS];
+  if (o.fakeAudio) {
+    assert.ok(fs.existsSync(o.fakeAudio), `fake microphone file missing: ${o.fakeAudio}`);
+    args.push(`--use-file-for-fake-audio-capture=${path.resolve(o.fakeAudio)}`,
+      '--autoplay-policy=no-user-gesture-required', '--allow-loopback-in-peer-connection');
+  }
+  return args;
+}
+
 /** The element of the WIC's contract: id or data-testid. */
 const sel = (name) => `[data-testid="${name}"], #${name}`;
 
 /**
- * signinLab() for the WIC plus Chromium. o: { name, block, waf: {...}, extraClients: [...] }.
- * Adds W.newPage({ viewport, label }), W.signIn(page, user), W.text(page, id), W.waitText(...),
- * W.shot(page, step), W.assertClean(page, allow), W.bindings(user), W.artifacts (dir).
+ * signinLab() for the WIC plus Chromium. o: { name, block, waf: {...}, extraClients: [...],
+ * fakeAudio: WAV for the lab's browser's fake microphone (optional) }.
+ * Adds W.newPage({ viewport, label, browser, query }), W.launch({ fakeAudio, label }) (one more
+ * Chromium process, e.g. with another tone; its pages: handle.newPage(o)), W.signIn(page, user),
+ * W.text(page, id), W.waitText(...), W.shot(page, step), W.assertClean(page, allow),
+ * W.bindings(user), W.artifacts (dir).
  */
 function wicLab(o) {
   const base = 21000 + 100 * o.block;
   const gwBase = `http://127.0.0.1:${base}`; // env.ports(): http = base
-  const W = { artifacts: path.join(ARTIFACTS, o.name), pages: [], contexts: [] };
+  const W = { artifacts: path.join(ARTIFACTS, o.name), pages: [], contexts: [], launched: [] };
+
+  /** Starts a Chromium of its own (own process group, pid recorded for the after() hook). */
+  const launchChromium = async (args) => {
+    const { chromium } = require('playwright-core');
+    const server = await chromium.launchServer({ executablePath: CHROMIUM, headless: true, args, timeout: 30000 });
+    const h = { server, pid: server.process().pid };
+    W.launched.push(h);
+    h.browser = await chromium.connect(server.wsEndpoint(), { timeout: 30000 });
+    return h;
+  };
 
   // Chromium's hooks are registered before the lab's: it starts first and is closed first
   before(async () => {
@@ -48,19 +76,19 @@ function wicLab(o) {
     assert.ok(fs.existsSync(CHROMIUM), `no Chromium at ${CHROMIUM} (Debian package chromium, deploy/lab/install-deps.sh)`);
     fs.rmSync(W.artifacts, { recursive: true, force: true });
     fs.mkdirSync(W.artifacts, { recursive: true });
-    const { chromium } = require('playwright-core');
-    W.server = await chromium.launchServer({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30000 });
-    W.pid = W.server.process().pid;
-    W.browser = await chromium.connect(W.server.wsEndpoint(), { timeout: 30000 });
+    const h = await launchChromium(chromiumArgs({ fakeAudio: o.fakeAudio }));
+    W.server = h.server;
+    W.pid = h.pid;
+    W.browser = h.browser;
   });
 
   after(async () => {
     for (const p of W.pages) writeConsole(W, p);
-    try { if (W.browser) await W.browser.close(); } catch { /* gone */ }
-    try { if (W.server) await W.server.close(); } catch { /* gone */ }
-    if (W.pid) {
-      try { process.kill(-W.pid, 'SIGKILL'); } catch { /* already gone: the normal case */ }
-      try { process.kill(W.pid, 'SIGKILL'); } catch { /* already gone */ }
+    for (const h of W.launched) {
+      try { await h.browser.close(); } catch { /* gone */ }
+      try { await h.server.close(); } catch { /* gone */ }
+      try { process.kill(-h.pid, 'SIGKILL'); } catch { /* already gone: the normal case */ }
+      try { process.kill(h.pid, 'SIGKILL'); } catch { /* already gone */ }
     }
     if (L && L.dir) {
       for (const f of fs.readdirSync(L.dir)) {
@@ -84,9 +112,25 @@ function wicLab(o) {
     if (W.server) fs.writeFileSync(path.join(L.dir, 'chromium.pid'), `${W.pid}\n`);
   });
 
-  /** A fresh browser context (own cookies and storage) and page, console recorded. */
-  W.newPage = async ({ viewport = { width: 1280, height: 800 }, label = 'page', open = true } = {}) => {
-    const ctx = await W.browser.newContext({ viewport, isMobile: viewport.width < 500, hasTouch: viewport.width < 500 });
+  /**
+   * One more Chromium process (call it inside a test or a before hook), e.g. a second person
+   * whose fake microphone plays another tone: o { fakeAudio, label }. Returns { browser, pid,
+   * newPage(opts) }; closed and killed with the lab.
+   */
+  W.launch = async ({ fakeAudio, label = `chromium-${W.launched.length + 1}` } = {}) => {
+    const h = await launchChromium(chromiumArgs({ fakeAudio }));
+    if (L.dir) fs.writeFileSync(path.join(L.dir, `${label}.pid`), `${h.pid}\n`);
+    h.newPage = (opts = {}) => W.newPage({ ...opts, browser: h.browser });
+    return h;
+  };
+
+  /**
+   * A fresh browser context (own cookies and storage) and page, console recorded. browser: one
+   * from W.launch() (default: the lab's); query: appended to the WIC's URL, e.g.
+   * '?audio_processing=off'.
+   */
+  W.newPage = async ({ viewport = { width: 1280, height: 800 }, label = 'page', open = true, browser = W.browser, query = '' } = {}) => {
+    const ctx = await browser.newContext({ viewport, isMobile: viewport.width < 500, hasTouch: viewport.width < 500 });
     W.contexts.push(ctx);
     const page = await ctx.newPage();
     page.label = label;
@@ -117,7 +161,7 @@ function wicLab(o) {
     });
     page.on('framenavigated', (f) => { if (f === page.mainFrame()) page.consoleLog.push(`${stamp()} [navigated] ${f.url()}`); });
     W.pages.push(page);
-    if (open) await page.goto(`${gwBase}/`, { waitUntil: 'load' });
+    if (open) await page.goto(`${gwBase}/${query}`, { waitUntil: 'load' });
     return page;
   };
 
@@ -255,4 +299,4 @@ function sipFrames(page) {
   });
 }
 
-module.exports = { wicLab, sel, sipFrames, CHROMIUM_ARGS, DIST };
+module.exports = { wicLab, sel, sipFrames, chromiumArgs, CHROMIUM_ARGS, DIST };

@@ -2,9 +2,11 @@
  * The WIC (WebRTC IMS Client, TS 24.371): signs the person in at the WAF (OAuth 2.0 code flow
  * with PKCE), registers to the IMS through the gateway with the access token (RFC 8898),
  * refreshes the token before it expires, survives connection loss, sends and receives
- * messages, and turns incoming calls down cleanly until media is there.
+ * messages, and makes and takes audio calls (WebRTC toward the gateway's eIMS-AGW).
  *
- * Owns: the session state and the flow between sign-in, SIP and the page.
+ * Owns: the driver of the state machine (machine.ts): it turns sign-in, SIP and page events into
+ * machine events, carries out the machine's effects, and draws the page from its state. Tokens
+ * and the JsSIP objects live here; which state the WIC is in lives in the machine only.
  */
 import { parseConfig, type WicConfig } from './config';
 import { completeAddress } from './address';
@@ -19,10 +21,14 @@ import {
   TokenError,
   type Tokens,
 } from './oauth';
-import { IncomingCall, Phone, type RegState } from './phone';
+import type { RTCSession } from 'jssip/lib/RTCSession';
+import { Call, type CallEvents } from './call';
+import { Phone, type RegState } from './phone';
 import { refreshDelayMs, registerRetryDelayMs } from './timing';
-import { deliveryInWords, statusInWords } from './words';
-import { addIncoming, addOutgoing, clock, setText, showRegState, showSignedIn, ui } from './ui';
+import { callEndInWords, deliveryInWords, statusInWords } from './words';
+import { addIncoming, addOutgoing, clock, hideRinging, setText, showCall, showLevel, showRegState, showRinging, showSignedIn, typeIntoAddress, ui } from './ui';
+import { callOf, initial, regOf, step, type CallEnd, type Effect, type Event, type Machine } from './machine';
+import { audioProcessingWanted, CallAudio, installTestHooks, micConstraints, tabStorage } from './media';
 
 /** The signed-in person. Tokens live here, in memory, and nowhere else. */
 interface Session {
@@ -40,23 +46,37 @@ interface Session {
 
 let cfg: WicConfig | null = null;
 let session: Session | null = null;
-let regState: RegState = 'unregistered';
+/** The one state of the WIC (session and call); changed by dispatch() only. */
+let machine: Machine = initial();
 /** What is wrong right now, by source; the page shows the most pressing. */
 let authProblem = '';
 let connProblem = '';
 let regProblem = '';
 let regRetryTimer: ReturnType<typeof setTimeout> | null = null;
 let regFailures = 0;
-let call: IncomingCall | null = null;
 let busy = false;
+/** The calls JsSIP still holds, by our id: the current one and any being turned down. */
+const calls = new Map<number, Call>();
+let nextCallId = 1;
+let callProblem = '';
+let dtmfSent = '';
+let callTicker: ReturnType<typeof setInterval> | null = null;
+/** `?audio_processing=off`: no echo cancellation, noise suppression or AGC (tests' fake tone). */
+const processing = audioProcessingWanted(location.search, tabStorage());
+const audio = new CallAudio(ui.remoteAudio, (out, inn) => {
+  showLevel(ui.levelOut, out);
+  showLevel(ui.levelIn, inn);
+});
 
 const MSG = {
   refused: 'Your sign-in has expired or was refused. Please sign in again.',
   notAllowed: 'This identity is not allowed to use this service.',
   ended: 'Your sign-in has ended. Please sign in again.',
   noConfig: 'This page could not load its settings from the server. Reload the page to try again.',
-  callsUnavailable: 'Calls are not available yet in this client.',
+  notRegistered: 'You are not registered right now, so calls cannot be made. Try again when the status shows Registered.',
 };
+
+installTestHooks(audio, () => machine);
 
 void init();
 
@@ -134,8 +154,7 @@ function start(tokens: Tokens): void {
   };
   scheduleRefresh(session, refreshDelayMs(tokens.expires_in));
   showSignedIn(impu);
-  regState = 'registering';
-  render();
+  dispatch({ type: 'signedIn' });
   phone.start();
 }
 
@@ -211,10 +230,10 @@ function clearSession(): void {
   if (regRetryTimer !== null) clearTimeout(regRetryTimer);
   regRetryTimer = null;
   regFailures = 0;
-  regState = 'unregistered';
   connProblem = '';
   regProblem = '';
-  dismissCall();
+  callProblem = '';
+  dispatch({ type: 'signedOut' });
   showSignedIn(null);
 }
 
@@ -265,7 +284,7 @@ async function signOut(): Promise<void> {
 const phoneEvents = {
   registration(state: RegState): void {
     if (!session) return;
-    regState = state;
+    dispatch({ type: state === 'registered' ? 'registered' : 'unregistered' });
     if (state === 'registered') {
       regProblem = '';
       regFailures = 0;
@@ -315,14 +334,8 @@ const phoneEvents = {
     if (state === 'connected') {
       connProblem = '';
     } else if (state === 'disconnected') {
-      regState = 'unregistered';
-      // A call offered over the lost flow cannot be answered any more.
-      if (call) {
-        const c = call;
-        dismissCall();
-        c.reject();
-        notice(`Missed call from ${c.fromName}`);
-      }
+      // A call over the lost flow is lost with it (an offered one cannot be answered any more).
+      dispatch({ type: 'connectionLost' });
       connProblem = nextAttemptAt !== null
         ? `Connection lost — reconnecting… Next attempt at ${clock(new Date(nextAttemptAt))}.`
         : 'Connection lost — reconnecting…';
@@ -336,34 +349,140 @@ const phoneEvents = {
     addIncoming(m.from, m.fromName, m.body, m.at);
   },
 
-  incomingCall(c: IncomingCall): void {
-    if (call) {
-      // One notice at a time; a second caller hears busy (RFC 3261 §21.4.24).
-      c.reject();
-      return;
-    }
-    call = c;
-    setText(ui.callFrom, `Incoming call from ${c.fromName}`);
-    ui.call.dataset.from = c.from;
-    ui.call.hidden = false;
-    // The card appears; screen readers hear it through an assertive live region.
-    setText(ui.announce, `Incoming call from ${c.fromName}`);
-    c.onGone((why) => {
-      if (call !== c) return;
-      dismissCall();
-      if (why === 'Canceled') notice(`Missed call from ${c.fromName}`);
-      else if (why !== 'local') notice(`The call from ${c.fromName} ended.`);
-    });
+  incomingCall(rtc: RTCSession): void {
+    const id = nextCallId++;
+    const c = new Call(id, 'in', rtc, callEvents);
+    calls.set(id, c);
+    // The machine decides: ring, or 486 Busy Here when a call is already there.
+    dispatch({ type: 'incoming', id, uri: c.uri, name: c.name });
   },
 };
 
-function dismissCall(): void {
-  setText(ui.announce, '');
-  const hadFocus = ui.call.contains(document.activeElement);
-  call = null;
-  ui.call.hidden = true;
-  delete ui.call.dataset.from;
-  if (hadFocus) ui.text.focus();
+/** JsSIP's call events, for the current call only (a call turned down as busy just ends). */
+const callEvents: CallEvents = {
+  progress: (id) => dispatchCall(id, { type: 'progress', id }),
+  connected: (id) => dispatchCall(id, { type: 'connected', id }),
+  ended: (id, failure) => {
+    calls.delete(id);
+    dispatchCall(id, { type: 'ended', id, failure });
+  },
+  peerConnection: (id, pc) => {
+    if (callOf(machine.state)?.id === id) audio.attach(pc);
+  },
+  mediaLost: (id) => dispatchCall(id, { type: 'mediaLost', id }),
+};
+
+function dispatchCall(id: number, ev: Event): void {
+  if (callOf(machine.state)?.id === id) dispatch(ev);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The machine: events in, effects out, the page drawn from the state
+
+const queue: Event[] = [];
+let dispatching = false;
+
+/**
+ * Feeds `ev` to the machine and carries out its effects. An effect may cause more events
+ * (JsSIP emits some at once): they wait in the queue, so the machine sees one event at a time.
+ */
+function dispatch(ev: Event): void {
+  queue.push(ev);
+  if (dispatching) return;
+  dispatching = true;
+  try {
+    for (let e = queue.shift(); e; e = queue.shift()) {
+      const before = machine;
+      const r = step(machine, e, Date.now());
+      machine = r.m;
+      if (r.ignored) {
+        console.debug(`wic: ignored ${r.ignored} (${machine.ignored} so far)`);
+        document.body.dataset.ignoredEvents = String(machine.ignored);
+        continue;
+      }
+      enteredState(before);
+      for (const fx of r.effects) effect(fx);
+    }
+  } finally {
+    dispatching = false;
+  }
+  render();
+}
+
+/** What changes on the page once when a state is entered or left. */
+function enteredState(before: Machine): void {
+  const was = callOf(before.state);
+  const now = callOf(machine.state);
+  if (now && (!was || was.id !== now.id)) {
+    callProblem = '';
+    dtmfSent = '';
+    notice('');
+    if (callTicker === null) callTicker = setInterval(renderCall, 250);
+  }
+  if (was && (!now || was.id !== now.id)) {
+    audio.detach();
+    if (callTicker !== null) clearInterval(callTicker);
+    callTicker = null;
+  }
+  if (machine.lastEnd && machine.lastEnd !== before.lastEnd) ended(machine.lastEnd);
+  const ringing = machine.state.kind === 'ringingIn';
+  if (ringing && before.state.kind !== 'ringingIn' && now) showRinging(now);
+  if (!ringing && before.state.kind === 'ringingIn') hideRinging(now !== null);
+  if (was && !now && ui.inCall.contains(document.activeElement)) ui.dialAddress.focus();
+}
+
+function ended(e: CallEnd): void {
+  const w = callEndInWords(e);
+  callProblem = w.error;
+  notice(w.notice);
+}
+
+function effect(fx: Effect): void {
+  if (fx.do === 'startCall') {
+    const s = session;
+    if (!s) {
+      queue.push({ type: 'ended', id: fx.id, failure: { code: null, reason: '', warning: '', cause: 'Connection Error' } });
+      return;
+    }
+    calls.set(fx.id, s.phone.call(fx.id, fx.uri, micConstraints(processing), callEvents));
+    return;
+  }
+  const c = calls.get(fx.id);
+  if (!c) {
+    // JsSIP already let go of it; tell the machine, which may be waiting for the end.
+    if (fx.do === 'terminate' || fx.do === 'reject') queue.push({ type: 'ended', id: fx.id, failure: null });
+    return;
+  }
+  switch (fx.do) {
+    case 'answer':
+      void c.answer(micConstraints(processing));
+      return;
+    case 'reject':
+      c.reject(fx.code);
+      return;
+    case 'terminate':
+      c.hangUp();
+      return;
+    case 'hold':
+      c.hold();
+      return;
+    case 'unhold':
+      c.unhold();
+      return;
+    case 'mute':
+      c.mute();
+      return;
+    case 'unmute':
+      c.unmute();
+      return;
+    case 'dtmf':
+      if (c.dtmf(fx.tone)) {
+        dtmfSent = (dtmfSent + fx.tone).slice(-24);
+      } else {
+        callProblem = 'Key tones cannot be sent in this call (the other side did not agree to RFC 4733 tones).';
+      }
+      return;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -372,20 +491,26 @@ function dismissCall(): void {
 function wireUi(): void {
   ui.signIn.addEventListener('click', () => void signIn());
   ui.signOut.addEventListener('click', () => void signOut());
-  ui.callReject.addEventListener('click', () => {
-    const c = call;
-    if (!c) return;
-    dismissCall();
-    c.reject();
-    notice(`You rejected the call from ${c.fromName}.`);
-  });
+  ui.callReject.addEventListener('click', () => dispatch({ type: 'reject' }));
   ui.callAccept.addEventListener('click', () => {
-    const c = call;
-    if (!c) return;
-    dismissCall();
-    c.refuseUnsupported();
-    notice(MSG.callsUnavailable);
+    audio.wake();
+    dispatch({ type: 'accept' });
   });
+  ui.dialForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    audio.wake();
+    dial();
+  });
+  ui.dialAddress.addEventListener('input', () => dialError(''));
+  for (const k of ui.keys) {
+    k.addEventListener('click', () => key(k.dataset.key ?? ''));
+  }
+  ui.callHangup.addEventListener('click', () => dispatch({ type: 'hangup' }));
+  ui.callMute.addEventListener('click', () => {
+    const s = machine.state;
+    dispatch({ type: (s.kind === 'active' || s.kind === 'held') && s.muted ? 'unmute' : 'mute' });
+  });
+  ui.callHold.addEventListener('click', () => dispatch({ type: machine.state.kind === 'held' ? 'resume' : 'hold' }));
   ui.form.addEventListener('submit', (e) => {
     e.preventDefault();
     sendMessage();
@@ -398,6 +523,41 @@ function wireUi(): void {
     if (e.persisted) location.reload();
   });
   ui.text.addEventListener('input', () => fieldError(null, ''));
+}
+
+function dial(): void {
+  const s = session;
+  const c = cfg;
+  if (!s || !c || callOf(machine.state)) return;
+  const target = completeAddress(ui.dialAddress.value, c.sip_domain);
+  if (!target.ok) {
+    dialError(target.reason);
+    return;
+  }
+  if (machine.state.kind !== 'registered') {
+    dialError(MSG.notRegistered);
+    return;
+  }
+  dialError('');
+  dispatch({ type: 'dial', id: nextCallId++, uri: target.uri, name: target.uri });
+}
+
+/** A dial-pad key: a tone in a call (RFC 4733), a character of the address otherwise. */
+function key(k: string): void {
+  if (k === '') return;
+  if (callOf(machine.state)) {
+    dispatch({ type: 'dtmf', tone: k });
+    return;
+  }
+  typeIntoAddress(k);
+  dialError('');
+}
+
+function dialError(text: string): void {
+  callProblem = text;
+  if (text) ui.dialAddress.setAttribute('aria-invalid', 'true');
+  else ui.dialAddress.removeAttribute('aria-invalid');
+  render();
 }
 
 function sendMessage(): void {
@@ -446,11 +606,19 @@ function notice(text: string): void {
 }
 
 function render(): void {
-  showRegState(session ? regState : 'unregistered');
-  setText(ui.error, authProblem || connProblem || regProblem);
+  const reg = regOf(machine.state);
+  const shown: RegState = reg === 'registered' ? 'registered'
+    : reg === 'registering' && !connProblem && !regProblem ? 'registering' : 'unregistered';
+  showRegState(session ? shown : 'unregistered');
+  setText(ui.error, authProblem || connProblem || regProblem || callProblem);
   if (!session) {
     ui.signIn.hidden = false;
     ui.welcome.hidden = false;
     if (cfg) ui.signIn.disabled = busy;
   }
+  renderCall();
+}
+
+function renderCall(): void {
+  showCall(machine, Date.now(), dtmfSent);
 }

@@ -2,6 +2,9 @@
  * The SIP side of the WIC: one JsSIP user agent over one WebSocket (RFC 7118), registered with
  * a Bearer token (RFC 8898) as an RFC 5626 outbound client (`+sip.instance`, `reg-id`).
  *
+ * Calls: an incoming INVITE goes to the driver as it is; `call()` starts an outgoing one; each
+ * call is then a `Call` (call.ts).
+ *
  * Owns: the JsSIP UA and its events. Must not touch: the DOM, tokens other than the one it is
  * handed, storage other than the instance id.
  */
@@ -11,6 +14,7 @@ import type { IncomingMessageEvent, IncomingRTCSessionEvent, OutgoingMessageEven
 import type { WicConfig } from './config';
 import { bareUri } from './address';
 import { randomToken, randomUuid } from './pkce';
+import { Call, type CallEvents } from './call';
 import { backoffDelayMs } from './timing';
 
 /** RFC 5626 §4.5 back-off bounds (seconds); also given to JsSIP as its own recovery bounds. */
@@ -28,54 +32,8 @@ export interface PhoneEvents {
   /** `nextAttemptAt` (ms since epoch) is set while a reconnection is scheduled. */
   connection(state: 'connecting' | 'connected' | 'disconnected', nextAttemptAt: number | null): void;
   incomingMessage(m: { from: string; fromName: string; body: string; at: Date }): void;
-  incomingCall(call: IncomingCall): void;
-}
-
-/** A ringing incoming INVITE the person can only reject for now (no media yet). */
-export class IncomingCall {
-  readonly from: string;
-  readonly fromName: string;
-  private done = false;
-  private goneListeners: ((why: string) => void)[] = [];
-
-  constructor(private readonly session: RTCSession) {
-    const id = session.remote_identity;
-    this.from = bareUri(id.uri.toString());
-    this.fromName = id.display_name ? `${id.display_name} (${this.from})` : this.from;
-    // 'failed' covers CANCEL (RFC 3261 §9.2) and our own rejections; 'ended' a confirmed end.
-    session.on('failed', (e) => this.gone(String(e.cause ?? 'failed')));
-    session.on('ended', (e) => this.gone(String(e.cause ?? 'ended')));
-  }
-
-  onGone(f: (why: string) => void): void {
-    this.goneListeners.push(f);
-  }
-
-  /** 486 Busy Here. */
-  reject(): void {
-    this.terminate(486);
-  }
-
-  /** The client cannot answer with media yet: 488, so the caller is told at once. */
-  refuseUnsupported(): void {
-    this.terminate(488, 'Not Acceptable Here');
-  }
-
-  private terminate(code: number, reason?: string): void {
-    if (this.done) return;
-    try {
-      this.session.terminate({ status_code: code, ...(reason ? { reason_phrase: reason } : {}) });
-    } catch {
-      // Already ended by the other side in the meantime.
-    }
-    this.gone('local');
-  }
-
-  private gone(why: string): void {
-    if (this.done) return;
-    this.done = true;
-    for (const f of this.goneListeners) f(why);
-  }
+  /** An incoming INVITE (not yet a Call: the driver gives it its id and events). */
+  incomingCall(session: RTCSession): void;
 }
 
 /** The RFC 5626 instance and the Contact user, kept per tab so a reload keeps them. */
@@ -189,6 +147,13 @@ export class Phone {
     }
   }
 
+  /** An outgoing call to `uri`: opens the microphone, then sends the INVITE. */
+  call(id: number, uri: string, constraints: MediaStreamConstraints, ev: CallEvents): Call {
+    const c = new Call(id, 'out', { uri, name: uri }, ev);
+    void c.dial(this.ua, constraints);
+    return c;
+  }
+
   sendMessage(
     target: string,
     body: string,
@@ -279,7 +244,7 @@ export class Phone {
     });
     ua.on('newRTCSession', (e: IncomingRTCSessionEvent | OutgoingRTCSessionEvent) => {
       if (e.originator !== 'remote') return;
-      this.ev.incomingCall(new IncomingCall(e.session));
+      this.ev.incomingCall(e.session);
     });
   }
 

@@ -157,3 +157,50 @@ test('token response: refresh token optional, expires_in defaulted', () => {
   assert.equal(parseTokens({ access_token: 'a' }).refresh_token, null);
   assert.throws(() => parseTokens({}));
 });
+
+import { callEndInWords, callFailureInWords, microphoneInWords, warningText } from '../src/words';
+import { audioProcessingWanted, levelOf, micConstraints, peakOf } from '../src/media';
+
+test('calls in words: the response code and phrase, with the Warning text', () => {
+  assert.equal(callFailureInWords({ code: 486, reason: 'Busy Here', warning: '', cause: 'Busy' }), 'The call failed: Busy here (486).');
+  assert.equal(
+    callFailureInWords({ code: 488, reason: 'Not Acceptable Here', warning: 'no common codec', cause: 'Incompatible SDP' }),
+    'The call failed: Not acceptable here (488): no common codec.',
+  );
+  assert.match(callFailureInWords({ code: 488, reason: '', warning: '', cause: '' }), /Not acceptable here \(488\): no common codec/);
+  assert.match(callFailureInWords({ code: null, reason: '', warning: '', cause: 'Connection Error' }), /^Network lost/);
+  assert.match(callFailureInWords({ code: null, reason: '', warning: '', cause: 'Media Lost' }), /^Network lost/);
+  assert.match(callFailureInWords({ code: null, reason: '', warning: '', cause: 'WebRTC Error' }), /no common codec/);
+  assert.match(callFailureInWords({ code: null, reason: 'NotAllowedError', warning: '', cause: 'User Denied Media Access' }), /permission was denied/);
+  assert.match(microphoneInWords('NotFoundError'), /No microphone/);
+  assert.deepEqual(callEndInWords({ peer: 'bob', outcome: 'completed', secs: 75, failure: null }), { error: '', notice: 'The call with bob ended (01:15).' });
+  assert.equal(callEndInWords({ peer: 'bob', outcome: 'failed', secs: 0, failure: { code: 603, reason: 'Decline', warning: '', cause: 'Rejected' } }).error,
+    'The call failed: Decline (603).');
+});
+
+test('Warning header text (RFC 3261 §20.43)', () => {
+  assert.equal(warningText('399 imsgw "no common codec"'), 'no common codec');
+  assert.equal(warningText('301 gw.example:5060 "say \\"hi\\""'), 'say "hi"');
+  assert.equal(warningText('garbage'), 'garbage');
+  assert.equal(warningText(''), '');
+});
+
+test('media: ?audio_processing=off turns processing off; levels and peak', () => {
+  const store = new Map<string, string>();
+  const st = { getItem: (k: string) => store.get(k) ?? null, setItem: (k: string, v: string) => void store.set(k, v) };
+  assert.equal(audioProcessingWanted('', st), true);
+  assert.equal(audioProcessingWanted('?x=1', null), true);
+  assert.equal(audioProcessingWanted('?audio_processing=off', st), false);
+  assert.equal(audioProcessingWanted('?code=abc&state=x', st), false, 'kept across the sign-in redirect');
+  assert.equal(audioProcessingWanted('?audio_processing=on', st), true);
+  assert.equal(audioProcessingWanted('', st), true);
+  assert.deepEqual(micConstraints(false), { audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false }, video: false });
+  assert.deepEqual(micConstraints(true), { audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true }, video: false });
+  const sine = new Float32Array(4800).map((_, i) => 0.5 * Math.sin((2 * Math.PI * 1000 * i) / 48000));
+  assert.ok(Math.abs(levelOf(sine) - 0.5) < 0.01, String(levelOf(sine)));
+  assert.equal(levelOf(new Float32Array(100)), 0);
+  const bins = new Float32Array(4096).fill(-120);
+  bins[171] = -10; // 171 * 48000 / 8192 = 1002 Hz
+  assert.ok(Math.abs(peakOf(bins, 48000, 8192) - 1002) < 1);
+  assert.equal(peakOf(new Float32Array(4096).fill(-Infinity), 48000, 8192), 0);
+});
