@@ -25,7 +25,7 @@ const tone = (hz) => {
   return f;
 };
 
-const W = wicLab({ name: 'wic-call', block: 40, fakeAudio: tone(1000) });
+const W = wicLab({ name: 'wic-call', block: 49, fakeAudio: tone(1000) });
 const L = W.L;
 
 let alice;
