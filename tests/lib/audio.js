@@ -20,6 +20,13 @@ async function makeTone(file, { hz, rate = 8000, channels = 1, secs = 30, vol = 
   return file;
 }
 
+/** Raw A-law (8 kHz mono, no header) of a sine tone: sipp's rtp_stream plays it as PT 8. */
+async function makeAlaw(file, { hz, secs = 30, vol = 0.5 }) {
+  await run('sox', ['-n', '-r', '8000', '-c', '1', '-e', 'a-law', '-t', 'al', file,
+    'synth', String(secs), 'sine', String(hz), 'vol', String(vol)], { timeout: 20000 });
+  return file;
+}
+
 /** The sample format baresip's aufile needs for a codec ('PCMA/8000/1', 'opus/48000/2', ...). */
 function formatFor(codec) {
   const [name, rate, ch] = codec.split('/');
@@ -195,4 +202,4 @@ const describe = (a) => `${a.file}: ${a.rate} Hz ${a.channels} ch, ${a.secs.toFi
   `signal ${a.activeFrom === null ? 'none' : `${a.activeFrom.toFixed(1)}-${a.activeTo.toFixed(1)} s`}, ` +
   `rms ${a.rms.toFixed(3)}, peak ${a.hz === null ? 'none' : `${a.hz.toFixed(1)} Hz`}`;
 
-module.exports = { makeTone, formatFor, toneFor, readWav, analyse, timeline, peakHz, near, describe };
+module.exports = { makeTone, makeAlaw, formatFor, toneFor, readWav, analyse, timeline, peakHz, near, describe };

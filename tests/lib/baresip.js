@@ -11,10 +11,17 @@
 //   string), answermode (auto|manual|early), reginfo.
 // - Received DTMF arrives as CALL_DTMF_START events with the digit in "param".
 // - answermode=early answers 183 Session Progress with SDP (early media) and waits for
-//   `accept`.
+//   `accept`; answermode=manual sends 180 and waits for `accept` (CALL_INCOMING event).
+// - No common codec in an offer: baresip answers 488 Not Acceptable Here (its event
+//   CALL_CLOSED says "No audio codecs"; the caller's says "488 Not Acceptable Here").
 // - sndfile.so writes each call's audio to snd_path as dump-<YYYY-MM-DD-HH-MM-SS>-dec.wav
 //   (what it received, decoded) and -enc.wav (what it sent): one-second names, so one instance
-//   must not start two calls within a second.
+//   must not start two calls within a second. The -dec.wav dump STOPS at the call's first
+//   re-INVITE (hold, resume, either side) although RTP keeps being received and played: after a
+//   hold, judge baresip's reception by rtpStats() (its end-of-call packet counts), DTMF it
+//   reports, or the far end's recording, not by the dump.
+// - answermode=early sends no RTP of its own before `accept` (it receives, though); sipp's
+//   tests/sipp/uas-early-media.xml is the IMS side that plays early media.
 // - aufile.so needs a WAV at the codec's own rate and channel count (opus: 48 kHz stereo).
 // - It binds its SIP port + 1 for TLS: space instances by 2.
 const { spawn } = require('node:child_process');
@@ -74,7 +81,7 @@ class Baresip {
       rtp_ports: `${o.rtpPorts[0]}-${o.rtpPorts[1]}`,
       rtcp_mux: 'no',
       jitter_buffer_delay: '5-10',
-      rtp_stats: 'no',
+      rtp_stats: 'yes', // packet counts per call in the log at its end (rtpStats())
       statmode_default: 'off', // no per-packet status line on stdout
       module_path: MODULE_PATH,
       module: ['g711.so', 'g722.so', 'opus.so', 'amr.so', 'aufile.so', 'aubridge.so', 'sndfile.so'],
@@ -129,9 +136,13 @@ class Baresip {
    */
   async waitRegistered(ms = 10000) {
     const line = `${this.user}@${this.o.domain}: {`;
-    await waitFor(() => this.events.some((e) => e.type === 'REGISTER_OK')
-      || this.log().split('\n').some((l) => l.startsWith(line) && / 200 OK /.test(l)), ms,
-    `baresip ${this.name}: registration of ${this.aor} at ${this.o.registrar}; log tail:\n${this.log().slice(-1500)}`);
+    await waitFor(() => {
+      const log = this.log();
+      if (/init failed|SIP Transport failed/.test(log)) throw new Error(`baresip ${this.name} could not start (SIP port ${this.o.sipPort} in use?); log:\n${log.slice(-1500)}`);
+      if (this.exit) throw new Error(`baresip ${this.name} exited (${JSON.stringify(this.exit)}); log:\n${log.slice(-1500)}`);
+      return this.events.some((e) => e.type === 'REGISTER_OK')
+        || log.split('\n').some((l) => l.startsWith(line) && / 200 OK /.test(l));
+    }, ms, `baresip ${this.name}: registration of ${this.aor} at ${this.o.registrar}; log tail:\n${this.log().slice(-1500)}`);
   }
 
   connect() {
@@ -239,6 +250,17 @@ class Baresip {
 
   log() {
     try { return fs.readFileSync(this.logFile, 'utf8'); } catch { return ''; }
+  }
+
+  /**
+   * The RTP counts baresip logs when a call ends ("audio Transmit: Receive:" block), one per
+   * ended call, oldest first: [{ txPackets, rxPackets, txErrors, rxErrors }].
+   */
+  rtpStats() {
+    const out = [];
+    const re = /^audio\s+Transmit:\s+Receive:\s*\npackets:\s+(\d+)\s+(\d+)\s*\n(?:.*\n)*?errors:\s+(\d+)\s+(\d+)/gm;
+    for (const m of this.log().matchAll(re)) out.push({ txPackets: +m[1], rxPackets: +m[2], txErrors: +m[3], rxErrors: +m[4] });
+    return out;
   }
 
   /** The codecs baresip decoded, in order ("audio: Set audio decoder: PCMA 8000Hz 1ch" lines). */

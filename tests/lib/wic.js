@@ -32,7 +32,8 @@ const CHROMIUM_ARGS = [
 const sel = (name) => `[data-testid="${name}"], #${name}`;
 
 /**
- * signinLab() for the WIC plus Chromium. o: { name, block, waf: {...}, extraClients: [...] }.
+ * signinLab() for the WIC plus Chromium. o: { name, block, waf: {...}, extraClients: [...],
+ * imsgw: {...} (more Imsgw options, e.g. media), kamDefines: [...] (e.g. LOG_MSG) }.
  * Adds W.newPage({ viewport, label }), W.signIn(page, user), W.text(page, id), W.waitText(...),
  * W.shot(page, step), W.assertClean(page, allow), W.bindings(user), W.artifacts (dir).
  */
@@ -75,7 +76,8 @@ function wicLab(o) {
     block: o.block,
     waf: o.waf,
     clients: [{ id: 'wic', first_party: true, redirect_uris: [`${gwBase}/`], grants: ['authorization_code', 'refresh_token'] }, ...(o.extraClients || [])],
-    imsgw: { wwsf: { assets_dir: DIST, client_id: 'wic' } },
+    imsgw: { wwsf: { assets_dir: DIST, client_id: 'wic' }, ...(o.imsgw || {}) },
+    kamDefines: o.kamDefines,
   });
   W.L = L;
   W.gwBase = gwBase;
