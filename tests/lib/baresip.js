@@ -225,6 +225,20 @@ class Baresip {
       `${what || type} at baresip ${this.name}; its events: ${this.eventsOf(/.*/, from).map((e) => `${e.type}${e.param ? `(${e.param})` : ''}`).join(' ') || 'none'}`);
   }
 
+  /**
+   * Waits for CALL_ESTABLISHED after `from`; fails at once, with the reason, when the call is
+   * closed first (e.g. "488 Not Acceptable Here"). Resolves with the event (id = Call-ID).
+   */
+  async waitEstablished({ from = 0, ms = 15000, what = 'the call established' } = {}) {
+    const ev = await waitFor(() => this.eventsOf(/^CALL_(ESTABLISHED|CLOSED)$/, from)[0], ms,
+      `${what} at baresip ${this.name}; its events: ${this.eventsOf(/.*/, from).map((e) => e.type).join(' ') || 'none'}`);
+    if (ev.type === 'CALL_CLOSED') {
+      throw new Error(`${what}: baresip ${this.name}'s call was closed instead: ${ev.param}; its events: ` +
+        `${this.eventsOf(/.*/, from).map((e) => `${e.type}${e.param ? `(${e.param})` : ''}`).join(' ')}`);
+    }
+    return ev;
+  }
+
   /** The digits received as RFC 4733 events (CALL_DTMF_START) since `from`. */
   dtmfReceived(from = 0) { return this.eventsOf('CALL_DTMF_START', from).map((e) => e.param).join(''); }
 
