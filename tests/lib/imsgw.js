@@ -70,7 +70,9 @@ class Imsgw {
    *                     identity: {impu, impi, required_claims: {...}, static: {...}},
    *                     wwsf: {assets_dir, client_id} ([wwsf], the web client),
    *                     metrics: {listen, bearer_token_file} ([metrics]; lab.js sets listen to
-   *                     ports().metrics, so /metrics is off the public listener as in production) }
+   *                     ports().metrics, so /metrics is off the public listener as in production),
+   *                     media: { listen, public_addresses, ims_address, rtp_ports,
+   *                     inactivity_secs } ([media], the eIMS-AGW; lab.js mediaConfig()) }
    * Tokens: [waf] issuer is this gateway's HTTP base, key_dir is <dir>/<name>-keys.
    * State: [waf] state_dir is <dir>/<name>-state (the durable store, the default, so every test
    * runs what operators run, each gateway with a store of its own); waf: { store: 'memory' }
@@ -144,6 +146,11 @@ class Imsgw {
     if (o.metrics) {
       lines.push('', '[metrics]');
       for (const [k, v] of Object.entries(o.metrics)) lines.push(`${k} = ${tv(v)}`);
+    }
+    if (o.media) {
+      // the eIMS-AGW (issue 10): browser WebRTC <-> plain RTP toward the IMS
+      lines.push('', '[media]');
+      for (const [k, v] of Object.entries(o.media)) lines.push(`${k} = ${tv(v)}`);
     }
     if (o.wwsf) {
       // the web client (WIC) the gateway serves at / (browser tests: assets_dir = web/dist)

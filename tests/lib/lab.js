@@ -12,13 +12,17 @@ const { Imsgw } = require('./imsgw');
 const sipp = require('./sipp');
 const { TestUA } = require('./jssip');
 const { RawSipClient } = require('./wsclient');
+const baresip = require('./baresip');
 
 const run = promisify(execFile);
 
 /**
  * Registers before()/after() hooks for the calling test file and returns the lab.
  * @param {object} o { name, block, transport: 'udp'|'tcp'|'tls', kamailio: { defines },
- *                     imsgw: { maxMessageSize, t1Ms, ... }, beforeStart: async (L) => {} }
+ *                     imsgw: { maxMessageSize, t1Ms, ... }, beforeStart: async (L) => {},
+ *                     gateway: false (Kamailio only, no imsgw: the baresip lab self-test),
+ *                     media: true | { inactivity_secs, ... } (imsgw's [media] section on the
+ *                     block's ports, see mediaConfig()) }
  */
 function useLab(o) {
   const L = {
@@ -28,6 +32,7 @@ function useLab(o) {
     failed: false,
     uas: [],
     raws: [],
+    phones: [],
   };
 
   L.upstreamUri = () => {
@@ -61,6 +66,7 @@ function useLab(o) {
       defines: (o.kamailio && o.kamailio.defines) || ['FR_TIMER=3000'],
     });
     await L.kam.start();
+    if (o.gateway === false) return;
     L.gw = new Imsgw(L.dir, {
       http: L.p.http,
       metrics: { listen: `127.0.0.1:${L.p.metrics}` },
@@ -68,6 +74,7 @@ function useLab(o) {
       sipTls: L.p.sipTls,
       upstream: L.upstreamUri(),
       tls: L.tls,
+      ...(o.media ? { media: mediaConfig(L.p, o.media === true ? {} : o.media) } : {}),
       ...(o.imsgw || {}),
     });
     await L.gw.start();
@@ -81,6 +88,7 @@ function useLab(o) {
     }
     for (const r of L.raws) r.terminate();
     sipp.killAll();
+    for (const b of L.phones) await b.stop().catch(() => {});
     if (L.gw) {
       const exit = await L.gw.stop();
       if (!exit || exit.code !== 0) {
@@ -141,7 +149,52 @@ function useLab(o) {
     });
   };
 
+  /**
+   * A baresip phone (lib/baresip.js) registered at this lab's Kamailio as a fresh unique user,
+   * on the ports of instance `i` (0..4) of the block; stopped in after().
+   * bo: { prefix ('carol'), user, answermode, codecs, tone, ... (Baresip options) }
+   */
+  L.baresip = async (i, bo = {}) => {
+    const user = bo.user || env.uniqueUser(bo.prefix || 'carol');
+    const b = new baresip.Baresip(L.dir, {
+      name: `baresip${i}-${user}`,
+      user,
+      registrar: `127.0.0.1:${L.p.ims}`,
+      ...baresip.portsFor(L.p.base, i),
+      ...bo,
+    });
+    L.phones.push(b);
+    try {
+      await b.start();
+    } catch (e) {
+      await b.stop().catch(() => {});
+      throw e;
+    }
+    return b;
+  };
+
+  /** Stops every phone of L.baresip() (a test that is done with them: frees their ports). */
+  L.stopPhones = async () => {
+    await Promise.all(L.phones.map((b) => b.stop().catch(() => {})));
+    L.phones.splice(0);
+  };
+
   return L;
 }
 
-module.exports = { useLab, ...env };
+/**
+ * imsgw's [media] section (issue 10) on a block's ports: the one WebRTC UDP port base+30, the
+ * IMS-side RTP range base+50..base+69, all on loopback; `over` replaces or adds keys.
+ */
+function mediaConfig(p, over = {}) {
+  return {
+    listen: `127.0.0.1:${p.base + 30}`,
+    public_addresses: ['127.0.0.1'],
+    ims_address: '127.0.0.1',
+    rtp_ports: `${p.base + 50}-${p.base + 69}`,
+    inactivity_secs: 30,
+    ...over,
+  };
+}
+
+module.exports = { useLab, mediaConfig, ...env };

@@ -12,7 +12,8 @@ const running = new Set();
  * Starts sipp; returns { pid, done } where done resolves to
  * { code, out, messages, errors, elapsedMs }.
  * @param {object} o { dir, name, scenario ('uac-invite.xml'), service, port, mediaPort, target
- *   ('127.0.0.1:5070'), transport ('u1'|'t1'), m (1), timeoutSecs (20), keys {k: v}, args [] }
+ *   ('127.0.0.1:5070'), transport ('u1'|'t1'), m (1), timeoutSecs (20), keys {k: v}, args [],
+ *   cwd (where relative files of the scenario, e.g. an rtp_stream audio file, are found) }
  */
 function start(o) {
   const name = o.name || path.basename(o.scenario, '.xml');
@@ -30,7 +31,7 @@ function start(o) {
   args.push(...(o.args || []));
   if (o.target) args.push(o.target);
   const t0 = Date.now();
-  const child = spawn('sipp', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('sipp', args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: o.cwd });
   running.add(child);
   let out = '';
   child.stdout.on('data', (d) => { out += d; });

@@ -48,7 +48,8 @@ const sel = (name) => `[data-testid="${name}"], #${name}`;
 
 /**
  * signinLab() for the WIC plus Chromium. o: { name, block, waf: {...}, extraClients: [...],
- * fakeAudio: WAV for the lab's browser's fake microphone (optional) }.
+ * fakeAudio: WAV for the lab's browser's fake microphone (optional), imsgw: {...} (more Imsgw
+ * options, e.g. media), kamDefines: [...] (e.g. LOG_MSG) }.
  * Adds W.newPage({ viewport, label, browser, query }), W.launch({ fakeAudio, label }) (one more
  * Chromium process, e.g. with another tone; its pages: handle.newPage(o)), W.signIn(page, user),
  * W.text(page, id), W.waitText(...), W.shot(page, step), W.assertClean(page, allow),
@@ -103,7 +104,8 @@ function wicLab(o) {
     block: o.block,
     waf: o.waf,
     clients: [{ id: 'wic', first_party: true, redirect_uris: [`${gwBase}/`], grants: ['authorization_code', 'refresh_token'] }, ...(o.extraClients || [])],
-    imsgw: { wwsf: { assets_dir: DIST, client_id: 'wic' } },
+    imsgw: { wwsf: { assets_dir: DIST, client_id: 'wic' }, ...(o.imsgw || {}) },
+    kamDefines: o.kamDefines,
   });
   W.L = L;
   W.gwBase = gwBase;
