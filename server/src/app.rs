@@ -248,6 +248,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         None => None,
     };
     let media_handle = media.as_ref().map(|(m, _)| m.clone());
+    if let Some(m) = &media_handle {
+        metrics.set_media(m.clone());
+    }
     let edge = Edge::new(
         EdgeSettings {
             local,

@@ -168,12 +168,6 @@ impl Hub {
                     self.drain();
                     continue;
                 }
-                // The engine's figures change without SIP traffic (a session freed after a
-                // BYE, packets): the media gauges are refreshed every second.
-                _ = tokio::time::sleep(std::time::Duration::from_secs(1)), if self.media.is_some() => {
-                    self.update_media_metrics();
-                    continue;
-                }
                 _ = tokio::time::sleep_until(at) => {
                     self.edge.set_wall_clock(crate::waf::unix_now());
                     // Parked requests are decided again on a timer.
@@ -276,12 +270,9 @@ impl Hub {
     }
 
     fn update_media_metrics(&self) {
-        if let Some(m) = &self.media {
-            self.metrics.update_media(
-                &self.edge.media_stats(),
-                self.edge.media_call_count(),
-                &m.stats(),
-            );
+        if self.media.is_some() {
+            let calls = self.edge.media_call_count();
+            self.metrics.update_media(&self.edge.media_stats(), calls);
         }
     }
 

@@ -179,6 +179,8 @@ async fn render(State(e): State<Arc<Endpoint>>, headers: HeaderMap) -> Response 
 /// The registry and its renderer.
 pub struct Metrics {
     handle: Option<PrometheusHandle>,
+    /// The media engine, whose figures (atomics) are read at each scrape.
+    media: std::sync::OnceLock<imsgw_media::Media>,
 }
 
 impl Metrics {
@@ -249,11 +251,22 @@ impl Metrics {
         ] {
             counter!(WAF_REFUSED, "reason" => reason).absolute(0);
         }
-        Self { handle }
+        Self {
+            handle,
+            media: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The media engine whose figures each scrape reads.
+    pub fn set_media(&self, m: imsgw_media::Media) {
+        let _ = self.media.set(m);
     }
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        if let Some(m) = self.media.get() {
+            self.update_engine(&m.stats());
+        }
         self.handle
             .as_ref()
             .map(PrometheusHandle::render)
@@ -284,19 +297,20 @@ impl Metrics {
     /// The media gateway's figures: the edge's calls and the engine's sessions, ports and
     /// packets. `imsgw_media_sessions` and `imsgw_media_ports_in_use` go back to 0 when the
     /// last call ends.
-    pub fn update_media(
-        &self,
-        e: &crate::edge::MediaEdgeStats,
-        calls: usize,
-        m: &imsgw_media::MediaStats,
-    ) {
+    pub fn update_media(&self, e: &crate::edge::MediaEdgeStats, calls: usize) {
         gauge!("imsgw_media_calls").set(calls as f64);
-        gauge!("imsgw_media_sessions").set(m.sessions as f64);
-        gauge!("imsgw_media_ports_in_use").set(m.ports_in_use as f64);
         counter!("imsgw_media_calls_total").absolute(e.calls);
-        counter!("imsgw_media_offers_refused_total").absolute(e.offers_refused + m.refused_offers);
+        counter!("imsgw_media_offers_refused_total").absolute(e.offers_refused);
         counter!("imsgw_media_byes_sent_total").absolute(e.byes_sent);
         counter!("imsgw_media_unmatched_sdp_total").absolute(e.unmatched_sdp);
+    }
+
+    /// The engine's own figures, read when `/metrics` is scraped (they change with every
+    /// packet, without the hub hearing of it).
+    fn update_engine(&self, m: &imsgw_media::MediaStats) {
+        gauge!("imsgw_media_sessions").set(m.sessions as f64);
+        gauge!("imsgw_media_ports_in_use").set(m.ports_in_use as f64);
+        counter!("imsgw_media_engine_refused_total").absolute(m.refused_offers);
         counter!("imsgw_media_packets_total", "direction" => "to_ims").absolute(m.packets_to_ims);
         counter!("imsgw_media_packets_total", "direction" => "to_browser")
             .absolute(m.packets_to_browser);

@@ -108,9 +108,18 @@ fn check_config_names_the_media_key_that_is_wrong() {
     let dir = Dir::new("media");
     for (body, key) in [
         ("listen = \"0.0.0.0:10000\"", "media.public_addresses"),
-        ("listen = \"127.0.0.1:10000\"\nrtp_ports = \"40000\"", "media.rtp_ports"),
-        ("listen = \"127.0.0.1:10000\"\nrtp_ports = \"40001-40001\"", "media.rtp_ports"),
-        ("listen = \"127.0.0.1:10000\"\ninactivity_secs = 0", "media.inactivity_secs"),
+        (
+            "listen = \"127.0.0.1:10000\"\nrtp_ports = \"40000\"",
+            "media.rtp_ports",
+        ),
+        (
+            "listen = \"127.0.0.1:10000\"\nrtp_ports = \"40001-40001\"",
+            "media.rtp_ports",
+        ),
+        (
+            "listen = \"127.0.0.1:10000\"\ninactivity_secs = 0",
+            "media.inactivity_secs",
+        ),
         ("listen = \"127.0.0.1:10000\"\nbogus = 1", "bogus"),
     ] {
         let file = dir.0.join("m.toml");

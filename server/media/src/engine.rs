@@ -287,8 +287,16 @@ impl Engine {
             self.sessions.len() - 1
         });
         let reg = self.poll.registry();
-        let r1 = reg.register(&mut session.ims.rtp, Token(2 + 2 * slot), Interest::READABLE);
-        let r2 = reg.register(&mut session.ims.rtcp, Token(3 + 2 * slot), Interest::READABLE);
+        let r1 = reg.register(
+            &mut session.ims.rtp,
+            Token(2 + 2 * slot),
+            Interest::READABLE,
+        );
+        let r2 = reg.register(
+            &mut session.ims.rtcp,
+            Token(3 + 2 * slot),
+            Interest::READABLE,
+        );
         if let Err(e) = r1.and(r2) {
             tracing::error!(error = %e, "cannot register IMS-side sockets");
             self.ports.give_back(session.ims.port);
@@ -516,7 +524,9 @@ impl Engine {
             }
             s.scheduled = None;
             // RFC 7675 §5.1: no consent for the inactivity period ends the session.
-            if s.consent_at.is_some_and(|c| now.duration_since(c) >= inactivity) {
+            if s.consent_at
+                .is_some_and(|c| now.duration_since(c) >= inactivity)
+            {
                 self.remove(slot, Some(EndReason::ConsentLost));
                 continue;
             }
@@ -581,7 +591,13 @@ impl Engine {
 }
 
 /// Browser → IMS: the decrypted RTP str0m gives in RTP mode, renumbered and sent on.
-fn relay_to_ims(s: &mut Session, p: &str0m::rtp::RtpPacket, now: Instant, out: &mut [u8], stats: &Stats) {
+fn relay_to_ims(
+    s: &mut Session,
+    p: &str0m::rtp::RtpPacket,
+    now: Instant,
+    out: &mut [u8],
+    stats: &Stats,
+) {
     if !s.to_ims {
         return;
     }
@@ -601,7 +617,14 @@ fn relay_to_ims(s: &mut Session, p: &str0m::rtp::RtpPacket, now: Instant, out: &
         return;
     };
     let mut h = [0u8; 12];
-    ims_leg::write_rtp_header(&mut h, pt, frame.marker, frame.seq, frame.timestamp, s.ims.ssrc);
+    ims_leg::write_rtp_header(
+        &mut h,
+        pt,
+        frame.marker,
+        frame.seq,
+        frame.timestamp,
+        s.ims.ssrc,
+    );
     head.copy_from_slice(&h);
     if s.ims.send_rtp(&out[..12 + n], frame.timestamp, now) {
         Stats::add(&stats.packets_to_ims, 1);
@@ -631,8 +654,14 @@ fn relay_to_browser(s: &mut Session, rtp: &ims_leg::RtpView<'_>, now: Instant) -
         return false;
     };
     // str0m takes the payload as Arc<[u8]>: one allocation per packet on this path.
-    let w = RtpWrite::new(pt.into(), seq.into(), rtp.timestamp, now, Arc::<[u8]>::from(&tmp[..n]))
-        .marker(rtp.marker);
+    let w = RtpWrite::new(
+        pt.into(),
+        seq.into(),
+        rtp.timestamp,
+        now,
+        Arc::<[u8]>::from(&tmp[..n]),
+    )
+    .marker(rtp.marker);
     tx.write_rtp(w);
     true
 }

@@ -177,12 +177,11 @@ impl Media {
     pub fn start(
         config: MediaConfig,
     ) -> Result<(Media, tokio::sync::mpsc::UnboundedReceiver<Event>), MediaError> {
-        let std_socket = std::net::UdpSocket::bind(config.listen).map_err(|source| {
-            MediaError::Bind {
+        let std_socket =
+            std::net::UdpSocket::bind(config.listen).map_err(|source| MediaError::Bind {
                 addr: config.listen,
                 source,
-            }
-        })?;
+            })?;
         std_socket
             .set_nonblocking(true)
             .map_err(|e| MediaError::Other(format!("media.listen non-blocking: {e}")))?;

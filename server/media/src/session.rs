@@ -204,7 +204,10 @@ impl Session {
             .into_iter()
             .filter(|c| self.rtc_codecs.iter().any(|r| r.same_codec(c)))
             .collect();
-        if !common.iter().any(|c| c.carried() != Some(CodecName::TelephoneEvent)) {
+        if !common
+            .iter()
+            .any(|c| c.carried() != Some(CodecName::TelephoneEvent))
+        {
             return Err(Refusal::sdp(
                 "re-offer has none of the call's codecs (imsgw cannot add a codec mid-call)",
             ));
@@ -228,7 +231,9 @@ impl Session {
             codecs,
             // The gateway stands toward the IMS as the browser stands toward it.
             direction: browser.direction,
-            rtcp_mux: true,
+            // RTCP on port + 1 (issue 10: rtcp-mux only when the IMS side offers it; RFC 5761
+            // §5.1.1 lets an offerer leave it out, and IMS equipment often mishandles it).
+            rtcp_mux: false,
         }
         .build()
     }
@@ -361,7 +366,10 @@ impl Session {
             .into_iter()
             .filter(|c| self.rtc_codecs.iter().any(|r| r.same_codec(c)))
             .collect();
-        if !common.iter().any(|c| c.carried() != Some(CodecName::TelephoneEvent)) {
+        if !common
+            .iter()
+            .any(|c| c.carried() != Some(CodecName::TelephoneEvent))
+        {
             return Err(Refusal::sdp(
                 "re-offer has none of the call's codecs (imsgw cannot add a codec mid-call)",
             ));
@@ -438,7 +446,10 @@ impl Session {
             .filter(|o| kept.iter().any(|k| k.same_codec(o)))
             .cloned()
             .collect();
-        if !ims_chosen.iter().any(|c| c.carried() != Some(CodecName::TelephoneEvent)) {
+        if !ims_chosen
+            .iter()
+            .any(|c| c.carried() != Some(CodecName::TelephoneEvent))
+        {
             return Err(Refusal::sdp("browser answer kept no codec the IMS offered"));
         }
         self.set_media(&kept, &ims_chosen, browser.direction, ims.direction);
@@ -462,9 +473,7 @@ impl Session {
     fn set_ims_peer(&mut self, ims: &AudioDesc) {
         if let Some(addr) = ims.addr.filter(|a| !a.is_unspecified()) {
             let rtp = SocketAddr::new(addr, ims.port);
-            let rtcp = ims
-                .rtcp
-                .map(|(p, a)| SocketAddr::new(a.unwrap_or(addr), p));
+            let rtcp = ims.rtcp.map(|(p, a)| SocketAddr::new(a.unwrap_or(addr), p));
             self.ims.set_peer(rtp, rtcp, ims.rtcp_mux);
         }
     }
@@ -480,7 +489,10 @@ impl Session {
         // RFC 3264 §8.4 hold: nothing flows in a held direction.
         self.to_ims = browser_dir.sends() && ims_dir.receives();
         self.to_browser = ims_dir.sends() && browser_dir.receives();
-        if let Some(c) = ims.iter().find(|c| c.carried() != Some(CodecName::TelephoneEvent)) {
+        if let Some(c) = ims
+            .iter()
+            .find(|c| c.carried() != Some(CodecName::TelephoneEvent))
+        {
             self.ims.clock = c.clock;
         }
     }
@@ -490,7 +502,9 @@ fn check_browser_offer(text: &str) -> Result<(AudioDesc, Vec<RtpMap>, SdpOffer),
     let desc = sdp::parse_audio(text)?;
     let common = desc.common()?;
     if desc.port == 0 {
-        return Err(Refusal::sdp("browser offer's audio m-line is disabled (port 0)"));
+        return Err(Refusal::sdp(
+            "browser offer's audio m-line is disabled (port 0)",
+        ));
     }
     let offer = SdpOffer::from_sdp_string(text)
         .map_err(|e| Refusal::sdp(format!("browser offer unreadable: {e}")))?;
@@ -518,7 +532,10 @@ fn chosen_of(desc: &AudioDesc, offered: &[RtpMap]) -> Result<Vec<RtpMap>, Refusa
         .into_iter()
         .filter(|c| offered.iter().any(|o| o.same_codec(c)))
         .collect();
-    if !chosen.iter().any(|c| c.carried() != Some(CodecName::TelephoneEvent)) {
+    if !chosen
+        .iter()
+        .any(|c| c.carried() != Some(CodecName::TelephoneEvent))
+    {
         let names: Vec<String> = desc
             .codecs
             .iter()
@@ -526,7 +543,11 @@ fn chosen_of(desc: &AudioDesc, offered: &[RtpMap]) -> Result<Vec<RtpMap>, Refusa
             .collect();
         return Err(Refusal::sdp(format!(
             "IMS answer has no codec imsgw offered ({} answered)",
-            if names.is_empty() { "none".into() } else { names.join(", ") }
+            if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(", ")
+            }
         )));
     }
     Ok(chosen)
@@ -568,7 +589,11 @@ fn build_rtc(ctx: &RtcContext, codecs: &[RtpMap], now: Instant) -> (Rtc, String)
         .clear_codecs();
     let cc = cfg.codec_config();
     for c in codecs {
-        let fmtp = c.fmtp.as_deref().map(FormatParams::parse_line).unwrap_or_default();
+        let fmtp = c
+            .fmtp
+            .as_deref()
+            .map(FormatParams::parse_line)
+            .unwrap_or_default();
         match c.carried() {
             Some(CodecName::Pcmu) if c.pt == 0 => cc.enable_pcmu(true, false),
             Some(CodecName::Pcma) if c.pt == 8 => cc.enable_pcma(true, false),
