@@ -40,7 +40,9 @@ impl std::fmt::Debug for PtMap {
             .filter(|b| self.to_ims[*b as usize] != NONE)
             .map(|b| (b, self.to_ims[b as usize]))
             .collect();
-        f.debug_struct("PtMap").field("browser_to_ims", &pairs).finish()
+        f.debug_struct("PtMap")
+            .field("browser_to_ims", &pairs)
+            .finish()
     }
 }
 
@@ -157,6 +159,10 @@ mod tests {
         assert_eq!(&out[..3], &[1, 2, 3]);
         let big = [0u8; 32];
         let f = Frame { payload: &big, ..f };
-        assert_eq!(r.relay(Way::ToIms, &f, &mut out), None, "never overruns the buffer");
+        assert_eq!(
+            r.relay(Way::ToIms, &f, &mut out),
+            None,
+            "never overruns the buffer"
+        );
     }
 }

@@ -138,11 +138,11 @@ impl Engine {
                 .timers
                 .peek()
                 .map(|Reverse((t, _))| t.saturating_duration_since(Instant::now()));
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != ErrorKind::Interrupted {
-                    tracing::error!(error = %e, "media poll failed; media thread stops");
-                    break;
-                }
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != ErrorKind::Interrupted
+            {
+                tracing::error!(error = %e, "media poll failed; media thread stops");
+                break;
             }
             for ev in events.iter() {
                 match ev.token() {
@@ -261,34 +261,38 @@ impl Engine {
             };
             return self.refuse(call, req, r, true);
         }
-        let Some(pair) = self.ports.take() else {
-            let r = Refusal {
+        let (ports, latch) = (&mut self.ports, self.cfg.latch);
+        let take_leg = || match ports.take() {
+            Some(pair) => Ok(ImsLeg::new(pair, latch, rand::random(), now)),
+            None => Err(Refusal {
                 status: 503,
                 warning: "no media port free".into(),
-            };
-            return self.refuse(call, req, r, true);
+            }),
         };
-        let leg = ImsLeg::new(pair, self.cfg.latch, rand::random(), now);
         let made = if browser {
-            Session::from_browser_offer(call, sdp, &self.ctx, leg, now)
+            Session::from_browser_offer(call, sdp, &self.ctx, take_leg, now)
         } else {
-            Session::from_ims_offer(call, sdp, &self.ctx, leg, now)
+            Session::from_ims_offer(call, sdp, &self.ctx, take_leg, now)
         };
         let (mut session, out_sdp) = match made {
             Ok(x) => x,
-            Err((refusal, leg)) => {
-                self.ports.give_back(leg.port);
-                drop(leg);
-                return self.refuse(call, req, refusal, true);
-            }
+            Err(refusal) => return self.refuse(call, req, refusal, true),
         };
         let slot = self.free_slots.pop().unwrap_or_else(|| {
             self.sessions.push(None);
             self.sessions.len() - 1
         });
         let reg = self.poll.registry();
-        let r1 = reg.register(&mut session.ims.rtp, Token(2 + 2 * slot), Interest::READABLE);
-        let r2 = reg.register(&mut session.ims.rtcp, Token(3 + 2 * slot), Interest::READABLE);
+        let r1 = reg.register(
+            &mut session.ims.rtp,
+            Token(2 + 2 * slot),
+            Interest::READABLE,
+        );
+        let r2 = reg.register(
+            &mut session.ims.rtcp,
+            Token(3 + 2 * slot),
+            Interest::READABLE,
+        );
         if let Err(e) = r1.and(r2) {
             tracing::error!(error = %e, "cannot register IMS-side sockets");
             self.ports.give_back(session.ims.port);
@@ -516,7 +520,9 @@ impl Engine {
             }
             s.scheduled = None;
             // RFC 7675 §5.1: no consent for the inactivity period ends the session.
-            if s.consent_at.is_some_and(|c| now.duration_since(c) >= inactivity) {
+            if s.consent_at
+                .is_some_and(|c| now.duration_since(c) >= inactivity)
+            {
                 self.remove(slot, Some(EndReason::ConsentLost));
                 continue;
             }
@@ -581,7 +587,13 @@ impl Engine {
 }
 
 /// Browser → IMS: the decrypted RTP str0m gives in RTP mode, renumbered and sent on.
-fn relay_to_ims(s: &mut Session, p: &str0m::rtp::RtpPacket, now: Instant, out: &mut [u8], stats: &Stats) {
+fn relay_to_ims(
+    s: &mut Session,
+    p: &str0m::rtp::RtpPacket,
+    now: Instant,
+    out: &mut [u8],
+    stats: &Stats,
+) {
     if !s.to_ims {
         return;
     }
@@ -601,7 +613,14 @@ fn relay_to_ims(s: &mut Session, p: &str0m::rtp::RtpPacket, now: Instant, out: &
         return;
     };
     let mut h = [0u8; 12];
-    ims_leg::write_rtp_header(&mut h, pt, frame.marker, frame.seq, frame.timestamp, s.ims.ssrc);
+    ims_leg::write_rtp_header(
+        &mut h,
+        pt,
+        frame.marker,
+        frame.seq,
+        frame.timestamp,
+        s.ims.ssrc,
+    );
     head.copy_from_slice(&h);
     if s.ims.send_rtp(&out[..12 + n], frame.timestamp, now) {
         Stats::add(&stats.packets_to_ims, 1);
@@ -631,8 +650,14 @@ fn relay_to_browser(s: &mut Session, rtp: &ims_leg::RtpView<'_>, now: Instant) -
         return false;
     };
     // str0m takes the payload as Arc<[u8]>: one allocation per packet on this path.
-    let w = RtpWrite::new(pt.into(), seq.into(), rtp.timestamp, now, Arc::<[u8]>::from(&tmp[..n]))
-        .marker(rtp.marker);
+    let w = RtpWrite::new(
+        pt.into(),
+        seq.into(),
+        rtp.timestamp,
+        now,
+        Arc::<[u8]>::from(&tmp[..n]),
+    )
+    .marker(rtp.marker);
     tx.write_rtp(w);
     true
 }

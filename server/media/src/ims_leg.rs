@@ -269,7 +269,11 @@ impl ImsLeg {
             .is_some_and(|t| now.duration_since(t) < 2 * RTCP_INTERVAL);
         let blocks = usize::from(self.rx.ssrc.is_some());
         let mut w = 0;
-        let (pt, words) = if sender { (200u8, 6 + 6 * blocks) } else { (201, 1 + 6 * blocks) };
+        let (pt, words) = if sender {
+            (200u8, 6 + 6 * blocks)
+        } else {
+            (201, 1 + 6 * blocks)
+        };
         out[0] = 0x80 | blocks as u8;
         out[1] = pt;
         out[2..4].copy_from_slice(&(words as u16).to_be_bytes());
@@ -280,7 +284,11 @@ impl ImsLeg {
             // NTP epoch is 1900: 70 years (17 leap days) before the Unix epoch.
             let secs = since.as_secs().wrapping_add(2_208_988_800) as u32;
             let frac = ((u64::from(since.subsec_nanos()) << 32) / 1_000_000_000) as u32;
-            let elapsed = self.tx.last_at.map(|t| now.duration_since(t)).unwrap_or_default();
+            let elapsed = self
+                .tx
+                .last_at
+                .map(|t| now.duration_since(t))
+                .unwrap_or_default();
             let ts = self
                 .tx
                 .last_ts

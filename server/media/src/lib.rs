@@ -48,16 +48,32 @@ pub struct MediaConfig {
 pub enum Command {
     /// The browser offered (initial INVITE, or a re-INVITE/UPDATE on a known call).
     /// Answer: [`Event::Sdp`] with the IMS-side offer (RTP/AVP), or [`Event::Refused`].
-    BrowserOffer { call: CallRef, req: u64, sdp: String },
+    BrowserOffer {
+        call: CallRef,
+        req: u64,
+        sdp: String,
+    },
     /// The IMS side answered the offer made from the browser's (183 or 200; the same SDP again
     /// for a retransmission, which gets the same answer). Answer: [`Event::Sdp`] with the
     /// browser-side answer, or [`Event::Refused`].
-    ImsAnswer { call: CallRef, req: u64, sdp: String },
+    ImsAnswer {
+        call: CallRef,
+        req: u64,
+        sdp: String,
+    },
     /// The IMS side offered (initial INVITE from the IMS, or a re-INVITE/UPDATE).
     /// Answer: [`Event::Sdp`] with a WebRTC offer for the browser, or [`Event::Refused`].
-    ImsOffer { call: CallRef, req: u64, sdp: String },
+    ImsOffer {
+        call: CallRef,
+        req: u64,
+        sdp: String,
+    },
     /// The browser answered the WebRTC offer. Answer: [`Event::Sdp`] with the IMS-side answer.
-    BrowserAnswer { call: CallRef, req: u64, sdp: String },
+    BrowserAnswer {
+        call: CallRef,
+        req: u64,
+        sdp: String,
+    },
     /// The call is over (BYE, CANCEL, a failure response, its flow closed): free its session
     /// and ports. Unknown calls are ignored. No answer.
     Release { call: CallRef },
@@ -67,7 +83,11 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// The SDP asked for by the command `req` of `call`.
-    Sdp { call: CallRef, req: u64, sdp: String },
+    Sdp {
+        call: CallRef,
+        req: u64,
+        sdp: String,
+    },
     /// The command `req` cannot be done: the edge answers the offer with `status` (488 no
     /// common codec / unusable SDP, 503 no port or session left) and `warning` as the text of
     /// a `Warning: 399` header (RFC 3261 §20.43).
@@ -157,12 +177,11 @@ impl Media {
     pub fn start(
         config: MediaConfig,
     ) -> Result<(Media, tokio::sync::mpsc::UnboundedReceiver<Event>), MediaError> {
-        let std_socket = std::net::UdpSocket::bind(config.listen).map_err(|source| {
-            MediaError::Bind {
+        let std_socket =
+            std::net::UdpSocket::bind(config.listen).map_err(|source| MediaError::Bind {
                 addr: config.listen,
                 source,
-            }
-        })?;
+            })?;
         std_socket
             .set_nonblocking(true)
             .map_err(|e| MediaError::Other(format!("media.listen non-blocking: {e}")))?;

@@ -27,7 +27,9 @@ impl PortPool {
     pub fn new(addr: IpAddr, range: RangeInclusive<u16>) -> Result<PortPool, &'static str> {
         let free: VecDeque<u16> = range
             .clone()
-            .filter(|p| p % 2 == 0 && *p != 0 && p.checked_add(1).is_some_and(|q| range.contains(&q)))
+            .filter(|p| {
+                p % 2 == 0 && *p != 0 && p.checked_add(1).is_some_and(|q| range.contains(&q))
+            })
             .collect();
         if free.is_empty() {
             return Err("holds no even port with its odd neighbour");

@@ -72,7 +72,8 @@ impl CodecName {
 }
 
 /// The list named in a 488 warning.
-pub const CARRIED: &str = "PCMA/8000, PCMU/8000, G722/8000, opus/48000/2, telephone-event/8000, telephone-event/48000";
+pub const CARRIED: &str =
+    "PCMA/8000, PCMU/8000, G722/8000, opus/48000/2, telephone-event/8000, telephone-event/48000";
 
 /// A payload type as one SDP names it (`a=rtpmap`, or a static RFC 3551 number).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,11 +210,18 @@ impl AudioDesc {
     /// [`Self::carried`], or the 488 naming what was offered and what imsgw carries.
     pub fn common(&self) -> Result<Vec<RtpMap>, SdpError> {
         let common = self.carried();
-        if common.iter().any(|c| c.carried() != Some(CodecName::TelephoneEvent)) {
+        if common
+            .iter()
+            .any(|c| c.carried() != Some(CodecName::TelephoneEvent))
+        {
             return Ok(common);
         }
         let mut offered: Vec<String> = self.codecs.iter().map(RtpMap::label).collect();
-        offered.extend(self.unknown_formats.iter().map(|f| format!("payload type {f}")));
+        offered.extend(
+            self.unknown_formats
+                .iter()
+                .map(|f| format!("payload type {f}")),
+        );
         if offered.is_empty() {
             offered.push("nothing".into());
         }
@@ -335,9 +343,11 @@ pub fn parse_audio(sdp: &str) -> Result<AudioDesc, SdpError> {
                     ("rtpmap", Some(v)) => {
                         let m = parse_rtpmap(v).ok_or(SdpError::BadLine(n, "bad a=rtpmap"))?;
                         // An rtpmap names a format of the m-line; one naming none is ignored.
-                        if let Some(pos) = desc.unknown_formats.iter().position(|f| {
-                            f.parse::<u8>().ok() == Some(m.pt)
-                        }) {
+                        if let Some(pos) = desc
+                            .unknown_formats
+                            .iter()
+                            .position(|f| f.parse::<u8>().ok() == Some(m.pt))
+                        {
                             desc.unknown_formats.remove(pos);
                             desc.codecs.push(m);
                         } else if let Some(c) = desc.codecs.iter_mut().find(|c| c.pt == m.pt) {
@@ -349,7 +359,9 @@ pub fn parse_audio(sdp: &str) -> Result<AudioDesc, SdpError> {
                         let (pt, params) = v
                             .split_once(' ')
                             .ok_or(SdpError::BadLine(n, "bad a=fmtp"))?;
-                        let pt = pt.parse::<u8>().map_err(|_| SdpError::BadLine(n, "bad a=fmtp"))?;
+                        let pt = pt
+                            .parse::<u8>()
+                            .map_err(|_| SdpError::BadLine(n, "bad a=fmtp"))?;
                         if let Some(c) = desc.codecs.iter_mut().find(|c| c.pt == pt) {
                             c.fmtp = Some(params.trim().to_string());
                         }
@@ -358,7 +370,9 @@ pub fn parse_audio(sdp: &str) -> Result<AudioDesc, SdpError> {
                         let mut p = v.split_ascii_whitespace();
                         let port = p.next().and_then(|x| x.parse::<u16>().ok());
                         let rest: Vec<&str> = p.collect();
-                        let addr = (rest.len() == 3).then(|| rest[2].parse::<IpAddr>().ok()).flatten();
+                        let addr = (rest.len() == 3)
+                            .then(|| rest[2].parse::<IpAddr>().ok())
+                            .flatten();
                         desc.rtcp = port.map(|port| (port, addr));
                     }
                     _ => {}

@@ -108,20 +108,17 @@ pub struct Session {
 
 impl Session {
     /// The browser's initial offer: builds the `Rtc` (not answered yet) and the IMS offer.
+    /// `take_leg` is called only once the SDP is known good (a bad offer holds no port).
     pub fn from_browser_offer(
         call: CallRef,
         sdp_text: &str,
         ctx: &RtcContext,
-        ims: ImsLeg,
+        take_leg: impl FnOnce() -> Result<ImsLeg, Refusal>,
         now: Instant,
-    ) -> Result<(Session, String), (Refusal, ImsLeg)> {
-        let checked = check_browser_offer(sdp_text);
-        let (browser, common, offer) = match checked {
-            Ok(c) => c,
-            Err(r) => return Err((r, ims)),
-        };
+    ) -> Result<(Session, String), Refusal> {
+        let (browser, common, offer) = check_browser_offer(sdp_text)?;
         let (rtc, ufrag) = build_rtc(ctx, &common, now);
-        let mut s = Session::new(call, rtc, ufrag, ims, common.clone(), now);
+        let mut s = Session::new(call, rtc, ufrag, take_leg()?, common.clone(), now);
         s.mid = browser.mid.as_deref().map(Mid::from);
         let out = s.ims_offer(&browser, &common);
         s.state = Negotiation::AwaitImsAnswer {
@@ -137,26 +134,20 @@ impl Session {
         call: CallRef,
         sdp_text: &str,
         ctx: &RtcContext,
-        ims: ImsLeg,
+        take_leg: impl FnOnce() -> Result<ImsLeg, Refusal>,
         now: Instant,
-    ) -> Result<(Session, String), (Refusal, ImsLeg)> {
-        let (desc, common) = match check_ims_sdp(sdp_text).and_then(|d| {
-            let c = d.common()?;
-            Ok((d, c))
-        }) {
-            Ok(x) => x,
-            Err(r) => return Err((r.into(), ims)),
-        };
-        let (rtc, ufrag) = build_rtc(ctx, &common, now);
-        let mut s = Session::new(call, rtc, ufrag, ims, common.clone(), now);
-        s.set_ims_peer(&desc);
-        let mut api = s.rtc.sdp_api();
+    ) -> Result<(Session, String), Refusal> {
+        let desc = check_ims_sdp(sdp_text)?;
+        let common = desc.common()?;
+        let (mut rtc, ufrag) = build_rtc(ctx, &common, now);
+        let mut api = rtc.sdp_api();
         let mid = api.add_media(MediaKind::Audio, to_str0m(desc.direction), None, None, None);
         let Some((offer, pending)) = api.apply() else {
             // add_media always makes a change that needs negotiation.
-            let ims = s.ims;
-            return Err((Refusal::sdp("WebRTC offer could not be made"), ims));
+            return Err(Refusal::sdp("WebRTC offer could not be made"));
         };
+        let mut s = Session::new(call, rtc, ufrag, take_leg()?, common.clone(), now);
+        s.set_ims_peer(&desc);
         s.mid = Some(mid);
         s.consent_at = Some(now);
         s.state = Negotiation::AwaitBrowserAnswer {
@@ -204,7 +195,10 @@ impl Session {
             .into_iter()
             .filter(|c| self.rtc_codecs.iter().any(|r| r.same_codec(c)))
             .collect();
-        if !common.iter().any(|c| c.carried() != Some(CodecName::TelephoneEvent)) {
+        if !common
+            .iter()
+            .any(|c| c.carried() != Some(CodecName::TelephoneEvent))
+        {
             return Err(Refusal::sdp(
                 "re-offer has none of the call's codecs (imsgw cannot add a codec mid-call)",
             ));
@@ -361,7 +355,10 @@ impl Session {
             .into_iter()
             .filter(|c| self.rtc_codecs.iter().any(|r| r.same_codec(c)))
             .collect();
-        if !common.iter().any(|c| c.carried() != Some(CodecName::TelephoneEvent)) {
+        if !common
+            .iter()
+            .any(|c| c.carried() != Some(CodecName::TelephoneEvent))
+        {
             return Err(Refusal::sdp(
                 "re-offer has none of the call's codecs (imsgw cannot add a codec mid-call)",
             ));
@@ -438,7 +435,10 @@ impl Session {
             .filter(|o| kept.iter().any(|k| k.same_codec(o)))
             .cloned()
             .collect();
-        if !ims_chosen.iter().any(|c| c.carried() != Some(CodecName::TelephoneEvent)) {
+        if !ims_chosen
+            .iter()
+            .any(|c| c.carried() != Some(CodecName::TelephoneEvent))
+        {
             return Err(Refusal::sdp("browser answer kept no codec the IMS offered"));
         }
         self.set_media(&kept, &ims_chosen, browser.direction, ims.direction);
@@ -462,9 +462,7 @@ impl Session {
     fn set_ims_peer(&mut self, ims: &AudioDesc) {
         if let Some(addr) = ims.addr.filter(|a| !a.is_unspecified()) {
             let rtp = SocketAddr::new(addr, ims.port);
-            let rtcp = ims
-                .rtcp
-                .map(|(p, a)| SocketAddr::new(a.unwrap_or(addr), p));
+            let rtcp = ims.rtcp.map(|(p, a)| SocketAddr::new(a.unwrap_or(addr), p));
             self.ims.set_peer(rtp, rtcp, ims.rtcp_mux);
         }
     }
@@ -480,7 +478,10 @@ impl Session {
         // RFC 3264 §8.4 hold: nothing flows in a held direction.
         self.to_ims = browser_dir.sends() && ims_dir.receives();
         self.to_browser = ims_dir.sends() && browser_dir.receives();
-        if let Some(c) = ims.iter().find(|c| c.carried() != Some(CodecName::TelephoneEvent)) {
+        if let Some(c) = ims
+            .iter()
+            .find(|c| c.carried() != Some(CodecName::TelephoneEvent))
+        {
             self.ims.clock = c.clock;
         }
     }
@@ -490,7 +491,9 @@ fn check_browser_offer(text: &str) -> Result<(AudioDesc, Vec<RtpMap>, SdpOffer),
     let desc = sdp::parse_audio(text)?;
     let common = desc.common()?;
     if desc.port == 0 {
-        return Err(Refusal::sdp("browser offer's audio m-line is disabled (port 0)"));
+        return Err(Refusal::sdp(
+            "browser offer's audio m-line is disabled (port 0)",
+        ));
     }
     let offer = SdpOffer::from_sdp_string(text)
         .map_err(|e| Refusal::sdp(format!("browser offer unreadable: {e}")))?;
@@ -518,7 +521,10 @@ fn chosen_of(desc: &AudioDesc, offered: &[RtpMap]) -> Result<Vec<RtpMap>, Refusa
         .into_iter()
         .filter(|c| offered.iter().any(|o| o.same_codec(c)))
         .collect();
-    if !chosen.iter().any(|c| c.carried() != Some(CodecName::TelephoneEvent)) {
+    if !chosen
+        .iter()
+        .any(|c| c.carried() != Some(CodecName::TelephoneEvent))
+    {
         let names: Vec<String> = desc
             .codecs
             .iter()
@@ -526,7 +532,11 @@ fn chosen_of(desc: &AudioDesc, offered: &[RtpMap]) -> Result<Vec<RtpMap>, Refusa
             .collect();
         return Err(Refusal::sdp(format!(
             "IMS answer has no codec imsgw offered ({} answered)",
-            if names.is_empty() { "none".into() } else { names.join(", ") }
+            if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(", ")
+            }
         )));
     }
     Ok(chosen)
@@ -568,7 +578,11 @@ fn build_rtc(ctx: &RtcContext, codecs: &[RtpMap], now: Instant) -> (Rtc, String)
         .clear_codecs();
     let cc = cfg.codec_config();
     for c in codecs {
-        let fmtp = c.fmtp.as_deref().map(FormatParams::parse_line).unwrap_or_default();
+        let fmtp = c
+            .fmtp
+            .as_deref()
+            .map(FormatParams::parse_line)
+            .unwrap_or_default();
         match c.carried() {
             Some(CodecName::Pcmu) if c.pt == 0 => cc.enable_pcmu(true, false),
             Some(CodecName::Pcma) if c.pt == 8 => cc.enable_pcma(true, false),
@@ -611,6 +625,7 @@ fn build_rtc(ctx: &RtcContext, codecs: &[RtpMap], now: Instant) -> (Rtc, String)
 #[derive(Debug, Default, Clone)]
 pub struct SeqOut {
     ssrc: Option<u32>,
+    /// The highest input number seen and its extended output index.
     last_in: u16,
     last_out: u64,
 }
@@ -619,11 +634,12 @@ impl SeqOut {
     pub fn next(&mut self, ssrc: u32, seq: u16) -> u64 {
         match self.ssrc {
             Some(s) if s == ssrc => {
+                // Relative to the highest number seen: a late packet keeps its older index.
                 let delta = seq.wrapping_sub(self.last_in) as i16;
-                self.last_in = seq;
                 let out = (self.last_out as i64 + i64::from(delta)).max(1) as u64;
                 if out > self.last_out {
                     self.last_out = out;
+                    self.last_in = seq;
                 }
                 out
             }

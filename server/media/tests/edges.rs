@@ -11,7 +11,9 @@ use imsgw_media::{Command, EndReason, Event};
 use str0m::media::Direction;
 
 fn line<'a>(sdp: &'a str, prefix: &str) -> Option<&'a str> {
-    sdp.lines().find(|l| l.starts_with(prefix)).map(str::trim_end)
+    sdp.lines()
+        .find(|l| l.starts_with(prefix))
+        .map(str::trim_end)
 }
 
 fn wait_stats(gw: &Gw, pred: impl Fn(&imsgw_media::MediaStats) -> bool) -> imsgw_media::MediaStats {
@@ -34,14 +36,36 @@ fn browser_hold_and_resume_keep_ice_dtls_and_port_and_stop_held_direction_rfc326
 
     // Hold: the browser re-offers sendonly.
     let (reoffer, pending) = b.reoffer(Direction::SendOnly);
-    gw.media.send(Command::BrowserOffer { call: 1, req: 3, sdp: reoffer });
-    let ims_offer = expect_sdp(next_event(&mut gw, Some(&mut b), Duration::from_secs(2)), 1, 3);
+    gw.media.send(Command::BrowserOffer {
+        call: 1,
+        req: 3,
+        sdp: reoffer,
+    });
+    let ims_offer = expect_sdp(
+        next_event(&mut gw, Some(&mut b), Duration::from_secs(2)),
+        1,
+        3,
+    );
     assert_eq!(ims_port(&ims_offer), port, "same IMS port on a re-offer");
     assert!(ims_offer.contains("a=sendonly"), "{ims_offer}");
-    assert!(ims_offer.contains(" 2 IN IP4"), "o= version incremented: {ims_offer}");
-    gw.media.send(Command::ImsAnswer { call: 1, req: 4, sdp: ims.sdp("0 PCMU/8000", "recvonly") });
-    let answer = expect_sdp(next_event(&mut gw, Some(&mut b), Duration::from_secs(2)), 1, 4);
-    assert!(answer.contains("a=recvonly"), "IMS recvonly → browser answer recvonly: {answer}");
+    assert!(
+        ims_offer.contains(" 2 IN IP4"),
+        "o= version incremented: {ims_offer}"
+    );
+    gw.media.send(Command::ImsAnswer {
+        call: 1,
+        req: 4,
+        sdp: ims.sdp("0 PCMU/8000", "recvonly"),
+    });
+    let answer = expect_sdp(
+        next_event(&mut gw, Some(&mut b), Duration::from_secs(2)),
+        1,
+        4,
+    );
+    assert!(
+        answer.contains("a=recvonly"),
+        "IMS recvonly → browser answer recvonly: {answer}"
+    );
     b.accept_answer(pending, &answer);
 
     // Held toward the browser: IMS media is not forwarded; browser → IMS still flows.
@@ -50,23 +74,48 @@ fn browser_hold_and_resume_keep_ice_dtls_and_port_and_stop_held_direction_rfc326
     pump(&mut b, Duration::from_millis(300), |_| false);
     assert!(b.rtp.is_empty(), "nothing forwarded in the held direction");
     b.send_rtp(0, 8000, b"still-up");
-    let pkt = ims.recv_rtp(&mut b, Duration::from_secs(2)).expect("browser → IMS flows on hold");
+    let pkt = ims
+        .recv_rtp(&mut b, Duration::from_secs(2))
+        .expect("browser → IMS flows on hold");
     assert_eq!(&pkt[12..], b"still-up");
 
     // Resume.
     let (reoffer, pending) = b.reoffer(Direction::SendRecv);
-    gw.media.send(Command::BrowserOffer { call: 1, req: 5, sdp: reoffer });
-    let ims_offer = expect_sdp(next_event(&mut gw, Some(&mut b), Duration::from_secs(2)), 1, 5);
+    gw.media.send(Command::BrowserOffer {
+        call: 1,
+        req: 5,
+        sdp: reoffer,
+    });
+    let ims_offer = expect_sdp(
+        next_event(&mut gw, Some(&mut b), Duration::from_secs(2)),
+        1,
+        5,
+    );
     assert!(ims_offer.contains("a=sendrecv"), "{ims_offer}");
     assert_eq!(ims_port(&ims_offer), port);
-    gw.media.send(Command::ImsAnswer { call: 1, req: 6, sdp: ims.sdp("0 PCMU/8000", "sendrecv") });
-    let answer2 = expect_sdp(next_event(&mut gw, Some(&mut b), Duration::from_secs(2)), 1, 6);
+    gw.media.send(Command::ImsAnswer {
+        call: 1,
+        req: 6,
+        sdp: ims.sdp("0 PCMU/8000", "sendrecv"),
+    });
+    let answer2 = expect_sdp(
+        next_event(&mut gw, Some(&mut b), Duration::from_secs(2)),
+        1,
+        6,
+    );
     for attr in ["a=ice-ufrag", "a=ice-pwd", "a=fingerprint", "a=setup"] {
-        assert_eq!(line(&answer, attr), line(&answer2, attr), "{attr} kept: no ICE/DTLS restart");
+        assert_eq!(
+            line(&answer, attr),
+            line(&answer2, attr),
+            "{attr} kept: no ICE/DTLS restart"
+        );
     }
     b.accept_answer(pending, &answer2);
     ims.send_rtp(ims_to(port), 0, 101, 16160, b"resumed");
-    assert!(pump(&mut b, Duration::from_secs(2), |b| !b.rtp.is_empty()), "media flows after resume");
+    assert!(
+        pump(&mut b, Duration::from_secs(2), |b| !b.rtp.is_empty()),
+        "media flows after resume"
+    );
     assert_eq!(&b.rtp[0].payload[..], b"resumed");
     assert!(b.failed.is_none());
 }
@@ -77,24 +126,42 @@ fn retransmitted_ims_answer_gets_same_answer_and_another_answer_moves_the_peer()
     let mut b = Browser::new();
     let ims = Ims::new();
     let (offer, pending) = b.offer(Direction::SendRecv);
-    gw.media.send(Command::BrowserOffer { call: 2, req: 1, sdp: offer });
+    gw.media.send(Command::BrowserOffer {
+        call: 2,
+        req: 1,
+        sdp: offer,
+    });
     expect_sdp(next_event(&mut gw, None, Duration::from_secs(2)), 2, 1);
     let sdp183 = ims.sdp("0 PCMU/8000", "sendrecv");
-    gw.media.send(Command::ImsAnswer { call: 2, req: 2, sdp: sdp183.clone() });
+    gw.media.send(Command::ImsAnswer {
+        call: 2,
+        req: 2,
+        sdp: sdp183.clone(),
+    });
     let a1 = expect_sdp(next_event(&mut gw, None, Duration::from_secs(2)), 2, 2);
-    gw.media.send(Command::ImsAnswer { call: 2, req: 3, sdp: sdp183 });
+    gw.media.send(Command::ImsAnswer {
+        call: 2,
+        req: 3,
+        sdp: sdp183,
+    });
     let a2 = expect_sdp(next_event(&mut gw, None, Duration::from_secs(2)), 2, 3);
     assert_eq!(a1, a2, "183 then 200 with the same body: the same answer");
 
     // A 200 from another early dialog: another peer, PCMU still.
     let other = Ims::new();
-    gw.media.send(Command::ImsAnswer { call: 2, req: 4, sdp: other.sdp("0 PCMU/8000", "sendrecv") });
+    gw.media.send(Command::ImsAnswer {
+        call: 2,
+        req: 4,
+        sdp: other.sdp("0 PCMU/8000", "sendrecv"),
+    });
     let a3 = expect_sdp(next_event(&mut gw, None, Duration::from_secs(2)), 2, 4);
     assert_eq!(line(&a1, "a=ice-ufrag"), line(&a3, "a=ice-ufrag"));
     b.accept_answer(pending, &a3);
     assert!(pump(&mut b, Duration::from_secs(5), |b| b.connected));
     b.send_rtp(0, 160, b"to-new-peer");
-    let pkt = other.recv_rtp(&mut b, Duration::from_secs(2)).expect("RTP goes to the new peer");
+    let pkt = other
+        .recv_rtp(&mut b, Duration::from_secs(2))
+        .expect("RTP goes to the new peer");
     assert_eq!(&pkt[12..], b"to-new-peer");
 }
 
@@ -108,7 +175,10 @@ fn rtp_from_foreign_source_is_dropped_and_counted_without_latch() {
     let intruder = Ims::new();
     intruder.send_rtp(ims_to(port), 0, 1, 160, b"hijack");
     pump(&mut b, Duration::from_millis(300), |_| false);
-    assert!(b.rtp.is_empty(), "nothing from the intruder reaches the browser");
+    assert!(
+        b.rtp.is_empty(),
+        "nothing from the intruder reaches the browser"
+    );
     assert!(wait_stats(&gw, |s| s.dropped > before).dropped > before);
     // The call is undisturbed.
     ims.send_rtp(ims_to(port), 0, 2, 320, b"legit");
@@ -125,8 +195,15 @@ fn stun_with_unknown_ufrag_and_stray_packets_are_dropped_rfc8445_7_3() {
     m.extend_from_slice(&[0x00, 0x06, 0x00, 0x08]);
     m.extend_from_slice(b"nope:abc");
     stray.send_to(&m, gw.media.local_addr()).expect("send");
-    stray.send_to(&[0x80, 0, 0, 1, 0, 0, 0, 0, 1, 2, 3, 4], gw.media.local_addr()).expect("send");
-    stray.send_to(&[22, 254, 253], gw.media.local_addr()).expect("send");
+    stray
+        .send_to(
+            &[0x80, 0, 0, 1, 0, 0, 0, 0, 1, 2, 3, 4],
+            gw.media.local_addr(),
+        )
+        .expect("send");
+    stray
+        .send_to(&[22, 254, 253], gw.media.local_addr())
+        .expect("send");
     let st = wait_stats(&gw, |s| s.dropped >= 3);
     assert_eq!(st.dropped, 3, "{st:?}");
     assert_eq!(st.sessions, 0);
@@ -147,13 +224,24 @@ fn two_calls_share_the_webrtc_socket_without_crosstalk() {
         b1.step();
         b2.step();
     }
-    assert_eq!(b1.rtp.iter().map(|p| &p.payload[..]).collect::<Vec<_>>(), vec![&b"for-one"[..]]);
-    assert_eq!(b2.rtp.iter().map(|p| &p.payload[..]).collect::<Vec<_>>(), vec![&b"for-two"[..]]);
+    assert_eq!(
+        b1.rtp.iter().map(|p| &p.payload[..]).collect::<Vec<_>>(),
+        vec![&b"for-one"[..]]
+    );
+    assert_eq!(
+        b2.rtp.iter().map(|p| &p.payload[..]).collect::<Vec<_>>(),
+        vec![&b"for-two"[..]]
+    );
     b2.send_rtp(0, 160, b"up-two");
-    let pkt = i2.recv_rtp(&mut b2, Duration::from_secs(2)).expect("call 2 up");
+    let pkt = i2
+        .recv_rtp(&mut b2, Duration::from_secs(2))
+        .expect("call 2 up");
     assert_eq!(&pkt[12..], b"up-two");
     b1.step();
-    assert!(i1.recv_rtp(&mut b1, Duration::from_millis(200)).is_none(), "nothing of call 2 at call 1's peer");
+    assert!(
+        i1.recv_rtp(&mut b1, Duration::from_millis(200)).is_none(),
+        "nothing of call 2 at call 1's peer"
+    );
 }
 
 #[test]
@@ -162,22 +250,43 @@ fn exhausted_port_range_refuses_new_offer_503() {
     let mut gw = Gw::start(config(42150..=42151));
     let mut b = Browser::new();
     let (offer, _p) = b.offer(Direction::SendRecv);
-    gw.media.send(Command::BrowserOffer { call: 1, req: 1, sdp: offer.clone() });
+    gw.media.send(Command::BrowserOffer {
+        call: 1,
+        req: 1,
+        sdp: offer.clone(),
+    });
     expect_sdp(next_event(&mut gw, None, Duration::from_secs(2)), 1, 1);
-    gw.media.send(Command::BrowserOffer { call: 2, req: 1, sdp: offer });
+    gw.media.send(Command::BrowserOffer {
+        call: 2,
+        req: 1,
+        sdp: offer,
+    });
     match next_event(&mut gw, None, Duration::from_secs(2)) {
-        Event::Refused { call: 2, req: 1, status: 503, warning } => {
+        Event::Refused {
+            call: 2,
+            req: 1,
+            status: 503,
+            warning,
+        } => {
             assert_eq!(warning, "no media port free")
         }
         other => panic!("expected 503, got {other:?}"),
     }
     let st = gw.media.stats();
-    assert_eq!((st.sessions, st.ports_in_use, st.refused_offers), (1, 1, 1), "{st:?}");
+    assert_eq!(
+        (st.sessions, st.ports_in_use, st.refused_offers),
+        (1, 1, 1),
+        "{st:?}"
+    );
     // Released, the port is offered again.
     gw.media.send(Command::Release { call: 1 });
     let mut b3 = Browser::new();
     let (offer, _p) = b3.offer(Direction::SendRecv);
-    gw.media.send(Command::BrowserOffer { call: 3, req: 1, sdp: offer });
+    gw.media.send(Command::BrowserOffer {
+        call: 3,
+        req: 1,
+        sdp: offer,
+    });
     let sdp = expect_sdp(next_event(&mut gw, None, Duration::from_secs(2)), 3, 1);
     assert_eq!(ims_port(&sdp), 42150);
 }
@@ -189,12 +298,24 @@ fn past_max_sessions_a_new_offer_is_refused_503() {
     let mut gw = Gw::start(cfg);
     let ims = Ims::new();
     let offer = ims.sdp("0 PCMU/8000", "sendrecv");
-    gw.media.send(Command::ImsOffer { call: 1, req: 1, sdp: offer.clone() });
+    gw.media.send(Command::ImsOffer {
+        call: 1,
+        req: 1,
+        sdp: offer.clone(),
+    });
     expect_sdp(next_event(&mut gw, None, Duration::from_secs(2)), 1, 1);
-    gw.media.send(Command::ImsOffer { call: 2, req: 1, sdp: offer });
+    gw.media.send(Command::ImsOffer {
+        call: 2,
+        req: 1,
+        sdp: offer,
+    });
     assert!(matches!(
         next_event(&mut gw, None, Duration::from_secs(2)),
-        Event::Refused { call: 2, status: 503, .. }
+        Event::Refused {
+            call: 2,
+            status: 503,
+            ..
+        }
     ));
 }
 
@@ -203,16 +324,29 @@ fn amr_wb_only_ims_offer_is_refused_488_naming_codecs() {
     let mut gw = Gw::start(config(42170..=42179));
     let ims = Ims::new();
     let offer = ims.sdp("97 AMR-WB/16000,98 telephone-event/16000", "sendrecv");
-    gw.media.send(Command::ImsOffer { call: 5, req: 9, sdp: offer });
+    gw.media.send(Command::ImsOffer {
+        call: 5,
+        req: 9,
+        sdp: offer,
+    });
     match next_event(&mut gw, None, Duration::from_secs(2)) {
-        Event::Refused { call: 5, req: 9, status: 488, warning } => {
+        Event::Refused {
+            call: 5,
+            req: 9,
+            status: 488,
+            warning,
+        } => {
             assert!(warning.contains("AMR-WB/16000"), "{warning}");
             assert!(warning.contains("offered; imsgw carries PCMA"), "{warning}");
         }
         other => panic!("expected 488, got {other:?}"),
     }
     let st = gw.media.stats();
-    assert_eq!((st.sessions, st.ports_in_use), (0, 0), "a refused offer holds no port");
+    assert_eq!(
+        (st.sessions, st.ports_in_use),
+        (0, 0),
+        "a refused offer holds no port"
+    );
 }
 
 #[test]
@@ -242,12 +376,26 @@ fn forged_fingerprint_ends_call_dtls_failed_rfc8842_5() {
             }
         })
         .collect();
-    gw.media.send(Command::BrowserOffer { call: 6, req: 1, sdp: forged });
+    gw.media.send(Command::BrowserOffer {
+        call: 6,
+        req: 1,
+        sdp: forged,
+    });
     expect_sdp(next_event(&mut gw, None, Duration::from_secs(2)), 6, 1);
-    gw.media.send(Command::ImsAnswer { call: 6, req: 2, sdp: ims.sdp("0 PCMU/8000", "sendrecv") });
+    gw.media.send(Command::ImsAnswer {
+        call: 6,
+        req: 2,
+        sdp: ims.sdp("0 PCMU/8000", "sendrecv"),
+    });
     let answer = expect_sdp(next_event(&mut gw, None, Duration::from_secs(2)), 6, 2);
     b.accept_answer(pending, &answer);
     let e = next_event(&mut gw, Some(&mut b), Duration::from_secs(5));
-    assert_eq!(e, Event::Ended { call: 6, reason: EndReason::DtlsFailed });
+    assert_eq!(
+        e,
+        Event::Ended {
+            call: 6,
+            reason: EndReason::DtlsFailed
+        }
+    );
     assert_eq!(gw.media.stats().sessions, 0);
 }

@@ -19,14 +19,19 @@ fn browser_offer_ims_answer_connects_and_relays_rtp_both_ways_with_pt_mapping() 
 
     // Browser → IMS: decrypted, PT 111 → 96, payload intact, timestamp passed through.
     b.send_rtp(111, 4800, b"opus-frame-1");
-    let pkt = ims.recv_rtp(&mut b, Duration::from_secs(2)).expect("RTP reaches the IMS");
+    let pkt = ims
+        .recv_rtp(&mut b, Duration::from_secs(2))
+        .expect("RTP reaches the IMS");
     assert_eq!(pkt[1] & 0x7f, 96);
     assert_eq!(&pkt[4..8], &4800u32.to_be_bytes());
     assert_eq!(&pkt[12..], b"opus-frame-1");
 
     // IMS → browser: PT 96 → 111, encrypted by str0m, payload intact.
     ims.send_rtp(ims_to(port), 96, 7, 960, b"from-ims");
-    assert!(pump(&mut b, Duration::from_secs(2), |b| !b.rtp.is_empty()), "RTP reaches the browser");
+    assert!(
+        pump(&mut b, Duration::from_secs(2), |b| !b.rtp.is_empty()),
+        "RTP reaches the browser"
+    );
     let p = &b.rtp[0];
     assert_eq!(*p.header.payload_type, 111);
     assert_eq!(&p.payload[..], b"from-ims");
@@ -34,7 +39,10 @@ fn browser_offer_ims_answer_connects_and_relays_rtp_both_ways_with_pt_mapping() 
 
     let st = gw.media.stats();
     assert_eq!(st.sessions, 1);
-    assert!(st.packets_to_ims >= 1 && st.packets_to_browser >= 1, "{st:?}");
+    assert!(
+        st.packets_to_ims >= 1 && st.packets_to_browser >= 1,
+        "{st:?}"
+    );
 }
 
 #[test]
@@ -43,29 +51,69 @@ fn ims_offer_becomes_webrtc_offer_and_browser_answer_becomes_ims_answer() {
     let mut b = Browser::new();
     let ims = Ims::new();
     // IMS offers AMR-WB first (dropped) then PCMU and events; sendonly (the IMS holds us).
-    let offer = ims.sdp("97 AMR-WB/16000,0 PCMU/8000,101 telephone-event/8000", "sendrecv");
-    gw.media.send(Command::ImsOffer { call: 7, req: 1, sdp: offer });
+    let offer = ims.sdp(
+        "97 AMR-WB/16000,0 PCMU/8000,101 telephone-event/8000",
+        "sendrecv",
+    );
+    gw.media.send(Command::ImsOffer {
+        call: 7,
+        req: 1,
+        sdp: offer,
+    });
     let webrtc_offer = expect_sdp(next_event(&mut gw, None, Duration::from_secs(3)), 7, 1);
     assert!(webrtc_offer.contains("UDP/TLS/RTP/SAVPF"), "{webrtc_offer}");
-    assert!(webrtc_offer.contains("a=ice-lite"), "gateway is ICE-lite: {webrtc_offer}");
+    assert!(
+        webrtc_offer.contains("a=ice-lite"),
+        "gateway is ICE-lite: {webrtc_offer}"
+    );
     assert!(webrtc_offer.contains("a=setup:actpass"), "{webrtc_offer}");
     assert!(!webrtc_offer.contains("AMR-WB"), "{webrtc_offer}");
 
     let answer = b.accept_offer(&webrtc_offer);
-    gw.media.send(Command::BrowserAnswer { call: 7, req: 2, sdp: answer });
-    let ims_answer = expect_sdp(next_event(&mut gw, Some(&mut b), Duration::from_secs(3)), 7, 2);
+    gw.media.send(Command::BrowserAnswer {
+        call: 7,
+        req: 2,
+        sdp: answer,
+    });
+    let ims_answer = expect_sdp(
+        next_event(&mut gw, Some(&mut b), Duration::from_secs(3)),
+        7,
+        2,
+    );
     assert!(ims_answer.contains("RTP/AVP 0 101"), "{ims_answer}");
     assert!(ims_answer.contains("a=sendrecv"), "{ims_answer}");
-    for forbidden in ["ice-", "fingerprint", "setup:", "group:BUNDLE", "a=mid", "msid", "ssrc", "rtcp-fb", "extmap", "SAVPF"] {
-        assert!(!ims_answer.contains(forbidden), "{forbidden} in {ims_answer}");
+    for forbidden in [
+        "ice-",
+        "fingerprint",
+        "setup:",
+        "group:BUNDLE",
+        "a=mid",
+        "msid",
+        "ssrc",
+        "rtcp-fb",
+        "extmap",
+        "SAVPF",
+    ] {
+        assert!(
+            !ims_answer.contains(forbidden),
+            "{forbidden} in {ims_answer}"
+        );
     }
-    assert!(pump(&mut b, Duration::from_secs(5), |b| b.connected), "browser connects");
+    assert!(
+        pump(&mut b, Duration::from_secs(5), |b| b.connected),
+        "browser connects"
+    );
     let port = ims_port(&ims_answer);
     ims.send_rtp(ims_to(port), 0, 1, 160, b"pcmu");
-    assert!(pump(&mut b, Duration::from_secs(2), |b| !b.rtp.is_empty()), "RTP reaches the browser");
+    assert!(
+        pump(&mut b, Duration::from_secs(2), |b| !b.rtp.is_empty()),
+        "RTP reaches the browser"
+    );
     assert_eq!(*b.rtp[0].header.payload_type, 0);
     b.send_rtp(0, 320, b"up");
-    let pkt = ims.recv_rtp(&mut b, Duration::from_secs(2)).expect("RTP reaches the IMS");
+    let pkt = ims
+        .recv_rtp(&mut b, Duration::from_secs(2))
+        .expect("RTP reaches the IMS");
     assert_eq!(pkt[1] & 0x7f, 0);
     assert_eq!(&pkt[12..], b"up");
 }
@@ -106,7 +154,14 @@ fn browser_silent_ends_call_consent_lost_rfc7675_5_1() {
             reason: imsgw_media::EndReason::ConsentLost
         }
     );
-    assert!(t0.elapsed() < Duration::from_millis(2500), "within inactivity (+ slack)");
+    assert!(
+        t0.elapsed() < Duration::from_millis(2500),
+        "within inactivity (+ slack)"
+    );
     let st = gw.media.stats();
-    assert_eq!((st.sessions, st.ports_in_use, st.consent_lost), (0, 0, 1), "{st:?}");
+    assert_eq!(
+        (st.sessions, st.ports_in_use, st.consent_lost),
+        (0, 0, 1),
+        "{st:?}"
+    );
 }

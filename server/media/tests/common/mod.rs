@@ -68,7 +68,8 @@ pub struct Browser {
 impl Browser {
     pub fn new() -> Browser {
         let sock = UdpSocket::bind((LO, 0)).expect("bind");
-        sock.set_read_timeout(Some(Duration::from_millis(2))).expect("timeout");
+        sock.set_read_timeout(Some(Duration::from_millis(2)))
+            .expect("timeout");
         let addr = sock.local_addr().expect("addr");
         let mut cfg = Rtc::builder()
             .set_rtp_mode(true)
@@ -136,7 +137,11 @@ impl Browser {
 
     pub fn accept_offer(&mut self, sdp: &str) -> String {
         let offer = SdpOffer::from_sdp_string(sdp).expect("offer parses");
-        let answer = self.rtc.sdp_api().accept_offer(offer).expect("offer accepted");
+        let answer = self
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .expect("offer accepted");
         if self.mid.is_none() {
             let mid = sdp
                 .lines()
@@ -241,7 +246,11 @@ pub fn next_event(gw: &mut Gw, b: Option<&mut Browser>, limit: Duration) -> Even
 
 pub fn expect_sdp(e: Event, call: u64, req: u64) -> String {
     match e {
-        Event::Sdp { call: c, req: r, sdp } if c == call && r == req => sdp,
+        Event::Sdp {
+            call: c,
+            req: r,
+            sdp,
+        } if c == call && r == req => sdp,
         other => panic!("expected Sdp for call {call} req {req}, got {other:?}"),
     }
 }
@@ -255,7 +264,8 @@ pub struct Ims {
 impl Ims {
     pub fn new() -> Ims {
         let sock = UdpSocket::bind((LO, 0)).expect("bind");
-        sock.set_read_timeout(Some(Duration::from_millis(2))).expect("timeout");
+        sock.set_read_timeout(Some(Duration::from_millis(2)))
+            .expect("timeout");
         let addr = sock.local_addr().expect("addr");
         Ims { sock, addr }
     }
@@ -293,10 +303,11 @@ impl Ims {
         let mut buf = [0u8; 2000];
         while Instant::now() < end {
             b.step();
-            if let Ok((n, _)) = self.sock.recv_from(&mut buf) {
-                if n >= 12 && !(192..=223).contains(&buf[1]) {
-                    return Some(buf[..n].to_vec());
-                }
+            if let Ok((n, _)) = self.sock.recv_from(&mut buf)
+                && n >= 12
+                && !(192..=223).contains(&buf[1])
+            {
+                return Some(buf[..n].to_vec());
             }
         }
         None
@@ -305,12 +316,21 @@ impl Ims {
 
 /// The even IMS-side port in an IMS-side SDP from the gateway.
 pub fn ims_port(sdp: &str) -> u16 {
-    let m = sdp.lines().find(|l| l.starts_with("m=audio ")).expect("m=audio");
+    let m = sdp
+        .lines()
+        .find(|l| l.starts_with("m=audio "))
+        .expect("m=audio");
     m.split(' ').nth(1).expect("port").parse().expect("number")
 }
 
 /// Browser offer → IMS offer → IMS answer → browser answer → ICE + DTLS connected.
-pub fn connect_from_browser(gw: &mut Gw, b: &mut Browser, ims: &Ims, call: u64, answer_codecs: &str) -> u16 {
+pub fn connect_from_browser(
+    gw: &mut Gw,
+    b: &mut Browser,
+    ims: &Ims,
+    call: u64,
+    answer_codecs: &str,
+) -> u16 {
     let (offer, pending) = b.offer(Direction::SendRecv);
     gw.media.send(Command::BrowserOffer {
         call,
