@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::RtpWrite;
 use str0m::{Input, Output, RtcError};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::codec::{Frame, Relay, Way};
+use crate::demux::stun_local_ufrag;
 use crate::ims_leg::{self, ImsLeg};
 use crate::ports::PortPool;
+use crate::relay::{relay_to_browser, relay_to_ims};
 use crate::session::{Refusal, RtcContext, Session};
 use crate::{CallRef, Command, EndReason, Event, MediaConfig, MediaStats};
 
@@ -70,7 +70,7 @@ impl Stats {
             refused_offers: l(&self.refused_offers),
         }
     }
-    fn add(a: &AtomicU64, n: u64) {
+    pub(crate) fn add(a: &AtomicU64, n: u64) {
         a.fetch_add(n, Ordering::Relaxed);
     }
 }
@@ -586,150 +586,10 @@ impl Engine {
     }
 }
 
-/// Browser → IMS: the decrypted RTP str0m gives in RTP mode, renumbered and sent on.
-fn relay_to_ims(
-    s: &mut Session,
-    p: &str0m::rtp::RtpPacket,
-    now: Instant,
-    out: &mut [u8],
-    stats: &Stats,
-) {
-    if !s.to_ims {
-        return;
-    }
-    let frame = Frame {
-        pt: *p.header.payload_type,
-        seq: p.header.sequence_number,
-        timestamp: p.header.timestamp,
-        marker: p.header.marker,
-        payload: &p.payload,
-    };
-    if out.len() < 12 {
-        return;
-    }
-    let (head, body) = out.split_at_mut(12);
-    let Some((pt, n)) = s.relay.relay(Way::ToIms, &frame, body) else {
-        Stats::add(&stats.dropped, 1);
-        return;
-    };
-    let mut h = [0u8; 12];
-    ims_leg::write_rtp_header(
-        &mut h,
-        pt,
-        frame.marker,
-        frame.seq,
-        frame.timestamp,
-        s.ims.ssrc,
-    );
-    head.copy_from_slice(&h);
-    if s.ims.send_rtp(&out[..12 + n], frame.timestamp, now) {
-        Stats::add(&stats.packets_to_ims, 1);
-        Stats::add(&stats.bytes_to_ims, n as u64);
-    }
-}
-
-/// IMS → browser: renumbered, written through str0m's direct API so str0m encrypts it.
-fn relay_to_browser(s: &mut Session, rtp: &ims_leg::RtpView<'_>, now: Instant) -> bool {
-    let Some(mid) = s.mid else {
-        return false;
-    };
-    let frame = Frame {
-        pt: rtp.pt,
-        seq: rtp.seq,
-        timestamp: rtp.timestamp,
-        marker: rtp.marker,
-        payload: rtp.payload,
-    };
-    let mut tmp = [0u8; BUF];
-    let Some((pt, n)) = s.relay.relay(Way::ToBrowser, &frame, &mut tmp) else {
-        return false;
-    };
-    let seq = s.seq_out.next(rtp.ssrc, rtp.seq);
-    let mut api = s.rtc.direct_api();
-    let Some(tx) = api.stream_tx_by_mid(mid, None) else {
-        return false;
-    };
-    // str0m takes the payload as Arc<[u8]>: one allocation per packet on this path.
-    let w = RtpWrite::new(
-        pt.into(),
-        seq.into(),
-        rtp.timestamp,
-        now,
-        Arc::<[u8]>::from(&tmp[..n]),
-    )
-    .marker(rtp.marker);
-    tx.write_rtp(w);
-    true
-}
-
 fn next_deadline(s: &Session, inactivity: Duration) -> Instant {
     let mut d = s.rtc_timeout.min(s.ims.next_report());
     if let Some(c) = s.consent_at {
         d = d.min(c + inactivity);
     }
     d
-}
-
-/// The local (our) ufrag of a STUN binding request: USERNAME is "local:remote" (RFC 8445
-/// §7.2.2), read without allocating. None for anything malformed.
-pub(crate) fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
-    if data.len() < 20 || data[4..8] != [0x21, 0x12, 0xA4, 0x42] {
-        return None;
-    }
-    let len = usize::from(u16::from_be_bytes([data[2], data[3]]));
-    let body = data.get(20..20 + len)?;
-    let mut off = 0;
-    while let Some(h) = body.get(off..off + 4) {
-        let t = u16::from_be_bytes([h[0], h[1]]);
-        let l = usize::from(u16::from_be_bytes([h[2], h[3]]));
-        let v = body.get(off + 4..off + 4 + l)?;
-        if t == 0x0006 {
-            let user = std::str::from_utf8(v).ok()?;
-            return user.split(':').next();
-        }
-        off += 4 + l.div_ceil(4) * 4;
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn stun(username: &[u8]) -> Vec<u8> {
-        let mut attr = vec![0x00, 0x06];
-        attr.extend_from_slice(&(username.len() as u16).to_be_bytes());
-        attr.extend_from_slice(username);
-        while attr.len() % 4 != 0 {
-            attr.push(0);
-        }
-        let mut m = vec![0x00, 0x01];
-        m.extend_from_slice(&(attr.len() as u16).to_be_bytes());
-        m.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
-        m.extend_from_slice(&[7; 12]);
-        m.extend_from_slice(&attr);
-        m
-    }
-
-    #[test]
-    fn stun_username_names_our_ufrag_first_rfc8445_7_2_2() {
-        assert_eq!(stun_local_ufrag(&stun(b"ours:theirs")), Some("ours"));
-    }
-
-    #[test]
-    fn malformed_stun_is_no_ufrag_never_a_panic() {
-        assert_eq!(stun_local_ufrag(&[0, 1, 0, 0]), None);
-        let mut m = stun(b"a:b");
-        m[3] = 200; // length past the end
-        assert_eq!(stun_local_ufrag(&m), None);
-        let mut m = stun(b"a:b");
-        m[22] = 0xff; // attribute length past the end
-        assert_eq!(stun_local_ufrag(&m), None);
-        let mut m = stun(b"\xff\xfe:b");
-        m.truncate(m.len());
-        assert_eq!(stun_local_ufrag(&m), None, "not UTF-8");
-        for n in 0..m.len() {
-            let _ = stun_local_ufrag(&m[..n]);
-        }
-    }
 }

@@ -12,10 +12,13 @@ use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod browser_leg;
 mod codec;
+mod demux;
 mod engine;
 mod ims_leg;
 mod ports;
+mod relay;
 pub mod sdp;
 mod session;
 
