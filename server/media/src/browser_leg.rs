@@ -43,10 +43,9 @@ fn random_token(len: usize) -> String {
 /// An `Rtc` for the browser leg: ICE-lite, RTP mode, the shared certificate, fresh ICE
 /// credentials (RFC 8445 §5.3: ufrag ≥ 24 bits, password ≥ 128 bits of randomness), exactly
 /// the given codecs with their payload types.
-pub(crate) fn build_rtc(ctx: &RtcContext, codecs: &[RtpMap], now: Instant) -> (Rtc, String) {
-    let ufrag = random_token(16);
+pub(crate) fn build_rtc(ctx: &RtcContext, codecs: &[RtpMap], now: Instant) -> (Rtc, IceCreds) {
     let creds = IceCreds {
-        ufrag: ufrag.clone(),
+        ufrag: random_token(16),
         pass: random_token(32),
     };
     let mut cfg = RtcConfig::new()
@@ -54,7 +53,7 @@ pub(crate) fn build_rtc(ctx: &RtcContext, codecs: &[RtpMap], now: Instant) -> (R
         .set_dtls_cert(ctx.cert.clone())
         .set_ice_lite(true)
         .set_rtp_mode(true)
-        .set_local_ice_credentials(creds)
+        .set_local_ice_credentials(creds.clone())
         .clear_codecs();
     let cc = cfg.codec_config();
     for c in codecs {
@@ -96,7 +95,7 @@ pub(crate) fn build_rtc(ctx: &RtcContext, codecs: &[RtpMap], now: Instant) -> (R
             Err(e) => tracing::warn!(%addr, error = %e, "host candidate refused"),
         }
     }
-    (rtc, ufrag)
+    (rtc, creds)
 }
 
 /// Extends the IMS side's 16-bit sequence numbers into str0m's 64-bit SRTP index, and keeps

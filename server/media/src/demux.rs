@@ -1,7 +1,24 @@
 //! Demultiplexing the one WebRTC socket: which session a STUN packet is for, from the local
 //! ufrag in its USERNAME (RFC 8445 §7.2.2), parsed without allocating.
 //!
-//! Owns: reading STUN just far enough to route it. Must not touch: sessions, sockets.
+//! Owns: reading STUN just far enough to route it, and checking a binding request's
+//! MESSAGE-INTEGRITY with the session's password (RFC 8489 §14.5) before it may refresh consent
+//! or teach the demux a browser address. Must not touch: sessions, sockets.
+
+use str0m::config::CryptoProvider;
+use str0m::ice::StunMessage;
+
+/// Whether `data` is a binding request whose MESSAGE-INTEGRITY verifies with our password
+/// (RFC 8445 §7.2.2: short-term credentials). Anything else never counts as consent.
+pub(crate) fn stun_request_valid(data: &[u8], pwd: &str, crypto: &CryptoProvider) -> bool {
+    let Ok(msg) = StunMessage::parse(data) else {
+        return false;
+    };
+    msg.is_binding_request()
+        && msg.verify(pwd.as_bytes(), |key, parts| {
+            crypto.sha1_hmac_provider.sha1_hmac(key, parts)
+        })
+}
 
 /// The local (our) ufrag of a STUN binding request: USERNAME is "local:remote" (RFC 8445
 /// §7.2.2), read without allocating. None for anything malformed.

@@ -22,7 +22,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Input, Output, RtcError};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::demux::stun_local_ufrag;
+use crate::demux::{stun_local_ufrag, stun_request_valid};
 use crate::ims_leg::{self, ImsLeg};
 use crate::ports::PortPool;
 use crate::relay::{relay_to_browser, relay_to_ims};
@@ -438,10 +438,13 @@ impl Engine {
             };
             let now = Instant::now();
             let s = self.sessions.get_mut(slot)?.as_mut()?;
-            // RFC 7675 §5.1: a binding request from the browser refreshes consent.
-            if data.first() == Some(&0) && data.get(1) == Some(&1) {
-                s.consent_at = Some(now);
+            // ICE-lite: the browser only sends binding requests; one that fails integrity is
+            // forged or stale and is dropped here (str0m would drop it too).
+            if !stun_request_valid(data, &s.ice_pwd, &self.ctx.crypto) {
+                return None;
             }
+            // RFC 7675 §5.1: an authenticated binding request refreshes consent.
+            s.consent_at = Some(now);
             if !s.browser_addrs.contains(&src) {
                 if s.browser_addrs.len() >= MAX_ADDRS_PER_SESSION {
                     let old = s.browser_addrs.remove(0);

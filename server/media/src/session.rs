@@ -10,9 +10,9 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use str0m::Rtc;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::media::{MediaKind, Mid};
+use str0m::{IceCreds, Rtc};
 
 pub use crate::browser_leg::{RtcContext, SeqOut};
 use crate::browser_leg::{build_rtc, to_str0m};
@@ -74,6 +74,8 @@ struct Answered {
 pub struct Session {
     pub call: CallRef,
     pub ufrag: String,
+    /// Our ICE password: STUN from the browser is checked against it before it counts.
+    pub ice_pwd: String,
     pub rtc: Rtc,
     pub ims: ImsLeg,
     /// The seam between legs (a transcoder later).
@@ -110,8 +112,8 @@ impl Session {
         now: Instant,
     ) -> Result<(Session, String), Refusal> {
         let (browser, common, offer) = check_browser_offer(sdp_text)?;
-        let (rtc, ufrag) = build_rtc(ctx, &common, now);
-        let mut s = Session::new(call, rtc, ufrag, take_leg()?, common.clone(), now);
+        let (rtc, creds) = build_rtc(ctx, &common, now);
+        let mut s = Session::new(call, rtc, creds, take_leg()?, common.clone(), now);
         s.mid = browser.mid.as_deref().map(Mid::from);
         let out = s.ims_offer(&browser, &common);
         s.state = Negotiation::AwaitImsAnswer {
@@ -132,14 +134,14 @@ impl Session {
     ) -> Result<(Session, String), Refusal> {
         let desc = check_ims_sdp(sdp_text)?;
         let common = desc.common()?;
-        let (mut rtc, ufrag) = build_rtc(ctx, &common, now);
+        let (mut rtc, creds) = build_rtc(ctx, &common, now);
         let mut api = rtc.sdp_api();
         let mid = api.add_media(MediaKind::Audio, to_str0m(desc.direction), None, None, None);
         let Some((offer, pending)) = api.apply() else {
             // add_media always makes a change that needs negotiation.
             return Err(Refusal::sdp("WebRTC offer could not be made"));
         };
-        let mut s = Session::new(call, rtc, ufrag, take_leg()?, common.clone(), now);
+        let mut s = Session::new(call, rtc, creds, take_leg()?, common.clone(), now);
         s.set_ims_peer(&desc);
         s.mid = Some(mid);
         s.consent_at = Some(now);
@@ -154,14 +156,15 @@ impl Session {
     fn new(
         call: CallRef,
         rtc: Rtc,
-        ufrag: String,
+        creds: IceCreds,
         ims: ImsLeg,
         rtc_codecs: Vec<RtpMap>,
         now: Instant,
     ) -> Session {
         Session {
             call,
-            ufrag,
+            ufrag: creds.ufrag,
+            ice_pwd: creds.pass,
             rtc,
             ims,
             relay: PassThrough::default(),

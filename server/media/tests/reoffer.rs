@@ -8,7 +8,9 @@ use common::*;
 use imsgw_media::Command;
 
 fn line<'a>(sdp: &'a str, prefix: &str) -> Option<&'a str> {
-    sdp.lines().find(|l| l.starts_with(prefix)).map(str::trim_end)
+    sdp.lines()
+        .find(|l| l.starts_with(prefix))
+        .map(str::trim_end)
 }
 
 #[test]
@@ -18,13 +20,32 @@ fn ims_hold_reoffer_reaches_browser_as_offer_without_ice_restart_rfc3264_8_4() {
     let ims = Ims::new();
     let port = connect_from_browser(&mut gw, &mut b, &ims, 1, "0 PCMU/8000");
     // The IMS puts us on hold: sendonly (it will only send).
-    gw.media.send(Command::ImsOffer { call: 1, req: 3, sdp: ims.sdp("0 PCMU/8000", "sendonly") });
-    let offer = expect_sdp(next_event(&mut gw, Some(&mut b), Duration::from_secs(2)), 1, 3);
-    assert!(offer.contains("a=sendonly"), "gateway stands as the IMS does: {offer}");
+    gw.media.send(Command::ImsOffer {
+        call: 1,
+        req: 3,
+        sdp: ims.sdp("0 PCMU/8000", "sendonly"),
+    });
+    let offer = expect_sdp(
+        next_event(&mut gw, Some(&mut b), Duration::from_secs(2)),
+        1,
+        3,
+    );
+    assert!(
+        offer.contains("a=sendonly"),
+        "gateway stands as the IMS does: {offer}"
+    );
     let answer = b.accept_offer(&offer);
     assert!(answer.contains("a=recvonly"), "{answer}");
-    gw.media.send(Command::BrowserAnswer { call: 1, req: 4, sdp: answer });
-    let ims_answer = expect_sdp(next_event(&mut gw, Some(&mut b), Duration::from_secs(2)), 1, 4);
+    gw.media.send(Command::BrowserAnswer {
+        call: 1,
+        req: 4,
+        sdp: answer,
+    });
+    let ims_answer = expect_sdp(
+        next_event(&mut gw, Some(&mut b), Duration::from_secs(2)),
+        1,
+        4,
+    );
     assert!(ims_answer.contains("a=recvonly"), "{ims_answer}");
     assert_eq!(ims_port(&ims_answer), port, "same IMS port");
 
@@ -35,18 +56,36 @@ fn ims_hold_reoffer_reaches_browser_as_offer_without_ice_restart_rfc3264_8_4() {
     assert!(pump(&mut b, Duration::from_secs(2), |b| !b.rtp.is_empty()));
 
     // Resume from the IMS, after a pause long enough for str0m's stream to be idle.
-    gw.media.send(Command::ImsOffer { call: 1, req: 5, sdp: ims.sdp("0 PCMU/8000", "sendrecv") });
-    let offer2 = expect_sdp(next_event(&mut gw, Some(&mut b), Duration::from_secs(2)), 1, 5);
+    gw.media.send(Command::ImsOffer {
+        call: 1,
+        req: 5,
+        sdp: ims.sdp("0 PCMU/8000", "sendrecv"),
+    });
+    let offer2 = expect_sdp(
+        next_event(&mut gw, Some(&mut b), Duration::from_secs(2)),
+        1,
+        5,
+    );
     for attr in ["a=ice-ufrag", "a=ice-pwd", "a=fingerprint"] {
         assert_eq!(line(&offer, attr), line(&offer2, attr), "{attr} kept");
     }
     assert!(offer2.contains("a=sendrecv"), "{offer2}");
     let answer2 = b.accept_offer(&offer2);
-    gw.media.send(Command::BrowserAnswer { call: 1, req: 6, sdp: answer2 });
-    let ims_answer2 = expect_sdp(next_event(&mut gw, Some(&mut b), Duration::from_secs(2)), 1, 6);
+    gw.media.send(Command::BrowserAnswer {
+        call: 1,
+        req: 6,
+        sdp: answer2,
+    });
+    let ims_answer2 = expect_sdp(
+        next_event(&mut gw, Some(&mut b), Duration::from_secs(2)),
+        1,
+        6,
+    );
     assert!(ims_answer2.contains("a=sendrecv"), "{ims_answer2}");
     b.send_rtp(0, 320, b"back");
-    let pkt = ims.recv_rtp(&mut b, Duration::from_secs(2)).expect("flows again after resume");
+    let pkt = ims
+        .recv_rtp(&mut b, Duration::from_secs(2))
+        .expect("flows again after resume");
     assert_eq!(&pkt[12..], b"back");
     assert!(b.failed.is_none(), "{:?}", b.failed);
 }
@@ -58,12 +97,28 @@ fn ims_reoffer_with_nothing_new_still_gets_a_webrtc_offer() {
     let ims = Ims::new();
     connect_from_browser(&mut gw, &mut b, &ims, 2, "0 PCMU/8000");
     // A session refresh re-INVITE: same SDP as before.
-    gw.media.send(Command::ImsOffer { call: 2, req: 3, sdp: ims.sdp("0 PCMU/8000", "sendrecv") });
-    let offer = expect_sdp(next_event(&mut gw, Some(&mut b), Duration::from_secs(2)), 2, 3);
+    gw.media.send(Command::ImsOffer {
+        call: 2,
+        req: 3,
+        sdp: ims.sdp("0 PCMU/8000", "sendrecv"),
+    });
+    let offer = expect_sdp(
+        next_event(&mut gw, Some(&mut b), Duration::from_secs(2)),
+        2,
+        3,
+    );
     assert!(offer.contains("a=sendrecv"), "{offer}");
     let answer = b.accept_offer(&offer);
-    gw.media.send(Command::BrowserAnswer { call: 2, req: 4, sdp: answer });
-    expect_sdp(next_event(&mut gw, Some(&mut b), Duration::from_secs(2)), 2, 4);
+    gw.media.send(Command::BrowserAnswer {
+        call: 2,
+        req: 4,
+        sdp: answer,
+    });
+    expect_sdp(
+        next_event(&mut gw, Some(&mut b), Duration::from_secs(2)),
+        2,
+        4,
+    );
 }
 
 #[test]
@@ -72,15 +127,29 @@ fn browser_video_m_line_is_rejected_with_port_zero_rfc3264_6() {
     let mut b = Browser::with_video();
     let ims = Ims::new();
     let (offer, pending) = b.offer_audio_video();
-    gw.media.send(Command::BrowserOffer { call: 3, req: 1, sdp: offer });
+    gw.media.send(Command::BrowserOffer {
+        call: 3,
+        req: 1,
+        sdp: offer,
+    });
     let ims_offer = expect_sdp(next_event(&mut gw, None, Duration::from_secs(2)), 3, 1);
     assert!(!ims_offer.contains("m=video"), "{ims_offer}");
-    gw.media.send(Command::ImsAnswer { call: 3, req: 2, sdp: ims.sdp("0 PCMU/8000", "sendrecv") });
+    gw.media.send(Command::ImsAnswer {
+        call: 3,
+        req: 2,
+        sdp: ims.sdp("0 PCMU/8000", "sendrecv"),
+    });
     let answer = expect_sdp(next_event(&mut gw, None, Duration::from_secs(2)), 3, 2);
     let video = line(&answer, "m=video").expect("the answer keeps the m-line count");
-    assert!(video.starts_with("m=video 0 "), "video refused with port 0: {answer}");
+    assert!(
+        video.starts_with("m=video 0 "),
+        "video refused with port 0: {answer}"
+    );
     b.accept_answer(pending, &answer);
-    assert!(pump(&mut b, Duration::from_secs(5), |b| b.connected), "audio still connects");
+    assert!(
+        pump(&mut b, Duration::from_secs(5), |b| b.connected),
+        "audio still connects"
+    );
 }
 
 #[test]
@@ -89,7 +158,11 @@ fn all_sessions_share_one_dtls_certificate() {
     let ims = Ims::new();
     let mut fps = Vec::new();
     for call in [1, 2] {
-        gw.media.send(Command::ImsOffer { call, req: 1, sdp: ims.sdp("0 PCMU/8000", "sendrecv") });
+        gw.media.send(Command::ImsOffer {
+            call,
+            req: 1,
+            sdp: ims.sdp("0 PCMU/8000", "sendrecv"),
+        });
         let offer = expect_sdp(next_event(&mut gw, None, Duration::from_secs(2)), call, 1);
         fps.push(line(&offer, "a=fingerprint").map(str::to_string));
         assert!(line(&offer, "a=ice-ufrag").is_some());
