@@ -577,7 +577,7 @@ impl Engine {
             if !s.to_browser {
                 continue; // held toward the browser (RFC 3264 §8.4)
             }
-            if relay_to_browser(s, &rtp, now) {
+            if relay_to_browser(s, &rtp, now, out) {
                 Stats::add(&self.stats.packets_to_browser, 1);
                 Stats::add(&self.stats.bytes_to_browser, rtp.payload.len() as u64);
                 // Each write is polled out before the next (str0m queues per stream).

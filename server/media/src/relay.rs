@@ -15,8 +15,6 @@ use crate::engine::Stats;
 use crate::ims_leg;
 use crate::session::Session;
 
-const BUF: usize = 2048;
-
 /// Browser → IMS: the decrypted RTP str0m gives in RTP mode, renumbered and sent on.
 pub(crate) fn relay_to_ims(
     s: &mut Session,
@@ -60,7 +58,12 @@ pub(crate) fn relay_to_ims(
 }
 
 /// IMS → browser: renumbered, written through str0m's direct API so str0m encrypts it.
-pub(crate) fn relay_to_browser(s: &mut Session, rtp: &ims_leg::RtpView<'_>, now: Instant) -> bool {
+pub(crate) fn relay_to_browser(
+    s: &mut Session,
+    rtp: &ims_leg::RtpView<'_>,
+    now: Instant,
+    out: &mut [u8],
+) -> bool {
     let Some(mid) = s.mid else {
         return false;
     };
@@ -71,8 +74,7 @@ pub(crate) fn relay_to_browser(s: &mut Session, rtp: &ims_leg::RtpView<'_>, now:
         marker: rtp.marker,
         payload: rtp.payload,
     };
-    let mut tmp = [0u8; BUF];
-    let Some((pt, n)) = s.relay.relay(Way::ToBrowser, &frame, &mut tmp) else {
+    let Some((pt, n)) = s.relay.relay(Way::ToBrowser, &frame, out) else {
         return false;
     };
     let seq = s.seq_out.next(rtp.ssrc, rtp.seq);
@@ -86,7 +88,7 @@ pub(crate) fn relay_to_browser(s: &mut Session, rtp: &ims_leg::RtpView<'_>, now:
         seq.into(),
         rtp.timestamp,
         now,
-        Arc::<[u8]>::from(&tmp[..n]),
+        Arc::<[u8]>::from(&out[..n]),
     )
     .marker(rtp.marker);
     tx.write_rtp(w);
