@@ -92,6 +92,8 @@ pub(crate) struct Engine {
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     epoch: Instant,
     stopping: bool,
+    /// The WebRTC socket's address (a fallback destination when no candidate matches).
+    local: SocketAddr,
 }
 
 impl Engine {
@@ -108,6 +110,7 @@ impl Engine {
     ) -> std::io::Result<Engine> {
         poll.registry()
             .register(&mut socket, WEBRTC, Interest::READABLE)?;
+        let local = socket.local_addr()?;
         Ok(Engine {
             cfg,
             poll,
@@ -125,6 +128,7 @@ impl Engine {
             timers: BinaryHeap::new(),
             epoch: Instant::now(),
             stopping: false,
+            local,
         })
     }
 
@@ -358,10 +362,7 @@ impl Engine {
     }
 
     fn read_webrtc(&mut self, buf: &mut [u8], out: &mut [u8]) {
-        let local = match self.socket.local_addr() {
-            Ok(a) => a,
-            Err(_) => return,
-        };
+        let local = self.local;
         loop {
             let (n, src) = match self.socket.recv_from(buf) {
                 Ok(x) => x,

@@ -144,7 +144,8 @@ impl Session {
         let mut s = Session::new(call, rtc, creds, take_leg()?, common.clone(), now);
         s.set_ims_peer(&desc);
         s.mid = Some(mid);
-        s.consent_at = Some(now);
+        // No consent clock yet: the browser starts ICE only once it answers, which may be
+        // after ringing for a long while (the "ICE gives up while the answer is late" trap).
         s.state = Negotiation::AwaitBrowserAnswer {
             pending: Some(Box::new(pending)),
             ims: desc,
@@ -497,12 +498,15 @@ fn check_browser_offer(text: &str) -> Result<(AudioDesc, Vec<RtpMap>, SdpOffer),
 }
 
 fn check_ims_sdp(text: &str) -> Result<AudioDesc, SdpError> {
-    let desc = sdp::parse_audio(text)?;
+    let mut desc = sdp::parse_audio(text)?;
     if !desc.proto.eq_ignore_ascii_case("RTP/AVP") {
         return Err(SdpError::NotRtpAvp(desc.proto));
     }
-    if desc.addr.is_none() {
-        return Err(SdpError::NoAddress);
+    match desc.addr {
+        None => return Err(SdpError::NoAddress),
+        // RFC 3264 §8.4 (the RFC 2543 hold): c=0.0.0.0 means "send nothing to me".
+        Some(a) if a.is_unspecified() => desc.direction = desc.direction.and(Direction::SendOnly),
+        Some(_) => {}
     }
     Ok(desc)
 }
@@ -536,4 +540,50 @@ fn chosen_of(desc: &AudioDesc, offered: &[RtpMap]) -> Result<Vec<RtpMap>, Refusa
         )));
     }
     Ok(chosen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ims_sdp_must_be_rtp_avp_with_an_address() {
+        let ok = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 0\r\n";
+        assert!(check_ims_sdp(ok).is_ok());
+        let savp = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/SAVP 0\r\n";
+        assert!(matches!(check_ims_sdp(savp), Err(SdpError::NotRtpAvp(_))));
+        let no_c = "v=0\r\nm=audio 4000 RTP/AVP 0\r\n";
+        assert_eq!(check_ims_sdp(no_c), Err(SdpError::NoAddress));
+    }
+
+    #[test]
+    fn ims_hold_by_zero_address_stops_media_toward_it_rfc3264_8_4() {
+        let old_hold = "v=0\r\nc=IN IP4 0.0.0.0\r\nm=audio 4000 RTP/AVP 0\r\na=sendrecv\r\n";
+        assert_eq!(
+            check_ims_sdp(old_hold).map(|d| d.direction),
+            Ok(Direction::SendOnly)
+        );
+    }
+
+    #[test]
+    fn ims_answer_without_our_codecs_is_488_naming_what_came() {
+        let offered = [RtpMap {
+            pt: 0,
+            encoding: "PCMU".into(),
+            clock: 8000,
+            channels: None,
+            fmtp: None,
+        }];
+        let d = check_ims_sdp("v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 8\r\n")
+            .expect("valid SDP");
+        let r = chosen_of(&d, &offered).expect_err("PCMA was not offered");
+        assert_eq!(r.status, 488);
+        assert!(r.warning.contains("PCMA/8000 answered"), "{}", r.warning);
+        let rejected = check_ims_sdp("v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 0 RTP/AVP 0\r\n")
+            .expect("valid SDP");
+        assert!(
+            chosen_of(&rejected, &offered).is_err(),
+            "port 0 is a rejected stream"
+        );
+    }
 }

@@ -170,3 +170,35 @@ fn all_sessions_share_one_dtls_certificate() {
     assert!(fps[0].is_some());
     assert_eq!(fps[0], fps[1]);
 }
+
+#[test]
+fn late_browser_answer_does_not_lose_consent_before_ice_starts() {
+    let mut gw = Gw::start(config(42240..=42249));
+    let mut b = Browser::new();
+    let ims = Ims::new();
+    gw.media.send(Command::ImsOffer {
+        call: 4,
+        req: 1,
+        sdp: ims.sdp("0 PCMU/8000", "sendrecv"),
+    });
+    let offer = expect_sdp(next_event(&mut gw, None, Duration::from_secs(2)), 4, 1);
+    // The user lets it ring longer than the inactivity period (1.5 s here).
+    std::thread::sleep(Duration::from_millis(1800));
+    assert!(
+        gw.events.try_recv().is_err(),
+        "no Ended while the browser has not answered"
+    );
+    let answer = b.accept_offer(&offer);
+    gw.media.send(Command::BrowserAnswer {
+        call: 4,
+        req: 2,
+        sdp: answer,
+    });
+    expect_sdp(
+        next_event(&mut gw, Some(&mut b), Duration::from_secs(2)),
+        4,
+        2,
+    );
+    assert!(pump(&mut b, Duration::from_secs(5), |b| b.connected));
+    assert_eq!(gw.media.stats().sessions, 1);
+}
