@@ -54,6 +54,8 @@ pub(crate) fn build_rtc(ctx: &RtcContext, codecs: &[RtpMap], now: Instant) -> (R
         .set_ice_lite(true)
         .set_rtp_mode(true)
         .set_local_ice_credentials(creds.clone())
+        // Every write is polled out at once (relay.rs), so a short queue is enough.
+        .set_send_buffer_audio(8)
         .clear_codecs();
     let cc = cfg.codec_config();
     for c in codecs {

@@ -6,6 +6,22 @@
 //!
 //! Owns: the WebRTC UDP socket, the IMS-side RTP/RTCP ports, media sessions, SDP of both legs.
 //! Must not touch: SIP (it never sees a SIP message, only SDP bodies), the WAF.
+//!
+//! Inside: `engine` (the thread and its poll loop), `demux` (STUN routing by ufrag),
+//! `session` (one call's offer/answer), `browser_leg` (the str0m `Rtc`), `ims_leg` (plain
+//! RTP/RTCP), `relay` + `codec` (the per-packet path and the transcoder seam), `ports`, `sdp`.
+//!
+//! Rules for the edge:
+//! - Commands of one call are handled in the order sent; send `ImsAnswer` only after the
+//!   `Sdp` event of the `BrowserOffer` it answers, `BrowserAnswer` only after the `Sdp` of
+//!   the `ImsOffer`.
+//! - A session exists from the `Sdp` event of an initial offer until `Release` or `Ended`;
+//!   a `Refused` initial offer leaves nothing behind (no port, no session). A `Refused`
+//!   re-offer or answer leaves the call as it was (answer the re-INVITE 488, keep the call).
+//! - Send `Release` for every call that got an `Sdp` event and then ends in SIP for any
+//!   reason (BYE, CANCEL, failure response, flow gone): before the browser has an answer
+//!   there is no consent clock, so nothing else frees it.
+//! - `Ended` means the session and ports are already gone: send BYE, no `Release` needed.
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -290,5 +306,47 @@ impl Media {
         {
             let _ = h.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_handle_is_clone_send_sync() {
+        fn check<T: Clone + Send + Sync + 'static>() {}
+        check::<Media>();
+    }
+
+    #[test]
+    fn wildcard_listen_without_public_address_is_a_config_error() {
+        let cfg = MediaConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            public_addresses: Vec::new(),
+            ims_address: IpAddr::from([127, 0, 0, 1]),
+            rtp_ports: 45000..=45009,
+            inactivity: Duration::from_secs(30),
+            latch: false,
+            max_sessions: 1,
+        };
+        let Err(e) = Media::start(cfg) else {
+            panic!("must refuse");
+        };
+        assert!(e.to_string().contains("media.public_addresses"), "{e}");
+    }
+
+    #[test]
+    fn rtp_range_without_a_pair_is_a_config_error() {
+        let cfg = MediaConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            public_addresses: Vec::new(),
+            ims_address: IpAddr::from([127, 0, 0, 1]),
+            rtp_ports: 45011..=45011,
+            inactivity: Duration::from_secs(30),
+            latch: false,
+            max_sessions: 1,
+        };
+        assert!(matches!(Media::start(cfg), Err(MediaError::Ports(..))));
     }
 }
