@@ -483,6 +483,13 @@ impl Engine {
                         relay_to_ims(s, &p, now, out, &self.stats);
                     }
                     str0m::Event::Connected => tracing::debug!(call = s.call, "DTLS connected"),
+                    str0m::Event::Closed => {
+                        // The browser closed its PeerConnection (DTLS close_notify): a normal
+                        // hang-up whose BYE the edge carries; not a DTLS failure. Its STUN
+                        // stops too, so without a Release consent ends the session.
+                        tracing::debug!(call = s.call, "browser closed DTLS");
+                        s.remote_closed = true;
+                    }
                     str0m::Event::IceConnectionStateChange(st) => {
                         tracing::debug!(call = s.call, state = ?st, "ICE state");
                     }
@@ -495,7 +502,7 @@ impl Engine {
                 }
             }
         }
-        if ended.is_none() && !s.rtc.is_alive() && s.consent_at.is_some() {
+        if ended.is_none() && !s.rtc.is_alive() && !s.remote_closed && s.consent_at.is_some() {
             ended = Some(EndReason::DtlsFailed);
         }
         if let Some(reason) = ended {

@@ -88,6 +88,8 @@ pub struct Session {
     /// Whether media may flow browser→IMS / IMS→browser (hold: RFC 3264 §8.4).
     pub to_ims: bool,
     pub to_browser: bool,
+    /// The browser closed DTLS (hung up); the session waits for Release or consent loss.
+    pub remote_closed: bool,
     /// Extended RTP sequence toward the browser (SRTP index, RFC 3711 §3.3.1).
     pub seq_out: SeqOut,
     pub rtc_timeout: Instant,
@@ -174,6 +176,7 @@ impl Session {
             consent_at: None,
             to_ims: false,
             to_browser: false,
+            remote_closed: false,
             seq_out: SeqOut::default(),
             rtc_timeout: now,
             scheduled: None,

@@ -463,3 +463,25 @@ fn forged_stun_with_right_ufrag_does_not_keep_consent_rfc7675_5_1() {
         "forged checks are counted"
     );
 }
+
+#[test]
+fn browser_closing_dtls_is_a_hangup_not_a_dtls_failure_rfc8842() {
+    let mut gw = Gw::start(config(42250..=42259));
+    let mut b = Browser::new();
+    let ims = Ims::new();
+    connect_from_browser(&mut gw, &mut b, &ims, 9, "0 PCMU/8000");
+    b.rtc.close().expect("close");
+    pump(&mut b, Duration::from_millis(300), |_| false);
+    b.alive = false;
+    let end = Instant::now() + Duration::from_millis(700);
+    while Instant::now() < end {
+        assert!(
+            gw.events.try_recv().is_err(),
+            "no Ended{{DtlsFailed}} for a hang-up; the edge's Release comes with the BYE"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    gw.media.send(Command::Release { call: 9 });
+    let st = wait_stats(&gw, |s| s.sessions == 0);
+    assert_eq!((st.sessions, st.ports_in_use), (0, 0));
+}
