@@ -206,7 +206,7 @@ impl Engine {
             },
             Command::ImsOffer { call, req, sdp } => match self.by_call.get(&call) {
                 Some(&slot) => {
-                    let r = self.session(slot).map(|s| s.ims_reoffer(&sdp, now));
+                    let r = self.session(slot).map(|s| s.ims_reoffer(&sdp));
                     self.answer(slot, call, req, r, true);
                 }
                 None => self.create(call, req, &sdp, false, now),

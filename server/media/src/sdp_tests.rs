@@ -266,7 +266,7 @@ fn ipv6_ims_address_is_written_ip6() {
 #[test]
 fn narrowed_answer_keeps_only_chosen_pts_and_sets_direction() {
     let answer = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 0 126\r\na=mid:0\r\na=sendrecv\r\na=rtpmap:111 opus/48000/2\r\na=rtcp-fb:111 transport-cc\r\na=fmtp:111 minptime=10\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:126 telephone-event/8000\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\na=sendrecv\r\n";
-    let n = narrow_answer(answer, &[0, 126], Direction::RecvOnly);
+    let n = narrow_audio(answer, &[0, 126], Direction::RecvOnly);
     assert!(n.contains("m=audio 9 UDP/TLS/RTP/SAVPF 0 126\r\n"), "{n}");
     assert!(!n.contains("opus") && !n.contains(":111"), "{n}");
     assert!(n.contains("a=mid:0\r\na=recvonly\r\n"), "{n}");

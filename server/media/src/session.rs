@@ -344,11 +344,11 @@ impl Session {
         // within what the browser offered).
         let dir = ims.direction.and(browser.direction.reversed());
         let keep: Vec<u8> = browser_side.iter().map(|c| c.pt).collect();
-        sdp::narrow_answer(str0m_answer, &keep, dir)
+        sdp::narrow_audio(str0m_answer, &keep, dir)
     }
 
     /// An IMS re-offer: a WebRTC offer from the same `Rtc` (no ICE or DTLS restart).
-    pub fn ims_reoffer(&mut self, sdp_text: &str, now: Instant) -> Result<String, Refusal> {
+    pub fn ims_reoffer(&mut self, sdp_text: &str) -> Result<String, Refusal> {
         let desc = check_ims_sdp(sdp_text)?;
         let common: Vec<RtpMap> = desc
             .common()?
@@ -382,13 +382,21 @@ impl Session {
             return Err(Refusal::sdp("WebRTC re-offer could not be made"));
         };
         self.set_ims_peer(&desc);
-        let _ = now;
+        // str0m offers every codec the `Rtc` was built with; the browser may only pick among
+        // those the IMS offers now.
+        let keep: Vec<u8> = self
+            .rtc_codecs
+            .iter()
+            .filter(|r| common.iter().any(|c| c.same_codec(r)))
+            .map(|r| r.pt)
+            .collect();
+        let text = sdp::narrow_audio(&offer.to_sdp_string(), &keep, desc.direction);
         self.state = Negotiation::AwaitBrowserAnswer {
             pending: Some(Box::new(pending)),
             ims: desc,
             offered: common,
         };
-        Ok(offer.to_sdp_string())
+        Ok(text)
     }
 
     /// The browser answered the WebRTC offer; gives the IMS-side answer.

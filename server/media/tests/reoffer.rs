@@ -108,6 +108,10 @@ fn ims_reoffer_with_nothing_new_still_gets_a_webrtc_offer() {
         3,
     );
     assert!(offer.contains("a=sendrecv"), "{offer}");
+    // The call's Rtc knows opus, PCMU and events (the browser's first offer); the IMS
+    // re-offers PCMU only, so only PCMU may be offered to the browser.
+    let m = line(&offer, "m=audio").expect("m=audio");
+    assert!(m.ends_with(" 0"), "only the IMS's codecs: {m}");
     let answer = b.accept_offer(&offer);
     gw.media.send(Command::BrowserAnswer {
         call: 2,
