@@ -111,32 +111,40 @@ pub struct SeqOut {
     last_out: u64,
 }
 
+/// RFC 3550 Appendix A.1: how far a packet may run ahead, or lag behind, and still belong to
+/// the same run of numbers; beyond that the stream counts as restarted.
+const MAX_DROPOUT: i32 = 3000;
+const MAX_MISORDER: i32 = 100;
+
 impl SeqOut {
     pub fn next(&mut self, ssrc: u32, seq: u16) -> u64 {
-        match self.ssrc {
-            Some(s) if s == ssrc => {
-                // Relative to the highest number seen: a late packet keeps its older index.
-                let delta = seq.wrapping_sub(self.last_in) as i16;
-                let out = (self.last_out as i64 + i64::from(delta)).max(1) as u64;
-                if out > self.last_out {
-                    self.last_out = out;
-                    self.last_in = seq;
-                }
-                out
-            }
-            first => {
-                self.ssrc = Some(ssrc);
+        if self.ssrc == Some(ssrc) {
+            let delta = i32::from(seq.wrapping_sub(self.last_in) as i16);
+            if (0..MAX_DROPOUT).contains(&delta) {
                 self.last_in = seq;
-                // A new stream continues after the old one; the very first starts at its own
-                // number (ROC 0).
-                self.last_out = if first.is_some() {
-                    self.last_out + 1
-                } else {
-                    u64::from(seq).max(1)
-                };
-                self.last_out
+                self.last_out += delta as u64;
+                return self.last_out;
             }
+            if (-MAX_MISORDER..0).contains(&delta) {
+                // A late packet keeps its older index (the replay window takes it once).
+                return self
+                    .last_out
+                    .saturating_sub(delta.unsigned_abs().into())
+                    .max(1);
+            }
+            // A jump (the peer kept counting through a long hold, or restarted): continue
+            // right after the last index so the browser never sees an old one.
         }
+        let first = self.ssrc.is_none();
+        self.ssrc = Some(ssrc);
+        self.last_in = seq;
+        // The very first packet starts at its own number (ROC 0).
+        self.last_out = if first {
+            u64::from(seq).max(1)
+        } else {
+            self.last_out + 1
+        };
+        self.last_out
     }
 }
 
@@ -163,5 +171,16 @@ mod tests {
         // After a long hold the peer resumes with a new SSRC and a low sequence number.
         assert_eq!(s.next(2, 3), 5001);
         assert_eq!(s.next(2, 4), 5002);
+    }
+
+    #[test]
+    fn seq_out_treats_a_big_jump_as_a_restart_not_a_late_packet_rfc3550_a_1() {
+        let mut s = SeqOut::default();
+        assert_eq!(s.next(1, 100), 100);
+        // Same SSRC, 40000 numbers later (more than half the space: looks "behind").
+        assert_eq!(s.next(1, 40100), 101);
+        assert_eq!(s.next(1, 40101), 102);
+        // A forward jump beyond MAX_DROPOUT also continues right after.
+        assert_eq!(s.next(1, 50000), 103);
     }
 }

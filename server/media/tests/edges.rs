@@ -485,3 +485,22 @@ fn browser_closing_dtls_is_a_hangup_not_a_dtls_failure_rfc8842() {
     let st = wait_stats(&gw, |s| s.sessions == 0);
     assert_eq!((st.sessions, st.ports_in_use), (0, 0));
 }
+
+#[test]
+fn ims_sequence_jump_after_long_hold_still_reaches_browser_no_srtp_replay_rfc3711_3_3_2() {
+    let mut gw = Gw::start(config(42260..=42269));
+    let mut b = Browser::new();
+    let ims = Ims::new();
+    let port = connect_from_browser(&mut gw, &mut b, &ims, 10, "0 PCMU/8000");
+    ims.send_rtp(ims_to(port), 0, 10, 1600, b"before-hold");
+    assert!(pump(&mut b, Duration::from_secs(2), |b| b.rtp.len() == 1));
+    // The peer kept counting through a long hold: 40000 numbers later (looks "behind"
+    // in 16 bits), and then a new SSRC as well.
+    ims.send_rtp(ims_to(port), 0, 40010, 6_401_600, b"after-hold");
+    assert!(
+        pump(&mut b, Duration::from_secs(2), |b| b.rtp.len() == 2),
+        "the browser's SRTP replay check accepts the resumed stream"
+    );
+    assert_eq!(&b.rtp[1].payload[..], b"after-hold");
+    assert!(*b.rtp[1].seq_no > *b.rtp[0].seq_no);
+}
