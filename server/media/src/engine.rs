@@ -17,7 +17,7 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use str0m::net::{Protocol, Receive};
 use str0m::{Input, Output, RtcError};
 use tokio::sync::mpsc::UnboundedSender;
@@ -133,7 +133,7 @@ impl Engine {
     }
 
     /// Runs until [`Msg::Stop`] or every handle is gone; frees every session on the way out.
-    pub fn run(mut self, _waker: Arc<Waker>) {
+    pub fn run(mut self) {
         let mut events = Events::with_capacity(256);
         let mut buf = vec![0u8; BUF];
         let mut out = vec![0u8; BUF];
@@ -368,8 +368,9 @@ impl Engine {
                 Ok(x) => x,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) => {
+                    // Not a busy loop on a persistent error: the next datagram wakes us.
                     tracing::debug!(error = %e, "WebRTC socket read");
-                    continue;
+                    return;
                 }
             };
             let now = Instant::now();
@@ -563,7 +564,10 @@ impl Engine {
             let (n, src) = match r {
                 Ok(x) => x,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "IMS-side socket read");
+                    break;
+                }
             };
             let now = Instant::now();
             let data = &buf[..n];

@@ -259,10 +259,9 @@ impl Media {
             ports,
         )
         .map_err(|e| MediaError::Other(format!("register media.listen: {e}")))?;
-        let thread_waker = waker.clone();
         let thread = std::thread::Builder::new()
             .name("imsgw-media".into())
-            .spawn(move || engine.run(thread_waker))
+            .spawn(move || engine.run())
             .map_err(|e| MediaError::Other(format!("media thread: {e}")))?;
         let media = Media {
             inner: Arc::new(Handle {
