@@ -62,3 +62,29 @@ fn memory_per_session_before_and_after_connect() {
         (after - before) / m
     );
 }
+
+#[test]
+#[ignore = "measurement"]
+fn memory_of_a_connected_test_browser_alone() {
+    // Pairs of test browsers connected to each other (no gateway): what one browser-side Rtc
+    // costs, to subtract from the figure above.
+    let m = 20u64;
+    let mut pairs = Vec::new();
+    let before = rss_kib();
+    for _ in 0..m {
+        let mut a = Browser::new();
+        let mut b = Browser::new();
+        let (offer, pending) = a.offer(str0m::media::Direction::SendRecv);
+        let answer = b.accept_offer(&offer);
+        a.accept_answer(pending, &answer);
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while !(a.connected && b.connected) && std::time::Instant::now() < end {
+            a.step();
+            b.step();
+        }
+        assert!(a.connected && b.connected);
+        pairs.push((a, b));
+    }
+    let after = rss_kib();
+    println!("one connected test browser Rtc: {} KiB", (after - before) / (2 * m));
+}
