@@ -281,8 +281,19 @@ impl Session {
                 });
                 Ok(sent)
             }
-            other => {
-                self.state = other;
+            Negotiation::AwaitBrowserAnswer {
+                pending,
+                ims,
+                offered,
+            } => {
+                self.state = Negotiation::AwaitBrowserAnswer {
+                    pending,
+                    ims,
+                    offered,
+                };
+                Err(Refusal::sdp("no offer toward the IMS is outstanding"))
+            }
+            Negotiation::Idle => {
                 let Some(prev) = self.answered.take() else {
                     return Err(Refusal::sdp("no offer toward the IMS is outstanding"));
                 };
@@ -382,6 +393,8 @@ impl Session {
             return Err(Refusal::sdp("WebRTC re-offer could not be made"));
         };
         self.set_ims_peer(&desc);
+        // A later IMS answer can no longer belong to the browser's earlier offer.
+        self.answered = None;
         // str0m offers every codec the `Rtc` was built with; the browser may only pick among
         // those the IMS offers now.
         let keep: Vec<u8> = self

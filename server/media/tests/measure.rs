@@ -86,5 +86,8 @@ fn memory_of_a_connected_test_browser_alone() {
         pairs.push((a, b));
     }
     let after = rss_kib();
-    println!("one connected test browser Rtc: {} KiB", (after - before) / (2 * m));
+    println!(
+        "one connected test browser Rtc: {} KiB",
+        (after - before) / (2 * m)
+    );
 }

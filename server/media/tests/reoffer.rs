@@ -206,3 +206,60 @@ fn late_browser_answer_does_not_lose_consent_before_ice_starts() {
     assert!(pump(&mut b, Duration::from_secs(5), |b| b.connected));
     assert_eq!(gw.media.stats().sessions, 1);
 }
+
+#[test]
+fn answers_out_of_turn_are_refused_and_leave_the_call_as_it_was() {
+    let mut gw = Gw::start(config(42270..=42279));
+    let mut b = Browser::new();
+    let ims = Ims::new();
+    gw.media.send(Command::ImsOffer {
+        call: 5,
+        req: 1,
+        sdp: ims.sdp("0 PCMU/8000", "sendrecv"),
+    });
+    let offer = expect_sdp(next_event(&mut gw, None, Duration::from_secs(2)), 5, 1);
+    // An IMS answer while the browser's answer is awaited: nothing of ours to answer.
+    gw.media.send(Command::ImsAnswer {
+        call: 5,
+        req: 2,
+        sdp: ims.sdp("0 PCMU/8000", "sendrecv"),
+    });
+    assert!(matches!(
+        next_event(&mut gw, None, Duration::from_secs(2)),
+        imsgw_media::Event::Refused {
+            call: 5,
+            req: 2,
+            status: 488,
+            ..
+        }
+    ));
+    // The awaited answer still works.
+    let answer = b.accept_offer(&offer);
+    gw.media.send(Command::BrowserAnswer {
+        call: 5,
+        req: 3,
+        sdp: answer.clone(),
+    });
+    expect_sdp(
+        next_event(&mut gw, Some(&mut b), Duration::from_secs(2)),
+        5,
+        3,
+    );
+    // The same browser answer again: no offer is outstanding any more.
+    gw.media.send(Command::BrowserAnswer {
+        call: 5,
+        req: 4,
+        sdp: answer,
+    });
+    assert!(matches!(
+        next_event(&mut gw, Some(&mut b), Duration::from_secs(2)),
+        imsgw_media::Event::Refused {
+            call: 5,
+            req: 4,
+            status: 488,
+            ..
+        }
+    ));
+    assert!(pump(&mut b, Duration::from_secs(5), |b| b.connected));
+    assert_eq!(gw.media.stats().refused_offers, 0, "answers are not offers");
+}
