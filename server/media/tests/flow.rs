@@ -194,3 +194,35 @@ fn latch_follows_the_ims_peers_real_source_when_enabled() {
     }
     assert!(gw.media.stats().dropped > before);
 }
+
+#[test]
+fn burst_of_ims_packets_all_reach_the_browser_in_order() {
+    let mut gw = Gw::start(config(42050..=42059));
+    let mut b = Browser::new();
+    let ims = Ims::new();
+    let port = connect_from_browser(&mut gw, &mut b, &ims, 12, "0 PCMU/8000");
+    let n = 300u16;
+    for i in 0..n {
+        ims.send_rtp(
+            ims_to(port),
+            0,
+            1000 + i,
+            160 * u32::from(i),
+            &i.to_be_bytes(),
+        );
+    }
+    assert!(
+        pump(&mut b, Duration::from_secs(5), |b| b.rtp.len()
+            >= usize::from(n)),
+        "got {} of {n}",
+        b.rtp.len()
+    );
+    for (i, p) in b.rtp.iter().enumerate() {
+        assert_eq!(
+            &p.payload[..],
+            &(i as u16).to_be_bytes(),
+            "packet {i} in order, intact"
+        );
+    }
+    assert_eq!(gw.media.stats().packets_to_browser, u64::from(n));
+}
