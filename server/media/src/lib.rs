@@ -35,7 +35,7 @@ mod engine;
 mod ims_leg;
 mod ports;
 mod relay;
-pub mod sdp;
+mod sdp;
 mod session;
 
 /// A call as the edge names it; chosen by the edge, unique for the process's life.
