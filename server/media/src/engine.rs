@@ -17,15 +17,15 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::RtpWrite;
 use str0m::{Input, Output, RtcError};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::codec::{Frame, Relay, Way};
+use crate::demux::{stun_local_ufrag, stun_request_valid};
 use crate::ims_leg::{self, ImsLeg};
 use crate::ports::PortPool;
+use crate::relay::{relay_to_browser, relay_to_ims};
 use crate::session::{Refusal, RtcContext, Session};
 use crate::{CallRef, Command, EndReason, Event, MediaConfig, MediaStats};
 
@@ -70,7 +70,7 @@ impl Stats {
             refused_offers: l(&self.refused_offers),
         }
     }
-    fn add(a: &AtomicU64, n: u64) {
+    pub(crate) fn add(a: &AtomicU64, n: u64) {
         a.fetch_add(n, Ordering::Relaxed);
     }
 }
@@ -92,6 +92,8 @@ pub(crate) struct Engine {
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     epoch: Instant,
     stopping: bool,
+    /// The WebRTC socket's address (a fallback destination when no candidate matches).
+    local: SocketAddr,
 }
 
 impl Engine {
@@ -108,6 +110,7 @@ impl Engine {
     ) -> std::io::Result<Engine> {
         poll.registry()
             .register(&mut socket, WEBRTC, Interest::READABLE)?;
+        let local = socket.local_addr()?;
         Ok(Engine {
             cfg,
             poll,
@@ -125,11 +128,12 @@ impl Engine {
             timers: BinaryHeap::new(),
             epoch: Instant::now(),
             stopping: false,
+            local,
         })
     }
 
     /// Runs until [`Msg::Stop`] or every handle is gone; frees every session on the way out.
-    pub fn run(mut self, _waker: Arc<Waker>) {
+    pub fn run(mut self) {
         let mut events = Events::with_capacity(256);
         let mut buf = vec![0u8; BUF];
         let mut out = vec![0u8; BUF];
@@ -138,11 +142,11 @@ impl Engine {
                 .timers
                 .peek()
                 .map(|Reverse((t, _))| t.saturating_duration_since(Instant::now()));
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != ErrorKind::Interrupted {
-                    tracing::error!(error = %e, "media poll failed; media thread stops");
-                    break;
-                }
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != ErrorKind::Interrupted
+            {
+                tracing::error!(error = %e, "media poll failed; media thread stops");
+                break;
             }
             for ev in events.iter() {
                 match ev.token() {
@@ -202,7 +206,7 @@ impl Engine {
             },
             Command::ImsOffer { call, req, sdp } => match self.by_call.get(&call) {
                 Some(&slot) => {
-                    let r = self.session(slot).map(|s| s.ims_reoffer(&sdp, now));
+                    let r = self.session(slot).map(|s| s.ims_reoffer(&sdp));
                     self.answer(slot, call, req, r, true);
                 }
                 None => self.create(call, req, &sdp, false, now),
@@ -261,26 +265,22 @@ impl Engine {
             };
             return self.refuse(call, req, r, true);
         }
-        let Some(pair) = self.ports.take() else {
-            let r = Refusal {
+        let (ports, latch) = (&mut self.ports, self.cfg.latch);
+        let take_leg = || match ports.take() {
+            Some(pair) => Ok(ImsLeg::new(pair, latch, rand::random(), now)),
+            None => Err(Refusal {
                 status: 503,
                 warning: "no media port free".into(),
-            };
-            return self.refuse(call, req, r, true);
+            }),
         };
-        let leg = ImsLeg::new(pair, self.cfg.latch, rand::random(), now);
         let made = if browser {
-            Session::from_browser_offer(call, sdp, &self.ctx, leg, now)
+            Session::from_browser_offer(call, sdp, &self.ctx, take_leg, now)
         } else {
-            Session::from_ims_offer(call, sdp, &self.ctx, leg, now)
+            Session::from_ims_offer(call, sdp, &self.ctx, take_leg, now)
         };
         let (mut session, out_sdp) = match made {
             Ok(x) => x,
-            Err((refusal, leg)) => {
-                self.ports.give_back(leg.port);
-                drop(leg);
-                return self.refuse(call, req, refusal, true);
-            }
+            Err(refusal) => return self.refuse(call, req, refusal, true),
         };
         let slot = self.free_slots.pop().unwrap_or_else(|| {
             self.sessions.push(None);
@@ -362,17 +362,15 @@ impl Engine {
     }
 
     fn read_webrtc(&mut self, buf: &mut [u8], out: &mut [u8]) {
-        let local = match self.socket.local_addr() {
-            Ok(a) => a,
-            Err(_) => return,
-        };
+        let local = self.local;
         loop {
             let (n, src) = match self.socket.recv_from(buf) {
                 Ok(x) => x,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) => {
+                    // Not a busy loop on a persistent error: the next datagram wakes us.
                     tracing::debug!(error = %e, "WebRTC socket read");
-                    continue;
+                    return;
                 }
             };
             let now = Instant::now();
@@ -442,10 +440,13 @@ impl Engine {
             };
             let now = Instant::now();
             let s = self.sessions.get_mut(slot)?.as_mut()?;
-            // RFC 7675 §5.1: a binding request from the browser refreshes consent.
-            if data.first() == Some(&0) && data.get(1) == Some(&1) {
-                s.consent_at = Some(now);
+            // ICE-lite: the browser only sends binding requests; one that fails integrity is
+            // forged or stale and is dropped here (str0m would drop it too).
+            if !stun_request_valid(data, &s.ice_pwd, &self.ctx.crypto) {
+                return None;
             }
+            // RFC 7675 §5.1: an authenticated binding request refreshes consent.
+            s.consent_at = Some(now);
             if !s.browser_addrs.contains(&src) {
                 if s.browser_addrs.len() >= MAX_ADDRS_PER_SESSION {
                     let old = s.browser_addrs.remove(0);
@@ -483,6 +484,13 @@ impl Engine {
                         relay_to_ims(s, &p, now, out, &self.stats);
                     }
                     str0m::Event::Connected => tracing::debug!(call = s.call, "DTLS connected"),
+                    str0m::Event::Closed => {
+                        // The browser closed its PeerConnection (DTLS close_notify): a normal
+                        // hang-up whose BYE the edge carries; not a DTLS failure. Its STUN
+                        // stops too, so without a Release consent ends the session.
+                        tracing::debug!(call = s.call, "browser closed DTLS");
+                        s.remote_closed = true;
+                    }
                     str0m::Event::IceConnectionStateChange(st) => {
                         tracing::debug!(call = s.call, state = ?st, "ICE state");
                     }
@@ -495,7 +503,7 @@ impl Engine {
                 }
             }
         }
-        if ended.is_none() && !s.rtc.is_alive() && s.consent_at.is_some() {
+        if ended.is_none() && !s.rtc.is_alive() && !s.remote_closed && s.consent_at.is_some() {
             ended = Some(EndReason::DtlsFailed);
         }
         if let Some(reason) = ended {
@@ -556,7 +564,10 @@ impl Engine {
             let (n, src) = match r {
                 Ok(x) => x,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "IMS-side socket read");
+                    break;
+                }
             };
             let now = Instant::now();
             let data = &buf[..n];
@@ -578,7 +589,7 @@ impl Engine {
             if !s.to_browser {
                 continue; // held toward the browser (RFC 3264 §8.4)
             }
-            if relay_to_browser(s, &rtp, now) {
+            if relay_to_browser(s, &rtp, now, out) {
                 Stats::add(&self.stats.packets_to_browser, 1);
                 Stats::add(&self.stats.bytes_to_browser, rtp.payload.len() as u64);
                 // Each write is polled out before the next (str0m queues per stream).
@@ -590,150 +601,10 @@ impl Engine {
     }
 }
 
-/// Browser → IMS: the decrypted RTP str0m gives in RTP mode, renumbered and sent on.
-fn relay_to_ims(
-    s: &mut Session,
-    p: &str0m::rtp::RtpPacket,
-    now: Instant,
-    out: &mut [u8],
-    stats: &Stats,
-) {
-    if !s.to_ims {
-        return;
-    }
-    let frame = Frame {
-        pt: *p.header.payload_type,
-        seq: p.header.sequence_number,
-        timestamp: p.header.timestamp,
-        marker: p.header.marker,
-        payload: &p.payload,
-    };
-    if out.len() < 12 {
-        return;
-    }
-    let (head, body) = out.split_at_mut(12);
-    let Some((pt, n)) = s.relay.relay(Way::ToIms, &frame, body) else {
-        Stats::add(&stats.dropped, 1);
-        return;
-    };
-    let mut h = [0u8; 12];
-    ims_leg::write_rtp_header(
-        &mut h,
-        pt,
-        frame.marker,
-        frame.seq,
-        frame.timestamp,
-        s.ims.ssrc,
-    );
-    head.copy_from_slice(&h);
-    if s.ims.send_rtp(&out[..12 + n], frame.timestamp, now) {
-        Stats::add(&stats.packets_to_ims, 1);
-        Stats::add(&stats.bytes_to_ims, n as u64);
-    }
-}
-
-/// IMS → browser: renumbered, written through str0m's direct API so str0m encrypts it.
-fn relay_to_browser(s: &mut Session, rtp: &ims_leg::RtpView<'_>, now: Instant) -> bool {
-    let Some(mid) = s.mid else {
-        return false;
-    };
-    let frame = Frame {
-        pt: rtp.pt,
-        seq: rtp.seq,
-        timestamp: rtp.timestamp,
-        marker: rtp.marker,
-        payload: rtp.payload,
-    };
-    let mut tmp = [0u8; BUF];
-    let Some((pt, n)) = s.relay.relay(Way::ToBrowser, &frame, &mut tmp) else {
-        return false;
-    };
-    let seq = s.seq_out.next(rtp.ssrc, rtp.seq);
-    let mut api = s.rtc.direct_api();
-    let Some(tx) = api.stream_tx_by_mid(mid, None) else {
-        return false;
-    };
-    // str0m takes the payload as Arc<[u8]>: one allocation per packet on this path.
-    let w = RtpWrite::new(
-        pt.into(),
-        seq.into(),
-        rtp.timestamp,
-        now,
-        Arc::<[u8]>::from(&tmp[..n]),
-    )
-    .marker(rtp.marker);
-    tx.write_rtp(w);
-    true
-}
-
 fn next_deadline(s: &Session, inactivity: Duration) -> Instant {
     let mut d = s.rtc_timeout.min(s.ims.next_report());
     if let Some(c) = s.consent_at {
         d = d.min(c + inactivity);
     }
     d
-}
-
-/// The local (our) ufrag of a STUN binding request: USERNAME is "local:remote" (RFC 8445
-/// §7.2.2), read without allocating. None for anything malformed.
-pub(crate) fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
-    if data.len() < 20 || data[4..8] != [0x21, 0x12, 0xA4, 0x42] {
-        return None;
-    }
-    let len = usize::from(u16::from_be_bytes([data[2], data[3]]));
-    let body = data.get(20..20 + len)?;
-    let mut off = 0;
-    while let Some(h) = body.get(off..off + 4) {
-        let t = u16::from_be_bytes([h[0], h[1]]);
-        let l = usize::from(u16::from_be_bytes([h[2], h[3]]));
-        let v = body.get(off + 4..off + 4 + l)?;
-        if t == 0x0006 {
-            let user = std::str::from_utf8(v).ok()?;
-            return user.split(':').next();
-        }
-        off += 4 + l.div_ceil(4) * 4;
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn stun(username: &[u8]) -> Vec<u8> {
-        let mut attr = vec![0x00, 0x06];
-        attr.extend_from_slice(&(username.len() as u16).to_be_bytes());
-        attr.extend_from_slice(username);
-        while attr.len() % 4 != 0 {
-            attr.push(0);
-        }
-        let mut m = vec![0x00, 0x01];
-        m.extend_from_slice(&(attr.len() as u16).to_be_bytes());
-        m.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
-        m.extend_from_slice(&[7; 12]);
-        m.extend_from_slice(&attr);
-        m
-    }
-
-    #[test]
-    fn stun_username_names_our_ufrag_first_rfc8445_7_2_2() {
-        assert_eq!(stun_local_ufrag(&stun(b"ours:theirs")), Some("ours"));
-    }
-
-    #[test]
-    fn malformed_stun_is_no_ufrag_never_a_panic() {
-        assert_eq!(stun_local_ufrag(&[0, 1, 0, 0]), None);
-        let mut m = stun(b"a:b");
-        m[3] = 200; // length past the end
-        assert_eq!(stun_local_ufrag(&m), None);
-        let mut m = stun(b"a:b");
-        m[22] = 0xff; // attribute length past the end
-        assert_eq!(stun_local_ufrag(&m), None);
-        let mut m = stun(b"\xff\xfe:b");
-        m.truncate(m.len());
-        assert_eq!(stun_local_ufrag(&m), None, "not UTF-8");
-        for n in 0..m.len() {
-            let _ = stun_local_ufrag(&m[..n]);
-        }
-    }
 }

@@ -6,17 +6,36 @@
 //!
 //! Owns: the WebRTC UDP socket, the IMS-side RTP/RTCP ports, media sessions, SDP of both legs.
 //! Must not touch: SIP (it never sees a SIP message, only SDP bodies), the WAF.
+//!
+//! Inside: `engine` (the thread and its poll loop), `demux` (STUN routing by ufrag),
+//! `session` (one call's offer/answer), `browser_leg` (the str0m `Rtc`), `ims_leg` (plain
+//! RTP/RTCP), `relay` + `codec` (the per-packet path and the transcoder seam), `ports`, `sdp`.
+//!
+//! Rules for the edge:
+//! - Commands of one call are handled in the order sent; send `ImsAnswer` only after the
+//!   `Sdp` event of the `BrowserOffer` it answers, `BrowserAnswer` only after the `Sdp` of
+//!   the `ImsOffer`.
+//! - A session exists from the `Sdp` event of an initial offer until `Release` or `Ended`;
+//!   a `Refused` initial offer leaves nothing behind (no port, no session). A `Refused`
+//!   re-offer or answer leaves the call as it was (answer the re-INVITE 488, keep the call).
+//! - Send `Release` for every call that got an `Sdp` event and then ends in SIP for any
+//!   reason (BYE, CANCEL, failure response, flow gone): before the browser has an answer
+//!   there is no consent clock, so nothing else frees it.
+//! - `Ended` means the session and ports are already gone: send BYE, no `Release` needed.
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod browser_leg;
 mod codec;
+mod demux;
 mod engine;
 mod ims_leg;
 mod ports;
-pub mod sdp;
+mod relay;
+mod sdp;
 mod session;
 
 /// A call as the edge names it; chosen by the edge, unique for the process's life.
@@ -240,10 +259,9 @@ impl Media {
             ports,
         )
         .map_err(|e| MediaError::Other(format!("register media.listen: {e}")))?;
-        let thread_waker = waker.clone();
         let thread = std::thread::Builder::new()
             .name("imsgw-media".into())
-            .spawn(move || engine.run(thread_waker))
+            .spawn(move || engine.run())
             .map_err(|e| MediaError::Other(format!("media thread: {e}")))?;
         let media = Media {
             inner: Arc::new(Handle {
@@ -287,5 +305,47 @@ impl Media {
         {
             let _ = h.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_handle_is_clone_send_sync() {
+        fn check<T: Clone + Send + Sync + 'static>() {}
+        check::<Media>();
+    }
+
+    #[test]
+    fn wildcard_listen_without_public_address_is_a_config_error() {
+        let cfg = MediaConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            public_addresses: Vec::new(),
+            ims_address: IpAddr::from([127, 0, 0, 1]),
+            rtp_ports: 45000..=45009,
+            inactivity: Duration::from_secs(30),
+            latch: false,
+            max_sessions: 1,
+        };
+        let Err(e) = Media::start(cfg) else {
+            panic!("must refuse");
+        };
+        assert!(e.to_string().contains("media.public_addresses"), "{e}");
+    }
+
+    #[test]
+    fn rtp_range_without_a_pair_is_a_config_error() {
+        let cfg = MediaConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            public_addresses: Vec::new(),
+            ims_address: IpAddr::from([127, 0, 0, 1]),
+            rtp_ports: 45011..=45011,
+            inactivity: Duration::from_secs(30),
+            latch: false,
+            max_sessions: 1,
+        };
+        assert!(matches!(Media::start(cfg), Err(MediaError::Ports(..))));
     }
 }

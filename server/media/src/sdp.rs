@@ -504,11 +504,11 @@ impl ImsSdp<'_> {
     }
 }
 
-/// Narrows str0m's browser-side answer: the audio m-line keeps only `keep` payload types
-/// (with their rtpmap/fmtp/rtcp-fb lines) and carries `direction`. str0m answers with every
-/// codec its session was built with; the IMS chose fewer. Other m-lines are left as str0m
-/// wrote them.
-pub fn narrow_answer(answer: &str, keep: &[u8], direction: Direction) -> String {
+/// Narrows str0m's browser-side SDP (answer, or offer on an IMS re-offer): the first audio
+/// m-line keeps only `keep` payload types (with their rtpmap/fmtp/rtcp-fb lines) and carries
+/// `direction`. str0m writes every codec its `Rtc` was built with; the IMS chose or offered
+/// fewer. Other m-lines are left as str0m wrote them.
+pub fn narrow_audio(answer: &str, keep: &[u8], direction: Direction) -> String {
     let mut out = String::with_capacity(answer.len());
     let mut in_audio = false;
     let mut seen_audio = false;
@@ -550,13 +550,6 @@ pub fn narrow_answer(answer: &str, keep: &[u8], direction: Direction) -> String 
         out.push_str("\r\n");
     }
     out
-}
-
-/// Rewrites the direction attribute of the first audio m-line (used when str0m has nothing
-/// new to offer but the IMS's re-offer must still reach the browser as an offer).
-pub fn with_direction(sdp: &str, direction: Direction) -> String {
-    let keep: Vec<u8> = (0..=127).collect();
-    narrow_answer(sdp, &keep, direction)
 }
 
 #[cfg(test)]

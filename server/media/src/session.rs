@@ -8,26 +8,19 @@
 //! Must not touch: sockets other than its own IMS pair, other sessions, the demux tables.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::config::{CryptoProvider, DtlsCert};
-use str0m::format::{Codec, FormatParams};
-use str0m::media::{Frequency, MediaKind, Mid};
-use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
+use str0m::media::{MediaKind, Mid};
+use str0m::{IceCreds, Rtc};
+
+pub use crate::browser_leg::{RtcContext, SeqOut};
+use crate::browser_leg::{build_rtc, to_str0m};
 
 use crate::CallRef;
 use crate::codec::{PassThrough, PtMap};
 use crate::ims_leg::ImsLeg;
 use crate::sdp::{self, AudioDesc, CodecName, Direction, ImsSdp, RtpMap, SdpError};
-
-/// What every session shares: the process's one DTLS certificate, crypto, host candidates.
-pub struct RtcContext {
-    pub crypto: Arc<CryptoProvider>,
-    pub cert: DtlsCert,
-    pub candidates: Vec<SocketAddr>,
-}
 
 /// A command that cannot be done: the SIP status and `Warning` text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +74,8 @@ struct Answered {
 pub struct Session {
     pub call: CallRef,
     pub ufrag: String,
+    /// Our ICE password: STUN from the browser is checked against it before it counts.
+    pub ice_pwd: String,
     pub rtc: Rtc,
     pub ims: ImsLeg,
     /// The seam between legs (a transcoder later).
@@ -93,6 +88,8 @@ pub struct Session {
     /// Whether media may flow browser→IMS / IMS→browser (hold: RFC 3264 §8.4).
     pub to_ims: bool,
     pub to_browser: bool,
+    /// The browser closed DTLS (hung up); the session waits for Release or consent loss.
+    pub remote_closed: bool,
     /// Extended RTP sequence toward the browser (SRTP index, RFC 3711 §3.3.1).
     pub seq_out: SeqOut,
     pub rtc_timeout: Instant,
@@ -108,20 +105,17 @@ pub struct Session {
 
 impl Session {
     /// The browser's initial offer: builds the `Rtc` (not answered yet) and the IMS offer.
+    /// `take_leg` is called only once the SDP is known good (a bad offer holds no port).
     pub fn from_browser_offer(
         call: CallRef,
         sdp_text: &str,
         ctx: &RtcContext,
-        ims: ImsLeg,
+        take_leg: impl FnOnce() -> Result<ImsLeg, Refusal>,
         now: Instant,
-    ) -> Result<(Session, String), (Refusal, ImsLeg)> {
-        let checked = check_browser_offer(sdp_text);
-        let (browser, common, offer) = match checked {
-            Ok(c) => c,
-            Err(r) => return Err((r, ims)),
-        };
-        let (rtc, ufrag) = build_rtc(ctx, &common, now);
-        let mut s = Session::new(call, rtc, ufrag, ims, common.clone(), now);
+    ) -> Result<(Session, String), Refusal> {
+        let (browser, common, offer) = check_browser_offer(sdp_text)?;
+        let (rtc, creds) = build_rtc(ctx, &common, now);
+        let mut s = Session::new(call, rtc, creds, take_leg()?, common.clone(), now);
         s.mid = browser.mid.as_deref().map(Mid::from);
         let out = s.ims_offer(&browser, &common);
         s.state = Negotiation::AwaitImsAnswer {
@@ -137,28 +131,23 @@ impl Session {
         call: CallRef,
         sdp_text: &str,
         ctx: &RtcContext,
-        ims: ImsLeg,
+        take_leg: impl FnOnce() -> Result<ImsLeg, Refusal>,
         now: Instant,
-    ) -> Result<(Session, String), (Refusal, ImsLeg)> {
-        let (desc, common) = match check_ims_sdp(sdp_text).and_then(|d| {
-            let c = d.common()?;
-            Ok((d, c))
-        }) {
-            Ok(x) => x,
-            Err(r) => return Err((r.into(), ims)),
-        };
-        let (rtc, ufrag) = build_rtc(ctx, &common, now);
-        let mut s = Session::new(call, rtc, ufrag, ims, common.clone(), now);
-        s.set_ims_peer(&desc);
-        let mut api = s.rtc.sdp_api();
+    ) -> Result<(Session, String), Refusal> {
+        let desc = check_ims_sdp(sdp_text)?;
+        let common = desc.common()?;
+        let (mut rtc, creds) = build_rtc(ctx, &common, now);
+        let mut api = rtc.sdp_api();
         let mid = api.add_media(MediaKind::Audio, to_str0m(desc.direction), None, None, None);
         let Some((offer, pending)) = api.apply() else {
             // add_media always makes a change that needs negotiation.
-            let ims = s.ims;
-            return Err((Refusal::sdp("WebRTC offer could not be made"), ims));
+            return Err(Refusal::sdp("WebRTC offer could not be made"));
         };
+        let mut s = Session::new(call, rtc, creds, take_leg()?, common.clone(), now);
+        s.set_ims_peer(&desc);
         s.mid = Some(mid);
-        s.consent_at = Some(now);
+        // No consent clock yet: the browser starts ICE only once it answers, which may be
+        // after ringing for a long while (the "ICE gives up while the answer is late" trap).
         s.state = Negotiation::AwaitBrowserAnswer {
             pending: Some(Box::new(pending)),
             ims: desc,
@@ -170,14 +159,15 @@ impl Session {
     fn new(
         call: CallRef,
         rtc: Rtc,
-        ufrag: String,
+        creds: IceCreds,
         ims: ImsLeg,
         rtc_codecs: Vec<RtpMap>,
         now: Instant,
     ) -> Session {
         Session {
             call,
-            ufrag,
+            ufrag: creds.ufrag,
+            ice_pwd: creds.pass,
             rtc,
             ims,
             relay: PassThrough::default(),
@@ -186,6 +176,7 @@ impl Session {
             consent_at: None,
             to_ims: false,
             to_browser: false,
+            remote_closed: false,
             seq_out: SeqOut::default(),
             rtc_timeout: now,
             scheduled: None,
@@ -292,8 +283,19 @@ impl Session {
                 });
                 Ok(sent)
             }
-            other => {
-                self.state = other;
+            Negotiation::AwaitBrowserAnswer {
+                pending,
+                ims,
+                offered,
+            } => {
+                self.state = Negotiation::AwaitBrowserAnswer {
+                    pending,
+                    ims,
+                    offered,
+                };
+                Err(Refusal::sdp("no offer toward the IMS is outstanding"))
+            }
+            Negotiation::Idle => {
                 let Some(prev) = self.answered.take() else {
                     return Err(Refusal::sdp("no offer toward the IMS is outstanding"));
                 };
@@ -355,11 +357,11 @@ impl Session {
         // within what the browser offered).
         let dir = ims.direction.and(browser.direction.reversed());
         let keep: Vec<u8> = browser_side.iter().map(|c| c.pt).collect();
-        sdp::narrow_answer(str0m_answer, &keep, dir)
+        sdp::narrow_audio(str0m_answer, &keep, dir)
     }
 
     /// An IMS re-offer: a WebRTC offer from the same `Rtc` (no ICE or DTLS restart).
-    pub fn ims_reoffer(&mut self, sdp_text: &str, now: Instant) -> Result<String, Refusal> {
+    pub fn ims_reoffer(&mut self, sdp_text: &str) -> Result<String, Refusal> {
         let desc = check_ims_sdp(sdp_text)?;
         let common: Vec<RtpMap> = desc
             .common()?
@@ -393,13 +395,23 @@ impl Session {
             return Err(Refusal::sdp("WebRTC re-offer could not be made"));
         };
         self.set_ims_peer(&desc);
-        let _ = now;
+        // A later IMS answer can no longer belong to the browser's earlier offer.
+        self.answered = None;
+        // str0m offers every codec the `Rtc` was built with; the browser may only pick among
+        // those the IMS offers now.
+        let keep: Vec<u8> = self
+            .rtc_codecs
+            .iter()
+            .filter(|r| common.iter().any(|c| c.same_codec(r)))
+            .map(|r| r.pt)
+            .collect();
+        let text = sdp::narrow_audio(&offer.to_sdp_string(), &keep, desc.direction);
         self.state = Negotiation::AwaitBrowserAnswer {
             pending: Some(Box::new(pending)),
             ims: desc,
             offered: common,
         };
-        Ok(offer.to_sdp_string())
+        Ok(text)
     }
 
     /// The browser answered the WebRTC offer; gives the IMS-side answer.
@@ -512,12 +524,15 @@ fn check_browser_offer(text: &str) -> Result<(AudioDesc, Vec<RtpMap>, SdpOffer),
 }
 
 fn check_ims_sdp(text: &str) -> Result<AudioDesc, SdpError> {
-    let desc = sdp::parse_audio(text)?;
+    let mut desc = sdp::parse_audio(text)?;
     if !desc.proto.eq_ignore_ascii_case("RTP/AVP") {
         return Err(SdpError::NotRtpAvp(desc.proto));
     }
-    if desc.addr.is_none() {
-        return Err(SdpError::NoAddress);
+    match desc.addr {
+        None => return Err(SdpError::NoAddress),
+        // RFC 3264 §8.4 (the RFC 2543 hold): c=0.0.0.0 means "send nothing to me".
+        Some(a) if a.is_unspecified() => desc.direction = desc.direction.and(Direction::SendOnly),
+        Some(_) => {}
     }
     Ok(desc)
 }
@@ -553,143 +568,48 @@ fn chosen_of(desc: &AudioDesc, offered: &[RtpMap]) -> Result<Vec<RtpMap>, Refusa
     Ok(chosen)
 }
 
-fn to_str0m(d: Direction) -> str0m::media::Direction {
-    match d {
-        Direction::SendRecv => str0m::media::Direction::SendRecv,
-        Direction::SendOnly => str0m::media::Direction::SendOnly,
-        Direction::RecvOnly => str0m::media::Direction::RecvOnly,
-        Direction::Inactive => str0m::media::Direction::Inactive,
-    }
-}
-
-fn random_token(len: usize) -> String {
-    use rand::Rng as _;
-    rand::rng()
-        .sample_iter(rand::distr::Alphanumeric)
-        .take(len)
-        .map(char::from)
-        .collect()
-}
-
-/// An `Rtc` for the browser leg: ICE-lite, RTP mode, the shared certificate, fresh ICE
-/// credentials (RFC 8445 §5.3: ufrag ≥ 24 bits, password ≥ 128 bits of randomness), exactly
-/// the given codecs with their payload types.
-fn build_rtc(ctx: &RtcContext, codecs: &[RtpMap], now: Instant) -> (Rtc, String) {
-    let ufrag = random_token(16);
-    let creds = IceCreds {
-        ufrag: ufrag.clone(),
-        pass: random_token(32),
-    };
-    let mut cfg = RtcConfig::new()
-        .set_crypto_provider(ctx.crypto.clone())
-        .set_dtls_cert(ctx.cert.clone())
-        .set_ice_lite(true)
-        .set_rtp_mode(true)
-        .set_local_ice_credentials(creds)
-        .clear_codecs();
-    let cc = cfg.codec_config();
-    for c in codecs {
-        let fmtp = c
-            .fmtp
-            .as_deref()
-            .map(FormatParams::parse_line)
-            .unwrap_or_default();
-        match c.carried() {
-            Some(CodecName::Pcmu) if c.pt == 0 => cc.enable_pcmu(true, false),
-            Some(CodecName::Pcma) if c.pt == 8 => cc.enable_pcma(true, false),
-            Some(CodecName::G722) if c.pt == 9 => cc.enable_g722(true, false),
-            Some(CodecName::Opus) => cc.add_config(
-                c.pt.into(),
-                None,
-                Codec::Opus,
-                Frequency::FORTY_EIGHT_KHZ,
-                Some(2),
-                fmtp,
-            ),
-            Some(CodecName::TelephoneEvent) => {
-                let clock = if c.clock == 48000 {
-                    Frequency::FORTY_EIGHT_KHZ
-                } else {
-                    Frequency::EIGHT_KHZ
-                };
-                cc.add_config(c.pt.into(), None, Codec::Tele, clock, None, fmtp)
-            }
-            // A static codec on a dynamic number: str0m knows these only by their numbers.
-            _ => {}
-        }
-    }
-    let mut rtc = cfg.build(now);
-    for addr in &ctx.candidates {
-        match Candidate::host(*addr, "udp") {
-            Ok(c) => {
-                rtc.add_local_candidate(c);
-            }
-            Err(e) => tracing::warn!(%addr, error = %e, "host candidate refused"),
-        }
-    }
-    (rtc, ufrag)
-}
-
-/// Extends the IMS side's 16-bit sequence numbers into str0m's 64-bit SRTP index, and keeps
-/// it increasing when the IMS peer restarts its stream (new SSRC, e.g. after a long hold), so
-/// the browser's SRTP replay window never sees an old index (RFC 3711 §3.3.2).
-#[derive(Debug, Default, Clone)]
-pub struct SeqOut {
-    ssrc: Option<u32>,
-    last_in: u16,
-    last_out: u64,
-}
-
-impl SeqOut {
-    pub fn next(&mut self, ssrc: u32, seq: u16) -> u64 {
-        match self.ssrc {
-            Some(s) if s == ssrc => {
-                let delta = seq.wrapping_sub(self.last_in) as i16;
-                self.last_in = seq;
-                let out = (self.last_out as i64 + i64::from(delta)).max(1) as u64;
-                if out > self.last_out {
-                    self.last_out = out;
-                }
-                out
-            }
-            first => {
-                self.ssrc = Some(ssrc);
-                self.last_in = seq;
-                // A new stream continues after the old one; the very first starts at its own
-                // number (ROC 0).
-                self.last_out = if first.is_some() {
-                    self.last_out + 1
-                } else {
-                    u64::from(seq).max(1)
-                };
-                self.last_out
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn seq_out_extends_across_wrap_rfc3711_3_3_1() {
-        let mut s = SeqOut::default();
-        assert_eq!(s.next(7, 65534), 65534);
-        assert_eq!(s.next(7, 65535), 65535);
-        assert_eq!(s.next(7, 0), 65536);
-        assert_eq!(s.next(7, 1), 65537);
-        // Reordered: an older index, not a jump of a whole cycle.
-        assert_eq!(s.next(7, 0), 65536);
-        assert_eq!(s.next(7, 2), 65538);
+    fn ims_sdp_must_be_rtp_avp_with_an_address() {
+        let ok = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 0\r\n";
+        assert!(check_ims_sdp(ok).is_ok());
+        let savp = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/SAVP 0\r\n";
+        assert!(matches!(check_ims_sdp(savp), Err(SdpError::NotRtpAvp(_))));
+        let no_c = "v=0\r\nm=audio 4000 RTP/AVP 0\r\n";
+        assert_eq!(check_ims_sdp(no_c), Err(SdpError::NoAddress));
     }
 
     #[test]
-    fn seq_out_continues_when_ims_restarts_stream_no_srtp_replay_rfc3711_3_3_2() {
-        let mut s = SeqOut::default();
-        assert_eq!(s.next(1, 5000), 5000);
-        // After a long hold the peer resumes with a new SSRC and a low sequence number.
-        assert_eq!(s.next(2, 3), 5001);
-        assert_eq!(s.next(2, 4), 5002);
+    fn ims_hold_by_zero_address_stops_media_toward_it_rfc3264_8_4() {
+        let old_hold = "v=0\r\nc=IN IP4 0.0.0.0\r\nm=audio 4000 RTP/AVP 0\r\na=sendrecv\r\n";
+        assert_eq!(
+            check_ims_sdp(old_hold).map(|d| d.direction),
+            Ok(Direction::SendOnly)
+        );
+    }
+
+    #[test]
+    fn ims_answer_without_our_codecs_is_488_naming_what_came() {
+        let offered = [RtpMap {
+            pt: 0,
+            encoding: "PCMU".into(),
+            clock: 8000,
+            channels: None,
+            fmtp: None,
+        }];
+        let d = check_ims_sdp("v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 8\r\n")
+            .expect("valid SDP");
+        let r = chosen_of(&d, &offered).expect_err("PCMA was not offered");
+        assert_eq!(r.status, 488);
+        assert!(r.warning.contains("PCMA/8000 answered"), "{}", r.warning);
+        let rejected = check_ims_sdp("v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 0 RTP/AVP 0\r\n")
+            .expect("valid SDP");
+        assert!(
+            chosen_of(&rejected, &offered).is_err(),
+            "port 0 is a rejected stream"
+        );
     }
 }

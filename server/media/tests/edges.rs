@@ -399,3 +399,108 @@ fn forged_fingerprint_ends_call_dtls_failed_rfc8842_5() {
     );
     assert_eq!(gw.media.stats().sessions, 0);
 }
+
+#[test]
+fn forged_stun_with_right_ufrag_does_not_keep_consent_rfc7675_5_1() {
+    let mut gw = Gw::start(config(42190..=42199));
+    let mut b = Browser::new();
+    let ims = Ims::new();
+    let (offer, pending) = b.offer(Direction::SendRecv);
+    gw.media.send(Command::BrowserOffer {
+        call: 8,
+        req: 1,
+        sdp: offer,
+    });
+    expect_sdp(next_event(&mut gw, None, Duration::from_secs(2)), 8, 1);
+    gw.media.send(Command::ImsAnswer {
+        call: 8,
+        req: 2,
+        sdp: ims.sdp("0 PCMU/8000", "sendrecv"),
+    });
+    let answer = expect_sdp(next_event(&mut gw, None, Duration::from_secs(2)), 8, 2);
+    let ufrag = line(&answer, "a=ice-ufrag:").expect("ufrag")["a=ice-ufrag:".len()..].to_string();
+    b.accept_answer(pending, &answer);
+    assert!(pump(&mut b, Duration::from_secs(5), |b| b.connected));
+    b.alive = false;
+
+    // Someone who learnt the ufrag but not the password keeps sending checks.
+    let user = format!("{ufrag}:evil");
+    let mut attrs = vec![0x00, 0x06];
+    attrs.extend_from_slice(&(user.len() as u16).to_be_bytes());
+    attrs.extend_from_slice(user.as_bytes());
+    while attrs.len() % 4 != 0 {
+        attrs.push(0);
+    }
+    attrs.extend_from_slice(&[0x00, 0x08, 0x00, 0x14]);
+    attrs.extend_from_slice(&[0x5a; 20]);
+    let mut m = vec![0x00, 0x01];
+    m.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+    m.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+    m.extend_from_slice(&[3; 12]);
+    m.extend_from_slice(&attrs);
+    let forger = UdpSocket::bind((LO, 0)).expect("bind");
+    let before = gw.media.stats().dropped;
+    let end = Instant::now() + Duration::from_secs(4);
+    let ended = loop {
+        forger.send_to(&m, gw.media.local_addr()).expect("send");
+        if let Ok(e) = gw.events.try_recv() {
+            break Some(e);
+        }
+        if Instant::now() > end {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        ended,
+        Some(Event::Ended {
+            call: 8,
+            reason: EndReason::ConsentLost
+        })
+    );
+    assert!(
+        gw.media.stats().dropped > before,
+        "forged checks are counted"
+    );
+}
+
+#[test]
+fn browser_closing_dtls_is_a_hangup_not_a_dtls_failure_rfc8842() {
+    let mut gw = Gw::start(config(42250..=42259));
+    let mut b = Browser::new();
+    let ims = Ims::new();
+    connect_from_browser(&mut gw, &mut b, &ims, 9, "0 PCMU/8000");
+    b.rtc.close().expect("close");
+    pump(&mut b, Duration::from_millis(300), |_| false);
+    b.alive = false;
+    let end = Instant::now() + Duration::from_millis(700);
+    while Instant::now() < end {
+        assert!(
+            gw.events.try_recv().is_err(),
+            "no Ended{{DtlsFailed}} for a hang-up; the edge's Release comes with the BYE"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    gw.media.send(Command::Release { call: 9 });
+    let st = wait_stats(&gw, |s| s.sessions == 0);
+    assert_eq!((st.sessions, st.ports_in_use), (0, 0));
+}
+
+#[test]
+fn ims_sequence_jump_after_long_hold_still_reaches_browser_no_srtp_replay_rfc3711_3_3_2() {
+    let mut gw = Gw::start(config(42260..=42269));
+    let mut b = Browser::new();
+    let ims = Ims::new();
+    let port = connect_from_browser(&mut gw, &mut b, &ims, 10, "0 PCMU/8000");
+    ims.send_rtp(ims_to(port), 0, 10, 1600, b"before-hold");
+    assert!(pump(&mut b, Duration::from_secs(2), |b| b.rtp.len() == 1));
+    // The peer kept counting through a long hold: 40000 numbers later (looks "behind"
+    // in 16 bits), and then a new SSRC as well.
+    ims.send_rtp(ims_to(port), 0, 40010, 6_401_600, b"after-hold");
+    assert!(
+        pump(&mut b, Duration::from_secs(2), |b| b.rtp.len() == 2),
+        "the browser's SRTP replay check accepts the resumed stream"
+    );
+    assert_eq!(&b.rtp[1].payload[..], b"after-hold");
+    assert!(*b.rtp[1].seq_no > *b.rtp[0].seq_no);
+}

@@ -165,3 +165,64 @@ fn browser_silent_ends_call_consent_lost_rfc7675_5_1() {
         "{st:?}"
     );
 }
+
+#[test]
+fn latch_follows_the_ims_peers_real_source_when_enabled() {
+    let mut cfg = config(42040..=42049);
+    cfg.latch = true;
+    let mut gw = Gw::start(cfg);
+    let mut b = Browser::new();
+    let signalled = Ims::new();
+    let port = connect_from_browser(&mut gw, &mut b, &signalled, 9, "0 PCMU/8000");
+    // The peer is behind a NAT: its media comes from another address than its SDP names.
+    let natted = Ims::new();
+    natted.send_rtp(ims_to(port), 0, 1, 160, b"via-nat");
+    assert!(pump(&mut b, Duration::from_secs(2), |b| !b.rtp.is_empty()));
+    assert_eq!(&b.rtp[0].payload[..], b"via-nat");
+    b.send_rtp(0, 160, b"back-via-nat");
+    let pkt = natted
+        .recv_rtp(&mut b, Duration::from_secs(2))
+        .expect("latched peer gets media");
+    assert_eq!(&pkt[12..], b"back-via-nat");
+    // Once latched, a third source is not followed.
+    let third = Ims::new();
+    let before = gw.media.stats().dropped;
+    third.send_rtp(ims_to(port), 0, 2, 320, b"hijack");
+    let end = std::time::Instant::now() + Duration::from_secs(1);
+    while gw.media.stats().dropped == before && std::time::Instant::now() < end {
+        b.step();
+    }
+    assert!(gw.media.stats().dropped > before);
+}
+
+#[test]
+fn burst_of_ims_packets_all_reach_the_browser_in_order() {
+    let mut gw = Gw::start(config(42050..=42059));
+    let mut b = Browser::new();
+    let ims = Ims::new();
+    let port = connect_from_browser(&mut gw, &mut b, &ims, 12, "0 PCMU/8000");
+    let n = 300u16;
+    for i in 0..n {
+        ims.send_rtp(
+            ims_to(port),
+            0,
+            1000 + i,
+            160 * u32::from(i),
+            &i.to_be_bytes(),
+        );
+    }
+    assert!(
+        pump(&mut b, Duration::from_secs(5), |b| b.rtp.len()
+            >= usize::from(n)),
+        "got {} of {n}",
+        b.rtp.len()
+    );
+    for (i, p) in b.rtp.iter().enumerate() {
+        assert_eq!(
+            &p.payload[..],
+            &(i as u16).to_be_bytes(),
+            "packet {i} in order, intact"
+        );
+    }
+    assert_eq!(gw.media.stats().packets_to_browser, u64::from(n));
+}

@@ -67,6 +67,15 @@ pub struct Browser {
 
 impl Browser {
     pub fn new() -> Browser {
+        Browser::build(false)
+    }
+
+    /// A browser that also offers VP8 video.
+    pub fn with_video() -> Browser {
+        Browser::build(true)
+    }
+
+    fn build(video: bool) -> Browser {
         let sock = UdpSocket::bind((LO, 0)).expect("bind");
         sock.set_read_timeout(Some(Duration::from_millis(2)))
             .expect("timeout");
@@ -97,6 +106,9 @@ impl Browser {
             None,
             FormatParams::parse_line("0-15"),
         );
+        if video {
+            cc.enable_vp8(true);
+        }
         let mut rtc = cfg.build(Instant::now());
         rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
         Browser {
@@ -115,6 +127,15 @@ impl Browser {
     pub fn offer(&mut self, dir: Direction) -> (String, SdpPendingOffer) {
         let mut api = self.rtc.sdp_api();
         let mid = api.add_media(MediaKind::Audio, dir, None, None, None);
+        self.mid = Some(mid);
+        let (offer, pending) = api.apply().expect("offer");
+        (offer.to_sdp_string(), pending)
+    }
+
+    pub fn offer_audio_video(&mut self) -> (String, SdpPendingOffer) {
+        let mut api = self.rtc.sdp_api();
+        let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+        api.add_media(MediaKind::Video, Direction::SendRecv, None, None, None);
         self.mid = Some(mid);
         let (offer, pending) = api.apply().expect("offer");
         (offer.to_sdp_string(), pending)
@@ -303,10 +324,11 @@ impl Ims {
         let mut buf = [0u8; 2000];
         while Instant::now() < end {
             b.step();
-            if let Ok((n, _)) = self.sock.recv_from(&mut buf) {
-                if n >= 12 && !(192..=223).contains(&buf[1]) {
-                    return Some(buf[..n].to_vec());
-                }
+            if let Ok((n, _)) = self.sock.recv_from(&mut buf)
+                && n >= 12
+                && !(192..=223).contains(&buf[1])
+            {
+                return Some(buf[..n].to_vec());
             }
         }
         None
