@@ -1,8 +1,9 @@
 'use strict';
 // Two WIC pages call each other through imsgw and Kamailio (INVITE, 180, 200, ACK, re-INVITE
-// for hold, BYE all cross the edge twice: page -> imsgw -> Kamailio -> imsgw -> page). The SDP
-// is the browsers' own, so the media is browser to browser over loopback; what this checks is
-// the WIC's call flow and its test hooks against the real signalling path, not the eIMS-AGW.
+// for hold, BYE all cross the edge twice: page -> imsgw -> Kamailio -> imsgw -> page), with
+// imsgw's media gateway on: each page's WebRTC ends at imsgw, and the two IMS-side legs (plain
+// RTP/AVP on imsgw's own ports) meet through the IMS, so the audio crosses the eIMS-AGW twice
+// (two sessions at once on the one WebRTC port; both gone after the hang-up).
 // Each person is a Chromium process of its own whose fake microphone plays its own tone (alice
 // 1000 Hz, bob 600 Hz; ?audio_processing=off): each must hear the other's tone.
 // Artifacts: tests/artifacts/wic-call/.
@@ -12,7 +13,8 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 const { wicLab } = require('../lib/wic');
-const { sleep } = require('../lib/env');
+const { sleep, ports } = require('../lib/env');
+const { mediaConfig } = require('../lib/lab');
 
 const TONES = path.join(require('node:os').tmpdir(), `wic-call-tones-${process.pid}`);
 const tone = (hz) => {
@@ -25,7 +27,7 @@ const tone = (hz) => {
   return f;
 };
 
-const W = wicLab({ name: 'wic-call', block: 49, fakeAudio: tone(1000) });
+const W = wicLab({ name: 'wic-call', block: 49, fakeAudio: tone(1000), imsgw: { media: mediaConfig(ports(49)) } });
 const L = W.L;
 
 let alice;
@@ -78,6 +80,10 @@ test('1. alice (1000 Hz) calls bob (600 Hz) through imsgw: ring, answer, each he
   await until(alice, async () => (await level(alice, 'level-in')) > 0.1 && (await level(alice, 'level-out')) > 0.1, 'alice meters');
   const s = await stats(alice);
   await W.shot(alice, 'in-call');
+  // Both legs anchored: two media sessions and two IMS-side port pairs.
+  const m = await L.gw.metrics();
+  assert.match(m.body, /^imsgw_media_sessions 2$/m, 'two media sessions during the call');
+  assert.match(m.body, /^imsgw_media_ports_in_use [1-9]/m, 'IMS-side ports in use during the call');
   console.log(`timing: dial -> ringing ${tRing - t0} ms, accept -> active ${tUp - tRing} ms; alice hears ${hzA} Hz, bob hears ${hzB} Hz; ` +
     `alice ${JSON.stringify(s)}`);
 
@@ -101,6 +107,10 @@ test('1. alice (1000 Hz) calls bob (600 Hz) through imsgw: ring, answer, each he
   assert.equal(await alice.evaluate(() => window.wicMedia.pc()), null);
   assert.equal(await W.text(alice, 'reg-state'), 'Registered');
   assert.equal(await W.text(bob, 'reg-state'), 'Registered');
+  await until(alice, async () => {
+    const after = (await L.gw.metrics()).body;
+    return /^imsgw_media_sessions 0$/m.test(after) && /^imsgw_media_ports_in_use 0$/m.test(after);
+  }, 'no media session or port left after the hang-up', 5000);
   for (const p of [alice, bob]) {
     assert.equal(await p.evaluate(() => window.wicMedia.machine().ignored), 0, `${p.label}: no event ignored`);
     W.assertClean(p);
