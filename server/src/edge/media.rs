@@ -77,9 +77,11 @@ struct Call {
     offer: Option<Party>,
     confirmed: bool,
     held: VecDeque<Held>,
-    /// The last SDP body from each party and what it became: a retransmitted 2xx, or a 200
+    /// The last SDP body from each party, with the CSeq number it came under, and what it
+    /// became: a retransmitted 2xx, or a 200 repeating its 183's answer, gets the same rewrite;
+    /// a re-INVITE repeating the same SDP (a session refresh) has a new CSeq and is an offer.
     /// repeating a 183's answer, gets the same rewrite without a second negotiation.
-    last: [Option<(Bytes, Bytes)>; 2],
+    last: [Option<(u32, Bytes, Bytes)>; 2],
     dialog: Dialog,
 }
 
@@ -90,8 +92,9 @@ struct Held {
     txn: Option<TxnId>,
     /// A response that a UDP retransmission of its request is answered with.
     last_response_of: Option<TxnId>,
-    /// The engine request it waits for, the SDP body it sent, and who wrote that body.
-    wait: Option<(u64, Bytes, Party)>,
+    /// The engine request it waits for, the CSeq number and SDP body it sent, and who wrote
+    /// that body.
+    wait: Option<(u64, u32, Bytes, Party)>,
     /// What to do when the engine refuses the SDP.
     refusal: OnRefusal,
 }
@@ -230,9 +233,15 @@ impl Edge {
             wait: None,
             refusal,
         };
+        // RFC 3264 in SIP (RFC 6337 §2.1): an SDP body in an ACK or PRACK answers the offer
+        // the other side made in a 2xx or a reliable 18x; in any other request it is an offer.
         let answer_method = matches!(method, Method::Ack | Method::Prack);
-        let is_answer = answer_method && call.offer.is_some_and(|o| o != out.from);
-        self.media_hold(key.clone(), held, sdp, out.from, is_answer);
+        let is_answer = sdp.is_some() && answer_method && call.offer.is_some_and(|o| o != out.from);
+        if is_answer {
+            call.offer = None;
+        }
+        let cseq = msg.cseq().map_or(0, |c| c.seq);
+        self.media_hold(key.clone(), held, sdp, cseq, out.from, is_answer);
         if ending {
             self.media_release(&key);
         }
@@ -276,7 +285,8 @@ impl Edge {
             refusal: OnRefusal::PassOn,
         };
         let confirmed_before = call.confirmed;
-        self.media_hold(key.clone(), held, sdp, out.from, is_answer);
+        let cseq = msg.cseq().map_or(0, |c| c.seq);
+        self.media_hold(key.clone(), held, sdp, cseq, out.from, is_answer);
         let Some(call) = self.media.as_mut().and_then(|m| m.calls.get_mut(&key)) else {
             return;
         };
@@ -303,6 +313,7 @@ impl Edge {
         key: CallKey,
         mut held: Held,
         sdp: Option<Bytes>,
+        cseq: u32,
         from: Party,
         is_answer: bool,
     ) {
@@ -316,7 +327,7 @@ impl Edge {
         if let Some(body) = sdp {
             let slot = &call.last[from.index()];
             match slot {
-                Some((seen, made)) if *seen == body => {
+                Some((n, seen, made)) if *n == cseq && *seen == body => {
                     // The same body again: the same rewrite (RFC 6337 §3.1.1).
                     if let Some(b) = replace_body(&held.bytes, made) {
                         held.bytes = b;
@@ -352,7 +363,7 @@ impl Edge {
                     if !is_answer {
                         call.offer = Some(from);
                     }
-                    held.wait = Some((req, body, from));
+                    held.wait = Some((req, cseq, body, from));
                     if let Some(t) = held.txn {
                         mc.held_txns.insert(t);
                     }
@@ -492,8 +503,8 @@ impl Edge {
                     return;
                 };
                 let made = Bytes::from(sdp);
-                if let Some((_, body, from)) = h.wait.take() {
-                    call.last[from.index()] = Some((body, made.clone()));
+                if let Some((_, cseq, body, from)) = h.wait.take() {
+                    call.last[from.index()] = Some((cseq, body, made.clone()));
                 }
                 match replace_body(&h.bytes, &made) {
                     Some(b) => h.bytes = b,
@@ -508,7 +519,7 @@ impl Edge {
                 info!(call = call_ref, status, why = %why, "media refused an SDP body");
                 if h.refusal == OnRefusal::PassOn {
                     // Nothing to answer: pass the message on with the body it had.
-                    if let Some((_, _, from)) = &h.wait
+                    if let Some((_, _, _, from)) = &h.wait
                         && call.offer == Some(*from)
                     {
                         call.offer = None;

@@ -361,3 +361,97 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
     assert!(text(&no).contains("AMR-WB/16000 offered"), "{}", text(&no));
     assert_eq!(sends_to(&outs, Dest::Flow(FlowId(1))), 0);
 }
+
+#[test]
+fn rfc3261_13_2_1_offerless_invite_offer_in_the_2xx_answer_in_the_ack() {
+    let mut h = H::new();
+    let token = h.edge.key.token(FlowId(1));
+    // The IMS side's INVITE has no body: the browser offers in its 200, the IMS answers in ACK.
+    let inv = format!(
+        "INVITE sip:alice@c.invalid;transport=ws SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKlate1\r\n\
+Route: <sip:{token}@127.0.0.1:5062;transport=udp;lr;ob>\r\n\
+Record-Route: <sip:127.0.0.1:5070;lr>\r\n\
+Max-Forwards: 69\r\nFrom: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>\r\n\
+Call-ID: late1\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@127.0.0.1:4001>\r\nContent-Length: 0\r\n\r\n"
+    );
+    let outs = h.ims(&inv);
+    assert!(commands(&outs).is_empty(), "{outs:#?}");
+    let down = sent_to(&outs, Dest::Flow(FlowId(1)));
+    assert!(down.body().is_empty());
+    // The browser's 200 carries its WebRTC offer.
+    let mut ok = String::from("SIP/2.0 200 OK\r\n");
+    for v in down.vias().expect("vias") {
+        ok.push_str(&format!(
+            "Via: {}\r\n",
+            String::from_utf8_lossy(&down.as_bytes()[v.range])
+        ));
+    }
+    ok.push_str(&format!(
+        "From: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>;tag=a7\r\nCall-ID: late1\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:a@c.invalid;transport=ws;ob>\r\nContent-Type: application/sdp\r\n\
+Content-Length: {}\r\n\r\n{BROWSER_SDP}",
+        BROWSER_SDP.len()
+    ));
+    let outs = h.browser(&ok);
+    let pcscf = Dest::Link(Link::Udp(PCSCF.parse().expect("addr")));
+    assert_eq!(
+        sends_to(&outs, pcscf),
+        0,
+        "the 200 waits for the engine: {outs:#?}"
+    );
+    let Some(Command::BrowserOffer { call, req, .. }) = commands(&outs).pop() else {
+        panic!("the 200's SDP is the browser's offer: {outs:#?}");
+    };
+    let outs = h.engine(Event::Sdp {
+        call,
+        req,
+        sdp: IMS_OFFER.into(),
+    });
+    let up = sent_to(&outs, pcscf);
+    assert_eq!(up.status(), Some(200));
+    assert_eq!(up.body(), IMS_OFFER.as_bytes());
+    // The IMS side's ACK answers it.
+    let ack = format!(
+        "ACK sip:a@c.invalid;transport=ws;ob SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKlate2\r\n\
+Route: <sip:{token}@127.0.0.1:5062;transport=udp;lr;ob>\r\n\
+Max-Forwards: 69\r\nFrom: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>;tag=a7\r\n\
+Call-ID: late1\r\nCSeq: 1 ACK\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{IMS_ANSWER}",
+        IMS_ANSWER.len()
+    );
+    let outs = h.ims(&ack);
+    assert_eq!(sends_to(&outs, Dest::Flow(FlowId(1))), 0, "{outs:#?}");
+    let Some(Command::ImsAnswer { call: c2, req, sdp }) = commands(&outs).pop() else {
+        panic!("the ACK's SDP is the IMS side's answer: {outs:#?}");
+    };
+    assert_eq!((c2, sdp.as_str()), (call, IMS_ANSWER));
+    let outs = h.engine(Event::Sdp {
+        call,
+        req,
+        sdp: BROWSER_ANSWER.into(),
+    });
+    let down = sent_to(&outs, Dest::Flow(FlowId(1)));
+    assert_eq!(down.method(), Some(&imsgw_sip::Method::Ack));
+    assert_eq!(down.body(), BROWSER_ANSWER.as_bytes());
+    // A later re-INVITE from the IMS side is an offer again.
+    let reinv = inv
+        .replace("z9hG4bKlate1", "z9hG4bKlate3")
+        .replace(
+            "To: <sip:alice@ims.example>",
+            "To: <sip:alice@ims.example>;tag=a7",
+        )
+        .replace("CSeq: 1 INVITE", "CSeq: 2 INVITE")
+        .replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!(
+                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{IMS_ANSWER}",
+                IMS_ANSWER.len()
+            ),
+        );
+    let outs = h.ims(&reinv);
+    assert!(
+        matches!(commands(&outs).pop(), Some(Command::ImsOffer { .. })),
+        "{outs:#?}"
+    );
+}
