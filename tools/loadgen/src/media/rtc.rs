@@ -1,0 +1,583 @@
+//! The browsers' media: one str0m `Rtc` per call (full ICE, controlling: it makes the offer;
+//! DTLS-SRTP; BUNDLE and rtcp-mux as str0m always offers them; audio only, PCMA or PCMU), all
+//! driven by one thread over a mio poll, which owns every `Rtc` and socket. Once a session is
+//! connected it sends one 160-byte G.711 frame every 20 ms and counts what comes back.
+//!
+//! Sockets: by default each call has its own UDP socket (its own local address), which is the
+//! only way to tell calls apart when the gateway serves every call from one port (imsgw's
+//! `media.listen`). With `--call-sockets K` the calls share K sockets and are told apart by the
+//! gateway's address (str0m's `accepts`), which needs one gateway port per call (rtpengine).
+//!
+//! The rest of the tool talks to it through [`Handle`] (commands in, [`MediaEvent`]s out).
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::sync::{mpsc as tmpsc, oneshot};
+
+use crate::media::cli::Codec;
+
+/// 20 ms of G.711 at 8 kHz.
+pub const FRAME_BYTES: usize = 160;
+const FRAME: Duration = Duration::from_millis(20);
+const WAKER: Token = Token(0);
+/// Longest poll wait: bounds how late a stop is seen.
+const MAX_WAIT: Duration = Duration::from_millis(50);
+/// Incoming SSRCs a session accepts without signalling (a gateway may change SSRC once or twice).
+const MAX_RX_SSRCS: usize = 4;
+
+/// Requests to the media thread.
+pub enum Command {
+    /// Make a session for call `idx` and reply with its id and SDP offer.
+    Offer {
+        idx: usize,
+        reply: oneshot::Sender<Result<(usize, String), String>>,
+    },
+    /// The SDP answer of session `sid`; `invite_sent` dates the set-up figures.
+    Answer {
+        sid: usize,
+        sdp: String,
+        invite_sent: Instant,
+    },
+    /// Stop sending media (the run measures loss after a drain).
+    StopSending,
+}
+
+/// What the media thread reports, per call.
+#[derive(Debug)]
+pub enum MediaEvent {
+    /// ICE and DTLS are up, `after` the INVITE was sent.
+    Connected {
+        after: Duration,
+    },
+    /// The first echoed RTP packet arrived, `after` the INVITE was sent.
+    FirstEcho {
+        after: Duration,
+    },
+    Failed {
+        reason: String,
+    },
+}
+
+/// Packet counts of all sessions, readable at any time.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// RTP frames written (each one SRTP packet to the gateway).
+    pub sent: AtomicU64,
+    /// RTP frames received back (decrypted, from the echo through the gateway).
+    pub received: AtomicU64,
+    /// Datagrams the kernel refused to send.
+    pub send_errors: AtomicU64,
+    /// Datagrams no session accepted.
+    pub unmatched: AtomicU64,
+    /// Answers that lacked `a=group:BUNDLE` and got one added (see [`with_bundle_group`]).
+    pub bundle_added: AtomicU64,
+}
+
+/// The running media thread.
+pub struct Handle {
+    tx: mpsc::Sender<Command>,
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+    pub counters: Arc<Counters>,
+}
+
+impl Handle {
+    pub fn send(&self, c: Command) {
+        let _ = self.tx.send(c);
+        let _ = self.waker.wake();
+    }
+
+    /// Stops the thread and drops every session (no DTLS close: the calls are over).
+    pub fn shutdown(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.waker.wake();
+        let _ = self.thread.join();
+    }
+}
+
+/// How the thread sets up its sessions.
+pub struct Config {
+    pub codec: Codec,
+    /// Local addresses, round-robin over sockets.
+    pub source_ips: Vec<Ipv4Addr>,
+    /// Shared sockets; 0 = one per call.
+    pub call_sockets: usize,
+}
+
+/// Starts the media thread.
+pub fn spawn(cfg: Config, events: tmpsc::UnboundedSender<MediaEvent>) -> Result<Handle> {
+    let poll = Poll::new().context("mio poll")?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER).context("mio waker")?);
+    let (tx, rx) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let counters = Arc::new(Counters::default());
+    let mut engine = Engine {
+        cfg,
+        poll,
+        sockets: Vec::new(),
+        sessions: Vec::new(),
+        by_remote: HashMap::new(),
+        counters: counters.clone(),
+        events,
+        sending: true,
+        payload: Arc::from(vec![0xd5u8; FRAME_BYTES]),
+    };
+    for _ in 0..engine.cfg.call_sockets {
+        engine.add_socket()?;
+    }
+    let thread = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("media".into())
+            .spawn(move || engine.run(&rx, &stop))
+            .context("starting the media thread")?
+    };
+    Ok(Handle {
+        tx,
+        waker,
+        stop,
+        thread,
+        counters,
+    })
+}
+
+struct Sock {
+    udp: UdpSocket,
+    local: SocketAddr,
+    sessions: Vec<usize>,
+}
+
+struct Session {
+    rtc: Rtc,
+    sock: usize,
+    mid: Mid,
+    pending: Option<SdpPendingOffer>,
+    invite_sent: Option<Instant>,
+    pt: Option<Pt>,
+    next_timeout: Instant,
+    next_send: Option<Instant>,
+    frames: u64,
+    /// SSRCs of RTP from the gateway declared to str0m (bounded by MAX_RX_SSRCS).
+    rx_ssrcs: Vec<u32>,
+    echoed: bool,
+    dead: bool,
+}
+
+struct Engine {
+    cfg: Config,
+    poll: Poll,
+    sockets: Vec<Sock>,
+    sessions: Vec<Session>,
+    /// (socket, gateway address) → session, learnt from packets a session accepted.
+    by_remote: HashMap<(usize, SocketAddr), usize>,
+    counters: Arc<Counters>,
+    events: tmpsc::UnboundedSender<MediaEvent>,
+    sending: bool,
+    payload: Arc<[u8]>,
+}
+
+impl Engine {
+    fn run(mut self, rx: &mpsc::Receiver<Command>, stop: &AtomicBool) {
+        let mut events = Events::with_capacity(1024);
+        let mut buf = vec![0u8; 2048];
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let next = self
+                .sessions
+                .iter()
+                .filter(|s| !s.dead)
+                .map(|s| match s.next_send {
+                    Some(t) if self.sending => t.min(s.next_timeout),
+                    _ => s.next_timeout,
+                })
+                .min()
+                .unwrap_or(now + MAX_WAIT);
+            let wait = next.saturating_duration_since(now).min(MAX_WAIT);
+            if let Err(e) = self.poll.poll(&mut events, Some(wait))
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                eprintln!("imsgw-loadgen: media poll failed: {e}");
+                return;
+            }
+            for ev in &events {
+                match ev.token() {
+                    WAKER => {
+                        while let Ok(c) = rx.try_recv() {
+                            self.command(c);
+                        }
+                    }
+                    Token(t) => self.read(t - 1, &mut buf),
+                }
+            }
+            self.tick(Instant::now());
+        }
+    }
+
+    fn add_socket(&mut self) -> Result<usize> {
+        let i = self.sockets.len();
+        let ips = &self.cfg.source_ips;
+        let ip = if ips.is_empty() {
+            Ipv4Addr::LOCALHOST
+        } else {
+            ips[i % ips.len()]
+        };
+        let mut udp = UdpSocket::bind(SocketAddr::new(ip.into(), 0))
+            .with_context(|| format!("binding a media socket on {ip}"))?;
+        let local = udp.local_addr().context("local_addr")?;
+        self.poll
+            .registry()
+            .register(&mut udp, Token(i + 1), Interest::READABLE)
+            .context("registering a media socket")?;
+        self.sockets.push(Sock {
+            udp,
+            local,
+            sessions: Vec::new(),
+        });
+        Ok(i)
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Offer { idx, reply } => {
+                let _ = reply.send(self.offer(idx).map_err(|e| format!("{e:#}")));
+            }
+            Command::Answer {
+                sid,
+                sdp,
+                invite_sent,
+            } => {
+                if let Err(e) = self.answer(sid, &sdp, invite_sent) {
+                    self.fail(sid, format!("{e:#}"));
+                }
+            }
+            Command::StopSending => self.sending = false,
+        }
+    }
+
+    /// A new session with a host candidate on its socket and an audio m-line.
+    fn offer(&mut self, idx: usize) -> Result<(usize, String)> {
+        let now = Instant::now();
+        let sock = if self.cfg.call_sockets == 0 {
+            self.add_socket()?
+        } else {
+            idx % self.sockets.len()
+        };
+        let builder = Rtc::builder().clear_codecs().set_ice_lite(false);
+        let builder = match self.cfg.codec {
+            Codec::Pcma => builder.enable_pcma(true, false),
+            Codec::Pcmu => builder.enable_pcmu(true, false),
+        };
+        let mut rtc = builder.build(now);
+        let cand = Candidate::host(self.sockets[sock].local, "udp").context("host candidate")?;
+        rtc.add_local_candidate(cand);
+        let mut api = rtc.sdp_api();
+        let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+        let (offer, pending) = api.apply().context("str0m made no offer")?;
+        let sid = self.sessions.len();
+        // PEERS.md: in the demultiplexing table before the SDP leaves.
+        self.sockets[sock].sessions.push(sid);
+        self.sessions.push(Session {
+            rtc,
+            sock,
+            mid,
+            pending: Some(pending),
+            invite_sent: None,
+            pt: None,
+            next_timeout: now,
+            next_send: None,
+            frames: 0,
+            rx_ssrcs: Vec::new(),
+            echoed: false,
+            dead: false,
+        });
+        self.drain(sid, now);
+        Ok((sid, offer.to_sdp_string()))
+    }
+
+    fn answer(&mut self, sid: usize, sdp: &str, invite_sent: Instant) -> Result<()> {
+        let s = self.sessions.get_mut(sid).context("no such session")?;
+        s.invite_sent = Some(invite_sent);
+        let pending = s.pending.take().context("answer already applied")?;
+        let fixed = with_bundle_group(sdp);
+        if fixed.is_some() {
+            self.counters.bundle_added.fetch_add(1, Ordering::Relaxed);
+        }
+        let sdp = fixed.as_deref().unwrap_or(sdp);
+        let answer = SdpAnswer::from_sdp_string(sdp).context("the SDP answer does not parse")?;
+        s.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .context("str0m refused the SDP answer")?;
+        self.drain(sid, Instant::now());
+        Ok(())
+    }
+
+    /// Reads socket `si` until it would block, handing each datagram to its session.
+    fn read(&mut self, si: usize, buf: &mut [u8]) {
+        loop {
+            let (n, source) = match self.sockets[si].udp.recv_from(buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                // ICMP errors (a gateway port closed) surface here; keep reading.
+                Err(_) => continue,
+            };
+            let now = Instant::now();
+            let sock = &self.sockets[si];
+            let Ok(recv) = Receive::new(Protocol::Udp, source, sock.local, &buf[..n]) else {
+                self.counters.unmatched.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let input = Input::Receive(now, recv);
+            let sid = match (sock.sessions.as_slice(), self.by_remote.get(&(si, source))) {
+                ([only], _) => Some(*only),
+                (_, Some(&sid)) => Some(sid),
+                (all, None) => {
+                    let found = all
+                        .iter()
+                        .copied()
+                        .find(|&sid| self.sessions[sid].rtc.accepts(&input));
+                    if let Some(sid) = found
+                        && !matches!(buf.first(), Some(0..=3))
+                    {
+                        // Not STUN (RFC 7983 §7: first byte 0-3): the gateway's address for
+                        // this session is known from now on.
+                        self.by_remote.insert((si, source), sid);
+                    }
+                    found
+                }
+            };
+            let Some(sid) = sid else {
+                self.counters.unmatched.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let s = &mut self.sessions[sid];
+            if s.dead {
+                continue;
+            }
+            if let Some(ssrc) = unsignaled_rtp_ssrc(&buf[..n])
+                && !s.rx_ssrcs.contains(&ssrc)
+                && s.rx_ssrcs.len() < MAX_RX_SSRCS
+            {
+                // A browser plays the RTP of an SSRC the answer did not signal when the m-line
+                // is the only one it could belong to (the "unsignaled SSRC" of JSEP, RFC 8829
+                // §5.9; rtpengine's answers carry no a=ssrc); str0m needs it declared.
+                s.rx_ssrcs.push(ssrc);
+                let mut api = s.rtc.direct_api();
+                if api.stream_rx(&ssrc.into()).is_none() {
+                    api.expect_stream_rx(ssrc.into(), None, s.mid, None);
+                }
+                self.drain(sid, now);
+            }
+            let s = &mut self.sessions[sid];
+            if let Err(e) = s.rtc.handle_input(input) {
+                self.fail(sid, format!("str0m: {e}"));
+                continue;
+            }
+            self.drain(sid, now);
+        }
+    }
+
+    /// Timeouts and the 20 ms frames that are due.
+    fn tick(&mut self, now: Instant) {
+        for sid in 0..self.sessions.len() {
+            let s = &mut self.sessions[sid];
+            if s.dead {
+                continue;
+            }
+            if s.next_timeout <= now {
+                if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
+                    self.fail(sid, format!("str0m: {e}"));
+                    continue;
+                }
+                self.drain(sid, now);
+            }
+            let s = &mut self.sessions[sid];
+            if !self.sending || s.dead {
+                continue;
+            }
+            let (Some(due), Some(pt)) = (s.next_send, s.pt) else {
+                continue;
+            };
+            if due > now {
+                continue;
+            }
+            let Some(w) = s.rtc.writer(s.mid) else {
+                continue;
+            };
+            let ts = MediaTime::new(s.frames * FRAME_BYTES as u64, Frequency::EIGHT_KHZ);
+            if let Err(e) = w.write(pt, now, ts, self.payload.clone()) {
+                self.fail(sid, format!("str0m write: {e}"));
+                continue;
+            }
+            s.frames += 1;
+            // Keep the 50/s pace; after a stall longer than a second, restart it instead of
+            // sending a burst.
+            let next = due + FRAME;
+            s.next_send = Some(if next + Duration::from_secs(1) < now {
+                now + FRAME
+            } else {
+                next
+            });
+            self.counters.sent.fetch_add(1, Ordering::Relaxed);
+            self.drain(sid, now);
+        }
+    }
+
+    /// Polls session `sid` until its next timeout (str0m's single-mutation rule), sending what
+    /// it transmits and reporting what happens.
+    fn drain(&mut self, sid: usize, now: Instant) {
+        loop {
+            let s = &mut self.sessions[sid];
+            let out = match s.rtc.poll_output() {
+                Ok(o) => o,
+                Err(e) => {
+                    self.fail(sid, format!("str0m: {e}"));
+                    return;
+                }
+            };
+            match out {
+                Output::Timeout(t) => {
+                    s.next_timeout = t;
+                    return;
+                }
+                Output::Transmit(t) => {
+                    if self.sockets[s.sock]
+                        .udp
+                        .send_to(&t.contents, t.destination)
+                        .is_err()
+                    {
+                        self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Output::Event(Event::Connected) => {
+                    s.pt = s
+                        .rtc
+                        .writer(s.mid)
+                        .and_then(|w| w.payload_params().next().map(|p| p.pt()));
+                    s.next_send = Some(now);
+                    let after = since(s.invite_sent, now);
+                    let _ = self.events.send(MediaEvent::Connected { after });
+                    if s.pt.is_none() {
+                        self.fail(sid, "connected but no codec was negotiated".into());
+                        return;
+                    }
+                }
+                Output::Event(Event::MediaData(_)) => {
+                    self.counters.received.fetch_add(1, Ordering::Relaxed);
+                    if !s.echoed {
+                        s.echoed = true;
+                        let after = since(s.invite_sent, now);
+                        let _ = self.events.send(MediaEvent::FirstEcho { after });
+                    }
+                }
+                Output::Event(Event::IceConnectionStateChange(
+                    IceConnectionState::Disconnected,
+                )) => {
+                    self.fail(sid, "ICE disconnected".into());
+                    return;
+                }
+                Output::Event(_) => {}
+            }
+        }
+    }
+
+    fn fail(&mut self, sid: usize, reason: String) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        if !s.dead {
+            s.dead = true;
+            let _ = self.events.send(MediaEvent::Failed { reason });
+        }
+    }
+}
+
+/// The SSRC of an RTP (not RTCP) packet: RFC 7983 §7 (first byte 128-191 is RTP/RTCP) and
+/// RFC 5761 §4 (RTCP packet types 192-223 leave 64-95 in the RTP payload-type bits).
+fn unsignaled_rtp_ssrc(d: &[u8]) -> Option<u32> {
+    let pt = d.get(1)? & 0x7f;
+    if d.len() < 12 || !(128..=191).contains(&d[0]) || (64..=95).contains(&pt) {
+        return None;
+    }
+    Some(u32::from_be_bytes([d[8], d[9], d[10], d[11]]))
+}
+
+/// An answer of one m-line with an `a=mid` but no `a=group:BUNDLE`, with the group added before
+/// the m-line; `None` when nothing needs adding. A browser accepts such an answer (it just does not
+/// bundle, which with one m-line changes nothing), str0m refuses it, and rtpengine 10.5 drops the
+/// group line from its answers (RFC 8843 §7.3.1: an answerer that does not support BUNDLE leaves
+/// the group out). Counted in the report.
+fn with_bundle_group(sdp: &str) -> Option<String> {
+    if sdp.contains("a=group:BUNDLE") || sdp.matches("\nm=").count() != 1 {
+        return None;
+    }
+    let mid = sdp
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=mid:"))?;
+    let at = sdp.find("\nm=")? + 1;
+    Some(format!(
+        "{}a=group:BUNDLE {mid}\r\n{}",
+        &sdp[..at],
+        &sdp[at..]
+    ))
+}
+
+fn since(start: Option<Instant>, now: Instant) -> Duration {
+    start.map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtp_ssrc_is_read_and_rtcp_stun_dtls_are_not() {
+        let mut rtp = [0u8; 12];
+        rtp[0] = 0x80;
+        rtp[1] = 8;
+        rtp[8..12].copy_from_slice(&0xdead_beef_u32.to_be_bytes());
+        assert_eq!(unsignaled_rtp_ssrc(&rtp), Some(0xdead_beef));
+        rtp[1] = 0x80 | 8; // marker bit
+        assert_eq!(unsignaled_rtp_ssrc(&rtp), Some(0xdead_beef));
+        let mut rtcp = rtp;
+        rtcp[1] = 200; // sender report
+        assert_eq!(unsignaled_rtp_ssrc(&rtcp), None);
+        let mut dtls = rtp;
+        dtls[0] = 22;
+        assert_eq!(unsignaled_rtp_ssrc(&dtls), None);
+        assert_eq!(unsignaled_rtp_ssrc(&rtp[..11]), None);
+    }
+
+    #[test]
+    fn bundle_group_is_added_only_to_a_one_m_line_answer_without_it() {
+        let a = "v=0\r\nt=0 0\r\nm=audio 1 UDP/TLS/RTP/SAVPF 8\r\na=mid:hse\r\n";
+        assert_eq!(
+            with_bundle_group(a).as_deref(),
+            Some(
+                "v=0\r\nt=0 0\r\na=group:BUNDLE hse\r\nm=audio 1 UDP/TLS/RTP/SAVPF 8\r\na=mid:hse\r\n"
+            )
+        );
+        assert_eq!(
+            with_bundle_group("v=0\r\na=group:BUNDLE 0\r\nm=audio 1 X 8\r\na=mid:0\r\n"),
+            None
+        );
+        assert_eq!(with_bundle_group("v=0\r\nm=audio 1 X 8\r\n"), None);
+        assert_eq!(
+            with_bundle_group("v=0\r\nm=audio 1 X 8\r\na=mid:0\r\nm=video 2 X 96\r\na=mid:1\r\n"),
+            None
+        );
+    }
+}
