@@ -103,6 +103,23 @@ pub fn open_file_limit() -> Option<u64> {
         .ok()
 }
 
+/// Host-wide count of UDP datagrams the kernel dropped because a socket's receive buffer was
+/// full (`RcvbufErrors` in /proc/net/snmp); `None` when unreadable.
+pub fn udp_rcvbuf_errors() -> Option<u64> {
+    parse_snmp_udp(
+        &std::fs::read_to_string("/proc/net/snmp").ok()?,
+        "RcvbufErrors",
+    )
+}
+
+/// Field `name` of the `Udp:` table of /proc/net/snmp (a header line, then a value line).
+fn parse_snmp_udp(text: &str, name: &str) -> Option<u64> {
+    let mut rows = text.lines().filter_map(|l| l.strip_prefix("Udp:"));
+    let (names, values) = (rows.next()?, rows.next()?);
+    let i = names.split_whitespace().position(|n| n == name)?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
 /// Fails early with a clear message when a pid given with --pid does not exist.
 pub fn check_exists(pid: u32) -> Result<()> {
     if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
@@ -212,6 +229,15 @@ mod tests {
         let text = "55d0c-7ffd [rollup]\nRss:               12288 kB\nPss:                4100 kB\nPss_Anon:           2000 kB\nShared_Clean:       100 kB\n";
         assert_eq!(parse_rollup(text), (4100, 12288));
         assert_eq!(parse_rollup(""), (0, 0));
+    }
+
+    #[test]
+    fn snmp_udp_field_by_name() {
+        let t = "Ip: Forwarding\nIp: 1\nUdp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors\nUdp: 10 0 3 9 3\nUdpLite: InDatagrams\nUdpLite: 0\n";
+        assert_eq!(parse_snmp_udp(t, "RcvbufErrors"), Some(3));
+        assert_eq!(parse_snmp_udp(t, "InDatagrams"), Some(10));
+        assert_eq!(parse_snmp_udp(t, "Nope"), None);
+        assert_eq!(parse_snmp_udp("", "RcvbufErrors"), None);
     }
 
     #[test]

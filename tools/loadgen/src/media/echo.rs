@@ -41,6 +41,9 @@ pub struct Echo {
     register: Register,
 }
 
+/// Receive buffer of the echo's RTP socket: every call's packets arrive on it.
+const ECHO_BUF: usize = 8 << 20;
+
 /// Read timeout of the echo's sockets: how soon a thread notices `stop`.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -119,7 +122,8 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
 /// An RTP socket and one on the next port for RTCP (RTP/AVP without rtcp-mux, RFC 3550 §11).
 fn bind_pair(ip: Ipv4Addr) -> Result<(UdpSocket, UdpSocket)> {
     for _ in 0..50 {
-        let rtp = UdpSocket::bind((ip, 0)).context("binding the echo's RTP socket")?;
+        let rtp = crate::media::bind_udp((ip, 0).into(), ECHO_BUF)
+            .context("binding the echo's RTP socket")?;
         let port = rtp.local_addr().context("local_addr")?.port();
         if port == u16::MAX {
             continue;

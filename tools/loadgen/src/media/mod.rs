@@ -16,6 +16,8 @@ mod report;
 mod rtc;
 mod run;
 
+use std::net::SocketAddr;
+
 use anyhow::Context;
 
 pub use cli::MediaArgs;
@@ -33,4 +35,17 @@ pub fn start(args: MediaArgs) -> anyhow::Result<bool> {
     print!("{}", report.render());
     runtime.shutdown_background();
     Ok(report.success)
+}
+
+/// A UDP socket bound to `addr` with receive and send buffers of `buf` bytes asked for (Linux caps
+/// them at `net.core.rmem_max`/`wmem_max`): at 50 packets/s per call, a thread descheduled for a
+/// few tens of milliseconds must not make the kernel drop what the default ~200 KiB cannot hold.
+fn bind_udp(addr: SocketAddr, buf: usize) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: a smaller buffer still works, only less well.
+    let _ = s.set_recv_buffer_size(buf);
+    let _ = s.set_send_buffer_size(buf);
+    s.bind(&addr.into())?;
+    Ok(s.into())
 }

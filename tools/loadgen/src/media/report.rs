@@ -27,6 +27,8 @@ pub struct Snapshot {
     pub unmatched: u64,
     pub send_errors: u64,
     pub bundle_added: u64,
+    /// Host-wide UDP receive-buffer drops so far (/proc/net/snmp).
+    pub rcvbuf_errors: Option<u64>,
 }
 
 pub struct Inputs<'a> {
@@ -52,6 +54,8 @@ pub struct Inputs<'a> {
     pub before: Snapshot,
     pub after: Snapshot,
     pub totals: Snapshot,
+    /// Before anything was sent.
+    pub rcvbuf_errors_start: Option<u64>,
     pub tool_cpu_s: f64,
     pub tool_rss_kib: u64,
 }
@@ -142,6 +146,9 @@ pub struct LossReport {
     pub from_ims_pct: f64,
     pub unmatched_datagrams: u64,
     pub send_errors: u64,
+    /// UDP datagrams the kernel dropped on this host for full receive buffers during the run
+    /// (any process: the gateway's, the tool's, or someone else's).
+    pub host_udp_rcvbuf_drops: Option<u64>,
 }
 
 fn pct_lost(got: u64, of: u64) -> f64 {
@@ -221,6 +228,10 @@ pub fn build(i: Inputs<'_>) -> MediaReport {
             from_ims_pct: pct_lost(t.received, t.echo_out),
             unmatched_datagrams: t.unmatched,
             send_errors: t.send_errors,
+            host_udp_rcvbuf_drops: match (i.rcvbuf_errors_start, t.rcvbuf_errors) {
+                (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+                _ => None,
+            },
         },
         hangup_ok: i.hangup_ok,
         hangup_failed: i.hangup_failed,
@@ -310,6 +321,12 @@ impl MediaReport {
                 o,
                 "  note         {} SDP answers had no a=group:BUNDLE; the tool added it (a browser accepts them)",
                 self.answers_without_bundle
+            );
+        }
+        if let Some(d) = l.host_udp_rcvbuf_drops.filter(|&d| d > 0) {
+            let _ = writeln!(
+                o,
+                "  kernel       {d} UDP datagrams dropped on this host for full receive buffers"
             );
         }
         if l.unmatched_datagrams + l.send_errors > 0 {

@@ -234,8 +234,16 @@ impl Engine {
         } else {
             ips[i % ips.len()]
         };
-        let mut udp = UdpSocket::bind(SocketAddr::new(ip.into(), 0))
+        // A shared socket carries many calls: give it room in proportion.
+        let buf = if self.cfg.call_sockets == 0 {
+            256 << 10
+        } else {
+            4 << 20
+        };
+        let std_udp = crate::media::bind_udp(SocketAddr::new(ip.into(), 0), buf)
             .with_context(|| format!("binding a media socket on {ip}"))?;
+        std_udp.set_nonblocking(true).context("set_nonblocking")?;
+        let mut udp = UdpSocket::from_std(std_udp);
         let local = udp.local_addr().context("local_addr")?;
         self.poll
             .registry()

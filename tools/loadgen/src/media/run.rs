@@ -62,6 +62,7 @@ pub async fn run(args: MediaArgs) -> Result<MediaReport> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.time_limit);
     let self_cpu_start = procfs::self_cpu_s();
+    let rcvbuf_errors_start = procfs::udp_rcvbuf_errors();
     let echo = Echo::start(args.ims, args.echo_ip, &args.domain)?;
     let (media_tx, mut media_rx) = mpsc::unbounded_channel();
     let media = Arc::new(rtc::spawn(
@@ -190,6 +191,7 @@ pub async fn run(args: MediaArgs) -> Result<MediaReport> {
         before,
         after,
         totals,
+        rcvbuf_errors_start,
         tool_cpu_s: procfs::self_cpu_s() - self_cpu_start,
         tool_rss_kib: procfs::self_rss_kib(),
     }))
@@ -210,6 +212,7 @@ fn snapshot(targets: &Targets, echo: &Echo, media: &rtc::Handle) -> Result<Snaps
         unmatched: media.counters.unmatched.load(Ordering::Relaxed),
         send_errors: media.counters.send_errors.load(Ordering::Relaxed),
         bundle_added: media.counters.bundle_added.load(Ordering::Relaxed),
+        rcvbuf_errors: procfs::udp_rcvbuf_errors(),
     })
 }
 
