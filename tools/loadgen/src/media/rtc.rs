@@ -34,6 +34,9 @@ const FRAME: Duration = Duration::from_millis(20);
 const WAKER: Token = Token(0);
 /// Longest poll wait: bounds how late a stop is seen.
 const MAX_WAIT: Duration = Duration::from_millis(50);
+/// Shortest time between two passes over all sessions (frames go out within this of their due
+/// time; str0m's timers are no finer than this).
+const TICK: Duration = Duration::from_millis(1);
 /// Incoming SSRCs a session accepts without signalling (a gateway may change SSRC once or twice).
 const MAX_RX_SSRCS: usize = 4;
 
@@ -134,6 +137,7 @@ pub fn spawn(cfg: Config, events: tmpsc::UnboundedSender<MediaEvent>) -> Result<
         events,
         sending: true,
         payload: Arc::from(vec![0xd5u8; FRAME_BYTES]),
+        next_due: Instant::now(),
     };
     for _ in 0..engine.cfg.call_sockets {
         engine.add_socket()?;
@@ -187,25 +191,21 @@ struct Engine {
     events: tmpsc::UnboundedSender<MediaEvent>,
     sending: bool,
     payload: Arc<[u8]>,
+    /// When the next pass over the sessions is due.
+    next_due: Instant,
 }
 
 impl Engine {
+    /// The loop: wait for a datagram, a command or the next due time; read; then, when due,
+    /// one pass over the sessions (str0m timeouts and frames). The pass is O(sessions), so it runs
+    /// at most once per [`TICK`]; per datagram the work is O(1), so hundreds of calls cost what
+    /// their packets cost.
     fn run(mut self, rx: &mpsc::Receiver<Command>, stop: &AtomicBool) {
         let mut events = Events::with_capacity(1024);
         let mut buf = vec![0u8; 2048];
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
-            let next = self
-                .sessions
-                .iter()
-                .filter(|s| !s.dead)
-                .map(|s| match s.next_send {
-                    Some(t) if self.sending => t.min(s.next_timeout),
-                    _ => s.next_timeout,
-                })
-                .min()
-                .unwrap_or(now + MAX_WAIT);
-            let wait = next.saturating_duration_since(now).min(MAX_WAIT);
+            let wait = self.next_due.saturating_duration_since(now).min(MAX_WAIT);
             if let Err(e) = self.poll.poll(&mut events, Some(wait))
                 && e.kind() != std::io::ErrorKind::Interrupted
             {
@@ -222,7 +222,10 @@ impl Engine {
                     Token(t) => self.read(t - 1, &mut buf),
                 }
             }
-            self.tick(Instant::now());
+            let now = Instant::now();
+            if now >= self.next_due {
+                self.tick(now);
+            }
         }
     }
 
@@ -398,8 +401,10 @@ impl Engine {
         }
     }
 
-    /// Timeouts and the 20 ms frames that are due.
+    /// Timeouts and the 20 ms frames that are due; sets the next due time, no sooner than
+    /// [`TICK`] from now.
     fn tick(&mut self, now: Instant) {
+        self.next_due = now + MAX_WAIT;
         for sid in 0..self.sessions.len() {
             let s = &mut self.sessions[sid];
             if s.dead {
@@ -442,6 +447,12 @@ impl Engine {
             self.counters.sent.fetch_add(1, Ordering::Relaxed);
             self.drain(sid, now);
         }
+        for s in self.sessions.iter().filter(|s| !s.dead) {
+            let send = s.next_send.filter(|_| self.sending);
+            let due = send.map_or(s.next_timeout, |t| t.min(s.next_timeout));
+            self.next_due = self.next_due.min(due);
+        }
+        self.next_due = self.next_due.max(now + TICK);
     }
 
     /// Polls session `sid` until its next timeout (str0m's single-mutation rule), sending what
@@ -459,6 +470,7 @@ impl Engine {
             match out {
                 Output::Timeout(t) => {
                     s.next_timeout = t;
+                    self.next_due = self.next_due.min(t);
                     return;
                 }
                 Output::Transmit(t) => {
@@ -476,6 +488,7 @@ impl Engine {
                         .writer(s.mid)
                         .and_then(|w| w.payload_params().next().map(|p| p.pt()));
                     s.next_send = Some(now);
+                    self.next_due = now;
                     let after = since(s.invite_sent, now);
                     let _ = self.events.send(MediaEvent::Connected { after });
                     if s.pt.is_none() {
