@@ -109,6 +109,8 @@ pub struct SetupReport {
 #[derive(Debug, Serialize)]
 pub struct WindowReport {
     pub seconds: f64,
+    /// Frames/s the echoing calls should have sent (50 each).
+    pub asked_per_s: f64,
     /// Frames/s the browsers sent.
     pub sent_per_s: f64,
     /// RTP packets/s the gateway relayed: toward the IMS (seen by the echo) plus back to the
@@ -215,6 +217,7 @@ pub fn build(i: Inputs<'_>) -> MediaReport {
         },
         window: WindowReport {
             seconds: secs,
+            asked_per_s: 50.0 * i.echoing as f64,
             sent_per_s: rate(i.after.sent - i.before.sent),
             relayed_per_s: rate(relayed),
         },
@@ -290,6 +293,14 @@ impl MediaReport {
             "  window       {:.1} s: browsers sent {:.0} pkt/s, gateway relayed {:.0} pkt/s (both ways)",
             w.seconds, w.sent_per_s, w.relayed_per_s
         );
+        if w.sent_per_s < 0.98 * w.asked_per_s {
+            let _ = writeln!(
+                o,
+                "  WARNING      the browsers sent {:.0} of the {:.0} pkt/s asked: the tool could not keep pace \
+                 (CPU?); the per-core figure holds, the load is lighter than asked",
+                w.sent_per_s, w.asked_per_s
+            );
+        }
         match &self.server {
             Some(sv) => {
                 let _ = writeln!(
