@@ -56,6 +56,10 @@ pub struct MediaArgs {
     #[arg(long, default_value_t = 0)]
     pub call_sockets: usize,
 
+    /// Threads driving the browsers' media (str0m and sockets); each owns every n-th call.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub media_threads: u16,
+
     /// INVITEs in flight at once.
     #[arg(long, default_value_t = 20)]
     pub setup_concurrency: usize,

@@ -1,7 +1,8 @@
 //! The browsers' media: one str0m `Rtc` per call (full ICE, controlling: it makes the offer;
 //! DTLS-SRTP; BUNDLE and rtcp-mux as str0m always offers them; audio only, PCMA or PCMU), all
-//! driven by one thread over a mio poll, which owns every `Rtc` and socket. Once a session is
-//! connected it sends one 160-byte G.711 frame every 20 ms and counts what comes back.
+//! driven by a few threads (`--media-threads`, default 1), each over a mio poll, owning its
+//! calls' `Rtc`s and sockets. Once a session is connected it sends one 160-byte G.711 frame
+//! every 20 ms and counts what comes back.
 //!
 //! Sockets: by default each call has its own UDP socket (its own local address), which is the
 //! only way to tell calls apart when the gateway serves every call from one port (imsgw's
@@ -90,70 +91,100 @@ pub struct Counters {
 
 /// The running media thread.
 pub struct Handle {
-    tx: mpsc::Sender<Command>,
-    waker: Arc<Waker>,
+    workers: Vec<Worker>,
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
     pub counters: Arc<Counters>,
 }
 
+struct Worker {
+    tx: mpsc::Sender<Command>,
+    waker: Arc<Waker>,
+    thread: JoinHandle<()>,
+}
+
 impl Handle {
+    /// Hands `c` to the thread that owns (or will own) its session; `StopSending` to all.
     pub fn send(&self, c: Command) {
-        let _ = self.tx.send(c);
-        let _ = self.waker.wake();
+        let n = self.workers.len();
+        let targets: Vec<&Worker> = match &c {
+            Command::Offer { idx, .. } => vec![&self.workers[idx % n]],
+            Command::Answer { sid, .. } => vec![&self.workers[sid % n]],
+            Command::StopSending => self.workers.iter().collect(),
+        };
+        if let [one] = targets.as_slice() {
+            let _ = one.tx.send(c);
+            let _ = one.waker.wake();
+            return;
+        }
+        for w in targets {
+            let _ = w.tx.send(Command::StopSending);
+            let _ = w.waker.wake();
+        }
     }
 
-    /// Stops the thread and drops every session (no DTLS close: the calls are over).
+    /// Stops the threads and drops every session (no DTLS close: the calls are over).
     pub fn shutdown(self) {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.waker.wake();
-        let _ = self.thread.join();
+        for w in &self.workers {
+            let _ = w.waker.wake();
+        }
+        for w in self.workers {
+            let _ = w.thread.join();
+        }
     }
 }
 
-/// How the thread sets up its sessions.
+/// How the threads set up their sessions.
+#[derive(Clone)]
 pub struct Config {
     pub codec: Codec,
     /// Local addresses, round-robin over sockets.
     pub source_ips: Vec<Ipv4Addr>,
-    /// Shared sockets; 0 = one per call.
+    /// Shared sockets (split among the threads); 0 = one per call.
     pub call_sockets: usize,
+    /// Media threads; call `idx` belongs to thread `idx % threads`.
+    pub threads: usize,
 }
 
-/// Starts the media thread.
+/// Starts the media threads.
 pub fn spawn(cfg: Config, events: tmpsc::UnboundedSender<MediaEvent>) -> Result<Handle> {
-    let poll = Poll::new().context("mio poll")?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKER).context("mio waker")?);
-    let (tx, rx) = mpsc::channel();
+    let threads = cfg.threads.max(1);
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(Counters::default());
-    let mut engine = Engine {
-        cfg,
-        poll,
-        sockets: Vec::new(),
-        sessions: Vec::new(),
-        by_remote: HashMap::new(),
-        counters: counters.clone(),
-        events,
-        sending: true,
-        payload: Arc::from(vec![0xd5u8; FRAME_BYTES]),
-        next_due: Instant::now(),
-    };
-    for _ in 0..engine.cfg.call_sockets {
-        engine.add_socket()?;
+    let mut workers = Vec::with_capacity(threads);
+    for id in 0..threads {
+        let poll = Poll::new().context("mio poll")?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).context("mio waker")?);
+        let (tx, rx) = mpsc::channel();
+        let mut engine = Engine {
+            cfg: cfg.clone(),
+            id,
+            threads,
+            poll,
+            sockets: Vec::new(),
+            sessions: Vec::new(),
+            by_remote: HashMap::new(),
+            counters: counters.clone(),
+            events: events.clone(),
+            sending: true,
+            payload: Arc::from(vec![0xd5u8; FRAME_BYTES]),
+            next_due: Instant::now(),
+        };
+        for _ in 0..cfg.call_sockets.div_ceil(threads) {
+            engine.add_socket()?;
+        }
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name(format!("media-{id}"))
+                .spawn(move || engine.run(&rx, &stop))
+                .context("starting a media thread")?
+        };
+        workers.push(Worker { tx, waker, thread });
     }
-    let thread = {
-        let stop = stop.clone();
-        std::thread::Builder::new()
-            .name("media".into())
-            .spawn(move || engine.run(&rx, &stop))
-            .context("starting the media thread")?
-    };
     Ok(Handle {
-        tx,
-        waker,
+        workers,
         stop,
-        thread,
         counters,
     })
 }
@@ -182,6 +213,10 @@ struct Session {
 
 struct Engine {
     cfg: Config,
+    /// This thread's number and how many there are: session ids outside are
+    /// `local * threads + id`.
+    id: usize,
+    threads: usize,
     poll: Poll,
     sockets: Vec<Sock>,
     sessions: Vec<Session>,
@@ -235,7 +270,7 @@ impl Engine {
         let ip = if ips.is_empty() {
             Ipv4Addr::LOCALHOST
         } else {
-            ips[i % ips.len()]
+            ips[(i * self.threads + self.id) % ips.len()]
         };
         // A shared socket carries many calls: give it room in proportion.
         let buf = if self.cfg.call_sockets == 0 {
@@ -263,13 +298,20 @@ impl Engine {
     fn command(&mut self, c: Command) {
         match c {
             Command::Offer { idx, reply } => {
-                let _ = reply.send(self.offer(idx).map_err(|e| format!("{e:#}")));
+                let (threads, id) = (self.threads, self.id);
+                let global = move |sid| sid * threads + id;
+                let _ = reply.send(
+                    self.offer(idx / self.threads)
+                        .map(|(sid, sdp)| (global(sid), sdp))
+                        .map_err(|e| format!("{e:#}")),
+                );
             }
             Command::Answer {
                 sid,
                 sdp,
                 invite_sent,
             } => {
+                let sid = sid / self.threads;
                 if let Err(e) = self.answer(sid, &sdp, invite_sent) {
                     self.fail(sid, format!("{e:#}"));
                 }
@@ -278,7 +320,8 @@ impl Engine {
         }
     }
 
-    /// A new session with a host candidate on its socket and an audio m-line.
+    /// A new session with a host candidate on its socket and an audio m-line; `idx` numbers the
+    /// calls of this thread. Returns the session's id in this thread.
     fn offer(&mut self, idx: usize) -> Result<(usize, String)> {
         let now = Instant::now();
         let sock = if self.cfg.call_sockets == 0 {

@@ -70,6 +70,7 @@ pub async fn run(args: MediaArgs) -> Result<MediaReport> {
             codec: args.codec,
             source_ips: args.source_ips.clone().map(|s| s.0).unwrap_or_default(),
             call_sockets: args.call_sockets,
+            threads: usize::from(args.media_threads),
         },
         media_tx,
     )?);
