@@ -400,6 +400,80 @@ mod tests {
         );
     }
 
+    /// A registrar on loopback that answers every request with 200 and records what it got.
+    fn fake_registrar() -> (SocketAddr, std::thread::JoinHandle<Vec<String>>) {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sock.set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        let addr = sock.local_addr().expect("addr");
+        let t = std::thread::spawn(move || {
+            let (mut seen, mut buf) = (Vec::new(), vec![0u8; 4096]);
+            // REGISTER, then the un-REGISTER.
+            while seen.len() < 2 {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    break;
+                };
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if let Some(ok) = crate::sip::ok_response(&text, "r") {
+                    sock.send_to(ok.as_bytes(), from).expect("send");
+                }
+                seen.push(text);
+            }
+            seen
+        });
+        (addr, t)
+    }
+
+    #[test]
+    fn echo_registers_answers_an_invite_and_echoes_rtp_with_another_ssrc() {
+        let (registrar, seen) = fake_registrar();
+        let echo = Echo::start(registrar, Ipv4Addr::LOCALHOST, "ims.example").expect("starts");
+        let proxy = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        proxy
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        let contact = format!("127.0.0.1:{}", echo.register.sip_addr.port());
+        let inv = format!(
+            "INVITE sip:{}@{contact} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKx\r\nFrom: <sip:a@ims.example>;tag=1\r\nTo: <sip:{}@ims.example>\r\nCall-ID: loop\r\nCSeq: 1 INVITE\r\nContent-Length: {}\r\n\r\n{OFFER}",
+            echo.user,
+            proxy.local_addr().expect("addr"),
+            echo.user,
+            OFFER.len()
+        );
+        proxy.send_to(inv.as_bytes(), &contact).expect("send");
+        let mut buf = vec![0u8; 4096];
+        let (n, _) = proxy.recv_from(&mut buf).expect("200 to the INVITE");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let m = Msg::parse(&text).expect("parses");
+        assert_eq!(m.status(), Some(200), "{text}");
+        let port = m
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix("m=audio "))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|p| p.parse::<u16>().ok())
+            .expect("an m=audio port");
+
+        let mut rtp = vec![0x80u8, 8, 0, 1, 0, 0, 0, 160, 1, 2, 3, 4];
+        rtp.extend_from_slice(&[0xd5; 160]);
+        proxy.send_to(&rtp, ("127.0.0.1", port)).expect("send rtp");
+        let (n, _) = proxy.recv_from(&mut buf).expect("echoed");
+        assert_eq!(n, rtp.len());
+        assert_eq!(&buf[8..12], &[1 ^ 0x5a, 2 ^ 0x5a, 3 ^ 0x5a, 4 ^ 0x5a]);
+        assert_eq!(&buf[12..n], &rtp[12..]);
+
+        let user = echo.user.clone();
+        echo.stop();
+        let seen = seen.join().expect("registrar");
+        assert!(seen[0].starts_with("REGISTER sip:ims.example SIP/2.0\r\n"));
+        assert!(seen[0].contains(&format!("Contact: <sip:{user}@127.0.0.1:")));
+        assert!(
+            seen[1].contains(";expires=0\r\n"),
+            "un-registered: {}",
+            seen[1]
+        );
+    }
+
     #[test]
     fn pick_pcm_keeps_the_offer_order() {
         assert_eq!(pick_pcm("m=audio 1 RTP/AVP 0 8\r\n"), Some(0));
