@@ -3,7 +3,8 @@
 //! send G.711 at 50 packets/s; the report gives relayed packets/s per core and memory per call
 //! of the gateway's processes, set-up times and loss. A tool, not a test.
 //!
-//! Layers: `msg` and `dialog` (SIP text, no I/O) → `call` (one WebSocket per browser), `rtc`
+//! Layers: `msg` and `dialog` (SIP text, no I/O), `lenient` (SDP and RTP a browser tolerates)
+//! → `call` (one WebSocket per browser), `rtc`
 //! (every browser's media on one thread), `echo` (the IMS side) → `run` (phases, sampling) →
 //! `report`.
 
@@ -11,6 +12,7 @@ mod call;
 pub mod cli;
 mod dialog;
 mod echo;
+mod lenient;
 mod msg;
 mod report;
 mod rtc;
