@@ -1,7 +1,7 @@
 //! Reads CPU time and memory of the measured processes from Linux /proc. Parsing is split from
 //! reading so it can be tested on captured text.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -60,6 +60,21 @@ impl Targets {
             }
         }
         Ok(set)
+    }
+
+    /// Samples the current pid set per command name (`kamailio`, `rtpengine`, …).
+    pub fn sample_by_name(&self) -> Result<BTreeMap<String, Sample>> {
+        let mut by = BTreeMap::new();
+        for pid in self.resolve()? {
+            if let Some(p) = read_process(pid) {
+                let s: &mut Sample = by.entry(p.comm).or_default();
+                s.processes += 1;
+                s.cpu_s += p.cpu_s;
+                s.pss_kib += p.pss_kib;
+                s.rss_kib += p.rss_kib;
+            }
+        }
+        Ok(by)
     }
 
     /// Samples the current pid set; processes that vanished are skipped.
@@ -129,6 +144,7 @@ pub fn check_exists(pid: u32) -> Result<()> {
 }
 
 struct Process {
+    comm: String,
     cpu_s: f64,
     pss_kib: u64,
     rss_kib: u64,
@@ -141,6 +157,7 @@ fn read_process(pid: u32) -> Option<Process> {
         .map(|t| parse_rollup(&t))
         .unwrap_or((0, 0));
     Some(Process {
+        comm: stat.comm,
         cpu_s: stat.cpu_s,
         pss_kib,
         rss_kib,
@@ -149,6 +166,8 @@ fn read_process(pid: u32) -> Option<Process> {
 
 #[derive(Debug, PartialEq)]
 struct Stat {
+    /// The command name (proc(5) field 2, at most 15 bytes).
+    comm: String,
     ppid: u32,
     cpu_s: f64,
 }
@@ -156,13 +175,16 @@ struct Stat {
 /// Parses /proc/PID/stat (proc(5)). The command name is in parentheses and may itself contain
 /// spaces and ')', so fields are counted from the last ')'.
 fn parse_stat(text: &str) -> Option<Stat> {
-    let after = &text[text.rfind(')')? + 1..];
+    let close = text.rfind(')')?;
+    let comm = text.get(text.find('(')? + 1..close)?.to_owned();
+    let after = &text[close + 1..];
     let f: Vec<&str> = after.split_whitespace().collect();
     // f[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
     let ppid = f.get(1)?.parse().ok()?;
     let utime: u64 = f.get(11)?.parse().ok()?;
     let stime: u64 = f.get(12)?.parse().ok()?;
     Some(Stat {
+        comm,
         ppid,
         cpu_s: (utime + stime) as f64 / CLOCK_TICKS_PER_SEC,
     })
@@ -217,6 +239,7 @@ mod tests {
         assert_eq!(
             parse_stat(line),
             Some(Stat {
+                comm: "kamailio (tcp) x".into(),
                 ppid: 4200,
                 cpu_s: 3.8
             })
@@ -260,5 +283,7 @@ mod tests {
         let s = t.sample().expect("own process is readable");
         assert!(s.processes >= 1);
         assert!(s.rss_kib > 0);
+        let by = t.sample_by_name().expect("readable");
+        assert_eq!(by.values().map(|s| s.processes).sum::<usize>(), s.processes);
     }
 }

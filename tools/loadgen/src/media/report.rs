@@ -12,11 +12,14 @@ use crate::media::cli::MediaArgs;
 use crate::procfs::Sample;
 use crate::stats::{Latencies, Summary};
 
+/// Measured processes by command name.
+pub type ByName = BTreeMap<String, Sample>;
+
 /// Counters and a process sample at one instant.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     pub at: Instant,
-    pub server: Option<Sample>,
+    pub server: Option<ByName>,
     /// Frames the browsers sent.
     pub sent: u64,
     /// Frames the browsers got back.
@@ -50,7 +53,7 @@ pub struct Inputs<'a> {
     pub hangup_ok: usize,
     pub hangup_failed: BTreeMap<String, usize>,
     pub echo_invites: u64,
-    pub mem_before: Option<Sample>,
+    pub mem_before: Option<ByName>,
     pub before: Snapshot,
     pub after: Snapshot,
     pub totals: Snapshot,
@@ -132,6 +135,26 @@ pub struct ServerReport {
     /// (RSS during the calls − RSS with everyone registered, no call) / calls echoing.
     pub rss_per_call_kib: f64,
     pub pss_per_call_kib: f64,
+    /// The same, per command name (`kamailio`, `rtpengine`, `imsgw`).
+    pub by_process: BTreeMap<String, ProcessReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProcessReport {
+    pub processes: usize,
+    pub cpu_s: f64,
+    pub rss_per_call_kib: f64,
+    pub pss_per_call_kib: f64,
+}
+
+/// All the processes of a sample together.
+fn total(by: &ByName) -> Sample {
+    by.values().fold(Sample::default(), |a, s| Sample {
+        processes: a.processes + s.processes,
+        cpu_s: a.cpu_s + s.cpu_s,
+        pss_kib: a.pss_kib + s.pss_kib,
+        rss_kib: a.rss_kib + s.rss_kib,
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -165,16 +188,31 @@ pub fn build(i: Inputs<'_>) -> MediaReport {
     let secs = i.after.at.duration_since(i.before.at).as_secs_f64();
     let rate = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
     let relayed = (i.after.echo_in - i.before.echo_in) + (i.after.received - i.before.received);
-    let server = match (i.mem_before, i.before.server, i.after.server) {
-        (Some(m0), Some(c0), Some(c1)) => {
+    let per_call = |a: u64, b: u64| {
+        if i.echoing == 0 {
+            0.0
+        } else {
+            (a as f64 - b as f64) / i.echoing as f64
+        }
+    };
+    let server = match (&i.mem_before, &i.before.server, &i.after.server) {
+        (Some(m0n), Some(c0n), Some(c1n)) => {
+            let by_process = c1n
+                .iter()
+                .map(|(name, c1)| {
+                    let c0 = c0n.get(name).copied().unwrap_or_default();
+                    let m0 = m0n.get(name).copied().unwrap_or_default();
+                    let r = ProcessReport {
+                        processes: c1.processes,
+                        cpu_s: c1.cpu_s - c0.cpu_s,
+                        rss_per_call_kib: per_call(c1.rss_kib, m0.rss_kib),
+                        pss_per_call_kib: per_call(c1.pss_kib, m0.pss_kib),
+                    };
+                    (name.clone(), r)
+                })
+                .collect();
+            let (m0, c0, c1) = (total(m0n), total(c0n), total(c1n));
             let cpu = c1.cpu_s - c0.cpu_s;
-            let per_call = |a: u64, b: u64| {
-                if i.echoing == 0 {
-                    0.0
-                } else {
-                    (a as f64 - b as f64) / i.echoing as f64
-                }
-            };
             Some(ServerReport {
                 processes: c1.processes,
                 cpu_s: cpu,
@@ -184,11 +222,12 @@ pub fn build(i: Inputs<'_>) -> MediaReport {
                 rss_during_kib: c1.rss_kib,
                 rss_per_call_kib: per_call(c1.rss_kib, m0.rss_kib),
                 pss_per_call_kib: per_call(c1.pss_kib, m0.pss_kib),
+                by_process,
             })
         }
         _ => None,
     };
-    let t = i.totals;
+    let t = &i.totals;
     let success = !i.timed_out
         && i.registered == i.args.calls
         && i.echoing == i.args.calls
@@ -313,6 +352,15 @@ impl MediaReport {
                     "  memory       RSS {} → {} KiB: {:.1} KiB per call (PSS {:.1} KiB per call)",
                     sv.rss_before_kib, sv.rss_during_kib, sv.rss_per_call_kib, sv.pss_per_call_kib
                 );
+                if sv.by_process.len() > 1 {
+                    for (name, p) in &sv.by_process {
+                        let _ = writeln!(
+                            o,
+                            "    {name:<10} {} processes: {:.2} CPU-s, {:.1} KiB per call (PSS {:.1})",
+                            p.processes, p.cpu_s, p.rss_per_call_kib, p.pss_per_call_kib
+                        );
+                    }
+                }
             }
             None => {
                 let _ = writeln!(

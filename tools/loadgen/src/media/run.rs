@@ -45,7 +45,7 @@ pub async fn run(args: MediaArgs) -> Result<MediaReport> {
         if t.is_empty() {
             Ok(None)
         } else {
-            t.sample().map(Some)
+            t.sample_by_name().map(Some)
         }
     };
 
@@ -204,7 +204,7 @@ fn snapshot(targets: &Targets, echo: &Echo, media: &rtc::Handle) -> Result<Snaps
         server: if targets.is_empty() {
             None
         } else {
-            Some(targets.sample()?)
+            Some(targets.sample_by_name()?)
         },
         sent: media.counters.sent.load(Ordering::Relaxed),
         received: media.counters.received.load(Ordering::Relaxed),
