@@ -163,14 +163,11 @@ impl Caller {
             Ok(Err(e)) => return self.invite_failed(events, format!("offer: {e}")),
             Err(_) => return self.invite_failed(events, "media thread gone".into()),
         };
-        let call_id = sip::token(22);
-        let msg = self.shared.call.invite(
-            &self.id,
-            &call_id,
-            &sip::new_branch(),
-            &offer,
-            self.auth.as_ref(),
-        );
+        let (call_id, branch) = (sip::token(22), sip::new_branch());
+        let msg = self
+            .shared
+            .call
+            .invite(&self.id, &call_id, &branch, &offer, self.auth.as_ref());
         let sent = Instant::now();
         let (outcome, resp) = self.transact(msg, &call_id, 1).await;
         let after = sent.elapsed();
@@ -193,6 +190,18 @@ impl Caller {
                     invite_sent: sent.into_std(),
                 });
                 Some(d)
+            }
+            (Outcome::Final(_), Some(text)) => {
+                // RFC 3261 §17.1.1.3: a non-2xx final is ACKed in the INVITE's transaction, or
+                // the next hop retransmits it until Timer H.
+                if let Some(to) = Msg::parse(&text).and_then(|m| m.get("to").map(str::to_owned)) {
+                    let ack = self
+                        .shared
+                        .call
+                        .ack_non_2xx(&self.id, &call_id, &branch, &to);
+                    let _ = self.ws.send(Message::text(ack)).await;
+                }
+                None
             }
             _ => None,
         };

@@ -61,6 +61,30 @@ impl CallTemplate {
     }
 }
 
+impl CallTemplate {
+    /// RFC 3261 §17.1.1.3: the ACK for a non-2xx final response to the INVITE `call_id` sent
+    /// with `branch`: same Request-URI, Via branch and From, the response's `to` (with its tag),
+    /// CSeq 1 ACK.
+    pub fn ack_non_2xx(&self, id: &Identity, call_id: &str, branch: &str, to: &str) -> String {
+        let d = &self.domain;
+        let mut t = String::with_capacity(512);
+        let _ = write!(t, "ACK sip:{}@{d} SIP/2.0\r\n", self.callee);
+        let _ = write!(
+            t,
+            "Via: SIP/2.0/{} {};branch={branch}\r\n",
+            self.via_transport, id.via_host
+        );
+        t.push_str("Max-Forwards: 70\r\n");
+        let _ = write!(t, "To: {to}\r\n");
+        let _ = write!(t, "From: <sip:{}@{d}>;tag={}\r\n", id.user, id.from_tag);
+        let _ = write!(
+            t,
+            "Call-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        );
+        t
+    }
+}
+
 /// A confirmed dialog, from the UAC's side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dialog {
@@ -211,6 +235,17 @@ mod tests {
             d.bye(&tpl(), &id(), 2, "b", None)
                 .contains("CSeq: 2 BYE\r\n")
         );
+    }
+
+    #[test]
+    fn non_2xx_ack_reuses_the_invite_branch_rfc3261_17_1_1_3() {
+        let a = tpl().ack_non_2xx(&id(), "c1", "z9hG4bKinv", "<sip:echo@ims.example>;tag=x");
+        assert!(a.starts_with(
+            "ACK sip:echo@ims.example SIP/2.0\r\nVia: SIP/2.0/WS v.invalid;branch=z9hG4bKinv\r\n"
+        ));
+        assert!(a.contains("To: <sip:echo@ims.example>;tag=x\r\n"));
+        assert!(a.contains("Call-ID: c1\r\nCSeq: 1 ACK\r\n"));
+        assert!(!a.contains("Route:"));
     }
 
     #[test]
