@@ -11,7 +11,9 @@
 #   IMSGW_BIN=/path/to/imsgw tools/loadgen/media-bench.sh [N ...]     (default: 100 400)
 #
 # Environment: DURATION (measured seconds per run, default 20), CODEC (pcma|pcmu), BENCH_DIR
-# (kept: logs, configs, reports *.json), IMSGW_BIN.
+# (kept: logs, configs, reports *.json), IMSGW_BIN, GATEWAYS (default "imsgw reference"; one of
+# them alone to skip the other), LOADGEN_ARGS (more `imsgw-loadgen media` options for every run,
+# e.g. "--media-threads 2").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 counts=("$@")
@@ -60,9 +62,10 @@ bench() {
 	local label=$1 n=$2 url=$3
 	shift 3
 	# Bounded twice: the tool's own --time-limit, and timeout(1) in case it hangs anyway.
+	# LOADGEN_ARGS is split into words on purpose.
 	timeout $((duration + 150)) "$load" media --url "$url" --ims 127.0.0.1:$ims_port --calls "$n" \
 		--duration "$duration" --codec "$codec" --source-ips 127.0.0.2-127.0.0.60 \
-		--setup-timeout 60 --time-limit $((duration + 120)) --label "$label" "$@" \
+		--setup-timeout 60 --time-limit $((duration + 120)) --label "$label" "$@" ${LOADGEN_ARGS:-} \
 		>"$dir/$label-$n.report" || true
 	cat "$dir/$label-$n.report"
 	grep '^JSON: ' "$dir/$label-$n.report" | sed 's/^JSON: //' >"$dir/$label-$n.json" || true
@@ -103,10 +106,11 @@ TOML
 	local healthy=0
 	for _ in $(seq 1 50); do
 		curl -fsS http://127.0.0.1:8580/healthz >/dev/null 2>&1 && { healthy=1; break; }
+		kill -0 "$(cat "$dir/imsgw.pid")" 2>/dev/null || break
 		sleep 0.1
 	done
 	if [ "$healthy" != 1 ]; then
-		echo "imsgw did not answer /healthz within 5 s; see $dir/imsgw-$n.log:" >&2
+		echo "imsgw did not come up (no /healthz within 5 s); see $dir/imsgw-$n.log:" >&2
 		tail -n 5 "$dir/imsgw-$n.log" >&2
 		stop_pid "$dir/imsgw.pid"
 		return 0
@@ -144,14 +148,17 @@ run_reference() {
 	stop_pid "$dir/rtpengine.pid"
 }
 
+gateways=${GATEWAYS:-imsgw reference}
 for n in "${counts[@]}"; do
-	if [ -n "${IMSGW_BIN:-}" ]; then
-		run_imsgw "$n"
-	else
-		echo
-		echo "=== imsgw, $n calls: skipped (set IMSGW_BIN to an imsgw with a media engine)"
-	fi
-	run_reference "$n"
+	case " $gateways " in *" imsgw "*)
+		if [ -n "${IMSGW_BIN:-}" ]; then
+			run_imsgw "$n"
+		else
+			echo
+			echo "=== imsgw, $n calls: skipped (set IMSGW_BIN to an imsgw with a media engine)"
+		fi
+	esac
+	case " $gateways " in *" reference "*) run_reference "$n" ;; esac
 done
 
 echo
