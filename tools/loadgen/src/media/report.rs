@@ -29,6 +29,8 @@ pub struct Snapshot {
     pub echo_out: u64,
     pub unmatched: u64,
     pub send_errors: u64,
+    /// CPU seconds the tool itself has used so far.
+    pub tool_cpu_s: f64,
     pub bundle_added: u64,
     /// Host-wide UDP receive-buffer drops so far (/proc/net/snmp).
     pub rcvbuf_errors: Option<u64>,
@@ -119,6 +121,8 @@ pub struct WindowReport {
     /// RTP packets/s the gateway relayed: toward the IMS (seen by the echo) plus back to the
     /// browsers (received by them).
     pub relayed_per_s: f64,
+    /// Cores the tool (browsers and echo) kept busy in the window, on the same host.
+    pub tool_cores: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -259,6 +263,11 @@ pub fn build(i: Inputs<'_>) -> MediaReport {
             asked_per_s: 50.0 * i.echoing as f64,
             sent_per_s: rate(i.after.sent - i.before.sent),
             relayed_per_s: rate(relayed),
+            tool_cores: if secs > 0.0 {
+                (i.after.tool_cpu_s - i.before.tool_cpu_s) / secs
+            } else {
+                0.0
+            },
         },
         server,
         loss: LossReport {
@@ -329,8 +338,8 @@ impl MediaReport {
         let w = &self.window;
         let _ = writeln!(
             o,
-            "  window       {:.1} s: browsers sent {:.0} pkt/s, gateway relayed {:.0} pkt/s (both ways)",
-            w.seconds, w.sent_per_s, w.relayed_per_s
+            "  window       {:.1} s: browsers sent {:.0} pkt/s, gateway relayed {:.0} pkt/s (both ways); tool busy {:.2} cores",
+            w.seconds, w.sent_per_s, w.relayed_per_s, w.tool_cores
         );
         if w.sent_per_s < 0.98 * w.asked_per_s {
             let _ = writeln!(

@@ -212,6 +212,7 @@ fn snapshot(targets: &Targets, echo: &Echo, media: &rtc::Handle) -> Result<Snaps
         echo_out: echo.counters.rtp_out.load(Ordering::Relaxed),
         unmatched: media.counters.unmatched.load(Ordering::Relaxed),
         send_errors: media.counters.send_errors.load(Ordering::Relaxed),
+        tool_cpu_s: procfs::self_cpu_s(),
         bundle_added: media.counters.bundle_added.load(Ordering::Relaxed),
         rcvbuf_errors: procfs::udp_rcvbuf_errors(),
     })
