@@ -153,7 +153,7 @@ impl SourceIps {
 /// Largest accepted address range; more makes no sense for one host.
 const MAX_SOURCE_IPS: u32 = 65_536;
 
-fn parse_source_ips(s: &str) -> Result<SourceIps, String> {
+pub fn parse_source_ips(s: &str) -> Result<SourceIps, String> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let ip = |t: &str| {

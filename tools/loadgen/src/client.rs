@@ -123,7 +123,12 @@ pub async fn run(
 ) {
     let connected = {
         let _slot = shared.connect_slots.acquire().await;
-        timeout(shared.request_timeout, connect(&shared, idx)).await
+        let src = shared.source_ips.as_ref().map(|ips| ips.for_client(idx));
+        timeout(
+            shared.request_timeout,
+            connect(&shared.url, shared.addr, src),
+        )
+        .await
     };
     let ws = match connected {
         Ok(Ok(ws)) => ws,
@@ -200,27 +205,30 @@ pub async fn run(
     c.close().await;
 }
 
-/// TCP connect (from the client's source address) and RFC 7118 §4 handshake with `sip`.
-async fn connect(shared: &Shared, idx: usize) -> Result<WebSocketStream<TcpStream>, String> {
-    let sock = match shared.addr {
+/// TCP connect to `addr` (from source address `src`, when given and `addr` is IPv4) and RFC 7118
+/// §4 handshake for `url` with subprotocol `sip`. Also used by the media benchmark's browsers.
+pub async fn connect(
+    url: &str,
+    addr: SocketAddr,
+    src: Option<std::net::Ipv4Addr>,
+) -> Result<WebSocketStream<TcpStream>, String> {
+    let sock = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
     }
     .map_err(|e| format!("socket: {e}"))?;
-    if let (Some(ips), SocketAddr::V4(_)) = (&shared.source_ips, shared.addr) {
-        let src = SocketAddr::new(ips.for_client(idx).into(), 0);
+    if let (Some(ip), SocketAddr::V4(_)) = (src, addr) {
+        let src = SocketAddr::new(ip.into(), 0);
         sock.bind(src).map_err(|e| format!("bind {src}: {e}"))?;
     }
     let stream = sock
-        .connect(shared.addr)
+        .connect(addr)
         .await
         .map_err(|e| format!("tcp connect: {e}"))?;
     // SIP messages are single small writes; do not let Nagle delay them.
     let _ = stream.set_nodelay(true);
 
-    let mut req = shared
-        .url
-        .as_str()
+    let mut req = url
         .into_client_request()
         .map_err(|e| format!("request: {e}"))?;
     req.headers_mut()

@@ -3,12 +3,15 @@
 //! every REGISTER got 200 within the time limit, 1 when some did not (the report is still
 //! printed), 2 when the run could not start (bad option, unreachable name, fd limit).
 //!
+//! `imsgw-loadgen media …` is the media benchmark instead (see `media`).
+//!
 //! Layers: `sip` (messages, no I/O) → `client` (one socket) → `run` (phases, sampling) →
 //! `report` (numbers and output); `procfs` reads /proc; `cli` parses options; `tokens` mints the
 //! per-user Bearer tokens before the run.
 
 mod cli;
 mod client;
+mod media;
 mod procfs;
 mod report;
 mod run;
@@ -22,8 +25,15 @@ use anyhow::Context;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let args = cli::Args::parse();
-    match start(args) {
+    // `imsgw-loadgen media …` is the media benchmark; anything else is the REGISTER load as before.
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let result = if argv.get(1).is_some_and(|a| a == "media") {
+        argv.remove(1);
+        media::start(media::MediaArgs::parse_from(argv))
+    } else {
+        start(cli::Args::parse_from(argv))
+    };
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {

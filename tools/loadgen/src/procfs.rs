@@ -1,7 +1,7 @@
 //! Reads CPU time and memory of the measured processes from Linux /proc. Parsing is split from
 //! reading so it can be tested on captured text.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -62,6 +62,21 @@ impl Targets {
         Ok(set)
     }
 
+    /// Samples the current pid set per command name (`kamailio`, `rtpengine`, …).
+    pub fn sample_by_name(&self) -> Result<BTreeMap<String, Sample>> {
+        let mut by = BTreeMap::new();
+        for pid in self.resolve()? {
+            if let Some(p) = read_process(pid) {
+                let s: &mut Sample = by.entry(p.comm).or_default();
+                s.processes += 1;
+                s.cpu_s += p.cpu_s;
+                s.pss_kib += p.pss_kib;
+                s.rss_kib += p.rss_kib;
+            }
+        }
+        Ok(by)
+    }
+
     /// Samples the current pid set; processes that vanished are skipped.
     pub fn sample(&self) -> Result<Sample> {
         let mut s = Sample::default();
@@ -103,6 +118,23 @@ pub fn open_file_limit() -> Option<u64> {
         .ok()
 }
 
+/// Host-wide count of UDP datagrams the kernel dropped because a socket's receive buffer was
+/// full (`RcvbufErrors` in /proc/net/snmp); `None` when unreadable.
+pub fn udp_rcvbuf_errors() -> Option<u64> {
+    parse_snmp_udp(
+        &std::fs::read_to_string("/proc/net/snmp").ok()?,
+        "RcvbufErrors",
+    )
+}
+
+/// Field `name` of the `Udp:` table of /proc/net/snmp (a header line, then a value line).
+fn parse_snmp_udp(text: &str, name: &str) -> Option<u64> {
+    let mut rows = text.lines().filter_map(|l| l.strip_prefix("Udp:"));
+    let (names, values) = (rows.next()?, rows.next()?);
+    let i = names.split_whitespace().position(|n| n == name)?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
 /// Fails early with a clear message when a pid given with --pid does not exist.
 pub fn check_exists(pid: u32) -> Result<()> {
     if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
@@ -112,6 +144,7 @@ pub fn check_exists(pid: u32) -> Result<()> {
 }
 
 struct Process {
+    comm: String,
     cpu_s: f64,
     pss_kib: u64,
     rss_kib: u64,
@@ -124,6 +157,7 @@ fn read_process(pid: u32) -> Option<Process> {
         .map(|t| parse_rollup(&t))
         .unwrap_or((0, 0));
     Some(Process {
+        comm: stat.comm,
         cpu_s: stat.cpu_s,
         pss_kib,
         rss_kib,
@@ -132,6 +166,8 @@ fn read_process(pid: u32) -> Option<Process> {
 
 #[derive(Debug, PartialEq)]
 struct Stat {
+    /// The command name (proc(5) field 2, at most 15 bytes).
+    comm: String,
     ppid: u32,
     cpu_s: f64,
 }
@@ -139,13 +175,16 @@ struct Stat {
 /// Parses /proc/PID/stat (proc(5)). The command name is in parentheses and may itself contain
 /// spaces and ')', so fields are counted from the last ')'.
 fn parse_stat(text: &str) -> Option<Stat> {
-    let after = &text[text.rfind(')')? + 1..];
+    let close = text.rfind(')')?;
+    let comm = text.get(text.find('(')? + 1..close)?.to_owned();
+    let after = &text[close + 1..];
     let f: Vec<&str> = after.split_whitespace().collect();
     // f[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
     let ppid = f.get(1)?.parse().ok()?;
     let utime: u64 = f.get(11)?.parse().ok()?;
     let stime: u64 = f.get(12)?.parse().ok()?;
     Some(Stat {
+        comm,
         ppid,
         cpu_s: (utime + stime) as f64 / CLOCK_TICKS_PER_SEC,
     })
@@ -200,6 +239,7 @@ mod tests {
         assert_eq!(
             parse_stat(line),
             Some(Stat {
+                comm: "kamailio (tcp) x".into(),
                 ppid: 4200,
                 cpu_s: 3.8
             })
@@ -212,6 +252,15 @@ mod tests {
         let text = "55d0c-7ffd [rollup]\nRss:               12288 kB\nPss:                4100 kB\nPss_Anon:           2000 kB\nShared_Clean:       100 kB\n";
         assert_eq!(parse_rollup(text), (4100, 12288));
         assert_eq!(parse_rollup(""), (0, 0));
+    }
+
+    #[test]
+    fn snmp_udp_field_by_name() {
+        let t = "Ip: Forwarding\nIp: 1\nUdp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors\nUdp: 10 0 3 9 3\nUdpLite: InDatagrams\nUdpLite: 0\n";
+        assert_eq!(parse_snmp_udp(t, "RcvbufErrors"), Some(3));
+        assert_eq!(parse_snmp_udp(t, "InDatagrams"), Some(10));
+        assert_eq!(parse_snmp_udp(t, "Nope"), None);
+        assert_eq!(parse_snmp_udp("", "RcvbufErrors"), None);
     }
 
     #[test]
@@ -234,5 +283,7 @@ mod tests {
         let s = t.sample().expect("own process is readable");
         assert!(s.processes >= 1);
         assert!(s.rss_kib > 0);
+        let by = t.sample_by_name().expect("readable");
+        assert_eq!(by.values().map(|s| s.processes).sum::<usize>(), s.processes);
     }
 }

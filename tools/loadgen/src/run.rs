@@ -228,7 +228,7 @@ pub async fn run(args: Args) -> Result<Report> {
 }
 
 /// Resolves the URL's host and port and picks the Via transport (RFC 7118 §5.2).
-async fn resolve(url: &str) -> Result<(SocketAddr, &'static str)> {
+pub async fn resolve(url: &str) -> Result<(SocketAddr, &'static str)> {
     let uri: tokio_tungstenite::tungstenite::http::Uri = url
         .parse()
         .with_context(|| format!("--url `{url}` is not a URL"))?;

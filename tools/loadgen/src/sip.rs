@@ -228,7 +228,7 @@ fn header<'a>(rest: &'a str, name: &str, compact: Option<&str>) -> Option<&'a st
 }
 
 /// Whether a To/From value carries a `tag` parameter (outside the `<…>` URI).
-fn has_tag(value: &str) -> bool {
+pub fn has_tag(value: &str) -> bool {
     let params = match value.rfind('>') {
         Some(i) => &value[i..],
         None => value,
@@ -240,7 +240,7 @@ fn has_tag(value: &str) -> bool {
 }
 
 /// Random lowercase alphanumeric token.
-fn token(len: usize) -> String {
+pub fn token(len: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     (0..len)
         .map(|_| char::from(ALPHABET[rand::random_range(0..ALPHABET.len())]))
