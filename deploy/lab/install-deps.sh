@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the lab and the tests need on a Debian machine, only what is missing:
-# Kamailio (the IMS side), sipp, openssl, Chromium (browser tests); then the tests' npm packages with `npm ci`.
+# Kamailio (the IMS side), sipp, openssl, Chromium (browser tests), baresip and sox (the media
+# tests: baresip-core is the IMS-side phone with real audio, sox makes and measures tones); then
+# the tests' npm packages with `npm ci`.
 # Run as root (or with sudo available). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 packages=(kamailio kamailio-websocket-modules kamailio-tls-modules kamailio-utils-modules
-	kamailio-extra-modules kamailio-outbound-modules sip-tester openssl curl chromium)
+	kamailio-extra-modules kamailio-outbound-modules sip-tester openssl curl chromium
+	baresip-core sox)
 missing=()
 for p in "${packages[@]}"; do
 	status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

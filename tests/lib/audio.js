@@ -35,11 +35,15 @@ function formatFor(codec) {
   return { rate: Number(rate) || 8000, channels: Number(ch) || 1 };
 }
 
-/** A tone WAV for a codec, named after the codec and frequency, made once per directory. */
+/**
+ * A tone WAV for a codec, named after the codec and frequency, made once per directory;
+ * 120 s long by default: baresip hangs up a call when its aufile source reaches the end.
+ */
 async function toneFor(dir, codec, hz, o = {}) {
   const f = formatFor(codec);
-  const file = `${dir}/tone-${hz}hz-${f.rate}-${f.channels}ch.wav`;
-  if (!fs.existsSync(file)) await makeTone(file, { hz, ...f, ...o });
+  const secs = o.secs || 120;
+  const file = `${dir}/tone-${hz}hz-${f.rate}-${f.channels}ch-${secs}s.wav`;
+  if (!fs.existsSync(file)) await makeTone(file, { hz, ...f, ...o, secs });
   return file;
 }
 

@@ -22,7 +22,9 @@
 //   reports, or the far end's recording, not by the dump.
 // - answermode=early sends no RTP of its own before `accept` (it receives, though); sipp's
 //   tests/sipp/uas-early-media.xml is the IMS side that plays early media.
-// - aufile.so needs a WAV at the codec's own rate and channel count (opus: 48 kHz stereo).
+// - aufile.so needs a WAV at the codec's own rate and channel count (opus: 48 kHz stereo), and
+//   when it reaches the end of the file the menu HANGS UP the call ("audio error (0,end of
+//   file)"): tones must outlast the call (audio.toneFor makes 120 s).
 // - It binds its SIP port + 1 for TLS: space instances by 2.
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');

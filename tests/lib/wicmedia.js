@@ -189,6 +189,15 @@ function mediaLab(o) {
     }
   };
 
+  /** Waits until wicMedia.stats().packetsReceived passes `p0` (stats may lag a second). */
+  W.waitPacketsGrow = async (page, p0, ms = 4000, what = '') => {
+    let last = null;
+    await waitFor(async () => {
+      last = await W.stats(page);
+      return last && last.packetsReceived > p0;
+    }, ms, `${page.label}: packetsReceived past ${p0} ${what}; last stats ${JSON.stringify(last)}`);
+  };
+
   /** The imsgw_media_* lines of /metrics: { 'name' or 'name{labels}': number }. */
   W.mediaMetrics = async () => {
     const r = await httpGet(`${L.gw.metricsUrl}/metrics`);
