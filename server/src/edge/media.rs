@@ -19,6 +19,7 @@ use imsgw_sip::{HeaderName, Message, Method, Splice};
 use tracing::{debug, info, warn};
 
 use super::local::OurRoute;
+use super::rel100::{self, Rel100};
 use super::status::Status;
 use super::txn::TxnId;
 use super::{Dest, Edge, FlowId, Output};
@@ -58,6 +59,8 @@ pub(super) struct MediaCalls {
     /// Client transactions whose request waits for the engine: their retransmissions are not
     /// sent until the rewritten request is.
     held_txns: HashSet<TxnId>,
+    /// Calls under RFC 3262 (their deadlines are looked for only when there are some).
+    rel100_calls: usize,
     pub stats: MediaEdgeStats,
 }
 
@@ -83,6 +86,8 @@ struct Call {
     /// repeating a 183's answer, gets the same rewrite without a second negotiation.
     last: [Option<(u32, Bytes, Bytes)>; 2],
     dialog: Dialog,
+    /// RFC 3262 on the browser's behalf, when the IMS side's INVITE requires it.
+    rel100: Option<Rel100>,
 }
 
 /// A message on its way out, maybe waiting for the engine.
@@ -97,6 +102,18 @@ struct Held {
     wait: Option<(u64, u32, Bytes, Party)>,
     /// What to do when the engine refuses the SDP.
     refusal: OnRefusal,
+    /// Its part in RFC 3262 (the browser's responses to a 100rel INVITE).
+    rel: Rel,
+}
+
+/// A held response's part in RFC 3262.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rel {
+    None,
+    /// An 18x the edge sends reliably: after the previous one is PRACKed (§3).
+    Provisional,
+    /// The 2xx: not before the last reliable 18x is PRACKed (§3).
+    Final,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,8 +197,11 @@ impl Edge {
                 held: VecDeque::new(),
                 last: [None, None],
                 dialog: Dialog::default(),
+                rel100: (out.from == Party::Ims && rel100::required(msg))
+                    .then(|| Rel100::new(1 + (mc.next_ref % 4096) as u32)),
             };
             mc.by_ref.insert(call.call, key.clone());
+            mc.rel100_calls += usize::from(call.rel100.is_some());
             mc.calls.insert(key.clone(), call);
             mc.stats.calls += 1;
         }
@@ -200,6 +220,23 @@ impl Edge {
             }
             return self.push(out.to, out.bytes, out.txn);
         };
+        // RFC 3262 §3: the IMS side's PRACK for a response the edge made reliable is answered
+        // here; the browser never sent a reliable response and never sees it.
+        if method == Method::Prack
+            && out.from == Party::Ims
+            && let Some(r) = call.rel100.as_mut()
+        {
+            let status = if r.prack(msg) {
+                Status::OK
+            } else {
+                // §3: a PRACK that matches no unacknowledged reliable response.
+                Status::NO_TRANSACTION
+            };
+            if let Some(t) = out.txn {
+                self.fail_client_with(now, t, status, &[]);
+            }
+            return self.media_flush(now, &key);
+        }
         // What each side said, for a BYE of our own later.
         if let Ok(cseq) = msg.cseq() {
             match out.from {
@@ -232,6 +269,7 @@ impl Edge {
             last_response_of: None,
             wait: None,
             refusal,
+            rel: Rel::None,
         };
         // RFC 3264 in SIP (RFC 6337 §2.1): an SDP body in an ACK or PRACK answers the offer
         // the other side made in a 2xx or a reliable 18x; in any other request it is an offer.
@@ -241,14 +279,20 @@ impl Edge {
             call.offer = None;
         }
         let cseq = msg.cseq().map_or(0, |c| c.seq);
-        self.media_hold(key.clone(), held, sdp, cseq, out.from, is_answer);
+        self.media_hold(now, key.clone(), held, sdp, cseq, out.from, is_answer);
         if ending {
             self.media_release(&key);
         }
     }
 
     /// A response from one side about to be forwarded to the other.
-    pub(super) fn media_response(&mut self, out: Outgoing<'_>, status: u16, method: Method) {
+    pub(super) fn media_response(
+        &mut self,
+        now: Instant,
+        out: Outgoing<'_>,
+        status: u16,
+        method: Method,
+    ) {
         let Some(mc) = self.media.as_mut() else {
             return self.push(out.to, out.bytes, out.txn);
         };
@@ -276,6 +320,11 @@ impl Edge {
             }
         }
         let is_answer = call.offer.is_some_and(|o| o != out.from);
+        let rel = match (&call.rel100, out.from, invite, status) {
+            (Some(_), Party::Browser, true, 101..=199) => Rel::Provisional,
+            (Some(_), Party::Browser, true, 200..=299) => Rel::Final,
+            _ => Rel::None,
+        };
         let held = Held {
             to: out.to,
             bytes: out.bytes,
@@ -283,10 +332,11 @@ impl Edge {
             last_response_of: out.last_response_of,
             wait: None,
             refusal: OnRefusal::PassOn,
+            rel,
         };
         let confirmed_before = call.confirmed;
         let cseq = msg.cseq().map_or(0, |c| c.seq);
-        self.media_hold(key.clone(), held, sdp, cseq, out.from, is_answer);
+        self.media_hold(now, key.clone(), held, sdp, cseq, out.from, is_answer);
         let Some(call) = self.media.as_mut().and_then(|m| m.calls.get_mut(&key)) else {
             return;
         };
@@ -308,8 +358,11 @@ impl Edge {
 
     /// Queues `held` behind the call's earlier messages; asks the engine for the other leg's
     /// SDP when it carries a body.
+    // Each argument is one fact about the message; a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     fn media_hold(
         &mut self,
+        now: Instant,
         key: CallKey,
         mut held: Held,
         sdp: Option<Bytes>,
@@ -382,11 +435,13 @@ impl Edge {
         if let Some(c) = command {
             self.out.push_back(Output::Media(c));
         }
-        self.media_flush(&key);
+        self.media_flush(now, &key);
     }
 
-    /// Sends the call's held messages from the front while none waits for the engine.
-    fn media_flush(&mut self, key: &CallKey) {
+    /// Sends the call's held messages from the front while none waits for the engine (or, for
+    /// a browser's response to a 100rel INVITE, for the IMS side's PRACK).
+    fn media_flush(&mut self, now: Instant, key: &CallKey) {
+        let prack_wait = 64 * self.settings.t1;
         loop {
             let Some(mc) = self.media.as_mut() else {
                 return;
@@ -394,12 +449,24 @@ impl Edge {
             let Some(call) = mc.calls.get_mut(key) else {
                 return;
             };
-            if call.held.front().is_none_or(|h| h.wait.is_some()) {
-                return;
-            }
-            let Some(h) = call.held.pop_front() else {
+            let Some(front) = call.held.front() else {
                 return;
             };
+            let unacked = call.rel100.as_ref().is_some_and(|r| r.unacked.is_some());
+            if front.wait.is_some() || (front.rel != Rel::None && unacked) {
+                return;
+            }
+            let Some(mut h) = call.held.pop_front() else {
+                return;
+            };
+            if h.rel == Rel::Provisional
+                && let Some(r) = call.rel100.as_mut()
+            {
+                match r.make_reliable(&h.bytes, now + prack_wait) {
+                    Some(b) => h.bytes = b,
+                    None => warn!(call = call.call, "could not make an 18x reliable"),
+                }
+            }
             if let Some(t) = h.txn {
                 mc.held_txns.remove(&t);
                 if let Some(txn) = self.txns.get_mut(t) {
@@ -446,6 +513,7 @@ impl Edge {
             return;
         };
         mc.by_ref.remove(&call.call);
+        mc.rel100_calls -= usize::from(call.rel100.is_some());
         for h in &call.held {
             if let Some(t) = h.txn {
                 mc.held_txns.remove(&t);
@@ -536,7 +604,7 @@ impl Edge {
                 }
             }
         }
-        self.media_flush(&key);
+        self.media_flush(now, &key);
     }
 
     /// The engine ended a call by itself (RFC 7675 consent lost, DTLS failed): the IMS side
@@ -650,6 +718,37 @@ impl Edge {
             m.stats.byes_sent += 1;
         }
         self.push(dest, bytes, Some(id));
+    }
+
+    /// When a reliable 18x stops waiting for its PRACK next.
+    pub(super) fn media_deadline(&self) -> Option<Instant> {
+        let m = self.media.as_ref().filter(|m| m.rel100_calls > 0)?;
+        m.calls
+            .values()
+            .filter_map(|c| c.rel100.as_ref().and_then(|r| r.deadline))
+            .min()
+    }
+
+    /// RFC 3262 §3: no PRACK within 64*T1. The 2xx (or next 18x) the browser sent is not held
+    /// for ever: it goes out, and the IMS side decides.
+    pub(super) fn media_timeouts(&mut self, now: Instant) {
+        let Some(m) = self.media.as_mut() else {
+            return;
+        };
+        let mut due = Vec::new();
+        for (key, c) in &mut m.calls {
+            if let Some(r) = c.rel100.as_mut()
+                && r.deadline.is_some_and(|d| d <= now)
+            {
+                r.unacked = None;
+                r.deadline = None;
+                due.push(key.clone());
+            }
+        }
+        for key in due {
+            info!("no PRACK for a reliable provisional response within 64*T1");
+            self.media_flush(now, &key);
+        }
     }
 
     /// Media calls in memory.

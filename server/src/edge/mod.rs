@@ -22,6 +22,7 @@ pub mod flow;
 pub mod fuzz;
 pub mod local;
 mod media;
+mod rel100;
 mod request;
 mod response;
 mod rewrite;
@@ -358,6 +359,9 @@ impl Edge {
         for ev in self.txns.handle_timeout(now) {
             self.apply(ev);
         }
+        if self.media_deadline().is_some_and(|d| d <= now) {
+            self.media_timeouts(now);
+        }
         if self.parked.iter().any(|p| p.until <= now) {
             let (due, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
                 .into_iter()
@@ -372,10 +376,10 @@ impl Edge {
     /// When [`Edge::handle_timeout`] next has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let parked = self.parked.iter().map(|p| p.until).min();
-        match (self.txns.next_deadline(), parked) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.txns.next_deadline(), parked, self.media_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Holds a request until `issuer`'s keys arrive (or [`PARK_FOR`] passes).

@@ -188,7 +188,7 @@ pub(super) fn handle(edge: &mut Edge, now: Instant, arrival: Arrival, msg: Messa
                 txn: None,
                 last_response_of: udp.then_some(id),
             };
-            edge.media_response(out, status, method);
+            edge.media_response(now, out, status, method);
         }
         _ => edge.push(reply_to, bytes, None),
     }

@@ -455,3 +455,159 @@ Call-ID: late1\r\nCSeq: 1 ACK\r\nContent-Type: application/sdp\r\nContent-Length
         "{outs:#?}"
     );
 }
+
+#[test]
+fn rfc3262_3_the_edge_makes_the_browsers_18x_reliable_and_answers_the_prack_itself() {
+    let mut h = H::new();
+    let token = h.edge.key.token(FlowId(1));
+    let pcscf = Dest::Link(Link::Udp(PCSCF.parse().expect("addr")));
+    let inv = format!(
+        "INVITE sip:alice@c.invalid;transport=ws SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKrel1\r\n\
+Route: <sip:{token}@127.0.0.1:5062;transport=udp;lr;ob>\r\n\
+Record-Route: <sip:127.0.0.1:5070;lr>\r\n\
+Max-Forwards: 69\r\nFrom: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>\r\n\
+Call-ID: rel1\r\nCSeq: 7 INVITE\r\nRequire: 100rel\r\nContact: <sip:bob@127.0.0.1:4001>\r\n\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{IMS_ANSWER}",
+        IMS_ANSWER.len()
+    );
+    let outs = h.ims(&inv);
+    let Some(Command::ImsOffer { call, req, .. }) = commands(&outs).pop() else {
+        panic!("no ImsOffer: {outs:#?}");
+    };
+    let outs = h.engine(Event::Sdp {
+        call,
+        req,
+        sdp: BROWSER_SDP.into(),
+    });
+    let down = sent_to(&outs, Dest::Flow(FlowId(1)));
+    let response = |code: u16, reason: &str, body: &str| {
+        let mut r = format!("SIP/2.0 {code} {reason}\r\n");
+        for v in down.vias().expect("vias") {
+            r.push_str(&format!(
+                "Via: {}\r\n",
+                String::from_utf8_lossy(&down.as_bytes()[v.range])
+            ));
+        }
+        let ct = if body.is_empty() {
+            String::new()
+        } else {
+            "Content-Type: application/sdp\r\n".to_string()
+        };
+        r.push_str(&format!(
+            "From: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>;tag=a7\r\nCall-ID: rel1\r\n\
+CSeq: 7 INVITE\r\nContact: <sip:a@c.invalid;transport=ws;ob>\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+        r
+    };
+    // JsSIP's 180 leaves reliably.
+    let outs = h.browser(&response(180, "Ringing", ""));
+    let ringing = text(&sent_to(&outs, pcscf));
+    assert!(ringing.starts_with("SIP/2.0 180 Ringing\r\n"), "{ringing}");
+    assert!(ringing.contains("\r\nRequire: 100rel\r\n"), "{ringing}");
+    let rseq: u32 = ringing
+        .split("\r\nRSeq: ")
+        .nth(1)
+        .and_then(|r| r.split("\r\n").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("an RSeq: {ringing}"));
+    // The 200 (with the browser's answer, rewritten) waits for the PRACK.
+    let outs = h.browser(&response(200, "OK", BROWSER_ANSWER));
+    let Some(Command::BrowserAnswer { call, req, .. }) = commands(&outs).pop() else {
+        panic!("no BrowserAnswer: {outs:#?}");
+    };
+    let outs = h.engine(Event::Sdp {
+        call,
+        req,
+        sdp: IMS_ANSWER.into(),
+    });
+    assert_eq!(
+        sends_to(&outs, pcscf),
+        0,
+        "the 2xx waits for the PRACK: {outs:#?}"
+    );
+    let prack = |branch: &str, rseq: u32| {
+        format!(
+            "PRACK sip:a@c.invalid;transport=ws;ob SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n\
+Route: <sip:{token}@127.0.0.1:5062;transport=udp;lr;ob>\r\n\
+Max-Forwards: 69\r\nFrom: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>;tag=a7\r\n\
+Call-ID: rel1\r\nCSeq: 8 PRACK\r\nRAck: {rseq} 7 INVITE\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    // A PRACK for an RSeq never sent: 481, and the 2xx still waits.
+    let outs = h.ims(&prack("z9hG4bKpr1", rseq + 1));
+    assert_eq!(sends_to(&outs, Dest::Flow(FlowId(1))), 0, "{outs:#?}");
+    let statuses: Vec<u16> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { to, bytes, .. } if *to == pcscf => {
+                Message::parse(bytes.clone()).ok().and_then(|m| m.status())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(statuses, vec![481], "{outs:#?}");
+    // The right PRACK: 200 from the edge, then the held 2xx; the browser never sees a PRACK.
+    let outs = h.ims(&prack("z9hG4bKpr2", rseq));
+    assert_eq!(sends_to(&outs, Dest::Flow(FlowId(1))), 0, "{outs:#?}");
+    let sent: Vec<Message> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { to, bytes, .. } if *to == pcscf => Message::parse(bytes.clone()).ok(),
+            _ => None,
+        })
+        .collect();
+    let cseqs: Vec<(u16, String)> = sent
+        .iter()
+        .map(|m| {
+            let c = m.cseq().expect("cseq");
+            (m.status().unwrap_or(0), c.method.as_str().to_string())
+        })
+        .collect();
+    assert_eq!(
+        cseqs,
+        vec![(200, "PRACK".to_string()), (200, "INVITE".to_string())],
+        "{outs:#?}"
+    );
+    assert_eq!(sent[1].body(), IMS_ANSWER.as_bytes());
+}
+
+#[test]
+fn rfc3262_3_without_a_prack_the_2xx_goes_out_after_64_t1() {
+    let mut h = H::new();
+    let token = h.edge.key.token(FlowId(1));
+    let pcscf = Dest::Link(Link::Udp(PCSCF.parse().expect("addr")));
+    let inv = format!(
+        "INVITE sip:alice@c.invalid;transport=ws SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKrel2\r\n\
+Route: <sip:{token}@127.0.0.1:5062;transport=udp;lr;ob>\r\n\
+Max-Forwards: 69\r\nFrom: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>\r\n\
+Call-ID: rel2\r\nCSeq: 7 INVITE\r\nRequire: 100rel\r\nContact: <sip:bob@127.0.0.1:4001>\r\n\
+Content-Length: 0\r\n\r\n"
+    );
+    let outs = h.ims(&inv);
+    let down = sent_to(&outs, Dest::Flow(FlowId(1)));
+    let mut vias = String::new();
+    for v in down.vias().expect("vias") {
+        vias.push_str(&format!(
+            "Via: {}\r\n",
+            String::from_utf8_lossy(&down.as_bytes()[v.range])
+        ));
+    }
+    let resp = |code: u16| {
+        format!(
+            "SIP/2.0 {code} X\r\n{vias}From: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>;tag=a7\r\n\
+Call-ID: rel2\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let outs = h.browser(&resp(180));
+    assert_eq!(sends_to(&outs, pcscf), 1);
+    let outs = h.browser(&resp(200));
+    assert_eq!(sends_to(&outs, pcscf), 0, "waits for the PRACK");
+    h.now += Duration::from_millis(500 * 64 + 1);
+    h.edge.handle_timeout(h.now);
+    let outs = h.drain();
+    assert_eq!(sent_to(&outs, pcscf).status(), Some(200));
+}
