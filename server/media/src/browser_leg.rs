@@ -11,6 +11,7 @@ use std::time::Instant;
 use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::format::{Codec, FormatParams};
 use str0m::media::Frequency;
+use str0m::rtp::Extension;
 use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
 
 use crate::sdp::{CodecName, Direction, RtpMap};
@@ -56,6 +57,13 @@ pub(crate) fn build_rtc(ctx: &RtcContext, codecs: &[RtpMap], now: Instant) -> (R
         .set_local_ice_credentials(creds.clone())
         // Every write is polled out at once (relay.rs), so a short queue is enough.
         .set_send_buffer_audio(8)
+        // Only the header extensions a relay uses: mid (BUNDLE, RFC 8843) and the audio level
+        // the browser shows. No transport-wide congestion control (no bandwidth estimation
+        // for a fixed-rate audio relay): its send register kept 1000 records per call and its
+        // feedback cost CPU on every report (measured with tools/loadgen/media-bench.sh).
+        .clear_extension_map()
+        .set_extension(1, Extension::AudioLevel)
+        .set_extension(4, Extension::RtpMid)
         .clear_codecs();
     let cc = cfg.codec_config();
     for c in codecs {
