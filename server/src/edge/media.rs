@@ -281,7 +281,7 @@ impl Edge {
         let cseq = msg.cseq().map_or(0, |c| c.seq);
         self.media_hold(now, key.clone(), held, sdp, cseq, out.from, is_answer);
         if ending {
-            self.media_release(&key);
+            self.media_release(now, &key);
         }
     }
 
@@ -352,7 +352,7 @@ impl Edge {
         }
         if invite && status >= 300 && !confirmed_before {
             // The initial INVITE failed (rejected, cancelled, timed out): no call.
-            self.media_release(&key);
+            self.media_release(now, &key);
         }
     }
 
@@ -504,8 +504,11 @@ impl Edge {
         }
     }
 
-    /// Frees the call's media and forgets it; messages still held go out as they are.
-    fn media_release(&mut self, key: &CallKey) {
+    /// Frees the call's media and forgets it; messages still held go out as they are, except
+    /// those still waiting for the engine: their bodies were never rewritten, so a request
+    /// among them is answered `487` here (its client transaction would otherwise resend the
+    /// unrewritten bytes on Timer A/E) and a response is dropped.
+    fn media_release(&mut self, now: Instant, key: &CallKey) {
         let Some(mc) = self.media.as_mut() else {
             return;
         };
@@ -524,6 +527,69 @@ impl Edge {
         for h in call.held {
             if h.wait.is_none() {
                 self.push(h.to, h.bytes, h.txn);
+            } else if let Some(t) = h.txn {
+                let why = "the call ended while its SDP was being rewritten";
+                let warning = super::request::warning(why);
+                self.fail_client_with(now, t, Status::REQUEST_TERMINATED, &[("Warning", &warning)]);
+            }
+        }
+    }
+
+    /// A transaction ended with a status the edge made itself (Timer B/C `408`, `430`, `503`,
+    /// a refusal): when it was a call's initial INVITE, the call failed and its media goes
+    /// (imsgw-media: before the browser has an answer there is no consent clock).
+    pub(super) fn media_txn_failed(&mut self, now: Instant, id: TxnId) {
+        let Some(t) = self.txns.get(id).filter(|t| t.invite) else {
+            return;
+        };
+        let Some(origin) = t.origin.as_ref() else {
+            return;
+        };
+        let initial = origin
+            .request
+            .to()
+            .ok()
+            .is_some_and(|to| to.tag().is_none());
+        let flow = match (t.dest, origin.reply_to) {
+            (Dest::Flow(f), _) | (_, Dest::Flow(f)) => f,
+            _ => return,
+        };
+        let Ok(call_id) = origin.request.call_id().map(str::to_string) else {
+            return;
+        };
+        let key = (flow, call_id);
+        let confirmed = self
+            .media
+            .as_ref()
+            .and_then(|m| m.calls.get(&key))
+            .map(|c| c.confirmed);
+        if initial && confirmed == Some(false) {
+            self.media_release(now, &key);
+        }
+    }
+
+    /// A WebSocket closed: its calls can no longer be ended through it (calls are known by
+    /// flow), so they end here. Answered calls get a BYE toward the IMS; every call's media is
+    /// released (one still in setup has no consent clock in the engine).
+    pub(super) fn media_flow_closed(&mut self, now: Instant, flow: FlowId) {
+        let Some(mc) = self.media.as_ref() else {
+            return;
+        };
+        let keys: Vec<CallKey> = mc
+            .calls
+            .keys()
+            .filter(|(f, _)| *f == flow)
+            .cloned()
+            .collect();
+        for key in keys {
+            let bye = self
+                .media
+                .as_ref()
+                .and_then(|m| m.calls.get(&key))
+                .and_then(|c| c.confirmed.then(|| c.dialog.clone()));
+            self.media_release(now, &key);
+            if let Some(d) = bye {
+                self.send_bye(now, &key.1, &d, "WebSocket closed", None);
             }
         }
     }
@@ -598,7 +664,7 @@ impl Edge {
                     let status = Status::from_code(status).unwrap_or(Status::NOT_ACCEPTABLE_HERE);
                     self.media_refuse(now, h.txn, status, &why);
                     if initial {
-                        self.media_release(&key);
+                        self.media_release(now, &key);
                         return;
                     }
                 }
@@ -625,13 +691,13 @@ impl Edge {
             "media ended a call"
         );
         let bye = call.confirmed.then(|| call.dialog.clone());
-        self.media_release(&key);
+        self.media_release(now, &key);
         if let Some(d) = bye {
-            self.send_bye(now, &key.1, &d, reason, None);
+            self.send_bye(now, &key.1, &d, reason.as_str(), None);
             // The browser too, if its WebSocket is still there (media failed, signalling did
             // not): it would otherwise show a call with no sound.
             if self.flows.contains_key(&key.0) {
-                self.send_bye(now, &key.1, &d, reason, Some(key.0));
+                self.send_bye(now, &key.1, &d, reason.as_str(), Some(key.0));
             }
         }
     }
@@ -643,7 +709,7 @@ impl Edge {
         now: Instant,
         call_id: &str,
         d: &Dialog,
-        reason: EndReason,
+        reason: &str,
         down: Option<FlowId>,
     ) {
         let (Some(browser), Some(ims)) = (&d.local, &d.remote) else {
@@ -694,10 +760,7 @@ impl Edge {
         line(&format!("CSeq: {seq} BYE"));
         line("Max-Forwards: 70");
         // RFC 3326: why the call ended.
-        line(&format!(
-            "Reason: SIP;cause=200;text=\"{}\"",
-            reason.as_str()
-        ));
+        line(&format!("Reason: SIP;cause=200;text=\"{reason}\""));
         line("Content-Length: 0");
         line("");
         let bytes = b.freeze();

@@ -24,6 +24,7 @@ impl Status {
     pub const FLOW_FAILED: Status = Status::new(430, "Flow Failed");
     pub const NO_TRANSACTION: Status = Status::new(481, "Call/Transaction Does Not Exist");
     pub const BUSY_HERE: Status = Status::new(486, "Busy Here");
+    pub const REQUEST_TERMINATED: Status = Status::new(487, "Request Terminated");
     pub const NOT_ACCEPTABLE_HERE: Status = Status::new(488, "Not Acceptable Here");
     pub const LOOP_DETECTED: Status = Status::new(482, "Loop Detected");
     pub const TOO_MANY_HOPS: Status = Status::new(483, "Too Many Hops");
