@@ -154,16 +154,44 @@ pub(super) struct Outgoing<'a> {
     pub last_response_of: Option<TxnId>,
 }
 
-/// The SDP body of `msg`, if it has one (RFC 3264 bodies are `application/sdp`).
-fn sdp_body(msg: &Message) -> Option<Bytes> {
-    let h = msg.header(&HeaderName::ContentType)?;
-    let ct = std::str::from_utf8(msg.value(h)).ok()?;
-    let mime = ct.split(';').next().unwrap_or("").trim();
-    if !mime.eq_ignore_ascii_case("application/sdp") || msg.body().is_empty() {
-        return None;
+/// What a message carries, as far as the media side goes.
+enum Body {
+    None,
+    /// One `application/sdp` body.
+    Sdp(Bytes),
+    /// A body of another type, or of no or several stated types (`multipart/*` may hold SDP,
+    /// RFC 5621; a peer may take an untyped body for SDP): the engine cannot rewrite it.
+    Other,
+}
+
+fn body_of(msg: &Message) -> Body {
+    if msg.body().is_empty() {
+        return Body::None;
     }
-    let r = msg.body_range();
-    Some(msg.as_bytes().slice(r))
+    let mut types = msg
+        .headers()
+        .iter()
+        .filter(|h| h.name == HeaderName::ContentType);
+    let (Some(h), None) = (types.next(), types.next()) else {
+        return Body::Other;
+    };
+    let Ok(ct) = std::str::from_utf8(msg.value(h)) else {
+        return Body::Other;
+    };
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/sdp") {
+        return Body::Other;
+    }
+    Body::Sdp(msg.as_bytes().slice(msg.body_range()))
+}
+
+/// RFC 3261 §13.2.1, RFC 3262 §5, RFC 3311 §5 (RFC 6337 §2.1): the methods whose messages
+/// carry offers and answers. A body on any other request is no offer.
+fn offer_answer_method(method: &Method) -> bool {
+    matches!(
+        method,
+        Method::Invite | Method::Update | Method::Prack | Method::Ack
+    )
 }
 
 impl Edge {
@@ -180,7 +208,34 @@ impl Edge {
         let call_id = msg.call_id().unwrap_or_default().to_string();
         let key = (out.flow, call_id);
         let to_tag = msg.to().ok().and_then(|t| t.tag().map(str::to_string));
-        let sdp = sdp_body(msg);
+        let oa = offer_answer_method(&method);
+        let mut out = out;
+        let sdp = match body_of(msg) {
+            Body::Other if oa && method != Method::Ack => {
+                // Only SDP is rewritten; any other body of an offer/answer request could carry
+                // one around the engine (RFC 3261 §21.4.13).
+                mc.stats.offers_refused += 1;
+                if let Some(t) = out.txn {
+                    let why = "only application/sdp bodies are accepted with media anchoring";
+                    let warning = super::request::warning(why);
+                    let extra = [("Accept", "application/sdp"), ("Warning", warning.as_str())];
+                    self.fail_client_with(now, t, Status::UNSUPPORTED_MEDIA_TYPE, &extra);
+                }
+                return;
+            }
+            Body::Other if oa => {
+                out.bytes = strip_body(&out.bytes);
+                None
+            }
+            Body::Sdp(b) if oa || !mc.calls.contains_key(&key) => Some(b),
+            Body::Sdp(_) => {
+                // An SDP body on a BYE, MESSAGE, INFO... of a call is no offer: it is not the
+                // engine's and must not cross as it is.
+                out.bytes = strip_body(&out.bytes);
+                None
+            }
+            Body::None | Body::Other => None,
+        };
         if method == Method::Invite && to_tag.is_none() && !mc.calls.contains_key(&key) {
             let per_flow = mc.calls.keys().filter(|(f, _)| *f == out.flow).count();
             if per_flow >= CALLS_PER_FLOW {
@@ -299,13 +354,26 @@ impl Edge {
         let msg = out.msg;
         let call_id = msg.call_id().unwrap_or_default().to_string();
         let key = (out.flow, call_id);
+        let oa = offer_answer_method(&method);
+        let body = body_of(msg);
         let Some(call) = mc.calls.get_mut(&key) else {
-            return self.push(out.to, out.bytes, out.txn);
+            // A response of a dialog whose media this gateway does not hold: its SDP must not
+            // cross unrewritten either.
+            let bytes = match body {
+                Body::Sdp(_) | Body::Other if oa => strip_body(&out.bytes),
+                _ => out.bytes,
+            };
+            return self.push(out.to, bytes, out.txn);
         };
-        let sdp = sdp_body(msg).filter(|_| {
-            matches!(method, Method::Invite | Method::Update | Method::Prack)
-                && (101..300).contains(&status)
-        });
+        let mut out = out;
+        let sdp = match body {
+            Body::Sdp(b) if oa && (101..300).contains(&status) => Some(b),
+            Body::Sdp(_) | Body::Other if oa => {
+                out.bytes = strip_body(&out.bytes);
+                None
+            }
+            _ => None,
+        };
         let invite = method == Method::Invite;
         if invite && (200..300).contains(&status) {
             if call.caller == Party::Browser {
@@ -376,15 +444,34 @@ impl Edge {
         let Some(call) = mc.calls.get_mut(&key) else {
             return;
         };
+        if call.held.len() >= HELD_PER_CALL {
+            warn!(
+                call = call.call,
+                "too many messages held for one call; sending unheld"
+            );
+            if sdp.is_none() {
+                let (to, bytes, txn) = (held.to, held.bytes, held.txn);
+                return self.push(to, bytes, txn);
+            }
+            // Its SDP cannot wait for the engine: never send it as it is.
+            return match held.txn {
+                Some(t) => self.media_refuse(
+                    now,
+                    Some(t),
+                    Status::SERVICE_UNAVAILABLE,
+                    "too many messages of this call waiting",
+                ),
+                None => self.push(held.to, strip_body(&held.bytes), None),
+            };
+        }
         let mut command = None;
         if let Some(body) = sdp {
             let slot = &call.last[from.index()];
             match slot {
                 Some((n, seen, made)) if *n == cseq && *seen == body => {
                     // The same body again: the same rewrite (RFC 6337 §3.1.1).
-                    if let Some(b) = replace_body(&held.bytes, made) {
-                        held.bytes = b;
-                    }
+                    held.bytes =
+                        replace_body(&held.bytes, made).unwrap_or_else(|| strip_body(&held.bytes));
                 }
                 _ => {
                     mc.next_req += 1;
@@ -422,14 +509,6 @@ impl Edge {
                     }
                 }
             }
-        }
-        if call.held.len() >= HELD_PER_CALL {
-            warn!(
-                call = call.call,
-                "too many messages held for one call; sending unheld"
-            );
-            let (to, bytes, txn) = (held.to, held.bytes, held.txn);
-            return self.push(to, bytes, txn);
         }
         call.held.push_back(held);
         if let Some(c) = command {
@@ -640,10 +719,13 @@ impl Edge {
                 if let Some((_, cseq, body, from)) = h.wait.take() {
                     call.last[from.index()] = Some((cseq, body, made.clone()));
                 }
-                match replace_body(&h.bytes, &made) {
-                    Some(b) => h.bytes = b,
-                    None => warn!(call = call_ref, "could not put the new SDP in a message"),
-                }
+                h.bytes = match replace_body(&h.bytes, &made) {
+                    Some(b) => b,
+                    None => {
+                        warn!(call = call_ref, "could not put the new SDP in a message");
+                        strip_body(&h.bytes)
+                    }
+                };
             }
             Err((status, why)) => {
                 let Some(h) = call.held.remove(pos) else {
@@ -652,13 +734,24 @@ impl Edge {
                 let initial = matches!(h.refusal, OnRefusal::Answer { initial: true });
                 info!(call = call_ref, status, why = %why, "media refused an SDP body");
                 if h.refusal == OnRefusal::PassOn {
-                    // Nothing to answer: pass the message on with the body it had.
+                    // Nothing to answer: pass the message on without the body the engine
+                    // refused (never the other leg's SDP: a browser could aim the IMS side's
+                    // media anywhere). The far end's own SDP check ends the call (RFC 3261
+                    // §13.2.2.4: a 2xx without the answer it owes).
                     if let Some((_, _, _, from)) = &h.wait
                         && call.offer == Some(*from)
                     {
                         call.offer = None;
                     }
-                    call.held.insert(pos, Held { wait: None, ..h });
+                    let bytes = strip_body(&h.bytes);
+                    call.held.insert(
+                        pos,
+                        Held {
+                            wait: None,
+                            bytes,
+                            ..h
+                        },
+                    );
                 } else {
                     call.offer = None;
                     let status = Status::from_code(status).unwrap_or(Status::NOT_ACCEPTABLE_HERE);
@@ -881,6 +974,26 @@ fn route_set(
         out.reverse();
     }
     out
+}
+
+/// `bytes` without its body (nor Content-Type), Content-Length 0; empty if it does not parse
+/// (a message the edge made or forwarded always does).
+fn strip_body(bytes: &Bytes) -> Bytes {
+    let Ok(msg) = Message::parse(bytes.clone()) else {
+        return Bytes::new();
+    };
+    let mut s = Splice::new();
+    for h in msg.headers() {
+        if h.name == HeaderName::ContentType {
+            s.delete(h.line.clone());
+        }
+    }
+    match msg.header(&HeaderName::ContentLength) {
+        Some(h) => s.replace(h.value.clone(), "0"),
+        None => s.insert(msg.headers_end(), "Content-Length: 0\r\n"),
+    }
+    s.delete(msg.body_range());
+    s.apply(bytes).unwrap_or_default()
 }
 
 /// `bytes` with its body replaced by `body` and Content-Length set to match.

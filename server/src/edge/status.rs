@@ -19,6 +19,7 @@ impl Status {
     pub const NOT_FOUND: Status = Status::new(404, "Not Found");
     pub const PROXY_AUTH_REQUIRED: Status = Status::new(407, "Proxy Authentication Required");
     pub const REQUEST_TIMEOUT: Status = Status::new(408, "Request Timeout");
+    pub const UNSUPPORTED_MEDIA_TYPE: Status = Status::new(415, "Unsupported Media Type");
     pub const UNSUPPORTED_URI_SCHEME: Status = Status::new(416, "Unsupported URI Scheme");
     pub const BAD_EXTENSION: Status = Status::new(420, "Bad Extension");
     pub const FLOW_FAILED: Status = Status::new(430, "Flow Failed");

@@ -9,12 +9,15 @@ use imsgw_sip::Message;
 
 use super::tests::{sent_to, text};
 use super::tests_media::{
-    BROWSER_SDP, H, IMS_ANSWER, IMS_OFFER, PCSCF, answered_call, commands, invite,
+    BROWSER_ANSWER, BROWSER_SDP, H, IMS_ANSWER, IMS_OFFER, PCSCF, answered_call, commands, invite,
 };
 use super::*;
 
 /// A WebRTC-only marker of the browser's SDP (and of an attacker's RTP/AVP body below).
 const WEBRTC: &str = "UDP/TLS/RTP/SAVPF";
+/// An RTP/AVP body a hostile browser writes itself: media aimed at a third party, around the
+/// gateway's anchor.
+const FORGED: &str = "v=0\r\no=x 1 1 IN IP4 198.51.100.9\r\ns=-\r\nc=IN IP4 198.51.100.9\r\nt=0 0\r\nm=audio 7777 RTP/AVP 8\r\n";
 
 fn pcscf() -> Dest {
     Dest::Link(Link::Udp(PCSCF.parse().expect("addr")))
@@ -238,4 +241,268 @@ fn review_bye_behind_a_held_invite_never_lets_the_unrewritten_invite_out() {
     outs.extend(h.browser(&browser_request("BYE", "z9hG4bKbh2", 6, None)));
     outs.extend(run_for(&mut h, 10));
     assert_no_body_upstream(&outs, WEBRTC);
+}
+// --- WebRTC (or forged) bodies reaching the IMS unrewritten --------------------------------
+
+/// RFC 3261 §13.3.1 / RFC 6337: offers and answers ride INVITE, UPDATE, PRACK and ACK (and
+/// their responses). An SDP body in a BYE is no offer: it must not hold the BYE (released at
+/// once, so never sent) and must not reach the IMS by Timer E.
+#[test]
+fn review_sdp_in_a_bye_neither_loses_the_bye_nor_leaks_the_body() {
+    let mut h = H::new();
+    answered_call(&mut h);
+    let bye = browser_request(
+        "BYE",
+        "z9hG4bKsb1",
+        6,
+        Some(("application/sdp", BROWSER_SDP)),
+    );
+    let outs = h.browser(&bye);
+    assert!(
+        !commands(&outs)
+            .iter()
+            .any(|c| matches!(c, Command::BrowserOffer { .. })),
+        "a BYE's body taken for an offer: {outs:#?}"
+    );
+    let mut all = outs.clone();
+    all.extend(run_for(&mut h, 5));
+    assert_no_body_upstream(&all, WEBRTC);
+    // The BYE itself went (or was refused): it is not silently dropped.
+    let answered = texts_to(&all, Dest::Flow(FlowId(1)))
+        .iter()
+        .any(|t| t.starts_with("SIP/2.0 4") || t.starts_with("SIP/2.0 5"));
+    let sent = texts_to(&all, Dest::Upstream)
+        .iter()
+        .any(|t| t.starts_with("BYE "));
+    assert!(answered || sent, "the BYE vanished: {all:#?}");
+}
+
+/// A MESSAGE (or INFO) with an SDP body in a media call starts no renegotiation with the
+/// engine and leaves the call's offer state alone.
+#[test]
+fn review_sdp_in_a_message_is_no_offer() {
+    let mut h = H::new();
+    answered_call(&mut h);
+    let msg = browser_request(
+        "MESSAGE",
+        "z9hG4bKms1",
+        6,
+        Some(("application/sdp", BROWSER_SDP)),
+    );
+    let outs = h.browser(&msg);
+    assert!(
+        !commands(&outs)
+            .iter()
+            .any(|c| matches!(c, Command::BrowserOffer { .. })),
+        "a MESSAGE's body taken for an offer: {outs:#?}"
+    );
+}
+
+/// The engine refuses the browser's answer in its 2xx (here: a body the browser wrote itself,
+/// RTP/AVP aimed at a third party). "Pass it on unchanged" sends that body to the IMS: media
+/// around the anchor (DESIGN.md: SDP toward the IMS is generated fresh, never the browser's).
+#[test]
+fn review_a_refused_browser_answer_never_reaches_the_ims() {
+    let mut h = H::new();
+    let inv = ims_invite(&h, "ra1", "z9hG4bKra1", "", IMS_ANSWER);
+    let outs = h.ims(&inv);
+    let Some(Command::ImsOffer { call, req, .. }) = commands(&outs).pop() else {
+        panic!("no ImsOffer: {outs:#?}");
+    };
+    let outs = h.engine(Event::Sdp {
+        call,
+        req,
+        sdp: BROWSER_SDP.into(),
+    });
+    let down = sent_to(&outs, Dest::Flow(FlowId(1)));
+    let outs = h.browser(&browser_response(&down, 200, "ra1", "7 INVITE", FORGED));
+    let Some(Command::BrowserAnswer { call, req, .. }) = commands(&outs).pop() else {
+        panic!("no BrowserAnswer: {outs:#?}");
+    };
+    let outs = h.engine(Event::Refused {
+        call,
+        req,
+        status: 488,
+        warning: "not WebRTC".into(),
+    });
+    assert_no_body_upstream(&outs, "198.51.100.9");
+}
+
+/// The same through the ACK of a late offer: the IMS side offered in its 2xx, the browser's
+/// ACK answers, the engine refuses it.
+#[test]
+fn review_a_refused_browser_answer_in_an_ack_never_reaches_the_ims() {
+    let mut h = H::new();
+    // Browser INVITE without a body: the IMS side offers in its 200.
+    let inv = invite("z9hG4bKak1").replace(
+        &format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{BROWSER_SDP}",
+            BROWSER_SDP.len()
+        ),
+        "Content-Length: 0\r\n\r\n",
+    );
+    let outs = h.browser(&inv);
+    let up = sent_to(&outs, Dest::Upstream);
+    let outs = h.ims(&super::tests_media::ims_response(&up, 200, IMS_ANSWER));
+    let Some(Command::ImsOffer { call, req, .. }) = commands(&outs).pop() else {
+        panic!("no ImsOffer: {outs:#?}");
+    };
+    h.engine(Event::Sdp {
+        call,
+        req,
+        sdp: BROWSER_SDP.into(),
+    });
+    let ack = browser_request("ACK", "z9hG4bKak2", 5, Some(("application/sdp", FORGED)));
+    let outs = h.browser(&ack);
+    let Some(Command::BrowserAnswer { call, req, .. }) = commands(&outs).pop() else {
+        panic!("no BrowserAnswer: {outs:#?}");
+    };
+    let outs = h.engine(Event::Refused {
+        call,
+        req,
+        status: 488,
+        warning: "not WebRTC".into(),
+    });
+    assert_no_body_upstream(&outs, "198.51.100.9");
+}
+
+/// Past `HELD_PER_CALL` a message "passes unheld": a browser that sends a burst faster than
+/// the engine answers gets its own SDP to the IMS unrewritten.
+#[test]
+fn review_a_full_held_queue_never_sends_an_unrewritten_body() {
+    let mut h = H::new();
+    let mut outs = h.browser(&invite("z9hG4bKhq0"));
+    // In-dialog requests of the same call queue behind the INVITE.
+    for i in 0..40 {
+        outs.extend(h.browser(&browser_request(
+            "INFO",
+            &format!("z9hG4bKhqi{i}"),
+            6 + i,
+            None,
+        )));
+    }
+    let update = browser_request(
+        "UPDATE",
+        "z9hG4bKhqu",
+        50,
+        Some(("application/sdp", FORGED)),
+    );
+    outs.extend(h.browser(&update));
+    outs.extend(run_for(&mut h, 3));
+    assert_no_body_upstream(&outs, "198.51.100.9");
+}
+
+/// RFC 5621: a multipart body can carry SDP (VoLTE emergency calls do: SDP + PIDF-LO). The
+/// edge sees no `application/sdp` Content-Type and passes the body on: the browser's own SDP
+/// reaches the IMS around the engine.
+#[test]
+fn review_sdp_in_a_multipart_body_never_reaches_the_ims_unrewritten() {
+    let mut h = H::new();
+    let body = format!("--b1\r\nContent-Type: application/sdp\r\n\r\n{FORGED}\r\n--b1--\r\n");
+    let inv = invite("z9hG4bKmp1").replace(
+        &format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{BROWSER_SDP}",
+            BROWSER_SDP.len()
+        ),
+        &format!(
+            "Content-Type: multipart/mixed;boundary=b1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    let mut outs = h.browser(&inv);
+    outs.extend(run_for(&mut h, 2));
+    assert!(
+        texts_to(&outs, Dest::Flow(FlowId(1)))
+            .iter()
+            .any(|t| t.starts_with("SIP/2.0 415") && t.contains("\r\nAccept: application/sdp\r\n")),
+        "{outs:#?}"
+    );
+    assert_no_body_upstream(&outs, "198.51.100.9");
+}
+
+/// A body with no Content-Type at all (RFC 3261 §20.15 requires one; many UAs assume SDP).
+#[test]
+fn review_an_untyped_body_never_reaches_the_ims_unrewritten() {
+    let mut h = H::new();
+    let inv = invite("z9hG4bKut1")
+        .replace("Content-Type: application/sdp\r\n", "")
+        .replace(BROWSER_SDP, FORGED)
+        .replace(
+            &format!("Content-Length: {}", BROWSER_SDP.len()),
+            &format!("Content-Length: {}", FORGED.len()),
+        );
+    let mut outs = h.browser(&inv);
+    outs.extend(run_for(&mut h, 2));
+    assert_no_body_upstream(&outs, "198.51.100.9");
+}
+
+/// A response with SDP in a dialog the media side does not hold (a re-INVITE without SDP from
+/// the IMS side for a Call-ID unknown on this flow): requests get 488 in that case, responses
+/// pass unrewritten.
+#[test]
+fn review_a_browser_response_with_sdp_for_an_unknown_call_is_not_passed_on() {
+    let mut h = H::new();
+    let inv = ims_invite(&h, "uk1", "z9hG4bKuk1", ";tag=a7", "");
+    let outs = h.ims(&inv);
+    let down = sent_to(&outs, Dest::Flow(FlowId(1)));
+    let outs = h.browser(&browser_response(&down, 200, "uk1", "7 INVITE", FORGED));
+    assert_no_body_upstream(&outs, "198.51.100.9");
+}
+
+// --- RFC 3262 --------------------------------------------------------------------------------
+
+/// RFC 3262 §5: an offer in a reliable 18x is answered in the PRACK. The edge answers that
+/// PRACK itself; the SDP in it must still reach the engine (or the call has no media).
+#[test]
+#[ignore = "review finding, not fixed: the edge answers the IMS side's PRACK itself and drops its SDP"]
+fn review_rfc3262_5_the_answer_in_a_prack_reaches_the_engine() {
+    let mut h = H::new();
+    let token = h.edge.key.token(FlowId(1));
+    let inv = ims_invite(&h, "pa1", "z9hG4bKpa1", "", "").replace(
+        "CSeq: 7 INVITE\r\n",
+        "CSeq: 7 INVITE\r\nRequire: 100rel\r\n",
+    );
+    let outs = h.ims(&inv);
+    let down = sent_to(&outs, Dest::Flow(FlowId(1)));
+    // The browser offers in its 183.
+    let outs = h.browser(&browser_response(
+        &down,
+        183,
+        "pa1",
+        "7 INVITE",
+        BROWSER_SDP,
+    ));
+    let Some(Command::BrowserOffer { call, req, .. }) = commands(&outs).pop() else {
+        panic!("no BrowserOffer: {outs:#?}");
+    };
+    let outs = h.engine(Event::Sdp {
+        call,
+        req,
+        sdp: IMS_OFFER.into(),
+    });
+    let reliable = text(&sent_to(&outs, pcscf()));
+    let rseq: u32 = reliable
+        .split("\r\nRSeq: ")
+        .nth(1)
+        .and_then(|r| r.split("\r\n").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("an RSeq: {reliable}"));
+    let prack = format!(
+        "PRACK sip:a@c.invalid;transport=ws;ob SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKpa2\r\n\
+Route: <sip:{token}@127.0.0.1:5062;transport=udp;lr;ob>\r\n\
+Max-Forwards: 69\r\nFrom: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>;tag=a7\r\n\
+Call-ID: pa1\r\nCSeq: 8 PRACK\r\nRAck: {rseq} 7 INVITE\r\nContent-Type: application/sdp\r\n\
+Content-Length: {}\r\n\r\n{IMS_ANSWER}",
+        IMS_ANSWER.len()
+    );
+    let outs = h.ims(&prack);
+    assert!(
+        commands(&outs)
+            .iter()
+            .any(|c| matches!(c, Command::ImsAnswer { .. })),
+        "the IMS side's answer was swallowed with its PRACK: {outs:#?}"
+    );
+    let _ = BROWSER_ANSWER;
+    let _ = Message::parse;
 }
