@@ -349,7 +349,7 @@ impl Edge {
         method: Method,
     ) {
         let Some(mc) = self.media.as_mut() else {
-            return self.push(out.to, out.bytes, out.txn);
+            return self.push_response(out.to, out.bytes, out.last_response_of);
         };
         let msg = out.msg;
         let call_id = msg.call_id().unwrap_or_default().to_string();
@@ -363,7 +363,7 @@ impl Edge {
                 Body::Sdp(_) | Body::Other if oa => strip_body(&out.bytes),
                 _ => out.bytes,
             };
-            return self.push(out.to, bytes, out.txn);
+            return self.push_response(out.to, bytes, out.last_response_of);
         };
         let mut out = out;
         let sdp = match body {
@@ -450,8 +450,10 @@ impl Edge {
                 "too many messages held for one call; sending unheld"
             );
             if sdp.is_none() {
-                let (to, bytes, txn) = (held.to, held.bytes, held.txn);
-                return self.push(to, bytes, txn);
+                return match held.txn {
+                    Some(t) => self.push(held.to, held.bytes, Some(t)),
+                    None => self.push_response(held.to, held.bytes, held.last_response_of),
+                };
             }
             // Its SDP cannot wait for the engine: never send it as it is.
             return match held.txn {
@@ -461,7 +463,10 @@ impl Edge {
                     Status::SERVICE_UNAVAILABLE,
                     "too many messages of this call waiting",
                 ),
-                None => self.push(held.to, strip_body(&held.bytes), None),
+                None => {
+                    let bytes = strip_body(&held.bytes);
+                    self.push_response(held.to, bytes, held.last_response_of)
+                }
             };
         }
         let mut command = None;
@@ -562,6 +567,17 @@ impl Edge {
         }
     }
 
+    /// Sends a response; toward a UDP origin, retransmissions of its request get it too
+    /// (RFC 3261 §17.2.1).
+    fn push_response(&mut self, to: Dest, bytes: Bytes, last_response_of: Option<TxnId>) {
+        if let Some(t) = last_response_of
+            && let Some(txn) = self.txns.get_mut(t)
+        {
+            txn.last_response = Some(bytes.clone());
+        }
+        self.push(to, bytes, None);
+    }
+
     /// Whether a send of `txn` must wait: its request is with the engine.
     pub(super) fn media_holds_txn(&self, txn: TxnId) -> bool {
         self.media
@@ -604,7 +620,9 @@ impl Edge {
         self.out
             .push_back(Output::Media(Command::Release { call: call.call }));
         for h in call.held {
-            if h.wait.is_none() {
+            if h.wait.is_none() && h.txn.is_none() {
+                self.push_response(h.to, h.bytes, h.last_response_of);
+            } else if h.wait.is_none() {
                 self.push(h.to, h.bytes, h.txn);
             } else if let Some(t) = h.txn {
                 let why = "the call ended while its SDP was being rewritten";

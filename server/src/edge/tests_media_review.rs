@@ -506,3 +506,47 @@ Content-Length: {}\r\n\r\n{IMS_ANSWER}",
     let _ = BROWSER_ANSWER;
     let _ = Message::parse;
 }
+
+// --- What a retransmission is answered with --------------------------------------------------
+
+/// RFC 3261 §17.2.1: a retransmitted INVITE (UDP) is answered with the last response sent.
+/// The edge records the browser's response before the engine rewrites it: a retransmission
+/// while the 2xx waits (for the engine, or up to 64*T1 for a PRACK) gets the browser's SDP.
+#[test]
+fn review_rfc3261_17_2_1_a_retransmitted_invite_never_gets_the_unrewritten_2xx() {
+    let mut h = H::new();
+    let inv = ims_invite(&h, "rt1", "z9hG4bKrt1", "", IMS_ANSWER);
+    let outs = h.ims(&inv);
+    let Some(Command::ImsOffer { call, req, .. }) = commands(&outs).pop() else {
+        panic!("no ImsOffer: {outs:#?}");
+    };
+    let outs = h.engine(Event::Sdp {
+        call,
+        req,
+        sdp: BROWSER_SDP.into(),
+    });
+    let down = sent_to(&outs, Dest::Flow(FlowId(1)));
+    let outs = h.browser(&browser_response(
+        &down,
+        200,
+        "rt1",
+        "7 INVITE",
+        BROWSER_ANSWER,
+    ));
+    let Some(Command::BrowserAnswer { call, req, .. }) = commands(&outs).pop() else {
+        panic!("no BrowserAnswer: {outs:#?}");
+    };
+    // The engine is still at work when the P-CSCF retransmits its INVITE.
+    let outs = h.ims(&inv);
+    assert_no_body_upstream(&outs, WEBRTC);
+    h.engine(Event::Sdp {
+        call,
+        req,
+        sdp: IMS_OFFER.into(),
+    });
+    // Once sent, the rewritten 2xx is what a retransmission gets.
+    let outs = h.ims(&inv);
+    let again = sent_to(&outs, pcscf());
+    assert_eq!(again.status(), Some(200));
+    assert_eq!(again.body(), IMS_OFFER.as_bytes());
+}
