@@ -333,6 +333,14 @@ impl Edge {
         if is_answer {
             call.offer = None;
         }
+        let mut held = held;
+        let mut sdp = sdp;
+        if method == Method::Ack && sdp.is_some() && !is_answer {
+            // RFC 3261 §13.2.2.4: an ACK answers an offer in the 2xx or carries nothing; an
+            // offer in it could never be answered.
+            held.bytes = strip_body(&held.bytes);
+            sdp = None;
+        }
         let cseq = msg.cseq().map_or(0, |c| c.seq);
         self.media_hold(now, key.clone(), held, sdp, cseq, out.from, is_answer);
         if ending {

@@ -550,3 +550,27 @@ fn review_rfc3261_17_2_1_a_retransmitted_invite_never_gets_the_unrewritten_2xx()
     assert_eq!(again.status(), Some(200));
     assert_eq!(again.body(), IMS_OFFER.as_bytes());
 }
+
+// --- Offer/answer state -----------------------------------------------------------------------
+
+/// RFC 3261 §13.2.2.4, RFC 6337 §3.1: an ACK carries an answer only when the 2xx made an
+/// offer; an SDP body in any other ACK is no offer (nobody could answer it: an ACK has no
+/// response). Taking it for one starts a renegotiation with the engine and leaves the call's
+/// offer pending for ever.
+#[test]
+fn review_rfc3261_13_2_2_4_sdp_in_an_ack_without_a_pending_offer_is_no_offer() {
+    let mut h = H::new();
+    answered_call(&mut h);
+    let other = BROWSER_SDP.replace("abcd", "wxyz");
+    let ack = browser_request("ACK", "z9hG4bKao1", 5, Some(("application/sdp", &other)));
+    let outs = h.browser(&ack);
+    assert!(
+        !commands(&outs)
+            .iter()
+            .any(|c| matches!(c, Command::BrowserOffer { .. })),
+        "an ACK's body taken for an offer: {outs:#?}"
+    );
+    let up = sent_to(&outs, Dest::Upstream);
+    assert_eq!(up.method(), Some(&imsgw_sip::Method::Ack));
+    assert_no_body_upstream(&outs, WEBRTC);
+}
