@@ -141,6 +141,9 @@ struct Dialog {
     browser_target: Option<String>,
     /// The IMS side's highest CSeq number so far.
     ims_cseq: u32,
+    /// The identity assertion lines (`sip.identity_assertion`, each ending in CRLF) the
+    /// browser's side of the dialog is sent with: a BYE toward the IMS states it too.
+    assertion: Vec<String>,
 }
 
 /// What the edge knows about a message it is about to send.
@@ -309,6 +312,13 @@ impl Edge {
         if call.caller == Party::Browser && out.from == Party::Browser && to_tag.is_none() {
             call.dialog.local = header_text(msg, &HeaderName::From);
             call.dialog.browser_target = contact_uri(msg);
+            if let Some(hop) = out
+                .txn
+                .and_then(|t| self.txns.get(t))
+                .and_then(|t| t.hop.as_ref())
+            {
+                call.dialog.assertion = hop.assertion.clone();
+            }
         }
         let ending = matches!(method, Method::Bye);
         let refusal = match method {
@@ -393,6 +403,13 @@ impl Edge {
             } else if out.from == Party::Browser {
                 call.dialog.local = header_text(msg, &HeaderName::To);
                 call.dialog.browser_target = contact_uri(msg);
+                // Who the browser's side is, as its requests would assert it.
+                call.dialog.assertion = self
+                    .flows
+                    .get(&out.flow)
+                    .and_then(|f| f.identity.as_ref())
+                    .map(|id| self.auth.assertion_lines(id, id.impu.as_str(), false))
+                    .unwrap_or_default();
             }
         }
         let is_answer = call.offer.is_some_and(|o| o != out.from);
@@ -877,6 +894,12 @@ impl Edge {
         line(&format!("To: {remote}"));
         line(&format!("Call-ID: {call_id}"));
         line(&format!("CSeq: {seq} BYE"));
+        if down.is_none() {
+            for a in &d.assertion {
+                // Each already ends in CRLF.
+                line(a.trim_end_matches("\r\n"));
+            }
+        }
         line("Max-Forwards: 70");
         // RFC 3326: why the call ended.
         line(&format!("Reason: SIP;cause=200;text=\"{reason}\""));

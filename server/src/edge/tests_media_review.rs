@@ -574,3 +574,114 @@ fn review_rfc3261_13_2_2_4_sdp_in_an_ack_without_a_pending_offer_is_no_offer() {
     assert_eq!(up.method(), Some(&imsgw_sip::Method::Ack));
     assert_no_body_upstream(&outs, WEBRTC);
 }
+
+// --- The BYE of the edge's own ------------------------------------------------------------
+
+/// DESIGN.md: every request from a flow carries the identity the edge asserts
+/// (`sip.identity_assertion`), the only one the P-CSCF believes; the CANCEL and ACK the edge
+/// builds carry it too (`Hop::assertion`). The BYE it sends on consent loss does not.
+#[test]
+fn review_the_edges_own_bye_asserts_the_identity_like_the_browsers_requests() {
+    use crate::config::IdentityAssertion;
+    let mut h = super::tests_trust::H::new(&[IdentityAssertion::Pai]);
+    h.edge.media = Some(super::media::MediaCalls::new());
+    h.registered(1, "alice");
+    let inv = h.ims_request_to_alice("INVITE", "byeid1").replace(
+        "Max-Forwards: 69\r\n",
+        "Record-Route: <sip:127.0.0.1:5070;lr>\r\nMax-Forwards: 69\r\n",
+    );
+    let outs = h.ims(&inv);
+    let down = sent_to(&outs, Dest::Flow(FlowId(1)));
+    let ok = browser_response(&down, 200, "byeid1", "1 INVITE", BROWSER_SDP);
+    let outs = h.send(1, &ok);
+    let Some(Command::BrowserOffer { call, req, .. }) = commands(&outs).pop() else {
+        panic!("no BrowserOffer: {outs:#?}");
+    };
+    let now = std::time::Instant::now();
+    h.edge.media_event(
+        now,
+        Event::Sdp {
+            call,
+            req,
+            sdp: IMS_OFFER.into(),
+        },
+    );
+    h.edge.media_event(
+        now,
+        Event::Ended {
+            call,
+            reason: imsgw_media::EndReason::ConsentLost,
+        },
+    );
+    let outs: Vec<Output> = std::iter::from_fn(|| h.edge.poll_output()).collect();
+    let bye = texts_to(&outs, Dest::Upstream)
+        .into_iter()
+        .find(|t| t.starts_with("BYE "))
+        .unwrap_or_else(|| panic!("no BYE upstream: {outs:#?}"));
+    assert!(
+        bye.contains("\r\nP-Asserted-Identity: <sip:alice@ims.example>\r\n"),
+        "{bye}"
+    );
+}
+
+/// The same for a call the browser made: its INVITE's assertion.
+#[test]
+fn review_the_edges_own_bye_asserts_the_identity_of_the_browsers_invite() {
+    use crate::config::IdentityAssertion;
+    let mut h = super::tests_trust::H::new(&[IdentityAssertion::Pai]);
+    h.edge.media = Some(super::media::MediaCalls::new());
+    h.registered(1, "alice");
+    let inv = h.request(1, "INVITE", "alice", "").replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{BROWSER_SDP}",
+            BROWSER_SDP.len()
+        ),
+    );
+    let outs = h.send(1, &inv);
+    let Some(Command::BrowserOffer { call, req, .. }) = commands(&outs).pop() else {
+        panic!("no BrowserOffer: {outs:#?}");
+    };
+    let now = std::time::Instant::now();
+    h.edge.media_event(
+        now,
+        Event::Sdp {
+            call,
+            req,
+            sdp: IMS_OFFER.into(),
+        },
+    );
+    let outs: Vec<Output> = std::iter::from_fn(|| h.edge.poll_output()).collect();
+    let up = sent_to(&outs, Dest::Upstream);
+    let call_id = up.call_id().expect("call-id").to_string();
+    let ok = super::tests_media::ims_response(&up, 200, IMS_ANSWER)
+        .replace("Call-ID: m1", &format!("Call-ID: {call_id}"));
+    let outs = h.ims(&ok);
+    let Some(Command::ImsAnswer { req, .. }) = commands(&outs).pop() else {
+        panic!("no ImsAnswer: {outs:#?}");
+    };
+    h.edge.media_event(
+        now,
+        Event::Sdp {
+            call,
+            req,
+            sdp: BROWSER_ANSWER.into(),
+        },
+    );
+    h.edge.media_event(
+        now,
+        Event::Ended {
+            call,
+            reason: imsgw_media::EndReason::ConsentLost,
+        },
+    );
+    let outs: Vec<Output> = std::iter::from_fn(|| h.edge.poll_output()).collect();
+    let bye = texts_to(&outs, Dest::Upstream)
+        .into_iter()
+        .find(|t| t.starts_with("BYE "))
+        .unwrap_or_else(|| panic!("no BYE upstream: {outs:#?}"));
+    assert!(
+        bye.contains("\r\nP-Asserted-Identity: <sip:alice@ims.example>\r\n"),
+        "{bye}"
+    );
+}
