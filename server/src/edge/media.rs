@@ -540,6 +540,11 @@ impl Edge {
                 }
             }
         }
+        // A request's retransmissions (Timer A/E) wait until it is sent: they repeat what its
+        // transaction holds, which until then is the request as it came.
+        if let Some(t) = held.txn {
+            mc.held_txns.insert(t);
+        }
         call.held.push_back(held);
         if let Some(c) = command {
             self.out.push_back(Output::Media(c));

@@ -685,3 +685,34 @@ fn review_the_edges_own_bye_asserts_the_identity_of_the_browsers_invite() {
         "{bye}"
     );
 }
+
+/// A request queued behind one the engine is rewriting, whose body the rewrite cache answered
+/// at once (same CSeq number and body as an earlier one): its client transaction still holds
+/// the bytes as they came, and only requests waiting for the engine themselves are kept from
+/// Timer A/E. Its retransmission leaves before it does, with the browser's body.
+#[test]
+fn review_rfc3261_17_1_2_2_a_queued_request_is_not_retransmitted_before_it_is_sent() {
+    let mut h = H::new();
+    answered_call(&mut h);
+    let other = BROWSER_SDP.replace("abcd", "wxyz");
+    let mut outs = h.browser(&browser_request(
+        "UPDATE",
+        "z9hG4bKqr1",
+        6,
+        Some(("application/sdp", &other)),
+    ));
+    assert!(
+        matches!(commands(&outs).pop(), Some(Command::BrowserOffer { .. })),
+        "{outs:#?}"
+    );
+    // CSeq 5 and the INVITE's body again: the cache has its rewrite.
+    outs.extend(h.browser(&browser_request(
+        "UPDATE",
+        "z9hG4bKqr2",
+        5,
+        Some(("application/sdp", BROWSER_SDP)),
+    )));
+    // The engine takes a while; Timer E runs.
+    outs.extend(run_for(&mut h, 3));
+    assert_no_body_upstream(&outs, WEBRTC);
+}
