@@ -88,6 +88,8 @@ struct Call {
     dialog: Dialog,
     /// RFC 3262 on the browser's behalf, when the IMS side's INVITE requires it.
     rel100: Option<Rel100>,
+    /// The initial INVITE's transaction: cancelled if media ends before it is answered.
+    invite: Option<TxnId>,
 }
 
 /// A message on its way out, maybe waiting for the engine.
@@ -257,6 +259,7 @@ impl Edge {
                 dialog: Dialog::default(),
                 rel100: (out.from == Party::Ims && rel100::required(msg))
                     .then(|| Rel100::new(1 + (mc.next_ref % 4096) as u32)),
+                invite: out.txn,
             };
             mc.by_ref.insert(call.call, key.clone());
             mc.rel100_calls += usize::from(call.rel100.is_some());
@@ -832,7 +835,15 @@ impl Edge {
             "media ended a call"
         );
         let bye = call.confirmed.then(|| call.dialog.clone());
+        let pending = call.invite.filter(|_| !call.confirmed);
         self.media_release(now, &key);
+        // Not answered yet (early media): no dialog to BYE, but the INVITE must not ring on
+        // without media (RFC 3261 §9.1; toward whichever side it went).
+        if let Some(t) = pending
+            && let Some((to, bytes)) = self.txns.cancel(t)
+        {
+            self.push(to, bytes, None);
+        }
         if let Some(d) = bye {
             self.send_bye(now, &key.1, &d, reason.as_str(), None);
             // The browser too, if its WebSocket is still there (media failed, signalling did

@@ -716,3 +716,40 @@ fn review_rfc3261_17_1_2_2_a_queued_request_is_not_retransmitted_before_it_is_se
     outs.extend(run_for(&mut h, 3));
     assert_no_body_upstream(&outs, WEBRTC);
 }
+
+/// The engine ends a call still in early media (an answer came in a 183, the browser's ICE
+/// failed; RFC 7675 consent lost). It is not confirmed, so no BYE: but its INVITE stays
+/// pending and the call rings on without media, or is answered into nothing.
+#[test]
+fn review_rfc7675_media_ended_before_the_2xx_cancels_the_invite() {
+    let mut h = H::new();
+    let outs = h.browser(&invite("z9hG4bKem1"));
+    let Some(Command::BrowserOffer { call, req, .. }) = commands(&outs).pop() else {
+        panic!("no BrowserOffer: {outs:#?}");
+    };
+    let outs = h.engine(Event::Sdp {
+        call,
+        req,
+        sdp: IMS_OFFER.into(),
+    });
+    let up = sent_to(&outs, Dest::Upstream);
+    let outs = h.ims(&super::tests_media::ims_response(&up, 183, IMS_ANSWER));
+    let Some(Command::ImsAnswer { req, .. }) = commands(&outs).pop() else {
+        panic!("no ImsAnswer: {outs:#?}");
+    };
+    h.engine(Event::Sdp {
+        call,
+        req,
+        sdp: BROWSER_ANSWER.into(),
+    });
+    let outs = h.engine(Event::Ended {
+        call,
+        reason: imsgw_media::EndReason::ConsentLost,
+    });
+    assert!(
+        texts_to(&outs, Dest::Upstream)
+            .iter()
+            .any(|t| t.starts_with("CANCEL ")),
+        "the INVITE is left pending: {outs:#?}"
+    );
+}
