@@ -27,6 +27,8 @@ use super::{Dest, Edge, FlowId, Output};
 /// Calls one WebSocket may have at once (a browser has one or two); an INVITE past it is
 /// refused `486 Busy Here` before it costs a media session (STYLE.md §14).
 pub const CALLS_PER_FLOW: usize = 4;
+/// Rewrites remembered per party of a call (see `Call::last`).
+const REWRITES_KEPT: usize = 4;
 /// Messages of one call held behind one the engine is rewriting; past it the call is broken
 /// (a flood or a hung engine) and later messages pass unheld and are counted.
 const HELD_PER_CALL: usize = 32;
@@ -80,11 +82,12 @@ struct Call {
     offer: Option<Party>,
     confirmed: bool,
     held: VecDeque<Held>,
-    /// The last SDP body from each party, with the CSeq number it came under, and what it
-    /// became: a retransmitted 2xx, or a 200 repeating its 183's answer, gets the same rewrite;
-    /// a re-INVITE repeating the same SDP (a session refresh) has a new CSeq and is an offer.
-    /// repeating a 183's answer, gets the same rewrite without a second negotiation.
-    last: [Option<(u32, Bytes, Bytes)>; 2],
+    /// The last SDP bodies from each party (newest last, at most [`REWRITES_KEPT`]), with the
+    /// CSeq number each came under, and what it became: a retransmitted 2xx (also one of an
+    /// earlier INVITE, whose ACK was lost, after a re-offer: RFC 6026 §7.2), or a 200
+    /// repeating its 183's answer, gets the same rewrite without a second negotiation; a
+    /// re-INVITE repeating the same SDP (a session refresh) has a new CSeq and is an offer.
+    last: [VecDeque<(u32, Bytes, Bytes)>; 2],
     dialog: Dialog,
     /// RFC 3262 on the browser's behalf, when the IMS side's INVITE requires it.
     rel100: Option<Rel100>,
@@ -255,7 +258,7 @@ impl Edge {
                 offer: None,
                 confirmed: false,
                 held: VecDeque::new(),
-                last: [None, None],
+                last: [VecDeque::new(), VecDeque::new()],
                 dialog: Dialog::default(),
                 rel100: (out.from == Party::Ims && rel100::required(msg))
                     .then(|| Rel100::new(1 + (mc.next_ref % 4096) as u32)),
@@ -499,9 +502,11 @@ impl Edge {
         }
         let mut command = None;
         if let Some(body) = sdp {
-            let slot = &call.last[from.index()];
-            match slot {
-                Some((n, seen, made)) if *n == cseq && *seen == body => {
+            let seen = call.last[from.index()]
+                .iter()
+                .find(|(n, seen, _)| *n == cseq && *seen == body);
+            match seen {
+                Some((_, _, made)) => {
                     // The same body again: the same rewrite (RFC 6337 §3.1.1).
                     held.bytes =
                         replace_body(&held.bytes, made).unwrap_or_else(|| strip_body(&held.bytes));
@@ -768,7 +773,11 @@ impl Edge {
                 };
                 let made = Bytes::from(sdp);
                 if let Some((_, cseq, body, from)) = h.wait.take() {
-                    call.last[from.index()] = Some((cseq, body, made.clone()));
+                    let last = &mut call.last[from.index()];
+                    if last.len() >= REWRITES_KEPT {
+                        last.pop_front();
+                    }
+                    last.push_back((cseq, body, made.clone()));
                 }
                 h.bytes = match replace_body(&h.bytes, &made) {
                     Some(b) => b,

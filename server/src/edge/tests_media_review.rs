@@ -753,3 +753,47 @@ fn review_rfc7675_media_ended_before_the_2xx_cancels_the_invite() {
         "the INVITE is left pending: {outs:#?}"
     );
 }
+
+/// RFC 6026 §7.2: a 2xx retransmission (its ACK was lost) passes the edge. After a re-offer
+/// and its answer, the first 2xx's retransmission is no longer what the rewrite cache holds:
+/// it must not become a new IMS offer to the engine (which would point the IMS leg back at the
+/// old answer's address).
+#[test]
+fn review_rfc6026_7_2_a_2xx_retransmitted_after_a_reoffer_is_no_new_offer() {
+    let mut h = H::new();
+    let up = answered_call(&mut h);
+    // The browser re-offers (hold); the IMS side answers with a new body.
+    let other = BROWSER_SDP.replace("abcd", "wxyz");
+    let outs = h.browser(&browser_request(
+        "INVITE",
+        "z9hG4bKrr1",
+        6,
+        Some(("application/sdp", &other)),
+    ));
+    let Some(Command::BrowserOffer { call, req, .. }) = commands(&outs).pop() else {
+        panic!("no BrowserOffer: {outs:#?}");
+    };
+    let outs = h.engine(Event::Sdp {
+        call,
+        req,
+        sdp: IMS_OFFER.into(),
+    });
+    let up2 = sent_to(&outs, Dest::Upstream);
+    let answer2 = IMS_ANSWER.replace("4000", "4100");
+    let ok2 = super::tests_media::ims_response(&up2, 200, &answer2).replace("CSeq: 5", "CSeq: 6");
+    let outs = h.ims(&ok2);
+    let Some(Command::ImsAnswer { req, .. }) = commands(&outs).pop() else {
+        panic!("no ImsAnswer: {outs:#?}");
+    };
+    h.engine(Event::Sdp {
+        call,
+        req,
+        sdp: BROWSER_ANSWER.into(),
+    });
+    // The first 200 again.
+    let outs = h.ims(&super::tests_media::ims_response(&up, 200, IMS_ANSWER));
+    assert!(
+        commands(&outs).is_empty(),
+        "a retransmitted 2xx started a negotiation: {outs:#?}"
+    );
+}
