@@ -247,7 +247,7 @@ impl Edge {
         if method == Method::Invite && to_tag.is_none() && !mc.calls.contains_key(&key) {
             let per_flow = mc.calls.keys().filter(|(f, _)| *f == out.flow).count();
             if per_flow >= CALLS_PER_FLOW {
-                mc.stats.offers_refused += 1;
+                // Counted in `offers_refused` by `media_refuse`.
                 let why = format!("more than {CALLS_PER_FLOW} calls on one connection");
                 return self.media_refuse(now, out.txn, Status::BUSY_HERE, &why);
             }

@@ -55,6 +55,10 @@ fn assert_no_body_upstream(outs: &[Output], needle: &str) {
     }
 }
 
+fn sends_to_upstream(outs: &[Output]) -> usize {
+    texts_to(outs, Dest::Upstream).len()
+}
+
 fn released(outs: &[Output]) -> bool {
     commands(outs)
         .iter()
@@ -796,4 +800,30 @@ fn review_rfc6026_7_2_a_2xx_retransmitted_after_a_reoffer_is_no_new_offer() {
         commands(&outs).is_empty(),
         "a retransmitted 2xx started a negotiation: {outs:#?}"
     );
+}
+
+/// STYLE.md §14, a test that hits the cap: the fifth call of one WebSocket is refused 486,
+/// counted once in `offers_refused`.
+#[test]
+fn review_calls_per_flow_cap_refuses_486_and_counts_it_once() {
+    let mut h = H::new();
+    for i in 0..super::media::CALLS_PER_FLOW {
+        let inv =
+            invite(&format!("z9hG4bKcap{i}")).replace("Call-ID: m1", &format!("Call-ID: cap{i}"));
+        let outs = h.browser(&inv);
+        assert!(
+            matches!(commands(&outs).pop(), Some(Command::BrowserOffer { .. })),
+            "{outs:#?}"
+        );
+    }
+    let inv = invite("z9hG4bKcapx").replace("Call-ID: m1", "Call-ID: capx");
+    let outs = h.browser(&inv);
+    assert!(
+        texts_to(&outs, Dest::Flow(FlowId(1)))
+            .iter()
+            .any(|t| t.starts_with("SIP/2.0 486")),
+        "{outs:#?}"
+    );
+    assert_eq!(sends_to_upstream(&outs), 0);
+    assert_eq!(h.edge.media_stats().offers_refused, 1);
 }
