@@ -27,6 +27,8 @@ use super::{Dest, Edge, FlowId, Output};
 /// Calls one WebSocket may have at once (a browser has one or two); an INVITE past it is
 /// refused `486 Busy Here` before it costs a media session (STYLE.md §14).
 pub const CALLS_PER_FLOW: usize = 4;
+/// Rewrites remembered per party of a call (see `Call::last`).
+const REWRITES_KEPT: usize = 4;
 /// Messages of one call held behind one the engine is rewriting; past it the call is broken
 /// (a flood or a hung engine) and later messages pass unheld and are counted.
 const HELD_PER_CALL: usize = 32;
@@ -80,14 +82,17 @@ struct Call {
     offer: Option<Party>,
     confirmed: bool,
     held: VecDeque<Held>,
-    /// The last SDP body from each party, with the CSeq number it came under, and what it
-    /// became: a retransmitted 2xx, or a 200 repeating its 183's answer, gets the same rewrite;
-    /// a re-INVITE repeating the same SDP (a session refresh) has a new CSeq and is an offer.
-    /// repeating a 183's answer, gets the same rewrite without a second negotiation.
-    last: [Option<(u32, Bytes, Bytes)>; 2],
+    /// The last SDP bodies from each party (newest last, at most [`REWRITES_KEPT`]), with the
+    /// CSeq number each came under, and what it became: a retransmitted 2xx (also one of an
+    /// earlier INVITE, whose ACK was lost, after a re-offer: RFC 6026 §7.2), or a 200
+    /// repeating its 183's answer, gets the same rewrite without a second negotiation; a
+    /// re-INVITE repeating the same SDP (a session refresh) has a new CSeq and is an offer.
+    last: [VecDeque<(u32, Bytes, Bytes)>; 2],
     dialog: Dialog,
     /// RFC 3262 on the browser's behalf, when the IMS side's INVITE requires it.
     rel100: Option<Rel100>,
+    /// The initial INVITE's transaction: cancelled if media ends before it is answered.
+    invite: Option<TxnId>,
 }
 
 /// A message on its way out, maybe waiting for the engine.
@@ -141,6 +146,9 @@ struct Dialog {
     browser_target: Option<String>,
     /// The IMS side's highest CSeq number so far.
     ims_cseq: u32,
+    /// The identity assertion lines (`sip.identity_assertion`, each ending in CRLF) the
+    /// browser's side of the dialog is sent with: a BYE toward the IMS states it too.
+    assertion: Vec<String>,
 }
 
 /// What the edge knows about a message it is about to send.
@@ -154,16 +162,44 @@ pub(super) struct Outgoing<'a> {
     pub last_response_of: Option<TxnId>,
 }
 
-/// The SDP body of `msg`, if it has one (RFC 3264 bodies are `application/sdp`).
-fn sdp_body(msg: &Message) -> Option<Bytes> {
-    let h = msg.header(&HeaderName::ContentType)?;
-    let ct = std::str::from_utf8(msg.value(h)).ok()?;
-    let mime = ct.split(';').next().unwrap_or("").trim();
-    if !mime.eq_ignore_ascii_case("application/sdp") || msg.body().is_empty() {
-        return None;
+/// What a message carries, as far as the media side goes.
+enum Body {
+    None,
+    /// One `application/sdp` body.
+    Sdp(Bytes),
+    /// A body of another type, or of no or several stated types (`multipart/*` may hold SDP,
+    /// RFC 5621; a peer may take an untyped body for SDP): the engine cannot rewrite it.
+    Other,
+}
+
+fn body_of(msg: &Message) -> Body {
+    if msg.body().is_empty() {
+        return Body::None;
     }
-    let r = msg.body_range();
-    Some(msg.as_bytes().slice(r))
+    let mut types = msg
+        .headers()
+        .iter()
+        .filter(|h| h.name == HeaderName::ContentType);
+    let (Some(h), None) = (types.next(), types.next()) else {
+        return Body::Other;
+    };
+    let Ok(ct) = std::str::from_utf8(msg.value(h)) else {
+        return Body::Other;
+    };
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/sdp") {
+        return Body::Other;
+    }
+    Body::Sdp(msg.as_bytes().slice(msg.body_range()))
+}
+
+/// RFC 3261 §13.2.1, RFC 3262 §5, RFC 3311 §5 (RFC 6337 §2.1): the methods whose messages
+/// carry offers and answers. A body on any other request is no offer.
+fn offer_answer_method(method: &Method) -> bool {
+    matches!(
+        method,
+        Method::Invite | Method::Update | Method::Prack | Method::Ack
+    )
 }
 
 impl Edge {
@@ -180,11 +216,38 @@ impl Edge {
         let call_id = msg.call_id().unwrap_or_default().to_string();
         let key = (out.flow, call_id);
         let to_tag = msg.to().ok().and_then(|t| t.tag().map(str::to_string));
-        let sdp = sdp_body(msg);
+        let oa = offer_answer_method(&method);
+        let mut out = out;
+        let sdp = match body_of(msg) {
+            Body::Other if oa && method != Method::Ack => {
+                // Only SDP is rewritten; any other body of an offer/answer request could carry
+                // one around the engine (RFC 3261 §21.4.13).
+                mc.stats.offers_refused += 1;
+                if let Some(t) = out.txn {
+                    let why = "only application/sdp bodies are accepted with media anchoring";
+                    let warning = super::request::warning(why);
+                    let extra = [("Accept", "application/sdp"), ("Warning", warning.as_str())];
+                    self.fail_client_with(now, t, Status::UNSUPPORTED_MEDIA_TYPE, &extra);
+                }
+                return;
+            }
+            Body::Other if oa => {
+                out.bytes = strip_body(&out.bytes);
+                None
+            }
+            Body::Sdp(b) if oa || !mc.calls.contains_key(&key) => Some(b),
+            Body::Sdp(_) => {
+                // An SDP body on a BYE, MESSAGE, INFO... of a call is no offer: it is not the
+                // engine's and must not cross as it is.
+                out.bytes = strip_body(&out.bytes);
+                None
+            }
+            Body::None | Body::Other => None,
+        };
         if method == Method::Invite && to_tag.is_none() && !mc.calls.contains_key(&key) {
             let per_flow = mc.calls.keys().filter(|(f, _)| *f == out.flow).count();
             if per_flow >= CALLS_PER_FLOW {
-                mc.stats.offers_refused += 1;
+                // Counted in `offers_refused` by `media_refuse`.
                 let why = format!("more than {CALLS_PER_FLOW} calls on one connection");
                 return self.media_refuse(now, out.txn, Status::BUSY_HERE, &why);
             }
@@ -195,10 +258,11 @@ impl Edge {
                 offer: None,
                 confirmed: false,
                 held: VecDeque::new(),
-                last: [None, None],
+                last: [VecDeque::new(), VecDeque::new()],
                 dialog: Dialog::default(),
                 rel100: (out.from == Party::Ims && rel100::required(msg))
                     .then(|| Rel100::new(1 + (mc.next_ref % 4096) as u32)),
+                invite: out.txn,
             };
             mc.by_ref.insert(call.call, key.clone());
             mc.rel100_calls += usize::from(call.rel100.is_some());
@@ -254,6 +318,13 @@ impl Edge {
         if call.caller == Party::Browser && out.from == Party::Browser && to_tag.is_none() {
             call.dialog.local = header_text(msg, &HeaderName::From);
             call.dialog.browser_target = contact_uri(msg);
+            if let Some(hop) = out
+                .txn
+                .and_then(|t| self.txns.get(t))
+                .and_then(|t| t.hop.as_ref())
+            {
+                call.dialog.assertion = hop.assertion.clone();
+            }
         }
         let ending = matches!(method, Method::Bye);
         let refusal = match method {
@@ -278,10 +349,18 @@ impl Edge {
         if is_answer {
             call.offer = None;
         }
+        let mut held = held;
+        let mut sdp = sdp;
+        if method == Method::Ack && sdp.is_some() && !is_answer {
+            // RFC 3261 §13.2.2.4: an ACK answers an offer in the 2xx or carries nothing; an
+            // offer in it could never be answered.
+            held.bytes = strip_body(&held.bytes);
+            sdp = None;
+        }
         let cseq = msg.cseq().map_or(0, |c| c.seq);
         self.media_hold(now, key.clone(), held, sdp, cseq, out.from, is_answer);
         if ending {
-            self.media_release(&key);
+            self.media_release(now, &key);
         }
     }
 
@@ -294,18 +373,31 @@ impl Edge {
         method: Method,
     ) {
         let Some(mc) = self.media.as_mut() else {
-            return self.push(out.to, out.bytes, out.txn);
+            return self.push_response(out.to, out.bytes, out.last_response_of);
         };
         let msg = out.msg;
         let call_id = msg.call_id().unwrap_or_default().to_string();
         let key = (out.flow, call_id);
+        let oa = offer_answer_method(&method);
+        let body = body_of(msg);
         let Some(call) = mc.calls.get_mut(&key) else {
-            return self.push(out.to, out.bytes, out.txn);
+            // A response of a dialog whose media this gateway does not hold: its SDP must not
+            // cross unrewritten either.
+            let bytes = match body {
+                Body::Sdp(_) | Body::Other if oa => strip_body(&out.bytes),
+                _ => out.bytes,
+            };
+            return self.push_response(out.to, bytes, out.last_response_of);
         };
-        let sdp = sdp_body(msg).filter(|_| {
-            matches!(method, Method::Invite | Method::Update | Method::Prack)
-                && (101..300).contains(&status)
-        });
+        let mut out = out;
+        let sdp = match body {
+            Body::Sdp(b) if oa && (101..300).contains(&status) => Some(b),
+            Body::Sdp(_) | Body::Other if oa => {
+                out.bytes = strip_body(&out.bytes);
+                None
+            }
+            _ => None,
+        };
         let invite = method == Method::Invite;
         if invite && (200..300).contains(&status) {
             if call.caller == Party::Browser {
@@ -317,6 +409,13 @@ impl Edge {
             } else if out.from == Party::Browser {
                 call.dialog.local = header_text(msg, &HeaderName::To);
                 call.dialog.browser_target = contact_uri(msg);
+                // Who the browser's side is, as its requests would assert it.
+                call.dialog.assertion = self
+                    .flows
+                    .get(&out.flow)
+                    .and_then(|f| f.identity.as_ref())
+                    .map(|id| self.auth.assertion_lines(id, id.impu.as_str(), false))
+                    .unwrap_or_default();
             }
         }
         let is_answer = call.offer.is_some_and(|o| o != out.from);
@@ -352,7 +451,7 @@ impl Edge {
         }
         if invite && status >= 300 && !confirmed_before {
             // The initial INVITE failed (rejected, cancelled, timed out): no call.
-            self.media_release(&key);
+            self.media_release(now, &key);
         }
     }
 
@@ -376,15 +475,41 @@ impl Edge {
         let Some(call) = mc.calls.get_mut(&key) else {
             return;
         };
+        if call.held.len() >= HELD_PER_CALL {
+            warn!(
+                call = call.call,
+                "too many messages held for one call; sending unheld"
+            );
+            if sdp.is_none() {
+                return match held.txn {
+                    Some(t) => self.push(held.to, held.bytes, Some(t)),
+                    None => self.push_response(held.to, held.bytes, held.last_response_of),
+                };
+            }
+            // Its SDP cannot wait for the engine: never send it as it is.
+            return match held.txn {
+                Some(t) => self.media_refuse(
+                    now,
+                    Some(t),
+                    Status::SERVICE_UNAVAILABLE,
+                    "too many messages of this call waiting",
+                ),
+                None => {
+                    let bytes = strip_body(&held.bytes);
+                    self.push_response(held.to, bytes, held.last_response_of)
+                }
+            };
+        }
         let mut command = None;
         if let Some(body) = sdp {
-            let slot = &call.last[from.index()];
-            match slot {
-                Some((n, seen, made)) if *n == cseq && *seen == body => {
+            let seen = call.last[from.index()]
+                .iter()
+                .find(|(n, seen, _)| *n == cseq && *seen == body);
+            match seen {
+                Some((_, _, made)) => {
                     // The same body again: the same rewrite (RFC 6337 §3.1.1).
-                    if let Some(b) = replace_body(&held.bytes, made) {
-                        held.bytes = b;
-                    }
+                    held.bytes =
+                        replace_body(&held.bytes, made).unwrap_or_else(|| strip_body(&held.bytes));
                 }
                 _ => {
                     mc.next_req += 1;
@@ -423,13 +548,10 @@ impl Edge {
                 }
             }
         }
-        if call.held.len() >= HELD_PER_CALL {
-            warn!(
-                call = call.call,
-                "too many messages held for one call; sending unheld"
-            );
-            let (to, bytes, txn) = (held.to, held.bytes, held.txn);
-            return self.push(to, bytes, txn);
+        // A request's retransmissions (Timer A/E) wait until it is sent: they repeat what its
+        // transaction holds, which until then is the request as it came.
+        if let Some(t) = held.txn {
+            mc.held_txns.insert(t);
         }
         call.held.push_back(held);
         if let Some(c) = command {
@@ -483,6 +605,17 @@ impl Edge {
         }
     }
 
+    /// Sends a response; toward a UDP origin, retransmissions of its request get it too
+    /// (RFC 3261 §17.2.1).
+    fn push_response(&mut self, to: Dest, bytes: Bytes, last_response_of: Option<TxnId>) {
+        if let Some(t) = last_response_of
+            && let Some(txn) = self.txns.get_mut(t)
+        {
+            txn.last_response = Some(bytes.clone());
+        }
+        self.push(to, bytes, None);
+    }
+
     /// Whether a send of `txn` must wait: its request is with the engine.
     pub(super) fn media_holds_txn(&self, txn: TxnId) -> bool {
         self.media
@@ -504,8 +637,11 @@ impl Edge {
         }
     }
 
-    /// Frees the call's media and forgets it; messages still held go out as they are.
-    fn media_release(&mut self, key: &CallKey) {
+    /// Frees the call's media and forgets it; messages still held go out as they are, except
+    /// those still waiting for the engine: their bodies were never rewritten, so a request
+    /// among them is answered `487` here (its client transaction would otherwise resend the
+    /// unrewritten bytes on Timer A/E) and a response is dropped.
+    fn media_release(&mut self, now: Instant, key: &CallKey) {
         let Some(mc) = self.media.as_mut() else {
             return;
         };
@@ -522,8 +658,73 @@ impl Edge {
         self.out
             .push_back(Output::Media(Command::Release { call: call.call }));
         for h in call.held {
-            if h.wait.is_none() {
+            if h.wait.is_none() && h.txn.is_none() {
+                self.push_response(h.to, h.bytes, h.last_response_of);
+            } else if h.wait.is_none() {
                 self.push(h.to, h.bytes, h.txn);
+            } else if let Some(t) = h.txn {
+                let why = "the call ended while its SDP was being rewritten";
+                let warning = super::request::warning(why);
+                self.fail_client_with(now, t, Status::REQUEST_TERMINATED, &[("Warning", &warning)]);
+            }
+        }
+    }
+
+    /// A transaction ended with a status the edge made itself (Timer B/C `408`, `430`, `503`,
+    /// a refusal): when it was a call's initial INVITE, the call failed and its media goes
+    /// (imsgw-media: before the browser has an answer there is no consent clock).
+    pub(super) fn media_txn_failed(&mut self, now: Instant, id: TxnId) {
+        let Some(t) = self.txns.get(id).filter(|t| t.invite) else {
+            return;
+        };
+        let Some(origin) = t.origin.as_ref() else {
+            return;
+        };
+        let initial = origin
+            .request
+            .to()
+            .ok()
+            .is_some_and(|to| to.tag().is_none());
+        let flow = match (t.dest, origin.reply_to) {
+            (Dest::Flow(f), _) | (_, Dest::Flow(f)) => f,
+            _ => return,
+        };
+        let Ok(call_id) = origin.request.call_id().map(str::to_string) else {
+            return;
+        };
+        let key = (flow, call_id);
+        let confirmed = self
+            .media
+            .as_ref()
+            .and_then(|m| m.calls.get(&key))
+            .map(|c| c.confirmed);
+        if initial && confirmed == Some(false) {
+            self.media_release(now, &key);
+        }
+    }
+
+    /// A WebSocket closed: its calls can no longer be ended through it (calls are known by
+    /// flow), so they end here. Answered calls get a BYE toward the IMS; every call's media is
+    /// released (one still in setup has no consent clock in the engine).
+    pub(super) fn media_flow_closed(&mut self, now: Instant, flow: FlowId) {
+        let Some(mc) = self.media.as_ref() else {
+            return;
+        };
+        let keys: Vec<CallKey> = mc
+            .calls
+            .keys()
+            .filter(|(f, _)| *f == flow)
+            .cloned()
+            .collect();
+        for key in keys {
+            let bye = self
+                .media
+                .as_ref()
+                .and_then(|m| m.calls.get(&key))
+                .and_then(|c| c.confirmed.then(|| c.dialog.clone()));
+            self.media_release(now, &key);
+            if let Some(d) = bye {
+                self.send_bye(now, &key.1, &d, "WebSocket closed", None);
             }
         }
     }
@@ -572,12 +773,19 @@ impl Edge {
                 };
                 let made = Bytes::from(sdp);
                 if let Some((_, cseq, body, from)) = h.wait.take() {
-                    call.last[from.index()] = Some((cseq, body, made.clone()));
+                    let last = &mut call.last[from.index()];
+                    if last.len() >= REWRITES_KEPT {
+                        last.pop_front();
+                    }
+                    last.push_back((cseq, body, made.clone()));
                 }
-                match replace_body(&h.bytes, &made) {
-                    Some(b) => h.bytes = b,
-                    None => warn!(call = call_ref, "could not put the new SDP in a message"),
-                }
+                h.bytes = match replace_body(&h.bytes, &made) {
+                    Some(b) => b,
+                    None => {
+                        warn!(call = call_ref, "could not put the new SDP in a message");
+                        strip_body(&h.bytes)
+                    }
+                };
             }
             Err((status, why)) => {
                 let Some(h) = call.held.remove(pos) else {
@@ -586,19 +794,30 @@ impl Edge {
                 let initial = matches!(h.refusal, OnRefusal::Answer { initial: true });
                 info!(call = call_ref, status, why = %why, "media refused an SDP body");
                 if h.refusal == OnRefusal::PassOn {
-                    // Nothing to answer: pass the message on with the body it had.
+                    // Nothing to answer: pass the message on without the body the engine
+                    // refused (never the other leg's SDP: a browser could aim the IMS side's
+                    // media anywhere). The far end's own SDP check ends the call (RFC 3261
+                    // §13.2.2.4: a 2xx without the answer it owes).
                     if let Some((_, _, _, from)) = &h.wait
                         && call.offer == Some(*from)
                     {
                         call.offer = None;
                     }
-                    call.held.insert(pos, Held { wait: None, ..h });
+                    let bytes = strip_body(&h.bytes);
+                    call.held.insert(
+                        pos,
+                        Held {
+                            wait: None,
+                            bytes,
+                            ..h
+                        },
+                    );
                 } else {
                     call.offer = None;
                     let status = Status::from_code(status).unwrap_or(Status::NOT_ACCEPTABLE_HERE);
                     self.media_refuse(now, h.txn, status, &why);
                     if initial {
-                        self.media_release(&key);
+                        self.media_release(now, &key);
                         return;
                     }
                 }
@@ -625,13 +844,21 @@ impl Edge {
             "media ended a call"
         );
         let bye = call.confirmed.then(|| call.dialog.clone());
-        self.media_release(&key);
+        let pending = call.invite.filter(|_| !call.confirmed);
+        self.media_release(now, &key);
+        // Not answered yet (early media): no dialog to BYE, but the INVITE must not ring on
+        // without media (RFC 3261 §9.1; toward whichever side it went).
+        if let Some(t) = pending
+            && let Some((to, bytes)) = self.txns.cancel(t)
+        {
+            self.push(to, bytes, None);
+        }
         if let Some(d) = bye {
-            self.send_bye(now, &key.1, &d, reason, None);
+            self.send_bye(now, &key.1, &d, reason.as_str(), None);
             // The browser too, if its WebSocket is still there (media failed, signalling did
             // not): it would otherwise show a call with no sound.
             if self.flows.contains_key(&key.0) {
-                self.send_bye(now, &key.1, &d, reason, Some(key.0));
+                self.send_bye(now, &key.1, &d, reason.as_str(), Some(key.0));
             }
         }
     }
@@ -643,7 +870,7 @@ impl Edge {
         now: Instant,
         call_id: &str,
         d: &Dialog,
-        reason: EndReason,
+        reason: &str,
         down: Option<FlowId>,
     ) {
         let (Some(browser), Some(ims)) = (&d.local, &d.remote) else {
@@ -692,12 +919,15 @@ impl Edge {
         line(&format!("To: {remote}"));
         line(&format!("Call-ID: {call_id}"));
         line(&format!("CSeq: {seq} BYE"));
+        if down.is_none() {
+            for a in &d.assertion {
+                // Each already ends in CRLF.
+                line(a.trim_end_matches("\r\n"));
+            }
+        }
         line("Max-Forwards: 70");
         // RFC 3326: why the call ended.
-        line(&format!(
-            "Reason: SIP;cause=200;text=\"{}\"",
-            reason.as_str()
-        ));
+        line(&format!("Reason: SIP;cause=200;text=\"{reason}\""));
         line("Content-Length: 0");
         line("");
         let bytes = b.freeze();
@@ -818,6 +1048,26 @@ fn route_set(
         out.reverse();
     }
     out
+}
+
+/// `bytes` without its body (nor Content-Type), Content-Length 0; empty if it does not parse
+/// (a message the edge made or forwarded always does).
+fn strip_body(bytes: &Bytes) -> Bytes {
+    let Ok(msg) = Message::parse(bytes.clone()) else {
+        return Bytes::new();
+    };
+    let mut s = Splice::new();
+    for h in msg.headers() {
+        if h.name == HeaderName::ContentType {
+            s.delete(h.line.clone());
+        }
+    }
+    match msg.header(&HeaderName::ContentLength) {
+        Some(h) => s.replace(h.value.clone(), "0"),
+        None => s.insert(msg.headers_end(), "Content-Length: 0\r\n"),
+    }
+    s.delete(msg.body_range());
+    s.apply(bytes).unwrap_or_default()
 }
 
 /// `bytes` with its body replaced by `body` and Content-Length set to match.

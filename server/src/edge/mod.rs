@@ -299,6 +299,7 @@ impl Edge {
         for id in self.txns.pending_to(Dest::Flow(flow)) {
             self.fail_client(now, id, Status::FLOW_FAILED);
         }
+        self.media_flow_closed(now, flow);
     }
 
     /// Open flows.
@@ -357,7 +358,7 @@ impl Edge {
     /// Fires due timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         for ev in self.txns.handle_timeout(now) {
-            self.apply(ev);
+            self.apply(now, ev);
         }
         if self.media_deadline().is_some_and(|d| d <= now) {
             self.media_timeouts(now);
@@ -419,12 +420,12 @@ impl Edge {
         let mut events = Vec::new();
         self.txns.fail(now, id, status, extra, &mut events);
         for ev in events {
-            self.apply(ev);
+            self.apply(now, ev);
         }
     }
 
     /// Carries out what the transaction layer asked for.
-    fn apply(&mut self, ev: TxnEvent) {
+    fn apply(&mut self, now: Instant, ev: TxnEvent) {
         match ev {
             TxnEvent::Send { to, bytes, txn } => {
                 // A retransmission of a request still with the media engine waits for the
@@ -434,12 +435,15 @@ impl Edge {
                 }
                 self.push(to, bytes, txn)
             }
-            TxnEvent::Failed(status) => match status {
-                Status::REQUEST_TIMEOUT => self.stats.timeouts_408 += 1,
-                Status::FLOW_FAILED => self.stats.flow_failed_430 += 1,
-                Status::SERVICE_UNAVAILABLE => self.stats.unavailable_503 += 1,
-                _ => {}
-            },
+            TxnEvent::Failed(status, id) => {
+                match status {
+                    Status::REQUEST_TIMEOUT => self.stats.timeouts_408 += 1,
+                    Status::FLOW_FAILED => self.stats.flow_failed_430 += 1,
+                    Status::SERVICE_UNAVAILABLE => self.stats.unavailable_503 += 1,
+                    _ => {}
+                }
+                self.media_txn_failed(now, id);
+            }
         }
     }
 }
@@ -448,6 +452,8 @@ impl Edge {
 mod tests;
 #[cfg(test)]
 mod tests_media;
+#[cfg(test)]
+mod tests_media_review;
 #[cfg(test)]
 mod tests_rfc4475;
 #[cfg(test)]

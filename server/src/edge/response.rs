@@ -165,11 +165,7 @@ pub(super) fn handle(edge: &mut Edge, now: Instant, arrival: Arrival, msg: Messa
     let Ok(bytes) = s.apply(msg.as_bytes()) else {
         return;
     };
-    if matches!(reply_to, Dest::Link(Link::Udp(_)))
-        && let Some(t) = edge.txns.get_mut(id)
-    {
-        t.last_response = Some(bytes.clone());
-    }
+    let udp = matches!(reply_to, Dest::Link(Link::Udp(_)));
     edge.stats.responses_forwarded += 1;
     let media_flow = match (arrival, reply_to) {
         (Arrival::Flow(flow), _) => Some((flow, Party::Browser)),
@@ -178,7 +174,8 @@ pub(super) fn handle(edge: &mut Edge, now: Instant, arrival: Arrival, msg: Messa
     };
     match (media_flow, cseq_method) {
         (Some((flow, from)), Some(method)) => {
-            let udp = matches!(reply_to, Dest::Link(Link::Udp(_)));
+            // The media side records what a retransmitted request is answered with once it
+            // sends the response: what was really sent, never the body before its rewrite.
             let out = Outgoing {
                 flow,
                 from,
@@ -190,6 +187,11 @@ pub(super) fn handle(edge: &mut Edge, now: Instant, arrival: Arrival, msg: Messa
             };
             edge.media_response(now, out, status, method);
         }
-        _ => edge.push(reply_to, bytes, None),
+        _ => {
+            if udp && let Some(t) = edge.txns.get_mut(id) {
+                t.last_response = Some(bytes.clone());
+            }
+            edge.push(reply_to, bytes, None)
+        }
     }
 }

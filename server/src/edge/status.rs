@@ -19,11 +19,13 @@ impl Status {
     pub const NOT_FOUND: Status = Status::new(404, "Not Found");
     pub const PROXY_AUTH_REQUIRED: Status = Status::new(407, "Proxy Authentication Required");
     pub const REQUEST_TIMEOUT: Status = Status::new(408, "Request Timeout");
+    pub const UNSUPPORTED_MEDIA_TYPE: Status = Status::new(415, "Unsupported Media Type");
     pub const UNSUPPORTED_URI_SCHEME: Status = Status::new(416, "Unsupported URI Scheme");
     pub const BAD_EXTENSION: Status = Status::new(420, "Bad Extension");
     pub const FLOW_FAILED: Status = Status::new(430, "Flow Failed");
     pub const NO_TRANSACTION: Status = Status::new(481, "Call/Transaction Does Not Exist");
     pub const BUSY_HERE: Status = Status::new(486, "Busy Here");
+    pub const REQUEST_TERMINATED: Status = Status::new(487, "Request Terminated");
     pub const NOT_ACCEPTABLE_HERE: Status = Status::new(488, "Not Acceptable Here");
     pub const LOOP_DETECTED: Status = Status::new(482, "Loop Detected");
     pub const TOO_MANY_HOPS: Status = Status::new(483, "Too Many Hops");

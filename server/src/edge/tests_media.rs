@@ -11,19 +11,19 @@ use super::tests::{sent_to, text};
 use super::*;
 use crate::config::UpstreamTransport;
 
-const PCSCF: &str = "127.0.0.1:5070";
-const BROWSER_SDP: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 8\r\na=ice-ufrag:abcd\r\n";
-const IMS_OFFER: &str = "v=0\r\no=imsgw 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 30000 RTP/AVP 8\r\n";
-const IMS_ANSWER: &str = "v=0\r\no=bob 7 7 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 8\r\n";
-const BROWSER_ANSWER: &str = "v=0\r\no=str0m 5 5 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 8\r\na=ice-lite\r\n";
+pub(super) const PCSCF: &str = "127.0.0.1:5070";
+pub(super) const BROWSER_SDP: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 8\r\na=ice-ufrag:abcd\r\n";
+pub(super) const IMS_OFFER: &str = "v=0\r\no=imsgw 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 30000 RTP/AVP 8\r\n";
+pub(super) const IMS_ANSWER: &str = "v=0\r\no=bob 7 7 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 8\r\n";
+pub(super) const BROWSER_ANSWER: &str = "v=0\r\no=str0m 5 5 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 8\r\na=ice-lite\r\n";
 
-struct H {
-    edge: Edge,
-    now: Instant,
+pub(super) struct H {
+    pub(super) edge: Edge,
+    pub(super) now: Instant,
 }
 
 impl H {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let settings = EdgeSettings {
             local: Local {
                 listen: "127.0.0.1:5062".parse().expect("addr"),
@@ -43,17 +43,17 @@ impl H {
         }
     }
 
-    fn drain(&mut self) -> Vec<Output> {
+    pub(super) fn drain(&mut self) -> Vec<Output> {
         std::iter::from_fn(|| self.edge.poll_output()).collect()
     }
 
-    fn browser(&mut self, text: &str) -> Vec<Output> {
+    pub(super) fn browser(&mut self, text: &str) -> Vec<Output> {
         self.edge
             .from_flow(self.now, FlowId(1), Bytes::from(text.to_string()));
         self.drain()
     }
 
-    fn ims(&mut self, text: &str) -> Vec<Output> {
+    pub(super) fn ims(&mut self, text: &str) -> Vec<Output> {
         let source = PCSCF.parse().expect("addr");
         self.edge.from_ims(
             self.now,
@@ -64,13 +64,13 @@ impl H {
         self.drain()
     }
 
-    fn engine(&mut self, ev: Event) -> Vec<Output> {
+    pub(super) fn engine(&mut self, ev: Event) -> Vec<Output> {
         self.edge.media_event(self.now, ev);
         self.drain()
     }
 }
 
-fn commands(outs: &[Output]) -> Vec<Command> {
+pub(super) fn commands(outs: &[Output]) -> Vec<Command> {
     outs.iter()
         .filter_map(|o| match o {
             Output::Media(c) => Some(c.clone()),
@@ -79,13 +79,13 @@ fn commands(outs: &[Output]) -> Vec<Command> {
         .collect()
 }
 
-fn sends_to(outs: &[Output], to: Dest) -> usize {
+pub(super) fn sends_to(outs: &[Output], to: Dest) -> usize {
     outs.iter()
         .filter(|o| matches!(o, Output::Send { to: t, .. } if *t == to))
         .count()
 }
 
-fn invite(branch: &str) -> String {
+pub(super) fn invite(branch: &str) -> String {
     format!(
         "INVITE sip:bob@ims.example SIP/2.0\r\nVia: SIP/2.0/WSS c.invalid;branch={branch}\r\n\
 Max-Forwards: 70\r\nFrom: <sip:alice@ims.example>;tag=a1\r\nTo: <sip:bob@ims.example>\r\nCall-ID: m1\r\n\
@@ -96,7 +96,7 @@ Content-Length: {}\r\n\r\n{BROWSER_SDP}",
 }
 
 /// The IMS side's 200 (or 183) to `up`, with `sdp`.
-fn ims_response(up: &Message, code: u16, sdp: &str) -> String {
+pub(super) fn ims_response(up: &Message, code: u16, sdp: &str) -> String {
     let mut s = format!("SIP/2.0 {code} OK\r\n");
     for v in up.vias().expect("vias") {
         s.push_str(&format!(
@@ -124,7 +124,7 @@ Content-Length: {}\r\n\r\n{sdp}",
 }
 
 /// A browser call up to the IMS side's 200: returns the INVITE as it went upstream.
-fn answered_call(h: &mut H) -> Message {
+pub(super) fn answered_call(h: &mut H) -> Message {
     let outs = h.browser(&invite("z9hG4bKm1"));
     assert_eq!(
         sends_to(&outs, Dest::Upstream),

@@ -99,13 +99,13 @@ impl H {
         self.mint(&format!("sip:{user}@ims.example"), "sip", 600).0
     }
 
-    fn send(&mut self, flow: u64, text: &str) -> Vec<Output> {
+    pub(super) fn send(&mut self, flow: u64, text: &str) -> Vec<Output> {
         self.edge
             .from_flow(self.now, FlowId(flow), Bytes::from(text.to_string()));
         std::iter::from_fn(|| self.edge.poll_output()).collect()
     }
 
-    fn ims(&mut self, text: &str) -> Vec<Output> {
+    pub(super) fn ims(&mut self, text: &str) -> Vec<Output> {
         let a: SocketAddr = PCSCF.parse().expect("addr");
         self.edge
             .from_ims(self.now, Link::Udp(a), a, Bytes::from(text.to_string()));
@@ -132,7 +132,7 @@ Expires: 3600\r\n{extra}Content-Length: 0\r\n\r\n"
     }
 
     /// Registers `user` on `flow` with a valid token and answers 200 from the P-CSCF.
-    fn registered(&mut self, flow: u64, user: &str) {
+    pub(super) fn registered(&mut self, flow: u64, user: &str) {
         let tok = self.token(user);
         let outs = self.register(flow, user, &format!("Authorization: Bearer {tok}\r\n"));
         let up = sent_to(&outs, Dest::Upstream);
@@ -142,7 +142,7 @@ Expires: 3600\r\n{extra}Content-Length: 0\r\n\r\n"
     }
 
     /// A request `method` from carol on the IMS side, routed down flow 1 by its Path token.
-    fn ims_request_to_alice(&self, method: &str, call_id: &str) -> String {
+    pub(super) fn ims_request_to_alice(&self, method: &str, call_id: &str) -> String {
         let token = self.edge.key.token(FlowId(1));
         format!(
             "{method} sip:alice@c1.invalid;transport=ws SIP/2.0\r\n\
@@ -155,7 +155,13 @@ Content-Length: 0\r\n\r\n"
     }
 
     /// A request `method` from `from_user` on `flow` (out of dialog unless `to_tag`).
-    fn request(&mut self, flow: u64, method: &str, from_user: &str, extra: &str) -> String {
+    pub(super) fn request(
+        &mut self,
+        flow: u64,
+        method: &str,
+        from_user: &str,
+        extra: &str,
+    ) -> String {
         let n = self.next();
         format!(
             "{method} sip:bob@ims.example SIP/2.0\r\n\

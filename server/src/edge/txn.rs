@@ -26,8 +26,9 @@ pub enum TxnEvent {
         bytes: Bytes,
         txn: Option<TxnId>,
     },
-    /// A transaction ended with a status the edge made itself (for the counters).
-    Failed(Status),
+    /// Transaction `TxnId` ended with a status the edge made itself (for the counters, and for
+    /// the media side: a call whose initial INVITE failed this way has no media either).
+    Failed(Status, TxnId),
 }
 
 /// A transaction, by table id.
@@ -322,7 +323,7 @@ impl Transactions {
         if matches!(t.state, State::Completed | State::Accepted) {
             return;
         }
-        out.push(TxnEvent::Failed(status));
+        out.push(TxnEvent::Failed(status, id));
         if !t.final_sent {
             t.final_sent = true;
             if let Some(origin) = t.origin.as_ref() {
