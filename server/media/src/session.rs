@@ -394,7 +394,8 @@ impl Session {
         let Some((offer, pending)) = api.apply() else {
             return Err(Refusal::sdp("WebRTC re-offer could not be made"));
         };
-        self.set_ims_peer(&desc);
+        // The IMS side's new address takes effect with the browser's answer (RFC 3264 §8):
+        // a re-offer the browser rejects leaves the media where it was.
         // A later IMS answer can no longer belong to the browser's earlier offer.
         self.answered = None;
         // str0m offers every codec the `Rtc` was built with; the browser may only pick among
@@ -464,6 +465,7 @@ impl Session {
         {
             return Err(Refusal::sdp("browser answer kept no codec the IMS offered"));
         }
+        self.set_ims_peer(&ims);
         self.set_media(&kept, &ims_chosen, browser.direction, ims.direction);
         if self.consent_at.is_none() {
             self.consent_at = Some(now);

@@ -263,3 +263,38 @@ fn answers_out_of_turn_are_refused_and_leave_the_call_as_it_was() {
     assert!(pump(&mut b, Duration::from_secs(5), |b| b.connected));
     assert_eq!(gw.media.stats().refused_offers, 0, "answers are not offers");
 }
+
+/// RFC 3264 §8: an IMS re-offer that moves its media takes effect with the browser's answer. If
+/// the browser never accepts it (the edge answers the re-INVITE 488 or 491), RTP keeps going to
+/// the address the last completed negotiation named.
+#[test]
+fn ims_reoffer_moving_the_media_takes_effect_only_with_the_browsers_answer_rfc3264_8() {
+    let mut gw = Gw::start(config(42280..=42289));
+    let mut b = Browser::new();
+    let ims = Ims::new();
+    let port = connect_from_browser(&mut gw, &mut b, &ims, 1, "0 PCMU/8000");
+    let elsewhere = Ims::new();
+    gw.media.send(Command::ImsOffer {
+        call: 1,
+        req: 3,
+        sdp: elsewhere.sdp("0 PCMU/8000", "sendrecv"),
+    });
+    let _offer = expect_sdp(
+        next_event(&mut gw, Some(&mut b), Duration::from_secs(2)),
+        1,
+        3,
+    );
+    // The browser's answer never comes: media still flows to the old peer.
+    b.send_rtp(0, 160, b"still-here");
+    let got = ims
+        .recv_rtp(&mut b, Duration::from_secs(2))
+        .expect("RTP still reaches the IMS peer of the last completed offer/answer");
+    assert_eq!(&got[12..], b"still-here");
+    assert!(
+        elsewhere
+            .recv_rtp(&mut b, Duration::from_millis(300))
+            .is_none(),
+        "nothing goes to the address of an offer not answered"
+    );
+    let _ = port;
+}

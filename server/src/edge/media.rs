@@ -290,14 +290,22 @@ impl Edge {
             && out.from == Party::Ims
             && let Some(r) = call.rel100.as_mut()
         {
-            let status = if r.prack(msg) {
-                Status::OK
+            let (status, why) = if sdp.is_some() {
+                // No reliable 18x of ours carries SDP, so an SDP here is a new offer (RFC 3262
+                // §5) that the browser, which never sees the PRACK, could not answer.
+                let why = "an SDP offer in a PRACK is not supported; offer in an UPDATE";
+                (Status::NOT_ACCEPTABLE_HERE, Some(why))
+            } else if r.prack(msg) {
+                (Status::OK, None)
             } else {
                 // §3: a PRACK that matches no unacknowledged reliable response.
-                Status::NO_TRANSACTION
+                (Status::NO_TRANSACTION, None)
             };
             if let Some(t) = out.txn {
-                self.fail_client_with(now, t, status, &[]);
+                let warning = why.map(super::request::warning);
+                let extra: Vec<(&str, &str)> =
+                    warning.iter().map(|w| ("Warning", w.as_str())).collect();
+                self.fail_client_with(now, t, status, &extra);
             }
             return self.media_flush(now, &key);
         }
@@ -424,6 +432,14 @@ impl Edge {
             (Some(_), Party::Browser, true, 200..=299) => Rel::Final,
             _ => Rel::None,
         };
+        let mut sdp = sdp;
+        if rel == Rel::Provisional && sdp.is_some() {
+            // An offer or answer in a reliable 18x would complete in a PRACK (RFC 3262 §5),
+            // which the edge answers itself: the browser could never hear the other half.
+            // The 18x goes without SDP; the browser's SDP goes in its 2xx (JsSIP's own way).
+            out.bytes = strip_body(&out.bytes);
+            sdp = None;
+        }
         let held = Held {
             to: out.to,
             bytes: out.bytes,

@@ -10,6 +10,7 @@ use imsgw_sip::Message;
 use super::tests::{sent_to, text};
 use super::tests_media::{
     BROWSER_ANSWER, BROWSER_SDP, H, IMS_ANSWER, IMS_OFFER, PCSCF, answered_call, commands, invite,
+    sends_to,
 };
 use super::*;
 
@@ -455,11 +456,12 @@ fn review_a_browser_response_with_sdp_for_an_unknown_call_is_not_passed_on() {
 
 // --- RFC 3262 --------------------------------------------------------------------------------
 
-/// RFC 3262 §5: an offer in a reliable 18x is answered in the PRACK. The edge answers that
-/// PRACK itself; the SDP in it must still reach the engine (or the call has no media).
+/// RFC 3262 §5: an offer or answer in a reliable 18x completes in the PRACK, which the edge
+/// answers itself (the browser has no 100rel): the browser could never hear the other half.
+/// So the reliable 18x goes without SDP (no engine command), the browser's SDP goes in its 2xx,
+/// and an SDP the IMS side still puts in a PRACK (a new offer) gets 488 with a Warning.
 #[test]
-#[ignore = "review finding, not fixed: the edge answers the IMS side's PRACK itself and drops its SDP"]
-fn review_rfc3262_5_the_answer_in_a_prack_reaches_the_engine() {
+fn review_rfc3262_5_no_offer_answer_rides_a_prack_the_browser_never_sees() {
     let mut h = H::new();
     let token = h.edge.key.token(FlowId(1));
     let inv = ims_invite(&h, "pa1", "z9hG4bKpa1", "", "").replace(
@@ -468,7 +470,8 @@ fn review_rfc3262_5_the_answer_in_a_prack_reaches_the_engine() {
     );
     let outs = h.ims(&inv);
     let down = sent_to(&outs, Dest::Flow(FlowId(1)));
-    // The browser offers in its 183.
+    // The browser offers in its 183: it leaves reliably, without the SDP, and nothing asks the
+    // engine.
     let outs = h.browser(&browser_response(
         &down,
         183,
@@ -476,36 +479,57 @@ fn review_rfc3262_5_the_answer_in_a_prack_reaches_the_engine() {
         "7 INVITE",
         BROWSER_SDP,
     ));
-    let Some(Command::BrowserOffer { call, req, .. }) = commands(&outs).pop() else {
-        panic!("no BrowserOffer: {outs:#?}");
-    };
-    let outs = h.engine(Event::Sdp {
-        call,
-        req,
-        sdp: IMS_OFFER.into(),
-    });
-    let reliable = text(&sent_to(&outs, pcscf()));
+    assert!(commands(&outs).is_empty(), "{outs:#?}");
+    let reliable = sent_to(&outs, pcscf());
+    assert!(reliable.body().is_empty(), "{}", text(&reliable));
+    assert!(
+        !text(&reliable).contains("Content-Type"),
+        "{}",
+        text(&reliable)
+    );
+    let reliable = text(&reliable);
     let rseq: u32 = reliable
         .split("\r\nRSeq: ")
         .nth(1)
         .and_then(|r| r.split("\r\n").next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("an RSeq: {reliable}"));
-    let prack = format!(
-        "PRACK sip:a@c.invalid;transport=ws;ob SIP/2.0\r\n\
-Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKpa2\r\n\
+    let prack = |branch: &str, body: &str| {
+        let ct = if body.is_empty() {
+            String::new()
+        } else {
+            "Content-Type: application/sdp\r\n".to_string()
+        };
+        format!(
+            "PRACK sip:a@c.invalid;transport=ws;ob SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n\
 Route: <sip:{token}@127.0.0.1:5062;transport=udp;lr;ob>\r\n\
 Max-Forwards: 69\r\nFrom: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>;tag=a7\r\n\
-Call-ID: pa1\r\nCSeq: 8 PRACK\r\nRAck: {rseq} 7 INVITE\r\nContent-Type: application/sdp\r\n\
-Content-Length: {}\r\n\r\n{IMS_ANSWER}",
-        IMS_ANSWER.len()
-    );
-    let outs = h.ims(&prack);
+Call-ID: pa1\r\nCSeq: 8 PRACK\r\nRAck: {rseq} 7 INVITE\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // A PRACK with SDP is a new offer nobody could answer: 488, the browser sees nothing.
+    let outs = h.ims(&prack("z9hG4bKpa2", IMS_ANSWER));
+    assert_eq!(sends_to(&outs, Dest::Flow(FlowId(1))), 0, "{outs:#?}");
+    assert!(commands(&outs).is_empty(), "{outs:#?}");
+    let no = sent_to(&outs, pcscf());
+    assert_eq!(no.status(), Some(488), "{}", text(&no));
+    assert!(text(&no).contains("Warning: 399 imsgw"), "{}", text(&no));
+    // The plain PRACK is answered 200.
+    let outs = h.ims(&prack("z9hG4bKpa3", ""));
+    assert_eq!(sent_to(&outs, pcscf()).status(), Some(200));
+    // The browser's 2xx carries its offer, to the engine as usual.
+    let outs = h.browser(&browser_response(
+        &down,
+        200,
+        "pa1",
+        "7 INVITE",
+        BROWSER_SDP,
+    ));
     assert!(
-        commands(&outs)
-            .iter()
-            .any(|c| matches!(c, Command::ImsAnswer { .. })),
-        "the IMS side's answer was swallowed with its PRACK: {outs:#?}"
+        matches!(commands(&outs).pop(), Some(Command::BrowserOffer { .. })),
+        "{outs:#?}"
     );
     let _ = BROWSER_ANSWER;
     let _ = Message::parse;
