@@ -439,6 +439,23 @@ impl Engine {
                 }
             };
             let now = Instant::now();
+            // An address another session's browser is using, with consent still fresh, is not
+            // taken over: a client that can forge its source address could otherwise aim a
+            // valid check for its own session at a stranger's address and take that call's
+            // media until the stranger's next check (RFC 7675 §5.1 consent is per address).
+            let inactivity = self.cfg.inactivity;
+            let contested = self.by_addr.get(&src).copied().filter(|&other| {
+                other != slot
+                    && self
+                        .sessions
+                        .get(other)
+                        .and_then(Option::as_ref)
+                        .and_then(|o| o.consent_at)
+                        .is_some_and(|c| now.duration_since(c) < inactivity)
+            });
+            if contested.is_some() {
+                return None;
+            }
             let s = self.sessions.get_mut(slot)?.as_mut()?;
             // ICE-lite: the browser only sends binding requests; one that fails integrity is
             // forged or stale and is dropped here (str0m would drop it too).

@@ -504,3 +504,32 @@ fn ims_sequence_jump_after_long_hold_still_reaches_browser_no_srtp_replay_rfc371
     assert_eq!(&b.rtp[1].payload[..], b"after-hold");
     assert!(*b.rtp[1].seq_no > *b.rtp[0].seq_no);
 }
+
+/// A client that can forge its UDP source sends valid consent checks for its own session from
+/// another browser's address: that address stays with its session while the other browser's
+/// consent is fresh (RFC 7675 §5.1), so the other call's media is not taken over.
+#[test]
+fn stun_for_another_session_from_a_live_browsers_address_does_not_take_it_over() {
+    // Consent lasts longer than the set-up of the second call (the victim is not stepped
+    // meanwhile).
+    let mut cfg = config(42290..=42299);
+    cfg.inactivity = Duration::from_secs(10);
+    let mut gw = Gw::start(cfg);
+    let (mut victim, mut attacker) = (Browser::new(), Browser::new());
+    let (i1, i2) = (Ims::new(), Ims::new());
+    let _p1 = connect_from_browser(&mut gw, &mut victim, &i1, 21, "0 PCMU/8000");
+    let _p2 = connect_from_browser(&mut gw, &mut attacker, &i2, 22, "0 PCMU/8000");
+    // From now on the attacker's datagrams (its consent checks among them) leave from the
+    // victim's address.
+    attacker.send_from = Some(victim.sock.try_clone().expect("clone"));
+    let end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < end {
+        attacker.step();
+        victim.step();
+    }
+    victim.send_rtp(0, 160, b"victim-audio");
+    let got = i1
+        .recv_rtp(&mut victim, Duration::from_secs(2))
+        .expect("the victim's audio still reaches its own IMS peer");
+    assert_eq!(&got[12..], b"victim-audio");
+}

@@ -62,6 +62,8 @@ pub struct Browser {
     pub alive: bool,
     /// Set when the browser's own `Rtc` failed (e.g. the DTLS of a forged session).
     pub failed: Option<String>,
+    /// Sends through this socket instead (a forged source address); receives on `sock`.
+    pub send_from: Option<UdpSocket>,
     seq: u64,
 }
 
@@ -120,6 +122,7 @@ impl Browser {
             rtp: Vec::new(),
             alive: true,
             failed: None,
+            send_from: None,
             seq: 1,
         }
     }
@@ -184,7 +187,8 @@ impl Browser {
                 Ok(Output::Timeout(_)) => break,
                 Ok(Output::Transmit(t)) => {
                     if self.alive {
-                        let _ = self.sock.send_to(&t.contents, t.destination);
+                        let sock = self.send_from.as_ref().unwrap_or(&self.sock);
+                        let _ = sock.send_to(&t.contents, t.destination);
                     }
                 }
                 Ok(Output::Event(e)) => match e {
