@@ -32,6 +32,15 @@ ims_port=5570
 cargo build --release --locked -q -p imsgw-loadgen
 load=${CARGO_TARGET_DIR:-target}/release/imsgw-loadgen
 
+# The reference needs Debian's rtpengine (deploy/lab/install-deps.sh does not install it: no test
+# uses it).
+if [[ " ${GATEWAYS:-imsgw reference} " == *" reference "* ]] && ! command -v rtpengine >/dev/null; then
+	echo "installing Debian's rtpengine-daemon for the reference"
+	sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo=sudo
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends rtpengine-daemon >/dev/null
+fi
+
 stop_pid() { # pid file: SIGTERM, wait up to 10 s, then SIGKILL
 	local pf=$1 pid
 	[ -s "$pf" ] || return 0
