@@ -600,7 +600,7 @@ impl Edge {
             if h.rel == Rel::Provisional
                 && let Some(r) = call.rel100.as_mut()
             {
-                match r.make_reliable(&h.bytes, now + prack_wait) {
+                match r.make_reliable(h.to, &h.bytes, now, self.settings.t1, now + prack_wait) {
                     Some(b) => h.bytes = b,
                     None => warn!(call = call.call, "could not make an 18x reliable"),
                 }
@@ -971,25 +971,32 @@ impl Edge {
         let m = self.media.as_ref().filter(|m| m.rel100_calls > 0)?;
         m.calls
             .values()
-            .filter_map(|c| c.rel100.as_ref().and_then(|r| r.deadline))
+            .filter_map(|c| c.rel100.as_ref().and_then(Rel100::next_time))
             .min()
     }
 
-    /// RFC 3262 §3: no PRACK within 64*T1. The 2xx (or next 18x) the browser sent is not held
-    /// for ever: it goes out, and the IMS side decides.
+    /// RFC 3262 §3: an unacknowledged reliable 18x is sent again at T1, doubling; after 64*T1
+    /// without a PRACK the 2xx (or next 18x) the browser sent is not held for ever: it goes
+    /// out, and the IMS side decides.
     pub(super) fn media_timeouts(&mut self, now: Instant) {
         let Some(m) = self.media.as_mut() else {
             return;
         };
         let mut due = Vec::new();
+        let mut resend = Vec::new();
         for (key, c) in &mut m.calls {
-            if let Some(r) = c.rel100.as_mut()
-                && r.deadline.is_some_and(|d| d <= now)
-            {
-                r.unacked = None;
-                r.deadline = None;
+            let Some(r) = c.rel100.as_mut() else {
+                continue;
+            };
+            if r.deadline.is_some_and(|d| d <= now) {
+                r.give_up();
                 due.push(key.clone());
+            } else if let Some(again) = r.due_resend(now) {
+                resend.push(again);
             }
+        }
+        for (to, bytes) in resend {
+            self.push(to, bytes, None);
         }
         for key in due {
             info!("no PRACK for a reliable provisional response within 64*T1");

@@ -6,10 +6,12 @@
 //! Owns: the RSeq space of one call and the unacknowledged reliable response. Must not touch:
 //! SDP, sockets.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use imsgw_sip::{HeaderName, Message, Splice};
+
+use super::Dest;
 
 /// A call whose IMS-side INVITE carried `Require: 100rel`.
 #[derive(Debug, Clone)]
@@ -19,6 +21,9 @@ pub(super) struct Rel100 {
     pub unacked: Option<u32>,
     /// When the edge stops waiting for that PRACK (64*T1, RFC 3262 §3).
     pub deadline: Option<Instant>,
+    /// That response as sent, for its retransmissions (§3: at T1, doubling), and when the next
+    /// one is due.
+    resend: Option<(Dest, Bytes, Instant, Duration)>,
 }
 
 impl Rel100 {
@@ -28,11 +33,20 @@ impl Rel100 {
             next_rseq: first.clamp(1, (1 << 31) - 1),
             unacked: None,
             deadline: None,
+            resend: None,
         }
     }
 
-    /// `bytes` (an 18x) made reliable with the next RSeq, which is now unacknowledged.
-    pub fn make_reliable(&mut self, bytes: &Bytes, deadline: Instant) -> Option<Bytes> {
+    /// `bytes` (an 18x) made reliable with the next RSeq, which is now unacknowledged; it is
+    /// sent again after `t1`, then at doubling intervals, until PRACKed or `deadline`.
+    pub fn make_reliable(
+        &mut self,
+        to: Dest,
+        bytes: &Bytes,
+        now: Instant,
+        t1: Duration,
+        deadline: Instant,
+    ) -> Option<Bytes> {
         let msg = Message::parse(bytes.clone()).ok()?;
         let rseq = self.next_rseq;
         let mut s = Splice::new();
@@ -44,6 +58,7 @@ impl Rel100 {
         self.next_rseq = rseq.wrapping_add(1).max(1);
         self.unacked = Some(rseq);
         self.deadline = Some(deadline);
+        self.resend = Some((to, out.clone(), now + t1, t1));
         Some(out)
     }
 
@@ -56,9 +71,37 @@ impl Rel100 {
         if self.unacked == Some(rseq) {
             self.unacked = None;
             self.deadline = None;
+            self.resend = None;
             return true;
         }
         false
+    }
+
+    /// The 64*T1 wait ended without a PRACK: nothing is retransmitted any more.
+    pub fn give_up(&mut self) {
+        self.unacked = None;
+        self.deadline = None;
+        self.resend = None;
+    }
+
+    /// When this call next has something to do: a retransmission or the end of the wait.
+    pub fn next_time(&self) -> Option<Instant> {
+        let resend = self.resend.as_ref().map(|(_, _, at, _)| *at);
+        match (resend, self.deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The unacknowledged response again if its retransmission is due (the interval doubles).
+    pub fn due_resend(&mut self, now: Instant) -> Option<(Dest, Bytes)> {
+        let (to, bytes, at, interval) = self.resend.as_mut()?;
+        if *at > now {
+            return None;
+        }
+        *interval *= 2;
+        *at = now + *interval;
+        Some((*to, bytes.clone()))
     }
 }
 
@@ -96,7 +139,10 @@ mod tests {
             b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
         );
         let now = Instant::now();
-        let out = r.make_reliable(&ringing, now).expect("made reliable");
+        let t1 = Duration::from_millis(500);
+        let out = r
+            .make_reliable(Dest::Upstream, &ringing, now, t1, now)
+            .expect("made reliable");
         let t = String::from_utf8(out.to_vec()).expect("utf8");
         assert!(t.contains("\r\nRequire: 100rel\r\nRSeq: 5\r\n\r\n"), "{t}");
         assert_eq!(r.unacked, Some(5));
@@ -110,7 +156,9 @@ mod tests {
         );
         assert!(r.prack(&right));
         assert_eq!(r.unacked, None);
-        let out = r.make_reliable(&ringing, now).expect("made reliable");
+        let out = r
+            .make_reliable(Dest::Upstream, &ringing, now, t1, now)
+            .expect("made reliable");
         assert!(String::from_utf8_lossy(&out).contains("RSeq: 6\r\n"));
     }
 

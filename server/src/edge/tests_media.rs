@@ -611,3 +611,76 @@ Call-ID: rel2\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n"
     let outs = h.drain();
     assert_eq!(sent_to(&outs, pcscf).status(), Some(200));
 }
+
+#[test]
+fn rfc3262_3_a_reliable_18x_is_sent_again_at_t1_doubling_until_its_prack() {
+    let mut h = H::new();
+    let token = h.edge.key.token(FlowId(1));
+    let pcscf = Dest::Link(Link::Udp(PCSCF.parse().expect("addr")));
+    let inv = format!(
+        "INVITE sip:alice@c.invalid;transport=ws SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKrel3\r\n\
+Route: <sip:{token}@127.0.0.1:5062;transport=udp;lr;ob>\r\n\
+Max-Forwards: 69\r\nFrom: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>\r\n\
+Call-ID: rel3\r\nCSeq: 7 INVITE\r\nRequire: 100rel\r\nContact: <sip:bob@127.0.0.1:4001>\r\n\
+Content-Length: 0\r\n\r\n"
+    );
+    let outs = h.ims(&inv);
+    let down = sent_to(&outs, Dest::Flow(FlowId(1)));
+    let mut vias = String::new();
+    for v in down.vias().expect("vias") {
+        vias.push_str(&format!(
+            "Via: {}\r\n",
+            String::from_utf8_lossy(&down.as_bytes()[v.range])
+        ));
+    }
+    let ringing = format!(
+        "SIP/2.0 180 Ringing\r\n{vias}From: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>;tag=a7\r\n\
+Call-ID: rel3\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let outs = h.browser(&ringing);
+    let first = text(&sent_to(&outs, pcscf));
+    let rseq = first
+        .split("\r\nRSeq: ")
+        .nth(1)
+        .and_then(|r| r.split("\r\n").next())
+        .unwrap_or_else(|| panic!("an RSeq: {first}"))
+        .to_string();
+    // T1 = 500 ms: again at 0.5 s, then 1.5 s (1 s later), then 3.5 s (2 s later).
+    let mut at = Vec::new();
+    for step in 1..=8 {
+        h.now += Duration::from_millis(250);
+        h.edge.handle_timeout(h.now);
+        let outs = h.drain();
+        if sends_to(&outs, pcscf) > 0 {
+            let again = text(&sent_to(&outs, pcscf));
+            assert_eq!(again, first, "the same response, the same RSeq");
+            at.push(step * 250);
+        }
+    }
+    assert_eq!(
+        at,
+        vec![500, 1500],
+        "retransmitted at T1 and 3*T1 within 2 s"
+    );
+    // The PRACK stops them.
+    let prack = format!(
+        "PRACK sip:a@c.invalid;transport=ws;ob SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKrel3p\r\n\
+Route: <sip:{token}@127.0.0.1:5062;transport=udp;lr;ob>\r\n\
+Max-Forwards: 69\r\nFrom: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>;tag=a7\r\n\
+Call-ID: rel3\r\nCSeq: 8 PRACK\r\nRAck: {rseq} 7 INVITE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let outs = h.ims(&prack);
+    assert_eq!(sent_to(&outs, pcscf).status(), Some(200));
+    for _ in 0..20 {
+        h.now += Duration::from_millis(500);
+        h.edge.handle_timeout(h.now);
+        let outs = h.drain();
+        assert_eq!(
+            sends_to(&outs, pcscf),
+            0,
+            "nothing after the PRACK: {outs:#?}"
+        );
+    }
+}
