@@ -85,6 +85,13 @@ pub struct RtpMap {
     pub fmtp: Option<String>,
 }
 
+/// Whether `codecs` hold a voice codec, not only telephone-event: a call needs one.
+pub fn has_voice(codecs: &[RtpMap]) -> bool {
+    codecs
+        .iter()
+        .any(|c| c.carried() != Some(CodecName::TelephoneEvent))
+}
+
 impl RtpMap {
     /// The codec imsgw knows it as, if it carries it at this clock rate.
     pub fn carried(&self) -> Option<CodecName> {
@@ -210,10 +217,7 @@ impl AudioDesc {
     /// [`Self::carried`], or the 488 naming what was offered and what imsgw carries.
     pub fn common(&self) -> Result<Vec<RtpMap>, SdpError> {
         let common = self.carried();
-        if common
-            .iter()
-            .any(|c| c.carried() != Some(CodecName::TelephoneEvent))
-        {
+        if has_voice(&common) {
             return Ok(common);
         }
         let mut offered: Vec<String> = self.codecs.iter().map(RtpMap::label).collect();

@@ -188,21 +188,25 @@ impl Session {
         }
     }
 
-    /// A browser re-offer (hold, resume, codec change): a new IMS offer on the same port.
-    pub fn browser_reoffer(&mut self, sdp_text: &str) -> Result<String, Refusal> {
-        let (browser, common, offer) = check_browser_offer(sdp_text)?;
-        let common: Vec<RtpMap> = common
+    /// The codecs of a re-offer the call's `Rtc` was built with; a voice codec among them, or
+    /// the re-offer is refused (str0m cannot add a codec to a built `Rtc`).
+    fn call_codecs(&self, offered: Vec<RtpMap>) -> Result<Vec<RtpMap>, Refusal> {
+        let common: Vec<RtpMap> = offered
             .into_iter()
             .filter(|c| self.rtc_codecs.iter().any(|r| r.same_codec(c)))
             .collect();
-        if !common
-            .iter()
-            .any(|c| c.carried() != Some(CodecName::TelephoneEvent))
-        {
+        if !sdp::has_voice(&common) {
             return Err(Refusal::sdp(
                 "re-offer has none of the call's codecs (imsgw cannot add a codec mid-call)",
             ));
         }
+        Ok(common)
+    }
+
+    /// A browser re-offer (hold, resume, codec change): a new IMS offer on the same port.
+    pub fn browser_reoffer(&mut self, sdp_text: &str) -> Result<String, Refusal> {
+        let (browser, common, offer) = check_browser_offer(sdp_text)?;
+        let common = self.call_codecs(common)?;
         let out = self.ims_offer(&browser, &common);
         self.state = Negotiation::AwaitImsAnswer {
             offer: Box::new(offer),
@@ -363,19 +367,7 @@ impl Session {
     /// An IMS re-offer: a WebRTC offer from the same `Rtc` (no ICE or DTLS restart).
     pub fn ims_reoffer(&mut self, sdp_text: &str) -> Result<String, Refusal> {
         let desc = check_ims_sdp(sdp_text)?;
-        let common: Vec<RtpMap> = desc
-            .common()?
-            .into_iter()
-            .filter(|c| self.rtc_codecs.iter().any(|r| r.same_codec(c)))
-            .collect();
-        if !common
-            .iter()
-            .any(|c| c.carried() != Some(CodecName::TelephoneEvent))
-        {
-            return Err(Refusal::sdp(
-                "re-offer has none of the call's codecs (imsgw cannot add a codec mid-call)",
-            ));
-        }
+        let common = self.call_codecs(desc.common()?)?;
         let Some(mid) = self.mid else {
             return Err(Refusal::sdp("call has no negotiated audio yet"));
         };
@@ -459,10 +451,7 @@ impl Session {
             .filter(|o| kept.iter().any(|k| k.same_codec(o)))
             .cloned()
             .collect();
-        if !ims_chosen
-            .iter()
-            .any(|c| c.carried() != Some(CodecName::TelephoneEvent))
-        {
+        if !sdp::has_voice(&ims_chosen) {
             return Err(Refusal::sdp("browser answer kept no codec the IMS offered"));
         }
         self.set_ims_peer(&ims);
@@ -549,10 +538,7 @@ fn chosen_of(desc: &AudioDesc, offered: &[RtpMap]) -> Result<Vec<RtpMap>, Refusa
         .into_iter()
         .filter(|c| offered.iter().any(|o| o.same_codec(c)))
         .collect();
-    if !chosen
-        .iter()
-        .any(|c| c.carried() != Some(CodecName::TelephoneEvent))
-    {
+    if !sdp::has_voice(&chosen) {
         let names: Vec<String> = desc
             .codecs
             .iter()
