@@ -45,17 +45,8 @@ pub struct Args {
     #[arg(long, value_parser = parse_source_ips)]
     pub source_ips: Option<SourceIps>,
 
-    /// Process to measure (repeatable).
-    #[arg(long = "pid")]
-    pub pids: Vec<u32>,
-
-    /// File holding the pid of a process to measure (repeatable).
-    #[arg(long = "pidfile")]
-    pub pidfiles: Vec<PathBuf>,
-
-    /// Measure this pid and all its descendants (repeatable; for forking servers like Kamailio).
-    #[arg(long = "pgrep-parent")]
-    pub trees: Vec<u32>,
+    #[command(flatten)]
+    pub measure: MeasureArgs,
 
     /// Seconds to keep all registered connections idle before measuring memory.
     #[arg(long, default_value_t = 3)]
@@ -87,6 +78,43 @@ pub struct Args {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub reregister: u32,
 
+    #[command(flatten)]
+    pub tokens: MintArgs,
+}
+
+/// The processes whose CPU and memory a run reports (the REGISTER and the media benchmark).
+#[derive(Debug, Clone, clap::Args)]
+pub struct MeasureArgs {
+    /// Process to measure (repeatable).
+    #[arg(long = "pid")]
+    pub pids: Vec<u32>,
+
+    /// File holding the pid of a process to measure (repeatable).
+    #[arg(long = "pidfile")]
+    pub pidfiles: Vec<PathBuf>,
+
+    /// Measure this pid and all its descendants (repeatable; for forking servers like Kamailio).
+    #[arg(long = "pgrep-parent")]
+    pub trees: Vec<u32>,
+}
+
+impl MeasureArgs {
+    /// The processes as named, after checking that the pids given exist.
+    pub fn targets(&self) -> anyhow::Result<crate::procfs::Targets> {
+        for &p in self.pids.iter().chain(&self.trees) {
+            crate::procfs::check_exists(p)?;
+        }
+        Ok(crate::procfs::Targets {
+            pids: self.pids.clone(),
+            pidfiles: self.pidfiles.clone(),
+            trees: self.trees.clone(),
+        })
+    }
+}
+
+/// Per-client RFC 8898 Bearer tokens minted before a run (both benchmarks).
+#[derive(Debug, Clone, clap::Args)]
+pub struct MintArgs {
     /// Give every client its own RFC 8898 Bearer token, minted before the run with the keys in
     /// this directory (the gateway's `waf.key_dir`, read as `KeyRing::load_or_create` reads it;
     /// this tool never creates a key, so start the gateway first). Needs --issuer and --audience.
@@ -126,9 +154,11 @@ impl Args {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout)
     }
+}
 
+impl MintArgs {
     /// The token options, when `--mint-key-dir` is given (clap has made sure its companions are).
-    pub fn mint(&self) -> Option<MintOptions> {
+    pub fn options(&self) -> Option<MintOptions> {
         Some(MintOptions {
             key_dir: self.mint_key_dir.clone()?,
             issuer: self.issuer.clone()?,
@@ -231,7 +261,7 @@ mod tests {
     #[test]
     fn token_options_come_together_and_default_to_off() {
         let parse = |extra: &[&str]| {
-            Args::try_parse_from(["imsgw-loadgen"].iter().chain(extra)).map(|a| a.mint())
+            Args::try_parse_from(["imsgw-loadgen"].iter().chain(extra)).map(|a| a.tokens.options())
         };
         assert_eq!(parse(&[]).expect("no options"), None);
         let m = parse(&[

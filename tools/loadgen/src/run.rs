@@ -30,14 +30,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 pub async fn run(args: Args) -> Result<Report> {
     let (addr, via_transport) = resolve(&args.url).await?;
     check_limits(&args)?;
-    let targets = Targets {
-        pids: args.pids.clone(),
-        pidfiles: args.pidfiles.clone(),
-        trees: args.trees.clone(),
-    };
-    for &p in args.pids.iter().chain(&args.trees) {
-        procfs::check_exists(p)?;
-    }
+    let targets = args.measure.targets()?;
     let sample = |t: &Targets| -> Result<Option<Sample>> {
         if t.is_empty() {
             Ok(None)
@@ -47,7 +40,7 @@ pub async fn run(args: Args) -> Result<Report> {
     };
 
     // Tokens first: minting is the client's cost, so it happens before anything is measured.
-    let minted = match args.mint() {
+    let minted = match args.tokens.options() {
         Some(opts) => {
             if args.time_limit > opts.ttl_s {
                 eprintln!(
@@ -257,7 +250,7 @@ fn check_limits(args: &Args) -> Result<()> {
         h.split_once(':')
             .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case("authorization"))
     };
-    if args.mint_key_dir.is_some() && args.headers.iter().any(auth_header) {
+    if args.tokens.mint_key_dir.is_some() && args.headers.iter().any(auth_header) {
         bail!("--header Authorization and --mint-key-dir both set Authorization; drop one");
     }
     if let Some(limit) = procfs::open_file_limit() {

@@ -1,11 +1,10 @@
 //! Options of `imsgw-loadgen media`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
-use crate::cli::{MintOptions, SourceIps, parse_source_ips};
+use crate::cli::{MeasureArgs, MintArgs, SourceIps, parse_source_ips};
 
 /// The media benchmark: N browsers (SIP over WebSocket, str0m WebRTC media) REGISTER through a
 /// gateway, call an RTP echo registered at the IMS side, send G.711 at 50 packets/s each way,
@@ -80,38 +79,11 @@ pub struct MediaArgs {
     #[arg(long, default_value = "gateway")]
     pub label: String,
 
-    /// Process to measure (repeatable).
-    #[arg(long = "pid")]
-    pub pids: Vec<u32>,
+    #[command(flatten)]
+    pub measure: MeasureArgs,
 
-    /// File holding the pid of a process to measure (repeatable).
-    #[arg(long = "pidfile")]
-    pub pidfiles: Vec<PathBuf>,
-
-    /// Measure this pid and all its descendants (repeatable; Kamailio forks its workers).
-    #[arg(long = "pgrep-parent")]
-    pub trees: Vec<u32>,
-
-    /// Mint one RFC 8898 Bearer token per caller with the gateway's keys (its `waf.key_dir`).
-    #[arg(long, value_name = "DIR", requires_all = ["issuer", "audience"])]
-    pub mint_key_dir: Option<PathBuf>,
-
-    /// `iss` of the minted tokens.
-    #[arg(long, value_name = "URL", requires = "mint_key_dir")]
-    pub issuer: Option<String>,
-
-    /// `aud` of the minted tokens.
-    #[arg(long, value_name = "AUD", requires = "mint_key_dir")]
-    pub audience: Option<String>,
-
-    /// `scope` of the minted tokens.
-    #[arg(long, default_value = "sip", requires = "mint_key_dir")]
-    pub scope: String,
-
-    /// Lifetime of the minted tokens, seconds.
-    #[arg(long, default_value_t = 600, value_name = "SECS",
-          value_parser = clap::value_parser!(u64).range(1..), requires = "mint_key_dir")]
-    pub token_ttl: u64,
+    #[command(flatten)]
+    pub tokens: MintArgs,
 }
 
 /// G.711 flavour.
@@ -119,18 +91,6 @@ pub struct MediaArgs {
 pub enum Codec {
     Pcma,
     Pcmu,
-}
-
-impl MediaArgs {
-    pub fn mint(&self) -> Option<MintOptions> {
-        Some(MintOptions {
-            key_dir: self.mint_key_dir.clone()?,
-            issuer: self.issuer.clone()?,
-            audience: self.audience.clone()?,
-            scope: self.scope.clone(),
-            ttl_s: self.token_ttl,
-        })
-    }
 }
 
 #[cfg(test)]

@@ -33,14 +33,7 @@ const HANGUP_GRACE: Duration = Duration::from_secs(10);
 pub async fn run(args: MediaArgs) -> Result<MediaReport> {
     let (addr, via_transport) = crate::run::resolve(&args.url).await?;
     check_limits(&args)?;
-    let targets = Targets {
-        pids: args.pids.clone(),
-        pidfiles: args.pidfiles.clone(),
-        trees: args.trees.clone(),
-    };
-    for &p in args.pids.iter().chain(&args.trees) {
-        procfs::check_exists(p)?;
-    }
+    let targets = args.measure.targets()?;
     let sample = |t: &Targets| {
         if t.is_empty() {
             Ok(None)
@@ -49,7 +42,7 @@ pub async fn run(args: MediaArgs) -> Result<MediaReport> {
         }
     };
 
-    let bearers = match args.mint() {
+    let bearers = match args.tokens.options() {
         Some(opts) => {
             let users: Vec<String> = (0..args.calls)
                 .map(|i| format!("{}{i}", args.user_prefix))
