@@ -85,6 +85,102 @@ pub(super) fn sends_to(outs: &[Output], to: Dest) -> usize {
         .count()
 }
 
+pub(super) fn pcscf() -> Dest {
+    Dest::Link(Link::Udp(PCSCF.parse().expect("addr")))
+}
+
+/// An INVITE from the IMS side down flow 1 (Call-ID `call_id`, CSeq 7); `extra` is appended to
+/// its To, `body` (SDP when not empty) is its body.
+pub(super) fn ims_invite(h: &H, call_id: &str, branch: &str, extra: &str, body: &str) -> String {
+    let token = h.edge.key.token(FlowId(1));
+    let ct = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
+    format!(
+        "INVITE sip:alice@c.invalid;transport=ws SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n\
+Route: <sip:{token}@127.0.0.1:5062;transport=udp;lr;ob>\r\n\
+Record-Route: <sip:127.0.0.1:5070;lr>\r\n\
+Max-Forwards: 69\r\nFrom: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>{extra}\r\n\
+Call-ID: {call_id}\r\nCSeq: 7 INVITE\r\nContact: <sip:bob@127.0.0.1:4001>\r\n\
+{ct}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// [`ims_invite`] requiring reliable provisional responses (RFC 3262).
+pub(super) fn ims_invite_100rel(h: &H, call_id: &str, branch: &str, body: &str) -> String {
+    ims_invite(h, call_id, branch, "", body).replace(
+        "CSeq: 7 INVITE\r\n",
+        "CSeq: 7 INVITE\r\nRequire: 100rel\r\n",
+    )
+}
+
+/// The browser's response to a request the edge sent down its flow.
+pub(super) fn browser_response(
+    down: &Message,
+    code: u16,
+    call_id: &str,
+    cseq: &str,
+    sdp: &str,
+) -> String {
+    let reason = match code {
+        180 => "Ringing",
+        183 => "Session Progress",
+        200 => "OK",
+        _ => "X",
+    };
+    let mut r = format!("SIP/2.0 {code} {reason}\r\n");
+    for v in down.vias().expect("vias") {
+        r.push_str(&format!(
+            "Via: {}\r\n",
+            String::from_utf8_lossy(&down.as_bytes()[v.range])
+        ));
+    }
+    let ct = if sdp.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
+    r.push_str(&format!(
+        "From: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>;tag=a7\r\n\
+Call-ID: {call_id}\r\nCSeq: {cseq}\r\nContact: <sip:a@c.invalid;transport=ws;ob>\r\n{ct}\
+Content-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    ));
+    r
+}
+
+/// The IMS side's PRACK (RFC 3262 §7.2) for `rseq` of the INVITE with CSeq 7 of `call_id`.
+pub(super) fn ims_prack(h: &H, call_id: &str, branch: &str, rseq: u32, body: &str) -> String {
+    let token = h.edge.key.token(FlowId(1));
+    let ct = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
+    format!(
+        "PRACK sip:a@c.invalid;transport=ws;ob SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n\
+Route: <sip:{token}@127.0.0.1:5062;transport=udp;lr;ob>\r\n\
+Max-Forwards: 69\r\nFrom: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>;tag=a7\r\n\
+Call-ID: {call_id}\r\nCSeq: 8 PRACK\r\nRAck: {rseq} 7 INVITE\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// The RSeq of a reliable provisional response.
+pub(super) fn rseq_of(response: &str) -> u32 {
+    response
+        .split("\r\nRSeq: ")
+        .nth(1)
+        .and_then(|r| r.split("\r\n").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("an RSeq: {response}"))
+}
+
 pub(super) fn invite(branch: &str) -> String {
     format!(
         "INVITE sip:bob@ims.example SIP/2.0\r\nVia: SIP/2.0/WSS c.invalid;branch={branch}\r\n\
@@ -349,7 +445,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
         status: 488,
         warning: "AMR-WB/16000 offered".into(),
     });
-    let pcscf = Dest::Link(Link::Udp(PCSCF.parse().expect("addr")));
+    let pcscf = pcscf();
     let no = outs
         .iter()
         .filter_map(|o| match o {
@@ -394,7 +490,7 @@ Content-Length: {}\r\n\r\n{BROWSER_SDP}",
         BROWSER_SDP.len()
     ));
     let outs = h.browser(&ok);
-    let pcscf = Dest::Link(Link::Udp(PCSCF.parse().expect("addr")));
+    let pcscf = pcscf();
     assert_eq!(
         sends_to(&outs, pcscf),
         0,
@@ -459,18 +555,8 @@ Call-ID: late1\r\nCSeq: 1 ACK\r\nContent-Type: application/sdp\r\nContent-Length
 #[test]
 fn rfc3262_3_the_edge_makes_the_browsers_18x_reliable_and_answers_the_prack_itself() {
     let mut h = H::new();
-    let token = h.edge.key.token(FlowId(1));
-    let pcscf = Dest::Link(Link::Udp(PCSCF.parse().expect("addr")));
-    let inv = format!(
-        "INVITE sip:alice@c.invalid;transport=ws SIP/2.0\r\n\
-Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKrel1\r\n\
-Route: <sip:{token}@127.0.0.1:5062;transport=udp;lr;ob>\r\n\
-Record-Route: <sip:127.0.0.1:5070;lr>\r\n\
-Max-Forwards: 69\r\nFrom: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>\r\n\
-Call-ID: rel1\r\nCSeq: 7 INVITE\r\nRequire: 100rel\r\nContact: <sip:bob@127.0.0.1:4001>\r\n\
-Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{IMS_ANSWER}",
-        IMS_ANSWER.len()
-    );
+    let pcscf = pcscf();
+    let inv = ims_invite_100rel(&h, "rel1", "z9hG4bKrel1", IMS_ANSWER);
     let outs = h.ims(&inv);
     let Some(Command::ImsOffer { call, req, .. }) = commands(&outs).pop() else {
         panic!("no ImsOffer: {outs:#?}");
@@ -481,39 +567,15 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{IMS_ANSWER}",
         sdp: BROWSER_SDP.into(),
     });
     let down = sent_to(&outs, Dest::Flow(FlowId(1)));
-    let response = |code: u16, reason: &str, body: &str| {
-        let mut r = format!("SIP/2.0 {code} {reason}\r\n");
-        for v in down.vias().expect("vias") {
-            r.push_str(&format!(
-                "Via: {}\r\n",
-                String::from_utf8_lossy(&down.as_bytes()[v.range])
-            ));
-        }
-        let ct = if body.is_empty() {
-            String::new()
-        } else {
-            "Content-Type: application/sdp\r\n".to_string()
-        };
-        r.push_str(&format!(
-            "From: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>;tag=a7\r\nCall-ID: rel1\r\n\
-CSeq: 7 INVITE\r\nContact: <sip:a@c.invalid;transport=ws;ob>\r\n{ct}Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        ));
-        r
-    };
+    let response = |code: u16, body: &str| browser_response(&down, code, "rel1", "7 INVITE", body);
     // JsSIP's 180 leaves reliably.
-    let outs = h.browser(&response(180, "Ringing", ""));
+    let outs = h.browser(&response(180, ""));
     let ringing = text(&sent_to(&outs, pcscf));
     assert!(ringing.starts_with("SIP/2.0 180 Ringing\r\n"), "{ringing}");
     assert!(ringing.contains("\r\nRequire: 100rel\r\n"), "{ringing}");
-    let rseq: u32 = ringing
-        .split("\r\nRSeq: ")
-        .nth(1)
-        .and_then(|r| r.split("\r\n").next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("an RSeq: {ringing}"));
+    let rseq = rseq_of(&ringing);
     // The 200 (with the browser's answer, rewritten) waits for the PRACK.
-    let outs = h.browser(&response(200, "OK", BROWSER_ANSWER));
+    let outs = h.browser(&response(200, BROWSER_ANSWER));
     let Some(Command::BrowserAnswer { call, req, .. }) = commands(&outs).pop() else {
         panic!("no BrowserAnswer: {outs:#?}");
     };
@@ -527,17 +589,8 @@ CSeq: 7 INVITE\r\nContact: <sip:a@c.invalid;transport=ws;ob>\r\n{ct}Content-Leng
         0,
         "the 2xx waits for the PRACK: {outs:#?}"
     );
-    let prack = |branch: &str, rseq: u32| {
-        format!(
-            "PRACK sip:a@c.invalid;transport=ws;ob SIP/2.0\r\n\
-Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n\
-Route: <sip:{token}@127.0.0.1:5062;transport=udp;lr;ob>\r\n\
-Max-Forwards: 69\r\nFrom: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>;tag=a7\r\n\
-Call-ID: rel1\r\nCSeq: 8 PRACK\r\nRAck: {rseq} 7 INVITE\r\nContent-Length: 0\r\n\r\n"
-        )
-    };
     // A PRACK for an RSeq never sent: 481, and the 2xx still waits.
-    let outs = h.ims(&prack("z9hG4bKpr1", rseq + 1));
+    let outs = h.ims(&ims_prack(&h, "rel1", "z9hG4bKpr1", rseq + 1, ""));
     assert_eq!(sends_to(&outs, Dest::Flow(FlowId(1))), 0, "{outs:#?}");
     let statuses: Vec<u16> = outs
         .iter()
@@ -550,7 +603,7 @@ Call-ID: rel1\r\nCSeq: 8 PRACK\r\nRAck: {rseq} 7 INVITE\r\nContent-Length: 0\r\n
         .collect();
     assert_eq!(statuses, vec![481], "{outs:#?}");
     // The right PRACK: 200 from the edge, then the held 2xx; the browser never sees a PRACK.
-    let outs = h.ims(&prack("z9hG4bKpr2", rseq));
+    let outs = h.ims(&ims_prack(&h, "rel1", "z9hG4bKpr2", rseq, ""));
     assert_eq!(sends_to(&outs, Dest::Flow(FlowId(1))), 0, "{outs:#?}");
     let sent: Vec<Message> = outs
         .iter()
@@ -577,31 +630,10 @@ Call-ID: rel1\r\nCSeq: 8 PRACK\r\nRAck: {rseq} 7 INVITE\r\nContent-Length: 0\r\n
 #[test]
 fn rfc3262_3_without_a_prack_the_2xx_goes_out_after_64_t1() {
     let mut h = H::new();
-    let token = h.edge.key.token(FlowId(1));
-    let pcscf = Dest::Link(Link::Udp(PCSCF.parse().expect("addr")));
-    let inv = format!(
-        "INVITE sip:alice@c.invalid;transport=ws SIP/2.0\r\n\
-Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKrel2\r\n\
-Route: <sip:{token}@127.0.0.1:5062;transport=udp;lr;ob>\r\n\
-Max-Forwards: 69\r\nFrom: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>\r\n\
-Call-ID: rel2\r\nCSeq: 7 INVITE\r\nRequire: 100rel\r\nContact: <sip:bob@127.0.0.1:4001>\r\n\
-Content-Length: 0\r\n\r\n"
-    );
-    let outs = h.ims(&inv);
+    let pcscf = pcscf();
+    let outs = h.ims(&ims_invite_100rel(&h, "rel2", "z9hG4bKrel2", ""));
     let down = sent_to(&outs, Dest::Flow(FlowId(1)));
-    let mut vias = String::new();
-    for v in down.vias().expect("vias") {
-        vias.push_str(&format!(
-            "Via: {}\r\n",
-            String::from_utf8_lossy(&down.as_bytes()[v.range])
-        ));
-    }
-    let resp = |code: u16| {
-        format!(
-            "SIP/2.0 {code} X\r\n{vias}From: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>;tag=a7\r\n\
-Call-ID: rel2\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n"
-        )
-    };
+    let resp = |code: u16| browser_response(&down, code, "rel2", "7 INVITE", "");
     let outs = h.browser(&resp(180));
     assert_eq!(sends_to(&outs, pcscf), 1);
     let outs = h.browser(&resp(200));
@@ -615,37 +647,12 @@ Call-ID: rel2\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n"
 #[test]
 fn rfc3262_3_a_reliable_18x_is_sent_again_at_t1_doubling_until_its_prack() {
     let mut h = H::new();
-    let token = h.edge.key.token(FlowId(1));
-    let pcscf = Dest::Link(Link::Udp(PCSCF.parse().expect("addr")));
-    let inv = format!(
-        "INVITE sip:alice@c.invalid;transport=ws SIP/2.0\r\n\
-Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKrel3\r\n\
-Route: <sip:{token}@127.0.0.1:5062;transport=udp;lr;ob>\r\n\
-Max-Forwards: 69\r\nFrom: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>\r\n\
-Call-ID: rel3\r\nCSeq: 7 INVITE\r\nRequire: 100rel\r\nContact: <sip:bob@127.0.0.1:4001>\r\n\
-Content-Length: 0\r\n\r\n"
-    );
-    let outs = h.ims(&inv);
+    let pcscf = pcscf();
+    let outs = h.ims(&ims_invite_100rel(&h, "rel3", "z9hG4bKrel3", ""));
     let down = sent_to(&outs, Dest::Flow(FlowId(1)));
-    let mut vias = String::new();
-    for v in down.vias().expect("vias") {
-        vias.push_str(&format!(
-            "Via: {}\r\n",
-            String::from_utf8_lossy(&down.as_bytes()[v.range])
-        ));
-    }
-    let ringing = format!(
-        "SIP/2.0 180 Ringing\r\n{vias}From: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>;tag=a7\r\n\
-Call-ID: rel3\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n"
-    );
-    let outs = h.browser(&ringing);
+    let outs = h.browser(&browser_response(&down, 180, "rel3", "7 INVITE", ""));
     let first = text(&sent_to(&outs, pcscf));
-    let rseq = first
-        .split("\r\nRSeq: ")
-        .nth(1)
-        .and_then(|r| r.split("\r\n").next())
-        .unwrap_or_else(|| panic!("an RSeq: {first}"))
-        .to_string();
+    let rseq = rseq_of(&first);
     // T1 = 500 ms: again at 0.5 s, then 1.5 s (1 s later), then 3.5 s (2 s later).
     let mut at = Vec::new();
     for step in 1..=8 {
@@ -664,14 +671,7 @@ Call-ID: rel3\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n"
         "retransmitted at T1 and 3*T1 within 2 s"
     );
     // The PRACK stops them.
-    let prack = format!(
-        "PRACK sip:a@c.invalid;transport=ws;ob SIP/2.0\r\n\
-Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKrel3p\r\n\
-Route: <sip:{token}@127.0.0.1:5062;transport=udp;lr;ob>\r\n\
-Max-Forwards: 69\r\nFrom: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>;tag=a7\r\n\
-Call-ID: rel3\r\nCSeq: 8 PRACK\r\nRAck: {rseq} 7 INVITE\r\nContent-Length: 0\r\n\r\n"
-    );
-    let outs = h.ims(&prack);
+    let outs = h.ims(&ims_prack(&h, "rel3", "z9hG4bKrel3p", rseq, ""));
     assert_eq!(sent_to(&outs, pcscf).status(), Some(200));
     for _ in 0..20 {
         h.now += Duration::from_millis(500);

@@ -5,12 +5,11 @@
 use std::time::Duration;
 
 use imsgw_media::{Command, Event};
-use imsgw_sip::Message;
 
 use super::tests::{sent_to, text};
 use super::tests_media::{
-    BROWSER_ANSWER, BROWSER_SDP, H, IMS_ANSWER, IMS_OFFER, PCSCF, answered_call, commands, invite,
-    sends_to,
+    BROWSER_ANSWER, BROWSER_SDP, H, IMS_ANSWER, IMS_OFFER, answered_call, browser_response,
+    commands, ims_invite, ims_invite_100rel, ims_prack, invite, pcscf, rseq_of, sends_to,
 };
 use super::*;
 
@@ -19,10 +18,6 @@ const WEBRTC: &str = "UDP/TLS/RTP/SAVPF";
 /// An RTP/AVP body a hostile browser writes itself: media aimed at a third party, around the
 /// gateway's anchor.
 const FORGED: &str = "v=0\r\no=x 1 1 IN IP4 198.51.100.9\r\ns=-\r\nc=IN IP4 198.51.100.9\r\nt=0 0\r\nm=audio 7777 RTP/AVP 8\r\n";
-
-fn pcscf() -> Dest {
-    Dest::Link(Link::Udp(PCSCF.parse().expect("addr")))
-}
 
 /// Every message sent to `to`, as text.
 fn texts_to(outs: &[Output], to: Dest) -> Vec<String> {
@@ -78,49 +73,6 @@ Max-Forwards: 70\r\nFrom: <sip:alice@ims.example>;tag=a1\r\nTo: <sip:bob@ims.exa
 Call-ID: m1\r\nCSeq: {seq} {method}\r\n{ct}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
-}
-
-/// An IMS-side INVITE toward the browser's flow.
-fn ims_invite(h: &H, call_id: &str, branch: &str, extra: &str, body: &str) -> String {
-    let token = h.edge.key.token(FlowId(1));
-    let ct = if body.is_empty() {
-        ""
-    } else {
-        "Content-Type: application/sdp\r\n"
-    };
-    format!(
-        "INVITE sip:alice@c.invalid;transport=ws SIP/2.0\r\n\
-Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n\
-Route: <sip:{token}@127.0.0.1:5062;transport=udp;lr;ob>\r\n\
-Record-Route: <sip:127.0.0.1:5070;lr>\r\n\
-Max-Forwards: 69\r\nFrom: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>{extra}\r\n\
-Call-ID: {call_id}\r\nCSeq: 7 INVITE\r\nContact: <sip:bob@127.0.0.1:4001>\r\n\
-{ct}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-}
-
-/// The browser's response to a request the edge sent down its flow.
-fn browser_response(down: &Message, code: u16, call_id: &str, cseq: &str, sdp: &str) -> String {
-    let mut r = format!("SIP/2.0 {code} X\r\n");
-    for v in down.vias().expect("vias") {
-        r.push_str(&format!(
-            "Via: {}\r\n",
-            String::from_utf8_lossy(&down.as_bytes()[v.range])
-        ));
-    }
-    let ct = if sdp.is_empty() {
-        ""
-    } else {
-        "Content-Type: application/sdp\r\n"
-    };
-    r.push_str(&format!(
-        "From: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>;tag=a7\r\n\
-Call-ID: {call_id}\r\nCSeq: {cseq}\r\nContact: <sip:a@c.invalid;transport=ws;ob>\r\n{ct}\
-Content-Length: {}\r\n\r\n{sdp}",
-        sdp.len()
-    ));
-    r
 }
 
 // --- State that outlives its call ----------------------------------------------------------
@@ -463,11 +415,7 @@ fn review_a_browser_response_with_sdp_for_an_unknown_call_is_not_passed_on() {
 #[test]
 fn review_rfc3262_5_no_offer_answer_rides_a_prack_the_browser_never_sees() {
     let mut h = H::new();
-    let token = h.edge.key.token(FlowId(1));
-    let inv = ims_invite(&h, "pa1", "z9hG4bKpa1", "", "").replace(
-        "CSeq: 7 INVITE\r\n",
-        "CSeq: 7 INVITE\r\nRequire: 100rel\r\n",
-    );
+    let inv = ims_invite_100rel(&h, "pa1", "z9hG4bKpa1", "");
     let outs = h.ims(&inv);
     let down = sent_to(&outs, Dest::Flow(FlowId(1)));
     // The browser offers in its 183: it leaves reliably, without the SDP, and nothing asks the
@@ -488,36 +436,16 @@ fn review_rfc3262_5_no_offer_answer_rides_a_prack_the_browser_never_sees() {
         text(&reliable)
     );
     let reliable = text(&reliable);
-    let rseq: u32 = reliable
-        .split("\r\nRSeq: ")
-        .nth(1)
-        .and_then(|r| r.split("\r\n").next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("an RSeq: {reliable}"));
-    let prack = |branch: &str, body: &str| {
-        let ct = if body.is_empty() {
-            String::new()
-        } else {
-            "Content-Type: application/sdp\r\n".to_string()
-        };
-        format!(
-            "PRACK sip:a@c.invalid;transport=ws;ob SIP/2.0\r\n\
-Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n\
-Route: <sip:{token}@127.0.0.1:5062;transport=udp;lr;ob>\r\n\
-Max-Forwards: 69\r\nFrom: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>;tag=a7\r\n\
-Call-ID: pa1\r\nCSeq: 8 PRACK\r\nRAck: {rseq} 7 INVITE\r\n{ct}Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-    };
+    let rseq = rseq_of(&reliable);
     // A PRACK with SDP is a new offer nobody could answer: 488, the browser sees nothing.
-    let outs = h.ims(&prack("z9hG4bKpa2", IMS_ANSWER));
+    let outs = h.ims(&ims_prack(&h, "pa1", "z9hG4bKpa2", rseq, IMS_ANSWER));
     assert_eq!(sends_to(&outs, Dest::Flow(FlowId(1))), 0, "{outs:#?}");
     assert!(commands(&outs).is_empty(), "{outs:#?}");
     let no = sent_to(&outs, pcscf());
     assert_eq!(no.status(), Some(488), "{}", text(&no));
     assert!(text(&no).contains("Warning: 399 imsgw"), "{}", text(&no));
     // The plain PRACK is answered 200.
-    let outs = h.ims(&prack("z9hG4bKpa3", ""));
+    let outs = h.ims(&ims_prack(&h, "pa1", "z9hG4bKpa3", rseq, ""));
     assert_eq!(sent_to(&outs, pcscf()).status(), Some(200));
     // The browser's 2xx carries its offer, to the engine as usual.
     let outs = h.browser(&browser_response(
@@ -531,8 +459,6 @@ Call-ID: pa1\r\nCSeq: 8 PRACK\r\nRAck: {rseq} 7 INVITE\r\n{ct}Content-Length: {}
         matches!(commands(&outs).pop(), Some(Command::BrowserOffer { .. })),
         "{outs:#?}"
     );
-    let _ = BROWSER_ANSWER;
-    let _ = Message::parse;
 }
 
 // --- What a retransmission is answered with --------------------------------------------------
