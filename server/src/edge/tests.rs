@@ -18,7 +18,7 @@ struct Harness {
     now: Instant,
 }
 
-fn local(transport: UpstreamTransport) -> Local {
+pub(super) fn local(transport: UpstreamTransport) -> Local {
     Local {
         listen: "127.0.0.1:5062".parse().expect("addr"),
         tls_listen: None,

@@ -51,12 +51,7 @@ impl H {
             revoked: Revoked::default(),
         };
         let settings = EdgeSettings {
-            local: Local {
-                listen: "127.0.0.1:5062".parse().expect("addr"),
-                tls_listen: None,
-                transport: UpstreamTransport::Udp,
-                ws_host: "ims-example.invalid".into(),
-            },
+            local: super::tests::local(UpstreamTransport::Udp),
             t1: Duration::from_millis(500),
             strip: StripList::default(),
             media: false,
