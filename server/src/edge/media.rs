@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use imsgw_media::{CallRef, Command, EndReason, Event};
 use imsgw_sip::{HeaderName, Message, Method, Splice};
 use tracing::{debug, info, warn};
@@ -920,33 +920,24 @@ impl Edge {
             None => self.settings.local.via_ims(&branch),
             Some(_) => self.settings.local.via_ws(&branch),
         };
-        let seq = seq.saturating_add(1);
-        let mut b = BytesMut::with_capacity(512);
-        let mut line = |s: &str| {
-            b.extend_from_slice(s.as_bytes());
-            b.extend_from_slice(b"\r\n");
+        let hop = super::txn::Hop {
+            request_uri: target.clone(),
+            via,
+            routes: routes.to_vec(),
+            from: local.clone(),
+            to: remote.clone(),
+            call_id: call_id.to_string(),
+            seq: seq.saturating_add(1),
+            // Toward the IMS the BYE states who sent it, like the browser's own requests.
+            assertion: if down.is_none() {
+                d.assertion.clone()
+            } else {
+                Vec::new()
+            },
         };
-        line(&format!("BYE {target} SIP/2.0"));
-        line(&format!("Via: {via}"));
-        if !routes.is_empty() {
-            line(&format!("Route: {}", routes.join(", ")));
-        }
-        line(&format!("From: {local}"));
-        line(&format!("To: {remote}"));
-        line(&format!("Call-ID: {call_id}"));
-        line(&format!("CSeq: {seq} BYE"));
-        if down.is_none() {
-            for a in &d.assertion {
-                // Each already ends in CRLF.
-                line(a.trim_end_matches("\r\n"));
-            }
-        }
-        line("Max-Forwards: 70");
         // RFC 3326: why the call ended.
-        line(&format!("Reason: SIP;cause=200;text=\"{reason}\""));
-        line("Content-Length: 0");
-        line("");
-        let bytes = b.freeze();
+        let why = format!("Reason: SIP;cause=200;text=\"{reason}\"");
+        let bytes = super::txn::hop_request_with(&hop, "BYE", None, &[&why]);
         let retransmit = dest == Dest::Upstream
             && self.settings.local.transport == crate::config::UpstreamTransport::Udp;
         self.txns.insert(

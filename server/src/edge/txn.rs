@@ -496,6 +496,12 @@ pub struct Hop {
 /// request went: same Request-URI, Call-ID, From, CSeq number, our Via only, the Routes we
 /// sent; To from `to` (the response's, for ACK).
 pub fn hop_request(hop: &Hop, method: &str, to: Option<&[u8]>) -> Bytes {
+    hop_request_with(hop, method, to, &[])
+}
+
+/// [`hop_request`] with more header lines (without their CRLF) before Content-Length: a BYE
+/// of the edge's own gives its `Reason` (RFC 3326).
+pub fn hop_request_with(hop: &Hop, method: &str, to: Option<&[u8]>, extra: &[&str]) -> Bytes {
     let mut b = BytesMut::with_capacity(512);
     let mut line = |parts: &[&[u8]]| {
         for p in parts {
@@ -522,6 +528,9 @@ pub fn hop_request(hop: &Hop, method: &str, to: Option<&[u8]>) -> Bytes {
         line(&[a.trim_end_matches("\r\n").as_bytes()]);
     }
     line(&[b"Max-Forwards: 70"]);
+    for e in extra {
+        line(&[e.as_bytes()]);
+    }
     line(&[b"Content-Length: 0"]);
     b.extend_from_slice(b"\r\n");
     b.freeze()
