@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use imsgw_media::{CallRef, Command, EndReason, Event};
-use imsgw_sip::{HeaderName, Message, Method, Splice};
+use imsgw_sip::{HeaderName, Message, Method, Splice, View};
 use tracing::{debug, info, warn};
 
 use super::local::OurRoute;
@@ -955,6 +955,18 @@ impl Edge {
             m.stats.byes_sent += 1;
         }
         self.push(dest, bytes, Some(id));
+    }
+
+    /// Whether a request on `flow` is the media side's business: an INVITE, a request with a
+    /// body (whose SDP, or other body on an offer/answer method, must not cross unchecked), or
+    /// any request of a call it holds. A REGISTER, an OPTIONS... outside calls is not.
+    pub(super) fn media_concerns(&self, flow: FlowId, msg: &Message, view: &View) -> bool {
+        let Some(m) = self.media.as_ref() else {
+            return false;
+        };
+        view.method == Some(Method::Invite)
+            || !msg.body().is_empty()
+            || m.calls.contains_key(&(flow, view.call_id.clone()))
     }
 
     /// When a reliable 18x stops waiting for its PRACK next.

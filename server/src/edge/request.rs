@@ -342,8 +342,10 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
         invite.then(|| response_to(&msg, Status::TRYING.code, Status::TRYING.reason, None, &[]));
     let udp_origin = matches!(reply_to, Dest::Link(Link::Udp(_)));
     // The media side reads the request after the transaction owns it.
+    // Only what the media side must see is copied for it: a REGISTER outside calls goes out
+    // without the copy.
     let for_media = media_flow
-        .filter(|_| edge.media.is_some())
+        .filter(|(flow, _)| edge.media_concerns(*flow, &msg, &view))
         .map(|m| (m, msg.clone()));
     let origin = Origin {
         reply_to,

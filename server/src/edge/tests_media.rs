@@ -679,3 +679,27 @@ fn rfc3262_3_a_reliable_18x_is_sent_again_at_t1_doubling_until_its_prack() {
         );
     }
 }
+
+#[test]
+fn ts23228_u_an_update_with_sdp_outside_any_call_gets_488_and_nothing_crosses() {
+    let mut h = H::new();
+    // An UPDATE in a dialog this gateway holds no media for (begun before a restart, say).
+    let update = format!(
+        "UPDATE sip:bob@127.0.0.1:4001 SIP/2.0\r\nVia: SIP/2.0/WSS c.invalid;branch=z9hG4bKu1\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@ims.example>;tag=a1\r\nTo: <sip:bob@ims.example>;tag=b9\r\n\
+Call-ID: nocall1\r\nCSeq: 9 UPDATE\r\nContent-Type: application/sdp\r\n\
+Content-Length: {}\r\n\r\n{BROWSER_SDP}",
+        BROWSER_SDP.len()
+    );
+    let outs = h.browser(&update);
+    assert_eq!(sends_to(&outs, Dest::Upstream), 0, "{outs:#?}");
+    assert!(commands(&outs).is_empty(), "{outs:#?}");
+    assert_eq!(sent_to(&outs, Dest::Flow(FlowId(1))).status(), Some(488));
+    // A REGISTER (no body, no call) goes straight up.
+    let register = "REGISTER sip:ims.example SIP/2.0\r\nVia: SIP/2.0/WSS c.invalid;branch=z9hG4bKr1\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@ims.example>;tag=r1\r\nTo: <sip:alice@ims.example>\r\n\
+Call-ID: reg1\r\nCSeq: 1 REGISTER\r\nContact: <sip:a@c.invalid;transport=ws>;expires=600\r\n\
+Content-Length: 0\r\n\r\n";
+    let outs = h.browser(register);
+    assert_eq!(sends_to(&outs, Dest::Upstream), 1, "{outs:#?}");
+}
