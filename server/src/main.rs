@@ -7,8 +7,13 @@ use clap::{Parser, Subcommand};
 
 /// mimalloc instead of glibc malloc: measured on the REGISTER load run (see README, Benchmark):
 /// less CPU per REGISTER and freed memory returned to the system after bursts.
+#[cfg(not(feature = "dhat-heap"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// `--features dhat-heap`: where the heap goes, by allocation site (a measurement build).
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOCATOR: dhat::Alloc = dhat::Alloc;
 use imsgw::config::{Config, LogFormat, StoreKind};
 
 /// imsgw: WebRTC IMS gateway. Browsers speak SIP over WebSocket (RFC 7118) to it; it forwards
@@ -156,6 +161,8 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> ExitCode {
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::new_heap();
     let running = match imsgw::app::start(config).await {
         Ok(r) => r,
         Err(e) => {

@@ -10,6 +10,9 @@
 #
 #   IMSGW_BIN=/path/to/imsgw tools/loadgen/media-bench.sh [N ...]     (default: 100 400)
 #
+# Where the memory goes: build imsgw with `--features dhat-heap`; it writes dhat-heap.json in
+# the working directory when it stops, and `tools/heap-sites.py dhat-heap.json N` sums it by site.
+#
 # Environment: DURATION (measured seconds per run, default 20), CODEC (pcma|pcmu), BENCH_DIR
 # (kept: logs, configs, reports *.json), IMSGW_BIN, GATEWAYS (default "imsgw reference"; one of
 # them alone to skip the other), LOADGEN_ARGS (more `imsgw-loadgen media` options for every run,
