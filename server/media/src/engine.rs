@@ -22,6 +22,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Input, Output, RtcError};
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::batch::{BUF, RecvBatch};
 use crate::demux::{stun_local_ufrag, stun_request_valid};
 use crate::ims_leg::{self, ImsLeg};
 use crate::ports::PortPool;
@@ -33,7 +34,6 @@ pub(crate) const WAKER: Token = Token(0);
 const WEBRTC: Token = Token(1);
 /// Browser addresses remembered per session (a browser may switch candidate pairs).
 const MAX_ADDRS_PER_SESSION: usize = 8;
-const BUF: usize = 2048;
 
 /// What the handle sends the thread.
 pub(crate) enum Msg {
@@ -84,7 +84,9 @@ pub(crate) struct Engine {
     events: UnboundedSender<Event>,
     stats: Arc<Stats>,
     ports: PortPool,
-    sessions: Vec<Option<Session>>,
+    /// Boxed: a session is about 11 KiB (str0m's `Rtc` is 10 KiB inline), and a vector of
+    /// them inline grows by doubling, costing up to twice that per call in unused slots.
+    sessions: Vec<Option<Box<Session>>>,
     free_slots: Vec<usize>,
     by_call: HashMap<CallRef, usize>,
     by_ufrag: HashMap<String, usize>,
@@ -135,7 +137,11 @@ impl Engine {
     /// Runs until [`Msg::Stop`] or every handle is gone; frees every session on the way out.
     pub fn run(mut self) {
         let mut events = Events::with_capacity(256);
-        let mut buf = vec![0u8; BUF];
+        // The shared WebRTC socket carries every call: a busy one has many datagrams waiting.
+        // A call's IMS-side sockets hold one or two at a time. One batch per socket family
+        // (batch.rs): the WebRTC socket and the IMS sockets may be of different ones.
+        let mut webrtc = RecvBatch::new(32);
+        let mut ims = RecvBatch::new(4);
         let mut out = vec![0u8; BUF];
         while !self.stopping {
             let timeout = self
@@ -151,8 +157,8 @@ impl Engine {
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => self.drain_commands(),
-                    WEBRTC => self.read_webrtc(&mut buf, &mut out),
-                    Token(t) => self.read_ims((t - 2) / 2, t % 2 == 1, &mut buf, &mut out),
+                    WEBRTC => self.read_webrtc(&mut webrtc, &mut out),
+                    Token(t) => self.read_ims((t - 2) / 2, t % 2 == 1, &mut ims, &mut out),
                 }
             }
             self.run_timers(&mut out);
@@ -234,7 +240,7 @@ impl Engine {
     }
 
     fn session(&mut self, slot: usize) -> Option<&mut Session> {
-        self.sessions.get_mut(slot).and_then(Option::as_mut)
+        self.sessions.get_mut(slot).and_then(Option::as_deref_mut)
     }
 
     fn answer(
@@ -310,7 +316,7 @@ impl Engine {
         // Registered before the browser can know the ufrag (its first STUN may come at once).
         self.by_ufrag.insert(session.ufrag.clone(), slot);
         self.by_call.insert(call, slot);
-        self.sessions[slot] = Some(session);
+        self.sessions[slot] = Some(Box::new(session));
         self.update_gauges();
         let mut out = vec![0u8; BUF];
         self.drive(slot, now, &mut out);
@@ -361,12 +367,11 @@ impl Engine {
         }
     }
 
-    fn read_webrtc(&mut self, buf: &mut [u8], out: &mut [u8]) {
+    fn read_webrtc(&mut self, batch: &mut RecvBatch, out: &mut [u8]) {
         let local = self.local;
         loop {
-            let (n, src) = match self.socket.recv_from(buf) {
-                Ok(x) => x,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+            let n = match batch.read(&self.socket) {
+                Ok(n) => n,
                 Err(e) => {
                     // Not a busy loop on a persistent error: the next datagram wakes us.
                     tracing::debug!(error = %e, "WebRTC socket read");
@@ -374,42 +379,59 @@ impl Engine {
                 }
             };
             let now = Instant::now();
-            let data = &buf[..n];
-            let Some(slot) = self.demux(data, src) else {
-                Stats::add(&self.stats.dropped, 1);
-                continue;
-            };
-            let Ok(contents) = data.try_into() else {
-                Stats::add(&self.stats.dropped, 1);
-                continue;
-            };
-            let dest = self.destination_for(src, local);
-            let Some(s) = self.session(slot) else {
-                continue;
-            };
-            let input = Input::Receive(
-                now,
-                Receive {
-                    proto: Protocol::Udp,
-                    source: src,
-                    destination: dest,
-                    contents,
-                },
-            );
-            match s.rtc.handle_input(input) {
-                Ok(()) => {}
-                Err(RtcError::Dtls(e)) => {
-                    tracing::info!(error = %e, "DTLS failed");
-                    self.remove(slot, Some(EndReason::DtlsFailed));
-                    continue;
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "browser packet refused");
-                    Stats::add(&self.stats.dropped, 1);
+            for i in 0..n {
+                match batch.get(i) {
+                    Some((data, src)) => self.webrtc_datagram(data, src, local, now, out),
+                    None => Stats::add(&self.stats.dropped, 1),
                 }
             }
-            self.drive(slot, now, out);
+            if n < batch.size() {
+                return; // the socket is empty (see batch.rs)
+            }
         }
+    }
+
+    fn webrtc_datagram(
+        &mut self,
+        data: &[u8],
+        src: SocketAddr,
+        local: SocketAddr,
+        now: Instant,
+        out: &mut [u8],
+    ) {
+        let Some(slot) = self.demux(data, src) else {
+            Stats::add(&self.stats.dropped, 1);
+            return;
+        };
+        let Ok(contents) = data.try_into() else {
+            Stats::add(&self.stats.dropped, 1);
+            return;
+        };
+        let dest = self.destination_for(src, local);
+        let Some(s) = self.session(slot) else {
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source: src,
+                destination: dest,
+                contents,
+            },
+        );
+        match s.rtc.handle_input(input) {
+            Ok(()) => {}
+            Err(RtcError::Dtls(e)) => {
+                tracing::info!(error = %e, "DTLS failed");
+                return self.remove(slot, Some(EndReason::DtlsFailed));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "browser packet refused");
+                Stats::add(&self.stats.dropped, 1);
+            }
+        }
+        self.drive(slot, now, out);
     }
 
     /// The host candidate address a datagram from `src` was sent to (str0m matches it).
@@ -481,7 +503,7 @@ impl Engine {
 
     /// Feeds str0m's output: datagrams out, RTP relayed to the IMS, the next timeout queued.
     fn drive(&mut self, slot: usize, now: Instant, out: &mut [u8]) {
-        let Some(s) = self.sessions.get_mut(slot).and_then(Option::as_mut) else {
+        let Some(s) = self.sessions.get_mut(slot).and_then(Option::as_deref_mut) else {
             return;
         };
         let mut ended = None;
@@ -567,53 +589,67 @@ impl Engine {
         }
     }
 
-    fn read_ims(&mut self, slot: usize, rtcp_port: bool, buf: &mut [u8], out: &mut [u8]) {
-        let epoch = self.epoch;
+    fn read_ims(&mut self, slot: usize, rtcp_port: bool, batch: &mut RecvBatch, out: &mut [u8]) {
         loop {
-            let Some(s) = self.sessions.get_mut(slot).and_then(Option::as_mut) else {
+            let Some(s) = self.session(slot) else {
                 return;
             };
-            let r = if rtcp_port {
-                s.ims.recv_rtcp(buf)
-            } else {
-                s.ims.recv_rtp(buf)
-            };
-            let (n, src) = match r {
-                Ok(x) => x,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            let socket = if rtcp_port { &s.ims.rtcp } else { &s.ims.rtp };
+            let n = match batch.read(socket) {
+                Ok(n) => n,
                 Err(e) => {
                     tracing::debug!(error = %e, "IMS-side socket read");
-                    break;
+                    return;
                 }
             };
             let now = Instant::now();
-            let data = &buf[..n];
-            // RFC 5761 §4: on a muxed port, PT 200..=204 (marker bit folded in) is RTCP.
-            let is_rtcp = rtcp_port || data.get(1).is_some_and(|b| (192..=223).contains(b));
-            if !s.ims.accept_source(src, rtcp_port) {
-                Stats::add(&self.stats.dropped, 1);
-                continue;
+            for i in 0..n {
+                match batch.get(i) {
+                    Some((data, src)) => self.ims_datagram(slot, rtcp_port, data, src, now, out),
+                    None => Stats::add(&self.stats.dropped, 1),
+                }
             }
-            if is_rtcp {
-                s.ims.on_rtcp(data, now);
-                continue;
+            if n < batch.size() {
+                return; // the socket is empty (see batch.rs)
             }
-            let Some(rtp) = ims_leg::parse_rtp(data) else {
-                Stats::add(&self.stats.dropped, 1);
-                continue;
-            };
-            s.ims.on_rtp(&rtp, now, epoch);
-            if !s.to_browser {
-                continue; // held toward the browser (RFC 3264 §8.4)
-            }
-            if relay_to_browser(s, &rtp, now, out) {
-                Stats::add(&self.stats.packets_to_browser, 1);
-                Stats::add(&self.stats.bytes_to_browser, rtp.payload.len() as u64);
-                // Each write is polled out before the next (str0m queues per stream).
-                self.drive(slot, now, out);
-            } else {
-                Stats::add(&self.stats.dropped, 1);
-            }
+        }
+    }
+
+    fn ims_datagram(
+        &mut self,
+        slot: usize,
+        rtcp_port: bool,
+        data: &[u8],
+        src: SocketAddr,
+        now: Instant,
+        out: &mut [u8],
+    ) {
+        let epoch = self.epoch;
+        let Some(s) = self.sessions.get_mut(slot).and_then(Option::as_deref_mut) else {
+            return;
+        };
+        // RFC 5761 §4: on a muxed port, PT 200..=204 (marker bit folded in) is RTCP.
+        let is_rtcp = rtcp_port || data.get(1).is_some_and(|b| (192..=223).contains(b));
+        if !s.ims.accept_source(src, rtcp_port) {
+            return Stats::add(&self.stats.dropped, 1);
+        }
+        if is_rtcp {
+            return s.ims.on_rtcp(data, now);
+        }
+        let Some(rtp) = ims_leg::parse_rtp(data) else {
+            return Stats::add(&self.stats.dropped, 1);
+        };
+        s.ims.on_rtp(&rtp, now, epoch);
+        if !s.to_browser {
+            return; // held toward the browser (RFC 3264 §8.4)
+        }
+        if relay_to_browser(s, &rtp, now, out) {
+            Stats::add(&self.stats.packets_to_browser, 1);
+            Stats::add(&self.stats.bytes_to_browser, rtp.payload.len() as u64);
+            // Each write is polled out before the next (str0m queues per stream).
+            self.drive(slot, now, out);
+        } else {
+            Stats::add(&self.stats.dropped, 1);
         }
     }
 }

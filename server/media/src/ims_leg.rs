@@ -5,7 +5,6 @@
 //! receiver statistics, SR/RR every ~5 s (RFC 3550 §6.2, §6.4), reading the peer's SR.
 //! Must not touch: str0m, the browser leg, SDP text.
 
-use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -347,15 +346,6 @@ impl ImsLeg {
             *b = 0;
         }
         w + 4 + chunk
-    }
-
-    /// Reads the RTP socket once; `Err(WouldBlock)` when drained.
-    pub fn recv_rtp(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.rtp.recv_from(buf)
-    }
-
-    pub fn recv_rtcp(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.rtcp.recv_from(buf)
     }
 }
 

@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod browser_leg;
+mod batch;
 mod codec;
 mod demux;
 mod engine;
