@@ -28,8 +28,8 @@ use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-mod browser_leg;
 mod batch;
+mod browser_leg;
 mod codec;
 mod demux;
 mod engine;
@@ -60,6 +60,8 @@ pub struct MediaConfig {
     pub latch: bool,
     /// `media.max_sessions`: calls at once; past it a new offer is refused (503-like).
     pub max_sessions: usize,
+    /// `media.recv_buffer`: bytes of receive buffer asked for on the shared WebRTC socket.
+    pub recv_buffer: usize,
 }
 
 /// What the edge asks. Every command that expects SDP back carries `req`, echoed in the
@@ -192,6 +194,27 @@ impl Drop for Handle {
     }
 }
 
+/// Asks for a receive buffer of `bytes` on the shared socket; the kernel caps it at
+/// `net.core.rmem_max` unless the process may force it. Logs what it got.
+fn set_recv_buffer(socket: &std::net::UdpSocket, bytes: usize) {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+    let _ = setsockopt(socket, sockopt::RcvBuf, &bytes);
+    // Linux reports twice the size asked for (bookkeeping); compare against that.
+    if getsockopt(socket, sockopt::RcvBuf).unwrap_or(0) < bytes.saturating_mul(2) {
+        let _ = setsockopt(socket, sockopt::RcvBufForce, &bytes);
+    }
+    let got = getsockopt(socket, sockopt::RcvBuf).unwrap_or(0) / 2;
+    if got < bytes {
+        tracing::warn!(
+            asked = bytes,
+            got,
+            "media.recv_buffer capped by net.core.rmem_max"
+        );
+    } else {
+        tracing::info!(bytes = got, "media receive buffer");
+    }
+}
+
 impl Media {
     /// Binds `media.listen` and checks the port range, starts the media thread(s).
     pub fn start(
@@ -205,6 +228,7 @@ impl Media {
         std_socket
             .set_nonblocking(true)
             .map_err(|e| MediaError::Other(format!("media.listen non-blocking: {e}")))?;
+        set_recv_buffer(&std_socket, config.recv_buffer);
         let local_addr = std_socket
             .local_addr()
             .map_err(|e| MediaError::Other(format!("media.listen address: {e}")))?;
@@ -329,11 +353,29 @@ mod tests {
             inactivity: Duration::from_secs(30),
             latch: false,
             max_sessions: 1,
+            recv_buffer: 1 << 20,
         };
         let Err(e) = Media::start(cfg) else {
             panic!("must refuse");
         };
         assert!(e.to_string().contains("media.public_addresses"), "{e}");
+    }
+
+    #[test]
+    fn recv_buffer_is_what_was_asked_up_to_the_kernel_cap() {
+        use nix::sys::socket::{getsockopt, sockopt};
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let before = getsockopt(&sock, sockopt::RcvBuf).expect("get") / 2;
+        let asked = (before * 4).max(1 << 20);
+        set_recv_buffer(&sock, asked);
+        let got = getsockopt(&sock, sockopt::RcvBuf).expect("get") / 2;
+        let cap: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        // Root (CAP_NET_ADMIN) gets it all; anyone else gets at least the cap.
+        assert!(got >= asked.min(cap), "asked {asked}, cap {cap}, got {got}");
+        assert!(got > before, "the buffer grew: {before} -> {got}");
     }
 
     #[test]
@@ -346,6 +388,7 @@ mod tests {
             inactivity: Duration::from_secs(30),
             latch: false,
             max_sessions: 1,
+            recv_buffer: 1 << 20,
         };
         assert!(matches!(Media::start(cfg), Err(MediaError::Ports(..))));
     }

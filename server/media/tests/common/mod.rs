@@ -29,6 +29,7 @@ pub fn config(ports: RangeInclusive<u16>) -> MediaConfig {
         inactivity: Duration::from_millis(1500),
         latch: false,
         max_sessions: 16,
+        recv_buffer: 1 << 20,
     }
 }
 
