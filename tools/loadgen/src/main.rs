@@ -3,7 +3,8 @@
 //! every REGISTER got 200 within the time limit, 1 when some did not (the report is still
 //! printed), 2 when the run could not start (bad option, unreachable name, fd limit).
 //!
-//! `imsgw-loadgen media …` is the media benchmark instead (see `media`).
+//! `imsgw-loadgen media …` is the media benchmark instead (see `media`); `imsgw-loadgen
+//! udp-floor` measures what the kernel alone costs a UDP relay here (see `floor`).
 //!
 //! Layers: `sip` (messages, no I/O) → `client` (one socket) → `run` (phases, sampling) →
 //! `report` (numbers and output); `procfs` reads /proc; `cli` parses options; `tokens` mints the
@@ -11,6 +12,7 @@
 
 mod cli;
 mod client;
+mod floor;
 mod media;
 mod procfs;
 mod report;
@@ -30,6 +32,9 @@ fn main() -> ExitCode {
     let result = if argv.get(1).is_some_and(|a| a == "media") {
         argv.remove(1);
         media::start(media::MediaArgs::parse_from(argv))
+    } else if argv.get(1).is_some_and(|a| a == "udp-floor") {
+        argv.remove(1);
+        floor::start(floor::FloorArgs::parse_from(argv))
     } else {
         start(cli::Args::parse_from(argv))
     };

@@ -165,16 +165,16 @@ fn read_process(pid: u32) -> Option<Process> {
 }
 
 #[derive(Debug, PartialEq)]
-struct Stat {
+pub struct Stat {
     /// The command name (proc(5) field 2, at most 15 bytes).
     comm: String,
     ppid: u32,
-    cpu_s: f64,
+    pub cpu_s: f64,
 }
 
 /// Parses /proc/PID/stat (proc(5)). The command name is in parentheses and may itself contain
 /// spaces and ')', so fields are counted from the last ')'.
-fn parse_stat(text: &str) -> Option<Stat> {
+pub fn parse_stat(text: &str) -> Option<Stat> {
     let close = text.rfind(')')?;
     let comm = text.get(text.find('(')? + 1..close)?.to_owned();
     let after = &text[close + 1..];
