@@ -105,26 +105,31 @@ mod tests {
 
     #[test]
     fn reads_everything_waiting_in_one_call_then_reports_none() {
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rx = UdpSocket::bind("127.0.0.1:0").expect("loopback socket");
+        let tx = UdpSocket::bind("127.0.0.1:0").expect("loopback socket");
         for i in 0..5u8 {
-            tx.send_to(&[i; 10], rx.local_addr().unwrap()).unwrap();
+            tx.send_to(&[i; 10], rx.local_addr().expect("loopback socket"))
+                .expect("loopback socket");
         }
         let mut b = RecvBatch::new(4);
-        assert_eq!(b.read(&rx).unwrap(), 4, "a full batch: more may wait");
+        assert_eq!(
+            b.read(&rx).expect("loopback socket"),
+            4,
+            "a full batch: more may wait"
+        );
         for i in 0..4 {
-            let (data, src) = b.get(i).unwrap();
+            let (data, src) = b.get(i).expect("loopback socket");
             assert_eq!(data, &[i as u8; 10]);
-            assert_eq!(src, tx.local_addr().unwrap());
+            assert_eq!(src, tx.local_addr().expect("loopback socket"));
         }
         assert_eq!(
-            b.read(&rx).unwrap(),
+            b.read(&rx).expect("loopback socket"),
             1,
             "a short batch: the socket is empty"
         );
-        assert_eq!(b.get(0).unwrap().0, &[4u8; 10]);
+        assert_eq!(b.get(0).expect("loopback socket").0, &[4u8; 10]);
         assert!(b.get(1).is_none());
-        assert_eq!(b.read(&rx).unwrap(), 0);
+        assert_eq!(b.read(&rx).expect("loopback socket"), 0);
     }
 
     #[test]
@@ -132,24 +137,30 @@ mod tests {
         let Ok(rx) = UdpSocket::bind("[::1]:0") else {
             return; // no IPv6 loopback on this host
         };
-        let tx = UdpSocket::bind("[::1]:0").unwrap();
-        tx.send_to(b"x", rx.local_addr().unwrap()).unwrap();
-        tx.send_to(b"y", rx.local_addr().unwrap()).unwrap();
+        let tx = UdpSocket::bind("[::1]:0").expect("loopback socket");
+        tx.send_to(b"x", rx.local_addr().expect("loopback socket"))
+            .expect("loopback socket");
+        tx.send_to(b"y", rx.local_addr().expect("loopback socket"))
+            .expect("loopback socket");
         let mut b = RecvBatch::new(8);
-        assert_eq!(b.read(&rx).unwrap(), 2);
-        assert_eq!(b.get(1).unwrap(), (&b"y"[..], tx.local_addr().unwrap()));
+        assert_eq!(b.read(&rx).expect("loopback socket"), 2);
+        assert_eq!(
+            b.get(1).expect("loopback socket"),
+            (&b"y"[..], tx.local_addr().expect("loopback socket"))
+        );
     }
 
     #[test]
     fn a_datagram_longer_than_the_buffer_is_skipped() {
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        tx.send_to(&[1u8; BUF + 100], rx.local_addr().unwrap())
-            .unwrap();
-        tx.send_to(&[2u8; 20], rx.local_addr().unwrap()).unwrap();
+        let rx = UdpSocket::bind("127.0.0.1:0").expect("loopback socket");
+        let tx = UdpSocket::bind("127.0.0.1:0").expect("loopback socket");
+        tx.send_to(&[1u8; BUF + 100], rx.local_addr().expect("loopback socket"))
+            .expect("loopback socket");
+        tx.send_to(&[2u8; 20], rx.local_addr().expect("loopback socket"))
+            .expect("loopback socket");
         let mut b = RecvBatch::new(8);
-        assert_eq!(b.read(&rx).unwrap(), 2);
+        assert_eq!(b.read(&rx).expect("loopback socket"), 2);
         assert!(b.get(0).is_none(), "cut datagram skipped");
-        assert_eq!(b.get(1).unwrap().0, &[2u8; 20]);
+        assert_eq!(b.get(1).expect("loopback socket").0, &[2u8; 20]);
     }
 }
