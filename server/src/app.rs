@@ -256,7 +256,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             local,
             t1: config.t1(),
             strip: crate::edge::StripList::new(&config.sip.strip_headers),
-            media: media.is_some(),
+            media: config.media.as_ref().filter(|_| media.is_some()).map(|m| {
+                crate::edge::MediaLimits {
+                    calls_per_user: m.max_calls_per_user,
+                }
+            }),
         },
         key,
         auth,

@@ -49,6 +49,16 @@ pub struct MediaSection {
     /// `net.core.rmem_max` unless imsgw runs with CAP_NET_ADMIN. Default 4194304.
     #[serde(default = "default_recv_buffer")]
     pub recv_buffer: usize,
+    /// `media.max_calls_per_user`: calls with media one IMPU may have at once over all its
+    /// connections (each connection also holds at most 4). Past it the person's own INVITE gets
+    /// `403` and one toward them `486`, before a media port is taken: without it, one signed-in
+    /// person with enough connections could hold every port. Default 8.
+    #[serde(default = "default_calls_per_user")]
+    pub max_calls_per_user: usize,
+}
+
+fn default_calls_per_user() -> usize {
+    8
 }
 
 fn default_recv_buffer() -> usize {
@@ -112,6 +122,9 @@ impl MediaSection {
         if max_sessions == 0 {
             return Err(key("max_sessions", "must be at least 1"));
         }
+        if self.max_calls_per_user == 0 {
+            return Err(key("max_calls_per_user", "must be at least 1"));
+        }
         Ok(imsgw_media::MediaConfig {
             listen: self.listen,
             public_addresses,
@@ -164,6 +177,7 @@ mod tests {
         assert_eq!(c.max_sessions, 5000);
         assert!(!c.latch);
         assert_eq!(c.recv_buffer, 4 << 20);
+        assert_eq!(s.max_calls_per_user, 8);
     }
 
     #[test]
@@ -195,6 +209,10 @@ mod tests {
             (
                 "listen = \"127.0.0.1:1\"\nmax_sessions = 0",
                 "media.max_sessions",
+            ),
+            (
+                "listen = \"127.0.0.1:1\"\nmax_calls_per_user = 0",
+                "media.max_calls_per_user",
             ),
         ] {
             let err = section(text).engine_config(sip).expect_err(text);

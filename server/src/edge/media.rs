@@ -33,6 +33,14 @@ const REWRITES_KEPT: usize = 4;
 /// (a flood or a hung engine) and later messages pass unheld and are counted.
 const HELD_PER_CALL: usize = 32;
 
+/// What the operator bounds the media side with (`[media]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaLimits {
+    /// `media.max_calls_per_user`: calls with media one IMPU may have at once, over all its
+    /// connections; an INVITE past it is refused `403` from the browser, `486` toward it.
+    pub calls_per_user: usize,
+}
+
 /// Who a message came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Party {
@@ -63,6 +71,10 @@ pub(super) struct MediaCalls {
     held_txns: HashSet<TxnId>,
     /// Calls under RFC 3262 (their deadlines are looked for only when there are some).
     rel100_calls: usize,
+    /// Calls with media per IMPU, over all of the person's connections (`Call::user`).
+    per_user: HashMap<String, usize>,
+    /// `media.max_calls_per_user`.
+    max_per_user: usize,
     pub stats: MediaEdgeStats,
 }
 
@@ -93,6 +105,8 @@ struct Call {
     rel100: Option<Rel100>,
     /// The initial INVITE's transaction: cancelled if media ends before it is answered.
     invite: Option<TxnId>,
+    /// The IMPU the call counts against (the flow's registered identity), if any.
+    user: Option<String>,
 }
 
 /// A message on its way out, maybe waiting for the engine.
@@ -251,6 +265,31 @@ impl Edge {
                 let why = format!("more than {CALLS_PER_FLOW} calls on one connection");
                 return self.media_refuse(now, out.txn, Status::BUSY_HERE, &why);
             }
+            // A person with many connections (tabs, devices, or a script) could otherwise hold
+            // every media port: the cap is per IMPU, in both directions.
+            let user = self
+                .flows
+                .get(&out.flow)
+                .and_then(|f| f.identity.as_ref())
+                .map(|id| id.impu.as_str().to_string());
+            if let Some(u) = &user
+                && mc.per_user.get(u).copied().unwrap_or(0) >= mc.max_per_user
+            {
+                let why = format!(
+                    "{u} has {} calls with media already (media.max_calls_per_user)",
+                    mc.max_per_user
+                );
+                // The browser's own INVITE: refused (RFC 3261 §21.4.4); toward the browser:
+                // its user is busy (§21.4.24).
+                let status = match out.from {
+                    Party::Browser => Status::FORBIDDEN,
+                    Party::Ims => Status::BUSY_HERE,
+                };
+                return self.media_refuse(now, out.txn, status, &why);
+            }
+            if let Some(u) = &user {
+                *mc.per_user.entry(u.clone()).or_default() += 1;
+            }
             mc.next_ref += 1;
             let call = Call {
                 call: mc.next_ref,
@@ -263,6 +302,7 @@ impl Edge {
                 rel100: (out.from == Party::Ims && rel100::required(msg))
                     .then(|| Rel100::new(1 + (mc.next_ref % 4096) as u32)),
                 invite: out.txn,
+                user,
             };
             mc.by_ref.insert(call.call, key.clone());
             mc.rel100_calls += usize::from(call.rel100.is_some());
@@ -666,6 +706,14 @@ impl Edge {
         };
         mc.by_ref.remove(&call.call);
         mc.rel100_calls -= usize::from(call.rel100.is_some());
+        if let Some(u) = &call.user
+            && let Some(n) = mc.per_user.get_mut(u)
+        {
+            *n -= 1;
+            if *n == 0 {
+                mc.per_user.remove(u);
+            }
+        }
         for h in &call.held {
             if let Some(t) = h.txn {
                 mc.held_txns.remove(&t);
@@ -1018,8 +1066,11 @@ impl Edge {
 }
 
 impl MediaCalls {
-    pub(super) fn new() -> Self {
-        Self::default()
+    pub(super) fn new(limits: MediaLimits) -> Self {
+        Self {
+            max_per_user: limits.calls_per_user,
+            ..Self::default()
+        }
     }
 
     /// The oldest call's reference (tests).

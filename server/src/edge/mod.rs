@@ -40,7 +40,7 @@ use bytes::Bytes;
 pub use auth::{Auth, AuthSettings, Identity, Revoked};
 pub use flow::{FlowId, FlowKey};
 pub use local::Local;
-pub use media::MediaEdgeStats;
+pub use media::{MediaEdgeStats, MediaLimits};
 pub use status::Status;
 pub use trust::StripList;
 pub use txn::TxnId;
@@ -130,9 +130,10 @@ pub struct EdgeSettings {
     pub t1: Duration,
     /// What comes off requests and responses from WebSockets (`sip.strip_headers`).
     pub strip: StripList,
-    /// Whether the gateway anchors media (`[media]` configured): SDP bodies are then rewritten
-    /// between the browser's WebRTC and the IMS side's RTP/AVP, never passed through.
-    pub media: bool,
+    /// Whether the gateway anchors media (`[media]` configured), and its limits: SDP bodies are
+    /// then rewritten between the browser's WebRTC and the IMS side's RTP/AVP, never passed
+    /// through.
+    pub media: Option<media::MediaLimits>,
 }
 
 /// An open WebSocket as the core knows it.
@@ -236,7 +237,7 @@ impl Edge {
             auth,
             unix: 0,
             pruned_at: 0,
-            media: settings_media.then(media::MediaCalls::new),
+            media: settings_media.map(media::MediaCalls::new),
             parked: Vec::new(),
         }
     }
@@ -452,6 +453,8 @@ impl Edge {
 mod tests;
 #[cfg(test)]
 mod tests_media;
+#[cfg(test)]
+mod tests_media_limits;
 #[cfg(test)]
 mod tests_media_review;
 #[cfg(test)]

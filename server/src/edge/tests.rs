@@ -33,7 +33,7 @@ impl Harness {
             local: local(transport),
             t1: Duration::from_millis(500),
             strip: StripList::default(),
-            media: false,
+            media: None,
         };
         let mut edge = Edge::new(settings, FlowKey::random(), Auth::disabled());
         edge.flow_opened(FlowId(1), CLIENT.parse().expect("addr"));

@@ -28,7 +28,7 @@ impl H {
             local: super::tests::local(UpstreamTransport::Udp),
             t1: Duration::from_millis(500),
             strip: StripList::default(),
-            media: true,
+            media: Some(MediaLimits { calls_per_user: 3 }),
         };
         let mut edge = Edge::new(settings, FlowKey::random(), Auth::disabled());
         edge.flow_opened(FlowId(1), "192.0.2.7:50123".parse().expect("addr"));

@@ -538,7 +538,9 @@ fn review_rfc3261_13_2_2_4_sdp_in_an_ack_without_a_pending_offer_is_no_offer() {
 fn review_the_edges_own_bye_asserts_the_identity_like_the_browsers_requests() {
     use crate::config::IdentityAssertion;
     let mut h = super::tests_trust::H::new(&[IdentityAssertion::Pai]);
-    h.edge.media = Some(super::media::MediaCalls::new());
+    h.edge.media = Some(super::media::MediaCalls::new(MediaLimits {
+        calls_per_user: 3,
+    }));
     h.registered(1, "alice");
     let inv = h.ims_request_to_alice("INVITE", "byeid1").replace(
         "Max-Forwards: 69\r\n",
@@ -583,7 +585,9 @@ fn review_the_edges_own_bye_asserts_the_identity_like_the_browsers_requests() {
 fn review_the_edges_own_bye_asserts_the_identity_of_the_browsers_invite() {
     use crate::config::IdentityAssertion;
     let mut h = super::tests_trust::H::new(&[IdentityAssertion::Pai]);
-    h.edge.media = Some(super::media::MediaCalls::new());
+    h.edge.media = Some(super::media::MediaCalls::new(MediaLimits {
+        calls_per_user: 3,
+    }));
     h.registered(1, "alice");
     let inv = h.request(1, "INVITE", "alice", "").replace(
         "Content-Length: 0\r\n\r\n",

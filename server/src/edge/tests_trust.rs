@@ -54,7 +54,7 @@ impl H {
             local: super::tests::local(UpstreamTransport::Udp),
             t1: Duration::from_millis(500),
             strip: StripList::default(),
-            media: false,
+            media: None,
         };
         let mut edge = Edge::new(settings, FlowKey::random(), auth);
         edge.set_wall_clock(NOW);

@@ -1,0 +1,132 @@
+//! The media side's limits per person (`media.max_calls_per_user`): an IMPU's calls with media
+//! are counted over all its connections and in both directions, and freed when calls end.
+
+use bytes::Bytes;
+use imsgw_media::Command;
+use imsgw_sip::{Impu, Message};
+
+use super::tests_media::{BROWSER_SDP, H, commands, ims_invite, sends_to};
+use super::*;
+
+/// Flows 1 and 2 both registered as alice (two tabs); the harness allows 3 calls per user.
+fn alice_on_two_connections() -> H {
+    let mut h = H::new();
+    h.edge
+        .flow_opened(FlowId(2), "192.0.2.8:40000".parse().expect("addr"));
+    for f in [FlowId(1), FlowId(2)] {
+        h.edge.flows.get_mut(&f).expect("flow").identity = Some(Identity {
+            impu: Impu::parse("sip:alice@ims.example").expect("impu"),
+            impi: "alice@ims.example".into(),
+            exp: u64::MAX,
+            jti: format!("j{}", f.0),
+            bearer: None,
+        });
+    }
+    h
+}
+
+fn browser_invite(call_id: &str) -> String {
+    format!(
+        "INVITE sip:bob@ims.example SIP/2.0\r\nVia: SIP/2.0/WSS c.invalid;branch=z9hG4bK{call_id}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@ims.example>;tag=a1\r\nTo: <sip:bob@ims.example>\r\nCall-ID: {call_id}\r\n\
+CSeq: 5 INVITE\r\nContact: <sip:a@c.invalid;transport=ws;ob>\r\nContent-Type: application/sdp\r\n\
+Content-Length: {}\r\n\r\n{BROWSER_SDP}",
+        BROWSER_SDP.len()
+    )
+}
+
+fn from_flow(h: &mut H, flow: u64, text: &str) -> Vec<Output> {
+    h.edge
+        .from_flow(h.now, FlowId(flow), Bytes::from(text.to_string()));
+    h.drain()
+}
+
+/// The final response in `outs` sent to `to` (a `100 Trying` may go first).
+fn final_to(outs: &[Output], to: Dest) -> Message {
+    let finals: Vec<Message> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { to: t, bytes, .. } if *t == to => Message::parse(bytes.clone()).ok(),
+            _ => None,
+        })
+        .filter(|m| m.status().is_some_and(|s| s >= 200))
+        .collect();
+    assert_eq!(finals.len(), 1, "one final response to {to:?}: {outs:#?}");
+    finals.into_iter().next().expect("one")
+}
+
+fn offers(outs: &[Output]) -> usize {
+    commands(outs)
+        .iter()
+        .filter(|c| matches!(c, Command::BrowserOffer { .. } | Command::ImsOffer { .. }))
+        .count()
+}
+
+#[test]
+fn a_person_past_max_calls_per_user_over_two_connections_gets_403_and_no_media_port() {
+    let mut h = alice_on_two_connections();
+    // Two calls on the first connection, one on the second: three, the limit.
+    for (flow, id) in [(1, "c1"), (1, "c2"), (2, "c3")] {
+        let outs = from_flow(&mut h, flow, &browser_invite(id));
+        assert_eq!(offers(&outs), 1, "{id} goes to the engine: {outs:#?}");
+    }
+    // The fourth, on either connection, is refused before the engine is asked.
+    let outs = from_flow(&mut h, 2, &browser_invite("c4"));
+    assert_eq!(offers(&outs), 0, "{outs:#?}");
+    assert_eq!(sends_to(&outs, Dest::Upstream), 0, "{outs:#?}");
+    let down = final_to(&outs, Dest::Flow(FlowId(2)));
+    assert_eq!(down.status(), Some(403));
+    let text = String::from_utf8_lossy(down.as_bytes()).into_owned();
+    assert!(text.contains("media.max_calls_per_user"), "{text}");
+    assert_eq!(h.edge.media_call_count(), 3);
+}
+
+#[test]
+fn an_ims_call_to_a_person_at_the_limit_gets_486_and_a_freed_call_makes_room() {
+    let mut h = alice_on_two_connections();
+    let mut first = None;
+    for (flow, id) in [(1, "c1"), (2, "c2"), (2, "c3")] {
+        let outs = from_flow(&mut h, flow, &browser_invite(id));
+        if let Some(Command::BrowserOffer { call, req, .. }) = commands(&outs).pop() {
+            first.get_or_insert((call, req));
+        }
+    }
+    // The IMS side calls alice down connection 1: she is busy (RFC 3261 §21.4.24).
+    let outs = h.ims(&ims_invite(&h, "in1", "z9hG4bKi1", "", BROWSER_SDP));
+    assert_eq!(offers(&outs), 0, "{outs:#?}");
+    let up = final_to(&outs, super::tests_media::pcscf());
+    assert_eq!(
+        up.status(),
+        Some(486),
+        "{}",
+        String::from_utf8_lossy(up.as_bytes())
+    );
+    // One of her calls fails (the engine finds no common codec): its media is released and
+    // the count goes down.
+    let (call, req) = first.expect("c1's offer");
+    let outs = h.engine(imsgw_media::Event::Refused {
+        call,
+        req,
+        status: 488,
+        warning: "no common codec".into(),
+    });
+    assert!(
+        commands(&outs)
+            .iter()
+            .any(|c| matches!(c, Command::Release { .. })),
+        "{outs:#?}"
+    );
+    assert_eq!(h.edge.media_call_count(), 2);
+    let outs = h.ims(&ims_invite(&h, "in2", "z9hG4bKi2", "", BROWSER_SDP));
+    assert_eq!(offers(&outs), 1, "room again: {outs:#?}");
+}
+
+#[test]
+fn connections_without_an_identity_are_not_counted_per_user() {
+    // Tokens not required (danger_allow_unauthenticated): only the per-connection cap holds.
+    let mut h = H::new();
+    for id in ["c1", "c2", "c3", "c4"] {
+        let outs = from_flow(&mut h, 1, &browser_invite(id));
+        assert_eq!(offers(&outs), 1, "{id}: {outs:#?}");
+    }
+}
