@@ -319,6 +319,7 @@ impl Metrics {
             .absolute(m.bytes_to_browser);
         counter!("imsgw_media_dropped_total").absolute(m.dropped);
         counter!("imsgw_media_consent_lost_total").absolute(m.consent_lost);
+        counter!("imsgw_media_failed_total").absolute(m.failed);
     }
 
     /// A WebSocket refused or closed for breaking the protocol; `reason` is a fixed label.

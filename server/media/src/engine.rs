@@ -53,6 +53,7 @@ pub(crate) struct Stats {
     pub dropped: AtomicU64,
     pub consent_lost: AtomicU64,
     pub refused_offers: AtomicU64,
+    pub failed: AtomicU64,
 }
 
 impl Stats {
@@ -68,6 +69,7 @@ impl Stats {
             dropped: l(&self.dropped),
             consent_lost: l(&self.consent_lost),
             refused_offers: l(&self.refused_offers),
+            failed: l(&self.failed),
         }
     }
     pub(crate) fn add(a: &AtomicU64, n: u64) {
@@ -94,6 +96,9 @@ pub(crate) struct Engine {
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     epoch: Instant,
     stopping: bool,
+    /// The session being worked on, and the command being done: what a panic ends (`guarded`).
+    current: Option<usize>,
+    current_cmd: Option<(CallRef, u64)>,
     /// The WebRTC socket's address (a fallback destination when no candidate matches).
     local: SocketAddr,
 }
@@ -130,6 +135,8 @@ impl Engine {
             timers: BinaryHeap::new(),
             epoch: Instant::now(),
             stopping: false,
+            current: None,
+            current_cmd: None,
             local,
         })
     }
@@ -155,18 +162,51 @@ impl Engine {
                 break;
             }
             for ev in events.iter() {
-                match ev.token() {
-                    WAKER => self.drain_commands(),
-                    WEBRTC => self.read_webrtc(&mut webrtc, &mut out),
-                    Token(t) => self.read_ims((t - 2) / 2, t % 2 == 1, &mut ims, &mut out),
-                }
+                let token = ev.token();
+                // After a panic the queue or socket is read again: readiness is edge-triggered,
+                // so nothing else would wake the thread for what is still waiting there. Each
+                // try consumes what it failed on, so this ends.
+                while !self.guarded(|e| match token {
+                    WAKER => e.drain_commands(),
+                    WEBRTC => e.read_webrtc(&mut webrtc, &mut out),
+                    Token(t) => e.read_ims((t - 2) / 2, t % 2 == 1, &mut ims, &mut out),
+                }) {}
             }
-            self.run_timers(&mut out);
+            while !self.guarded(|e| e.run_timers(&mut out)) {}
         }
         let slots: Vec<usize> = (0..self.sessions.len()).collect();
         for slot in slots {
             self.remove(slot, None);
         }
+    }
+
+    /// Runs `f`; a panic in it (a bug in the WebRTC stack on input nobody expected, say) ends
+    /// only the session or command being worked on, never the thread that carries every call.
+    /// False when `f` panicked.
+    fn guarded(&mut self, f: impl FnOnce(&mut Engine)) -> bool {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut *self)));
+        let (slot, cmd) = (self.current.take(), self.current_cmd.take());
+        let Err(panic) = r else {
+            return true;
+        };
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Stats::add(&self.stats.failed, 1);
+        let call = slot.and_then(|s| self.sessions.get(s)?.as_ref().map(|s| s.call));
+        tracing::error!(call, panic = %what, "media engine failed on a call; the call ends, the others go on");
+        if let Some(slot) = slot {
+            self.remove(slot, Some(EndReason::Failed));
+        } else if let Some((call, req)) = cmd {
+            let r = Refusal {
+                status: 500,
+                warning: "media engine error".into(),
+            };
+            self.refuse(call, req, r, false);
+        }
+        false
     }
 
     fn drain_commands(&mut self) {
@@ -202,7 +242,32 @@ impl Engine {
 
     fn command(&mut self, cmd: Command) {
         let now = Instant::now();
+        self.current_cmd = match &cmd {
+            Command::BrowserOffer { call, req, .. }
+            | Command::ImsOffer { call, req, .. }
+            | Command::ImsAnswer { call, req, .. }
+            | Command::BrowserAnswer { call, req, .. } => Some((*call, *req)),
+            _ => None,
+        };
+        let call = match &cmd {
+            Command::BrowserOffer { call, .. }
+            | Command::ImsOffer { call, .. }
+            | Command::ImsAnswer { call, .. }
+            | Command::BrowserAnswer { call, .. } => *call,
+            Command::Release { call } => *call,
+            #[cfg(feature = "fault-injection")]
+            Command::Fault { call } => *call,
+        };
+        self.current = self.by_call.get(&call).copied();
+        self.command_inner(cmd, now);
+        self.current = None;
+        self.current_cmd = None;
+    }
+
+    fn command_inner(&mut self, cmd: Command, now: Instant) {
         match cmd {
+            #[cfg(feature = "fault-injection")]
+            Command::Fault { .. } => panic!("fault injected"),
             Command::BrowserOffer { call, req, sdp } => match self.by_call.get(&call) {
                 Some(&slot) => {
                     let r = self.session(slot).map(|s| s.browser_reoffer(&sdp));
@@ -380,6 +445,7 @@ impl Engine {
             };
             let now = Instant::now();
             for i in 0..n {
+                self.current = None;
                 match batch.get(i) {
                     Some((data, src)) => self.webrtc_datagram(data, src, local, now, out),
                     None => Stats::add(&self.stats.dropped, 1),
@@ -403,6 +469,7 @@ impl Engine {
             Stats::add(&self.stats.dropped, 1);
             return;
         };
+        self.current = Some(slot);
         let Ok(contents) = data.try_into() else {
             Stats::add(&self.stats.dropped, 1);
             return;
@@ -562,6 +629,7 @@ impl Engine {
                 break;
             }
             self.timers.pop();
+            self.current = Some(slot);
             let inactivity = self.cfg.inactivity;
             let Some(s) = self.session(slot) else {
                 continue;
@@ -590,6 +658,7 @@ impl Engine {
     }
 
     fn read_ims(&mut self, slot: usize, rtcp_port: bool, batch: &mut RecvBatch, out: &mut [u8]) {
+        self.current = Some(slot);
         loop {
             let Some(s) = self.session(slot) else {
                 return;

@@ -99,6 +99,10 @@ pub enum Command {
     /// The call is over (BYE, CANCEL, a failure response, its flow closed): free its session
     /// and ports. Unknown calls are ignored. No answer.
     Release { call: CallRef },
+    /// Tests only (feature `fault-injection`): the engine panics while handling `call`, as a
+    /// bug in the WebRTC stack would.
+    #[cfg(feature = "fault-injection")]
+    Fault { call: CallRef },
 }
 
 /// What the media side tells the edge.
@@ -131,6 +135,9 @@ pub enum EndReason {
     ConsentLost,
     /// DTLS failed (bad fingerprint, handshake error).
     DtlsFailed,
+    /// The engine failed while handling this call (a panic in the WebRTC stack, for example on
+    /// input nobody expected): this call ends, the others go on.
+    Failed,
 }
 
 impl EndReason {
@@ -139,6 +146,7 @@ impl EndReason {
         match self {
             EndReason::ConsentLost => "media consent lost",
             EndReason::DtlsFailed => "DTLS failed",
+            EndReason::Failed => "media failed",
         }
     }
 }
@@ -170,6 +178,8 @@ pub struct MediaStats {
     pub dropped: u64,
     pub consent_lost: u64,
     pub refused_offers: u64,
+    /// Calls or commands the engine failed on (a panic caught): each ended alone.
+    pub failed: u64,
 }
 
 /// A running media engine: send it commands; its events arrive on the receiver `start` gave.
