@@ -154,7 +154,14 @@ impl Hub {
             );
             let input = tokio::select! {
                 i = self.rx.recv() => i,
-                Some(ev) = next_media_event(&mut self.media_events) => {
+                ev = next_media_event(&mut self.media_events) => {
+                    let Some(ev) = ev else {
+                        // The engine's thread ended: nothing more will come.
+                        self.media_events = None;
+                        self.edge.media_gone(Instant::now().into_std());
+                        self.drain();
+                        continue;
+                    };
                     self.edge.set_wall_clock(crate::waf::unix_now());
                     self.take_revocations();
                     self.edge.media_event(Instant::now().into_std(), ev);

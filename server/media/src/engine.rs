@@ -418,7 +418,10 @@ impl Engine {
         self.by_call.remove(&s.call);
         self.ports.give_back(s.ims.port);
         self.free_slots.push(slot);
-        s.rtc.disconnect();
+        // After a panic inside it, str0m's state is not to be trusted: dropped, not closed.
+        if reason != Some(EndReason::Failed) {
+            s.rtc.disconnect();
+        }
         self.update_gauges();
         if let Some(reason) = reason {
             if reason == EndReason::ConsentLost {

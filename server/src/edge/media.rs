@@ -75,6 +75,8 @@ pub(super) struct MediaCalls {
     per_user: HashMap<String, usize>,
     /// `media.max_calls_per_user`.
     max_per_user: usize,
+    /// The engine's thread ended (its event channel closed): no call gets media any more.
+    gone: bool,
     pub stats: MediaEdgeStats,
 }
 
@@ -259,6 +261,12 @@ impl Edge {
             Body::None | Body::Other => None,
         };
         if method == Method::Invite && to_tag.is_none() && !mc.calls.contains_key(&key) {
+            if mc.gone {
+                // Without the engine a call could only pass the other side's SDP through, which
+                // the gateway never does (TS 23.228 Annex U): refused at once, not left to time out.
+                let why = "the media gateway is not running";
+                return self.media_refuse(now, out.txn, Status::SERVICE_UNAVAILABLE, why);
+            }
             let per_flow = mc.calls.keys().filter(|(f, _)| *f == out.flow).count();
             if per_flow >= CALLS_PER_FLOW {
                 // Counted in `offers_refused` by `media_refuse`.
@@ -794,6 +802,27 @@ impl Edge {
     }
 
     /// What the media engine reported.
+    /// The engine's thread ended (its event channel closed; a panic outside a call, say): every
+    /// call with media ends as if its media had failed (BYE both ways, or CANCEL before the
+    /// answer), and new calls are refused `503` from now on.
+    pub fn media_gone(&mut self, now: Instant) {
+        let Some(mc) = self.media.as_mut() else {
+            return;
+        };
+        if mc.gone {
+            return;
+        }
+        mc.gone = true;
+        let calls: Vec<CallRef> = mc.by_ref.keys().copied().collect();
+        tracing::error!(
+            calls = calls.len(),
+            "the media engine stopped: its calls end and new calls are refused 503"
+        );
+        for call in calls {
+            self.media_ended(now, call, EndReason::Failed);
+        }
+    }
+
     pub fn media_event(&mut self, now: Instant, ev: Event) {
         match ev {
             Event::Sdp { call, req, sdp } => self.media_done(now, call, req, Ok(sdp)),

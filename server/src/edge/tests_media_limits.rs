@@ -1,11 +1,12 @@
-//! The media side's limits per person (`media.max_calls_per_user`): an IMPU's calls with media
-//! are counted over all its connections and in both directions, and freed when calls end.
+//! The media side's limits and failures: an IMPU's calls with media (`media.max_calls_per_user`)
+//! are counted over all its connections and in both directions, and freed when calls end; when
+//! the engine's thread is gone, calls end and new ones are refused.
 
 use bytes::Bytes;
 use imsgw_media::Command;
 use imsgw_sip::{Impu, Message};
 
-use super::tests_media::{BROWSER_SDP, H, commands, ims_invite, sends_to};
+use super::tests_media::{BROWSER_SDP, H, answered_call, commands, ims_invite, sends_to};
 use super::*;
 
 /// Flows 1 and 2 both registered as alice (two tabs); the harness allows 3 calls per user.
@@ -129,4 +130,59 @@ fn connections_without_an_identity_are_not_counted_per_user() {
         let outs = from_flow(&mut h, 1, &browser_invite(id));
         assert_eq!(offers(&outs), 1, "{id}: {outs:#?}");
     }
+}
+
+#[test]
+fn when_the_engine_is_gone_calls_end_with_bye_and_new_calls_get_503_not_a_timeout() {
+    let mut h = H::new();
+    answered_call(&mut h);
+    // A second call waits for the engine's rewrite of its offer.
+    let outs = from_flow(&mut h, 1, &browser_invite("w1"));
+    assert_eq!(offers(&outs), 1);
+
+    h.edge.media_gone(h.now);
+    let outs = h.drain();
+    let sent: Vec<Message> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { bytes, .. } => Message::parse(bytes.clone()).ok(),
+            _ => None,
+        })
+        .collect();
+    let text = |m: &Message| String::from_utf8_lossy(m.as_bytes()).into_owned();
+    let byes: Vec<String> = sent
+        .iter()
+        .filter(|m| m.method() == Some(&imsgw_sip::Method::Bye))
+        .map(text)
+        .collect();
+    assert_eq!(
+        byes.len(),
+        2,
+        "a BYE to each side of the answered call: {outs:#?}"
+    );
+    assert!(
+        byes.iter().all(|b| b.contains("text=\"media failed\"")),
+        "{byes:#?}"
+    );
+    assert_eq!(
+        sends_to(&outs, Dest::Upstream),
+        1,
+        "only the BYE: {outs:#?}"
+    );
+    // The INVITE that waited for the engine is ended toward the browser (487), never sent.
+    let w1 = final_to(&outs, Dest::Flow(FlowId(1)));
+    assert_eq!(w1.status(), Some(487), "{}", text(&w1));
+    assert_eq!(h.edge.media_call_count(), 0);
+
+    // A new call: 503 at once, nothing for the engine, nothing upstream.
+    let outs = from_flow(&mut h, 1, &browser_invite("n1"));
+    assert_eq!(offers(&outs), 0, "{outs:#?}");
+    assert_eq!(sends_to(&outs, Dest::Upstream), 0, "{outs:#?}");
+    let r = final_to(&outs, Dest::Flow(FlowId(1)));
+    assert_eq!(r.status(), Some(503), "{}", text(&r));
+    // From the IMS side too.
+    let outs = h.ims(&ims_invite(&h, "in9", "z9hG4bKi9", "", BROWSER_SDP));
+    assert_eq!(offers(&outs), 0, "{outs:#?}");
+    let up = final_to(&outs, super::tests_media::pcscf());
+    assert_eq!(up.status(), Some(503), "{}", text(&up));
 }
