@@ -454,6 +454,8 @@ mod tests;
 #[cfg(test)]
 mod tests_media;
 #[cfg(test)]
+mod tests_media_dialog;
+#[cfg(test)]
 mod tests_media_limits;
 #[cfg(test)]
 mod tests_media_review;
