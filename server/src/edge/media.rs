@@ -176,6 +176,8 @@ pub(super) struct Outgoing<'a> {
     pub bytes: Bytes,
     pub txn: Option<TxnId>,
     pub last_response_of: Option<TxnId>,
+    /// The IMPU a call this request makes counts against (an INVITE's; see request.rs).
+    pub user: Option<String>,
 }
 
 /// What a message carries, as far as the media side goes.
@@ -275,11 +277,7 @@ impl Edge {
             }
             // A person with many connections (tabs, devices, or a script) could otherwise hold
             // every media port: the cap is per IMPU, in both directions.
-            let user = self
-                .flows
-                .get(&out.flow)
-                .and_then(|f| f.identity.as_ref())
-                .map(|id| id.impu.as_str().to_string());
+            let user = out.user.take();
             if let Some(u) = &user
                 && mc.per_user.get(u).copied().unwrap_or(0) >= mc.max_per_user
             {

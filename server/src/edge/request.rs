@@ -306,6 +306,19 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
         (Side::Ims(..), Dest::Flow(flow)) => Some((flow, Party::Ims)),
         _ => None,
     };
+    // Whom a call this INVITE makes counts against (`media.max_calls_per_user`): the identity
+    // that authorised it (a token of its own, or the flow's registration), or toward a browser
+    // the identity its flow registered.
+    let media_user = if method == Method::Invite && edge.media.is_some() {
+        let id = match media_flow {
+            Some((_, Party::Browser)) => identity.as_ref(),
+            Some((flow, Party::Ims)) => edge.flows.get(&flow).and_then(|f| f.identity.as_ref()),
+            None => None,
+        };
+        id.map(|id| id.impu.as_str().to_string())
+    } else {
+        None
+    };
     if ack {
         // ACK for a 2xx is its own end-to-end transaction: forward it statelessly (with the
         // media side, it may carry the answer to an offer in a 2xx).
@@ -319,6 +332,7 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
                     bytes,
                     txn: None,
                     last_response_of: None,
+                    user: None,
                 };
                 edge.media_request(now, out)
             }
@@ -379,6 +393,7 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
                 bytes,
                 txn: Some(id),
                 last_response_of: None,
+                user: media_user,
             };
             edge.media_request(now, out);
         }

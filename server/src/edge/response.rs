@@ -184,6 +184,7 @@ pub(super) fn handle(edge: &mut Edge, now: Instant, arrival: Arrival, msg: Messa
                 bytes,
                 txn: None,
                 last_response_of: udp.then_some(id),
+                user: None,
             };
             edge.media_response(now, out, status, method);
         }

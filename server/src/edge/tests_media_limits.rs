@@ -4,26 +4,43 @@
 
 use bytes::Bytes;
 use imsgw_media::Command;
-use imsgw_sip::{Impu, Message};
+use imsgw_sip::Message;
 
 use super::tests_media::{BROWSER_SDP, H, answered_call, commands, ims_invite, sends_to};
+use super::tests_trust::H as TrustH;
 use super::*;
 
-/// Flows 1 and 2 both registered as alice (two tabs); the harness allows 3 calls per user.
-fn alice_on_two_connections() -> H {
-    let mut h = H::new();
-    h.edge
-        .flow_opened(FlowId(2), "192.0.2.8:40000".parse().expect("addr"));
-    for f in [FlowId(1), FlowId(2)] {
-        h.edge.flows.get_mut(&f).expect("flow").identity = Some(Identity {
-            impu: Impu::parse("sip:alice@ims.example").expect("impu"),
-            impi: "alice@ims.example".into(),
-            exp: u64::MAX,
-            jti: format!("j{}", f.0),
-            bearer: None,
-        });
-    }
+/// The token-checking harness (flows 1..=3 open) with media on, 3 calls per person.
+fn trust_h() -> TrustH {
+    let mut h = TrustH::new(&[]);
+    h.edge.media = Some(super::media::MediaCalls::new(MediaLimits {
+        calls_per_user: 3,
+    }));
     h
+}
+
+/// `text` (a request without a body) with the browser's WebRTC offer as its body.
+fn with_offer(text: &str) -> String {
+    text.replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{BROWSER_SDP}",
+            BROWSER_SDP.len()
+        ),
+    )
+}
+
+/// A browser INVITE from `user` on `flow`, on the flow's registration or with `token`.
+fn call_from(h: &mut TrustH, flow: u64, user: &str, token: Option<&str>) -> Vec<Output> {
+    let extra = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let text = with_offer(&h.request(flow, "INVITE", user, &extra));
+    h.send(flow, &text)
+}
+
+fn from_flow(h: &mut H, flow: u64, text: &str) -> Vec<Output> {
+    h.edge
+        .from_flow(h.now, FlowId(flow), Bytes::from(text.to_string()));
+    h.drain()
 }
 
 fn browser_invite(call_id: &str) -> String {
@@ -34,12 +51,6 @@ CSeq: 5 INVITE\r\nContact: <sip:a@c.invalid;transport=ws;ob>\r\nContent-Type: ap
 Content-Length: {}\r\n\r\n{BROWSER_SDP}",
         BROWSER_SDP.len()
     )
-}
-
-fn from_flow(h: &mut H, flow: u64, text: &str) -> Vec<Output> {
-    h.edge
-        .from_flow(h.now, FlowId(flow), Bytes::from(text.to_string()));
-    h.drain()
 }
 
 /// The final response in `outs` sent to `to` (a `100 Trying` may go first).
@@ -63,54 +74,89 @@ fn offers(outs: &[Output]) -> usize {
         .count()
 }
 
+fn text(m: &Message) -> String {
+    String::from_utf8_lossy(m.as_bytes()).into_owned()
+}
+
 #[test]
 fn a_person_past_max_calls_per_user_over_two_connections_gets_403_and_no_media_port() {
-    let mut h = alice_on_two_connections();
+    let mut h = trust_h();
+    h.registered(1, "alice");
+    h.registered(2, "alice");
     // Two calls on the first connection, one on the second: three, the limit.
-    for (flow, id) in [(1, "c1"), (1, "c2"), (2, "c3")] {
-        let outs = from_flow(&mut h, flow, &browser_invite(id));
-        assert_eq!(offers(&outs), 1, "{id} goes to the engine: {outs:#?}");
+    for flow in [1, 1, 2] {
+        let outs = call_from(&mut h, flow, "alice", None);
+        assert_eq!(offers(&outs), 1, "goes to the engine: {outs:#?}");
     }
     // The fourth, on either connection, is refused before the engine is asked.
-    let outs = from_flow(&mut h, 2, &browser_invite("c4"));
-    assert_eq!(offers(&outs), 0, "{outs:#?}");
-    assert_eq!(sends_to(&outs, Dest::Upstream), 0, "{outs:#?}");
-    let down = final_to(&outs, Dest::Flow(FlowId(2)));
-    assert_eq!(down.status(), Some(403));
-    let text = String::from_utf8_lossy(down.as_bytes()).into_owned();
-    assert!(text.contains("media.max_calls_per_user"), "{text}");
+    for flow in [1, 2] {
+        let outs = call_from(&mut h, flow, "alice", None);
+        assert_eq!(offers(&outs), 0, "{outs:#?}");
+        assert_eq!(sends_to(&outs, Dest::Upstream), 0, "{outs:#?}");
+        let down = final_to(&outs, Dest::Flow(FlowId(flow)));
+        assert_eq!(down.status(), Some(403));
+        assert!(
+            text(&down).contains("media.max_calls_per_user"),
+            "{}",
+            text(&down)
+        );
+    }
     assert_eq!(h.edge.media_call_count(), 3);
+}
+
+/// An INVITE may carry a token of its own on a connection that never registered (RFC 8898):
+/// its calls count against that token's IMPU like any other (found by review: counting the
+/// flow's registration let N such connections have 4*N calls).
+#[test]
+fn a_token_per_invite_on_unregistered_connections_is_counted_too() {
+    let mut h = trust_h();
+    let tok = h.token("alice");
+    let mut made = 0;
+    for flow in 1..=3 {
+        for _ in 0..3 {
+            made += offers(&call_from(&mut h, flow, "alice", Some(&tok)));
+        }
+    }
+    assert_eq!(made, 3, "alice gets her 3, not 9");
+    assert_eq!(h.edge.media_call_count(), 3);
+    // Registered or not, the same person: at the cap on a registered connection too.
+    h.registered(1, "alice");
+    assert_eq!(offers(&call_from(&mut h, 1, "alice", None)), 0);
+    // bob's token on alice's connection counts against bob, who has room.
+    let bob = h.token("bob");
+    assert_eq!(offers(&call_from(&mut h, 1, "bob", Some(&bob))), 1);
 }
 
 #[test]
 fn an_ims_call_to_a_person_at_the_limit_gets_486_and_a_freed_call_makes_room() {
-    let mut h = alice_on_two_connections();
+    let mut h = trust_h();
+    h.registered(1, "alice");
+    h.registered(2, "alice");
     let mut first = None;
-    for (flow, id) in [(1, "c1"), (2, "c2"), (2, "c3")] {
-        let outs = from_flow(&mut h, flow, &browser_invite(id));
+    for flow in [1, 2, 2] {
+        let outs = call_from(&mut h, flow, "alice", None);
         if let Some(Command::BrowserOffer { call, req, .. }) = commands(&outs).pop() {
             first.get_or_insert((call, req));
         }
     }
     // The IMS side calls alice down connection 1: she is busy (RFC 3261 §21.4.24).
-    let outs = h.ims(&ims_invite(&h, "in1", "z9hG4bKi1", "", BROWSER_SDP));
+    let outs = h.ims(&with_offer(&h.ims_request_to_alice("INVITE", "in1")));
     assert_eq!(offers(&outs), 0, "{outs:#?}");
     let up = final_to(&outs, super::tests_media::pcscf());
-    assert_eq!(
-        up.status(),
-        Some(486),
-        "{}",
-        String::from_utf8_lossy(up.as_bytes())
-    );
+    assert_eq!(up.status(), Some(486), "{}", text(&up));
     // One of her calls fails (the engine finds no common codec): its media is released and
     // the count goes down.
-    let (call, req) = first.expect("c1's offer");
-    let outs = h.engine(imsgw_media::Event::Refused {
-        call,
-        req,
-        status: 488,
-        warning: "no common codec".into(),
-    });
+    let (call, req) = first.expect("the first call's offer");
+    h.edge.media_event(
+        std::time::Instant::now(),
+        imsgw_media::Event::Refused {
+            call,
+            req,
+            status: 488,
+            warning: "no common codec".into(),
+        },
+    );
+    let outs: Vec<Output> = std::iter::from_fn(|| h.edge.poll_output()).collect();
     assert!(
         commands(&outs)
             .iter()
@@ -118,7 +164,7 @@ fn an_ims_call_to_a_person_at_the_limit_gets_486_and_a_freed_call_makes_room() {
         "{outs:#?}"
     );
     assert_eq!(h.edge.media_call_count(), 2);
-    let outs = h.ims(&ims_invite(&h, "in2", "z9hG4bKi2", "", BROWSER_SDP));
+    let outs = h.ims(&with_offer(&h.ims_request_to_alice("INVITE", "in2")));
     assert_eq!(offers(&outs), 1, "room again: {outs:#?}");
 }
 
@@ -149,7 +195,6 @@ fn when_the_engine_is_gone_calls_end_with_bye_and_new_calls_get_503_not_a_timeou
             _ => None,
         })
         .collect();
-    let text = |m: &Message| String::from_utf8_lossy(m.as_bytes()).into_owned();
     let byes: Vec<String> = sent
         .iter()
         .filter(|m| m.method() == Some(&imsgw_sip::Method::Bye))

@@ -90,7 +90,7 @@ impl H {
         (t.expose().to_string(), c.jti)
     }
 
-    fn token(&self, user: &str) -> String {
+    pub(super) fn token(&self, user: &str) -> String {
         self.mint(&format!("sip:{user}@ims.example"), "sip", 600).0
     }
 
