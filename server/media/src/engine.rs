@@ -242,22 +242,18 @@ impl Engine {
 
     fn command(&mut self, cmd: Command) {
         let now = Instant::now();
-        self.current_cmd = match &cmd {
+        // What a panic while doing it ends: the call's session, or else the command (answered
+        // as refused, when it expects an answer).
+        let (call, req) = match &cmd {
             Command::BrowserOffer { call, req, .. }
             | Command::ImsOffer { call, req, .. }
             | Command::ImsAnswer { call, req, .. }
-            | Command::BrowserAnswer { call, req, .. } => Some((*call, *req)),
-            _ => None,
-        };
-        let call = match &cmd {
-            Command::BrowserOffer { call, .. }
-            | Command::ImsOffer { call, .. }
-            | Command::ImsAnswer { call, .. }
-            | Command::BrowserAnswer { call, .. } => *call,
-            Command::Release { call } => *call,
+            | Command::BrowserAnswer { call, req, .. } => (*call, Some(*req)),
+            Command::Release { call } => (*call, None),
             #[cfg(feature = "fault-injection")]
-            Command::Fault { call } => *call,
+            Command::Fault { call } => (*call, None),
         };
+        self.current_cmd = req.map(|req| (call, req));
         self.current = self.by_call.get(&call).copied();
         self.command_inner(cmd, now);
         self.current = None;
@@ -573,6 +569,8 @@ impl Engine {
 
     /// Feeds str0m's output: datagrams out, RTP relayed to the IMS, the next timeout queued.
     fn drive(&mut self, slot: usize, now: Instant, out: &mut [u8]) {
+        // Also after a command that made the session: a panic here ends it (`guarded`).
+        self.current = Some(slot);
         let Some(s) = self.sessions.get_mut(slot).and_then(Option::as_deref_mut) else {
             return;
         };

@@ -107,7 +107,9 @@ struct Call {
     rel100: Option<Rel100>,
     /// The initial INVITE's transaction: cancelled if media ends before it is answered.
     invite: Option<TxnId>,
-    /// The IMPU the call counts against (the flow's registered identity), if any.
+    /// The IMPU the call counts against (`media.max_calls_per_user`): the identity that
+    /// authorised its INVITE, or toward a browser the one its flow registered; none without
+    /// tokens.
     user: Option<String>,
 }
 
