@@ -204,25 +204,17 @@ impl Drop for Handle {
     }
 }
 
-/// Asks for a receive buffer of `bytes` on the shared socket; the kernel caps it at
-/// `net.core.rmem_max` unless the process may force it. Logs what it got.
-fn set_recv_buffer(socket: &std::net::UdpSocket, bytes: usize) {
+/// Asks for a receive buffer of `bytes` on a UDP socket and returns what the kernel gave: it
+/// caps the request at `net.core.rmem_max` unless the process may force it (CAP_NET_ADMIN).
+/// Also used for the SIP side's UDP socket.
+pub fn set_recv_buffer(socket: &impl std::os::fd::AsFd, bytes: usize) -> usize {
     use nix::sys::socket::{getsockopt, setsockopt, sockopt};
     let _ = setsockopt(socket, sockopt::RcvBuf, &bytes);
     // Linux reports twice the size asked for (bookkeeping); compare against that.
     if getsockopt(socket, sockopt::RcvBuf).unwrap_or(0) < bytes.saturating_mul(2) {
         let _ = setsockopt(socket, sockopt::RcvBufForce, &bytes);
     }
-    let got = getsockopt(socket, sockopt::RcvBuf).unwrap_or(0) / 2;
-    if got < bytes {
-        tracing::warn!(
-            asked = bytes,
-            got,
-            "media.recv_buffer capped by net.core.rmem_max"
-        );
-    } else {
-        tracing::info!(bytes = got, "media receive buffer");
-    }
+    getsockopt(socket, sockopt::RcvBuf).unwrap_or(0) / 2
 }
 
 impl Media {
@@ -238,7 +230,14 @@ impl Media {
         std_socket
             .set_nonblocking(true)
             .map_err(|e| MediaError::Other(format!("media.listen non-blocking: {e}")))?;
-        set_recv_buffer(&std_socket, config.recv_buffer);
+        let got = set_recv_buffer(&std_socket, config.recv_buffer);
+        if got < config.recv_buffer {
+            tracing::warn!(
+                asked = config.recv_buffer,
+                got,
+                "media.recv_buffer capped by net.core.rmem_max"
+            );
+        }
         let local_addr = std_socket
             .local_addr()
             .map_err(|e| MediaError::Other(format!("media.listen address: {e}")))?;
@@ -377,8 +376,8 @@ mod tests {
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let before = getsockopt(&sock, sockopt::RcvBuf).expect("get") / 2;
         let asked = (before * 4).max(1 << 20);
-        set_recv_buffer(&sock, asked);
-        let got = getsockopt(&sock, sockopt::RcvBuf).expect("get") / 2;
+        let got = set_recv_buffer(&sock, asked);
+        assert_eq!(got, getsockopt(&sock, sockopt::RcvBuf).expect("get") / 2);
         let cap: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
             .ok()
             .and_then(|t| t.trim().parse().ok())

@@ -59,18 +59,10 @@ pub async fn bind_udp(addr: SocketAddr, recv_buffer: usize) -> std::io::Result<A
 }
 
 /// Asks for a receive buffer of `bytes`: bursts of REGISTER answers overflow the kernel's
-/// default (about 208 KiB), and every datagram lost there costs a T1 retransmission. The
-/// kernel caps the request at `net.core.rmem_max` unless the process may force it.
+/// default (about 208 KiB), and every datagram lost there costs a T1 retransmission.
 fn set_recv_buffer(socket: &UdpSocket, bytes: usize) {
-    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
-    let _ = setsockopt(&socket.as_fd(), sockopt::RcvBuf, &bytes);
-    let got = getsockopt(&socket.as_fd(), sockopt::RcvBuf).unwrap_or(0);
-    // Linux reports twice the size asked for (bookkeeping); compare against that.
-    if got < bytes.saturating_mul(2) {
-        let _ = setsockopt(&socket.as_fd(), sockopt::RcvBufForce, &bytes);
-    }
-    let got = getsockopt(&socket.as_fd(), sockopt::RcvBuf).unwrap_or(0);
-    info!(bytes = got / 2, "UDP receive buffer");
+    let got = imsgw_media::set_recv_buffer(socket, bytes);
+    info!(bytes = got, "UDP receive buffer");
 }
 
 /// Reads datagrams until shutdown. `upstream` is the P-CSCF address when it is reached over
