@@ -35,6 +35,13 @@ const WEBRTC: Token = Token(1);
 /// Browser addresses remembered per session (a browser may switch candidate pairs).
 const MAX_ADDRS_PER_SESSION: usize = 8;
 
+/// A socket the engine reads: the shared WebRTC one, or one of a call's IMS-side pair.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    WebRtc,
+    Ims { slot: usize, rtcp: bool },
+}
+
 /// What the handle sends the thread.
 pub(crate) enum Msg {
     Cmd(Command),
@@ -433,25 +440,52 @@ impl Engine {
 
     fn read_webrtc(&mut self, batch: &mut RecvBatch, out: &mut [u8]) {
         let local = self.local;
+        self.read_all(Source::WebRtc, batch, |e, data, src, now| {
+            e.current = None;
+            e.webrtc_datagram(data, src, local, now, out);
+        });
+    }
+
+    /// The socket `src` names, while it exists.
+    fn socket(&self, src: Source) -> Option<&UdpSocket> {
+        match src {
+            Source::WebRtc => Some(&self.socket),
+            Source::Ims { slot, rtcp } => {
+                let s = self.sessions.get(slot)?.as_deref()?;
+                Some(if rtcp { &s.ims.rtcp } else { &s.ims.rtp })
+            }
+        }
+    }
+
+    /// Reads `src`'s socket a batch at a time until it is empty, handing each datagram to
+    /// `each`. A batch that comes back short means the socket was empty (see batch.rs).
+    fn read_all(
+        &mut self,
+        src: Source,
+        batch: &mut RecvBatch,
+        mut each: impl FnMut(&mut Engine, &[u8], SocketAddr, Instant),
+    ) {
         loop {
-            let n = match batch.read(&self.socket) {
+            let Some(socket) = self.socket(src) else {
+                return; // the session went meanwhile
+            };
+            let n = match batch.read(socket) {
                 Ok(n) => n,
                 Err(e) => {
                     // Not a busy loop on a persistent error: the next datagram wakes us.
-                    tracing::debug!(error = %e, "WebRTC socket read");
+                    tracing::debug!(error = %e, socket = ?src, "media socket read");
                     return;
                 }
             };
             let now = Instant::now();
             for i in 0..n {
-                self.current = None;
                 match batch.get(i) {
-                    Some((data, src)) => self.webrtc_datagram(data, src, local, now, out),
+                    Some((data, from)) => each(self, data, from, now),
                     None => Stats::add(&self.stats.dropped, 1),
                 }
             }
             if n < batch.size() {
-                return; // the socket is empty (see batch.rs)
+                return;
             }
         }
     }
@@ -660,29 +694,13 @@ impl Engine {
 
     fn read_ims(&mut self, slot: usize, rtcp_port: bool, batch: &mut RecvBatch, out: &mut [u8]) {
         self.current = Some(slot);
-        loop {
-            let Some(s) = self.session(slot) else {
-                return;
-            };
-            let socket = if rtcp_port { &s.ims.rtcp } else { &s.ims.rtp };
-            let n = match batch.read(socket) {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::debug!(error = %e, "IMS-side socket read");
-                    return;
-                }
-            };
-            let now = Instant::now();
-            for i in 0..n {
-                match batch.get(i) {
-                    Some((data, src)) => self.ims_datagram(slot, rtcp_port, data, src, now, out),
-                    None => Stats::add(&self.stats.dropped, 1),
-                }
-            }
-            if n < batch.size() {
-                return; // the socket is empty (see batch.rs)
-            }
-        }
+        let src = Source::Ims {
+            slot,
+            rtcp: rtcp_port,
+        };
+        self.read_all(src, batch, |e, data, from, now| {
+            e.ims_datagram(slot, rtcp_port, data, from, now, out);
+        });
     }
 
     fn ims_datagram(
