@@ -249,20 +249,13 @@ impl Session {
                 browser,
                 offered,
             } => {
-                let desc = match check_ims_sdp(sdp_text) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        self.state = Negotiation::AwaitImsAnswer {
-                            offer,
-                            browser,
-                            offered,
-                        };
-                        return Err(e.into());
-                    }
-                };
-                let chosen = match chosen_of(&desc, &offered) {
-                    Ok(c) => c,
+                let checked = check_ims_sdp(sdp_text)
+                    .map_err(Refusal::from)
+                    .and_then(|d| chosen_of(&d, &offered).map(|c| (d, c)));
+                let (desc, chosen) = match checked {
+                    Ok(x) => x,
                     Err(r) => {
+                        // Still waiting: a corrected answer may come.
                         self.state = Negotiation::AwaitImsAnswer {
                             offer,
                             browser,
