@@ -306,19 +306,6 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
         (Side::Ims(..), Dest::Flow(flow)) => Some((flow, Party::Ims)),
         _ => None,
     };
-    // Whom a call this INVITE makes counts against (`media.max_calls_per_user`): the identity
-    // that authorised it (a token of its own, or the flow's registration), or toward a browser
-    // the identity its flow registered.
-    let media_user = if method == Method::Invite && edge.media.is_some() {
-        let id = match media_flow {
-            Some((_, Party::Browser)) => identity.as_ref(),
-            Some((flow, Party::Ims)) => edge.flows.get(&flow).and_then(|f| f.identity.as_ref()),
-            None => None,
-        };
-        id.map(|id| id.impu.as_str().to_string())
-    } else {
-        None
-    };
     if ack {
         // ACK for a 2xx is its own end-to-end transaction: forward it statelessly (with the
         // media side, it may carry the answer to an offer in a 2xx).
@@ -360,7 +347,18 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
     // without the copy.
     let for_media = media_flow
         .filter(|(flow, _)| edge.media_concerns(*flow, &msg, &view))
-        .map(|m| (m, msg.clone()));
+        .map(|(flow, from)| {
+            // Whom a call this INVITE makes counts against (`media.max_calls_per_user`): the
+            // identity that authorised it (a token of its own, or the flow's registration), or
+            // toward a browser the identity its flow registered.
+            let id = match from {
+                _ if !invite => None,
+                Party::Browser => identity.as_ref(),
+                Party::Ims => edge.flows.get(&flow).and_then(|f| f.identity.as_ref()),
+            };
+            let user = id.map(|id| id.impu.as_str().to_string());
+            ((flow, from), msg.clone(), user)
+        });
     let origin = Origin {
         reply_to,
         request: msg,
@@ -384,7 +382,7 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
         t.registration = Some((flow, registered));
     }
     match for_media {
-        Some(((flow, from), msg)) => {
+        Some(((flow, from), msg, user)) => {
             let out = Outgoing {
                 flow,
                 from,
@@ -393,7 +391,7 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
                 bytes,
                 txn: Some(id),
                 last_response_of: None,
-                user: media_user,
+                user,
             };
             edge.media_request(now, out);
         }
