@@ -39,14 +39,13 @@ fn thread_cpu_s() -> f64 {
 }
 
 pub fn start(args: FloorArgs) -> anyhow::Result<bool> {
-    let bind = || UdpSocket::bind("127.0.0.1:0").context("binding a loopback UDP socket");
-    let (source, relay, sink) = (bind()?, bind()?, bind()?);
+    let lo: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    let source = UdpSocket::bind(lo).context("binding a loopback UDP socket")?;
+    // Room for bursts, so the figure is for datagrams delivered, not dropped.
+    let roomy = || crate::media::bind_udp(lo, 4 << 20).context("binding a loopback UDP socket");
+    let (relay, sink) = (roomy()?, roomy()?);
     let (relay_addr, sink_addr) = (relay.local_addr()?, sink.local_addr()?);
     relay.set_read_timeout(Some(Duration::from_millis(500)))?;
-    for s in [&relay, &sink] {
-        // Room for bursts, so the figure is for datagrams delivered, not dropped.
-        let _ = socket2::SockRef::from(s).set_recv_buffer_size(4 << 20);
-    }
     sink.set_read_timeout(Some(Duration::from_millis(500)))?;
     let done = Arc::new(AtomicBool::new(false));
 

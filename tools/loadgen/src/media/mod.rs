@@ -42,7 +42,7 @@ pub fn start(args: MediaArgs) -> anyhow::Result<bool> {
 /// A UDP socket bound to `addr` with receive and send buffers of `buf` bytes asked for (Linux caps
 /// them at `net.core.rmem_max`/`wmem_max`): at 50 packets/s per call, a thread descheduled for a
 /// few tens of milliseconds must not make the kernel drop what the default ~200 KiB cannot hold.
-fn bind_udp(addr: SocketAddr, buf: usize) -> std::io::Result<std::net::UdpSocket> {
+pub(crate) fn bind_udp(addr: SocketAddr, buf: usize) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     // Best effort: a smaller buffer still works, only less well.
