@@ -43,8 +43,13 @@ impl H {
     }
 
     pub(super) fn browser(&mut self, text: &str) -> Vec<Output> {
+        self.browser_on(1, text)
+    }
+
+    /// What the browser on `flow` sends.
+    pub(super) fn browser_on(&mut self, flow: u64, text: &str) -> Vec<Output> {
         self.edge
-            .from_flow(self.now, FlowId(1), Bytes::from(text.to_string()));
+            .from_flow(self.now, FlowId(flow), Bytes::from(text.to_string()));
         self.drain()
     }
 

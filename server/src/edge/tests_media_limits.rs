@@ -2,7 +2,6 @@
 //! are counted over all its connections and in both directions, and freed when calls end; when
 //! the engine's thread is gone, calls end and new ones are refused.
 
-use bytes::Bytes;
 use imsgw_media::Command;
 use imsgw_sip::Message;
 
@@ -35,12 +34,6 @@ fn call_from(h: &mut TrustH, flow: u64, user: &str, token: Option<&str>) -> Vec<
     let extra = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let text = with_offer(&h.request(flow, "INVITE", user, &extra));
     h.send(flow, &text)
-}
-
-fn from_flow(h: &mut H, flow: u64, text: &str) -> Vec<Output> {
-    h.edge
-        .from_flow(h.now, FlowId(flow), Bytes::from(text.to_string()));
-    h.drain()
 }
 
 fn browser_invite(call_id: &str) -> String {
@@ -173,7 +166,7 @@ fn connections_without_an_identity_are_not_counted_per_user() {
     // Tokens not required (danger_allow_unauthenticated): only the per-connection cap holds.
     let mut h = H::new();
     for id in ["c1", "c2", "c3", "c4"] {
-        let outs = from_flow(&mut h, 1, &browser_invite(id));
+        let outs = h.browser_on(1, &browser_invite(id));
         assert_eq!(offers(&outs), 1, "{id}: {outs:#?}");
     }
 }
@@ -183,7 +176,7 @@ fn when_the_engine_is_gone_calls_end_with_bye_and_new_calls_get_503_not_a_timeou
     let mut h = H::new();
     answered_call(&mut h);
     // A second call waits for the engine's rewrite of its offer.
-    let outs = from_flow(&mut h, 1, &browser_invite("w1"));
+    let outs = h.browser_on(1, &browser_invite("w1"));
     assert_eq!(offers(&outs), 1);
 
     h.edge.media_gone(h.now);
@@ -220,7 +213,7 @@ fn when_the_engine_is_gone_calls_end_with_bye_and_new_calls_get_503_not_a_timeou
     assert_eq!(h.edge.media_call_count(), 0);
 
     // A new call: 503 at once, nothing for the engine, nothing upstream.
-    let outs = from_flow(&mut h, 1, &browser_invite("n1"));
+    let outs = h.browser_on(1, &browser_invite("n1"));
     assert_eq!(offers(&outs), 0, "{outs:#?}");
     assert_eq!(sends_to(&outs, Dest::Upstream), 0, "{outs:#?}");
     let r = final_to(&outs, Dest::Flow(FlowId(1)));
