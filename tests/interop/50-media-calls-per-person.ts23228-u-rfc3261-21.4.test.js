@@ -7,7 +7,8 @@
 // Assertions are on what Kamailio received:
 // - alice's INVITEs to bob from connection 1, then connection 2, both reach Kamailio;
 // - her third, on either connection, gets 403 with a Warning naming media.max_calls_per_user,
-//   Kamailio never sees its Call-ID, and no media session is made for it;
+//   Kamailio never sees its Call-ID, and no media session is made for it; the same on a third
+//   connection that never registers and carries her token in each INVITE;
 // - carol calls alice: Kamailio relays imsgw's 486 (RFC 3261 §21.4.24) and neither of alice's
 //   connections is offered the call;
 // - alice cancels one call (both its sessions go): then carol's call reaches her.
@@ -105,6 +106,23 @@ test('1. two calls, one per connection, reach the IMS; a third on either gets 40
     await A.assertNothingUpstream(L, callId);
   }
   assert.equal(await mediaSessions(), 4, 'no session for the refused calls');
+}));
+
+test('1b. a third connection that never registers, with a token in each INVITE, is counted too: 403, nothing upstream', L.track(async () => {
+  // RFC 8898 lets a request carry its own token; the cap follows the identity that authorised
+  // the call, not the connection's registration.
+  const c = await L.raw();
+  const token = await L.mint(alice);
+  for (let i = 0; i < 2; i++) {
+    const callId = `tok-${uniqueUser('ci')}`;
+    const text = invite(c, alice, bobUser, callId).replace('Content-Type: application/sdp', `Authorization: Bearer ${token}\r\nContent-Type: application/sdp`);
+    const res = await c.request(text, 5000);
+    assert.equal(res.status, 403, res.start);
+    assert.match(res.get('Warning').join(' '), /media\.max_calls_per_user/);
+    await A.assertNothingUpstream(L, callId);
+  }
+  assert.equal(await mediaSessions(), 4, 'no session for the refused calls');
+  c.close();
 }));
 
 test('2. carol calls alice while she has two: 486 through Kamailio, neither connection offered it', L.track(async () => {
