@@ -8,6 +8,13 @@
 //!
 //! The scheme is case-insensitive (RFC 7235 §2.1). Only the token text is returned, borrowed
 //! from the input; whether it is any good is `verify.rs`'s business.
+//!
+//! [`parse_bearer_credentials`] also accepts imsgw's third form, for UAs that obtained an
+//! authorization code and let the edge exchange it (issue 13, the rich-UI flow of the IETF
+//! "3rd-party authentication for SIP" work that became RFC 8898), in the same auth-param
+//! syntax: `Bearer code="<code>", code_verifier="<PKCE verifier>", client_id="<client>"` with
+//! an optional `redirect_uri="<uri>"`. RFC 8898 defines no parameter but the token, so the
+//! names are those of the token request they stand for (RFC 6749 §4.1.3, RFC 7636 §4.5).
 
 /// Why an `Authorization` value yields no Bearer token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +43,43 @@ impl BearerError {
 
 /// The token in an `Authorization` header value, or why there is none.
 pub fn parse_bearer(value: &str) -> Result<&str, BearerError> {
+    match parse_bearer_credentials(value)? {
+        BearerCredentials::Token(t) => Ok(t),
+        BearerCredentials::Code(_) => Err(BearerError::Malformed("no access_token parameter")),
+    }
+}
+
+/// What a Bearer credential carries: a token, or a code for the edge to exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BearerCredentials<'a> {
+    Token(&'a str),
+    Code(CodeCredentials<'a>),
+}
+
+/// `Bearer code="…", code_verifier="…", client_id="…"[, redirect_uri="…"]`. `Debug` hides the
+/// code and the verifier.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CodeCredentials<'a> {
+    pub code: &'a str,
+    pub code_verifier: &'a str,
+    pub client_id: &'a str,
+    pub redirect_uri: Option<&'a str>,
+}
+
+impl std::fmt::Debug for CodeCredentials<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodeCredentials")
+            .field("code", &"<redacted>")
+            .field("code_verifier", &"<redacted>")
+            .field("client_id", &self.client_id)
+            .field("redirect_uri", &self.redirect_uri)
+            .finish()
+    }
+}
+
+/// The Bearer credentials in an `Authorization` header value: a token in either syntax, or a
+/// code (see the module doc), or why there are none.
+pub fn parse_bearer_credentials(value: &str) -> Result<BearerCredentials<'_>, BearerError> {
     let value = value.trim_matches(is_ws);
     if value.is_empty() {
         return Err(BearerError::Empty);
@@ -49,9 +93,52 @@ pub fn parse_bearer(value: &str) -> Result<&str, BearerError> {
         return Err(BearerError::Malformed("no token"));
     }
     if is_b64token(rest) {
-        return Ok(rest);
+        return Ok(BearerCredentials::Token(rest));
     }
-    access_token_param(rest)
+    let params = auth_params(rest)?;
+    let one = |name: &str| -> Result<Option<&str>, BearerError> {
+        let mut it = params.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name));
+        let first = it.next().map(|(_, v)| *v);
+        if it.next().is_some() {
+            // RFC 6750 §3.1 invalid_request: "repeats the same parameter".
+            return Err(BearerError::Malformed("a parameter is repeated"));
+        }
+        Ok(first)
+    };
+    let token = one("access_token")?;
+    let code = one("code")?;
+    match (token, code) {
+        (Some(_), Some(_)) => Err(BearerError::Malformed("both access_token and code")),
+        (Some(t), None) if is_b64token(t) => Ok(BearerCredentials::Token(t)),
+        (Some(_), None) => Err(BearerError::Malformed("access_token is not a b64token")),
+        (None, Some(code)) => {
+            let verifier = one("code_verifier")?
+                .ok_or(BearerError::Malformed("code without code_verifier"))?;
+            let client_id =
+                one("client_id")?.ok_or(BearerError::Malformed("code without client_id"))?;
+            // RFC 7636 §4.1: 43 to 128 unreserved characters.
+            let unreserved =
+                |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~');
+            if !(43..=128).contains(&verifier.len()) || !verifier.bytes().all(unreserved) {
+                return Err(BearerError::Malformed(
+                    "code_verifier is not an RFC 7636 verifier",
+                ));
+            }
+            if !is_b64token(code) {
+                return Err(BearerError::Malformed("code is not a b64token"));
+            }
+            if client_id.is_empty() {
+                return Err(BearerError::Malformed("client_id is empty"));
+            }
+            Ok(BearerCredentials::Code(CodeCredentials {
+                code,
+                code_verifier: verifier,
+                client_id,
+                redirect_uri: one("redirect_uri")?.filter(|u| !u.is_empty()),
+            }))
+        }
+        (None, None) => Err(BearerError::Malformed("no access_token parameter")),
+    }
 }
 
 /// RFC 6750 §2.1 `b64token`.
@@ -63,12 +150,15 @@ fn is_b64token(s: &str) -> bool {
         })
 }
 
-/// The `access_token` value among comma-separated auth-params (RFC 7235 §2.1:
-/// `auth-param = token BWS "=" BWS ( token / quoted-string )`). Exactly one `access_token`,
-/// whose value must be a b64token, quoted or not.
-fn access_token_param(mut s: &str) -> Result<&str, BearerError> {
-    let mut found = None;
+/// Comma-separated auth-params (RFC 7235 §2.1:
+/// `auth-param = token BWS "=" BWS ( token / quoted-string )`), at most [`MAX_PARAMS`]. A
+/// quoted value may not hold an escape: nothing imsgw reads from them needs one.
+fn auth_params(mut s: &str) -> Result<Vec<(&str, &str)>, BearerError> {
+    let mut out = Vec::new();
     loop {
+        if out.len() == MAX_PARAMS {
+            return Err(BearerError::Malformed("too many parameters"));
+        }
         let eq = s
             .find('=')
             .ok_or(BearerError::Malformed("expected name=value"))?;
@@ -95,27 +185,20 @@ fn access_token_param(mut s: &str) -> Result<&str, BearerError> {
             }
             (&s[..end], &s[end..])
         };
-        if name.eq_ignore_ascii_case("access_token") {
-            if found.is_some() {
-                // RFC 6750 §3.1 invalid_request: "repeats the same parameter".
-                return Err(BearerError::Malformed("access_token repeated"));
-            }
-            if !is_b64token(value) {
-                return Err(BearerError::Malformed("access_token is not a b64token"));
-            }
-            found = Some(value);
-        }
+        out.push((name, value));
         let after = after.trim_start_matches(is_ws);
         if after.is_empty() {
-            break;
+            return Ok(out);
         }
         s = after
             .strip_prefix(',')
             .ok_or(BearerError::Malformed("expected ',' between parameters"))?
             .trim_start_matches(is_ws);
     }
-    found.ok_or(BearerError::Malformed("no access_token parameter"))
 }
+
+/// Parameters read from one credential; more is not a credential imsgw makes sense of.
+const MAX_PARAMS: usize = 16;
 
 fn is_ws(c: char) -> bool {
     c == ' ' || c == '\t'
@@ -200,5 +283,50 @@ mod tests {
             assert!(matches!(e, BearerError::Malformed(_)), "{v}: {e:?}");
             assert_eq!(e.oauth_error(), Some("invalid_request"));
         }
+    }
+
+    const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+    #[test]
+    fn a_code_with_its_verifier_and_client() {
+        let v = format!(
+            "Bearer code=\"SplxlOBeZQQYbYS6WxSbIA\", code_verifier=\"{VERIFIER}\", client_id=wic, redirect_uri=\"https://gw.example/cb\""
+        );
+        let c = match parse_bearer_credentials(&v) {
+            Ok(BearerCredentials::Code(c)) => c,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(c.code, "SplxlOBeZQQYbYS6WxSbIA");
+        assert_eq!(c.code_verifier, VERIFIER);
+        assert_eq!(c.client_id, "wic");
+        assert_eq!(c.redirect_uri, Some("https://gw.example/cb"));
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("Splx") && !shown.contains("dBjf"),
+            "{shown}"
+        );
+        // A token-only reader finds no token in it.
+        assert!(matches!(parse_bearer(&v), Err(BearerError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_code_credential_that_is_incomplete_or_ambiguous_is_invalid_request() {
+        let ok = format!("code=\"abc\", code_verifier=\"{VERIFIER}\", client_id=\"wic\"");
+        for v in [
+            "Bearer code=\"abc\", client_id=\"wic\"".to_string(),
+            format!("Bearer code=\"abc\", code_verifier=\"{VERIFIER}\""),
+            format!("Bearer code=\"abc\", code_verifier=\"short\", client_id=wic"),
+            format!("Bearer code=\"a b\", code_verifier=\"{VERIFIER}\", client_id=wic"),
+            format!("Bearer code=\"abc\", code_verifier=\"{VERIFIER}!\", client_id=wic"),
+            format!("Bearer {ok}, access_token=\"{JWT}\""),
+            format!("Bearer {ok}, code=\"def\""),
+            format!("Bearer {ok}, client_id=\"other\""),
+            format!("Bearer code=\"abc\", code_verifier=\"{VERIFIER}\", client_id=\"\""),
+            format!("Bearer {ok}{}", ", x=y".repeat(20)),
+        ] {
+            let e = parse_bearer_credentials(&v).expect_err(&v);
+            assert!(matches!(e, BearerError::Malformed(_)), "{v}: {e:?}");
+        }
+        assert!(parse_bearer_credentials(&format!("Bearer {ok}")).is_ok());
     }
 }

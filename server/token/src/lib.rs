@@ -36,7 +36,9 @@ mod verify;
 #[cfg(test)]
 mod testutil;
 
-pub use bearer::{BearerError, parse_bearer};
+pub use bearer::{
+    BearerCredentials, BearerError, CodeCredentials, parse_bearer, parse_bearer_credentials,
+};
 pub use claims::Claims;
 pub use config::{ConfigError, ExternalIssuer, VerifierConfig};
 pub use error::TokenError;
