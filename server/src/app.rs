@@ -265,6 +265,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         key,
         auth,
     );
+    // Codes in REGISTER and refreshes of what they gave, exchanged off the hub's task.
+    let (grant_tx, grant_rx) = mpsc::channel(crate::edge::grant::MAX_IN_FLIGHT);
+    tasks.spawn(crate::waf::edge_grant::serve(
+        waf.clone(),
+        grant_rx,
+        hub_tx.clone(),
+        shutdown.clone(),
+    ));
     let hub = Hub::new(
         edge,
         hub_rx,
@@ -274,6 +282,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         jwks_tx,
         revoked_rx,
         media,
+        grant_tx,
     );
     let hub_task = tokio::spawn(hub.run());
 

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::edge::{Dest, Edge, FlowId, Link, Output, TxnId};
+use crate::edge::{Dest, Edge, FlowId, GrantAsk, GrantError, Granted, Link, Output, TxnId};
 use crate::metrics::Metrics;
 
 /// What a WebSocket task is told to do.
@@ -66,6 +66,11 @@ pub enum HubInput {
         issuer: String,
         jwks: Box<imsgw_token::JwkSet>,
     },
+    /// The WAF's answer to the edge's [`Output::Grant`].
+    Granted {
+        ticket: u64,
+        result: Result<Granted, GrantError>,
+    },
 }
 
 /// How the hub reaches the P-CSCF.
@@ -96,6 +101,8 @@ pub struct Hub {
     /// The media engine and what it reports, when `[media]` is configured.
     media: Option<imsgw_media::Media>,
     media_events: Option<mpsc::UnboundedReceiver<imsgw_media::Event>>,
+    /// Asks the WAF for tokens on the edge's behalf (`waf::edge_grant`).
+    grant_asks: mpsc::Sender<(u64, GrantAsk)>,
 }
 
 /// The next media event, or never when there is no media engine.
@@ -123,6 +130,7 @@ impl Hub {
             imsgw_media::Media,
             mpsc::UnboundedReceiver<imsgw_media::Event>,
         )>,
+        grant_asks: mpsc::Sender<(u64, GrantAsk)>,
     ) -> Self {
         let (media, media_events) = match media {
             Some((m, rx)) => (Some(m), Some(rx)),
@@ -140,6 +148,7 @@ impl Hub {
             revocations,
             media,
             media_events,
+            grant_asks,
         }
     }
 
@@ -163,7 +172,7 @@ impl Hub {
                         continue;
                     };
                     self.edge.set_wall_clock(crate::waf::unix_now());
-                    self.take_revocations();
+                    self.take_revocations(Instant::now().into_std());
                     self.edge.media_event(Instant::now().into_std(), ev);
                     // The engine answers in bursts under load: take what else it said.
                     for _ in 0..64 {
@@ -178,7 +187,7 @@ impl Hub {
                 _ = tokio::time::sleep_until(at) => {
                     self.edge.set_wall_clock(crate::waf::unix_now());
                     // Parked requests are decided again on a timer.
-                    self.take_revocations();
+                    self.take_revocations(Instant::now().into_std());
                     self.edge.handle_timeout(Instant::now().into_std());
                     self.drain();
                     continue;
@@ -204,7 +213,7 @@ impl Hub {
     fn handle(&mut self, input: HubInput) {
         let now = Instant::now().into_std();
         self.edge.set_wall_clock(crate::waf::unix_now());
-        self.take_revocations();
+        self.take_revocations(now);
         match input {
             HubInput::FlowOpened { flow, remote, tx } => {
                 self.flows.insert(flow, tx);
@@ -232,13 +241,14 @@ impl Hub {
             HubInput::ExternalJwks { issuer, jwks } => {
                 self.edge.set_external_jwks(now, &issuer, &jwks)
             }
+            HubInput::Granted { ticket, result } => self.edge.granted(now, ticket, result),
         }
     }
 
     /// Hands the edge every revocation the WAF made so far.
-    fn take_revocations(&mut self) {
+    fn take_revocations(&mut self, now: std::time::Instant) {
         while let Ok((jti, exp)) = self.revocations.try_recv() {
-            self.edge.revoke(jti, exp);
+            self.edge.revoke(now, jti, exp);
         }
     }
 
@@ -262,10 +272,18 @@ impl Hub {
                         m.send(cmd);
                     }
                 }
-                Output::CloseFlow { flow, reason } => {
+                Output::CloseFlow { flow, code, reason } => {
                     if let Some(tx) = self.flows.get(&flow) {
-                        // RFC 6455 §7.4.1: 1002 protocol error.
-                        let _ = tx.try_send(FlowCommand::Close { code: 1002, reason });
+                        let _ = tx.try_send(FlowCommand::Close { code, reason });
+                    }
+                }
+                Output::Grant { ticket, ask } => {
+                    if let Err(e) = self.grant_asks.try_send((ticket, ask)) {
+                        debug!(error = %e, "the WAF's queue for the edge is full");
+                        let now = Instant::now().into_std();
+                        let why = "the authorization server is busy".to_string();
+                        self.edge
+                            .granted(now, ticket, Err(GrantError::Unavailable(why)));
                     }
                 }
             }

@@ -212,9 +212,6 @@ impl Auth {
     ) -> Option<Result<Identity, Refused>> {
         let h = bearer_headers(msg, view).next()?;
         let (header, raw) = (h.name.clone(), msg.value(h));
-        let Some(verifier) = self.verifier.as_mut() else {
-            return Some(Err(Refused::Token(TokenError::Malformed("no verifier"))));
-        };
         let Ok(text) = std::str::from_utf8(raw) else {
             return Some(Err(Refused::Token(TokenError::Malformed("not UTF-8"))));
         };
@@ -223,14 +220,28 @@ impl Auth {
                 "Bearer credentials syntax",
             ))));
         };
-        let c = match verifier.verify(now, token) {
-            Ok(v) => v.claims,
-            Err(e) => return Some(Err(Refused::Token(e))),
-        };
-        if self.revoked.contains(&c.jti) {
-            return Some(Err(Refused::Revoked));
+        if self.verifier.is_none() {
+            return Some(Err(Refused::Token(TokenError::Malformed("no verifier"))));
         }
-        Some(Ok(Identity {
+        Some(self.check_token(now, token, header))
+    }
+
+    /// A token's identity, if it verifies and is not revoked; `header` is where it came (or,
+    /// for one the edge obtained itself, would go) for `passthrough`.
+    fn check_token(
+        &mut self,
+        now: u64,
+        token: &str,
+        header: HeaderName,
+    ) -> Result<Identity, Refused> {
+        let Some(verifier) = self.verifier.as_mut() else {
+            return Err(Refused::Token(TokenError::Malformed("no verifier")));
+        };
+        let c = verifier.verify(now, token).map_err(Refused::Token)?.claims;
+        if self.revoked.contains(&c.jti) {
+            return Err(Refused::Revoked);
+        }
+        Ok(Identity {
             impu: c.impu,
             impi: c.impi,
             exp: c.exp,
@@ -241,7 +252,17 @@ impl Auth {
                 .assertion
                 .contains(&IdentityAssertion::Passthrough)
                 .then(|| (header, AccessToken::new(token.to_string()))),
-        }))
+        })
+    }
+
+    /// The identity of a token the edge obtained for a UA (a code it exchanged, a refresh),
+    /// checked like any other; `Err` says why not.
+    pub fn identity_of(&mut self, now: u64, token: &AccessToken) -> Result<Identity, String> {
+        self.check_token(now, token.expose(), HeaderName::Authorization)
+            .map_err(|e| match e {
+                Refused::Revoked => "the token was revoked".to_string(),
+                Refused::Token(e) => format!("the token was refused: {e}"),
+            })
     }
 
     /// RFC 6750 §3.1: an insufficient scope is 403; anything else wrong with a token is 401
@@ -261,7 +282,7 @@ impl Auth {
     }
 
     /// RFC 8898 §2.2 / §4: `Bearer realm="…", authz_server="…", scope="…"[, error="…"]`.
-    fn challenge(&self, error: Option<&str>) -> Rejection {
+    pub(super) fn challenge(&self, error: Option<&str>) -> Rejection {
         let s = &self.settings;
         let mut value = format!(
             "Bearer realm=\"{}\", authz_server=\"{}\", scope=\"{}\"",

@@ -134,9 +134,11 @@ pub fn exercise(data: &[u8]) -> Option<Stats> {
                 e.handle_timeout(now);
             }
             5 => e.flow_closed(now, flow),
-            6 if chunk.first() == Some(&b'R') => {
-                e.revoke(String::from_utf8_lossy(&chunk[1..]).into_owned(), u64::MAX)
-            }
+            6 if chunk.first() == Some(&b'R') => e.revoke(
+                now,
+                String::from_utf8_lossy(&chunk[1..]).into_owned(),
+                u64::MAX,
+            ),
             6 => e.flow_opened(flow, SocketAddr::from(([192, 0, 2, 9], 5000))),
             _ => e.upstream_failed(now),
         }

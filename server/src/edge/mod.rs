@@ -20,6 +20,7 @@ pub mod auth;
 pub mod flow;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod grant;
 pub mod local;
 mod media;
 mod rel100;
@@ -39,6 +40,7 @@ use bytes::Bytes;
 
 pub use auth::{Auth, AuthSettings, Identity, Revoked};
 pub use flow::{FlowId, FlowKey};
+pub use grant::{GrantAsk, GrantError, GrantStats, Granted};
 pub use local::Local;
 pub use media::{MediaEdgeStats, MediaLimits};
 pub use status::Status;
@@ -89,8 +91,16 @@ pub enum Output {
         bytes: Bytes,
         txn: Option<TxnId>,
     },
-    /// Close a WebSocket that spoke something other than SIP (RFC 6455 §7.4.1 code 1002).
-    CloseFlow { flow: FlowId, reason: &'static str },
+    /// Close a WebSocket with this RFC 6455 §7.4.1 code: 1002 for one that spoke something
+    /// other than SIP, 1008 for one whose sign-in was revoked.
+    CloseFlow {
+        flow: FlowId,
+        code: u16,
+        reason: &'static str,
+    },
+    /// Ask the WAF for tokens (a code in a REGISTER, a refresh of a held grant) and hand its
+    /// answer to [`Edge::granted`] with `ticket`.
+    Grant { ticket: u64, ask: GrantAsk },
     /// Fetch this external issuer's JWKS and hand it to [`Edge::set_external_jwks`].
     FetchJwks { issuer: String },
     /// Hand this to the media engine; what it reports goes to [`Edge::media_event`].
@@ -137,11 +147,12 @@ pub struct EdgeSettings {
 }
 
 /// An open WebSocket as the core knows it.
-#[derive(Debug, Clone)]
 struct FlowInfo {
     remote: SocketAddr,
     /// The identity of the last successful registration on this flow (RFC 8898 §2.1.4).
     identity: Option<Identity>,
+    /// The grant the edge holds for this flow (a code it exchanged), if any.
+    grant: Option<Box<grant::Held>>,
     /// INVITEs this flow sent that the edge authorized, newest last: their ACKs (RFC 3261
     /// §13.2.2.4, a transaction of their own, with the INVITE's Call-ID and From) belong to
     /// them. Bounded by [`CALLS_PER_FLOW`] and [`CALL_MEMORY`].
@@ -221,6 +232,9 @@ pub struct Edge {
     parked: Vec<Parked>,
     /// Media anchoring, when on.
     media: Option<media::MediaCalls>,
+    /// Codes in REGISTER being exchanged, grants held for flows.
+    grants: grant::Grants,
+    grant_stats: GrantStats,
 }
 
 impl Edge {
@@ -239,6 +253,8 @@ impl Edge {
             pruned_at: 0,
             media: settings_media.map(media::MediaCalls::new),
             parked: Vec::new(),
+            grants: grant::Grants::default(),
+            grant_stats: GrantStats::default(),
         }
     }
 
@@ -253,9 +269,21 @@ impl Edge {
     }
 
     /// The WAF revoked the token `jti`, valid until `exp` (RFC 7009): requests carrying it, and
-    /// requests riding a registration it made, are refused from now on (RFC 8898 §2.1.4).
-    pub fn revoke(&mut self, jti: String, exp: u64) {
+    /// requests riding a registration it made, are refused from now on (RFC 8898 §2.1.4). A
+    /// flow whose held grant it was (see `grant`) is un-registered and closed.
+    pub fn revoke(&mut self, now: Instant, jti: String, exp: u64) {
+        self.grant_revoked(now, &jti);
         self.auth.revoked.insert(jti, exp);
+    }
+
+    /// Counters of codes exchanged and grants held.
+    pub fn grant_stats(&self) -> GrantStats {
+        self.grant_stats
+    }
+
+    /// Flows whose grant the edge holds.
+    pub fn held_grant_count(&self) -> usize {
+        self.grants.held_count()
     }
 
     /// The WAF's signing keys changed (rotation, retirement).
@@ -288,6 +316,7 @@ impl Edge {
             FlowInfo {
                 remote,
                 identity: None,
+                grant: None,
                 calls: VecDeque::new(),
             },
         );
@@ -296,7 +325,9 @@ impl Edge {
     /// A WebSocket is gone: its flow ends (RFC 7118 §6, RFC 5626 §5.3). Requests still waiting
     /// on it get `430 Flow Failed`.
     pub fn flow_closed(&mut self, now: Instant, flow: FlowId) {
-        self.flows.remove(&flow);
+        if let Some(held) = self.flows.remove(&flow).and_then(|f| f.grant) {
+            self.grants.by_jti.remove(&held.identity.jti);
+        }
         for id in self.txns.pending_to(Dest::Flow(flow)) {
             self.fail_client(now, id, Status::FLOW_FAILED);
         }
@@ -364,6 +395,9 @@ impl Edge {
         if self.media_deadline().is_some_and(|d| d <= now) {
             self.media_timeouts(now);
         }
+        if self.grants.next_deadline().is_some_and(|d| d <= now) {
+            self.grant_timeouts(now);
+        }
         if self.parked.iter().any(|p| p.until <= now) {
             let (due, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
                 .into_iter()
@@ -378,10 +412,15 @@ impl Edge {
     /// When [`Edge::handle_timeout`] next has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let parked = self.parked.iter().map(|p| p.until).min();
-        [self.txns.next_deadline(), parked, self.media_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.txns.next_deadline(),
+            parked,
+            self.media_deadline(),
+            self.grants.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Holds a request until `issuer`'s keys arrive (or [`PARK_FOR`] passes).
@@ -451,6 +490,8 @@ impl Edge {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_grant;
 #[cfg(test)]
 mod tests_media;
 #[cfg(test)]

@@ -14,7 +14,8 @@ use bytes::Bytes;
 use imsgw_sip::{HeaderName, Message, Method, ParseError, Uri, View, response_to};
 use tracing::{debug, warn};
 
-use super::auth::{self, Decision};
+use super::auth::{self, Decision, Identity};
+use super::grant::Step as GrantStep;
 use super::media::{Outgoing, Party};
 use super::rewrite::{self, Edits};
 use super::route::{self, Target};
@@ -84,6 +85,7 @@ pub(super) fn from_flow(
             edge.stats.rejected_400 += 1;
             edge.out.push_back(Output::CloseFlow {
                 flow,
+                code: 1002,
                 reason: "malformed SIP message",
             });
             return;
@@ -94,7 +96,15 @@ pub(super) fn from_flow(
         return;
     }
     edge.stats.requests_from_flows += 1;
-    proxy(edge, now, Side::Flow(flow, remote), msg);
+    proxy(edge, now, Side::Flow(flow, remote), msg, None);
+}
+
+/// A REGISTER that waited for the WAF goes on, with the identity of the grant it got.
+pub(super) fn resume(edge: &mut Edge, now: Instant, flow: FlowId, msg: Message, id: Identity) {
+    let Some(remote) = edge.flows.get(&flow).map(|f| f.remote) else {
+        return;
+    };
+    proxy(edge, now, Side::Flow(flow, remote), msg, Some(id));
 }
 
 pub(super) fn from_ims(
@@ -116,13 +126,14 @@ pub(super) fn from_ims(
         return;
     }
     edge.stats.requests_from_ims += 1;
-    proxy(edge, now, Side::Ims(link, source), msg);
+    proxy(edge, now, Side::Ims(link, source), msg, None);
 }
 
 /// The steps of RFC 3261 §16.3–16.6 for one request, in the order of §16.3: syntax (400, or
 /// 505 for another SIP version), URI scheme (416), Max-Forwards (483), loops (482),
-/// Proxy-Require (420), then authorization (RFC 8898) and routing.
-fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
+/// Proxy-Require (420), then authorization (RFC 8898) and routing. `granted` is the identity a
+/// REGISTER that waited for the WAF was given (see `grant`).
+fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message, granted: Option<Identity>) {
     // §16.3 item 1: reasonable syntax. The view is all later steps read.
     let view = match msg.view() {
         Ok(v) => v,
@@ -207,6 +218,19 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
     // §16.3 item 6, RFC 8898: who may use this flow.
     let mut identity = None;
     if let Side::Flow(flow, _) = side {
+        let step = match granted {
+            Some(id) if id.names(&view.to.uri) => GrantStep::Forward(id),
+            Some(id) => {
+                edge.stats.auth_refused += 1;
+                let why = format!(
+                    "the code is for {}, not for the To identity of this request",
+                    id.impu
+                );
+                return reject(edge, reply_to, &msg, &view, Status::FORBIDDEN, Some(&why));
+            }
+            None if ack => GrantStep::NotMine,
+            None => edge.grant_step(now, flow, &msg, &view),
+        };
         let info = edge.flows.get(&flow);
         // An ACK for an INVITE this flow sent (with its own token or on its registration)
         // belongs to that call: same Call-ID and From tag as the INVITE (RFC 3261 §17.1.1.3,
@@ -218,6 +242,10 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
             .filter(|id| id.names(&view.from.uri) && !edge.auth.revoked.contains(&id.jti));
         if let Some(id) = call {
             identity = Some(id);
+        } else if let GrantStep::Forward(id) = step {
+            identity = Some(id);
+        } else if let GrantStep::Done = step {
+            return;
         } else {
             let flow_identity = info.and_then(|f| f.identity.clone());
             let unix = edge.unix;
@@ -301,6 +329,9 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message) {
             return reject(edge, reply_to, &msg, &view, Status::SERVER_ERROR, None);
         }
     };
+    if let (Side::Flow(flow, _), Some(plan), Some(id)) = (side, &register_plan, &identity) {
+        edge.grant_registered(flow, id, &bytes, plan.unregister);
+    }
     let media_flow = match (side, dest) {
         (Side::Flow(flow, _), _) => Some((flow, Party::Browser)),
         (Side::Ims(..), Dest::Flow(flow)) => Some((flow, Party::Ims)),
@@ -416,6 +447,7 @@ fn refuse_invalid(edge: &mut Edge, side: Side, msg: &Message, e: &ParseError) {
             debug!(%flow, error = %e, "request without a Via on a WebSocket; closing it");
             edge.out.push_back(Output::CloseFlow {
                 flow,
+                code: 1002,
                 reason: "malformed SIP message",
             });
         }
@@ -492,7 +524,7 @@ pub(super) fn warning(why: &str) -> String {
 }
 
 /// Answers a request the edge will not forward, with a `Warning` naming why (RFC 3261 §20.43).
-fn reject(
+pub(super) fn reject(
     edge: &mut Edge,
     to: Dest,
     msg: &Message,
@@ -523,7 +555,13 @@ fn cancel(edge: &mut Edge, id: TxnId, msg: &Message, view: &View, reply_to: Dest
 }
 
 /// Answers a request refused for its credentials, with the challenge (RFC 8898 §2.2, §4).
-fn reject_auth(edge: &mut Edge, to: Dest, msg: &Message, view: &View, r: auth::Rejection) {
+pub(super) fn reject_auth(
+    edge: &mut Edge,
+    to: Dest,
+    msg: &Message,
+    view: &View,
+    r: auth::Rejection,
+) {
     let mut extra: Vec<(&str, &str)> = Vec::new();
     if let Some((name, value)) = &r.challenge {
         extra.push((name, value));

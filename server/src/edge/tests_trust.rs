@@ -14,14 +14,14 @@ use super::tests::{sent_to, text};
 use super::*;
 use crate::config::{Challenge, IdentityAssertion, UpstreamTransport};
 
-const NOW: u64 = 1_800_000_000;
+pub(super) const NOW: u64 = 1_800_000_000;
 const ISS: &str = "https://waf.ims.example";
 const AUD: &str = "sip:ims.example";
 const PCSCF: &str = "127.0.0.1:5070";
 
 pub(super) struct H {
     pub(super) edge: Edge,
-    now: Instant,
+    pub(super) now: Instant,
     minter: Minter,
     seq: u32,
 }
@@ -72,7 +72,7 @@ impl H {
         }
     }
 
-    fn mint(&self, impu: &str, scope: &str, ttl: u64) -> (String, String) {
+    pub(super) fn mint(&self, impu: &str, scope: &str, ttl: u64) -> (String, String) {
         let (t, c) = self
             .minter
             .mint(
@@ -113,7 +113,7 @@ impl H {
     }
 
     /// A REGISTER for `user` on `flow` with `extra` header lines (each ending in CRLF).
-    fn register(&mut self, flow: u64, user: &str, extra: &str) -> Vec<Output> {
+    pub(super) fn register(&mut self, flow: u64, user: &str, extra: &str) -> Vec<Output> {
         let n = self.next();
         let msg = format!(
             "REGISTER sip:ims.example SIP/2.0\r\n\
@@ -169,7 +169,7 @@ Contact: <sip:{from_user}@c{flow}.invalid;transport=ws>\r\n{extra}Content-Length
 }
 
 /// A response to what the edge sent upstream, as the P-CSCF would send it.
-fn ok_for(up: &Message, code: u16, extra: &str) -> String {
+pub(super) fn ok_for(up: &Message, code: u16, extra: &str) -> String {
     let b = up.as_bytes();
     let mut out = format!("SIP/2.0 {code} Whatever\r\n");
     for h in up.headers() {
@@ -193,7 +193,7 @@ fn status_to(outs: &[Output], flow: u64) -> u16 {
         .expect("a response")
 }
 
-fn nothing_upstream(outs: &[Output]) {
+pub(super) fn nothing_upstream(outs: &[Output]) {
     assert!(
         !outs.iter().any(|o| matches!(
             o,
@@ -206,7 +206,7 @@ fn nothing_upstream(outs: &[Output]) {
     );
 }
 
-fn header_lines(m: &Message, name: &str) -> Vec<String> {
+pub(super) fn header_lines(m: &Message, name: &str) -> Vec<String> {
     let t = text(m);
     t.split("\r\n")
         .filter(|l| {
@@ -218,7 +218,7 @@ fn header_lines(m: &Message, name: &str) -> Vec<String> {
         .collect()
 }
 
-const TNA_ALICE: &str = "Authorization: Digest username=\"alice@ims.example\", realm=\"ims.example\", uri=\"sip:ims.example\", nonce=\"\", response=\"\", integrity-protected=\"auth-done\"";
+pub(super) const TNA_ALICE: &str = "Authorization: Digest username=\"alice@ims.example\", realm=\"ims.example\", uri=\"sip:ims.example\", nonce=\"\", response=\"\", integrity-protected=\"auth-done\"";
 
 // ---- RFC 8898 at the edge -------------------------------------------------------------------
 
@@ -254,7 +254,7 @@ fn rfc6750_3_1_every_bad_token_is_refused_with_its_error() {
     h.edge.set_wall_clock(NOW + 2);
     let (noscope, _) = h.mint("sip:alice@ims.example", "profile", 600);
     let (revoked, jti) = h.mint("sip:alice@ims.example", "sip", 600);
-    h.edge.revoke(jti, NOW + 600);
+    h.edge.revoke(h.now, jti, NOW + 600);
     let other = h.token("mallory");
     let cases: Vec<(String, u16, Option<&str>)> = vec![
         ("Bearer abc.def.ghi".into(), 401, Some("invalid_token")),
@@ -359,7 +359,7 @@ fn rfc8898_2_1_4_revoked_registration_no_longer_carries_requests() {
     let outs = h.register(1, "alice", &format!("Authorization: Bearer {tok}\r\n"));
     let up = sent_to(&outs, Dest::Upstream);
     h.ims(&ok_for(&up, 200, ""));
-    h.edge.revoke(jti, NOW + 600);
+    h.edge.revoke(h.now, jti, NOW + 600);
     let m = h.request(1, "MESSAGE", "alice", "");
     let outs = h.send(1, &m);
     nothing_upstream(&outs);
@@ -776,7 +776,7 @@ fn ack_by_call_needs_the_invites_from_tag_and_an_unrevoked_token() {
         vec!["P-Asserted-Identity: <sip:carol@ims.example>".to_string()]
     );
     // Once the token is revoked, no more.
-    h.edge.revoke(jti, NOW + 600);
+    h.edge.revoke(h.now, jti, NOW + 600);
     let a = ack(&mut h, "carol", &tag);
     assert!(h.send(2, &a).is_empty());
 }

@@ -75,6 +75,8 @@ pub struct Client {
     pub scopes: Vec<String>,
     /// The operator's own application: people are not asked to consent to it.
     pub first_party: bool,
+    /// Its codes may be exchanged by the edge, from a REGISTER.
+    pub code_in_register: bool,
 }
 
 impl Client {
@@ -85,6 +87,14 @@ impl Client {
         default_scope: &str,
     ) -> Result<Self, String> {
         let grants = Self::check(c)?;
+        if c.code_in_register {
+            if secret.is_some() {
+                return Err("code_in_register: only for a public client (the edge cannot authenticate as this one)".into());
+            }
+            if !grants.contains(&Grant::AuthorizationCode) {
+                return Err("code_in_register: needs the authorization_code grant".into());
+            }
+        }
         Ok(Self {
             secret,
             introspect: c.introspect,
@@ -96,6 +106,7 @@ impl Client {
                 c.scopes.clone()
             },
             first_party: c.first_party,
+            code_in_register: c.code_in_register,
         })
     }
 

@@ -239,6 +239,12 @@ pub struct ClientConfig {
     /// to consent before it gets a code. Default false: a consent page, once per person.
     #[serde(default)]
     pub first_party: bool,
+    /// `code_in_register`: a UA of this client may put its authorization code in its REGISTER
+    /// (`Bearer code="…", code_verifier="…", client_id="…"`) for the edge to exchange. Only
+    /// for a public client with the `authorization_code` grant (the edge cannot authenticate
+    /// as a confidential one; PKCE binds the code to the UA). Default false.
+    #[serde(default)]
+    pub code_in_register: bool,
 }
 
 /// `[identity]`

@@ -12,6 +12,7 @@ pub mod authorize;
 pub mod client;
 pub mod config;
 pub mod device;
+pub mod edge_grant;
 pub mod error;
 pub mod http;
 pub mod identity;

@@ -51,16 +51,16 @@ const REMEMBERED: usize = 8;
 /// tokens expire has its oldest ones revoked at once.
 const LIVE_TOKENS: usize = 8;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub struct TokenForm {
-    grant_type: Option<String>,
-    code: Option<String>,
-    redirect_uri: Option<String>,
-    code_verifier: Option<String>,
-    refresh_token: Option<String>,
+    pub(super) grant_type: Option<String>,
+    pub(super) code: Option<String>,
+    pub(super) redirect_uri: Option<String>,
+    pub(super) code_verifier: Option<String>,
+    pub(super) refresh_token: Option<String>,
     pub(super) device_code: Option<String>,
-    client_id: Option<String>,
-    scope: Option<String>,
+    pub(super) client_id: Option<String>,
+    pub(super) scope: Option<String>,
 }
 
 impl NamesClient for TokenForm {
@@ -121,7 +121,7 @@ pub async fn token(
     Ok(token_response(body))
 }
 
-fn exchange_code(
+pub(super) fn exchange_code(
     waf: &Waf,
     client: &Client,
     client_id: &str,
@@ -246,7 +246,7 @@ fn family_of(rt: &str) -> Option<(&str, String)> {
     (!family.is_empty() && !secret.is_empty()).then(|| (family, key_of(rt)))
 }
 
-fn refresh(
+pub(super) fn refresh(
     waf: &Waf,
     client: &Client,
     client_id: &str,

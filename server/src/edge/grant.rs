@@ -1,0 +1,509 @@
+//! Grants the edge holds for a flow (issue 13 §1): a UA that obtained an authorization code
+//! sends it in its REGISTER (`Bearer code="…", code_verifier="…", client_id="…"`, see
+//! `imsgw_token::parse_bearer_credentials`) and the edge exchanges it at the WAF. From then on
+//! the edge holds that flow's tokens:
+//!
+//! - the REGISTER goes on with the access token's identity, its Expires capped to the token's
+//!   life as for any token (RFC 8898 §2.1);
+//! - a later REGISTER on the same flow needs no credentials: it rides on the held grant, and
+//!   when less than half the access token's life is left the edge refreshes it first (the
+//!   registration never outlives the token, so the UA's re-REGISTER always comes before the
+//!   token lapses);
+//! - when the WAF revokes the token (the family was revoked: sign-out, RFC 7009, a replayed
+//!   code or refresh token), the edge ends the registration with an un-REGISTER of its own and
+//!   closes the flow (1008), which ends the flow's calls.
+//!
+//! The WAF's store is never touched here (STYLE.md §15): the exchange is an [`Output::Grant`]
+//! the driver carries out off the edge's task, and its answer comes back through
+//! [`Edge::granted`]. The REGISTER waits meanwhile, like a request waiting for a JWKS.
+//!
+//! Owns: held grants, exchanges in flight. Must not touch: the store, sockets, the clock.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use imsgw_sip::{HeaderName, Message, Method, Splice, View};
+use imsgw_token::{AccessToken, BearerCredentials, Secret, parse_bearer_credentials};
+use tracing::{debug, info};
+
+use super::auth::{Identity, bearer_headers, plan_expires};
+use super::status::Status;
+use super::{Dest, Edge, FlowId, Output};
+
+/// What the edge asks the WAF for.
+#[derive(Debug, Clone)]
+pub enum GrantAsk {
+    /// Exchange an authorization code (RFC 6749 §4.1.3 with RFC 7636 §4.5).
+    Code {
+        code: Secret,
+        verifier: Secret,
+        client_id: String,
+        redirect_uri: Option<String>,
+    },
+    /// Refresh a held grant (RFC 6749 §6).
+    Refresh {
+        client_id: String,
+        refresh_token: Secret,
+    },
+}
+
+// For `Output`'s comparisons in tests; secrets compared in constant time.
+impl PartialEq for GrantAsk {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (
+                Self::Code {
+                    code: a,
+                    verifier: b,
+                    client_id: c,
+                    redirect_uri: d,
+                },
+                Self::Code {
+                    code: a2,
+                    verifier: b2,
+                    client_id: c2,
+                    redirect_uri: d2,
+                },
+            ) => a.ct_eq(a2.expose()) && b.ct_eq(b2.expose()) && c == c2 && d == d2,
+            (
+                Self::Refresh {
+                    client_id: c,
+                    refresh_token: r,
+                },
+                Self::Refresh {
+                    client_id: c2,
+                    refresh_token: r2,
+                },
+            ) => c == c2 && r.ct_eq(r2.expose()),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for GrantAsk {}
+
+/// What the WAF gave.
+#[derive(Debug)]
+pub struct Granted {
+    pub access_token: AccessToken,
+    /// None for a client without the refresh grant: the registration then ends with the token.
+    pub refresh_token: Option<Secret>,
+}
+
+/// Why the WAF gave nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantError {
+    /// The grant is no good (RFC 6749 §5.2): the words say why.
+    Refused(String),
+    /// The WAF could not answer (its store failed, the driver's queue was full).
+    Unavailable(String),
+}
+
+/// Exchanges in flight at once, over all flows; more are answered 503 (the WAF's store is one
+/// resource for everyone).
+pub const MAX_IN_FLIGHT: usize = 256;
+/// How long a REGISTER waits for the WAF's answer.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A grant the edge holds for a flow.
+pub(super) struct Held {
+    client_id: String,
+    refresh: Option<Secret>,
+    /// The current access token's identity.
+    pub(super) identity: Identity,
+    /// Seconds the current access token was given for.
+    lifetime: u64,
+    /// The REGISTER as last sent upstream on this grant: the un-REGISTER is made from it.
+    last_register: Option<Bytes>,
+}
+
+struct Pending {
+    flow: FlowId,
+    /// The REGISTER waiting for the answer.
+    register: Bytes,
+    until: Instant,
+    refresh: bool,
+}
+
+/// The edge's grant state.
+#[derive(Default)]
+pub(super) struct Grants {
+    pending: HashMap<u64, Pending>,
+    next_ticket: u64,
+    /// Which flow holds the grant whose current access token has this jti.
+    pub(super) by_jti: HashMap<String, FlowId>,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GrantStats {
+    pub codes_exchanged: u64,
+    pub codes_refused: u64,
+    pub refreshed: u64,
+    pub refresh_refused: u64,
+    /// Exchanges the WAF could not answer, or that were not asked for lack of room.
+    pub unavailable: u64,
+    /// Held grants ended because their token was revoked.
+    pub revoked: u64,
+}
+
+/// What [`Edge::grant_step`] decided for a REGISTER.
+pub(super) enum Step {
+    /// Not a held grant's business: the usual Bearer checks decide.
+    NotMine,
+    /// Forward with this identity.
+    Forward(Identity),
+    /// Parked for the WAF, or answered: nothing more to do now.
+    Done,
+}
+
+impl Grants {
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.pending.values().map(|p| p.until).min()
+    }
+
+    pub(super) fn held_count(&self) -> usize {
+        self.by_jti.len()
+    }
+}
+
+impl Edge {
+    /// A REGISTER from `flow`: a code to exchange, or no credentials on a flow holding a grant.
+    pub(super) fn grant_step(
+        &mut self,
+        now: Instant,
+        flow: FlowId,
+        msg: &Message,
+        view: &View,
+    ) -> Step {
+        if view.method != Some(Method::Register) || !self.auth.settings.required {
+            return Step::NotMine;
+        }
+        let mut creds = bearer_headers(msg, view);
+        let first = creds.next();
+        if let Some(h) = first {
+            let text = std::str::from_utf8(msg.value(h)).unwrap_or("");
+            let Ok(BearerCredentials::Code(c)) = parse_bearer_credentials(text) else {
+                return Step::NotMine;
+            };
+            if creds.next().is_some() {
+                return self.grant_refuse(flow, msg, view, Status::BAD_REQUEST, "two credentials");
+            }
+            let ask = GrantAsk::Code {
+                code: Secret::new(c.code),
+                verifier: Secret::new(c.code_verifier),
+                client_id: c.client_id.to_string(),
+                redirect_uri: c.redirect_uri.map(str::to_string),
+            };
+            return self.grant_ask(now, flow, msg, view, ask, false);
+        }
+        let Some(held) = self.flows.get(&flow).and_then(|f| f.grant.as_deref()) else {
+            return Step::NotMine;
+        };
+        if self.auth.revoked.contains(&held.identity.jti) {
+            return Step::NotMine;
+        }
+        if !held.identity.names(&view.to.uri) {
+            let why = format!(
+                "this connection signed in as {}, not as the To identity",
+                held.identity.impu
+            );
+            return self.grant_refuse(flow, msg, view, Status::FORBIDDEN, &why);
+        }
+        let left = held.identity.exp.saturating_sub(self.unix);
+        if left.saturating_mul(2) < held.lifetime
+            && let Some(rt) = &held.refresh
+        {
+            let ask = GrantAsk::Refresh {
+                client_id: held.client_id.clone(),
+                refresh_token: Secret::new(rt.expose()),
+            };
+            return self.grant_ask(now, flow, msg, view, ask, true);
+        }
+        if left == 0 {
+            // Expired, and nothing to refresh it with: the UA must sign in again.
+            return Step::NotMine;
+        }
+        Step::Forward(held.identity.clone())
+    }
+
+    fn grant_ask(
+        &mut self,
+        now: Instant,
+        flow: FlowId,
+        msg: &Message,
+        view: &View,
+        ask: GrantAsk,
+        refresh: bool,
+    ) -> Step {
+        if self.grants.pending.values().any(|p| p.flow == flow) {
+            let why = "a sign-in is already under way on this connection";
+            return self.grant_refuse(flow, msg, view, Status::SERVICE_UNAVAILABLE, why);
+        }
+        if self.grants.pending.len() >= MAX_IN_FLIGHT {
+            self.grant_stats.unavailable += 1;
+            let why = "too many sign-ins are under way; try again";
+            return self.grant_refuse(flow, msg, view, Status::SERVICE_UNAVAILABLE, why);
+        }
+        let ticket = self.grants.next_ticket;
+        self.grants.next_ticket += 1;
+        self.grants.pending.insert(
+            ticket,
+            Pending {
+                flow,
+                register: msg.as_bytes().clone(),
+                until: now + WAIT,
+                refresh,
+            },
+        );
+        self.out.push_back(Output::Grant { ticket, ask });
+        Step::Done
+    }
+
+    fn grant_refuse(
+        &mut self,
+        flow: FlowId,
+        msg: &Message,
+        view: &View,
+        status: Status,
+        why: &str,
+    ) -> Step {
+        super::request::reject(self, Dest::Flow(flow), msg, view, status, Some(why));
+        Step::Done
+    }
+
+    /// The WAF's answer to [`Output::Grant`] `ticket`.
+    pub fn granted(&mut self, now: Instant, ticket: u64, result: Result<Granted, GrantError>) {
+        let Some(p) = self.grants.pending.remove(&ticket) else {
+            // Too late: the REGISTER was already answered 503. The tokens are dropped unused;
+            // they expire (the family with its refresh TTL).
+            debug!(ticket, "a grant came after its REGISTER was answered");
+            return;
+        };
+        if !self.flows.contains_key(&p.flow) {
+            return;
+        }
+        let Ok(msg) = Message::parse(p.register.clone()) else {
+            return;
+        };
+        let Ok(view) = msg.view() else {
+            return;
+        };
+        let g = match result {
+            Ok(g) => g,
+            Err(GrantError::Unavailable(why)) => {
+                self.grant_stats.unavailable += 1;
+                let why = format!("the authorization server could not answer: {why}");
+                self.grant_refuse(p.flow, &msg, &view, Status::SERVICE_UNAVAILABLE, &why);
+                return;
+            }
+            Err(GrantError::Refused(why)) => {
+                let why = if p.refresh {
+                    self.grant_stats.refresh_refused += 1;
+                    // The family is gone (expired or revoked): so is the sign-in.
+                    self.drop_grant(p.flow);
+                    format!("the sign-in has ended: {why}")
+                } else {
+                    self.grant_stats.codes_refused += 1;
+                    format!("the code was refused: {why}")
+                };
+                let mut r = self.auth.challenge(Some("invalid_token"));
+                r.why = Some(why);
+                self.stats.auth_refused += 1;
+                super::request::reject_auth(self, Dest::Flow(p.flow), &msg, &view, r);
+                return;
+            }
+        };
+        let unix = self.unix;
+        let identity = match self.auth.identity_of(unix, &g.access_token) {
+            Ok(id) => id,
+            Err(why) => {
+                tracing::warn!(%why, "a token the WAF gave the edge does not verify");
+                let why = "the authorization server gave a token that does not verify";
+                self.grant_refuse(p.flow, &msg, &view, Status::SERVER_ERROR, why);
+                return;
+            }
+        };
+        if !identity.names(&view.to.uri) {
+            // Held only for a REGISTER it may make: the tokens are dropped unused.
+            self.stats.auth_refused += 1;
+            if p.refresh {
+                self.drop_grant(p.flow);
+            }
+            let why = format!(
+                "the code is for {}, not for the To identity of this request",
+                identity.impu
+            );
+            self.grant_refuse(p.flow, &msg, &view, Status::FORBIDDEN, &why);
+            return;
+        }
+        if p.refresh {
+            self.grant_stats.refreshed += 1;
+        } else {
+            self.grant_stats.codes_exchanged += 1;
+            info!(flow = %p.flow, impu = %identity.impu, "a code in REGISTER was exchanged");
+        }
+        let Some(f) = self.flows.get_mut(&p.flow) else {
+            return;
+        };
+        let old = f.grant.take();
+        let (client_id, old_refresh, last_register) = match old {
+            Some(h) => {
+                self.grants.by_jti.remove(&h.identity.jti);
+                (h.client_id, h.refresh, h.last_register)
+            }
+            None => (String::new(), None, None),
+        };
+        let client_id = match p.refresh {
+            true => client_id,
+            false => client_of(&msg, &view).unwrap_or(client_id),
+        };
+        // The registration this flow already has speaks for the new token from now on.
+        if f.identity
+            .as_ref()
+            .is_some_and(|id| id.impu == identity.impu)
+        {
+            f.identity = Some(identity.clone());
+        }
+        self.grants.by_jti.insert(identity.jti.clone(), p.flow);
+        f.grant = Some(Box::new(Held {
+            client_id,
+            // RFC 6749 §6: the refresh token may or may not be replaced.
+            refresh: g.refresh_token.or(old_refresh),
+            lifetime: identity.exp.saturating_sub(unix).max(1),
+            identity: identity.clone(),
+            last_register,
+        }));
+        super::request::resume(self, now, p.flow, msg, identity);
+    }
+
+    /// Requests that waited too long for the WAF are answered 503.
+    pub(super) fn grant_timeouts(&mut self, now: Instant) {
+        let due: Vec<u64> = (self.grants.pending.iter())
+            .filter(|(_, p)| p.until <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in due {
+            let why = "timed out".to_string();
+            self.granted(now, t, Err(GrantError::Unavailable(why)));
+        }
+    }
+
+    /// The REGISTER `bytes` went upstream on `flow` for `identity`: keep it to end the
+    /// registration with, if it was made on the flow's held grant (and is not itself a removal).
+    pub(super) fn grant_registered(
+        &mut self,
+        flow: FlowId,
+        identity: &Identity,
+        bytes: &Bytes,
+        unregister: bool,
+    ) {
+        if let Some(h) = self
+            .flows
+            .get_mut(&flow)
+            .and_then(|f| f.grant.as_deref_mut())
+            && h.identity.jti == identity.jti
+        {
+            h.last_register = (!unregister).then(|| bytes.clone());
+        }
+    }
+
+    /// The WAF revoked token `jti`: a flow whose held grant it is loses its registration (an
+    /// un-REGISTER of the edge's own) and is closed, which ends its calls.
+    pub(super) fn grant_revoked(&mut self, now: Instant, jti: &str) {
+        let Some(flow) = self.grants.by_jti.get(jti).copied() else {
+            return;
+        };
+        let Some(held) = self.drop_grant(flow) else {
+            return;
+        };
+        self.grant_stats.revoked += 1;
+        info!(%flow, impu = %held.identity.impu, "sign-in revoked: its registration ends and its connection closes");
+        if let Some(f) = self.flows.get_mut(&flow)
+            && f.identity
+                .as_ref()
+                .is_some_and(|id| id.jti == held.identity.jti)
+        {
+            f.identity = None;
+        }
+        if let Some(reg) = &held.last_register {
+            self.unregister(now, reg);
+        }
+        self.out.push_back(Output::CloseFlow {
+            flow,
+            code: 1008,
+            reason: "the sign-in was revoked",
+        });
+    }
+
+    fn drop_grant(&mut self, flow: FlowId) -> Option<Box<Held>> {
+        let held = self.flows.get_mut(&flow)?.grant.take()?;
+        self.grants.by_jti.remove(&held.identity.jti);
+        Some(held)
+    }
+
+    /// Removes the bindings a REGISTER the edge sent made (RFC 3261 §10.2.2): the same request
+    /// with `expires` 0 everywhere, the next CSeq and a Via of the edge's only. Its answer ends
+    /// at the edge (a transaction with no origin).
+    fn unregister(&mut self, now: Instant, register: &Bytes) {
+        let Ok(msg) = Message::parse(register.clone()) else {
+            return;
+        };
+        let Ok(view) = msg.view() else {
+            return;
+        };
+        let hash = super::txn::fnv(view.call_id.as_bytes());
+        let (id, branch) = self.txns.new_branch(hash);
+        let via = self.settings.local.via_ims(&branch);
+        let mut s = Splice::new();
+        let mut first_via = true;
+        for h in msg.headers() {
+            match h.name {
+                HeaderName::Via if first_via => {
+                    first_via = false;
+                    s.replace(h.line.clone(), format!("Via: {via}\r\n"));
+                }
+                HeaderName::Via => s.delete(h.line.clone()),
+                HeaderName::CSeq => {
+                    let seq = view.cseq.seq.saturating_add(1);
+                    s.replace(h.line.clone(), format!("CSeq: {seq} REGISTER\r\n"));
+                }
+                _ => {}
+            }
+        }
+        let plan = plan_expires(&view, 0);
+        for (range, text) in plan.replace {
+            s.replace(range, text);
+        }
+        if plan.add_header.is_some() {
+            s.insert(msg.headers_start(), "Expires: 0\r\n");
+        }
+        let Ok(bytes) = s.apply(msg.as_bytes()) else {
+            return;
+        };
+        let retransmit = self.settings.local.transport == crate::config::UpstreamTransport::Udp;
+        self.txns.insert(
+            now,
+            id,
+            branch,
+            bytes.clone(),
+            None,
+            false,
+            Dest::Upstream,
+            retransmit,
+            None,
+        );
+        self.push(Dest::Upstream, bytes, Some(id));
+    }
+}
+
+/// The client_id of a REGISTER's code credentials.
+fn client_of(msg: &Message, view: &View) -> Option<String> {
+    let h = bearer_headers(msg, view).next()?;
+    let text = std::str::from_utf8(msg.value(h)).ok()?;
+    match parse_bearer_credentials(text) {
+        Ok(BearerCredentials::Code(c)) => Some(c.client_id.to_string()),
+        _ => None,
+    }
+}

@@ -1,0 +1,300 @@
+//! A code in REGISTER (issue 13 §1) at the edge: the exchange asked of the WAF, the REGISTER
+//! that goes on with the grant's identity, the held grant carrying later REGISTERs and being
+//! refreshed, every refusal, and revocation ending the registration. The WAF is played here;
+//! `server/tests` and interop 51 run the real one.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use imsgw_token::{AccessToken, Secret};
+
+use super::tests::{sent_to, text};
+use super::tests_trust::{H, NOW, TNA_ALICE, header_lines, nothing_upstream, ok_for};
+use super::*;
+use crate::config::IdentityAssertion;
+
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+fn code_cred(code: &str) -> String {
+    format!(
+        "Authorization: Bearer code=\"{code}\", code_verifier=\"{VERIFIER}\", client_id=\"phone\"\r\n"
+    )
+}
+
+/// The one grant ask among `outs`.
+fn ask(outs: &[Output]) -> (u64, GrantAsk) {
+    let asks: Vec<_> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Grant { ticket, ask } => Some((*ticket, ask.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asks.len(), 1, "one grant ask: {outs:#?}");
+    asks.into_iter().next().expect("one")
+}
+
+fn no_ask(outs: &[Output]) {
+    assert!(
+        !outs.iter().any(|o| matches!(o, Output::Grant { .. })),
+        "no grant ask: {outs:#?}"
+    );
+}
+
+fn grant(h: &H, user: &str, ttl: u64, refresh: Option<&str>) -> (Granted, String) {
+    let (t, jti) = h.mint(&format!("sip:{user}@ims.example"), "sip", ttl);
+    (
+        Granted {
+            access_token: AccessToken::new(t),
+            refresh_token: refresh.map(Secret::new),
+        },
+        jti,
+    )
+}
+
+fn answer(h: &mut H, ticket: u64, r: Result<Granted, GrantError>) -> Vec<Output> {
+    h.edge.granted(h.now, ticket, r);
+    std::iter::from_fn(|| h.edge.poll_output()).collect()
+}
+
+/// Registers alice on flow 1 with a code the WAF exchanges; returns the access token's jti and
+/// the REGISTER as it went upstream.
+fn signed_in(h: &mut H) -> (String, imsgw_sip::Message) {
+    let outs = h.register(1, "alice", &code_cred("c0de"));
+    let (ticket, _) = ask(&outs);
+    let (g, jti) = grant(h, "alice", 600, Some("fam.rt1"));
+    let outs = answer(h, ticket, Ok(g));
+    let up = sent_to(&outs, Dest::Upstream);
+    let outs = h.ims(&ok_for(&up, 200, ""));
+    assert_eq!(sent_to(&outs, Dest::Flow(FlowId(1))).status(), Some(200));
+    (jti, up)
+}
+
+#[test]
+fn a_code_in_register_is_exchanged_and_the_register_goes_on_as_its_owner() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    let outs = h.register(1, "alice", &code_cred("c0de"));
+    nothing_upstream(&outs);
+    let (ticket, a) = ask(&outs);
+    assert_eq!(
+        a,
+        GrantAsk::Code {
+            code: Secret::new("c0de"),
+            verifier: Secret::new(VERIFIER),
+            client_id: "phone".into(),
+            redirect_uri: None,
+        }
+    );
+    let (g, _) = grant(&h, "alice", 300, Some("fam.rt1"));
+    let outs = answer(&mut h, ticket, Ok(g));
+    let up = sent_to(&outs, Dest::Upstream);
+    let t = text(&up);
+    assert!(!t.contains("c0de") && !t.contains(VERIFIER), "{t}");
+    assert!(!t.to_ascii_lowercase().contains("bearer"), "{t}");
+    assert_eq!(
+        header_lines(&up, "Authorization"),
+        vec![TNA_ALICE.to_string()]
+    );
+    // RFC 8898 §2.1: the registration never outlives the token the code gave.
+    assert_eq!(
+        header_lines(&up, "Expires"),
+        vec!["Expires: 300".to_string()]
+    );
+}
+
+#[test]
+fn a_code_for_another_person_is_refused_403_and_nothing_reaches_the_ims() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    let outs = h.register(1, "bob", &code_cred("c0de"));
+    let (ticket, _) = ask(&outs);
+    let (g, _) = grant(&h, "alice", 600, None);
+    let outs = answer(&mut h, ticket, Ok(g));
+    nothing_upstream(&outs);
+    let r = sent_to(&outs, Dest::Flow(FlowId(1)));
+    assert_eq!(r.status(), Some(403));
+    assert!(text(&r).contains("not for the To identity"), "{}", text(&r));
+    // And nothing is held for bob or alice: a REGISTER without credentials is challenged.
+    let outs = h.register(1, "alice", "");
+    no_ask(&outs);
+    assert_eq!(sent_to(&outs, Dest::Flow(FlowId(1))).status(), Some(401));
+}
+
+#[test]
+fn a_refused_code_is_401_invalid_token_and_an_unavailable_waf_503() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    let outs = h.register(1, "alice", &code_cred("bad"));
+    let (ticket, _) = ask(&outs);
+    let why = "the code was already used".to_string();
+    let outs = answer(&mut h, ticket, Err(GrantError::Refused(why)));
+    nothing_upstream(&outs);
+    let r = sent_to(&outs, Dest::Flow(FlowId(1)));
+    assert_eq!(r.status(), Some(401));
+    let ch = header_lines(&r, "WWW-Authenticate");
+    assert!(ch[0].ends_with("error=\"invalid_token\""), "{ch:?}");
+    assert!(text(&r).contains("the code was refused: the code was already used"));
+
+    let outs = h.register(1, "alice", &code_cred("c2"));
+    let (ticket, _) = ask(&outs);
+    let outs = answer(&mut h, ticket, Err(GrantError::Unavailable("store".into())));
+    nothing_upstream(&outs);
+    assert_eq!(sent_to(&outs, Dest::Flow(FlowId(1))).status(), Some(503));
+}
+
+#[test]
+fn a_waf_that_does_not_answer_in_time_is_503_and_its_late_grant_is_dropped() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    let outs = h.register(1, "alice", &code_cred("c0de"));
+    let (ticket, _) = ask(&outs);
+    let later = h.now + grant::WAIT + Duration::from_millis(1);
+    assert!(h.edge.poll_timeout().is_some_and(|t| t <= later));
+    h.edge.handle_timeout(later);
+    let outs: Vec<_> = std::iter::from_fn(|| h.edge.poll_output()).collect();
+    assert_eq!(sent_to(&outs, Dest::Flow(FlowId(1))).status(), Some(503));
+    let (g, _) = grant(&h, "alice", 600, None);
+    let outs = answer(&mut h, ticket, Ok(g));
+    assert!(outs.is_empty(), "{outs:#?}");
+}
+
+#[test]
+fn one_exchange_per_connection_and_a_bounded_number_in_all() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    let outs = h.register(1, "alice", &code_cred("c1"));
+    ask(&outs);
+    let outs = h.register(1, "alice", &code_cred("c2"));
+    no_ask(&outs);
+    assert_eq!(sent_to(&outs, Dest::Flow(FlowId(1))).status(), Some(503));
+    for f in 10..(10 + grant::MAX_IN_FLIGHT as u64 - 1) {
+        let a = format!("192.0.2.9:{}", f).parse().expect("addr");
+        h.edge.flow_opened(FlowId(f), a);
+        ask(&h.register(f, "alice", &code_cred("c")));
+    }
+    let outs = h.register(2, "alice", &code_cred("c"));
+    no_ask(&outs);
+    assert_eq!(sent_to(&outs, Dest::Flow(FlowId(2))).status(), Some(503));
+}
+
+#[test]
+fn the_held_grant_carries_later_registers_and_is_refreshed_past_half_its_life() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    let (_, _) = signed_in(&mut h);
+    // Early: no credentials needed, no refresh.
+    let outs = h.register(1, "alice", "");
+    no_ask(&outs);
+    let up = sent_to(&outs, Dest::Upstream);
+    assert_eq!(
+        header_lines(&up, "Authorization"),
+        vec![TNA_ALICE.to_string()]
+    );
+    // Another connection holds nothing: challenged.
+    let outs = h.register(2, "alice", "");
+    no_ask(&outs);
+    assert_eq!(sent_to(&outs, Dest::Flow(FlowId(2))).status(), Some(401));
+    // Another identity on the signed-in connection: 403.
+    let outs = h.register(1, "bob", "");
+    no_ask(&outs);
+    nothing_upstream(&outs);
+    assert_eq!(sent_to(&outs, Dest::Flow(FlowId(1))).status(), Some(403));
+    // Past half the token's life the edge refreshes first.
+    h.edge.set_wall_clock(NOW + 301);
+    let outs = h.register(1, "alice", "");
+    nothing_upstream(&outs);
+    let (ticket, a) = ask(&outs);
+    assert_eq!(
+        a,
+        GrantAsk::Refresh {
+            client_id: "phone".into(),
+            refresh_token: Secret::new("fam.rt1"),
+        }
+    );
+    let (t, _) = h.mint("sip:alice@ims.example", "sip", 900);
+    let g = Granted {
+        access_token: AccessToken::new(t),
+        refresh_token: Some(Secret::new("fam.rt2")),
+    };
+    let outs = answer(&mut h, ticket, Ok(g));
+    let up = sent_to(&outs, Dest::Upstream);
+    // The new token was minted at NOW for 900 s; 301 s have passed.
+    assert_eq!(
+        header_lines(&up, "Expires"),
+        vec!["Expires: 599".to_string()]
+    );
+    // The rotated refresh token is the one used next time.
+    h.edge.set_wall_clock(NOW + 700);
+    let (_, a) = ask(&h.register(1, "alice", ""));
+    assert!(matches!(a, GrantAsk::Refresh { refresh_token, .. } if refresh_token.ct_eq("fam.rt2")));
+}
+
+#[test]
+fn a_refused_refresh_ends_the_sign_in() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    signed_in(&mut h);
+    h.edge.set_wall_clock(NOW + 400);
+    let (ticket, _) = ask(&h.register(1, "alice", ""));
+    let why = "the refresh token was revoked".to_string();
+    let outs = answer(&mut h, ticket, Err(GrantError::Refused(why)));
+    nothing_upstream(&outs);
+    let r = sent_to(&outs, Dest::Flow(FlowId(1)));
+    assert_eq!(r.status(), Some(401));
+    assert!(text(&r).contains("the sign-in has ended"), "{}", text(&r));
+    let outs = h.register(1, "alice", "");
+    no_ask(&outs);
+    assert_eq!(sent_to(&outs, Dest::Flow(FlowId(1))).status(), Some(401));
+}
+
+#[test]
+fn revocation_ends_the_registration_and_closes_the_connection() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    let (jti, reg) = signed_in(&mut h);
+    h.edge.revoke(h.now, jti, NOW + 600);
+    let outs: Vec<_> = std::iter::from_fn(|| h.edge.poll_output()).collect();
+    let un = sent_to(&outs, Dest::Upstream);
+    let t = text(&un);
+    assert!(t.starts_with("REGISTER sip:ims.example SIP/2.0\r\n"), "{t}");
+    // The same registration (Call-ID, To, Contact), the next CSeq, expires 0, our Via only.
+    let v = un.view().expect("valid");
+    let r = reg.view().expect("valid");
+    assert_eq!(v.call_id, r.call_id);
+    assert_eq!(v.cseq.seq, r.cseq.seq + 1);
+    assert_eq!(header_lines(&un, "Expires"), vec!["Expires: 0".to_string()]);
+    assert_eq!(v.vias.len(), 1, "{t}");
+    assert!(!t.contains("c1.invalid;branch"), "{t}");
+    assert_eq!(header_lines(&un, "Contact"), header_lines(&reg, "Contact"));
+    assert_eq!(
+        header_lines(&un, "Authorization"),
+        vec![TNA_ALICE.to_string()]
+    );
+    assert!(outs.iter().any(|o| matches!(
+        o,
+        Output::CloseFlow {
+            flow: FlowId(1),
+            code: 1008,
+            ..
+        }
+    )));
+    // Its answer ends at the edge.
+    let outs = h.ims(&ok_for(&un, 200, ""));
+    assert!(outs.is_empty(), "{outs:#?}");
+    // Until the connection is gone, it speaks for nobody.
+    let outs = h.register(1, "alice", "");
+    no_ask(&outs);
+    assert_eq!(sent_to(&outs, Dest::Flow(FlowId(1))).status(), Some(401));
+    let invite = "INVITE sip:bob@ims.example SIP/2.0\r\n\
+Via: SIP/2.0/WSS c1.invalid;branch=z9hG4bKinv1\r\nMax-Forwards: 70\r\n\
+To: <sip:bob@ims.example>\r\nFrom: <sip:alice@ims.example>;tag=i1\r\n\
+Call-ID: inv-1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@c1.invalid;transport=ws>\r\n\
+Content-Length: 0\r\n\r\n";
+    let outs = h.send(1, invite);
+    nothing_upstream(&outs);
+}
+
+#[test]
+fn a_flow_that_closes_while_its_code_is_exchanged_gets_nothing() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    let (ticket, _) = ask(&h.register(1, "alice", &code_cred("c0de")));
+    h.edge.flow_closed(h.now, FlowId(1));
+    let (g, _) = grant(&h, "alice", 600, None);
+    let outs = answer(&mut h, ticket, Ok(g));
+    assert!(outs.is_empty(), "{outs:#?}");
+    assert_eq!(h.edge.held_grant_count(), 0);
+    let _ = Bytes::new();
+}

@@ -1,0 +1,124 @@
+//! The WAF's side of the grants the SIP edge holds for UAs (see `edge::grant`): a code a UA put
+//! in its REGISTER, exchanged as the token endpoint would (single use, PKCE, bound to its
+//! client, a replay revoking what it gave: the same `token::exchange_code`), and the refresh of
+//! what it gave (`token::refresh`, rotated, reuse detected).
+//!
+//! The edge's task never waits on the store: the hub hands each ask to [`serve`], which runs
+//! it on a task of its own (the store is called directly, as the HTTP handlers do) and sends
+//! the answer back as [`HubInput::Granted`]. At most [`CONCURRENT`] run at once.
+//!
+//! Owns: what the edge may be given. Must not touch: SIP, the edge's state.
+
+use std::sync::Arc;
+
+use imsgw_token::{AccessToken, Secret};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::client::Grant;
+use super::error::{ErrorCode, OAuthError};
+use super::token::{TokenForm, exchange_code, refresh};
+use super::{Waf, unix_now};
+use crate::edge::{GrantAsk, GrantError, Granted};
+use crate::hub::HubInput;
+
+/// Asks carried out at once; the rest wait in the channel (the edge bounds them too).
+pub const CONCURRENT: usize = 8;
+
+/// Carries out the edge's asks until the hub is gone or the gateway stops.
+pub async fn serve(
+    waf: Arc<Waf>,
+    mut asks: mpsc::Receiver<(u64, GrantAsk)>,
+    hub: mpsc::Sender<HubInput>,
+    shutdown: CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(CONCURRENT));
+    loop {
+        let (ticket, ask) = tokio::select! {
+            a = asks.recv() => match a {
+                Some(a) => a,
+                None => return,
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let (waf, hub) = (waf.clone(), hub.clone());
+        tokio::spawn(async move {
+            let result = answer(&waf, &ask, unix_now());
+            drop(permit);
+            let _ = hub.send(HubInput::Granted { ticket, result }).await;
+        });
+    }
+}
+
+/// One ask, answered.
+pub fn answer(waf: &Waf, ask: &GrantAsk, now: u64) -> Result<Granted, GrantError> {
+    let (client_id, form) = match ask {
+        GrantAsk::Code {
+            code,
+            verifier,
+            client_id,
+            redirect_uri,
+        } => {
+            let form = TokenForm {
+                code: code.expose_str().map(str::to_string),
+                code_verifier: verifier.expose_str().map(str::to_string),
+                redirect_uri: redirect_uri.clone(),
+                ..TokenForm::default()
+            };
+            (client_id, form)
+        }
+        GrantAsk::Refresh {
+            client_id,
+            refresh_token,
+        } => {
+            let form = TokenForm {
+                refresh_token: refresh_token.expose_str().map(str::to_string),
+                ..TokenForm::default()
+            };
+            (client_id, form)
+        }
+    };
+    let refused = |why: &str| GrantError::Refused(why.to_string());
+    let Some(client) = waf.clients.get(client_id.as_str()) else {
+        return Err(refused("the client is unknown"));
+    };
+    let body = match ask {
+        GrantAsk::Code { .. } => {
+            if !client.code_in_register || !client.is_public() {
+                return Err(refused(
+                    "this client may not have its codes exchanged from a REGISTER",
+                ));
+            }
+            exchange_code(waf, client, client_id, now, &form)
+        }
+        GrantAsk::Refresh { .. } => {
+            if !client.allows(Grant::RefreshToken) {
+                return Err(refused("this client may not refresh"));
+            }
+            refresh(waf, client, client_id, now, &form)
+        }
+    }
+    .map_err(from_oauth)?;
+    let access_token = body["access_token"]
+        .as_str()
+        .map(|t| AccessToken::new(t.to_string()))
+        .ok_or_else(|| GrantError::Unavailable("no access token was made".into()))?;
+    let refresh_token = body["refresh_token"].as_str().map(Secret::new);
+    Ok(Granted {
+        access_token,
+        refresh_token,
+    })
+}
+
+/// A refusal stays a refusal (RFC 6749 §5.2); the WAF failing to answer is not one.
+fn from_oauth(e: OAuthError) -> GrantError {
+    match e.code {
+        ErrorCode::ServerError | ErrorCode::TemporarilyUnavailable => {
+            GrantError::Unavailable(e.description.into_owned())
+        }
+        _ => GrantError::Refused(e.description.into_owned()),
+    }
+}
