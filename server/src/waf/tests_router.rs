@@ -34,6 +34,7 @@ listen = "127.0.0.1:9"
 [[waf.clients]]
 id = "wic"
 first_party = true
+code_in_register = true
 redirect_uris = ["{CB}"]
 grants = ["authorization_code", "refresh_token", "{DEVICE}"]
 [[waf.clients]]
@@ -575,4 +576,115 @@ async fn a_full_store_kind_is_temporarily_unavailable_and_sessions_go_on() {
         (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
     );
     assert!(d.headers.contains_key(header::RETRY_AFTER));
+}
+
+// ---- codes the SIP edge exchanges (issue 13 §1) -------------------------------------------
+
+fn edge_code(code: &str, verifier: &str, client: &str) -> crate::edge::GrantAsk {
+    crate::edge::GrantAsk::Code {
+        code: imsgw_token::Secret::new(code),
+        verifier: imsgw_token::Secret::new(verifier),
+        client_id: client.into(),
+        redirect_uri: Some(CB.into()),
+    }
+}
+
+#[tokio::test]
+async fn a_code_the_edge_exchanges_is_single_use_pkce_bound_and_refreshable() {
+    use super::edge_grant::answer;
+    use crate::edge::{GrantAsk, GrantError};
+    let t = waf(Caps::unlimited());
+    let now = unix_now();
+    // Wrong verifier: refused, and (single use whatever the outcome) the code is spent.
+    let code = t.code_for("alice").await;
+    let wrong = "x".repeat(43);
+    let r = answer(&t.waf, &edge_code(&code, &wrong, "wic"), now);
+    assert!(
+        matches!(&r, Err(GrantError::Refused(w)) if w.contains("code_verifier")),
+        "{r:?}"
+    );
+    // Another client than the code's: refused.
+    let code = t.code_for("alice").await;
+    let r = answer(&t.waf, &edge_code(&code, VERIFIER, "phone"), now);
+    assert!(matches!(&r, Err(GrantError::Refused(_))), "{r:?}");
+    // The right one.
+    let code = t.code_for("alice").await;
+    let g = answer(&t.waf, &edge_code(&code, VERIFIER, "wic"), now).expect("granted");
+    let access = g.access_token.expose().to_string();
+    assert!(t.active(&access).await);
+    let claims = t.waf.check(now, &access).expect("store").expect("valid");
+    assert_eq!(claims.impu.as_str(), "sip:alice@ims.example");
+    // A replay (from anywhere: the HTTP endpoint here) is refused and revokes what it gave.
+    let again = t.exchange(&code).await;
+    assert_eq!(again.error(), "invalid_grant");
+    assert!(
+        !t.active(&access).await,
+        "a replayed code revokes its token"
+    );
+
+    // Refresh: rotated; reusing the old one revokes the family.
+    let code = t.code_for("alice").await;
+    let g = answer(&t.waf, &edge_code(&code, VERIFIER, "wic"), now).expect("granted");
+    let rt1 = g.refresh_token.expect("a refresh token");
+    let ask = GrantAsk::Refresh {
+        client_id: "wic".into(),
+        refresh_token: rt1.clone(),
+    };
+    let g2 = answer(&t.waf, &ask, now).expect("refreshed");
+    assert!(t.active(g2.access_token.expose()).await);
+    let r = answer(&t.waf, &ask, now);
+    assert!(matches!(&r, Err(GrantError::Refused(_))), "{r:?}");
+    assert!(
+        !t.active(g2.access_token.expose()).await,
+        "reuse revokes the family"
+    );
+}
+
+#[tokio::test]
+async fn only_a_public_client_that_opted_in_has_its_codes_exchanged_by_the_edge() {
+    use super::edge_grant::answer;
+    use crate::edge::GrantError;
+    let t = waf(Caps::unlimited());
+    let now = unix_now();
+    // `svc` is confidential: its code is refused at the edge (and left unspent).
+    let cookie = t.session("alice");
+    let a = t
+        .get(
+            &format!("/oauth/authorize?response_type=code&client_id=svc&redirect_uri={CB}&state=s1&code_challenge={CHALLENGE}&code_challenge_method=S256"),
+            Some(&cookie),
+        )
+        .await;
+    let loc = a.location();
+    let code = loc
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no code: {loc}"));
+    let r = answer(&t.waf, &edge_code(&code, VERIFIER, "svc"), now);
+    assert!(
+        matches!(&r, Err(GrantError::Refused(w)) if w.contains("may not")),
+        "{r:?}"
+    );
+    let r = answer(&t.waf, &edge_code("nothing", VERIFIER, "nobody"), now);
+    assert!(
+        matches!(&r, Err(GrantError::Refused(w)) if w.contains("unknown")),
+        "{r:?}"
+    );
+    // The config refuses the flag on a confidential client.
+    let text = format!(
+        "[sip]\ndomain = \"ims.example\"\nupstream = \"sip:127.0.0.1:5060\"\n[waf]\nissuer = \"http://gw.test\"\n[metrics]\nlisten = \"127.0.0.1:9\"\n[[waf.clients]]\nid = \"c\"\nsecret = \"s\"\ncode_in_register = true\nredirect_uris = [\"{CB}\"]\ngrants = [\"authorization_code\"]\n"
+    );
+    let config = Config::from_sources(std::path::Path::new("t.toml"), &text, Vec::new())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = std::env::temp_dir().join(format!("imsgw-waf-{}", super::signin::random_secret()));
+    let _keys = TempDir(dir.clone());
+    let ring = imsgw_token::KeyRing::load_or_create(&dir, now).unwrap_or_else(|e| panic!("{e}"));
+    let e = Waf::new(&config, ring, Arc::new(MemoryStore::new()))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        e.contains("code_in_register: only for a public client"),
+        "{e}"
+    );
 }
