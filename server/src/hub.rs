@@ -291,6 +291,8 @@ impl Hub {
         let stats = self.edge.stats();
         self.metrics
             .update_edge(&stats, self.edge.flow_count(), self.edge.txn_count());
+        self.metrics
+            .update_grants(&self.edge.grant_stats(), self.edge.held_grant_count());
         self.update_media_metrics();
     }
 

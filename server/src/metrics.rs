@@ -294,6 +294,20 @@ impl Metrics {
             .absolute(s.malformed_responses_dropped);
     }
 
+    /// Codes in REGISTER and the grants the edge holds for them (`edge::grant`).
+    pub fn update_grants(&self, g: &crate::edge::GrantStats, held: usize) {
+        gauge!("imsgw_sip_held_grants").set(held as f64);
+        let c = |outcome: &'static str, v: u64| {
+            counter!("imsgw_sip_grants_total", "outcome" => outcome).absolute(v)
+        };
+        c("code_exchanged", g.codes_exchanged);
+        c("code_refused", g.codes_refused);
+        c("refreshed", g.refreshed);
+        c("refresh_refused", g.refresh_refused);
+        c("unavailable", g.unavailable);
+        c("revoked", g.revoked);
+    }
+
     /// The media gateway's figures: the edge's calls and the engine's sessions, ports and
     /// packets. `imsgw_media_sessions` and `imsgw_media_ports_in_use` go back to 0 when the
     /// last call ends.

@@ -116,6 +116,8 @@ pub(super) struct Held {
     lifetime: u64,
     /// The REGISTER as last sent upstream on this grant: the un-REGISTER is made from it.
     last_register: Option<Bytes>,
+    /// SHA-256 of the code this grant came from.
+    code_key: Option<[u8; 32]>,
 }
 
 struct Pending {
@@ -190,6 +192,15 @@ impl Edge {
             if creds.next().is_some() {
                 return self.grant_refuse(flow, msg, view, Status::BAD_REQUEST, "two credentials");
             }
+            // A UA that sends its code on every REGISTER (a header set once) rides on what the
+            // code gave on this connection; exchanging it again would be a replay, which
+            // revokes everything the code gave (RFC 6749 §4.1.2).
+            let key = code_key(c.code);
+            let same = (self.flows.get(&flow).and_then(|f| f.grant.as_deref()))
+                .is_some_and(|h| h.code_key == Some(key));
+            if same {
+                return self.held_step(now, flow, msg, view);
+            }
             let ask = GrantAsk::Code {
                 code: Secret::new(c.code),
                 verifier: Secret::new(c.code_verifier),
@@ -198,6 +209,11 @@ impl Edge {
             };
             return self.grant_ask(now, flow, msg, view, ask, false);
         }
+        self.held_step(now, flow, msg, view)
+    }
+
+    /// A REGISTER on a flow that may hold a grant, riding on it.
+    fn held_step(&mut self, now: Instant, flow: FlowId, msg: &Message, view: &View) -> Step {
         let Some(held) = self.flows.get(&flow).and_then(|f| f.grant.as_deref()) else {
             return Step::NotMine;
         };
@@ -348,16 +364,19 @@ impl Edge {
             return;
         };
         let old = f.grant.take();
-        let (client_id, old_refresh, last_register) = match old {
+        let (client_id, old_refresh, last_register, old_code) = match old {
             Some(h) => {
                 self.grants.by_jti.remove(&h.identity.jti);
-                (h.client_id, h.refresh, h.last_register)
+                (h.client_id, h.refresh, h.last_register, h.code_key)
             }
-            None => (String::new(), None, None),
+            None => (String::new(), None, None, None),
         };
-        let client_id = match p.refresh {
-            true => client_id,
-            false => client_of(&msg, &view).unwrap_or(client_id),
+        let (client_id, code_key) = match p.refresh {
+            true => (client_id, old_code),
+            false => match code_of(&msg, &view) {
+                Some((client, key)) => (client, Some(key)),
+                None => (client_id, old_code),
+            },
         };
         // The registration this flow already has speaks for the new token from now on.
         if f.identity
@@ -374,6 +393,7 @@ impl Edge {
             lifetime: identity.exp.saturating_sub(unix).max(1),
             identity: identity.clone(),
             last_register,
+            code_key,
         }));
         super::request::resume(self, now, p.flow, msg, identity);
     }
@@ -498,12 +518,17 @@ impl Edge {
     }
 }
 
-/// The client_id of a REGISTER's code credentials.
-fn client_of(msg: &Message, view: &View) -> Option<String> {
+/// The client_id and code key of a REGISTER's code credentials.
+fn code_of(msg: &Message, view: &View) -> Option<(String, [u8; 32])> {
     let h = bearer_headers(msg, view).next()?;
     let text = std::str::from_utf8(msg.value(h)).ok()?;
     match parse_bearer_credentials(text) {
-        Ok(BearerCredentials::Code(c)) => Some(c.client_id.to_string()),
+        Ok(BearerCredentials::Code(c)) => Some((c.client_id.to_string(), code_key(c.code))),
         _ => None,
     }
+}
+
+fn code_key(code: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(code.as_bytes()).into()
 }

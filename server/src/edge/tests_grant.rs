@@ -298,3 +298,20 @@ fn a_flow_that_closes_while_its_code_is_exchanged_gets_nothing() {
     assert_eq!(h.edge.held_grant_count(), 0);
     let _ = Bytes::new();
 }
+
+#[test]
+fn a_ua_that_repeats_its_code_rides_on_its_grant_and_is_not_a_replay() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    signed_in(&mut h);
+    // The same code on the same connection: no second exchange.
+    let outs = h.register(1, "alice", &code_cred("c0de"));
+    no_ask(&outs);
+    let up = sent_to(&outs, Dest::Upstream);
+    assert_eq!(
+        header_lines(&up, "Authorization"),
+        vec![TNA_ALICE.to_string()]
+    );
+    // Another code, or the same code from another connection, is exchanged (a replay there).
+    ask(&h.register(1, "alice", &code_cred("0ther")));
+    ask(&h.register(2, "alice", &code_cred("c0de")));
+}
