@@ -235,6 +235,22 @@ pub struct WwsfConfig {
     /// `[[waf.clients]]` with `redirect_uris = ["<waf.issuer>/"]`. Default `wic`.
     #[serde(default = "default_wic_client")]
     pub client_id: String,
+    /// `wwsf.sign_in`: what the web client does with its authorization code. `token` (default):
+    /// exchanges it at the token endpoint and registers with the access token, refreshing it
+    /// itself. `code_in_register`: puts the code in its REGISTER for the edge to exchange and
+    /// hold (the client must have `code_in_register = true`); the page never holds a token, but
+    /// a new connection needs a new sign-in.
+    #[serde(default)]
+    pub sign_in: WicSignIn,
+}
+
+/// `wwsf.sign_in`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WicSignIn {
+    #[default]
+    Token,
+    CodeInRegister,
 }
 
 impl Default for WwsfConfig {
@@ -242,6 +258,7 @@ impl Default for WwsfConfig {
         Self {
             assets_dir: None,
             client_id: default_wic_client(),
+            sign_in: WicSignIn::Token,
         }
     }
 }
@@ -558,6 +575,14 @@ impl Config {
             return Err(key_err(
                 "sip.domain",
                 "must be a lowercase host name such as `ims.example` (no port): it is the host of every mapped IMPU",
+            ));
+        }
+        if self.wwsf.sign_in == WicSignIn::CodeInRegister
+            && !(self.waf.clients.iter()).any(|c| c.id == self.wwsf.client_id && c.code_in_register)
+        {
+            return Err(key_err(
+                "wwsf.sign_in",
+                "`code_in_register` needs the client named by wwsf.client_id in [[waf.clients]] with code_in_register = true",
             ));
         }
         for name in &self.sip.strip_headers {

@@ -57,6 +57,11 @@ pub fn router(config: &Config) -> Router {
             "logout_endpoint": format!("{issuer}/auth/logout"),
             "scope": config.waf.scope,
             "redirect_uri": format!("{issuer}/"),
+            "sign_in": match config.wwsf.sign_in {
+                crate::config::WicSignIn::Token => "token",
+                crate::config::WicSignIn::CodeInRegister => "code_in_register",
+            },
+            "me_endpoint": format!("{issuer}/auth/me"),
         }),
     });
     let api = Router::new()

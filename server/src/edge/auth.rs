@@ -139,6 +139,29 @@ impl Auth {
         view: &View,
         flow_identity: Option<&Identity>,
     ) -> Decision {
+        self.decide_with(now, msg, view, flow_identity, true)
+    }
+
+    /// [`Auth::decide`] for a request whose credentials are the flow's own code (see `grant`):
+    /// it rides on the flow's registration as if it carried none.
+    pub fn decide_riding(
+        &mut self,
+        now: u64,
+        msg: &Message,
+        view: &View,
+        flow_identity: Option<&Identity>,
+    ) -> Decision {
+        self.decide_with(now, msg, view, flow_identity, false)
+    }
+
+    fn decide_with(
+        &mut self,
+        now: u64,
+        msg: &Message,
+        view: &View,
+        flow_identity: Option<&Identity>,
+        credentials: bool,
+    ) -> Decision {
         if !self.settings.required {
             return Decision::Forward { identity: None };
         }
@@ -162,7 +185,12 @@ impl Auth {
         } else {
             (&view.from.uri, "From")
         };
-        match self.bearer(now, msg, view) {
+        let bearer = if credentials {
+            self.bearer(now, msg, view)
+        } else {
+            None
+        };
+        match bearer {
             // A token inside the clock-skew leeway but past its `exp` verifies, yet leaves no
             // time to register for: capping Expires would silently turn the REGISTER into a
             // removal of the binding (RFC 3261 §10.2.2). Refuse it as expired instead.

@@ -46,6 +46,12 @@ pub enum GrantAsk {
         client_id: String,
         refresh_token: Secret,
     },
+    /// The connection a grant was held for is gone: revoke the grant (RFC 7009), which was
+    /// for that connection only. Nothing comes back.
+    Revoke {
+        client_id: String,
+        refresh_token: Secret,
+    },
 }
 
 // For `Output`'s comparisons in tests; secrets compared in constant time.
@@ -72,6 +78,16 @@ impl PartialEq for GrantAsk {
                     refresh_token: r,
                 },
                 Self::Refresh {
+                    client_id: c2,
+                    refresh_token: r2,
+                },
+            ) => c == c2 && r.ct_eq(r2.expose()),
+            (
+                Self::Revoke {
+                    client_id: c,
+                    refresh_token: r,
+                },
+                Self::Revoke {
                     client_id: c2,
                     refresh_token: r2,
                 },
@@ -158,6 +174,8 @@ pub(super) enum Step {
     Forward(Identity),
     /// Parked for the WAF, or answered: nothing more to do now.
     Done,
+    /// A request that carries the flow's own code: decided as if it carried no credentials.
+    Ride,
 }
 
 impl Grants {
@@ -179,8 +197,17 @@ impl Edge {
         msg: &Message,
         view: &View,
     ) -> Step {
-        if view.method != Some(Method::Register) || !self.auth.settings.required {
+        if !self.auth.settings.required {
             return Step::NotMine;
+        }
+        if view.method != Some(Method::Register) {
+            // JsSIP puts one Authorization value on every request: a WIC that signed in with
+            // its code sends that code on its INVITEs too. The flow's own code rides on the
+            // flow's registration; any other code is no credential outside a REGISTER.
+            let own = (self.flows.get(&flow).and_then(|f| f.grant.as_deref()))
+                .and_then(|h| h.code_key)
+                .is_some_and(|k| code_of(msg, view).is_some_and(|(_, c)| c == k));
+            return if own { Step::Ride } else { Step::NotMine };
         }
         let mut creds = bearer_headers(msg, view);
         let first = creds.next();
@@ -455,6 +482,22 @@ impl Edge {
             code: 1008,
             reason: "the sign-in was revoked",
         });
+    }
+
+    /// `flow` closed: the grant it held is revoked at the WAF, since no one else can use it.
+    pub(super) fn grant_flow_closed(&mut self, flow: FlowId) {
+        let Some(held) = self.drop_grant(flow) else {
+            return;
+        };
+        if let Some(rt) = held.refresh {
+            let ticket = self.grants.next_ticket;
+            self.grants.next_ticket += 1;
+            let ask = GrantAsk::Revoke {
+                client_id: held.client_id,
+                refresh_token: rt,
+            };
+            self.out.push_back(Output::Grant { ticket, ask });
+        }
     }
 
     fn drop_grant(&mut self, flow: FlowId) -> Option<Box<Held>> {

@@ -325,9 +325,8 @@ impl Edge {
     /// A WebSocket is gone: its flow ends (RFC 7118 §6, RFC 5626 §5.3). Requests still waiting
     /// on it get `430 Flow Failed`.
     pub fn flow_closed(&mut self, now: Instant, flow: FlowId) {
-        if let Some(held) = self.flows.remove(&flow).and_then(|f| f.grant) {
-            self.grants.by_jti.remove(&held.identity.jti);
-        }
+        self.grant_flow_closed(flow);
+        self.flows.remove(&flow);
         for id in self.txns.pending_to(Dest::Flow(flow)) {
             self.fail_client(now, id, Status::FLOW_FAILED);
         }

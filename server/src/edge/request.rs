@@ -249,7 +249,14 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message, granted: Optio
         } else {
             let flow_identity = info.and_then(|f| f.identity.clone());
             let unix = edge.unix;
-            match edge.auth.decide(unix, &msg, &view, flow_identity.as_ref()) {
+            let decision = match step {
+                GrantStep::Ride => {
+                    edge.auth
+                        .decide_riding(unix, &msg, &view, flow_identity.as_ref())
+                }
+                _ => edge.auth.decide(unix, &msg, &view, flow_identity.as_ref()),
+            };
+            match decision {
                 Decision::Forward { identity: id } => identity = id,
                 Decision::Reject(r) => {
                     edge.stats.auth_refused += 1;

@@ -315,3 +315,50 @@ fn a_ua_that_repeats_its_code_rides_on_its_grant_and_is_not_a_replay() {
     ask(&h.register(1, "alice", &code_cred("0ther")));
     ask(&h.register(2, "alice", &code_cred("c0de")));
 }
+
+#[test]
+fn requests_carrying_the_flows_own_code_ride_its_registration_and_others_are_refused() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    signed_in(&mut h);
+    let msg = |cred: &str, n: u32| {
+        format!(
+            "MESSAGE sip:bob@ims.example SIP/2.0\r\n\
+Via: SIP/2.0/WSS c1.invalid;branch=z9hG4bKm{n}\r\nMax-Forwards: 70\r\n\
+To: <sip:bob@ims.example>\r\nFrom: <sip:alice@ims.example>;tag=m{n}\r\n\
+Call-ID: m-{n}\r\nCSeq: 1 MESSAGE\r\n{cred}Content-Length: 0\r\n\r\n"
+        )
+    };
+    let outs = h.send(1, &msg(&code_cred("c0de"), 1));
+    no_ask(&outs);
+    let up = sent_to(&outs, Dest::Upstream);
+    let t = text(&up);
+    assert!(
+        !t.contains("c0de") && !t.to_ascii_lowercase().contains("bearer"),
+        "{t}"
+    );
+    // Another code is no credential outside a REGISTER; nor is this code on another flow.
+    let outs = h.send(1, &msg(&code_cred("0ther"), 2));
+    nothing_upstream(&outs);
+    assert_eq!(sent_to(&outs, Dest::Flow(FlowId(1))).status(), Some(401));
+    let outs = h.send(2, &msg(&code_cred("c0de"), 3));
+    nothing_upstream(&outs);
+    assert_eq!(sent_to(&outs, Dest::Flow(FlowId(2))).status(), Some(401));
+}
+
+#[test]
+fn a_connection_that_closes_has_its_grant_revoked_at_the_waf() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    signed_in(&mut h);
+    assert_eq!(h.edge.held_grant_count(), 1);
+    h.edge.flow_closed(h.now, FlowId(1));
+    let outs: Vec<_> = std::iter::from_fn(|| h.edge.poll_output()).collect();
+    let (_, a) = ask(&outs);
+    assert_eq!(
+        a,
+        GrantAsk::Revoke {
+            client_id: "phone".into(),
+            refresh_token: Secret::new("fam.rt1"),
+        }
+    );
+    assert_eq!(h.edge.held_grant_count(), 0);
+}

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::Grant;
 use super::error::{ErrorCode, OAuthError};
-use super::token::{TokenForm, exchange_code, refresh};
+use super::token::{TokenForm, exchange_code, refresh, revoke_refresh_token};
 use super::{Waf, unix_now};
 use crate::edge::{GrantAsk, GrantError, Granted};
 use crate::hub::HubInput;
@@ -55,7 +55,7 @@ pub async fn serve(
 
 /// One ask, answered.
 pub fn answer(waf: &Waf, ask: &GrantAsk, now: u64) -> Result<Granted, GrantError> {
-    let (client_id, form) = match ask {
+    let (client_id, form, code) = match ask {
         GrantAsk::Code {
             code,
             verifier,
@@ -68,7 +68,18 @@ pub fn answer(waf: &Waf, ask: &GrantAsk, now: u64) -> Result<Granted, GrantError
                 redirect_uri: redirect_uri.clone(),
                 ..TokenForm::default()
             };
-            (client_id, form)
+            (client_id, form, true)
+        }
+        GrantAsk::Revoke {
+            client_id,
+            refresh_token,
+        } => {
+            let Some(rt) = refresh_token.expose_str() else {
+                return Err(GrantError::Refused("not a refresh token".into()));
+            };
+            revoke_refresh_token(waf, client_id, rt, now)
+                .map_err(|e| GrantError::Unavailable(e.to_string()))?;
+            return Err(GrantError::Refused("revoked".into()));
         }
         GrantAsk::Refresh {
             client_id,
@@ -78,28 +89,25 @@ pub fn answer(waf: &Waf, ask: &GrantAsk, now: u64) -> Result<Granted, GrantError
                 refresh_token: refresh_token.expose_str().map(str::to_string),
                 ..TokenForm::default()
             };
-            (client_id, form)
+            (client_id, form, false)
         }
     };
     let refused = |why: &str| GrantError::Refused(why.to_string());
     let Some(client) = waf.clients.get(client_id.as_str()) else {
         return Err(refused("the client is unknown"));
     };
-    let body = match ask {
-        GrantAsk::Code { .. } => {
-            if !client.code_in_register || !client.is_public() {
-                return Err(refused(
-                    "this client may not have its codes exchanged from a REGISTER",
-                ));
-            }
-            exchange_code(waf, client, client_id, now, &form)
+    let body = if code {
+        if !client.code_in_register || !client.is_public() {
+            return Err(refused(
+                "this client may not have its codes exchanged from a REGISTER",
+            ));
         }
-        GrantAsk::Refresh { .. } => {
-            if !client.allows(Grant::RefreshToken) {
-                return Err(refused("this client may not refresh"));
-            }
-            refresh(waf, client, client_id, now, &form)
+        exchange_code(waf, client, client_id, now, &form)
+    } else {
+        if !client.allows(Grant::RefreshToken) {
+            return Err(refused("this client may not refresh"));
         }
+        refresh(waf, client, client_id, now, &form)
     }
     .map_err(from_oauth)?;
     let access_token = body["access_token"]

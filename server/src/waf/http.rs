@@ -43,6 +43,7 @@ pub fn router(waf: Arc<Waf>) -> Router {
         .route("/auth/login", get(super::signin::login))
         .route("/auth/callback", get(super::signin::callback))
         .route("/auth/signed-in", get(super::signin::signed_in))
+        .route("/auth/me", get(super::signin::me))
         .route("/auth/logout", post(super::signin::logout))
         .layer(DefaultBodyLimit::max(limits::BODY))
         .layer(middleware::from_fn(uri_limit))

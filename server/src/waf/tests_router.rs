@@ -638,6 +638,26 @@ async fn a_code_the_edge_exchanges_is_single_use_pkce_bound_and_refreshable() {
         !t.active(g2.access_token.expose()).await,
         "reuse revokes the family"
     );
+
+    // The edge's connection closed: the grant it held is revoked.
+    let code = t.code_for("alice").await;
+    let g = answer(&t.waf, &edge_code(&code, VERIFIER, "wic"), now).expect("granted");
+    assert!(t.active(g.access_token.expose()).await);
+    let rt = g.refresh_token.expect("a refresh token");
+    let gone = GrantAsk::Revoke {
+        client_id: "wic".into(),
+        refresh_token: rt.clone(),
+    };
+    let _ = answer(&t.waf, &gone, now);
+    assert!(
+        !t.active(g.access_token.expose()).await,
+        "revoked with its connection"
+    );
+    let again = GrantAsk::Refresh {
+        client_id: "wic".into(),
+        refresh_token: rt,
+    };
+    assert!(answer(&t.waf, &again, now).is_err());
 }
 
 #[tokio::test]
