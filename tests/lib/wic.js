@@ -49,7 +49,8 @@ const sel = (name) => `[data-testid="${name}"], #${name}`;
 /**
  * signinLab() for the WIC plus Chromium. o: { name, block, waf: {...}, extraClients: [...],
  * fakeAudio: WAV for the lab's browser's fake microphone (optional), imsgw: {...} (more Imsgw
- * options, e.g. media), kamDefines: [...] (e.g. LOG_MSG) }.
+ * options, e.g. media), kamDefines: [...] (e.g. LOG_MSG), wicClient: {...} (more keys of the
+ * `wic` client, e.g. code_in_register), wwsf: {...} (more [wwsf] keys, e.g. sign_in) }.
  * Adds W.newPage({ viewport, label, browser, query }), W.launch({ fakeAudio, label }) (one more
  * Chromium process, e.g. with another tone; its pages: handle.newPage(o)), W.signIn(page, user),
  * W.text(page, id), W.waitText(...), W.shot(page, step), W.assertClean(page, allow),
@@ -103,8 +104,8 @@ function wicLab(o) {
     name: o.name,
     block: o.block,
     waf: o.waf,
-    clients: [{ id: 'wic', first_party: true, redirect_uris: [`${gwBase}/`], grants: ['authorization_code', 'refresh_token'] }, ...(o.extraClients || [])],
-    imsgw: { wwsf: { assets_dir: DIST, client_id: 'wic' }, ...(o.imsgw || {}) },
+    clients: [{ id: 'wic', first_party: true, redirect_uris: [`${gwBase}/`], grants: ['authorization_code', 'refresh_token'], ...(o.wicClient || {}) }, ...(o.extraClients || [])],
+    imsgw: { wwsf: { assets_dir: DIST, client_id: 'wic', ...(o.wwsf || {}) }, ...(o.imsgw || {}) },
     kamDefines: o.kamDefines,
   });
   W.L = L;

@@ -13,9 +13,16 @@ export interface WicConfig {
   logout_endpoint: string;
   scope: string;
   redirect_uri: string;
+  /**
+   * `token` (the default): the WIC exchanges its code and registers with the access token.
+   * `code_in_register`: the code goes in the REGISTER and the gateway holds the tokens.
+   */
+  sign_in: 'token' | 'code_in_register';
+  /** Where the signed-in person's IMPU is read in `code_in_register` mode. */
+  me_endpoint: string;
 }
 
-const KEYS: (keyof WicConfig)[] = [
+const KEYS: Exclude<keyof WicConfig, 'sign_in' | 'me_endpoint'>[] = [
   'websocket_url',
   'sip_domain',
   'client_id',
@@ -40,7 +47,12 @@ export function parseConfig(raw: unknown): WicConfig {
     if (typeof v !== 'string' || v.trim() === '') {
       throw new Error(`the configuration lacks "${k}"`);
     }
-    out[k] = v;
+    (out as Record<string, string>)[k] = v;
   }
+  // Optional keys: older gateways do not send them.
+  out.sign_in = obj.sign_in === 'code_in_register' ? 'code_in_register' : 'token';
+  out.me_endpoint = typeof obj.me_endpoint === 'string' && obj.me_endpoint !== ''
+    ? obj.me_endpoint
+    : `${out.issuer}/auth/me`;
   return out as WicConfig;
 }

@@ -23,7 +23,7 @@ import {
 } from './oauth';
 import type { RTCSession } from 'jssip/lib/RTCSession';
 import { Call, type CallEvents } from './call';
-import { Phone, type RegState } from './phone';
+import { bearer, codeCredential, Phone, type RegState } from './phone';
 import { refreshDelayMs, registerRetryDelayMs } from './timing';
 import { callEndInWords, deliveryInWords, statusInWords } from './words';
 import { addIncoming, addOutgoing, clock, hideRinging, setText, showCall, showLevel, showRegState, showRinging, showSignedIn, typeIntoAddress, ui } from './ui';
@@ -102,7 +102,11 @@ async function init(): Promise<void> {
     notice('Signing in…');
     ui.signIn.hidden = true;
     try {
-      start(await exchangeCode(cfg, cb.code, cb.verifier));
+      if (cfg.sign_in === 'code_in_register') {
+        startWithCode(await whoAmI(cfg), cb.code, cb.verifier);
+      } else {
+        start(await exchangeCode(cfg, cb.code, cb.verifier));
+      }
       notice('');
       return;
     } catch (e) {
@@ -140,7 +144,7 @@ function start(tokens: Tokens): void {
   authProblem = '';
   connProblem = '';
   regProblem = '';
-  const phone = new Phone(c, impu, tokens.access_token, phoneEvents);
+  const phone = new Phone(c, impu, bearer(tokens.access_token), phoneEvents);
   session = {
     impu,
     access: tokens.access_token,
@@ -156,6 +160,46 @@ function start(tokens: Tokens): void {
   showSignedIn(impu);
   dispatch({ type: 'signedIn' });
   phone.start();
+}
+
+/**
+ * `wwsf.sign_in = "code_in_register"`: the code goes in the REGISTER and the gateway holds the
+ * tokens for this connection (and refreshes them). The page holds no token: nothing to refresh
+ * or revoke here. A new connection cannot reuse the code (a replay, which the gateway refuses
+ * and which ends the grant), so losing the connection ends the sign-in.
+ */
+function startWithCode(impu: string, code: string, verifier: string): void {
+  const c = cfg as WicConfig;
+  if (!/^sips?:/i.test(impu)) {
+    throw new Error('your account has no IMS identity (IMPU).');
+  }
+  authProblem = '';
+  connProblem = '';
+  regProblem = '';
+  const phone = new Phone(c, impu, codeCredential(c, code, verifier), phoneEvents);
+  session = {
+    impu,
+    access: '',
+    refresh: null,
+    expiresAt: Number.POSITIVE_INFINITY,
+    refreshTimer: null,
+    refreshing: false,
+    refreshFailures: 0,
+    refreshes: 0,
+    phone,
+  };
+  document.body.dataset.signIn = 'code_in_register';
+  showSignedIn(impu);
+  dispatch({ type: 'signedIn' });
+  phone.start();
+}
+
+/** The signed-in person's IMPU from the WAF's session (code_in_register mode). */
+async function whoAmI(c: WicConfig): Promise<string> {
+  const res = await fetch(c.me_endpoint, { cache: 'no-store', credentials: 'same-origin' });
+  if (!res.ok) throw new Error(`the gateway does not know who signed in (HTTP ${res.status})`);
+  const body = (await res.json()) as { impu?: unknown };
+  return typeof body.impu === 'string' ? body.impu : '';
 }
 
 function scheduleRefresh(s: Session, delayMs: number): void {
@@ -266,7 +310,8 @@ async function signOut(): Promise<void> {
   await s.phone.unregisterAndStop(3000);
   await Promise.all([
     s.refresh ? revoke(c, s.refresh, 'refresh_token') : Promise.resolve(),
-    revoke(c, s.access, 'access_token'),
+    // With code_in_register the gateway held the tokens; closing the connection revokes them.
+    s.access ? revoke(c, s.access, 'access_token') : Promise.resolve(),
   ]);
   await endWafSession(c);
   clearSession();

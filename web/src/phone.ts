@@ -65,14 +65,15 @@ export class Phone {
   private watch: ReturnType<typeof setInterval> | null = null;
   private registerAgain = false;
 
-  constructor(cfg: WicConfig, impu: string, accessToken: string, private readonly ev: PhoneEvents) {
+  /** `authorization`: the Authorization value of every request ([`bearer`], [`codeCredential`]). */
+  constructor(cfg: WicConfig, impu: string, authorization: string, private readonly ev: PhoneEvents) {
     const socket = new JsSIP.WebSocketInterface(cfg.websocket_url);
     const inst = instance();
     this.ua = new JsSIP.UA({
       sockets: [socket],
       uri: impu,
       // JsSIP puts this value as it is in an Authorization header on every request it sends.
-      authorization_jwt: bearer(accessToken),
+      authorization_jwt: authorization,
       register: true,
       register_expires: REGISTER_EXPIRES,
       session_timers: false,
@@ -295,7 +296,16 @@ export class Phone {
   }
 }
 
-function bearer(token: string): string {
+/**
+ * The code credential of `wwsf.sign_in = "code_in_register"`: the gateway exchanges the code
+ * (with the PKCE verifier, for this client) and holds the tokens for this connection.
+ */
+export function codeCredential(cfg: WicConfig, code: string, verifier: string): string {
+  const q = (v: string): string => `"${v.replace(/["\\]/g, '')}"`;
+  return `Bearer code=${q(code)}, code_verifier=${q(verifier)}, client_id=${q(cfg.client_id)}, redirect_uri=${q(cfg.redirect_uri)}`;
+}
+
+export function bearer(token: string): string {
   // RFC 6750 §2.1 form; the gateway also accepts TS 24.371's `Bearer access_token="…"`.
   return `Bearer ${token}`;
 }

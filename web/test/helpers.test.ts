@@ -111,6 +111,15 @@ test('config: a missing key is named', () => {
   assert.throws(() => parseConfig(null));
 });
 
+test('config: sign_in is token unless the gateway says code_in_register; me_endpoint defaults under the issuer', () => {
+  assert.equal(cfg.sign_in, 'token');
+  assert.equal(cfg.me_endpoint, 'http://127.0.0.1:8080/auth/me');
+  const c = parseConfig({ ...cfg, sign_in: 'code_in_register', me_endpoint: 'http://gw/auth/me' });
+  assert.equal(c.sign_in, 'code_in_register');
+  assert.equal(c.me_endpoint, 'http://gw/auth/me');
+  assert.equal(parseConfig({ ...cfg, sign_in: 'something else' }).sign_in, 'token');
+});
+
 test('authorize URL carries PKCE S256 and every RFC 6749 §4.1.1 parameter', () => {
   const u = new URL(authorizeUrl(cfg, 'st', 'ch'));
   assert.equal(u.origin + u.pathname, 'http://127.0.0.1:8080/oauth/authorize');
