@@ -1102,6 +1102,25 @@ impi = \"{{provider}}.{{sub}}@social.{{sip.domain}}\"\n"
     }
 
     #[test]
+    fn wic_code_in_register_needs_its_client_to_allow_it() {
+        let client = |flag: bool| {
+            format!(
+                "{MIN}\n[wwsf]\nsign_in = \"code_in_register\"\n[[waf.clients]]\nid = \"wic\"\nredirect_uris = [\"https://gw.example/\"]\ngrants = [\"authorization_code\"]\ncode_in_register = {flag}\n"
+            )
+        };
+        let msg = load(&client(false), &[])
+            .expect_err("not allowed")
+            .to_string();
+        assert!(msg.contains("wwsf.sign_in"), "{msg}");
+        let c = load(&client(true), &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.wwsf.sign_in, WicSignIn::CodeInRegister);
+        assert_eq!(
+            load(MIN, &[]).map(|c| c.wwsf.sign_in).ok(),
+            Some(WicSignIn::Token)
+        );
+    }
+
+    #[test]
     fn grants_and_algorithms_are_typed_and_a_bad_one_names_its_key() {
         let text = format!(
             "{MIN}\n[[waf.clients]]\nid = \"app\"\ngrants = [\"refresh_token\", \"password\"]\n"

@@ -708,3 +708,19 @@ async fn only_a_public_client_that_opted_in_has_its_codes_exchanged_by_the_edge(
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn auth_me_names_the_signed_in_person_only_and_is_never_cached() {
+    let t = waf(Caps::unlimited());
+    let r = t.get("/auth/me", None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    assert!(r.json.get("impu").is_none());
+    let r = t.get("/auth/me", Some("imsgw_session=forged")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    let cookie = t.session("alice");
+    let r = t.get("/auth/me", Some(&cookie)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["impu"], "sip:alice@ims.example");
+    assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
+    assert!(r.headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+}

@@ -315,7 +315,7 @@ mod tests {
         for v in [
             "Bearer code=\"abc\", client_id=\"wic\"".to_string(),
             format!("Bearer code=\"abc\", code_verifier=\"{VERIFIER}\""),
-            format!("Bearer code=\"abc\", code_verifier=\"short\", client_id=wic"),
+            "Bearer code=\"abc\", code_verifier=\"short\", client_id=wic".to_string(),
             format!("Bearer code=\"a b\", code_verifier=\"{VERIFIER}\", client_id=wic"),
             format!("Bearer code=\"abc\", code_verifier=\"{VERIFIER}!\", client_id=wic"),
             format!("Bearer {ok}, access_token=\"{JWT}\""),
