@@ -46,6 +46,8 @@ pub enum StartError {
     MetricsToken(#[from] crate::metrics::MetricsTokenError),
     #[error("media: {0}")]
     Media(String),
+    #[error("phones: {0}")]
+    Phones(String),
 }
 
 /// A started gateway.
@@ -90,6 +92,60 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 .await
                 .map_err(|source| StartError::Bind {
                     what: "sip.tls_listen",
+                    addr,
+                    source,
+                })?;
+            Some((l, acceptor))
+        }
+        None => None,
+    };
+    // SIP phones (`[phones]`): bound before anything runs, so a taken port stops the start.
+    let phone_udp = match config.phones.udp_listen {
+        Some(addr) => {
+            Some(
+                ims::bind_udp(addr, 4 << 20)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        what: "phones.udp_listen",
+                        addr,
+                        source,
+                    })?,
+            )
+        }
+        None => None,
+    };
+    let phone_tcp = match config.phones.tcp_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    what: "phones.tcp_listen",
+                    addr,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let phone_tls = match config.phones.tls_listen {
+        Some(addr) => {
+            let p = &config.phones;
+            let (cert, key) = match (&p.tls_cert_file, &p.tls_key_file) {
+                (Some(c), Some(k)) => (c, k),
+                _ => match (&config.sip.tls_cert_file, &config.sip.tls_key_file) {
+                    (Some(c), Some(k)) => (c, k),
+                    _ => {
+                        return Err(StartError::Phones(
+                            "phones.tls_listen needs phones.tls_cert_file and phones.tls_key_file"
+                                .into(),
+                        ));
+                    }
+                },
+            };
+            let acceptor = tls::acceptor(cert, key, None)?;
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    what: "phones.tls_listen",
                     addr,
                     source,
                 })?;
@@ -173,6 +229,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tls_listen: config.sip.tls_listen,
         transport: up.transport,
         ws_host: format!("{}.invalid", config.sip.domain.replace('.', "-")),
+        clients: config.phones.listeners(),
     };
     // The WAF: keys, its own state, and what the edge needs of it.
     let key_source = KeySource::from_config(&config);
@@ -324,6 +381,33 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         ));
     }
 
+    let phones = Arc::new(crate::transport::phones::PhoneState {
+        config: config.phones.clone(),
+        hub: hub_tx.clone(),
+        max_message: config.sip.max_message_size,
+        open: std::sync::atomic::AtomicUsize::new(0),
+        shutdown: shutdown.clone(),
+    });
+    if let Some(socket) = phone_udp {
+        info!(listen = ?config.phones.udp_listen, "SIP phones over UDP");
+        tasks.spawn(crate::transport::phones::run_udp(socket, phones.clone()));
+    }
+    if let Some(l) = phone_tcp {
+        info!(listen = ?config.phones.tcp_listen, "SIP phones over TCP");
+        tasks.spawn(crate::transport::phones::run_stream_listener(
+            l,
+            None,
+            phones.clone(),
+        ));
+    }
+    if let Some((l, acceptor)) = phone_tls {
+        info!(listen = ?config.phones.tls_listen, "SIP phones over TLS");
+        tasks.spawn(crate::transport::phones::run_stream_listener(
+            l,
+            Some(acceptor),
+            phones,
+        ));
+    }
     let ws_state = Arc::new(ws::WsState::new(
         config.websocket.clone(),
         hub_tx,

@@ -55,6 +55,9 @@ pub struct Config {
     /// `[media]`: the media gateway (eIMS-AGW). Absent: no media anchoring, SDP passes through.
     #[serde(default)]
     pub media: Option<crate::media::MediaSection>,
+    /// `[phones]`: SIP phones over UDP, TCP and TLS, beside the WebSocket clients.
+    #[serde(default)]
+    pub phones: PhonesConfig,
     /// Every secret the keys above name, read once at load (see [`crate::secret`]).
     #[serde(skip)]
     pub secrets: Secrets,
@@ -64,6 +67,80 @@ pub struct Config {
     /// The file this came from; relative paths with defaults resolve beside it.
     #[serde(skip)]
     pub source: PathBuf,
+}
+
+/// `[phones]`: the client side of the edge for SIP phones (issue 13 §2). Every listener is
+/// optional; none set: no phones, only WebSocket clients. A phone is a flow like a WebSocket:
+/// a TCP or TLS connection, or a UDP source address; every rule of the edge applies to it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhonesConfig {
+    /// `phones.udp_listen`: UDP listener for phones. Default none.
+    #[serde(default)]
+    pub udp_listen: Option<SocketAddr>,
+    /// `phones.tcp_listen`: TCP listener for phones. Default none.
+    #[serde(default)]
+    pub tcp_listen: Option<SocketAddr>,
+    /// `phones.tls_listen`: TLS listener for phones; its certificate is `phones.tls_cert_file`
+    /// and `phones.tls_key_file`, else `sip.tls_cert_file` and `sip.tls_key_file`. Default none.
+    #[serde(default)]
+    pub tls_listen: Option<SocketAddr>,
+    /// `phones.tls_cert_file`: PEM certificate chain for `phones.tls_listen`.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// `phones.tls_key_file`: PEM private key for `phones.tls_listen`; mode 0600 or stricter.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// `phones.max_flows`: phones (connections and UDP sources) at once; more are refused (a
+    /// TCP/TLS connection closed at once, a datagram from a new source dropped). Default 10000.
+    #[serde(default = "default_phone_flows")]
+    pub max_flows: usize,
+    /// `phones.udp_idle_secs`: a UDP source silent this long is forgotten (its flow ends, as a
+    /// closed connection's does). Default 1800.
+    #[serde(default = "default_phone_udp_idle")]
+    pub udp_idle_secs: u64,
+    /// `phones.max_messages_per_sec`: messages a phone may send per second (bursts of four
+    /// seconds' worth); over it a connection is closed, a UDP source's datagram dropped.
+    /// Default 20.
+    #[serde(default = "default_phone_rate")]
+    pub max_messages_per_sec: u32,
+}
+
+impl Default for PhonesConfig {
+    fn default() -> Self {
+        Self {
+            udp_listen: None,
+            tcp_listen: None,
+            tls_listen: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            max_flows: default_phone_flows(),
+            udp_idle_secs: default_phone_udp_idle(),
+            max_messages_per_sec: default_phone_rate(),
+        }
+    }
+}
+
+impl PhonesConfig {
+    /// Every listener address set.
+    pub fn listeners(&self) -> Vec<SocketAddr> {
+        [self.udp_listen, self.tcp_listen, self.tls_listen]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
+
+fn default_phone_flows() -> usize {
+    10_000
+}
+
+fn default_phone_udp_idle() -> u64 {
+    1800
+}
+
+fn default_phone_rate() -> u32 {
+    20
 }
 
 /// `[http]`
@@ -596,6 +673,31 @@ impl Config {
             return Err(key_err(
                 "sip.tls_listen",
                 "needs sip.tls_cert_file and sip.tls_key_file",
+            ));
+        }
+        if self.phones.tls_listen.is_some()
+            && (self
+                .phones
+                .tls_cert_file
+                .as_ref()
+                .or(self.sip.tls_cert_file.as_ref()))
+            .is_none()
+        {
+            return Err(key_err(
+                "phones.tls_listen",
+                "needs phones.tls_cert_file and phones.tls_key_file (or sip.tls_cert_file and sip.tls_key_file)",
+            ));
+        }
+        if self.phones.tls_cert_file.is_some() != self.phones.tls_key_file.is_some() {
+            return Err(key_err(
+                "phones.tls_cert_file",
+                "phones.tls_cert_file and phones.tls_key_file go together",
+            ));
+        }
+        if self.phones.max_flows == 0 || self.phones.udp_idle_secs == 0 {
+            return Err(key_err(
+                "phones.max_flows",
+                "phones.max_flows and phones.udp_idle_secs must be at least 1",
             ));
         }
         if self.sip.tls_client_ca_file.is_some() && self.sip.tls_listen.is_none() {

@@ -14,7 +14,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::edge::{Dest, Edge, FlowId, GrantAsk, GrantError, Granted, Link, Output, TxnId};
+use crate::edge::{
+    Dest, Edge, FlowId, FlowKind, GrantAsk, GrantError, Granted, Link, Output, TxnId,
+};
 use crate::metrics::Metrics;
 
 /// What a WebSocket task is told to do.
@@ -30,6 +32,7 @@ pub enum HubInput {
     FlowOpened {
         flow: FlowId,
         remote: SocketAddr,
+        kind: FlowKind,
         tx: mpsc::Sender<FlowCommand>,
     },
     FlowMessage {
@@ -215,9 +218,14 @@ impl Hub {
         self.edge.set_wall_clock(crate::waf::unix_now());
         self.take_revocations(now);
         match input {
-            HubInput::FlowOpened { flow, remote, tx } => {
+            HubInput::FlowOpened {
+                flow,
+                remote,
+                kind,
+                tx,
+            } => {
                 self.flows.insert(flow, tx);
-                self.edge.flow_opened(flow, remote);
+                self.edge.flow_opened_as(flow, remote, kind);
             }
             HubInput::FlowMessage { flow, bytes } => self.edge.from_flow(now, flow, bytes),
             HubInput::FlowClosed { flow } => {

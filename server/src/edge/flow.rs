@@ -17,6 +17,18 @@ use sha2::Sha256;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowId(pub u64);
 
+impl FlowId {
+    /// A flow id not yet used in this process. Ids start at a random point so that tokens
+    /// minted before a restart (with a kept key) name no flow of this run: those requests get
+    /// 430, not a stranger's phone. WebSockets and phones share the one sequence.
+    pub fn next() -> Self {
+        static NEXT: std::sync::OnceLock<std::sync::atomic::AtomicU64> = std::sync::OnceLock::new();
+        let next =
+            NEXT.get_or_init(|| std::sync::atomic::AtomicU64::new(rand::random::<u64>() >> 1));
+        FlowId(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
 impl fmt::Display for FlowId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}", self.0)

@@ -88,6 +88,7 @@ fn edge(required: bool, tcp: bool) -> Edge {
                 UpstreamTransport::Udp
             },
             ws_host: "ims-example.invalid".into(),
+            clients: Vec::new(),
         },
         t1: Duration::from_millis(500),
         strip: StripList::default(),

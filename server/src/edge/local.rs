@@ -22,6 +22,28 @@ pub struct Local {
     /// Host written in the Via we put on requests going down a WebSocket (RFC 7118 §5.2 lets
     /// the proxy use any host there; the client answers over the same connection).
     pub ws_host: String,
+    /// Where SIP phones reach us (`[phones]`: UDP, TCP, TLS listeners).
+    pub clients: Vec<SocketAddr>,
+}
+
+/// How a client (a flow) is connected to the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowKind {
+    /// SIP over WebSocket (RFC 7118).
+    Ws,
+    /// A phone's UDP source address, at our listener `local`.
+    Udp(SocketAddr),
+    /// A phone's TCP connection to our listener `local`.
+    Tcp(SocketAddr),
+    /// A phone's TLS connection to our listener `local`.
+    Tls(SocketAddr),
+}
+
+impl FlowKind {
+    /// Whether requests down this flow are retransmitted (RFC 3261 §17.1.1.2, §17.1.2.2).
+    pub fn unreliable(self) -> bool {
+        matches!(self, FlowKind::Udp(_))
+    }
 }
 
 /// A Route that names us, as found at the top of a request.
@@ -98,6 +120,33 @@ impl Local {
         format!("SIP/2.0/WS {};branch={}", self.ws_host, branch)
     }
 
+    /// Via sent-by toward a client connected as `kind` (RFC 3261 §18.1.1: the address the
+    /// phone can answer to; `rport` asked, RFC 3581).
+    pub fn via_flow(&self, kind: FlowKind, branch: &str) -> String {
+        let (t, a) = match kind {
+            FlowKind::Ws => return self.via_ws(branch),
+            FlowKind::Udp(a) => ("UDP", a),
+            FlowKind::Tcp(a) => ("TCP", a),
+            FlowKind::Tls(a) => ("TLS", a),
+        };
+        format!("SIP/2.0/{t} {};rport;branch={branch}", hostport(a))
+    }
+
+    /// Our Record-Route URI facing a client connected as `kind`, with the flow token.
+    pub fn rr_flow(&self, kind: FlowKind, key: &FlowKey, flow: FlowId) -> String {
+        let (t, a) = match kind {
+            FlowKind::Ws => return self.rr_ws(key, flow),
+            FlowKind::Udp(a) => ("udp", a),
+            FlowKind::Tcp(a) => ("tcp", a),
+            FlowKind::Tls(a) => ("tls", a),
+        };
+        format!(
+            "<sip:{}@{};transport={t};lr;ob>",
+            key.token(flow),
+            hostport(a)
+        )
+    }
+
     /// Whether a Via's sent-by is one of ours.
     pub fn is_our_via(&self, host: &str, port: Option<u16>) -> bool {
         if host.eq_ignore_ascii_case(&self.ws_host) {
@@ -130,7 +179,17 @@ impl Local {
         };
         let port = port.unwrap_or(5060);
         let mine = |a: SocketAddr| a.ip() == ip && a.port() == port;
-        mine(self.listen) || self.tls_listen.is_some_and(mine)
+        mine(self.listen)
+            || self.tls_listen.is_some_and(mine)
+            || self.clients.iter().any(|a| mine(*a))
+    }
+}
+
+/// `host:port`, brackets around an IPv6 address.
+fn hostport(a: SocketAddr) -> String {
+    match a {
+        SocketAddr::V4(v) => format!("{}:{}", v.ip(), v.port()),
+        SocketAddr::V6(v) => format!("[{}]:{}", v.ip(), v.port()),
     }
 }
 
@@ -149,6 +208,7 @@ mod tests {
             tls_listen: Some("127.0.0.1:5063".parse().expect("addr")),
             transport: UpstreamTransport::Udp,
             ws_host: "imsgw.invalid".into(),
+            clients: vec!["127.0.0.1:5080".parse().expect("addr")],
         }
     }
 
@@ -187,5 +247,30 @@ mod tests {
             Some(OurRoute::Forged)
         );
         assert_eq!(l.our_route(&uri("sip:127.0.0.1;lr"), &key), None);
+    }
+
+    #[test]
+    fn via_and_record_route_toward_a_phone_name_the_listener_it_used() {
+        let key = FlowKey::random();
+        let l = local();
+        let a: SocketAddr = "127.0.0.1:5080".parse().expect("addr");
+        assert_eq!(
+            l.via_flow(FlowKind::Udp(a), "z9hG4bKx"),
+            "SIP/2.0/UDP 127.0.0.1:5080;rport;branch=z9hG4bKx"
+        );
+        let v6: SocketAddr = "[::1]:5081".parse().expect("addr");
+        assert_eq!(
+            l.via_flow(FlowKind::Tls(v6), "b"),
+            "SIP/2.0/TLS [::1]:5081;rport;branch=b"
+        );
+        assert_eq!(l.via_flow(FlowKind::Ws, "b"), l.via_ws("b"));
+        let rr = l.rr_flow(FlowKind::Tcp(a), &key, FlowId(7));
+        assert!(rr.ends_with("@127.0.0.1:5080;transport=tcp;lr;ob>"), "{rr}");
+        // It routes back to the flow, as any URI of ours does.
+        let u = SipUri::parse(rr.trim_start_matches('<').trim_end_matches('>')).expect("uri");
+        assert_eq!(
+            l.our_route(&Uri::Sip(u), &key),
+            Some(OurRoute::Flow(FlowId(7)))
+        );
     }
 }

@@ -995,7 +995,7 @@ impl Edge {
         let (id, branch) = self.txns.new_branch(super::txn::fnv(call_id.as_bytes()));
         let via = match down {
             None => self.settings.local.via_ims(&branch),
-            Some(_) => self.settings.local.via_ws(&branch),
+            Some(flow) => self.settings.local.via_flow(self.flow_kind(flow), &branch),
         };
         let hop = super::txn::Hop {
             request_uri: target.clone(),
@@ -1015,8 +1015,7 @@ impl Edge {
         // RFC 3326: why the call ended.
         let why = format!("Reason: SIP;cause=200;text=\"{reason}\"");
         let bytes = super::txn::hop_request_with(&hop, "BYE", None, &[&why]);
-        let retransmit = dest == Dest::Upstream
-            && self.settings.local.transport == crate::config::UpstreamTransport::Udp;
+        let retransmit = self.unreliable(dest);
         self.txns.insert(
             now,
             id,

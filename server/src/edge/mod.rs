@@ -41,7 +41,7 @@ use bytes::Bytes;
 pub use auth::{Auth, AuthSettings, Identity, Revoked};
 pub use flow::{FlowId, FlowKey};
 pub use grant::{GrantAsk, GrantError, GrantStats, Granted};
-pub use local::Local;
+pub use local::{FlowKind, Local};
 pub use media::{MediaEdgeStats, MediaLimits};
 pub use status::Status;
 pub use trust::StripList;
@@ -148,6 +148,7 @@ pub struct EdgeSettings {
 
 /// An open WebSocket as the core knows it.
 struct FlowInfo {
+    kind: FlowKind,
     remote: SocketAddr,
     /// The identity of the last successful registration on this flow (RFC 8898 §2.1.4).
     identity: Option<Identity>,
@@ -311,9 +312,16 @@ impl Edge {
 
     /// A WebSocket finished its handshake.
     pub fn flow_opened(&mut self, flow: FlowId, remote: SocketAddr) {
+        self.flow_opened_as(flow, remote, FlowKind::Ws);
+    }
+
+    /// A client connected as `kind`: a WebSocket, a phone's TCP or TLS connection, or a
+    /// phone's first datagram from a UDP source.
+    pub fn flow_opened_as(&mut self, flow: FlowId, remote: SocketAddr, kind: FlowKind) {
         self.flows.insert(
             flow,
             FlowInfo {
+                kind,
                 remote,
                 identity: None,
                 grant: None,
@@ -331,6 +339,23 @@ impl Edge {
             self.fail_client(now, id, Status::FLOW_FAILED);
         }
         self.media_flow_closed(now, flow);
+    }
+
+    /// How `flow` is connected (a WebSocket if it is gone).
+    fn flow_kind(&self, flow: FlowId) -> FlowKind {
+        self.flows.get(&flow).map_or(FlowKind::Ws, |f| f.kind)
+    }
+
+    /// Whether a request sent to `dest` is retransmitted by the edge (RFC 3261 §17.1): UDP
+    /// toward the P-CSCF, or a phone's UDP flow.
+    fn unreliable(&self, dest: Dest) -> bool {
+        match dest {
+            Dest::Upstream => {
+                self.settings.local.transport == crate::config::UpstreamTransport::Udp
+            }
+            Dest::Flow(flow) => self.flow_kind(flow).unreliable(),
+            Dest::Link(_) => false,
+        }
     }
 
     /// Open flows.

@@ -22,7 +22,6 @@ use super::route::{self, Target};
 use super::status::Status;
 use super::txn::{Origin, ServerKey, State, TxnId, local_tag};
 use super::{Arrival, Dest, Edge, FlowId, Link, Output, response};
-use crate::config::UpstreamTransport;
 
 /// Where a request came from.
 #[derive(Debug, Clone, Copy)]
@@ -374,8 +373,7 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message, granted: Optio
             id.clone(),
         );
     }
-    let retransmit =
-        dest == Dest::Upstream && edge.settings.local.transport == UpstreamTransport::Udp;
+    let retransmit = edge.unreliable(dest);
     let invite = method == Method::Invite;
     let trying =
         invite.then(|| response_to(&msg, Status::TRYING.code, Status::TRYING.reason, None, &[]));

@@ -55,9 +55,11 @@ pub fn rewrite(
             Some(Method::Invite | Method::Subscribe | Method::Refer | Method::Notify)
         );
     // Our Via first (RFC 3261 §16.6 step 8), so it reads as the top one in any listing.
-    let via = match edits.from {
-        From::Flow(..) => local.via_ims(edits.branch),
-        From::Ims(_) => local.via_ws(edits.branch),
+    let kind_of = |flow: FlowId| edge.flow_kind(flow);
+    let via = match (edits.from, edits.dest) {
+        (From::Flow(..), _) => local.via_ims(edits.branch),
+        (From::Ims(_), Dest::Flow(flow)) => local.via_flow(kind_of(flow), edits.branch),
+        (From::Ims(_), _) => local.via_ws(edits.branch),
     };
     s.insert(top, format!("Via: {via}\r\n"));
     let mut assertion = Vec::new();
@@ -71,7 +73,7 @@ pub fn rewrite(
                     format!(
                         "Record-Route: {}, {}\r\n",
                         local.rr_ims(),
-                        local.rr_ws(&edge.key, flow)
+                        local.rr_flow(kind_of(flow), &edge.key, flow)
                     ),
                 );
             }
@@ -99,7 +101,7 @@ pub fn rewrite(
                     top,
                     format!(
                         "Record-Route: {}, {}\r\n",
-                        local.rr_ws(&edge.key, flow),
+                        local.rr_flow(kind_of(flow), &edge.key, flow),
                         local.rr_ims()
                     ),
                 );

@@ -24,6 +24,7 @@ pub(super) fn local(transport: UpstreamTransport) -> Local {
         tls_listen: None,
         transport,
         ws_host: "ims-example.invalid".into(),
+        clients: Vec::new(),
     }
 }
 

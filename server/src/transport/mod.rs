@@ -2,5 +2,6 @@
 
 pub mod client_addr;
 pub mod ims;
+pub mod phones;
 pub mod tls;
 pub mod ws;

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::config::WebSocketConfig;
-use crate::edge::FlowId;
+use crate::edge::{FlowId, FlowKind};
 use crate::hub::{FlowCommand, HubInput};
 use crate::metrics::Metrics;
 
@@ -27,7 +27,6 @@ use crate::metrics::Metrics;
 pub struct WsState {
     pub config: WebSocketConfig,
     pub hub: mpsc::Sender<HubInput>,
-    pub next_flow: AtomicU64,
     pub open: AtomicUsize,
     pub shutdown: CancellationToken,
     pub metrics: Arc<Metrics>,
@@ -40,13 +39,9 @@ impl WsState {
         shutdown: CancellationToken,
         metrics: Arc<Metrics>,
     ) -> Self {
-        // Flow ids start at a random point so that tokens minted before a restart (with a
-        // kept key) name no flow of this run: those requests get 430, not a stranger's phone.
-        let start = rand::random::<u64>() >> 1;
         Self {
             config,
             hub,
-            next_flow: AtomicU64::new(start),
             open: AtomicUsize::new(0),
             shutdown,
             metrics,
@@ -114,12 +109,17 @@ fn offers_sip(headers: &HeaderMap) -> bool {
 
 /// One connection's life: register the flow, shuttle messages, end the flow.
 async fn serve(state: Arc<WsState>, mut socket: WebSocket, remote: SocketAddr) {
-    let flow = FlowId(state.next_flow.fetch_add(1, Ordering::Relaxed));
+    let flow = FlowId::next();
     state.open.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::channel::<FlowCommand>(32);
     if state
         .hub
-        .send(HubInput::FlowOpened { flow, remote, tx })
+        .send(HubInput::FlowOpened {
+            flow,
+            remote,
+            kind: FlowKind::Ws,
+            tx,
+        })
         .await
         .is_err()
     {
@@ -222,7 +222,7 @@ async fn serve(state: Arc<WsState>, mut socket: WebSocket, remote: SocketAddr) {
 }
 
 /// A token bucket: `rate` messages a second, bursts up to four seconds' worth.
-struct RateLimit {
+pub(crate) struct RateLimit {
     rate: f64,
     burst: f64,
     tokens: f64,
@@ -230,7 +230,7 @@ struct RateLimit {
 }
 
 impl RateLimit {
-    fn new(rate: u32) -> Self {
+    pub(crate) fn new(rate: u32) -> Self {
         let rate = f64::from(rate);
         Self {
             rate,
@@ -241,7 +241,7 @@ impl RateLimit {
     }
 
     /// Whether one more message is allowed now; a rate of 0 allows everything.
-    fn take(&mut self, now: tokio::time::Instant) -> bool {
+    pub(crate) fn take(&mut self, now: tokio::time::Instant) -> bool {
         if self.rate == 0.0 {
             return true;
         }
