@@ -304,7 +304,7 @@ fn refresh(
     Ok(body)
 }
 
-/// What [`issue_tokens`] made: an access token and its claims, and the
+/// What [`issue_tokens`] and [`mint_in_family`] made: an access token and its claims, and the
 /// refresh-token family it belongs to (with the new refresh token, when one was made).
 pub(super) struct Tokens {
     pub access: imsgw_token::AccessToken,
@@ -426,6 +426,37 @@ pub(super) fn issue_tokens(
     })
 }
 
+/// A new access token in the family `family_id`, for the family's person, scope and client,
+/// recorded in its `jtis` so that revoking the family revokes it too; no refresh token. `None`
+/// when the family is revoked or gone (a token minted while it was being revoked is revoked at
+/// once).
+pub(super) fn mint_in_family(
+    waf: &Waf,
+    family_id: &str,
+    now: u64,
+) -> Result<Option<Tokens>, OAuthError> {
+    let Some(fam) = waf.store.get::<Family>("family", &key_of(family_id), now)? else {
+        return Ok(None);
+    };
+    if fam.revoked {
+        return Ok(None);
+    }
+    let jti = imsgw_token::new_jti();
+    let (access, claims) = mint_access(waf, &fam.client_id, now, &fam.person, &fam.scope, jti)?;
+    let admitted = record_in_family(waf, family_id, now, &claims, |f| !f.revoked);
+    if admitted.as_ref().ok() != Some(&true) {
+        waf.revoke_token(&claims.jti, claims.exp, now)?;
+        admitted?;
+        return Ok(None);
+    }
+    Ok(Some(Tokens {
+        access,
+        claims,
+        family: Some(family_id.to_string()),
+        refresh_token: None,
+    }))
+}
+
 /// Mints an access token of ours for `person`.
 fn mint_access(
     waf: &Waf,
@@ -515,7 +546,7 @@ pub(super) fn revoke_refresh_token(
     Ok(Revocation::Revoked)
 }
 
-fn revoke_family(waf: &Waf, family_id: &str, now: u64) -> StoreResult<()> {
+pub(super) fn revoke_family(waf: &Waf, family_id: &str, now: u64) -> StoreResult<()> {
     let fkey = key_of(family_id);
     // Its access tokens are revoked first, each in its own commit, and the family is marked
     // revoked only by an update that finds no token not yet revoked: a crash at any point
