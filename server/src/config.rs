@@ -1465,6 +1465,18 @@ audience = \"sip\"\nrequire_typ = \"at+jwt\"\n"
             msg.contains("waf.phone_code.client_id") && msg.contains("refresh_token"),
             "{msg}"
         );
+        // The commented example of imsgw.example.toml gives the defaults.
+        let example = include_str!("../../deploy/imsgw.example.toml");
+        let start = example
+            .find("# [waf.phone_code]")
+            .expect("the example is there");
+        let block: String = example[start..]
+            .lines()
+            .take_while(|l| l.starts_with("# "))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let c = load(&format!("{MIN}{block}"), &[]).expect("the example is valid");
+        assert_eq!(c.waf.phone_code, Some(PhoneCodeConfig::default()));
     }
 
     #[test]
