@@ -18,8 +18,8 @@ use crate::secret::{Resolver, Secret, SecretError, SecretSource, resolve_key};
 
 pub use crate::oidc::config::OidcConfig;
 pub use crate::waf::config::{
-    ClientConfig, ExternalIssuerConfig, IdentityConfig, ProviderIdentity, StaticIdentity,
-    StoreKind, WafConfig, WafLimits,
+    ClientConfig, ExternalIssuerConfig, IdentityConfig, PhoneCodeConfig, ProviderIdentity,
+    StaticIdentity, StoreKind, WafConfig, WafLimits,
 };
 
 /// The whole configuration.
@@ -1568,6 +1568,61 @@ audience = \"sip\"\nrequire_typ = \"at+jwt\"\n"
         let e = load(&format!("{MIN}tls_client_ca_file = \"ca.pem\"\n"), &[])
             .expect_err("no tls_listen");
         assert!(e.to_string().contains("sip.tls_client_ca_file"), "{e}");
+    }
+
+    #[test]
+    fn phone_codes_are_off_by_default_and_their_keys_are_checked() {
+        assert_eq!(load(MIN, &[]).expect("valid").waf.phone_code, None);
+        let client = "[[waf.clients]]\nid = \"sip-phone\"\ngrants = [\"refresh_token\"]\n";
+        let c = load(&format!("{MIN}[waf.phone_code]\n{client}"), &[]).expect("valid");
+        assert_eq!(c.waf.phone_code, Some(PhoneCodeConfig::default()));
+        let p = PhoneCodeConfig::default();
+        assert_eq!(
+            (p.digits, p.ttl_secs, p.per_person, p.max_failures),
+            (8, 600, 5, 5)
+        );
+        for (section, key, says) in [
+            ("digits = 5", "waf.phone_code.digits", "between 6 and 12"),
+            ("digits = 13", "waf.phone_code.digits", "between 6 and 12"),
+            ("ttl_secs = 0", "waf.phone_code.ttl_secs", "at least 1"),
+            ("per_person = 0", "waf.phone_code.per_person", "between 1"),
+            (
+                "max_failures = 0",
+                "waf.phone_code.max_failures",
+                "at least 1",
+            ),
+            (
+                "client_id = \"nobody\"",
+                "waf.phone_code.client_id",
+                "names no [[waf.clients]] entry",
+            ),
+            ("colour = 1", "waf.phone_code", "colour"),
+        ] {
+            let text = format!("{MIN}[waf.phone_code]\n{section}\n{client}");
+            let msg = load(&text, &[]).expect_err(section).to_string();
+            assert!(msg.contains(key) && msg.contains(says), "{section}: {msg}");
+        }
+        // The client must allow the refresh grant: an app password is a refresh family.
+        let text = format!(
+            "{MIN}[waf.phone_code]\n[[waf.clients]]\nid = \"sip-phone\"\ngrants = [\"urn:ietf:params:oauth:grant-type:device_code\"]\n"
+        );
+        let msg = load(&text, &[]).expect_err("no refresh grant").to_string();
+        assert!(
+            msg.contains("waf.phone_code.client_id") && msg.contains("refresh_token"),
+            "{msg}"
+        );
+        // The commented example of imsgw.example.toml gives the defaults.
+        let example = include_str!("../../deploy/imsgw.example.toml");
+        let start = example
+            .find("# [waf.phone_code]")
+            .expect("the example is there");
+        let block: String = example[start..]
+            .lines()
+            .take_while(|l| l.starts_with("# "))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let c = load(&format!("{MIN}{block}"), &[]).expect("the example is valid");
+        assert_eq!(c.waf.phone_code, Some(PhoneCodeConfig::default()));
     }
 
     #[test]

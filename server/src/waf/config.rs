@@ -89,6 +89,94 @@ pub struct WafConfig {
     /// `[waf.limits]`: how much state the WAF keeps, and what anonymous clients may create.
     #[serde(default)]
     pub limits: WafLimits,
+    /// `[waf.phone_code]`: numeric codes shown on `/phone-code` that a SIP phone knowing only
+    /// Digest uses as its password. Absent (the default): the feature is off, `/phone-code`
+    /// answers 404 and the edge's redemptions are refused.
+    #[serde(default)]
+    pub phone_code: Option<PhoneCodeConfig>,
+}
+
+/// `[waf.phone_code]`: every key is optional; the section alone turns the feature on.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PhoneCodeConfig {
+    /// `client_id`: the `[[waf.clients]]` entry that phones signed in by a code get tokens
+    /// as; it must allow the `refresh_token` grant (each phone gets a refresh-token family,
+    /// which is what revoking it revokes). Default `sip-phone`.
+    pub client_id: String,
+    /// `digits`: length of a code, 6 to 12. Default 8.
+    pub digits: u32,
+    /// `ttl_secs`: how long a code waits for its first use by a phone. Default 600.
+    pub ttl_secs: u64,
+    /// `per_person`: the most codes and app passwords (used codes) one IMPU holds at once;
+    /// past it the page asks to revoke one first. 1 to 20. Default 5.
+    pub per_person: usize,
+    /// `max_failures`: wrong passwords allowed per IMPU per `failure_window_secs`, whatever
+    /// phone or address they come from; past it every attempt for that IMPU is refused until
+    /// the window ends. Default 5.
+    pub max_failures: u32,
+    /// `failure_window_secs`: the window of both failure counts, from its first attempt.
+    /// Default 600.
+    pub failure_window_secs: u64,
+    /// `max_failures_per_source`: wrong passwords allowed per source address (an IPv4
+    /// address, an IPv6 /64) per window, whatever IMPU they name. Default 20.
+    pub max_failures_per_source: u32,
+}
+
+impl Default for PhoneCodeConfig {
+    fn default() -> Self {
+        Self {
+            client_id: "sip-phone".into(),
+            digits: 8,
+            ttl_secs: 600,
+            per_person: 5,
+            max_failures: 5,
+            failure_window_secs: 600,
+            max_failures_per_source: 20,
+        }
+    }
+}
+
+impl PhoneCodeConfig {
+    /// What is wrong with `[waf.phone_code]` given the clients, as (key, message).
+    fn check(&self, clients: &[ClientConfig]) -> Result<(), (String, String)> {
+        let err = |k: &str, m: String| Err((format!("waf.phone_code.{k}"), m));
+        if !(6..=12).contains(&self.digits) {
+            return err("digits", "must be between 6 and 12".into());
+        }
+        if self.ttl_secs == 0 {
+            return err("ttl_secs", "must be at least 1".into());
+        }
+        if !(1..=20).contains(&self.per_person) {
+            return err("per_person", "must be between 1 and 20".into());
+        }
+        if self.max_failures == 0 {
+            return err("max_failures", "must be at least 1".into());
+        }
+        if self.max_failures_per_source == 0 {
+            return err("max_failures_per_source", "must be at least 1".into());
+        }
+        if self.failure_window_secs == 0 {
+            return err("failure_window_secs", "must be at least 1".into());
+        }
+        match clients.iter().find(|c| c.id == self.client_id) {
+            None => err(
+                "client_id",
+                format!(
+                    "`{}` names no [[waf.clients]] entry; add one with grants = [\"refresh_token\"]",
+                    self.client_id
+                ),
+            ),
+            Some(c) if !c.grants.contains(&crate::waf::Grant::RefreshToken) => err(
+                "client_id",
+                format!(
+                    "client `{}` must allow the refresh_token grant (add \"refresh_token\" to its grants): a phone's app password is a refresh-token family",
+                    self.client_id
+                ),
+            ),
+            Some(_) => Ok(()),
+        }
+    }
 }
 
 /// `waf.store`
@@ -137,6 +225,9 @@ pub struct WafLimits {
     /// `tracked_addresses`: the most client addresses (and, apart, people) whose budget is
     /// remembered. Default 100000.
     pub tracked_addresses: usize,
+    /// `phone_codes`: IMPUs holding phone codes or app passwords (`[waf.phone_code]`; one
+    /// record each, however many codes). Default 100000.
+    pub phone_codes: usize,
 }
 
 impl Default for WafLimits {
@@ -152,6 +243,7 @@ impl Default for WafLimits {
             person_per_minute: 10,
             person_burst: 30,
             tracked_addresses: 100_000,
+            phone_codes: 100_000,
         }
     }
 }
@@ -168,6 +260,11 @@ impl WafLimits {
             ("consent", self.consents),
             // Wrong-code counters are per signed-in person.
             ("devfail", self.sessions),
+            ("phonecode", self.phone_codes),
+            // Per IMPU, kept only for IMPUs that hold phone codes.
+            ("phonefail", self.phone_codes),
+            // Per source address of a phone.
+            ("phonesrc", self.tracked_addresses),
         ]
         .into_iter()
         .collect();
@@ -200,6 +297,7 @@ impl Default for WafConfig {
             clients: Vec::new(),
             external_issuers: Vec::new(),
             limits: WafLimits::default(),
+            phone_code: None,
         }
     }
 }
@@ -494,6 +592,9 @@ impl WafConfig {
                     "must be an https:// URL (http:// only for a loopback host): anyone on the path could otherwise hand us keys",
                 );
             }
+        }
+        if let Some(p) = &self.phone_code {
+            p.check(&self.clients)?;
         }
         if self.limits.device_codes > crate::waf::device::MAX_PENDING {
             return err(

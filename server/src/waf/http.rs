@@ -40,6 +40,10 @@ pub fn router(waf: Arc<Waf>) -> Router {
             "/device",
             get(super::device::page).post(super::device::submit),
         )
+        .route(
+            "/phone-code",
+            get(super::phone_code::page).post(super::phone_code::submit),
+        )
         .route("/auth/login", get(super::signin::login))
         .route("/auth/callback", get(super::signin::callback))
         .route("/auth/signed-in", get(super::signin::signed_in))

@@ -148,6 +148,11 @@ impl PerAddress {
     }
 }
 
+/// The subscriber an address counts as (an IPv4 address, an IPv6 /64) and its prefix length.
+pub fn subscriber(ip: IpAddr) -> (IpAddr, u8) {
+    prefixes(ip).0
+}
+
 /// The subscriber (IPv4 /32, IPv6 /64) and the network (IPv4 /24, IPv6 /48) of an address,
 /// each with its prefix length (so a network never shares a bucket with a subscriber).
 fn prefixes(ip: IpAddr) -> ((IpAddr, u8), (IpAddr, u8)) {

@@ -1,8 +1,9 @@
 //! The WAF (WebRTC Authorisation Function, TS 24.371): an OAuth 2.0 authorization server that
 //! issues short-lived tokens for IMS identities. Its keys, metadata (RFC 8414), JWKS (RFC 7517),
 //! introspection (RFC 7662) and revocation (RFC 7009) are in `http`; sign-in at OpenID
-//! providers in `signin`; the grants in `authorize`, `token` and `device`; what a client may make
-//! it keep in `limits` and the store's caps; the state in `store` (durable by default).
+//! providers in `signin`; the grants in `authorize`, `token` and `device`; codes for SIP phones
+//! that only know Digest in `phone_code`; what a client may make it keep in `limits` and the
+//! store's caps; the state in `store` (durable by default).
 //!
 //! Owns: the WAF's state and its HTTP endpoints. Must not touch: SIP (the edge reads tokens
 //! through `imsgw-token`, and hears of revocations through the sink set with
@@ -20,6 +21,7 @@ pub mod jwks;
 pub mod keys;
 pub mod limits;
 pub mod pages;
+pub mod phone_code;
 pub mod sealed;
 pub mod signin;
 pub mod store;
@@ -94,6 +96,8 @@ pub struct Waf {
     pub sealer: sealed::Sealer,
     /// How fast phones poll their device codes (kept here, so polls do not write).
     pub polls: device::PollClock,
+    /// `[waf.phone_code]`; `None`: phone codes are off.
+    pub phone_code: Option<crate::config::PhoneCodeConfig>,
 }
 
 impl Waf {
@@ -166,6 +170,7 @@ impl Waf {
             max_token_ttl: config.waf.max_token_ttl_secs,
             sealer,
             polls: device::PollClock::default(),
+            phone_code: config.waf.phone_code.clone(),
             issuer,
             audience,
             scope: config.waf.scope.clone(),

@@ -96,7 +96,8 @@ pub fn ask_to_sign_in(waf: &Waf, ret: &str) -> Response {
 }
 
 /// `ret` if it is a page a person may be sent back to after signing in: the authorization
-/// endpoint (its request is checked again there), the device page, or the signed-in page.
+/// endpoint (its request is checked again there), the device page, the phone-code page, or the
+/// signed-in page.
 /// Anything else, an absolute URL above all, is refused: never an open redirect.
 fn return_path(ret: &str) -> Option<&str> {
     let ok_path = |p: &str| {
@@ -105,7 +106,10 @@ fn return_path(ret: &str) -> Option<&str> {
                 .strip_prefix(p)
                 .is_some_and(|rest| rest.starts_with('?'))
     };
-    let allowed = ok_path("/oauth/authorize") || ok_path("/device") || ret == "/auth/signed-in";
+    let allowed = ok_path("/oauth/authorize")
+        || ok_path("/device")
+        || ret == "/phone-code"
+        || ret == "/auth/signed-in";
     let clean = ret.len() <= limits::URI
         && ret
             .bytes()
@@ -336,6 +340,8 @@ pub async fn logout(
         ));
     }
     if let Some((key, p)) = session {
+        // First, so a store that fails leaves the session to sign out of again.
+        super::phone_code::end_session(&waf, &key, &p, unix_now())?;
         waf.store.delete("session", &key, unix_now())?;
         tracing::info!(impu = %p.impu, "signed out");
     }
@@ -392,6 +398,28 @@ mod tests {
             "https://webrtc.example:443",
             &with_origin("https://webrtc.example")
         ));
+    }
+
+    #[test]
+    fn only_the_gateways_own_pages_are_returned_to_after_sign_in() {
+        for ok in [
+            "/phone-code",
+            "/device",
+            "/device?user_code=123",
+            "/oauth/authorize?client_id=wic",
+            "/auth/signed-in",
+        ] {
+            assert_eq!(return_path(ok), Some(ok));
+        }
+        for bad in [
+            "/phone-codes",
+            "/phone-code/x",
+            "https://evil.example/phone-code",
+            "//evil.example/device",
+            "/device#x",
+        ] {
+            assert_eq!(return_path(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -21,7 +21,21 @@ const CB: &str = "http://127.0.0.1:9/cb";
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
-fn config() -> Config {
+/// What [`config`] needs for phone codes: the section, its client, and a provider for the
+/// sign-in page (never contacted).
+pub(super) const PHONE: &str = r#"
+[waf.phone_code]
+[[waf.clients]]
+id = "sip-phone"
+grants = ["refresh_token"]
+[[oidc.providers]]
+name = "demo"
+issuer = "https://op.example"
+client_id = "gw"
+"#;
+
+/// The test config, with `extra` appended (more sections or clients).
+pub(super) fn config(extra: &str) -> Config {
     let text = format!(
         r#"
 [sip]
@@ -50,14 +64,14 @@ grants = ["{DEVICE}"]
 id = "rs"
 secret = "rs-secret"
 introspect = true
-"#
+{extra}"#
     );
     Config::from_sources(std::path::Path::new("test.toml"), &text, Vec::new())
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-struct T {
-    waf: Arc<Waf>,
+pub(super) struct T {
+    pub(super) waf: Arc<Waf>,
     _keys: TempDir,
 }
 
@@ -70,18 +84,23 @@ impl Drop for TempDir {
 }
 
 fn waf(caps: Caps) -> T {
+    waf_with(caps, "")
+}
+
+/// A WAF of [`config`]`(extra)` on a memory store with `caps`.
+pub(super) fn waf_with(caps: Caps, extra: &str) -> T {
     let dir = std::env::temp_dir().join(format!("imsgw-waf-{}", super::signin::random_secret()));
     let ring =
         imsgw_token::KeyRing::load_or_create(&dir, unix_now()).unwrap_or_else(|e| panic!("{e}"));
     let store = Arc::new(MemoryStore::with_caps(caps));
-    let waf = Waf::new(&config(), ring, store).unwrap_or_else(|e| panic!("{e}"));
+    let waf = Waf::new(&config(extra), ring, store).unwrap_or_else(|e| panic!("{e}"));
     T {
         waf: Arc::new(waf),
         _keys: TempDir(dir),
     }
 }
 
-struct Answer {
+pub(super) struct Answer {
     status: StatusCode,
     headers: axum::http::HeaderMap,
     json: serde_json::Value,
@@ -102,7 +121,7 @@ impl Answer {
 }
 
 impl T {
-    async fn send(&self, req: Request<Body>) -> Answer {
+    pub(super) async fn send(&self, req: Request<Body>) -> Answer {
         let r = super::http::router(self.waf.clone())
             .oneshot(req)
             .await
@@ -149,22 +168,34 @@ impl T {
     }
 
     /// A signed-in session for `user`; the cookie to send.
-    fn session(&self, user: &str) -> String {
+    pub(super) fn session(&self, user: &str) -> String {
         let sid = super::signin::random_secret();
         let now = unix_now();
-        let person = Person {
-            provider: "demo".into(),
-            sub: format!("sub-{user}"),
-            impu: imsgw_sip::Impu::parse(&format!("sip:{user}@ims.example"))
-                .unwrap_or_else(|e| panic!("{e}")),
-            impi: format!("{user}@ims.example"),
-            display: user.into(),
-        };
+        let person = person(user);
         self.waf
             .store
             .put("session", &key_of(&sid), now, &person, now + 600)
             .unwrap_or_else(|e| panic!("{e}"));
         format!("{}={sid}", super::signin::SESSION_COOKIE)
+    }
+
+    /// The session's store key and CSRF token, from its cookie.
+    pub(super) fn csrf(cookie: &str) -> (String, String) {
+        let skey = key_of(cookie.split_once('=').map(|(_, v)| v).unwrap_or_default());
+        let csrf = super::signin::csrf_of(&skey);
+        (skey, csrf)
+    }
+
+    /// Posts a form to a page as the holder of `cookie`.
+    pub(super) async fn post_page(&self, path: &str, cookie: &str, body: String) -> Answer {
+        self.send(
+            Request::post(path)
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::COOKIE, cookie)
+                .body(Body::from(body))
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await
     }
 
     /// Code grant as `user` through `/oauth/authorize`, exchanged by `wic`.
@@ -211,6 +242,18 @@ impl T {
             .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         r.json["active"] == true
+    }
+}
+
+/// The person `user` signs in as: `sip:<user>@ims.example`.
+pub(super) fn person(user: &str) -> Person {
+    Person {
+        provider: "demo".into(),
+        sub: format!("sub-{user}"),
+        impu: imsgw_sip::Impu::parse(&format!("sip:{user}@ims.example"))
+            .unwrap_or_else(|e| panic!("{e}")),
+        impi: format!("{user}@ims.example"),
+        display: user.into(),
     }
 }
 
@@ -723,4 +766,195 @@ async fn auth_me_names_the_signed_in_person_only_and_is_never_cached() {
     assert_eq!(r.json["impu"], "sip:alice@ims.example");
     assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
     assert!(r.headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+}
+
+/// The phone code a `/phone-code` page shows, without its spaces.
+fn shown_code(page: &str) -> Option<String> {
+    let at = page.find("Your phone code:")?;
+    let rest = &page[at..];
+    let start = rest.find("<strong>")? + "<strong>".len();
+    let end = start + rest[start..].find("</strong>")?;
+    let code: String = rest[start..end].chars().filter(|c| *c != ' ').collect();
+    code.bytes().all(|b| b.is_ascii_digit()).then_some(code)
+}
+
+/// A phone of `user` signing in with `password`, as the edge would.
+fn phone_signs_in(
+    t: &T,
+    user: &str,
+    phone: &str,
+    password: &str,
+) -> Result<super::phone_code::PhoneGrant, super::phone_code::PhoneCodeError> {
+    let impu = person(user).impu;
+    let req = super::phone_code::PhoneSignIn {
+        impu: &impu,
+        phone,
+        source: std::net::IpAddr::from([192, 0, 2, 1]),
+    };
+    super::phone_code::sign_in(&t.waf, &req, unix_now(), &|c| c == password)
+}
+
+#[tokio::test]
+async fn the_phone_code_page_asks_to_sign_in_then_shows_a_new_code_once() {
+    let t = waf_with(Caps::unlimited(), PHONE);
+    let out = t.get("/phone-code", None).await;
+    assert_eq!(out.status, StatusCode::OK, "{}", out.text);
+    assert!(
+        out.text.contains("return=%2Fphone-code"),
+        "back to /phone-code after sign-in: {}",
+        out.text
+    );
+    let cookie = t.session("quinn");
+    let (_, csrf) = T::csrf(&cookie);
+    let page = t.get("/phone-code", Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert!(page.text.contains("sip:quinn@ims.example"), "{}", page.text);
+    assert!(page.text.contains(&csrf), "{}", page.text);
+    assert!(
+        page.text.contains("You have no phone codes."),
+        "{}",
+        page.text
+    );
+    let made = t
+        .post_page("/phone-code", &cookie, format!("action=new&csrf={csrf}"))
+        .await;
+    assert_eq!(made.status, StatusCode::OK, "{}", made.text);
+    let code = shown_code(&made.text).unwrap_or_else(|| panic!("no code: {}", made.text));
+    assert_eq!(code.len(), 8);
+    assert!(
+        made.text
+            .contains(&format!("{} {}", &code[..4], &code[4..]))
+    );
+    assert!(
+        made.text.contains("A code waiting for a phone"),
+        "{}",
+        made.text
+    );
+    let g = phone_signs_in(&t, "quinn", "desk", &code).unwrap_or_else(|e| panic!("{e}"));
+    assert!(g.first_use);
+    // Shown once: the page lists it as the phone's password, never the code again.
+    let again = t.get("/phone-code", Some(&cookie)).await;
+    assert!(shown_code(&again.text).is_none());
+    assert!(!again.text.contains(&code));
+    assert!(
+        again.text.contains("The password of phone desk"),
+        "{}",
+        again.text
+    );
+}
+
+#[tokio::test]
+async fn phone_code_forms_need_the_sessions_csrf_token() {
+    let t = waf_with(Caps::unlimited(), PHONE);
+    let cookie = t.session("rita");
+    let other = t.session("sam");
+    let (_, not_hers) = T::csrf(&other);
+    for body in [
+        "action=new".to_string(),
+        "action=new&csrf=".to_string(),
+        format!("action=new&csrf={not_hers}"),
+    ] {
+        let r = t.post_page("/phone-code", &cookie, body.clone()).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{body}: {}", r.text);
+        assert!(shown_code(&r.text).is_none());
+    }
+    let page = t.get("/phone-code", Some(&cookie)).await;
+    assert!(
+        page.text.contains("You have no phone codes."),
+        "{}",
+        page.text
+    );
+    // Signed out, a POST makes nothing and asks to sign in.
+    let r = t
+        .send(
+            Request::post("/phone-code")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from("action=new"))
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await;
+    assert!(r.text.contains("return=%2Fphone-code"), "{}", r.text);
+}
+
+#[tokio::test]
+async fn the_revoke_button_revokes_a_phones_app_password() {
+    let t = waf_with(Caps::unlimited(), PHONE);
+    let cookie = t.session("tess");
+    let (_, csrf) = T::csrf(&cookie);
+    let made = t
+        .post_page("/phone-code", &cookie, format!("action=new&csrf={csrf}"))
+        .await;
+    let code = shown_code(&made.text).unwrap_or_else(|| panic!("no code: {}", made.text));
+    let g = phone_signs_in(&t, "tess", "desk", &code).unwrap_or_else(|e| panic!("{e}"));
+    let page = t.get("/phone-code", Some(&cookie)).await;
+    let marker = "name=\"id\" value=\"";
+    let at = page
+        .text
+        .find(marker)
+        .unwrap_or_else(|| panic!("no revoke button: {}", page.text))
+        + marker.len();
+    let id: String = page.text[at..].chars().take_while(|c| *c != '"').collect();
+    let no_csrf = t
+        .post_page("/phone-code", &cookie, format!("action=revoke&id={id}"))
+        .await;
+    assert_eq!(no_csrf.status, StatusCode::FORBIDDEN);
+    assert!(phone_signs_in(&t, "tess", "desk", &code).is_ok());
+    let r = t
+        .post_page(
+            "/phone-code",
+            &cookie,
+            format!("action=revoke&id={id}&csrf={csrf}"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(r.text.contains("Revoked."), "{}", r.text);
+    assert!(!t.active(g.access_token.expose()).await);
+    assert!(matches!(
+        phone_signs_in(&t, "tess", "desk", &code),
+        Err(super::phone_code::PhoneCodeError::Revoked)
+    ));
+    let twice = t
+        .post_page(
+            "/phone-code",
+            &cookie,
+            format!("action=revoke&id={id}&csrf={csrf}"),
+        )
+        .await;
+    assert_eq!(twice.status, StatusCode::NOT_FOUND, "{}", twice.text);
+}
+
+#[tokio::test]
+async fn signing_out_revokes_the_phone_codes_the_session_made() {
+    let t = waf_with(Caps::unlimited(), PHONE);
+    let cookie = t.session("uma");
+    let (_, csrf) = T::csrf(&cookie);
+    let made = t
+        .post_page("/phone-code", &cookie, format!("action=new&csrf={csrf}"))
+        .await;
+    let code = shown_code(&made.text).unwrap_or_else(|| panic!("no code: {}", made.text));
+    let g = phone_signs_in(&t, "uma", "desk", &code).unwrap_or_else(|e| panic!("{e}"));
+    let out = t
+        .post_page("/auth/logout", &cookie, format!("csrf={csrf}"))
+        .await;
+    assert_eq!(out.status, StatusCode::OK, "{}", out.text);
+    assert!(!t.active(g.access_token.expose()).await);
+    assert!(matches!(
+        phone_signs_in(&t, "uma", "desk", &code),
+        Err(super::phone_code::PhoneCodeError::Revoked)
+    ));
+}
+
+#[tokio::test]
+async fn without_waf_phone_code_the_page_is_not_there() {
+    let t = waf(Caps::unlimited());
+    let cookie = t.session("vic");
+    let (_, csrf) = T::csrf(&cookie);
+    assert_eq!(
+        t.get("/phone-code", Some(&cookie)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let r = t
+        .post_page("/phone-code", &cookie, format!("action=new&csrf={csrf}"))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
 }

@@ -304,9 +304,35 @@ pub(super) fn refresh(
     Ok(body)
 }
 
+/// What [`issue_tokens`] and [`mint_in_family`] made: an access token and its claims, and the
+/// refresh-token family it belongs to (with the new refresh token, when one was made).
+pub(super) struct Tokens {
+    pub access: imsgw_token::AccessToken,
+    pub claims: imsgw_token::Claims,
+    /// The family id, when the access token is one of a refresh-token family's.
+    pub family: Option<String>,
+    refresh_token: Option<String>,
+}
+
+impl Tokens {
+    /// The token response (RFC 6749 §5.1).
+    fn body(&self, now: u64) -> serde_json::Value {
+        let mut body = json!({
+            "access_token": self.access.expose(),
+            "token_type": "Bearer",
+            "expires_in": self.claims.exp.saturating_sub(now),
+            "scope": self.claims.scope,
+        });
+        if let Some(rt) = &self.refresh_token {
+            body["refresh_token"] = json!(rt);
+        }
+        body
+    }
+}
+
 /// Mints an access token and, for clients with the refresh grant, a refresh token in a new
 /// family or (when `rotate` names a family and the presented token's key) the next of that
-/// family.
+/// family; as a token response.
 pub(super) fn issue(
     waf: &Waf,
     client: &Client,
@@ -316,68 +342,47 @@ pub(super) fn issue(
     scope: &str,
     planned: Planned<'_>,
 ) -> Result<(serde_json::Value, Issued), OAuthError> {
-    let req = imsgw_token::MintRequest {
-        sub: format!("{}:{}", person.provider, person.sub),
-        impu: person.impu.to_string(),
-        impi: person.impi.clone(),
-        scope: scope.to_string(),
-        client_id: client_id.to_string(),
-        ttl: None,
+    let t = issue_tokens(waf, client, client_id, now, person, scope, planned)?;
+    let issued = Issued {
+        jti: t.claims.jti.clone(),
+        exp: t.claims.exp,
+        family: t.family.clone(),
     };
+    Ok((t.body(now), issued))
+}
+
+/// [`issue`], with what it made rather than a token response.
+pub(super) fn issue_tokens(
+    waf: &Waf,
+    client: &Client,
+    client_id: &str,
+    now: u64,
+    person: &Person,
+    scope: &str,
+    planned: Planned<'_>,
+) -> Result<Tokens, OAuthError> {
     let jti = match &planned {
         Planned::New(p) => p.jti.clone(),
         _ => imsgw_token::new_jti(),
     };
-    let (token, claims) = waf.mint_with_jti(now, req, jti).map_err(|e| {
-        tracing::warn!(error = %e, "minting failed");
-        OAuthError::new(ErrorCode::ServerError, "the token could not be made")
-    })?;
-    let mut body = json!({
-        "access_token": token.expose(),
-        "token_type": "Bearer",
-        "expires_in": claims.exp.saturating_sub(now),
-        "scope": claims.scope,
-    });
-    let mut family = None;
+    let (access, claims) = mint_access(waf, client_id, now, person, scope, jti)?;
+    let mut refresh = None;
     if client.allows(Grant::RefreshToken) {
-        let (fam_id, rt) = match planned {
+        refresh = Some(match planned {
             Planned::Rotate(fam_id, presented) => {
                 let rt = format!("{fam_id}.{}", random_secret());
                 let next = key_of(&rt);
                 // Rotation is atomic: only one of two concurrent uses of a token can win.
-                // The family keeps at most LIVE_TOKENS live access tokens. Those it will let go
-                // are revoked first, in their own commits, so a crash between the two steps can
-                // never leave a live token the family no longer knows.
-                let fkey = key_of(fam_id);
-                let evict: Vec<(String, u64)> = waf
-                    .store
-                    .get::<Family>("family", &fkey, now)?
-                    .map(|f| {
-                        let live: Vec<_> =
-                            f.jtis.into_iter().filter(|(_, e)| *e + 60 >= now).collect();
-                        let over = (live.len() + 1).saturating_sub(LIVE_TOKENS);
-                        live.into_iter().take(over).collect()
-                    })
-                    .unwrap_or_default();
-                for (jti, exp) in &evict {
-                    waf.revoke_token(jti, *exp, now)?;
-                }
-                let won = waf
-                    .store
-                    .update::<Family, bool>("family", &fkey, now, |f| match f {
-                        Some((mut f, exp)) if !f.revoked && f.current == presented => {
-                            let old = std::mem::replace(&mut f.current, next.clone());
-                            f.previous.push(old);
-                            let over = f.previous.len().saturating_sub(REMEMBERED);
-                            f.previous.drain(..over);
-                            f.jtis.retain(|(j, e)| {
-                                *e + 60 >= now && !evict.iter().any(|(x, _)| x == j)
-                            });
-                            f.jtis.push((claims.jti.clone(), claims.exp));
-                            (Some((f, exp)), true)
-                        }
-                        other => (other, false),
-                    });
+                let won = record_in_family(waf, fam_id, now, &claims, |f| {
+                    if f.revoked || f.current != presented {
+                        return false;
+                    }
+                    let old = std::mem::replace(&mut f.current, next.clone());
+                    f.previous.push(old);
+                    let over = f.previous.len().saturating_sub(REMEMBERED);
+                    f.previous.drain(..over);
+                    true
+                });
                 if won.as_ref().ok() != Some(&true) {
                     waf.revoke_token(&claims.jti, claims.exp, now)?;
                     won?;
@@ -410,18 +415,109 @@ pub(super) fn issue(
                 }
                 (id, rt)
             }
-        };
-        body["refresh_token"] = json!(rt);
-        family = Some(fam_id);
+        });
     }
-    Ok((
-        body,
-        Issued {
-            jti: claims.jti,
-            exp: claims.exp,
-            family,
-        },
-    ))
+    let (family, refresh_token) = refresh.unzip();
+    Ok(Tokens {
+        access,
+        claims,
+        family,
+        refresh_token,
+    })
+}
+
+/// A new access token in the family `family_id`, for the family's person, scope and client,
+/// recorded in its `jtis` so that revoking the family revokes it too; no refresh token. `None`
+/// when the family is revoked or gone (a token minted while it was being revoked is revoked at
+/// once).
+pub(super) fn mint_in_family(
+    waf: &Waf,
+    family_id: &str,
+    now: u64,
+) -> Result<Option<Tokens>, OAuthError> {
+    let Some(fam) = waf.store.get::<Family>("family", &key_of(family_id), now)? else {
+        return Ok(None);
+    };
+    if fam.revoked {
+        return Ok(None);
+    }
+    let jti = imsgw_token::new_jti();
+    let (access, claims) = mint_access(waf, &fam.client_id, now, &fam.person, &fam.scope, jti)?;
+    let admitted = record_in_family(waf, family_id, now, &claims, |f| !f.revoked);
+    if admitted.as_ref().ok() != Some(&true) {
+        waf.revoke_token(&claims.jti, claims.exp, now)?;
+        admitted?;
+        return Ok(None);
+    }
+    Ok(Some(Tokens {
+        access,
+        claims,
+        family: Some(family_id.to_string()),
+        refresh_token: None,
+    }))
+}
+
+/// Mints an access token of ours for `person`.
+fn mint_access(
+    waf: &Waf,
+    client_id: &str,
+    now: u64,
+    person: &Person,
+    scope: &str,
+    jti: String,
+) -> Result<(imsgw_token::AccessToken, imsgw_token::Claims), OAuthError> {
+    let req = imsgw_token::MintRequest {
+        sub: format!("{}:{}", person.provider, person.sub),
+        impu: person.impu.to_string(),
+        impi: person.impi.clone(),
+        scope: scope.to_string(),
+        client_id: client_id.to_string(),
+        ttl: None,
+    };
+    waf.mint_with_jti(now, req, jti).map_err(|e| {
+        tracing::warn!(error = %e, "minting failed");
+        OAuthError::new(ErrorCode::ServerError, "the token could not be made")
+    })
+}
+
+/// Adds the access token of `claims` to the family `fam_id`'s `jtis` if `admit` accepts the
+/// family (and makes its own changes), in one atomic update; whether it was added. The family
+/// keeps at most [`LIVE_TOKENS`] live access tokens. Those it will let go are revoked first, in
+/// their own commits, so a crash between the two steps can never leave a live token the family
+/// no longer knows.
+fn record_in_family(
+    waf: &Waf,
+    fam_id: &str,
+    now: u64,
+    claims: &imsgw_token::Claims,
+    mut admit: impl FnMut(&mut Family) -> bool,
+) -> StoreResult<bool> {
+    let fkey = key_of(fam_id);
+    let evict: Vec<(String, u64)> = waf
+        .store
+        .get::<Family>("family", &fkey, now)?
+        .map(|f| {
+            let live: Vec<_> = f.jtis.into_iter().filter(|(_, e)| *e + 60 >= now).collect();
+            let over = (live.len() + 1).saturating_sub(LIVE_TOKENS);
+            live.into_iter().take(over).collect()
+        })
+        .unwrap_or_default();
+    for (jti, exp) in &evict {
+        waf.revoke_token(jti, *exp, now)?;
+    }
+    waf.store
+        .update::<Family, bool>("family", &fkey, now, |f| match f {
+            Some((mut f, exp)) => {
+                if !admit(&mut f) {
+                    return (Some((f, exp)), false);
+                }
+                f.jtis
+                    .retain(|(j, e)| *e + 60 >= now && !evict.iter().any(|(x, _)| x == j));
+                f.jtis.push((claims.jti.clone(), claims.exp));
+                (Some((f, exp)), true)
+            }
+            None => (None, false),
+        })
 }
 
 /// RFC 7009 for a refresh token: its whole family goes, with the access tokens it gave. Only
@@ -450,7 +546,7 @@ pub(super) fn revoke_refresh_token(
     Ok(Revocation::Revoked)
 }
 
-fn revoke_family(waf: &Waf, family_id: &str, now: u64) -> StoreResult<()> {
+pub(super) fn revoke_family(waf: &Waf, family_id: &str, now: u64) -> StoreResult<()> {
     let fkey = key_of(family_id);
     // Its access tokens are revoked first, each in its own commit, and the family is marked
     // revoked only by an update that finds no token not yet revoked: a crash at any point
