@@ -274,6 +274,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 }
                 r
             },
+            // Phones with phone codes answer Digest; the realm is the home domain.
+            digest: config
+                .waf
+                .phone_code
+                .as_ref()
+                .map(|_| crate::edge::digest::DigestSettings::new(config.sip.domain.clone())),
         }
     };
     let (jwks_tx, jwks_rx) = mpsc::channel(64);

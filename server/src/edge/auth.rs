@@ -67,6 +67,9 @@ pub struct Auth {
     pub settings: AuthSettings,
     pub verifier: Option<Verifier>,
     pub revoked: Revoked,
+    /// Digest for phones with phone codes (`[waf.phone_code]`); None: phones get the Bearer
+    /// challenge only.
+    pub digest: Option<super::digest::DigestSettings>,
 }
 
 /// An identity a token proved, as far as the edge needs it.
@@ -128,6 +131,7 @@ impl Auth {
             },
             verifier: None,
             revoked: Revoked::default(),
+            digest: None,
         }
     }
 

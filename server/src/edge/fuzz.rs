@@ -74,6 +74,7 @@ fn edge(required: bool, tcp: bool) -> Edge {
             },
             verifier: Verifier::new(vc, ring).ok(),
             revoked: Revoked::default(),
+            digest: None,
         }
     } else {
         Auth::disabled()

@@ -29,7 +29,8 @@ use tracing::{debug, info};
 
 use super::auth::{Identity, bearer_headers, plan_expires};
 use super::status::Status;
-use super::{Dest, Edge, FlowId, Output};
+use super::digest::DigestCheck;
+use super::{Dest, Edge, FlowId, FlowKind, Output};
 
 /// What the edge asks the WAF for.
 #[derive(Debug, Clone)]
@@ -45,6 +46,15 @@ pub enum GrantAsk {
     Refresh {
         client_id: String,
         refresh_token: Secret,
+    },
+    /// A phone's Digest answer (issue 13 §2): the WAF tries it on the IMPU's phone codes and
+    /// app passwords (`waf::phone_code::sign_in`).
+    Phone {
+        impu: String,
+        /// The phone's `+sip.instance`, else its Contact's `user@host`.
+        phone: String,
+        source: std::net::IpAddr,
+        check: Box<DigestCheck>,
     },
     /// The connection a grant was held for is gone: revoke the grant (RFC 7009), which was
     /// for that connection only. Nothing comes back.
@@ -92,6 +102,20 @@ impl PartialEq for GrantAsk {
                     refresh_token: r2,
                 },
             ) => c == c2 && r.ct_eq(r2.expose()),
+            (
+                Self::Phone {
+                    impu: i,
+                    phone: p,
+                    source: s,
+                    check: c,
+                },
+                Self::Phone {
+                    impu: i2,
+                    phone: p2,
+                    source: s2,
+                    check: c2,
+                },
+            ) => i == i2 && p == p2 && s == s2 && c == c2,
             _ => false,
         }
     }
@@ -114,6 +138,8 @@ pub enum GrantError {
     Refused(String),
     /// The WAF could not answer (its store failed, the driver's queue was full).
     Unavailable(String),
+    /// Too many failed attempts (a phone's IMPU or address): refused without checking.
+    Limited { why: String, retry_after: u64 },
 }
 
 /// Exchanges in flight at once, over all flows; more are answered 503 (the WAF's store is one
@@ -141,7 +167,14 @@ struct Pending {
     /// The REGISTER waiting for the answer.
     register: Bytes,
     until: Instant,
-    refresh: bool,
+    kind: AskKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AskKind {
+    Code,
+    Refresh,
+    Phone,
 }
 
 /// The edge's grant state.
@@ -164,6 +197,9 @@ pub struct GrantStats {
     pub unavailable: u64,
     /// Held grants ended because their token was revoked.
     pub revoked: u64,
+    /// Phones signed in with Digest (a phone code or its app password), and refused.
+    pub phone_signed_in: u64,
+    pub phone_refused: u64,
 }
 
 /// What [`Edge::grant_step`] decided for a REGISTER.
@@ -234,9 +270,123 @@ impl Edge {
                 client_id: c.client_id.to_string(),
                 redirect_uri: c.redirect_uri.map(str::to_string),
             };
-            return self.grant_ask(now, flow, msg, view, ask, false);
+            return self.grant_ask(now, flow, msg, view, ask, AskKind::Code);
+        }
+        let phone = self.flows.get(&flow).is_some_and(|f| f.kind != FlowKind::Ws);
+        if phone && self.auth.digest.is_some() {
+            if let Some(step) = self.digest_step(now, flow, msg, view) {
+                return step;
+            }
+            // No credentials: a phone that holds nothing is offered Digest beside Bearer.
+            if self.flows.get(&flow).is_some_and(|f| f.grant.is_none()) {
+                self.stats.auth_refused += 1;
+                self.phone_challenge(flow, msg, view, Status::UNAUTHORIZED, None, false, None);
+                return Step::Done;
+            }
         }
         self.held_step(now, flow, msg, view)
+    }
+
+    /// A phone's REGISTER with Digest credentials: checked here as far as the edge can (realm,
+    /// nonce, the user name naming the To AOR), then handed to the WAF. None when it carries
+    /// none.
+    fn digest_step(
+        &mut self,
+        now: Instant,
+        flow: FlowId,
+        msg: &Message,
+        view: &View,
+    ) -> Option<Step> {
+        let digest = self.auth.digest.as_ref()?;
+        let h = view.credentials.iter().find(|h| {
+            msg.value(h)
+                .get(..6)
+                .is_some_and(|p| p.eq_ignore_ascii_case(b"digest"))
+        })?;
+        let text = std::str::from_utf8(msg.value(h)).unwrap_or("");
+        let check = match DigestCheck::parse(text, "REGISTER") {
+            Ok(c) => c,
+            Err(e) => {
+                return Some(self.grant_refuse(flow, msg, view, Status::BAD_REQUEST, e.0));
+            }
+        };
+        let unix = self.unix;
+        if check.realm != digest.realm {
+            let why = "the Digest realm is not this gateway's";
+            self.phone_challenge(flow, msg, view, Status::UNAUTHORIZED, Some(why), false, None);
+            return Some(Step::Done);
+        }
+        match digest.check_nonce(flow, &check.nonce, unix) {
+            Ok(true) => {}
+            Ok(false) => {
+                // RFC 7616 §3.3: the credentials may be good; answer a fresh nonce.
+                self.phone_challenge(flow, msg, view, Status::UNAUTHORIZED, None, true, None);
+                return Some(Step::Done);
+            }
+            Err(e) => {
+                self.stats.auth_refused += 1;
+                self.phone_challenge(flow, msg, view, Status::UNAUTHORIZED, Some(e.0), false, None);
+                return Some(Step::Done);
+            }
+        }
+        // The person types their IMPU as the user name, with or without `sip:`.
+        let named = if check.username.contains(':') {
+            check.username.clone()
+        } else {
+            format!("sip:{}", check.username)
+        };
+        let impu = match imsgw_sip::Impu::parse(&named) {
+            Ok(i) if i.matches(&view.to.uri).unwrap_or(false) => i,
+            _ => {
+                self.stats.auth_refused += 1;
+                let why = "the Digest user name is not the IMPU this REGISTER is for (To)";
+                return Some(self.grant_refuse(flow, msg, view, Status::FORBIDDEN, why));
+            }
+        };
+        let source = self.flows.get(&flow).map(|f| f.remote.ip())?;
+        let ask = GrantAsk::Phone {
+            impu: impu.as_str().to_string(),
+            phone: phone_of(view),
+            source,
+            check: Box::new(check),
+        };
+        Some(self.grant_ask(now, flow, msg, view, ask, AskKind::Phone))
+    }
+
+    /// `status` with the Bearer challenge and the Digest challenges for `flow` (RFC 7235 §4.1:
+    /// one header per challenge), a `Warning` and a `Retry-After` if given.
+    #[allow(clippy::too_many_arguments)]
+    fn phone_challenge(
+        &mut self,
+        flow: FlowId,
+        msg: &Message,
+        view: &View,
+        status: Status,
+        why: Option<&str>,
+        stale: bool,
+        retry_after: Option<u64>,
+    ) {
+        let mut lines: Vec<(String, String)> = Vec::new();
+        if status == Status::UNAUTHORIZED {
+            if let Some((name, value)) = self.auth.challenge(None).challenge {
+                lines.push((name.to_string(), value));
+            }
+            if let Some(d) = &self.auth.digest {
+                for c in d.challenges(flow, self.unix, stale) {
+                    lines.push(("WWW-Authenticate".into(), c));
+                }
+            }
+        }
+        if let Some(w) = why {
+            lines.push(("Warning".into(), super::request::warning(w)));
+        }
+        if let Some(r) = retry_after {
+            lines.push(("Retry-After".into(), r.to_string()));
+        }
+        let extra: Vec<(&str, &str)> = lines.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let tag = super::request::local_tag_for(view);
+        let r = imsgw_sip::response_to(msg, status.code, status.reason, Some(&tag), &extra);
+        self.push(Dest::Flow(flow), r, None);
     }
 
     /// A REGISTER on a flow that may hold a grant, riding on it.
@@ -262,7 +412,7 @@ impl Edge {
                 client_id: held.client_id.clone(),
                 refresh_token: Secret::new(rt.expose()),
             };
-            return self.grant_ask(now, flow, msg, view, ask, true);
+            return self.grant_ask(now, flow, msg, view, ask, AskKind::Refresh);
         }
         if left == 0 {
             // Expired, and nothing to refresh it with: the UA must sign in again.
@@ -278,7 +428,7 @@ impl Edge {
         msg: &Message,
         view: &View,
         ask: GrantAsk,
-        refresh: bool,
+        kind: AskKind,
     ) -> Step {
         if self.grants.pending.values().any(|p| p.flow == flow) {
             let why = "a sign-in is already under way on this connection";
@@ -297,7 +447,7 @@ impl Edge {
                 flow,
                 register: msg.as_bytes().clone(),
                 until: now + WAIT,
-                refresh,
+                kind,
             },
         );
         self.out.push_back(Output::Grant { ticket, ask });
@@ -341,8 +491,23 @@ impl Edge {
                 self.grant_refuse(p.flow, &msg, &view, Status::SERVICE_UNAVAILABLE, &why);
                 return;
             }
+            Err(GrantError::Limited { why, retry_after }) => {
+                self.grant_stats.phone_refused += 1;
+                self.stats.auth_refused += 1;
+                let s = Status::FORBIDDEN;
+                self.phone_challenge(p.flow, &msg, &view, s, Some(&why), false, Some(retry_after));
+                return;
+            }
+            Err(GrantError::Refused(why)) if p.kind == AskKind::Phone => {
+                // RFC 3261 §22.4: wrong credentials are challenged again.
+                self.grant_stats.phone_refused += 1;
+                self.stats.auth_refused += 1;
+                let s = Status::UNAUTHORIZED;
+                self.phone_challenge(p.flow, &msg, &view, s, Some(&why), false, None);
+                return;
+            }
             Err(GrantError::Refused(why)) => {
-                let why = if p.refresh {
+                let why = if p.kind == AskKind::Refresh {
                     self.grant_stats.refresh_refused += 1;
                     // The family is gone (expired or revoked): so is the sign-in.
                     self.drop_grant(p.flow);
@@ -371,7 +536,7 @@ impl Edge {
         if !identity.names(&view.to.uri) {
             // Held only for a REGISTER it may make: the tokens are dropped unused.
             self.stats.auth_refused += 1;
-            if p.refresh {
+            if p.kind == AskKind::Refresh {
                 self.drop_grant(p.flow);
             }
             let why = format!(
@@ -381,11 +546,16 @@ impl Edge {
             self.grant_refuse(p.flow, &msg, &view, Status::FORBIDDEN, &why);
             return;
         }
-        if p.refresh {
-            self.grant_stats.refreshed += 1;
-        } else {
-            self.grant_stats.codes_exchanged += 1;
-            info!(flow = %p.flow, impu = %identity.impu, "a code in REGISTER was exchanged");
+        match p.kind {
+            AskKind::Refresh => self.grant_stats.refreshed += 1,
+            AskKind::Code => {
+                self.grant_stats.codes_exchanged += 1;
+                info!(flow = %p.flow, impu = %identity.impu, "a code in REGISTER was exchanged");
+            }
+            AskKind::Phone => {
+                self.grant_stats.phone_signed_in += 1;
+                debug!(flow = %p.flow, impu = %identity.impu, "a phone signed in with Digest");
+            }
         }
         let Some(f) = self.flows.get_mut(&p.flow) else {
             return;
@@ -398,9 +568,9 @@ impl Edge {
             }
             None => (String::new(), None, None, None),
         };
-        let (client_id, code_key) = match p.refresh {
-            true => (client_id, old_code),
-            false => match code_of(&msg, &view) {
+        let (client_id, code_key) = match p.kind {
+            AskKind::Refresh | AskKind::Phone => (client_id, old_code),
+            AskKind::Code => match code_of(&msg, &view) {
                 Some((client, key)) => (client, Some(key)),
                 None => (client_id, old_code),
             },
@@ -558,6 +728,24 @@ impl Edge {
             None,
         );
         self.push(Dest::Upstream, bytes, Some(id));
+    }
+}
+
+/// A phone's identity as the WAF binds its app password to it: the `+sip.instance` of its
+/// Contact (RFC 5626 §4.1), else the Contact URI's `user@host`.
+fn phone_of(view: &View) -> String {
+    let imsgw_sip::Contacts::List(list) = &view.contacts else {
+        return String::new();
+    };
+    let Some(c) = list.first() else {
+        return String::new();
+    };
+    if let Some(Some(i)) = c.param("+sip.instance") {
+        return i.trim_matches('"').trim_matches(['<', '>']).to_string();
+    }
+    match &c.uri {
+        imsgw_sip::Uri::Sip(u) => format!("{}@{}", u.user.as_deref().unwrap_or(""), u.host),
+        imsgw_sip::Uri::Other(o) => o.clone(),
     }
 }
 

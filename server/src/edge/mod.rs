@@ -17,6 +17,7 @@
 //! tasks, the system clock, the WAF's store.
 
 pub mod auth;
+pub mod digest;
 pub mod flow;
 #[doc(hidden)]
 pub mod fuzz;

@@ -513,7 +513,7 @@ fn server_key(view: &View, method: Option<Method>, arrival: Arrival) -> Option<S
 }
 
 /// A stable To tag for a response the edge makes to a request it does not forward.
-fn local_tag_for(view: &View) -> String {
+pub(super) fn local_tag_for(view: &View) -> String {
     local_tag(view.top_via().branch.as_deref().unwrap_or_default())
 }
 

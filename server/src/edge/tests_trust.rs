@@ -49,6 +49,7 @@ impl H {
             },
             verifier: Some(verifier),
             revoked: Revoked::default(),
+            digest: None,
         };
         let settings = EdgeSettings {
             local: super::tests::local(UpstreamTransport::Udp),

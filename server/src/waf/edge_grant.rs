@@ -19,6 +19,7 @@ use super::client::Grant;
 use super::error::{ErrorCode, OAuthError};
 use super::token::{TokenForm, exchange_code, refresh, revoke_refresh_token};
 use super::{Waf, unix_now};
+use crate::edge::digest::DigestCheck;
 use crate::edge::{GrantAsk, GrantError, Granted};
 use crate::hub::HubInput;
 
@@ -55,6 +56,15 @@ pub async fn serve(
 
 /// One ask, answered.
 pub fn answer(waf: &Waf, ask: &GrantAsk, now: u64) -> Result<Granted, GrantError> {
+    if let GrantAsk::Phone {
+        impu,
+        phone,
+        source,
+        check,
+    } = ask
+    {
+        return phone_sign_in(waf, impu, phone, *source, check, now);
+    }
     let (client_id, form, code) = match ask {
         GrantAsk::Code {
             code,
@@ -69,6 +79,9 @@ pub fn answer(waf: &Waf, ask: &GrantAsk, now: u64) -> Result<Granted, GrantError
                 ..TokenForm::default()
             };
             (client_id, form, true)
+        }
+        GrantAsk::Phone { .. } => {
+            return Err(GrantError::Unavailable("answered above".into()));
         }
         GrantAsk::Revoke {
             client_id,
@@ -119,6 +132,40 @@ pub fn answer(waf: &Waf, ask: &GrantAsk, now: u64) -> Result<Granted, GrantError
         access_token,
         refresh_token,
     })
+}
+
+/// A phone's Digest answer tried on the IMPU's phone codes and app passwords.
+fn phone_sign_in(
+    waf: &Waf,
+    impu: &str,
+    phone: &str,
+    source: std::net::IpAddr,
+    check: &DigestCheck,
+    now: u64,
+) -> Result<Granted, GrantError> {
+    use super::phone_code::{PhoneCodeError as E, PhoneSignIn, sign_in};
+    let Ok(impu) = imsgw_sip::Impu::parse(impu) else {
+        return Err(GrantError::Refused("wrong user name or password".into()));
+    };
+    let req = PhoneSignIn {
+        impu: &impu,
+        phone,
+        source,
+    };
+    match sign_in(waf, &req, now, &|password| check.matches(password)) {
+        Ok(g) => Ok(Granted {
+            access_token: g.access_token,
+            refresh_token: None,
+        }),
+        Err(E::TooManyAttempts { retry_after }) => Err(GrantError::Limited {
+            why: "too many wrong passwords; wait before trying again".into(),
+            retry_after,
+        }),
+        Err(e @ (E::Store(_) | E::Unavailable(_))) => Err(GrantError::Unavailable(e.to_string())),
+        Err(e @ (E::BadCredentials | E::Revoked | E::Disabled)) => {
+            Err(GrantError::Refused(e.to_string()))
+        }
+    }
 }
 
 /// A refusal stays a refusal (RFC 6749 §5.2); the WAF failing to answer is not one.
