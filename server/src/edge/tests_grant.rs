@@ -362,3 +362,262 @@ fn a_connection_that_closes_has_its_grant_revoked_at_the_waf() {
     );
     assert_eq!(h.edge.held_grant_count(), 0);
 }
+
+// ---- review 13: races, orphaned grants, fairness ------------------------------------------
+
+/// Signs alice in (refresh token `fam.rt1`), moves past half the token's life and sends the
+/// REGISTER that makes the edge refresh; returns the held jti and the refresh's ticket.
+fn refresh_in_flight(h: &mut H) -> (String, u64) {
+    let (jti, _) = signed_in(h);
+    h.edge.set_wall_clock(NOW + 400);
+    let (ticket, a) = ask(&h.register(1, "alice", ""));
+    assert!(matches!(a, GrantAsk::Refresh { .. }), "{a:?}");
+    (jti, ticket)
+}
+
+fn drain(h: &mut H) -> Vec<Output> {
+    std::iter::from_fn(|| h.edge.poll_output()).collect()
+}
+
+#[test]
+fn review13_a_refresh_answer_after_revocation_registers_nothing_and_holds_nothing() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    let (jti, ticket) = refresh_in_flight(&mut h);
+    // The WAF revokes the held token (sign-out elsewhere, RFC 7009, a replay) while the refresh
+    // it already carried out is on its way back.
+    h.edge.revoke(h.now, jti, NOW + 600);
+    let outs = drain(&mut h);
+    assert!(
+        outs.iter()
+            .any(|o| matches!(o, Output::CloseFlow { code: 1008, .. })),
+        "{outs:#?}"
+    );
+    let (t, _) = h.mint("sip:alice@ims.example", "sip", 900);
+    let g = Granted {
+        access_token: AccessToken::new(t),
+        refresh_token: Some(Secret::new("fam.rt2")),
+    };
+    let outs = answer(&mut h, ticket, Ok(g));
+    // The revoked sign-in must not come back: no new binding upstream, no grant held.
+    nothing_upstream(&outs);
+    assert_eq!(
+        h.edge.held_grant_count(),
+        0,
+        "a revoked grant was re-created"
+    );
+}
+
+#[test]
+fn review13_a_refresh_answer_after_revocation_is_revoked_as_its_own_client() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    let (jti, ticket) = refresh_in_flight(&mut h);
+    h.edge.revoke(h.now, jti, NOW + 600);
+    drain(&mut h);
+    let (t, _) = h.mint("sip:alice@ims.example", "sip", 900);
+    let g = Granted {
+        access_token: AccessToken::new(t),
+        refresh_token: Some(Secret::new("fam.rt2")),
+    };
+    let mut outs = answer(&mut h, ticket, Ok(g));
+    h.edge.flow_closed(h.now, FlowId(1));
+    outs.extend(drain(&mut h));
+    // Whatever became of the late tokens, they must be revoked as the client they belong to:
+    // `revoke_refresh_token` answers NotOwner for any other client_id and revokes nothing.
+    let (_, a) = ask(&outs);
+    assert_eq!(
+        a,
+        GrantAsk::Revoke {
+            client_id: "phone".into(),
+            refresh_token: Secret::new("fam.rt2"),
+        }
+    );
+}
+
+#[test]
+fn review13_a_grant_that_comes_after_its_connection_closed_is_revoked_at_the_waf() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    let (ticket, _) = ask(&h.register(1, "alice", &code_cred("c0de")));
+    h.edge.flow_closed(h.now, FlowId(1));
+    drain(&mut h);
+    let (g, _) = grant(&h, "alice", 600, Some("fam.late"));
+    let outs = answer(&mut h, ticket, Ok(g));
+    // "a closed connection's grant is revoked at the WAF": also one the WAF gave too late.
+    let (_, a) = ask(&outs);
+    assert_eq!(
+        a,
+        GrantAsk::Revoke {
+            client_id: "phone".into(),
+            refresh_token: Secret::new("fam.late"),
+        }
+    );
+}
+
+/// Flow 1 holds phone's grant (fam.rt1), then signs in again with a code of `kiosk`, a client
+/// without the refresh grant; returns what the second exchange's answer produced.
+fn second_code_from_kiosk(h: &mut H) -> Vec<Output> {
+    signed_in(h);
+    let kiosk = format!(
+        "Authorization: Bearer code=\"k1\", code_verifier=\"{VERIFIER}\", client_id=\"kiosk\"\r\n"
+    );
+    let (ticket, _) = ask(&h.register(1, "alice", &kiosk));
+    let (g, _) = grant(h, "alice", 600, None);
+    let outs = answer(h, ticket, Ok(g));
+    sent_to(&outs, Dest::Upstream);
+    outs
+}
+
+#[test]
+fn review13_a_grant_replaced_by_a_second_code_is_revoked_at_the_waf() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    let outs = second_code_from_kiosk(&mut h);
+    // The first grant's family is let go by the edge: revoked at the WAF, as `phone`.
+    let (_, a) = ask(&outs);
+    assert_eq!(
+        a,
+        GrantAsk::Revoke {
+            client_id: "phone".into(),
+            refresh_token: Secret::new("fam.rt1"),
+        }
+    );
+}
+
+#[test]
+fn review13_a_second_code_does_not_inherit_the_first_grants_refresh_token() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    second_code_from_kiosk(&mut h);
+    // The kiosk grant has nothing to refresh with: it rides to its end. It must not ask the
+    // WAF to refresh phone's family as kiosk (refused: the sign-in would end at once).
+    h.edge.set_wall_clock(NOW + 400);
+    let outs = h.register(1, "alice", "");
+    no_ask(&outs);
+    sent_to(&outs, Dest::Upstream);
+}
+
+#[test]
+fn review13_one_source_cannot_take_every_exchange_slot() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    // One address opens many connections (no sign-in needed to open one) and sends junk codes.
+    for f in 10..(10 + grant::MAX_IN_FLIGHT as u64) {
+        let a = format!("203.0.113.7:{}", 1000 + f).parse().expect("addr");
+        h.edge.flow_opened(FlowId(f), a);
+        let _ = h.register(f, "alice", &code_cred("junk"));
+    }
+    // Someone else, from another address, still gets their code exchanged.
+    let outs = h.register(2, "bob", &code_cred("real"));
+    ask(&outs);
+}
+
+#[test]
+fn review13_an_unregister_past_half_life_goes_on_without_waiting_for_a_refresh() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    signed_in(&mut h);
+    h.edge.set_wall_clock(NOW + 400);
+    // The UA signs out: it removes its binding (RFC 3261 §10.2.2). Removing needs no new
+    // token: the held one is still good for 200 s. Asking the WAF first makes the removal
+    // fail whenever the WAF is slow, down (503) or the family just lapsed (401), and the
+    // binding then stays at the registrar.
+    let n = 77;
+    let unreg = format!(
+        "REGISTER sip:ims.example SIP/2.0\r\n\
+Via: SIP/2.0/WSS c1.invalid;branch=z9hG4bKun{n}\r\nMax-Forwards: 70\r\n\
+To: <sip:alice@ims.example>\r\nFrom: <sip:alice@ims.example>;tag=u{n}\r\n\
+Call-ID: reg-1\r\nCSeq: {n} REGISTER\r\n\
+Contact: <sip:alice@c1.invalid;transport=ws>;reg-id=1;+sip.instance=\"<urn:uuid:00000000-0000-4000-8000-000000000001>\"\r\n\
+Expires: 0\r\n{}Content-Length: 0\r\n\r\n",
+        code_cred("c0de")
+    );
+    let outs = h.send(1, &unreg);
+    no_ask(&outs);
+    let up = sent_to(&outs, Dest::Upstream);
+    assert_eq!(header_lines(&up, "Expires"), vec!["Expires: 0".to_string()]);
+}
+
+#[test]
+fn review13_a_held_grant_that_ran_out_answers_its_own_code_with_the_sign_in_ended() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    // A client without the refresh grant: the grant ends with its access token.
+    let outs = h.register(1, "alice", &code_cred("c0de"));
+    let (ticket, _) = ask(&outs);
+    let (g, _) = grant(&h, "alice", 300, None);
+    let up = sent_to(&answer(&mut h, ticket, Ok(g)), Dest::Upstream);
+    h.ims(&ok_for(&up, 200, ""));
+    h.edge.set_wall_clock(NOW + 301);
+    // JsSIP re-REGISTERs with the same Authorization value (the spent code).
+    let outs = h.register(1, "alice", &code_cred("c0de"));
+    no_ask(&outs);
+    let r = sent_to(&outs, Dest::Flow(FlowId(1)));
+    assert_eq!(r.status(), Some(401));
+    let w = header_lines(&r, "Warning").join(" ");
+    // Not "the token was refused: malformed ... no access_token parameter".
+    assert!(w.contains("the sign-in has ended"), "{w}");
+}
+
+#[test]
+fn review13_a_retry_after_a_timed_out_exchange_is_not_a_replay() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    let (ticket, _) = ask(&h.register(1, "alice", &code_cred("c0de")));
+    // The WAF is slow: the REGISTER is answered 503 after WAIT...
+    let later = h.now + grant::WAIT + Duration::from_millis(1);
+    h.edge.handle_timeout(later);
+    h.now = later;
+    let outs = drain(&mut h);
+    assert_eq!(sent_to(&outs, Dest::Flow(FlowId(1))).status(), Some(503));
+    // ...but it did exchange the code (single use: it is spent now), and its answer comes.
+    let (g, _) = grant(&h, "alice", 600, Some("fam.late"));
+    answer(&mut h, ticket, Ok(g));
+    // The UA retries the 503 on the same connection with the same code. Exchanging it again is
+    // a replay: the WAF revokes everything and the UA's sign-in is lost to a slow WAF.
+    let outs = h.register(1, "alice", &code_cred("c0de"));
+    no_ask(&outs);
+    sent_to(&outs, Dest::Upstream);
+}
+
+#[test]
+fn review13_a_late_refresh_answer_is_kept_so_the_next_refresh_is_not_a_reuse() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    let (_, ticket) = refresh_in_flight(&mut h);
+    let later = h.now + grant::WAIT + Duration::from_millis(1);
+    h.edge.handle_timeout(later);
+    h.now = later;
+    let outs = drain(&mut h);
+    assert_eq!(sent_to(&outs, Dest::Flow(FlowId(1))).status(), Some(503));
+    // The WAF did rotate the family (fam.rt1 is spent) and says so, late.
+    let (t, _) = h.mint("sip:alice@ims.example", "sip", 900);
+    let g = Granted {
+        access_token: AccessToken::new(t),
+        refresh_token: Some(Secret::new("fam.rt2")),
+    };
+    answer(&mut h, ticket, Ok(g));
+    // The UA retries. Presenting fam.rt1 again is reuse of a rotated token (RFC 9700
+    // §4.14.2): the WAF revokes the family, and the edge then un-REGISTERs and closes 1008.
+    let outs = h.register(1, "alice", "");
+    for o in &outs {
+        if let Output::Grant {
+            ask: GrantAsk::Refresh { refresh_token, .. },
+            ..
+        } = o
+        {
+            assert!(
+                !refresh_token.ct_eq("fam.rt1"),
+                "the rotated-away refresh token is presented again"
+            );
+        }
+    }
+}
+
+#[test]
+fn review13_junk_codes_from_one_source_do_not_starve_the_refresh_of_a_held_grant() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    signed_in(&mut h);
+    for f in 10..(10 + grant::MAX_IN_FLIGHT as u64) {
+        let a = format!("203.0.113.7:{}", 1000 + f).parse().expect("addr");
+        h.edge.flow_opened(FlowId(f), a);
+        let _ = h.register(f, "alice", &code_cred("junk"));
+    }
+    // alice's grant needs its refresh; if it is refused 503 for as long as the flood lasts,
+    // her registration runs out with the token.
+    h.edge.set_wall_clock(NOW + 400);
+    let outs = h.register(1, "alice", "");
+    let (_, a) = ask(&outs);
+    assert!(matches!(a, GrantAsk::Refresh { .. }), "{a:?}");
+}

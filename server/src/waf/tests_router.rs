@@ -958,3 +958,24 @@ async fn without_waf_phone_code_the_page_is_not_there() {
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
+#[tokio::test]
+async fn review13_auth_me_names_the_session_and_its_401_carries_a_challenge() {
+    let t = waf(Caps::unlimited());
+    let cookie = t.session("alice");
+    let r = t.get("/auth/me", Some(&cookie)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["impu"], "sip:alice@ims.example");
+    assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
+    assert!(!r.headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+    let r = t.get("/auth/me", None).await;
+    assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
+    // RFC 9110 §15.5.2: "The server generating a 401 response MUST send a WWW-Authenticate
+    // header field"; a cookie session has no scheme to name, so 401 is the wrong answer here.
+    if r.status == StatusCode::UNAUTHORIZED {
+        assert!(
+            r.headers.contains_key(header::WWW_AUTHENTICATE),
+            "401 without WWW-Authenticate: {}",
+            r.text
+        );
+    }
+}
