@@ -655,11 +655,15 @@ impl Config {
             ));
         }
         if self.wwsf.sign_in == WicSignIn::CodeInRegister
-            && !(self.waf.clients.iter()).any(|c| c.id == self.wwsf.client_id && c.code_in_register)
+            && !(self.waf.clients.iter()).any(|c| {
+                c.id == self.wwsf.client_id
+                    && c.code_in_register
+                    && c.grants.contains(&crate::waf::Grant::RefreshToken)
+            })
         {
             return Err(key_err(
                 "wwsf.sign_in",
-                "`code_in_register` needs the client named by wwsf.client_id in [[waf.clients]] with code_in_register = true",
+                "`code_in_register` needs the client named by wwsf.client_id in [[waf.clients]] with code_in_register = true and the refresh_token grant (else every sign-in ends with its first access token)",
             ));
         }
         for name in &self.sip.strip_headers {
@@ -1207,7 +1211,7 @@ impi = \"{{provider}}.{{sub}}@social.{{sip.domain}}\"\n"
     fn wic_code_in_register_needs_its_client_to_allow_it() {
         let client = |flag: bool| {
             format!(
-                "{MIN}\n[wwsf]\nsign_in = \"code_in_register\"\n[[waf.clients]]\nid = \"wic\"\nredirect_uris = [\"https://gw.example/\"]\ngrants = [\"authorization_code\"]\ncode_in_register = {flag}\n"
+                "{MIN}\n[wwsf]\nsign_in = \"code_in_register\"\n[[waf.clients]]\nid = \"wic\"\nredirect_uris = [\"https://gw.example/\"]\ngrants = [\"authorization_code\", \"refresh_token\"]\ncode_in_register = {flag}\n"
             )
         };
         let msg = load(&client(false), &[])

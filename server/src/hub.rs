@@ -106,7 +106,13 @@ pub struct Hub {
     media_events: Option<mpsc::UnboundedReceiver<imsgw_media::Event>>,
     /// Asks the WAF for tokens on the edge's behalf (`waf::edge_grant`).
     grant_asks: mpsc::Sender<(u64, GrantAsk)>,
+    /// Revocations of grants the edge let go, waiting for room in `grant_asks`: never dropped
+    /// for a full queue (a grant nobody holds must not stay live), up to [`REVOKE_BACKLOG`].
+    revoke_backlog: std::collections::VecDeque<(u64, GrantAsk)>,
 }
+
+/// Revocations kept while the WAF's queue is full.
+const REVOKE_BACKLOG: usize = 65_536;
 
 /// The next media event, or never when there is no media engine.
 async fn next_media_event(
@@ -152,6 +158,7 @@ impl Hub {
             media,
             media_events,
             grant_asks,
+            revoke_backlog: std::collections::VecDeque::new(),
         }
     }
 
@@ -260,7 +267,25 @@ impl Hub {
         }
     }
 
+    /// Hands waiting revocations to the WAF while its queue has room.
+    fn flush_revokes(&mut self) {
+        while let Some(front) = self.revoke_backlog.pop_front() {
+            match self.grant_asks.try_send(front) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(back)) => {
+                    self.revoke_backlog.push_front(back);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.revoke_backlog.clear();
+                    return;
+                }
+            }
+        }
+    }
+
     fn drain(&mut self) {
+        self.flush_revokes();
         // Sending can fail synchronously and feed the edge again; loop until quiet.
         while let Some(out) = self.edge.poll_output() {
             match out {
@@ -284,6 +309,18 @@ impl Hub {
                     if let Some(tx) = self.flows.get(&flow) {
                         let _ = tx.try_send(FlowCommand::Close { code, reason });
                     }
+                }
+                Output::Grant {
+                    ticket,
+                    ask: ask @ GrantAsk::Revoke { .. },
+                } => {
+                    if self.revoke_backlog.len() >= REVOKE_BACKLOG {
+                        warn!("revocations of released grants are backed up; one is dropped");
+                        self.metrics.grant_revoke_dropped();
+                    } else {
+                        self.revoke_backlog.push_back((ticket, ask));
+                    }
+                    self.flush_revokes();
                 }
                 Output::Grant { ticket, ask } => {
                     if let Err(e) = self.grant_asks.try_send((ticket, ask)) {

@@ -294,6 +294,11 @@ impl Metrics {
             .absolute(s.malformed_responses_dropped);
     }
 
+    /// A revocation of a grant the edge let go was dropped (the WAF's queue stayed full).
+    pub fn grant_revoke_dropped(&self) {
+        counter!("imsgw_sip_grant_revokes_dropped_total").increment(1);
+    }
+
     /// Codes in REGISTER and the grants the edge holds for them (`edge::grant`).
     pub fn update_grants(&self, g: &crate::edge::GrantStats, held: usize) {
         gauge!("imsgw_sip_held_grants").set(held as f64);
@@ -306,6 +311,8 @@ impl Metrics {
         c("refresh_refused", g.refresh_refused);
         c("unavailable", g.unavailable);
         c("revoked", g.revoked);
+        c("phone_signed_in", g.phone_signed_in);
+        c("phone_refused", g.phone_refused);
     }
 
     /// The media gateway's figures: the edge's calls and the engine's sessions, ports and

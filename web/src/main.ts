@@ -199,6 +199,7 @@ async function whoAmI(c: WicConfig): Promise<string> {
   const res = await fetch(c.me_endpoint, { cache: 'no-store', credentials: 'same-origin' });
   if (!res.ok) throw new Error(`the gateway does not know who signed in (HTTP ${res.status})`);
   const body = (await res.json()) as { impu?: unknown };
+  if (body.impu === null) throw new Error('your sign-in at the gateway has ended; please sign in again.');
   return typeof body.impu === 'string' ? body.impu : '';
 }
 

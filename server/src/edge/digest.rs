@@ -214,7 +214,9 @@ impl DigestCheck {
             Algorithm::Sha256 => 64,
         };
         if response.len() != want_len || !response.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(DigestError("the Digest response is not a hash of its algorithm"));
+            return Err(DigestError(
+                "the Digest response is not a hash of its algorithm",
+            ));
         }
         Ok(Self {
             username: need("username")?,
@@ -251,7 +253,11 @@ fn params(mut s: &str) -> Result<Vec<(String, String)>, DigestError> {
         }
         let eq = s.find('=').ok_or(DigestError("expected name=value"))?;
         let name = s[..eq].trim();
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err(DigestError("bad Digest parameter name"));
         }
         s = s[eq + 1..].trim_start();
@@ -309,8 +315,14 @@ mod tests {
             assert!(!c.matches("Circle of life"));
             assert!(!c.matches(""));
         }
-        let shown = format!("{:?}", DigestCheck::parse(RFC7616_MD5, "GET").expect("parses"));
-        assert!(!shown.contains("8ca523") && !shown.contains("7ypf"), "{shown}");
+        let shown = format!(
+            "{:?}",
+            DigestCheck::parse(RFC7616_MD5, "GET").expect("parses")
+        );
+        assert!(
+            !shown.contains("8ca523") && !shown.contains("7ypf"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -319,7 +331,9 @@ mod tests {
         let ha1 = hex(&md5::Md5::digest(b"a\"b:r:pw"));
         let ha2 = hex(&md5::Md5::digest(b"REGISTER:sip:r"));
         let resp = hex(&md5::Md5::digest(format!("{ha1}:n1:{ha2}").as_bytes()));
-        let v = format!(r#"Digest username="a\"b", realm="r", nonce="n1", uri="sip:r", response="{resp}""#);
+        let v = format!(
+            r#"Digest username="a\"b", realm="r", nonce="n1", uri="sip:r", response="{resp}""#
+        );
         let c = DigestCheck::parse(&v, "REGISTER").expect("parses");
         assert_eq!(c.username, "a\"b");
         assert!(c.matches("pw"));
@@ -330,10 +344,22 @@ mod tests {
         for (v, why) in [
             ("Bearer abc", "not Digest"),
             ("Digest realm=\"r\"", "without"),
-            (r#"Digest username="u", realm="r", nonce="n", uri="u", response="00", algorithm=SHA-512"#, "algorithm"),
-            (r#"Digest username="u", realm="r", nonce="n", uri="u", response="00000000000000000000000000000000", qop=auth-int, nc=00000001, cnonce="c""#, "qop=auth"),
-            (r#"Digest username="u", realm="r", nonce="n", uri="u", response="zz""#, "hash"),
-            (r#"Digest username="u", username="v", realm="r", nonce="n", uri="u", response="00000000000000000000000000000000""#, "repeated"),
+            (
+                r#"Digest username="u", realm="r", nonce="n", uri="u", response="00", algorithm=SHA-512"#,
+                "algorithm",
+            ),
+            (
+                r#"Digest username="u", realm="r", nonce="n", uri="u", response="00000000000000000000000000000000", qop=auth-int, nc=00000001, cnonce="c""#,
+                "qop=auth",
+            ),
+            (
+                r#"Digest username="u", realm="r", nonce="n", uri="u", response="zz""#,
+                "hash",
+            ),
+            (
+                r#"Digest username="u", username="v", realm="r", nonce="n", uri="u", response="00000000000000000000000000000000""#,
+                "repeated",
+            ),
             (r#"Digest username="u"#, "unterminated"),
         ] {
             let e = DigestCheck::parse(v, "REGISTER").expect_err(v);
@@ -347,12 +373,25 @@ mod tests {
         let ch = s.challenges(FlowId(1), 1000, false);
         assert_eq!(ch.len(), 2);
         assert!(ch[0].contains("algorithm=SHA-256") && ch[1].contains("algorithm=MD5"));
-        let nonce = ch[0].split("nonce=\"").nth(1).and_then(|r| r.split('"').next()).expect("nonce");
+        let nonce = ch[0]
+            .split("nonce=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .expect("nonce");
         assert_eq!(s.check_nonce(FlowId(1), nonce, 1000), Ok(true));
-        assert_eq!(s.check_nonce(FlowId(1), nonce, 1000 + NONCE_SECS), Ok(false));
-        assert!(s.check_nonce(FlowId(2), nonce, 1000).is_err(), "another flow");
+        assert_eq!(
+            s.check_nonce(FlowId(1), nonce, 1000 + NONCE_SECS),
+            Ok(false)
+        );
+        assert!(
+            s.check_nonce(FlowId(2), nonce, 1000).is_err(),
+            "another flow"
+        );
         let other = DigestSettings::new("ims.example".into());
-        assert!(other.check_nonce(FlowId(1), nonce, 1000).is_err(), "another key");
+        assert!(
+            other.check_nonce(FlowId(1), nonce, 1000).is_err(),
+            "another key"
+        );
         assert!(s.check_nonce(FlowId(1), "garbage", 1000).is_err());
     }
 }

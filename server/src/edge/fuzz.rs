@@ -74,7 +74,7 @@ fn edge(required: bool, tcp: bool) -> Edge {
             },
             verifier: Verifier::new(vc, ring).ok(),
             revoked: Revoked::default(),
-            digest: None,
+            digest: Some(super::digest::DigestSettings::new("ims.example".into())),
         }
     } else {
         Auth::disabled()
@@ -109,9 +109,16 @@ pub fn exercise(data: &[u8]) -> Option<Stats> {
     let mut e = edge(mode & 1 == 1, mode & 2 == 2);
     let pcscf: SocketAddr = "127.0.0.1:5070".parse().expect("literal address");
     let mut now = Instant::now();
-    for f in 1..=3 {
+    for f in 1..=2 {
         e.flow_opened(FlowId(f), SocketAddr::from(([192, 0, 2, f as u8], 5000)));
     }
+    // Flow 3 is a phone over UDP: Digest challenges, Via and Record-Route toward it.
+    let phone_at = SocketAddr::from(([127, 0, 0, 1], 5080));
+    e.flow_opened_as(
+        FlowId(3),
+        SocketAddr::from(([192, 0, 2, 3], 5000)),
+        super::FlowKind::Udp(phone_at),
+    );
     let token = &keys().1;
     while rest.len() >= 3 {
         let op = rest[0];
@@ -144,15 +151,21 @@ pub fn exercise(data: &[u8]) -> Option<Stats> {
             6 => e.flow_opened(flow, SocketAddr::from(([192, 0, 2, 9], 5000))),
             _ => e.upstream_failed(now),
         }
-        drain(&mut e, now, pcscf, op & 0x80 != 0);
+        drain(&mut e, now, pcscf, op & 0x80 != 0, token);
     }
     Some(e.stats())
 }
 
 /// Checks every output and, if asked, answers requests sent upstream with a 200.
-fn drain(e: &mut Edge, now: Instant, pcscf: SocketAddr, answer: bool) {
+fn drain(e: &mut Edge, now: Instant, pcscf: SocketAddr, answer: bool, token: &str) {
     let mut answers = Vec::new();
+    let mut grants = Vec::new();
     while let Some(o) = e.poll_output() {
+        if let Output::Grant { ticket, ask } = &o
+            && !matches!(ask, super::GrantAsk::Revoke { .. })
+        {
+            grants.push(*ticket);
+        }
         let Output::Send { to, bytes, txn } = o else {
             continue;
         };
@@ -175,6 +188,19 @@ fn drain(e: &mut Edge, now: Instant, pcscf: SocketAddr, answer: bool) {
     }
     for a in answers {
         e.from_ims(now, Link::Udp(pcscf), pcscf, a);
+    }
+    // The WAF's answers: tokens, a refusal, or none at all (the edge's timer answers 503).
+    for (i, ticket) in grants.into_iter().enumerate() {
+        let r = match (ticket + i as u64) % 4 {
+            0 => Ok(super::Granted {
+                access_token: imsgw_token::AccessToken::new(token.to_string()),
+                refresh_token: Some(imsgw_token::Secret::new("fam.rt")),
+            }),
+            1 => Err(super::GrantError::Refused("no".into())),
+            2 => Err(super::GrantError::Unavailable("down".into())),
+            _ => continue,
+        };
+        e.granted(now, ticket, r);
     }
 }
 

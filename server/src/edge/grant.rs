@@ -28,8 +28,8 @@ use imsgw_token::{AccessToken, BearerCredentials, Secret, parse_bearer_credentia
 use tracing::{debug, info};
 
 use super::auth::{Identity, bearer_headers, plan_expires};
-use super::status::Status;
 use super::digest::DigestCheck;
+use super::status::Status;
 use super::{Dest, Edge, FlowId, FlowKind, Output};
 
 /// What the edge asks the WAF for.
@@ -145,8 +145,18 @@ pub enum GrantError {
 /// Exchanges in flight at once, over all flows; more are answered 503 (the WAF's store is one
 /// resource for everyone).
 pub const MAX_IN_FLIGHT: usize = 256;
+/// Of those, kept for refreshes of held grants: a flood of codes cannot make signed-in people
+/// lose their registrations.
+pub const FOR_REFRESH: usize = 64;
+/// Exchanges in flight from one address (an IPv6 /64): one host cannot take every place.
+pub const PER_SOURCE: usize = 4;
 /// How long a REGISTER waits for the WAF's answer.
 pub const WAIT: Duration = Duration::from_secs(10);
+/// How long an answer that comes after its REGISTER was answered 503 is still taken: the WAF
+/// did its work (a code spent, a family rotated), so what it gave must not be lost.
+pub const LATE: Duration = Duration::from_secs(60);
+/// `Retry-After` on the edge's 503s (RFC 3261 §21.5.4).
+const RETRY_SECS: &str = "5";
 
 /// A grant the edge holds for a flow.
 pub(super) struct Held {
@@ -166,8 +176,19 @@ struct Pending {
     flow: FlowId,
     /// The REGISTER waiting for the answer.
     register: Bytes,
+    /// When the REGISTER is answered 503 if the WAF has not answered; once answered, when
+    /// the ask is forgotten.
     until: Instant,
     kind: AskKind,
+    /// The client the ask is for: what it gives and nobody takes is revoked as this client.
+    client_id: String,
+    /// For a refresh: the jti of the held grant it refreshes.
+    refreshes: Option<String>,
+    /// The flow's address (an IPv6 address's /64), for the per-source share.
+    source: std::net::IpAddr,
+    /// The REGISTER was answered already (503 on time-out): what comes is installed, not
+    /// resumed.
+    answered: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,7 +293,10 @@ impl Edge {
             };
             return self.grant_ask(now, flow, msg, view, ask, AskKind::Code);
         }
-        let phone = self.flows.get(&flow).is_some_and(|f| f.kind != FlowKind::Ws);
+        let phone = self
+            .flows
+            .get(&flow)
+            .is_some_and(|f| f.kind != FlowKind::Ws);
         if phone && self.auth.digest.is_some() {
             if let Some(step) = self.digest_step(now, flow, msg, view) {
                 return step;
@@ -313,7 +337,15 @@ impl Edge {
         let unix = self.unix;
         if check.realm != digest.realm {
             let why = "the Digest realm is not this gateway's";
-            self.phone_challenge(flow, msg, view, Status::UNAUTHORIZED, Some(why), false, None);
+            self.phone_challenge(
+                flow,
+                msg,
+                view,
+                Status::UNAUTHORIZED,
+                Some(why),
+                false,
+                None,
+            );
             return Some(Step::Done);
         }
         match digest.check_nonce(flow, &check.nonce, unix) {
@@ -325,7 +357,15 @@ impl Edge {
             }
             Err(e) => {
                 self.stats.auth_refused += 1;
-                self.phone_challenge(flow, msg, view, Status::UNAUTHORIZED, Some(e.0), false, None);
+                self.phone_challenge(
+                    flow,
+                    msg,
+                    view,
+                    Status::UNAUTHORIZED,
+                    Some(e.0),
+                    false,
+                    None,
+                );
                 return Some(Step::Done);
             }
         }
@@ -383,7 +423,10 @@ impl Edge {
         if let Some(r) = retry_after {
             lines.push(("Retry-After".into(), r.to_string()));
         }
-        let extra: Vec<(&str, &str)> = lines.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let extra: Vec<(&str, &str)> = lines
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
         let tag = super::request::local_tag_for(view);
         let r = imsgw_sip::response_to(msg, status.code, status.reason, Some(&tag), &extra);
         self.push(Dest::Flow(flow), r, None);
@@ -395,7 +438,9 @@ impl Edge {
             return Step::NotMine;
         };
         if self.auth.revoked.contains(&held.identity.jti) {
-            return Step::NotMine;
+            self.drop_grant(flow);
+            self.sign_in_ended(flow, msg, view, "it was revoked");
+            return Step::Done;
         }
         if !held.identity.names(&view.to.uri) {
             let why = format!(
@@ -405,7 +450,11 @@ impl Edge {
             return self.grant_refuse(flow, msg, view, Status::FORBIDDEN, &why);
         }
         let left = held.identity.exp.saturating_sub(self.unix);
+        // A removal (RFC 3261 §10.2.2) needs no fresh token while the held one lasts: waiting
+        // for the WAF would leave the binding behind whenever the WAF is slow or down.
+        let removal = plan_expires(view, u64::MAX).unregister;
         if left.saturating_mul(2) < held.lifetime
+            && !(removal && left > 0)
             && let Some(rt) = &held.refresh
         {
             let ask = GrantAsk::Refresh {
@@ -416,7 +465,9 @@ impl Edge {
         }
         if left == 0 {
             // Expired, and nothing to refresh it with: the UA must sign in again.
-            return Step::NotMine;
+            self.drop_grant(flow);
+            self.sign_in_ended(flow, msg, view, "its token expired; sign in again");
+            return Step::Done;
         }
         Step::Forward(held.identity.clone())
     }
@@ -432,12 +483,31 @@ impl Edge {
     ) -> Step {
         if self.grants.pending.values().any(|p| p.flow == flow) {
             let why = "a sign-in is already under way on this connection";
-            return self.grant_refuse(flow, msg, view, Status::SERVICE_UNAVAILABLE, why);
+            return self.grant_busy(flow, msg, view, why);
         }
-        if self.grants.pending.len() >= MAX_IN_FLIGHT {
+        let Some(f) = self.flows.get(&flow) else {
+            return Step::Done;
+        };
+        let source = subscriber(f.remote.ip());
+        let (client_id, refreshes) = match &ask {
+            GrantAsk::Code { client_id, .. } => (client_id.clone(), None),
+            GrantAsk::Refresh { client_id, .. } => (
+                client_id.clone(),
+                f.grant.as_deref().map(|h| h.identity.jti.clone()),
+            ),
+            GrantAsk::Phone { .. } | GrantAsk::Revoke { .. } => (String::new(), None),
+        };
+        let room = match kind {
+            AskKind::Refresh => MAX_IN_FLIGHT,
+            AskKind::Code | AskKind::Phone => MAX_IN_FLIGHT - FOR_REFRESH,
+        };
+        let from_source = (self.grants.pending.values())
+            .filter(|p| p.source == source)
+            .count();
+        if self.grants.pending.len() >= room || from_source >= PER_SOURCE {
             self.grant_stats.unavailable += 1;
             let why = "too many sign-ins are under way; try again";
-            return self.grant_refuse(flow, msg, view, Status::SERVICE_UNAVAILABLE, why);
+            return self.grant_busy(flow, msg, view, why);
         }
         let ticket = self.grants.next_ticket;
         self.grants.next_ticket += 1;
@@ -448,9 +518,24 @@ impl Edge {
                 register: msg.as_bytes().clone(),
                 until: now + WAIT,
                 kind,
+                client_id,
+                refreshes,
+                source,
+                answered: false,
             },
         );
         self.out.push_back(Output::Grant { ticket, ask });
+        Step::Done
+    }
+
+    /// 503 with `Retry-After` (RFC 3261 §21.5.4).
+    fn grant_busy(&mut self, flow: FlowId, msg: &Message, view: &View, why: &str) -> Step {
+        let w = super::request::warning(why);
+        let extra = [("Retry-After", RETRY_SECS), ("Warning", w.as_str())];
+        let tag = super::request::local_tag_for(view);
+        let s = Status::SERVICE_UNAVAILABLE;
+        let r = imsgw_sip::response_to(msg, s.code, s.reason, Some(&tag), &extra);
+        self.push(Dest::Flow(flow), r, None);
         Step::Done
     }
 
@@ -469,81 +554,69 @@ impl Edge {
     /// The WAF's answer to [`Output::Grant`] `ticket`.
     pub fn granted(&mut self, now: Instant, ticket: u64, result: Result<Granted, GrantError>) {
         let Some(p) = self.grants.pending.remove(&ticket) else {
-            // Too late: the REGISTER was already answered 503. The tokens are dropped unused;
-            // they expire (the family with its refresh TTL).
-            debug!(ticket, "a grant came after its REGISTER was answered");
+            // A revocation's answer, or an ask forgotten after LATE.
+            if let Ok(g) = &result
+                && g.refresh_token.is_some()
+            {
+                tracing::warn!(
+                    ticket,
+                    "tokens for an ask forgotten long ago; they lapse unused"
+                );
+            }
             return;
         };
-        if !self.flows.contains_key(&p.flow) {
-            return;
-        }
-        let Ok(msg) = Message::parse(p.register.clone()) else {
-            return;
-        };
-        let Ok(view) = msg.view() else {
-            return;
-        };
+        let open = self.flows.contains_key(&p.flow);
         let g = match result {
             Ok(g) => g,
-            Err(GrantError::Unavailable(why)) => {
-                self.grant_stats.unavailable += 1;
-                let why = format!("the authorization server could not answer: {why}");
-                self.grant_refuse(p.flow, &msg, &view, Status::SERVICE_UNAVAILABLE, &why);
-                return;
+            Err(e) => return self.grant_failed(&p, open, e),
+        };
+        // Is it still wanted? A refresh only by the grant it refreshes (revoked or replaced
+        // meanwhile: the new tokens go too).
+        let held_jti = (self.flows.get(&p.flow).and_then(|f| f.grant.as_deref()))
+            .map(|h| h.identity.jti.clone());
+        let wanted = open
+            && match p.kind {
+                AskKind::Refresh => held_jti.is_some() && held_jti == p.refreshes,
+                AskKind::Code | AskKind::Phone => true,
+            };
+        let msg = Message::parse(p.register.clone()).ok();
+        let view = msg.as_ref().and_then(|m| m.view().ok());
+        let (Some(msg), Some(view), true) = (msg, view, wanted) else {
+            self.revoke_unwanted(&p, g);
+            if open && !p.answered && p.kind == AskKind::Refresh {
+                self.answer_ended(&p, "the sign-in was revoked");
             }
-            Err(GrantError::Limited { why, retry_after }) => {
-                self.grant_stats.phone_refused += 1;
-                self.stats.auth_refused += 1;
-                let s = Status::FORBIDDEN;
-                self.phone_challenge(p.flow, &msg, &view, s, Some(&why), false, Some(retry_after));
-                return;
-            }
-            Err(GrantError::Refused(why)) if p.kind == AskKind::Phone => {
-                // RFC 3261 §22.4: wrong credentials are challenged again.
-                self.grant_stats.phone_refused += 1;
-                self.stats.auth_refused += 1;
-                let s = Status::UNAUTHORIZED;
-                self.phone_challenge(p.flow, &msg, &view, s, Some(&why), false, None);
-                return;
-            }
-            Err(GrantError::Refused(why)) => {
-                let why = if p.kind == AskKind::Refresh {
-                    self.grant_stats.refresh_refused += 1;
-                    // The family is gone (expired or revoked): so is the sign-in.
-                    self.drop_grant(p.flow);
-                    format!("the sign-in has ended: {why}")
-                } else {
-                    self.grant_stats.codes_refused += 1;
-                    format!("the code was refused: {why}")
-                };
-                let mut r = self.auth.challenge(Some("invalid_token"));
-                r.why = Some(why);
-                self.stats.auth_refused += 1;
-                super::request::reject_auth(self, Dest::Flow(p.flow), &msg, &view, r);
-                return;
-            }
+            return;
         };
         let unix = self.unix;
         let identity = match self.auth.identity_of(unix, &g.access_token) {
             Ok(id) => id,
             Err(why) => {
-                tracing::warn!(%why, "a token the WAF gave the edge does not verify");
-                let why = "the authorization server gave a token that does not verify";
-                self.grant_refuse(p.flow, &msg, &view, Status::SERVER_ERROR, why);
+                tracing::warn!(%why, "a token the WAF gave the edge was not accepted");
+                self.revoke_unwanted(&p, g);
+                if p.kind == AskKind::Refresh {
+                    self.drop_grant(p.flow);
+                }
+                if !p.answered {
+                    self.answer_ended(&p, &why);
+                }
                 return;
             }
         };
         if !identity.names(&view.to.uri) {
             // Held only for a REGISTER it may make: the tokens are dropped unused.
             self.stats.auth_refused += 1;
+            self.revoke_unwanted(&p, g);
             if p.kind == AskKind::Refresh {
                 self.drop_grant(p.flow);
             }
-            let why = format!(
-                "the code is for {}, not for the To identity of this request",
-                identity.impu
-            );
-            self.grant_refuse(p.flow, &msg, &view, Status::FORBIDDEN, &why);
+            if !p.answered {
+                let why = format!(
+                    "the code is for {}, not for the To identity of this request",
+                    identity.impu
+                );
+                self.grant_refuse(p.flow, &msg, &view, Status::FORBIDDEN, &why);
+            }
             return;
         }
         match p.kind {
@@ -557,53 +630,172 @@ impl Edge {
                 debug!(flow = %p.flow, impu = %identity.impu, "a phone signed in with Digest");
             }
         }
+        self.install(&p, &msg, &view, g, &identity);
+        if !p.answered {
+            super::request::resume(self, now, p.flow, msg, identity);
+        }
+    }
+
+    /// Holds `g` for the flow of `p`, in place of what it held.
+    fn install(&mut self, p: &Pending, msg: &Message, view: &View, g: Granted, id: &Identity) {
         let Some(f) = self.flows.get_mut(&p.flow) else {
             return;
         };
         let old = f.grant.take();
-        let (client_id, old_refresh, last_register, old_code) = match old {
-            Some(h) => {
-                self.grants.by_jti.remove(&h.identity.jti);
-                (h.client_id, h.refresh, h.last_register, h.code_key)
-            }
-            None => (String::new(), None, None, None),
-        };
-        let (client_id, code_key) = match p.kind {
-            AskKind::Refresh | AskKind::Phone => (client_id, old_code),
-            AskKind::Code => match code_of(&msg, &view) {
-                Some((client, key)) => (client, Some(key)),
-                None => (client_id, old_code),
-            },
-        };
         // The registration this flow already has speaks for the new token from now on.
-        if f.identity
-            .as_ref()
-            .is_some_and(|id| id.impu == identity.impu)
-        {
-            f.identity = Some(identity.clone());
+        if f.identity.as_ref().is_some_and(|i| i.impu == id.impu) {
+            f.identity = Some(id.clone());
         }
-        self.grants.by_jti.insert(identity.jti.clone(), p.flow);
-        f.grant = Some(Box::new(Held {
-            client_id,
-            // RFC 6749 §6: the refresh token may or may not be replaced.
-            refresh: g.refresh_token.or(old_refresh),
-            lifetime: identity.exp.saturating_sub(unix).max(1),
-            identity: identity.clone(),
-            last_register,
-            code_key,
-        }));
-        super::request::resume(self, now, p.flow, msg, identity);
+        let (code_key, client_id) = match p.kind {
+            AskKind::Code => (code_of(msg, view).map(|(_, k)| k), p.client_id.clone()),
+            AskKind::Refresh => (old.as_ref().and_then(|h| h.code_key), p.client_id.clone()),
+            AskKind::Phone => (None, String::new()),
+        };
+        let mut refresh = g.refresh_token;
+        let mut last_register = None;
+        if let Some(h) = old {
+            self.grants.by_jti.remove(&h.identity.jti);
+            last_register = h.last_register;
+            match p.kind {
+                // RFC 6749 §6: the refresh token may or may not be replaced.
+                AskKind::Refresh => refresh = refresh.or(h.refresh),
+                // Another sign-in on this flow: the grant it replaces is let go.
+                AskKind::Code | AskKind::Phone => {
+                    if let Some(rt) = h.refresh {
+                        self.ask_revoke(h.client_id, rt);
+                    }
+                }
+            }
+        }
+        self.grants.by_jti.insert(id.jti.clone(), p.flow);
+        if let Some(f) = self.flows.get_mut(&p.flow) {
+            f.grant = Some(Box::new(Held {
+                client_id,
+                refresh,
+                lifetime: id.exp.saturating_sub(self.unix).max(1),
+                identity: id.clone(),
+                last_register,
+                code_key,
+            }));
+        }
     }
 
-    /// Requests that waited too long for the WAF are answered 503.
+    /// The WAF refused or could not answer the ask `p`.
+    fn grant_failed(&mut self, p: &Pending, open: bool, e: GrantError) {
+        let refused = matches!(e, GrantError::Refused(_));
+        if p.kind == AskKind::Refresh && refused {
+            self.grant_stats.refresh_refused += 1;
+            // The family is gone (expired or revoked): so is the sign-in, if it is still the
+            // one that was refreshed.
+            let same = (self.flows.get(&p.flow).and_then(|f| f.grant.as_deref()))
+                .is_some_and(|h| Some(&h.identity.jti) == p.refreshes.as_ref());
+            if same {
+                self.drop_grant(p.flow);
+            }
+        }
+        if !open || p.answered {
+            return;
+        }
+        let Ok(msg) = Message::parse(p.register.clone()) else {
+            return;
+        };
+        let Ok(view) = msg.view() else {
+            return;
+        };
+        match e {
+            GrantError::Unavailable(why) => {
+                self.grant_stats.unavailable += 1;
+                let why = format!("the authorization server could not answer: {why}");
+                self.grant_busy(p.flow, &msg, &view, &why);
+            }
+            GrantError::Limited { why, retry_after } => {
+                self.grant_stats.phone_refused += 1;
+                self.stats.auth_refused += 1;
+                let s = Status::FORBIDDEN;
+                self.phone_challenge(p.flow, &msg, &view, s, Some(&why), false, Some(retry_after));
+            }
+            GrantError::Refused(why) if p.kind == AskKind::Phone => {
+                // RFC 3261 §22.4: wrong credentials are challenged again.
+                self.grant_stats.phone_refused += 1;
+                self.stats.auth_refused += 1;
+                let s = Status::UNAUTHORIZED;
+                self.phone_challenge(p.flow, &msg, &view, s, Some(&why), false, None);
+            }
+            GrantError::Refused(why) if p.kind == AskKind::Refresh => {
+                self.answer_ended(p, &why);
+            }
+            GrantError::Refused(why) => {
+                self.grant_stats.codes_refused += 1;
+                let mut r = self.auth.challenge(Some("invalid_token"));
+                r.why = Some(format!("the code was refused: {why}"));
+                self.stats.auth_refused += 1;
+                super::request::reject_auth(self, Dest::Flow(p.flow), &msg, &view, r);
+            }
+        }
+    }
+
+    /// 401 `invalid_token`, "the sign-in has ended: …", to the REGISTER of `p`.
+    fn answer_ended(&mut self, p: &Pending, why: &str) {
+        let Ok(msg) = Message::parse(p.register.clone()) else {
+            return;
+        };
+        let Ok(view) = msg.view() else {
+            return;
+        };
+        self.sign_in_ended(p.flow, &msg, &view, why);
+    }
+
+    fn sign_in_ended(&mut self, flow: FlowId, msg: &Message, view: &View, why: &str) {
+        let mut r = self.auth.challenge(Some("invalid_token"));
+        r.why = Some(format!("the sign-in has ended: {why}"));
+        self.stats.auth_refused += 1;
+        super::request::reject_auth(self, Dest::Flow(flow), msg, view, r);
+    }
+
+    /// Tokens the WAF gave that nobody will hold: their family is revoked, as the client they
+    /// were given to (RFC 7009 §2.1: only that client may).
+    fn revoke_unwanted(&mut self, p: &Pending, g: Granted) {
+        if let Some(rt) = g.refresh_token {
+            self.ask_revoke(p.client_id.clone(), rt);
+        }
+    }
+
+    fn ask_revoke(&mut self, client_id: String, refresh_token: Secret) {
+        let ticket = self.grants.next_ticket;
+        self.grants.next_ticket += 1;
+        let ask = GrantAsk::Revoke {
+            client_id,
+            refresh_token,
+        };
+        self.out.push_back(Output::Grant { ticket, ask });
+    }
+
+    /// REGISTERs that waited [`WAIT`] for the WAF are answered 503; the ask is kept [`LATE`]
+    /// more for its answer.
     pub(super) fn grant_timeouts(&mut self, now: Instant) {
         let due: Vec<u64> = (self.grants.pending.iter())
             .filter(|(_, p)| p.until <= now)
             .map(|(t, _)| *t)
             .collect();
         for t in due {
-            let why = "timed out".to_string();
-            self.granted(now, t, Err(GrantError::Unavailable(why)));
+            let Some(p) = self.grants.pending.get_mut(&t) else {
+                continue;
+            };
+            if p.answered {
+                self.grants.pending.remove(&t);
+                continue;
+            }
+            p.answered = true;
+            p.until = now + LATE;
+            let (flow, register) = (p.flow, p.register.clone());
+            self.grant_stats.unavailable += 1;
+            if let Ok(msg) = Message::parse(register)
+                && let Ok(view) = msg.view()
+                && self.flows.contains_key(&flow)
+            {
+                let why = "the authorization server did not answer in time";
+                self.grant_busy(flow, &msg, &view, why);
+            }
         }
     }
 
@@ -660,13 +852,7 @@ impl Edge {
             return;
         };
         if let Some(rt) = held.refresh {
-            let ticket = self.grants.next_ticket;
-            self.grants.next_ticket += 1;
-            let ask = GrantAsk::Revoke {
-                client_id: held.client_id,
-                refresh_token: rt,
-            };
-            self.out.push_back(Output::Grant { ticket, ask });
+            self.ask_revoke(held.client_id, rt);
         }
     }
 
@@ -746,6 +932,18 @@ fn phone_of(view: &View) -> String {
     match &c.uri {
         imsgw_sip::Uri::Sip(u) => format!("{}@{}", u.user.as_deref().unwrap_or(""), u.host),
         imsgw_sip::Uri::Other(o) => o.clone(),
+    }
+}
+
+/// The address an exchange counts against: an IPv4 address, or an IPv6 address's /64 (one
+/// subscriber, RFC 6177).
+fn subscriber(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            std::net::IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
     }
 }
 

@@ -163,14 +163,23 @@ fn one_exchange_per_connection_and_a_bounded_number_in_all() {
     let outs = h.register(1, "alice", &code_cred("c2"));
     no_ask(&outs);
     assert_eq!(sent_to(&outs, Dest::Flow(FlowId(1))).status(), Some(503));
-    for f in 10..(10 + grant::MAX_IN_FLIGHT as u64 - 1) {
-        let a = format!("192.0.2.9:{}", f).parse().expect("addr");
+    // Codes may take all but the places kept for refreshes, from many addresses.
+    let codes = grant::MAX_IN_FLIGHT - grant::FOR_REFRESH;
+    for f in 10..(10 + codes as u64 - 1) {
+        let a = format!("10.0.{}.{}:5060", f / 250, f % 250)
+            .parse()
+            .expect("addr");
         h.edge.flow_opened(FlowId(f), a);
         ask(&h.register(f, "alice", &code_cred("c")));
     }
     let outs = h.register(2, "alice", &code_cred("c"));
     no_ask(&outs);
-    assert_eq!(sent_to(&outs, Dest::Flow(FlowId(2))).status(), Some(503));
+    let r = sent_to(&outs, Dest::Flow(FlowId(2)));
+    assert_eq!(r.status(), Some(503));
+    assert_eq!(
+        header_lines(&r, "Retry-After"),
+        vec!["Retry-After: 5".to_string()]
+    );
 }
 
 #[test]

@@ -187,7 +187,7 @@ async fn serve(state: Arc<WsState>, mut socket: WebSocket, remote: SocketAddr) {
                     }
                 }
                 Some(FlowCommand::Close { code, reason }) => {
-                    state.metrics.ws_rejected("protocol_error");
+                    state.metrics.ws_rejected(if code == 1008 { "sign_in_revoked" } else { "protocol_error" });
                     break Some((code, reason));
                 }
                 None => break Some((1001, "going away")),

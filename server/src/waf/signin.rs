@@ -286,21 +286,13 @@ pub async fn signed_in(
     })
 }
 
-/// `GET /auth/me`: the signed-in person's IMPU as JSON, for the web client that signs in with
-/// `wwsf.sign_in = "code_in_register"` and so never sees a token to read it from. 401 when no
-/// one is signed in. Same-origin only in effect: no CORS header is ever sent.
+/// `GET /auth/me`: the signed-in person's IMPU as JSON (`{"impu": …}`, or `{"impu": null}` when
+/// no one is: a cookie session names no authentication scheme for a 401, RFC 9110 §15.5.2), for
+/// the web client that signs in with `wwsf.sign_in = "code_in_register"` and so never sees a
+/// token to read it from. Same-origin only in effect: no CORS header is ever sent.
 pub async fn me(State(waf): State<Arc<Waf>>, headers: HeaderMap) -> Result<Response, PageError> {
-    let (status, body) = match current(&waf, &headers)? {
-        Some((_, p)) => (
-            StatusCode::OK,
-            serde_json::json!({ "impu": p.impu.as_str() }),
-        ),
-        None => (
-            StatusCode::UNAUTHORIZED,
-            serde_json::json!({ "error": "not signed in" }),
-        ),
-    };
-    let mut r = (status, axum::Json(body)).into_response();
+    let impu = current(&waf, &headers)?.map(|(_, p)| p.impu.as_str().to_string());
+    let mut r = axum::Json(serde_json::json!({ "impu": impu })).into_response();
     r.headers_mut().insert(
         header::CACHE_CONTROL,
         axum::http::HeaderValue::from_static("no-store"),
