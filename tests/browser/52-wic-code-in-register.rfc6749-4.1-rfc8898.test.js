@@ -8,6 +8,8 @@
 //   alice's binding and never received the code or "Bearer";
 // - a MESSAGE from the page (JsSIP sends the code again on it) rides the registration and
 //   reaches a sipp UAS as alice's;
+// - imsgw restarted under the page: the page gets a new code from its live WAF session (the
+//   spent one is never sent again: no replay) and registers again;
 // - sign-out: the binding goes, the connection's grant is revoked (no held grant left).
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
@@ -77,7 +79,23 @@ test('2. a MESSAGE from the page rides the registration (JsSIP sends the code on
   assert.equal(await W.text(page, 'error'), '', 'no error after a delivered MESSAGE');
 }));
 
-test('3. sign-out: the binding goes and the connection\'s grant is revoked', L.track(async () => {
+test('3. imsgw restarted under the page: the page gets a new code from its live sign-in (no replay of the spent one) and is Registered again', L.track(async () => {
+  assert.ok(page, 'needs 1');
+  const exit = await L.gw.stop();
+  assert.equal(exit && exit.code, 0, `imsgw exit on SIGTERM: ${JSON.stringify(exit)}`);
+  await W.waitText(page, 'reg-state', (t) => t !== 'Registered', 10000, 'the page notices');
+  await sleep(2000);
+  await L.gw.start();
+  await W.waitRegistered(page, 40000, 'Registered again after the restart');
+  assert.equal(await page.evaluate(() => document.body.dataset.signIn), 'code_in_register');
+  assert.doesNotMatch(L.gw.log(), /authorization code replayed/, 'the spent code was never sent again');
+  assert.equal(await metric(/^imsgw_sip_grants_total\{outcome="code_exchanged"\} (\d+)$/m), 1, 'one new code on the new gateway');
+  assert.equal(await metric(/^imsgw_sip_grants_total\{outcome="code_refused"\} (\d+)$/m), 0);
+  const b = await W.bindings('alice');
+  assert.ok(b.length >= 1, JSON.stringify(b));
+}));
+
+test('4. sign-out: the binding goes and the connection\'s grant is revoked', L.track(async () => {
   assert.ok(page, 'needs 1');
   await W.el(page, 'signout-button').click();
   const end = Date.now() + 10000;

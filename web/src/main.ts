@@ -42,6 +42,8 @@ interface Session {
   refreshFailures: number;
   refreshes: number;
   phone: Phone;
+  /** Signed in with `code_in_register`: the gateway holds the tokens for one connection. */
+  codeMode: boolean;
 }
 
 let cfg: WicConfig | null = null;
@@ -155,6 +157,7 @@ function start(tokens: Tokens): void {
     refreshFailures: 0,
     refreshes: 0,
     phone,
+    codeMode: false,
   };
   scheduleRefresh(session, refreshDelayMs(tokens.expires_in));
   showSignedIn(impu);
@@ -187,11 +190,42 @@ function startWithCode(impu: string, code: string, verifier: string): void {
     refreshFailures: 0,
     refreshes: 0,
     phone,
+    codeMode: true,
   };
   document.body.dataset.signIn = 'code_in_register';
   showSignedIn(impu);
   dispatch({ type: 'signedIn' });
   phone.start();
+}
+
+/**
+ * code_in_register: the connection is gone, and its grant with it. Once the gateway answers
+ * again, a signed-in WAF session gives a new code without asking the person anything (a
+ * redirect through /oauth/authorize and back); a session that has ended means signing in.
+ */
+async function recoverWithNewCode(s: Session): Promise<void> {
+  s.phone.stop();
+  const c = cfg as WicConfig;
+  for (let attempt = 1; session === s; attempt += 1) {
+    connProblem = 'Connection lost — signing in again when the gateway is back…';
+    render();
+    await new Promise((r) => setTimeout(r, registerRetryDelayMs(attempt)));
+    if (session !== s) return;
+    let impu: unknown;
+    try {
+      const res = await fetch(c.me_endpoint, { cache: 'no-store', credentials: 'same-origin' });
+      if (!res.ok) continue;
+      impu = ((await res.json()) as { impu?: unknown }).impu;
+    } catch {
+      continue; // not reachable yet
+    }
+    if (typeof impu !== 'string') {
+      await endSession(MSG.ended);
+      return;
+    }
+    location.assign(await beginSignIn(c));
+    return;
+  }
 }
 
 /** The signed-in person's IMPU from the WAF's session (code_in_register mode). */
@@ -377,6 +411,13 @@ const phoneEvents = {
 
   connection(state: 'connecting' | 'connected' | 'disconnected', nextAttemptAt: number | null): void {
     if (!session) return;
+    if (state === 'disconnected' && session.codeMode) {
+      // The code was for that connection: sending it on a new one is a replay, which the
+      // gateway refuses and which revokes the sign-in. Get a new code instead.
+      dispatch({ type: 'connectionLost' });
+      void recoverWithNewCode(session);
+      return;
+    }
     if (state === 'connected') {
       connProblem = '';
     } else if (state === 'disconnected') {
