@@ -165,6 +165,9 @@ impl WafLimits {
             ("device", self.device_codes),
             ("usercode", self.device_codes),
             ("family", self.refresh_families),
+            // DPoP proofs seen (RFC 9449 §11.1): one per grant exchanged with a proof, kept two
+            // minutes; as many as the families that could be refreshed meanwhile.
+            (crate::waf::dpop::SEEN, self.refresh_families),
             ("consent", self.consents),
             // Wrong-code counters are per signed-in person.
             ("devfail", self.sessions),
