@@ -26,6 +26,8 @@ pub mod sealed;
 pub mod signin;
 pub mod store;
 #[cfg(test)]
+mod tests_dpop;
+#[cfg(test)]
 mod tests_router;
 pub mod token;
 
