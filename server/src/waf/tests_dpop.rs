@@ -344,3 +344,31 @@ async fn rfc9449_5_1_metadata_names_es256_for_dpop() {
         json!(["ES256"])
     );
 }
+
+#[tokio::test]
+async fn remembered_proofs_are_capped_and_a_full_cap_spares_unbound_flows() {
+    let mut per_kind = std::collections::HashMap::new();
+    per_kind.insert(super::dpop::SEEN, 1);
+    let t = waf(Caps {
+        per_kind,
+        other: usize::MAX,
+    });
+    let k = key();
+    let code = t.code_for("ivan").await;
+    assert_eq!(
+        t.exchange_with(&code, &[&proof(&k)]).await.status,
+        StatusCode::OK
+    );
+    // The one place is taken for the proof's window: the next proof cannot be remembered.
+    let code = t.code_for("ivan").await;
+    let full = t.exchange_with(&code, &[&proof(&k)]).await;
+    assert_eq!(
+        (full.status, full.error()),
+        (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
+        "{}",
+        full.text
+    );
+    assert!(full.headers.contains_key(header::RETRY_AFTER));
+    let code = t.code_for("ivan").await;
+    assert_eq!(t.exchange_with(&code, &[]).await.status, StatusCode::OK);
+}
