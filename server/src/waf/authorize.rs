@@ -1,7 +1,8 @@
-//! The authorization endpoint (RFC 6749 §4.1.1, RFC 7636 §4.3, RFC 9207): a signed-in person
-//! gets a single-use code for a registered client, after consenting once to a client that is
-//! not first-party. A signed-out request is stored nowhere: the sign-in page carries the
-//! request's own URL back, and it is checked again when the person returns.
+//! The authorization endpoint (RFC 6749 §4.1.1, RFC 7636 §4.3, RFC 9207, RFC 9449 §10's
+//! `dpop_jkt`): a signed-in person gets a single-use code for a registered client, after
+//! consenting once to a client that is not first-party. A signed-out request is stored nowhere:
+//! the sign-in page carries the request's own URL back, and it is checked again when the person
+//! returns.
 //!
 //! Owns: authorization requests, codes, consent. Must not touch: how a person signs in (see
 //! `signin`), what a code is exchanged for (see `token`).
@@ -41,6 +42,9 @@ pub struct AuthRequest {
     pub state: Option<String>,
     pub challenge: String,
     pub scope: String,
+    /// RFC 9449 §10: the thumbprint of the DPoP key the code may only be exchanged with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
 }
 
 /// An authorization code's record, under the hash of the code.
@@ -105,6 +109,7 @@ pub struct AuthorizeQuery {
     code_challenge: Option<String>,
     code_challenge_method: Option<String>,
     scope: Option<String>,
+    dpop_jkt: Option<String>,
 }
 
 /// `GET /oauth/authorize`.
@@ -400,12 +405,24 @@ fn check(waf: &Waf, q: AuthorizeQuery) -> Result<AuthRequest, Refusal> {
             "the requested scope is not allowed for this client",
         ));
     }
+    // RFC 9449 §10: binds the code to a DPoP key, named by its RFC 7638 thumbprint.
+    let dpop_jkt = match q.dpop_jkt.as_deref().map(imsgw_token::pop::Jkt::parse) {
+        None => None,
+        Some(Some(jkt)) => Some(jkt.into_string()),
+        Some(None) => {
+            return Err(back(
+                "invalid_request",
+                "dpop_jkt is not a SHA-256 JWK thumbprint (RFC 7638)",
+            ));
+        }
+    };
     Ok(AuthRequest {
         client_id,
         redirect_uri,
         state: q.state,
         challenge,
         scope,
+        dpop_jkt,
     })
 }
 

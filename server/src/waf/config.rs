@@ -206,8 +206,9 @@ pub struct WafLimits {
     /// digits, the first four unique among pending ones). Default 5000.
     pub device_codes: usize,
     /// `refresh_families`: refresh-token families (one per signed-in app or phone, kept for
-    /// `waf.refresh_ttl_secs`; a revoked one only until its access tokens expire). Default
-    /// 200000.
+    /// `waf.refresh_ttl_secs`; a revoked one only until its access tokens expire). The same
+    /// number caps the DPoP proofs remembered against replay (one per grant exchanged with a
+    /// proof, two minutes each). Default 200000.
     pub refresh_families: usize,
     /// `consents`: people's consents to third-party clients. Default 1000000.
     pub consents: usize,
@@ -257,6 +258,9 @@ impl WafLimits {
             ("device", self.device_codes),
             ("usercode", self.device_codes),
             ("family", self.refresh_families),
+            // DPoP proofs seen (RFC 9449 §11.1): one per grant exchanged with a proof, kept two
+            // minutes; as many as the families that could be refreshed meanwhile.
+            (crate::waf::dpop::SEEN, self.refresh_families),
             ("consent", self.consents),
             // Wrong-code counters are per signed-in person.
             ("devfail", self.sessions),

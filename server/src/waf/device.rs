@@ -193,6 +193,7 @@ pub(super) fn poll(
     client_id: &str,
     now: u64,
     f: &TokenForm,
+    dpop: Option<&imsgw_token::pop::Proof>,
 ) -> Result<serde_json::Value, OAuthError> {
     let dc = f
         .device_code
@@ -249,7 +250,8 @@ pub(super) fn poll(
             "the device code was issued to another client",
         )),
         Poll::Approved(person, scope) => {
-            Ok(issue(waf, client, client_id, now, &person, &scope, Planned::Fresh)?.0)
+            let planned = Planned::Fresh;
+            Ok(issue(waf, client, client_id, now, &person, &scope, planned, dpop)?.0)
         }
     }
 }

@@ -115,12 +115,13 @@ pub fn answer(waf: &Waf, ask: &GrantAsk, now: u64) -> Result<Granted, GrantError
                 "this client may not have its codes exchanged from a REGISTER",
             ));
         }
-        exchange_code(waf, client, client_id, now, &form)
+        // The edge holds no DPoP key: a code or family bound to one is refused (RFC 9449 §10).
+        exchange_code(waf, client, client_id, now, &form, None)
     } else {
         if !client.allows(Grant::RefreshToken) {
             return Err(refused("this client may not refresh"));
         }
-        refresh(waf, client, client_id, now, &form)
+        refresh(waf, client, client_id, now, &form, None)
     }
     .map_err(from_oauth)?;
     let access_token = body["access_token"]

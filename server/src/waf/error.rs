@@ -1,6 +1,7 @@
 //! The WAF's two kinds of error answer: [`OAuthError`] for the JSON endpoints (the RFC 6749
-//! §5.2 codes and the ones RFC 8628 §3.5 adds), and [`PageError`] for the pages a person sees.
-//! Both render themselves, so handlers return `Result<Response, _>` and use `?`.
+//! §5.2 codes and the ones RFC 8628 §3.5 and RFC 9449 §12.2 add), and [`PageError`] for the
+//! pages a person sees. Both render themselves, so handlers return `Result<Response, _>` and
+//! use `?`.
 //!
 //! Owns: error codes, their HTTP status, and their rendering. Must not touch: decisions.
 
@@ -16,7 +17,8 @@ use super::store::StoreError;
 /// What a store operation gives.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// The error codes of RFC 6749 §4.1.2.1 and §5.2, RFC 7009 §2.2.1 and RFC 8628 §3.5.
+/// The error codes of RFC 6749 §4.1.2.1 and §5.2, RFC 7009 §2.2.1, RFC 8628 §3.5 and RFC 9449
+/// §12.2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     InvalidRequest,
@@ -33,6 +35,8 @@ pub enum ErrorCode {
     AuthorizationPending,
     SlowDown,
     ExpiredToken,
+    /// RFC 9449 §12.2: the DPoP proof is missing where one is required, or is not valid.
+    InvalidDpopProof,
 }
 
 impl ErrorCode {
@@ -52,6 +56,7 @@ impl ErrorCode {
             Self::AuthorizationPending => "authorization_pending",
             Self::SlowDown => "slow_down",
             Self::ExpiredToken => "expired_token",
+            Self::InvalidDpopProof => "invalid_dpop_proof",
         }
     }
 

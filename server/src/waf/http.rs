@@ -93,6 +93,8 @@ async fn metadata(State(waf): State<Arc<Waf>>) -> Response {
         ],
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
+        // RFC 9449 §5.1: the token endpoint binds tokens to ES256 DPoP keys.
+        "dpop_signing_alg_values_supported": ["ES256"],
     });
     cached(Json(body).into_response(), 300)
 }
@@ -175,6 +177,11 @@ async fn introspect(
             // RFC 7662 §2.2: the client the token was issued to, when it names one.
             if let Some(id) = c.client_id {
                 body["client_id"] = json!(id);
+            }
+            // RFC 9449 §6.2: a bound token says which key it is bound to.
+            if let Some(jkt) = c.cnf_jkt {
+                body["cnf"] = json!({ "jkt": jkt });
+                body["token_type"] = json!("DPoP");
             }
             body
         }

@@ -1,9 +1,9 @@
 //! The WAF (WebRTC Authorisation Function, TS 24.371): an OAuth 2.0 authorization server that
 //! issues short-lived tokens for IMS identities. Its keys, metadata (RFC 8414), JWKS (RFC 7517),
 //! introspection (RFC 7662) and revocation (RFC 7009) are in `http`; sign-in at OpenID
-//! providers in `signin`; the grants in `authorize`, `token` and `device`; codes for SIP phones
-//! that only know Digest in `phone_code`; what a client may make it keep in `limits` and the
-//! store's caps; the state in `store` (durable by default).
+//! providers in `signin`; the grants in `authorize`, `token` and `device`, with DPoP (RFC 9449)
+//! in `dpop`; codes for SIP phones that only know Digest in `phone_code`; what a client may make
+//! it keep in `limits` and the store's caps; the state in `store` (durable by default).
 //!
 //! Owns: the WAF's state and its HTTP endpoints. Must not touch: SIP (the edge reads tokens
 //! through `imsgw-token`, and hears of revocations through the sink set with
@@ -13,6 +13,7 @@ pub mod authorize;
 pub mod client;
 pub mod config;
 pub mod device;
+pub mod dpop;
 pub mod edge_grant;
 pub mod error;
 pub mod http;
@@ -25,6 +26,8 @@ pub mod phone_code;
 pub mod sealed;
 pub mod signin;
 pub mod store;
+#[cfg(test)]
+mod tests_dpop;
 #[cfg(test)]
 mod tests_router;
 pub mod token;
@@ -247,8 +250,20 @@ impl Waf {
         req: imsgw_token::MintRequest,
         jti: String,
     ) -> Result<(imsgw_token::AccessToken, imsgw_token::Claims), imsgw_token::MintError> {
+        self.mint_bound(now, req, jti, None)
+    }
+
+    /// Mints with a chosen `jti`, bound to the DPoP key `cnf_jkt` if given (RFC 9449 §6.1; see
+    /// [`imsgw_token::Minter::mint_bound`]).
+    pub fn mint_bound(
+        &self,
+        now: u64,
+        req: imsgw_token::MintRequest,
+        jti: String,
+        cnf_jkt: Option<&imsgw_token::pop::Jkt>,
+    ) -> Result<(imsgw_token::AccessToken, imsgw_token::Claims), imsgw_token::MintError> {
         let m = self.minter.read().unwrap_or_else(|p| p.into_inner());
-        m.mint_with_jti(now, req, jti)
+        m.mint_bound(now, req, jti, cnf_jkt)
     }
 
     /// Checks one of our tokens, including revocation.

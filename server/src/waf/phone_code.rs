@@ -339,6 +339,7 @@ fn bind(
         &entry.person,
         &waf.scope,
         Planned::Fresh,
+        None,
     )?;
     let Some(family) = t.family.clone() else {
         waf.revoke_token(&t.claims.jti, t.claims.exp, now)?;

@@ -1,7 +1,8 @@
 //! The WAF's router in memory (`tower::ServiceExt::oneshot`): every grant end to end and every
 //! RFC 6749 §5.2 / RFC 8628 §3.5 error it answers, with the store and the token checks real.
 //! People are put in the store as signed-in sessions directly; the sign-in through a real
-//! OpenID provider is tested in `tests/interop` (files 20-23, 30).
+//! OpenID provider is tested in `tests/interop` (files 20-23, 30). The fixtures here are shared
+//! with `tests_dpop`.
 
 use std::sync::Arc;
 
@@ -16,10 +17,10 @@ use super::store::{Caps, MemoryStore, StoreExt, key_of};
 use super::{Waf, unix_now};
 use crate::config::Config;
 
-const DEVICE: &str = "urn:ietf:params:oauth:grant-type:device_code";
-const CB: &str = "http://127.0.0.1:9/cb";
-const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+pub(super) const DEVICE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+pub(super) const CB: &str = "http://127.0.0.1:9/cb";
+pub(super) const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+pub(super) const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
 /// What [`config`] needs for phone codes: the section, its client, and a provider for the
 /// sign-in page (never contacted).
@@ -83,7 +84,7 @@ impl Drop for TempDir {
     }
 }
 
-fn waf(caps: Caps) -> T {
+pub(super) fn waf(caps: Caps) -> T {
     waf_with(caps, "")
 }
 
@@ -101,18 +102,18 @@ pub(super) fn waf_with(caps: Caps, extra: &str) -> T {
 }
 
 pub(super) struct Answer {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    json: serde_json::Value,
-    text: String,
+    pub(super) status: StatusCode,
+    pub(super) headers: axum::http::HeaderMap,
+    pub(super) json: serde_json::Value,
+    pub(super) text: String,
 }
 
 impl Answer {
-    fn error(&self) -> &str {
+    pub(super) fn error(&self) -> &str {
         self.json["error"].as_str().unwrap_or("")
     }
 
-    fn location(&self) -> openidconnect::url::Url {
+    pub(super) fn location(&self) -> openidconnect::url::Url {
         let l = self.headers[header::LOCATION]
             .to_str()
             .unwrap_or_else(|e| panic!("{e}"));
@@ -144,7 +145,12 @@ impl T {
         }
     }
 
-    async fn post(&self, path: &str, form: &[(&str, &str)], basic: Option<(&str, &str)>) -> Answer {
+    pub(super) async fn post(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        basic: Option<(&str, &str)>,
+    ) -> Answer {
         let body = openidconnect::url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
@@ -158,7 +164,7 @@ impl T {
             .await
     }
 
-    async fn get(&self, path: &str, cookie: Option<&str>) -> Answer {
+    pub(super) async fn get(&self, path: &str, cookie: Option<&str>) -> Answer {
         let mut b = Request::get(path);
         if let Some(c) = cookie {
             b = b.header(header::COOKIE, c);
@@ -199,7 +205,7 @@ impl T {
     }
 
     /// Code grant as `user` through `/oauth/authorize`, exchanged by `wic`.
-    async fn code_for(&self, user: &str) -> String {
+    pub(super) async fn code_for(&self, user: &str) -> String {
         let cookie = self.session(user);
         let a = self
             .get(
@@ -217,7 +223,7 @@ impl T {
             .unwrap_or_else(|| panic!("no code: {loc}"))
     }
 
-    async fn exchange(&self, code: &str) -> Answer {
+    pub(super) async fn exchange(&self, code: &str) -> Answer {
         self.post(
             "/oauth/token",
             &[
@@ -232,7 +238,7 @@ impl T {
         .await
     }
 
-    async fn active(&self, token: &str) -> bool {
+    pub(super) async fn active(&self, token: &str) -> bool {
         let r = self
             .post(
                 "/oauth/introspect",

@@ -6,6 +6,11 @@
 //! token that may still be used, so a rotated token is recognised as reuse without keeping a
 //! record per token ever issued.
 //!
+//! A request with a good DPoP proof (RFC 9449 §5, see `dpop`) gets an access token bound to the
+//! proof's key (`cnf.jkt`, `token_type` `DPoP`), and a refresh family bound to it too: from then
+//! on the family is refreshed only with a proof by that key (§5.8). A family made without a
+//! proof is bound by the first refresh that brings one.
+//!
 //! Owns: what a grant is exchanged for, refresh-token families. Must not touch: how codes are
 //! given (see `authorize`, `device`), token format (see `imsgw-token`).
 
@@ -13,7 +18,9 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use imsgw_token::pop::Proof;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -43,6 +50,10 @@ struct Family {
     /// Access tokens issued in this family and not yet expired, at most [`LIVE_TOKENS`];
     /// revoked with it.
     jtis: Vec<(String, u64)>,
+    /// The thumbprint of the DPoP key the family is bound to (RFC 9449 §5.8): its refresh
+    /// needs a proof by that key, and its access tokens are bound to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jkt: Option<String>,
 }
 
 /// Rotated refresh tokens a family remembers, to recognise their reuse.
@@ -91,6 +102,7 @@ impl TokenForm {
 /// `POST /oauth/token`.
 pub async fn token(
     State(waf): State<Arc<Waf>>,
+    headers: HeaderMap,
     auth: Authenticated<TokenForm>,
 ) -> Result<Response, OAuthError> {
     let client = auth.client(&waf)?;
@@ -113,20 +125,24 @@ pub async fn token(
         ));
     }
     let now = unix_now();
+    let dpop = super::dpop::proof_of(&waf, &headers, now)?;
+    let dpop = dpop.as_ref();
     let body = match grant {
-        Grant::AuthorizationCode => exchange_code(&waf, client, client_id, now, f)?,
-        Grant::RefreshToken => refresh(&waf, client, client_id, now, f)?,
-        Grant::DeviceCode => super::device::poll(&waf, client, client_id, now, f)?,
+        Grant::AuthorizationCode => exchange_code(&waf, client, client_id, now, f, dpop)?,
+        Grant::RefreshToken => refresh(&waf, client, client_id, now, f, dpop)?,
+        Grant::DeviceCode => super::device::poll(&waf, client, client_id, now, f, dpop)?,
     };
     Ok(token_response(body))
 }
 
+/// The code grant; `dpop` is the request's checked DPoP proof, if any.
 pub(super) fn exchange_code(
     waf: &Waf,
     client: &Client,
     client_id: &str,
     now: u64,
     f: &TokenForm,
+    dpop: Option<&Proof>,
 ) -> Result<serde_json::Value, OAuthError> {
     let code = f
         .code
@@ -201,6 +217,12 @@ pub(super) fn exchange_code(
             "code_verifier does not match the code_challenge",
         ));
     }
+    // RFC 9449 §10: a code asked for with `dpop_jkt` is exchanged only with a proof by that key.
+    super::dpop::check_bound(
+        code_rec.req.dpop_jkt.as_deref(),
+        dpop,
+        "the authorization code",
+    )?;
     let (body, _) = issue(
         waf,
         client,
@@ -209,6 +231,7 @@ pub(super) fn exchange_code(
         &code_rec.person,
         &code_rec.req.scope,
         Planned::New(&planned),
+        dpop,
     )?;
     // A replay while this exchange ran revoked what it could find; what was made after it
     // goes now.
@@ -246,12 +269,14 @@ fn family_of(rt: &str) -> Option<(&str, String)> {
     (!family.is_empty() && !secret.is_empty()).then(|| (family, key_of(rt)))
 }
 
+/// The refresh grant; `dpop` is the request's checked DPoP proof, if any.
 pub(super) fn refresh(
     waf: &Waf,
     client: &Client,
     client_id: &str,
     now: u64,
     f: &TokenForm,
+    dpop: Option<&Proof>,
 ) -> Result<serde_json::Value, OAuthError> {
     let rt = f
         .refresh_token
@@ -282,6 +307,9 @@ pub(super) fn refresh(
     if fam.current != presented {
         return Err(unknown());
     }
+    // RFC 9449 §5.8: a bound family is refreshed only with a proof by its key. Checked after
+    // reuse, so a thief's replay of a rotated token still revokes the family.
+    super::dpop::check_bound(fam.jkt.as_deref(), dpop, "the refresh token")?;
     let scope = match f.scope.as_deref() {
         Some(s) if s.split(' ').all(|w| fam.scope.split(' ').any(|x| x == w)) => s.to_string(),
         Some(_) => {
@@ -300,6 +328,7 @@ pub(super) fn refresh(
         &fam.person,
         &scope,
         Planned::Rotate(family_id, presented),
+        dpop,
     )?;
     Ok(body)
 }
@@ -308,6 +337,8 @@ pub(super) fn refresh(
 /// refresh-token family it belongs to (with the new refresh token, when one was made).
 pub(super) struct Tokens {
     pub access: imsgw_token::AccessToken,
+    /// Bound to a DPoP key (RFC 9449 §5: a DPoP token).
+    bound: bool,
     pub claims: imsgw_token::Claims,
     /// The family id, when the access token is one of a refresh-token family's.
     pub family: Option<String>,
@@ -319,7 +350,7 @@ impl Tokens {
     fn body(&self, now: u64) -> serde_json::Value {
         let mut body = json!({
             "access_token": self.access.expose(),
-            "token_type": "Bearer",
+            "token_type": if self.bound { "DPoP" } else { "Bearer" },
             "expires_in": self.claims.exp.saturating_sub(now),
             "scope": self.claims.scope,
         });
@@ -332,7 +363,9 @@ impl Tokens {
 
 /// Mints an access token and, for clients with the refresh grant, a refresh token in a new
 /// family or (when `rotate` names a family and the presented token's key) the next of that
-/// family; as a token response.
+/// family; as a token response. With a DPoP proof (`dpop`, already checked against the grant's
+/// binding) the proof is spent, and the access token and the family are bound to its key.
+#[allow(clippy::too_many_arguments)] // each is one fact of the grant; a struct would only wrap them
 pub(super) fn issue(
     waf: &Waf,
     client: &Client,
@@ -341,8 +374,14 @@ pub(super) fn issue(
     person: &Person,
     scope: &str,
     planned: Planned<'_>,
+    dpop: Option<&Proof>,
 ) -> Result<(serde_json::Value, Issued), OAuthError> {
-    let t = issue_tokens(waf, client, client_id, now, person, scope, planned)?;
+    // The grant passed its checks: only now is the proof remembered (RFC 9449 §11.1).
+    if let Some(p) = dpop {
+        super::dpop::remember(waf, p, now)?;
+    }
+    let jkt = dpop.map(|p| &p.jkt);
+    let t = issue_tokens(waf, client, client_id, now, person, scope, planned, jkt)?;
     let issued = Issued {
         jti: t.claims.jti.clone(),
         exp: t.claims.exp,
@@ -351,7 +390,8 @@ pub(super) fn issue(
     Ok((t.body(now), issued))
 }
 
-/// [`issue`], with what it made rather than a token response.
+/// [`issue`], with what it made rather than a token response; bound to `jkt` if given.
+#[allow(clippy::too_many_arguments)] // each is one fact of the grant; a struct would only wrap them
 pub(super) fn issue_tokens(
     waf: &Waf,
     client: &Client,
@@ -360,12 +400,13 @@ pub(super) fn issue_tokens(
     person: &Person,
     scope: &str,
     planned: Planned<'_>,
+    jkt: Option<&imsgw_token::pop::Jkt>,
 ) -> Result<Tokens, OAuthError> {
     let jti = match &planned {
         Planned::New(p) => p.jti.clone(),
         _ => imsgw_token::new_jti(),
     };
-    let (access, claims) = mint_access(waf, client_id, now, person, scope, jti)?;
+    let (access, claims) = mint_access(waf, client_id, now, person, scope, jti, jkt)?;
     let mut refresh = None;
     if client.allows(Grant::RefreshToken) {
         refresh = Some(match planned {
@@ -374,8 +415,16 @@ pub(super) fn issue_tokens(
                 let next = key_of(&rt);
                 // Rotation is atomic: only one of two concurrent uses of a token can win.
                 let won = record_in_family(waf, fam_id, now, &claims, |f| {
-                    if f.revoked || f.current != presented {
+                    let key_ok = f
+                        .jkt
+                        .as_deref()
+                        .is_none_or(|j| jkt.is_some_and(|k| k.binds(Some(j))));
+                    if f.revoked || f.current != presented || !key_ok {
                         return false;
+                    }
+                    // Bound from the first proof on; a bound family keeps its key.
+                    if f.jkt.is_none() {
+                        f.jkt = jkt.map(|k| k.as_str().to_owned());
                     }
                     let old = std::mem::replace(&mut f.current, next.clone());
                     f.previous.push(old);
@@ -406,6 +455,7 @@ pub(super) fn issue_tokens(
                     previous: Vec::new(),
                     revoked: false,
                     jtis: vec![(claims.jti.clone(), claims.exp)],
+                    jkt: jkt.map(|k| k.as_str().to_owned()),
                 };
                 let expires = now + waf.flows.refresh_ttl;
                 if let Err(e) = waf.store.put("family", &key_of(&id), now, &fam, expires) {
@@ -420,6 +470,7 @@ pub(super) fn issue_tokens(
     let (family, refresh_token) = refresh.unzip();
     Ok(Tokens {
         access,
+        bound: jkt.is_some(),
         claims,
         family,
         refresh_token,
@@ -442,7 +493,12 @@ pub(super) fn mint_in_family(
         return Ok(None);
     }
     let jti = imsgw_token::new_jti();
-    let (access, claims) = mint_access(waf, &fam.client_id, now, &fam.person, &fam.scope, jti)?;
+    // A family bound to a key gives no unbound token (the phone families this is for never are).
+    if fam.jkt.is_some() {
+        return Ok(None);
+    }
+    let (access, claims) =
+        mint_access(waf, &fam.client_id, now, &fam.person, &fam.scope, jti, None)?;
     let admitted = record_in_family(waf, family_id, now, &claims, |f| !f.revoked);
     if admitted.as_ref().ok() != Some(&true) {
         waf.revoke_token(&claims.jti, claims.exp, now)?;
@@ -451,6 +507,7 @@ pub(super) fn mint_in_family(
     }
     Ok(Some(Tokens {
         access,
+        bound: false,
         claims,
         family: Some(family_id.to_string()),
         refresh_token: None,
@@ -465,6 +522,7 @@ fn mint_access(
     person: &Person,
     scope: &str,
     jti: String,
+    jkt: Option<&imsgw_token::pop::Jkt>,
 ) -> Result<(imsgw_token::AccessToken, imsgw_token::Claims), OAuthError> {
     let req = imsgw_token::MintRequest {
         sub: format!("{}:{}", person.provider, person.sub),
@@ -474,7 +532,7 @@ fn mint_access(
         client_id: client_id.to_string(),
         ttl: None,
     };
-    waf.mint_with_jti(now, req, jti).map_err(|e| {
+    waf.mint_bound(now, req, jti, jkt).map_err(|e| {
         tracing::warn!(error = %e, "minting failed");
         OAuthError::new(ErrorCode::ServerError, "the token could not be made")
     })

@@ -114,6 +114,7 @@ mod tests {
             exp,
             jti: String::new(),
             client_id: None,
+            cnf_jkt: None,
         }
     }
 

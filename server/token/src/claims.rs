@@ -39,6 +39,18 @@ pub struct Claims {
     /// without one belongs to no client, so no client may revoke it (RFC 7009 §2.1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// The RFC 7638 thumbprint of the key the token is bound to, from and to
+    /// `"cnf": {"jkt": "…"}` (RFC 7800 §3.1, RFC 9449 §6.1); `None` for a bearer token. The
+    /// verifier accepts either: whoever takes the token (the edge) decides whether to require a
+    /// proof by that key ([`crate::pop`]). A `cnf` that binds by another method than `jkt` is
+    /// refused ([`TokenError::UnsupportedConfirmation`]), never read as a bearer token.
+    #[serde(
+        rename = "cnf",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "cnf"
+    )]
+    pub cnf_jkt: Option<String>,
 }
 
 impl Claims {
@@ -96,6 +108,7 @@ impl Claims {
             client_id: string(payload, "client_id")?
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned),
+            cnf_jkt: cnf_jkt(payload)?,
         })
     }
 
@@ -143,6 +156,40 @@ fn numeric_date(
             }
         }
         Some(_) => Err(TokenError::BadClaim(name)),
+    }
+}
+
+/// The `jkt` of a `cnf` claim (RFC 7800 §3.1, RFC 9449 §6.1), or `None` if there is no `cnf`.
+/// A `cnf` of another confirmation method only (`x5t#S256` of RFC 8705, `jwk`, `kid`) binds the
+/// token to something not checked here: refused rather than taken as a bearer token.
+fn cnf_jkt(payload: &Map<String, Value>) -> Result<Option<String>, TokenError> {
+    match payload.get("cnf") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(cnf)) => match cnf.get("jkt") {
+            Some(Value::String(j)) if !j.is_empty() => Ok(Some(j.clone())),
+            None => Err(TokenError::UnsupportedConfirmation),
+            Some(_) => Err(TokenError::BadClaim("cnf")),
+        },
+        Some(_) => Err(TokenError::BadClaim("cnf")),
+    }
+}
+
+/// Serde for [`Claims::cnf_jkt`]: `Some(jkt)` is `{"jkt": jkt}`.
+mod cnf {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Cnf<T> {
+        jkt: T,
+    }
+
+    pub(super) fn serialize<S: Serializer>(jkt: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        // `skip_serializing_if` leaves only `Some` here; `None` would be `null`.
+        jkt.as_deref().map(|jkt| Cnf { jkt }).serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Ok(Option::<Cnf<String>>::deserialize(d)?.map(|c| c.jkt))
     }
 }
 
@@ -289,6 +336,40 @@ mod tests {
             (0, 0, "", "")
         );
         assert_eq!(c.client_id, None);
+    }
+
+    #[test]
+    fn cnf_jkt_is_read_from_and_written_to_the_cnf_object_rfc9449_6_1() {
+        let mut v = good();
+        v["cnf"] = json!({"jkt": "abc"});
+        let c = check(v, NOW).expect("ok");
+        assert_eq!(c.cnf_jkt.as_deref(), Some("abc"));
+        let out = serde_json::to_value(&c).expect("json");
+        assert_eq!(out["cnf"], json!({"jkt": "abc"}));
+        assert_eq!(serde_json::from_value::<Claims>(out).expect("back"), c);
+        let unbound = check(good(), NOW).expect("ok");
+        assert_eq!(unbound.cnf_jkt, None);
+        let out = serde_json::to_value(&unbound).expect("json");
+        assert!(out.get("cnf").is_none(), "{out}");
+        assert_eq!(
+            serde_json::from_value::<Claims>(out).expect("back"),
+            unbound
+        );
+    }
+
+    #[test]
+    fn a_cnf_of_another_method_or_shape_is_refused_rfc7800_3_1() {
+        let mut v = good();
+        v["cnf"] = json!({"x5t#S256": "abc"});
+        assert_eq!(check(v, NOW), Err(TokenError::UnsupportedConfirmation));
+        for bad in [json!("abc"), json!({"jkt": 1}), json!({"jkt": ""})] {
+            let mut v = good();
+            v["cnf"] = bad;
+            assert_eq!(check(v, NOW), Err(TokenError::BadClaim("cnf")));
+        }
+        let mut v = good();
+        v["cnf"] = Value::Null;
+        assert_eq!(check(v, NOW).expect("null is absent").cnf_jkt, None);
     }
 
     #[test]

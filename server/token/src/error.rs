@@ -50,6 +50,10 @@ pub enum TokenError {
     /// `aud` does not contain the audience configured for the issuer.
     #[error("wrong audience")]
     WrongAudience,
+    /// The token is bound (`cnf`, RFC 7800 §3.1) by a confirmation method other than `jkt`
+    /// (RFC 9449 §6.1), which cannot be checked here.
+    #[error("token bound by an unsupported confirmation method (cnf)")]
+    UnsupportedConfirmation,
     /// The token lacks the required scope.
     #[error("insufficient scope")]
     InsufficientScope,

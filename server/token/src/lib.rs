@@ -1,7 +1,9 @@
 //! Access-token logic shared by imsgw's SIP edge and its WAF: ES256 signing keys with `kid`
 //! rotation ([`KeyRing`]), minting short-lived JWT access tokens ([`Minter`]), parsing the
 //! `Authorization: Bearer` header of RFC 8898 / RFC 6750 / TS 24.371 ([`parse_bearer`]), and
-//! verifying tokens from our own WAF or from configured external issuers ([`Verifier`]).
+//! verifying tokens from our own WAF or from configured external issuers ([`Verifier`]), and
+//! checking proofs of possession for sender-constrained tokens ([`pop`]: RFC 9449 DPoP proofs
+//! and imsgw's SIP proofs; a bound token carries `cnf.jkt`, [`Claims::cnf_jkt`]).
 //!
 //! The crate does no network I/O and keeps no clock: every time-dependent call takes `now` in
 //! Unix seconds, and external issuers' JWK Sets are handed in as data by a driver that fetched
@@ -16,8 +18,10 @@
 //! ([`TokenError::BadImpu`]) and none is minted ([`MintError::BadImpu`]). That type is all this
 //! crate takes from `imsgw-sip`.
 //!
-//! It must not know about SIP messages, HTTP, revocation lists or how identities are mapped; the
-//! edge (matching the REGISTER's AOR to `impu`, capping `Expires`) and the WAF own those.
+//! It must not know about SIP messages, HTTP, revocation lists, replay state or how identities
+//! are mapped; the edge (matching the REGISTER's AOR to `impu`, capping `Expires`, handing the
+//! request's method, Request-URI, Call-ID and CSeq to [`pop::verify_proof`], remembering nonces
+//! and proof ids) and the WAF own those.
 
 mod bearer;
 mod cache;
@@ -30,6 +34,7 @@ mod keys;
 mod kid;
 mod mint;
 mod pem;
+pub mod pop;
 mod secret;
 mod verify;
 

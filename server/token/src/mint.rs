@@ -12,6 +12,7 @@ use imsgw_sip::Impu;
 
 use crate::claims::Claims;
 use crate::keys::KeyRing;
+use crate::pop::Jkt;
 use crate::secret::AccessToken;
 
 /// What the minter puts in every token.
@@ -129,6 +130,23 @@ impl Minter {
         req: MintRequest,
         jti: String,
     ) -> Result<(AccessToken, Claims), MintError> {
+        self.mint_bound(now, req, jti, None)
+    }
+
+    /// Like [`Minter::mint_with_jti`], and with `cnf_jkt` the token is bound to that key:
+    /// `"cnf": {"jkt": …}` (RFC 9449 §6.1), so whoever takes it can require a proof of
+    /// possession by it ([`crate::pop`]). The thumbprint is a [`Jkt`]: one computed from a key
+    /// or a proof, never free text.
+    ///
+    /// (The binding is an argument rather than a [`MintRequest`] field because `MintRequest`
+    /// is built by struct literal outside this crate.)
+    pub fn mint_bound(
+        &self,
+        now: u64,
+        req: MintRequest,
+        jti: String,
+        cnf_jkt: Option<&Jkt>,
+    ) -> Result<(AccessToken, Claims), MintError> {
         if jti.is_empty() {
             return Err(MintError::Empty("jti"));
         }
@@ -173,6 +191,7 @@ impl Minter {
             exp: now.saturating_add(ttl),
             jti,
             client_id: Some(req.client_id),
+            cnf_jkt: cnf_jkt.map(|j| j.as_str().to_owned()),
         };
         let mut header = Header::new(Algorithm::ES256);
         header.typ = Some("at+jwt".to_owned());
@@ -256,6 +275,27 @@ mod tests {
         }
         assert_eq!(payload["client_id"], "wic");
         assert_eq!(claims.client_id.as_deref(), Some("wic"));
+    }
+
+    #[test]
+    fn a_bound_token_carries_cnf_jkt_and_an_unbound_one_no_cnf_rfc9449_6_1() {
+        let m = minter();
+        let key = crate::pop::ProofKey::generate().expect("key");
+        let (token, claims) = m
+            .mint_bound(1000, req(), new_jti(), Some(key.jkt()))
+            .expect("mint");
+        assert_eq!(claims.cnf_jkt.as_deref(), Some(key.jkt().as_str()));
+        let payload = |t: &AccessToken| -> serde_json::Value {
+            let p = t.expose().split('.').nth(1).expect("payload");
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).expect("b64")).expect("json")
+        };
+        assert_eq!(
+            payload(&token)["cnf"],
+            serde_json::json!({ "jkt": key.jkt().as_str() })
+        );
+        let (plain, claims) = m.mint(1000, req()).expect("mint");
+        assert_eq!(claims.cnf_jkt, None);
+        assert!(payload(&plain).get("cnf").is_none());
     }
 
     #[test]

@@ -41,6 +41,7 @@ fn minted_token_verifies_with_exact_claims() {
         exp: NOW + LIFETIME,
         jti: minted.jti.clone(),
         client_id: Some("wic".into()),
+        cnf_jkt: None,
     };
     assert_eq!(v.claims, expected);
     assert!(v.claims.has_scope("sip"));
@@ -506,4 +507,63 @@ fn rfc8725_3_11_an_issuer_can_require_explicit_typing() {
             assert_eq!(got.err(), Some(TokenError::WrongType), "{typ:?}");
         }
     }
+}
+
+// ---------------------------------------------------------------- sender-constrained tokens
+
+#[test]
+fn a_bound_token_verifies_and_names_its_key_rfc9449_6_1() {
+    let mut s = setup();
+    let key = imsgw_token::pop::ProofKey::generate().expect("key");
+    let (token, minted) = s
+        .minter
+        .mint_bound(NOW, request(), imsgw_token::new_jti(), Some(key.jkt()))
+        .expect("mint");
+    let v = s
+        .verifier
+        .verify(NOW + 1, token.expose())
+        .expect("a bound token is not refused by the verifier");
+    assert_eq!(v.claims, minted);
+    assert!(key.jkt().binds(v.claims.cnf_jkt.as_deref()));
+    // Answered again from the cache: still bound.
+    let again = s.verifier.verify(NOW + 2, token.expose()).expect("cached");
+    assert_eq!(again.claims.cnf_jkt, v.claims.cnf_jkt);
+    let plain = s.verifier.verify(NOW, &mint(&s)).expect("bearer");
+    assert_eq!(plain.claims.cnf_jkt, None);
+}
+
+#[test]
+fn a_cnf_without_jkt_is_refused_not_taken_for_bearer_rfc7800_3_1() {
+    let mut s = setup();
+    let kid = s.ring.signing_kid().to_owned();
+    let with_cnf = |cnf: Value| {
+        let mut p = payload();
+        p["cnf"] = cnf;
+        es256(&s.our_pair, &kid, &p)
+    };
+    // An RFC 8705 mTLS binding: nothing here can check it.
+    let mtls = with_cnf(json!({"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}));
+    assert_eq!(
+        s.verifier.verify(NOW, &mtls),
+        Err(TokenError::UnsupportedConfirmation)
+    );
+    for bad in [
+        json!("jkt"),
+        json!({"jkt": 5}),
+        json!({"jkt": ""}),
+        json!([1]),
+    ] {
+        let t = with_cnf(bad.clone());
+        assert_eq!(
+            s.verifier.verify(NOW, &t),
+            Err(TokenError::BadClaim("cnf")),
+            "{bad}"
+        );
+    }
+    let good = with_cnf(json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I", "x": 1}));
+    let v = s.verifier.verify(NOW, &good).expect("valid");
+    assert_eq!(
+        v.claims.cnf_jkt.as_deref(),
+        Some("0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I")
+    );
 }
