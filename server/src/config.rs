@@ -104,6 +104,12 @@ pub struct PhonesConfig {
     /// Default 20.
     #[serde(default = "default_phone_rate")]
     pub max_messages_per_sec: u32,
+    /// `phones.digest_algorithms`: the Digest challenges phones get, in order of preference:
+    /// `SHA-256` (RFC 8760) and `MD5`. Default `["SHA-256", "MD5"]`. Some phones stop at the
+    /// first challenge they cannot answer (baresip 1.0 and other libre-based phones give up on
+    /// anything but MD5): for those, `["MD5"]`.
+    #[serde(default = "default_digest_algorithms")]
+    pub digest_algorithms: Vec<String>,
 }
 
 impl Default for PhonesConfig {
@@ -117,8 +123,13 @@ impl Default for PhonesConfig {
             max_flows: default_phone_flows(),
             udp_idle_secs: default_phone_udp_idle(),
             max_messages_per_sec: default_phone_rate(),
+            digest_algorithms: default_digest_algorithms(),
         }
     }
+}
+
+fn default_digest_algorithms() -> Vec<String> {
+    vec!["SHA-256".into(), "MD5".into()]
 }
 
 impl PhonesConfig {
@@ -696,6 +707,17 @@ impl Config {
             return Err(key_err(
                 "phones.tls_cert_file",
                 "phones.tls_cert_file and phones.tls_key_file go together",
+            ));
+        }
+        let algs = &self.phones.digest_algorithms;
+        if algs.is_empty()
+            || algs.iter().any(|a| a != "SHA-256" && a != "MD5")
+            || (algs.len() == 2 && algs[0] == algs[1])
+            || algs.len() > 2
+        {
+            return Err(key_err(
+                "phones.digest_algorithms",
+                "must list `SHA-256` and/or `MD5`, each once",
             ));
         }
         if self.phones.max_flows == 0 || self.phones.udp_idle_secs == 0 {

@@ -72,7 +72,9 @@ class Imsgw {
    *                     metrics: {listen, bearer_token_file} ([metrics]; lab.js sets listen to
    *                     ports().metrics, so /metrics is off the public listener as in production),
    *                     media: { listen, public_addresses, ims_address, rtp_ports,
-   *                     inactivity_secs } ([media], the eIMS-AGW; lab.js mediaConfig()) }
+   *                     inactivity_secs } ([media], the eIMS-AGW; lab.js mediaConfig()),
+   *                     phones: { udp_listen, tcp_listen, tls_listen, ... } ([phones]),
+   *                     phoneCode: { client_id, digits, ... } ([waf.phone_code]) }
    * Tokens: [waf] issuer is this gateway's HTTP base, key_dir is <dir>/<name>-keys.
    * State: [waf] state_dir is <dir>/<name>-state (the durable store, the default, so every test
    * runs what operators run, each gateway with a store of its own); waf: { store: 'memory' }
@@ -151,6 +153,15 @@ class Imsgw {
       // the eIMS-AGW (issue 10): browser WebRTC <-> plain RTP toward the IMS
       lines.push('', '[media]');
       for (const [k, v] of Object.entries(o.media)) lines.push(`${k} = ${tv(v)}`);
+    }
+    if (o.phones) {
+      // SIP phones over UDP, TCP and TLS (issue 13 §2)
+      lines.push('', '[phones]');
+      for (const [k, v] of Object.entries(o.phones)) lines.push(`${k} = ${tv(v)}`);
+    }
+    if (o.phoneCode) {
+      lines.push('', '[waf.phone_code]');
+      for (const [k, v] of Object.entries(o.phoneCode)) lines.push(`${k} = ${tv(v)}`);
     }
     if (o.wwsf) {
       // the web client (WIC) the gateway serves at / (browser tests: assets_dir = web/dist)

@@ -29,6 +29,8 @@ pub const NONCE_SECS: u64 = 300;
 #[derive(Clone)]
 pub struct DigestSettings {
     pub realm: String,
+    /// The challenges offered, in order of preference.
+    pub algorithms: Vec<Algorithm>,
     key: [u8; 32],
 }
 
@@ -48,6 +50,15 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
+    /// `SHA-256` or `MD5`, as `phones.digest_algorithms` and the challenge name them.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "SHA-256" => Some(Algorithm::Sha256),
+            "MD5" => Some(Algorithm::Md5),
+            _ => None,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Algorithm::Sha256 => "SHA-256",
@@ -69,16 +80,25 @@ fn hex(b: &[u8]) -> String {
 
 impl DigestSettings {
     pub fn new(realm: String) -> Self {
-        let mut key = [0u8; 32];
-        rand::fill(&mut key);
-        Self { realm, key }
+        Self::with_algorithms(realm, vec![Algorithm::Sha256, Algorithm::Md5])
     }
 
-    /// The `WWW-Authenticate` values for `flow` at `now`: SHA-256 first (RFC 8760 §2.4).
+    /// Settings offering `algorithms`, in that order (`phones.digest_algorithms`).
+    pub fn with_algorithms(realm: String, algorithms: Vec<Algorithm>) -> Self {
+        let mut key = [0u8; 32];
+        rand::fill(&mut key);
+        Self {
+            realm,
+            algorithms,
+            key,
+        }
+    }
+
+    /// The `WWW-Authenticate` values for `flow` at `now`, most preferred first (RFC 8760 §2.4).
     pub fn challenges(&self, flow: FlowId, now: u64, stale: bool) -> Vec<String> {
         let nonce = self.nonce(flow, now);
         let stale = if stale { ", stale=true" } else { "" };
-        [Algorithm::Sha256, Algorithm::Md5]
+        self.algorithms
             .iter()
             .map(|a| {
                 format!(

@@ -301,7 +301,7 @@ impl Edge {
             if let Some(step) = self.digest_step(now, flow, msg, view) {
                 return step;
             }
-            // No credentials: a phone that holds nothing is offered Digest beside Bearer.
+            // No credentials: a phone that holds nothing is offered Digest.
             if self.flows.get(&flow).is_some_and(|f| f.grant.is_none()) {
                 self.stats.auth_refused += 1;
                 self.phone_challenge(flow, msg, view, Status::UNAUTHORIZED, None, false, None);
@@ -393,8 +393,8 @@ impl Edge {
         Some(self.grant_ask(now, flow, msg, view, ask, AskKind::Phone))
     }
 
-    /// `status` with the Bearer challenge and the Digest challenges for `flow` (RFC 7235 §4.1:
-    /// one header per challenge), a `Warning` and a `Retry-After` if given.
+    /// `status` with the Digest challenges for `flow` (RFC 7235 §4.1: one header per
+    /// challenge), a `Warning` and a `Retry-After` if given.
     #[allow(clippy::too_many_arguments)]
     fn phone_challenge(
         &mut self,
@@ -408,9 +408,9 @@ impl Edge {
     ) {
         let mut lines: Vec<(String, String)> = Vec::new();
         if status == Status::UNAUTHORIZED {
-            if let Some((name, value)) = self.auth.challenge(None).challenge {
-                lines.push((name.to_string(), value));
-            }
+            // Digest only: phones that know Digest often stop at the first challenge they do
+            // not understand (a Bearer one included); one that signs in with a token or a code
+            // sends it without being asked.
             if let Some(d) = &self.auth.digest {
                 for c in d.challenges(flow, self.unix, stale) {
                     lines.push(("WWW-Authenticate".into(), c));

@@ -1040,6 +1040,10 @@ impl Edge {
         let Some(m) = self.media.as_ref() else {
             return false;
         };
+        // A SIP phone speaks plain RTP itself: its SDP passes through, no WebRTC leg.
+        if self.flow_kind(flow) != super::FlowKind::Ws {
+            return false;
+        }
         view.method == Some(Method::Invite)
             || !msg.body().is_empty()
             || m.calls.contains_key(&(flow, view.call_id.clone()))

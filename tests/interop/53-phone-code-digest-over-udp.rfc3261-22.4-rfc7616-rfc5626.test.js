@@ -1,0 +1,192 @@
+'use strict';
+// Issue 13 §2: a SIP phone that knows only Digest signs in with a web account. Block 53: the
+// real OpenID provider, imsgw with `[phones]` (UDP and TCP listeners) and `[waf.phone_code]`,
+// Kamailio with LOG_MSG, baresip (Debian) as the phone and sipp as the IMS-side caller.
+// - alice signs in on the web (headless) at /phone-code and makes a code;
+// - baresip registers over UDP to imsgw's phone listener with user name alice@ims.example and
+//   the code as password: Digest challenge from imsgw, the WAF checks the answer, Kamailio's
+//   binding is alice's with imsgw's Path and receives her asserted IMPI, never the Digest;
+// - sipp calls alice from the IMS side: the INVITE reaches baresip over its UDP flow, which
+//   answers (plain RTP SDP passes through); BYE ends it;
+// - a wrong password and the same code from a second phone are refused (401, Kamailio sees
+//   nothing of them); attempts are limited;
+// - alice signs out on the web: the code's family is revoked, imsgw un-REGISTERs the phone and
+//   Kamailio drops the binding.
+const { test } = require('node:test');
+const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
+const dgram = require('node:dgram');
+const { signinLab, describe } = require('../lib/signin');
+const { forms } = require('../lib/browserless');
+const { sleep, waitFor } = require('../lib/env');
+const sipp = require('../lib/sipp');
+const A = require('../lib/auth');
+const { parseSip } = require('../lib/wsclient');
+
+const BLOCK = 53;
+const base = 21000 + 100 * BLOCK;
+const PHONE_UDP = base + 12;
+const PHONE_TCP = base + 12;
+
+const L = signinLab({
+  name: 'phone-code-digest',
+  block: BLOCK,
+  kamDefines: ['LOG_MSG'],
+  extraClients: [{ id: 'sip-phone', grants: ['refresh_token'] }],
+  imsgw: {
+    // baresip 1.0 (libre) gives up at the first challenge that is not Digest MD5.
+    phones: { udp_listen: `127.0.0.1:${PHONE_UDP}`, tcp_listen: `127.0.0.1:${PHONE_TCP}`, digest_algorithms: ['MD5'] },
+    phoneCode: { client_id: 'sip-phone', max_failures: 3 },
+  },
+});
+
+let alice; // { browser, code }
+let phone; // baresip
+
+/** alice's browser at /phone-code, signed in, makes a code: { browser, code, page }. */
+async function makeCode(user) {
+  const b = L.browser(user);
+  let p = await b.get(`${L.gw.httpUrl}/phone-code`);
+  p = await L.drive(b, p, { user, stopAt: () => false });
+  assert.equal(p.status, 200, `the /phone-code page${describe(p)}\n${L.gwLogTail()}`);
+  const f = forms(p.body).find((x) => x.buttons.some((bt) => bt.value === 'new'));
+  assert.ok(f, `a form to make a code${describe(p)}`);
+  p = await b.submit(p, { form: (x) => x.html === f.html, button: /make/i });
+  const m = /Your phone code:<\/p>.*?<strong>([\d ]+)<\/strong>/s.exec(p.body);
+  assert.ok(m, `a code is shown${describe(p)}`);
+  return { browser: b, code: m[1].replace(/ /g, ''), page: p };
+}
+
+/** A raw UDP SIP client toward imsgw's phone listener (for what baresip would not send). */
+async function udpClient() {
+  const s = dgram.createSocket('udp4');
+  await new Promise((r) => s.bind(0, '127.0.0.1', r));
+  const c = { s, port: s.address().port, received: [] };
+  s.on('message', (d) => c.received.push(parseSip(d.toString('utf8'))));
+  c.send = (text) => new Promise((r) => s.send(text, PHONE_UDP, '127.0.0.1', r));
+  c.next = async (pred, ms, what, from = 0) => {
+    let hit;
+    await waitFor(() => { hit = c.received.slice(from).find(pred); return Boolean(hit); }, ms, what);
+    return hit;
+  };
+  c.close = () => s.close();
+  return c;
+}
+
+function md5(s) { return crypto.createHash('md5').update(s).digest('hex'); }
+
+/** A REGISTER with an optional Digest answer to `challenge` (parsed WWW-Authenticate value). */
+function udpRegister(c, user, o = {}) {
+  const branch = `z9hG4bK${crypto.randomBytes(6).toString('hex')}`;
+  const lines = [
+    'REGISTER sip:ims.example SIP/2.0',
+    `Via: SIP/2.0/UDP 127.0.0.1:${c.port};rport;branch=${branch}`,
+    'Max-Forwards: 70',
+    `To: <sip:${user}@ims.example>`,
+    `From: <sip:${user}@ims.example>;tag=${o.tag || 'p1'}`,
+    `Call-ID: ${o.callId}`,
+    `CSeq: ${o.cseq || 1} REGISTER`,
+    `Contact: <sip:${user}@127.0.0.1:${c.port}>;+sip.instance="<urn:uuid:${o.instance}>"`,
+    'Expires: 600',
+  ];
+  if (o.challenge) {
+    const nonce = /nonce="([^"]+)"/.exec(o.challenge)[1];
+    const realm = /realm="([^"]+)"/.exec(o.challenge)[1];
+    const uri = 'sip:ims.example';
+    const ha1 = md5(`${o.username}:${realm}:${o.password}`);
+    const ha2 = md5(`REGISTER:${uri}`);
+    const cnonce = crypto.randomBytes(4).toString('hex');
+    const resp = md5(`${ha1}:${nonce}:00000001:${cnonce}:auth:${ha2}`);
+    lines.push(`Authorization: Digest username="${o.username}", realm="${realm}", nonce="${nonce}", uri="${uri}", response="${resp}", algorithm=MD5, qop=auth, nc=00000001, cnonce="${cnonce}"`);
+  }
+  lines.push('Content-Length: 0', '', '');
+  return { branch, text: lines.join('\r\n') };
+}
+
+/** REGISTER without credentials, then with the Digest answer; the final response. */
+async function digestRegister(c, user, username, password, instance) {
+  const callId = crypto.randomBytes(8).toString('hex');
+  let from = c.received.length;
+  let r = udpRegister(c, user, { callId, instance });
+  await c.send(r.text);
+  const ch = await c.next((m) => m.status && m.get('Via')[0].includes(r.branch), 3000, 'the challenge', from);
+  assert.equal(ch.status, 401, ch.start);
+  const digest = ch.get('WWW-Authenticate').find((v) => /^Digest .*algorithm=MD5/.test(v));
+  assert.ok(digest, `an MD5 Digest challenge: ${JSON.stringify(ch.get('WWW-Authenticate'))}`);
+  from = c.received.length;
+  r = udpRegister(c, user, { callId, cseq: 2, instance, challenge: digest, username, password });
+  await c.send(r.text);
+  const fin = await c.next((m) => m.status >= 200 && m.get('Via')[0].includes(r.branch), 5000, 'the answer', from);
+  return { res: fin, callId, challenge: ch };
+}
+
+test('1. alice makes a phone code on the web; baresip registers over UDP with it as its Digest password; Kamailio binds alice through imsgw', L.track(async () => {
+  alice = await makeCode('alice');
+  assert.match(alice.code, /^\d{8}$/);
+  phone = await L.baresip(0, {
+    user: 'alice',
+    registrar: `127.0.0.1:${PHONE_UDP}`,
+    extraAccount: `auth_user=alice@ims.example;auth_pass=${alice.code}`,
+  });
+  const b = await A.bindingExpires(L, 'alice');
+  assert.ok(b !== null && b > 0, `Kamailio holds alice's binding:\n${await L.kam.ulDumpText()}`);
+  const binding = (await L.kam.bindings('alice'))[0];
+  // Through imsgw's flow token (no ;ob: baresip registers without RFC 5626 reg-id).
+  assert.match(binding.Path || '', new RegExp(`^<sip:[A-Za-z0-9_-]{27}@127\.0\.0\.1:${base + 2};`), JSON.stringify(binding));
+  const regs = L.kam.log().split('\n').filter((l) => l.includes('IMSMSG dir=req')).map((l) => Buffer.from(l.split('b64=')[1] || '', 'base64').toString())
+    .filter((t) => t.startsWith('REGISTER'));
+  assert.ok(regs.length >= 1, 'Kamailio received the REGISTER');
+  for (const t of regs) {
+    assert.doesNotMatch(t, /Digest username="alice@ims\.example", realm="ims\.example", nonce="[^"]/, 'the phone\'s Digest never reaches the IMS');
+    assert.match(t, /integrity-protected="auth-done"/, t);
+  }
+}));
+
+test('2. sipp calls alice from the IMS side: the INVITE reaches baresip over its UDP flow and it answers', L.track(async () => {
+  assert.ok(phone, 'needs 1');
+  const r = await L.sipp({ scenario: 'uac-invite.xml', service: 'alice', timeoutSecs: 15 });
+  assert.equal(r.code, 0, `${sipp.describe(r)}\nbaresip log:\n${phone.log().slice(-1500)}`);
+}));
+
+test('3. a wrong password, and alice\'s code from a second phone, are refused 401 with nothing at Kamailio', L.track(async () => {
+  assert.ok(alice, 'needs 1');
+  const c = await udpClient();
+  try {
+    const wrong = await digestRegister(c, 'alice', 'alice@ims.example', '00000000', crypto.randomUUID());
+    assert.equal(wrong.res.status, 401, wrong.res.start);
+    assert.match(wrong.res.get('Warning')[0] || '', /wrong user name or password/);
+    await A.assertNothingUpstream(L, wrong.callId);
+    const second = await digestRegister(c, 'alice', 'alice@ims.example', alice.code, crypto.randomUUID());
+    assert.equal(second.res.status, 401, `the code is the first phone's app password only: ${second.res.start}`);
+    await A.assertNothingUpstream(L, second.callId);
+    // Bob's user name with alice's code, for alice's AOR: 403 before any check.
+    const other = await digestRegister(c, 'alice', 'bob@ims.example', alice.code, crypto.randomUUID());
+    assert.equal(other.res.status, 403, other.res.start);
+  } finally {
+    c.close();
+  }
+}));
+
+test('4. guessing is limited: past waf.phone_code.max_failures the IMPU is refused 403 with Retry-After', L.track(async () => {
+  const c = await udpClient();
+  try {
+    let last;
+    for (let i = 0; i < 4; i += 1) {
+      last = await digestRegister(c, 'alice', 'alice@ims.example', `1111000${i}`, crypto.randomUUID());
+    }
+    assert.equal(last.res.status, 403, last.res.start);
+    assert.ok(Number(last.res.get('Retry-After')[0]) > 0, last.res.start);
+  } finally {
+    c.close();
+  }
+}));
+
+test('5. alice signs out on the web: the code\'s family is revoked; imsgw un-REGISTERs the phone and Kamailio drops the binding', L.track(async () => {
+  assert.ok(alice && phone, 'needs 1');
+  assert.equal((await L.kam.bindings('alice')).length, 1);
+  const out = await alice.browser.request('POST', `${L.gw.httpUrl}/auth/logout`, { form: {}, headers: { origin: L.gw.httpUrl } });
+  assert.ok([200, 303].includes(out.status), `sign-out: ${out.status}`);
+  await waitFor(async () => (await L.kam.bindings('alice')).length === 0, 5000, `alice's binding gone:\n${L.gwLogTail()}`);
+  await sleep(100);
+  await L.healthy('the sign-out');
+}));
