@@ -11,14 +11,21 @@
 // - a wrong password and the same code from a second phone are refused (401, Kamailio sees
 //   nothing of them); attempts are limited;
 // - alice signs out on the web: the code's family is revoked, imsgw un-REGISTERs the phone and
-//   Kamailio drops the binding.
+//   Kamailio drops the binding;
+// - over TLS (imsgw's phone TLS listener, a lab CA): bob's phone (a raw TLS client) signs in
+//   with his code and takes a call from sipp on its TLS connection.
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const dgram = require('node:dgram');
 const { signinLab, describe } = require('../lib/signin');
 const { forms } = require('../lib/browserless');
-const { sleep, waitFor } = require('../lib/env');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const tls = require('node:tls');
+const { execFileSync } = require('node:child_process');
+const { sleep, waitFor, LAB } = require('../lib/env');
 const sipp = require('../lib/sipp');
 const A = require('../lib/auth');
 const { parseSip } = require('../lib/wsclient');
@@ -27,6 +34,12 @@ const BLOCK = 53;
 const base = 21000 + 100 * BLOCK;
 const PHONE_UDP = base + 12;
 const PHONE_TCP = base + 12;
+const PHONE_TLS = base + 13;
+
+// The phones' TLS certificate, made before imsgw starts (deploy/lab/make-tls-cert.sh).
+const TLS_DIR = fs.mkdtempSync(path.join(os.tmpdir(), 'imsgw-phone-tls-'));
+execFileSync(path.join(LAB, 'make-tls-cert.sh'), [TLS_DIR], { timeout: 20000 });
+process.on('exit', () => fs.rmSync(TLS_DIR, { recursive: true, force: true }));
 
 const L = signinLab({
   name: 'phone-code-digest',
@@ -35,7 +48,14 @@ const L = signinLab({
   extraClients: [{ id: 'sip-phone', grants: ['refresh_token'] }],
   imsgw: {
     // baresip 1.0 (libre) gives up at the first challenge that is not Digest MD5.
-    phones: { udp_listen: `127.0.0.1:${PHONE_UDP}`, tcp_listen: `127.0.0.1:${PHONE_TCP}`, digest_algorithms: ['MD5'] },
+    phones: {
+      udp_listen: `127.0.0.1:${PHONE_UDP}`,
+      tcp_listen: `127.0.0.1:${PHONE_TCP}`,
+      tls_listen: `127.0.0.1:${PHONE_TLS}`,
+      tls_cert_file: path.join(TLS_DIR, 'server.pem'),
+      tls_key_file: path.join(TLS_DIR, 'server.key'),
+      digest_algorithms: ['MD5'],
+    },
     phoneCode: { client_id: 'sip-phone', max_failures: 3 },
   },
 });
@@ -80,13 +100,13 @@ function udpRegister(c, user, o = {}) {
   const branch = `z9hG4bK${crypto.randomBytes(6).toString('hex')}`;
   const lines = [
     'REGISTER sip:ims.example SIP/2.0',
-    `Via: SIP/2.0/UDP 127.0.0.1:${c.port};rport;branch=${branch}`,
+    `Via: SIP/2.0/${c.transport || 'UDP'} 127.0.0.1:${c.port};rport;branch=${branch}`,
     'Max-Forwards: 70',
     `To: <sip:${user}@ims.example>`,
     `From: <sip:${user}@ims.example>;tag=${o.tag || 'p1'}`,
     `Call-ID: ${o.callId}`,
     `CSeq: ${o.cseq || 1} REGISTER`,
-    `Contact: <sip:${user}@127.0.0.1:${c.port}>;+sip.instance="<urn:uuid:${o.instance}>"`,
+    `Contact: <sip:${user}@127.0.0.1:${c.port}${c.transport === 'TLS' ? ';transport=tls' : ''}>;+sip.instance="<urn:uuid:${o.instance}>"`,
     'Expires: 600',
   ];
   if (o.challenge) {
@@ -101,6 +121,47 @@ function udpRegister(c, user, o = {}) {
   }
   lines.push('Content-Length: 0', '', '');
   return { branch, text: lines.join('\r\n') };
+}
+
+/** A phone over TLS to imsgw's phone listener: framed SIP in and out (RFC 3261 §18.3). */
+async function tlsClient() {
+  const sock = tls.connect({ host: '127.0.0.1', port: PHONE_TLS, ca: fs.readFileSync(path.join(TLS_DIR, 'ca.pem')), servername: 'localhost' });
+  await new Promise((resolve, reject) => { sock.once('secureConnect', resolve); sock.once('error', reject); });
+  const c = { sock, port: sock.localPort, received: [], transport: 'TLS', onRequest: null };
+  let buf = Buffer.alloc(0);
+  sock.on('data', (d) => {
+    buf = Buffer.concat([buf, d]);
+    for (;;) {
+      const end = buf.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      const head = buf.slice(0, end).toString('utf8');
+      const len = Number((/^content-length:\s*(\d+)/im.exec(head) || [0, 0])[1]);
+      if (buf.length < end + 4 + len) return;
+      const m = parseSip(buf.slice(0, end + 4 + len).toString('utf8'));
+      buf = buf.slice(end + 4 + len);
+      c.received.push(m);
+      if (m.method && c.onRequest) c.onRequest(m);
+    }
+  });
+  c.send = (text) => new Promise((r) => sock.write(text, r));
+  c.next = async (pred, ms, what, from = 0) => {
+    let hit;
+    await waitFor(() => { hit = c.received.slice(from).find(pred); return Boolean(hit); }, ms, what);
+    return hit;
+  };
+  c.close = () => sock.destroy();
+  return c;
+}
+
+/** The phone's answer to a request from the IMS side (RFC 3261 §8.2.6, §12.1.1). */
+function answerRequest(c, m, code, reason, body = '') {
+  const h = (n) => m.get(n).map((v) => `${n}: ${v}`);
+  const lines = [`SIP/2.0 ${code} ${reason}`, ...h('Via'), ...h('Record-Route'), ...h('From'),
+    `To: ${m.get('To')[0]}${/;tag=/.test(m.get('To')[0]) ? '' : ';tag=tlsphone'}`, ...h('Call-ID'), ...h('CSeq'),
+    `Contact: <sip:bob@127.0.0.1:${c.port};transport=tls>`];
+  if (body) lines.push('Content-Type: application/sdp');
+  lines.push(`Content-Length: ${Buffer.byteLength(body)}`, '', body);
+  return lines.join('\r\n');
 }
 
 /** REGISTER without credentials, then with the Digest answer; the final response. */
@@ -189,4 +250,29 @@ test('5. alice signs out on the web: the code\'s family is revoked; imsgw un-REG
   await waitFor(async () => (await L.kam.bindings('alice')).length === 0, 5000, `alice's binding gone:\n${L.gwLogTail()}`);
   await sleep(100);
   await L.healthy('the sign-out');
+}));
+
+test('6. over TLS: bob\'s phone signs in with his code on imsgw\'s phone TLS listener and takes a call from sipp on that connection', L.track(async () => {
+  const bob = await makeCode('bob');
+  const c = await tlsClient();
+  try {
+    const sdp = ['v=0', 'o=- 1 1 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0', `m=audio ${base + 90} RTP/AVP 8`, 'a=rtpmap:8 PCMA/8000', ''].join('\r\n');
+    c.onRequest = (m) => {
+      if (m.method === 'INVITE') c.send(answerRequest(c, m, 200, 'OK', sdp));
+      else if (m.method === 'BYE') c.send(answerRequest(c, m, 200, 'OK'));
+      else if (m.method !== 'ACK') c.send(answerRequest(c, m, 200, 'OK'));
+    };
+    const r = await digestRegister(c, 'bob', 'bob@ims.example', bob.code, crypto.randomUUID());
+    assert.equal(r.res.status, 200, `${r.res.start}\n${L.gwLogTail()}`);
+    const binding = (await L.kam.bindings('bob'))[0];
+    assert.ok(binding, `Kamailio holds bob's binding:\n${await L.kam.ulDumpText()}`);
+    const call = await L.sipp({ scenario: 'uac-invite.xml', service: 'bob', timeoutSecs: 15 });
+    assert.equal(call.code, 0, sipp.describe(call));
+    const invite = c.received.find((m) => m.method === 'INVITE');
+    assert.ok(invite, 'the INVITE came down the TLS connection');
+    assert.match(invite.get('Via')[0], new RegExp(`^SIP/2.0/TLS 127\\.0\\.0\\.1:${PHONE_TLS};rport;branch=`), 'imsgw\'s Via names its phone TLS listener');
+    assert.ok(c.received.some((m) => m.method === 'BYE'), 'the BYE too');
+  } finally {
+    c.close();
+  }
 }));
