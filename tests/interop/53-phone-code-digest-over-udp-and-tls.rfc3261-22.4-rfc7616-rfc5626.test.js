@@ -276,3 +276,38 @@ test('6. over TLS: bob\'s phone signs in with his code on imsgw\'s phone TLS lis
     c.close();
   }
 }));
+
+test('7. keep-alives: a CRLFCRLF ping over TCP gets its CRLF pong (RFC 5626 §4.4.1) and the connection still takes SIP; a STUN Binding over UDP gets the source address back (RFC 5626 §4.4.2, RFC 5389)', L.track(async () => {
+  const net = require('node:net');
+  const sock = net.connect(PHONE_TCP, '127.0.0.1');
+  await new Promise((r, j) => { sock.once('connect', r); sock.once('error', j); });
+  let got = '';
+  sock.on('data', (d) => { got += d.toString('utf8'); });
+  try {
+    sock.write('\r\n\r\n');
+    await waitFor(() => got === '\r\n', 2000, 'the CRLF pong');
+    const c = { port: sock.localPort, transport: 'TCP' };
+    const r = udpRegister(c, 'carol', { callId: crypto.randomBytes(6).toString('hex'), instance: crypto.randomUUID() });
+    sock.write(r.text);
+    await waitFor(() => /^SIP\/2\.0 401 /m.test(got), 3000, `a 401 over TCP: ${JSON.stringify(got)}`);
+    assert.match(got, /WWW-Authenticate: Digest realm="ims\.example", nonce="[^"]+", algorithm=MD5, qop="auth"/);
+  } finally {
+    sock.destroy();
+  }
+  const u = dgram.createSocket('udp4');
+  await new Promise((r) => u.bind(0, '127.0.0.1', r));
+  try {
+    const txid = crypto.randomBytes(12);
+    const req = Buffer.concat([Buffer.from([0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42]), txid]);
+    const reply = new Promise((r) => u.once('message', r));
+    u.send(req, PHONE_UDP, '127.0.0.1');
+    const m = await Promise.race([reply, sleep(2000).then(() => null)]);
+    assert.ok(m, 'a STUN Binding response');
+    assert.equal(m.readUInt16BE(0), 0x0101, 'Binding success');
+    assert.ok(m.slice(8, 20).equals(txid), 'same transaction id');
+    assert.equal(m.readUInt16BE(20), 0x0020, 'XOR-MAPPED-ADDRESS');
+    assert.equal(m.readUInt16BE(26) ^ 0x2112, u.address().port, 'our own port');
+  } finally {
+    u.close();
+  }
+}));
