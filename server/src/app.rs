@@ -275,19 +275,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 r
             },
             // Phones with phone codes answer Digest; the realm is the home domain.
-            digest: config
-                .waf
-                .phone_code
-                .as_ref()
-                .map(|_| {
-                    let algs = (config.phones.digest_algorithms.iter())
-                        .filter_map(|a| crate::edge::digest::Algorithm::from_name(a))
-                        .collect();
-                    crate::edge::digest::DigestSettings::with_algorithms(
-                        config.sip.domain.clone(),
-                        algs,
-                    )
-                }),
+            digest: config.waf.phone_code.as_ref().map(|_| {
+                let algs = (config.phones.digest_algorithms.iter())
+                    .filter_map(|a| crate::edge::digest::Algorithm::from_name(a))
+                    .collect();
+                crate::edge::digest::DigestSettings::with_algorithms(
+                    config.sip.domain.clone(),
+                    algs,
+                )
+            }),
         }
     };
     let (jwks_tx, jwks_rx) = mpsc::channel(64);

@@ -24,9 +24,15 @@
 //! - defaults (d = 8, n = 5, m = 5, w = 600): 720 guesses a day, each 5 in 10^8: at most
 //!   3.6e-5 a day (1 in about 28 000), 1.1e-3 over the 30 days an app password lives (the
 //!   default `waf.refresh_ttl_secs`), for an attacker guessing without pause all that time,
-//!   during which the IMPU's own phones are refused too, which shows;
+//!   during which new phones of the IMPU are refused too, which shows;
 //! - a pending code (600 s): at most 5 guesses, 2.5e-7;
 //! - 12 digits make each of these 10^4 times smaller.
+//!
+//! While an IMPU is locked out, a phone's own app password still works: the attempt is counted
+//! again for that IMPU and phone identity (same limit), and only that phone's bound password is
+//! tried, so a stranger's wrong guesses at an IMPU (a public name) cannot take its phones'
+//! registrations away. An attacker who also knows a phone's identity gets at most `m` more
+//! guesses a window at that phone's password: the figures above at most double.
 //!
 //! These bound online guessing only. A Digest response seen on the wire lets an eavesdropper
 //! search all 10^d codes offline in seconds: phones must reach the edge over TLS or a network
@@ -236,8 +242,15 @@ pub fn sign_in(
     }
     let ikey = impu_key(req.impu);
     let held = waf.store.get::<Held>("phonecode", &ikey, now)?;
-    let attempt = Attempt::take(waf, cfg, req.source, held.is_some().then_some(&ikey), now)?;
-    match find(waf, held, req.phone, now, check) {
+    let ikey_held = held.is_some().then_some(&ikey);
+    let attempt = Attempt::take(waf, cfg, req.source, ikey_held, req.phone, now)?;
+    match find(waf, held, req.phone, now, attempt.bound_only, check) {
+        // A locked-out IMPU: whatever this was, it was not the asking phone's app password.
+        Found::Nothing | Found::OtherPhone if attempt.bound_only => {
+            Err(PhoneCodeError::TooManyAttempts {
+                retry_after: attempt.locked_for,
+            })
+        }
         Found::Nothing | Found::OtherPhone => Err(PhoneCodeError::BadCredentials),
         Found::Revoked => {
             attempt.give_back(waf, now)?;
@@ -291,12 +304,18 @@ fn find(
     held: Option<Held>,
     phone: &str,
     now: u64,
+    bound_only: bool,
     check: &dyn Fn(&str) -> bool,
 ) -> Found {
     let entries = held.map(|h| h.entries).unwrap_or_default();
     for e in entries {
         // Expired codes are not tried: they fail like wrong ones.
         if e.state.until() <= now {
+            continue;
+        }
+        // While the IMPU is locked out, only this phone's own app password is tried.
+        let mine = matches!(&e.state, State::Bound { phone: p, .. } | State::Revoked { phone: p, .. } if p == phone);
+        if bound_only && !mine {
             continue;
         }
         let Some(code) = waf.sealer.open::<Secret>(PURPOSE, &e.code.0, now) else {

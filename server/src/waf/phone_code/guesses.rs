@@ -18,6 +18,12 @@ use crate::waf::store::{StoreError, StoreExt};
 pub(super) struct Attempt {
     source: Option<String>,
     impu: Option<String>,
+    /// The IMPU was locked out: only an app password bound to the asking phone is tried, with
+    /// failures counted for that IMPU and phone, so a stranger's wrong guesses at an IMPU (a
+    /// public name) cannot lock its phones out of their own registrations.
+    pub(super) bound_only: bool,
+    /// Seconds the IMPU stays locked out, when `bound_only`.
+    pub(super) locked_for: u64,
 }
 
 impl Attempt {
@@ -26,6 +32,7 @@ impl Attempt {
         cfg: &PhoneCodeConfig,
         source: IpAddr,
         ikey: Option<&String>,
+        phone: &str,
         now: u64,
     ) -> Result<Self, PhoneCodeError> {
         let window = cfg.failure_window_secs;
@@ -52,11 +59,29 @@ impl Attempt {
             }
             Err(e) => return Err(e.into()),
         };
-        let mut attempt = Self { source, impu: None };
+        let mut attempt = Self {
+            source,
+            impu: None,
+            bound_only: false,
+            locked_for: 0,
+        };
         if let Some(ikey) = ikey {
             match count("phonefail", waf, ikey, cfg.max_failures, window, now) {
                 Ok(None) => attempt.impu = Some(ikey.clone()),
-                Ok(Some(retry_after)) => return Err(refused("for one IMPU", retry_after)),
+                Ok(Some(retry_after)) => {
+                    let pkey = crate::waf::store::key_of(&format!("{ikey}\n{phone}"));
+                    match count("phonefail", waf, &pkey, cfg.max_failures, window, now) {
+                        Ok(None) => {
+                            attempt.impu = Some(pkey);
+                            attempt.bound_only = true;
+                            attempt.locked_for = retry_after;
+                        }
+                        Ok(Some(r)) => {
+                            return Err(refused("for one IMPU", retry_after.max(r)));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
                 Err(e) => return Err(e.into()),
             }
         }

@@ -126,10 +126,13 @@ fn first_use_binds_the_code_then_it_is_that_phones_app_password() {
             Err(PhoneCodeError::BadCredentials)
         ));
     }
+    // The IMPU is now locked for new phones (phone-b hears so), but not for phone-a's own
+    // app password: a stranger's failures must not take its registration away.
     assert!(matches!(
-        phone_signs_in(&t, "alice", "phone-a", "192.0.2.1", &code, later),
+        phone_signs_in(&t, "alice", "phone-b", "192.0.2.2", &code, later),
         Err(PhoneCodeError::TooManyAttempts { .. })
     ));
+    assert!(phone_signs_in(&t, "alice", "phone-a", "192.0.2.1", &code, later).is_ok());
 }
 
 #[test]
@@ -435,4 +438,41 @@ fn an_oversize_phone_identity_is_refused() {
         Err(PhoneCodeError::BadCredentials)
     ));
     assert!(phone_signs_in(&t, "pat", &"x".repeat(PHONE_MAX), "192.0.2.1", &code, now).is_ok());
+}
+
+#[test]
+fn a_strangers_wrong_guesses_do_not_lock_out_a_bound_phone_and_its_id_buys_few_guesses() {
+    let t = waf();
+    let now = unix_now();
+    let code = code_for(&t, "gina", "s1", now);
+    assert!(phone_signs_in(&t, "gina", "desk", "192.0.2.1", &code, now).is_ok());
+    // A stranger locks the IMPU out with wrong guesses from many addresses.
+    for i in 0..5 {
+        let from = format!("198.51.100.{i}");
+        let r = phone_signs_in(&t, "gina", "evil", &from, "00000000", now);
+        assert!(matches!(r, Err(PhoneCodeError::BadCredentials)), "{r:?}");
+    }
+    let r = phone_signs_in(&t, "gina", "evil", "198.51.100.9", "00000000", now);
+    assert!(
+        matches!(r, Err(PhoneCodeError::TooManyAttempts { .. })),
+        "{r:?}"
+    );
+    // gina's desk phone still re-registers with its app password.
+    let g = phone_signs_in(&t, "gina", "desk", "192.0.2.1", &code, now + 1);
+    assert!(g.is_ok(), "{g:?}");
+    // A stranger who knows the desk phone's id gets the same small number of tries at its
+    // password, then that is locked too; the real password is then refused as well.
+    for i in 0..5 {
+        let from = format!("203.0.113.{i}");
+        let r = phone_signs_in(&t, "gina", "desk", &from, "11111111", now + 2);
+        assert!(
+            matches!(r, Err(PhoneCodeError::TooManyAttempts { .. })),
+            "{r:?}"
+        );
+    }
+    let r = phone_signs_in(&t, "gina", "desk", "192.0.2.1", &code, now + 3);
+    assert!(
+        matches!(r, Err(PhoneCodeError::TooManyAttempts { .. })),
+        "{r:?}"
+    );
 }
