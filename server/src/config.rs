@@ -330,6 +330,12 @@ pub struct WwsfConfig {
     /// a new connection needs a new sign-in.
     #[serde(default)]
     pub sign_in: WicSignIn,
+    /// `wwsf.proof_of_possession`: the web client (in `token` mode) makes a key that never
+    /// leaves the page, gets its tokens bound to it (RFC 9449 DPoP at the token endpoint) and
+    /// proves it on the REGISTER of each new connection (`Proof:`), so a copied token is no
+    /// use without the page. Default false.
+    #[serde(default)]
+    pub proof_of_possession: bool,
 }
 
 /// `wwsf.sign_in`.
@@ -347,6 +353,7 @@ impl Default for WwsfConfig {
             assets_dir: None,
             client_id: default_wic_client(),
             sign_in: WicSignIn::Token,
+            proof_of_possession: false,
         }
     }
 }

@@ -62,6 +62,7 @@ pub fn router(config: &Config) -> Router {
                 crate::config::WicSignIn::CodeInRegister => "code_in_register",
             },
             "me_endpoint": format!("{issuer}/auth/me"),
+            "proof_of_possession": config.wwsf.proof_of_possession,
         }),
     });
     let api = Router::new()

@@ -20,9 +20,11 @@ export interface WicConfig {
   sign_in: 'token' | 'code_in_register';
   /** Where the signed-in person's IMPU is read in `code_in_register` mode. */
   me_endpoint: string;
+  /** Bind tokens to a key of the page's and prove it on REGISTER (issue 13 §3). */
+  proof_of_possession: boolean;
 }
 
-const KEYS: Exclude<keyof WicConfig, 'sign_in' | 'me_endpoint'>[] = [
+const KEYS: Exclude<keyof WicConfig, 'sign_in' | 'me_endpoint' | 'proof_of_possession'>[] = [
   'websocket_url',
   'sip_domain',
   'client_id',
@@ -51,6 +53,7 @@ export function parseConfig(raw: unknown): WicConfig {
   }
   // Optional keys: older gateways do not send them.
   out.sign_in = obj.sign_in === 'code_in_register' ? 'code_in_register' : 'token';
+  out.proof_of_possession = obj.proof_of_possession === true;
   out.me_endpoint = typeof obj.me_endpoint === 'string' && obj.me_endpoint !== ''
     ? obj.me_endpoint
     : `${out.issuer}/auth/me`;

@@ -24,6 +24,7 @@ import {
 import type { RTCSession } from 'jssip/lib/RTCSession';
 import { Call, type CallEvents } from './call';
 import { bearer, codeCredential, Phone, type RegState } from './phone';
+import { PopKey } from './pop';
 import { refreshDelayMs, registerRetryDelayMs } from './timing';
 import { callEndInWords, deliveryInWords, statusInWords } from './words';
 import { addIncoming, addOutgoing, clock, hideRinging, setText, showCall, showLevel, showRegState, showRinging, showSignedIn, typeIntoAddress, ui } from './ui';
@@ -44,6 +45,8 @@ interface Session {
   phone: Phone;
   /** Signed in with `code_in_register`: the gateway holds the tokens for one connection. */
   codeMode: boolean;
+  /** The key the tokens are bound to (`wwsf.proof_of_possession`). */
+  pop?: PopKey;
 }
 
 let cfg: WicConfig | null = null;
@@ -107,7 +110,9 @@ async function init(): Promise<void> {
       if (cfg.sign_in === 'code_in_register') {
         startWithCode(await whoAmI(cfg), cb.code, cb.verifier);
       } else {
-        start(await exchangeCode(cfg, cb.code, cb.verifier));
+        // Proof of possession: a key of this page's, the tokens bound to it (issue 13 §3).
+        const pop = cfg.proof_of_possession ? await PopKey.generate() : undefined;
+        start(await exchangeCode(cfg, cb.code, cb.verifier, pop), pop);
       }
       notice('');
       return;
@@ -136,7 +141,7 @@ function cleanUrl(): void {
 // ---------------------------------------------------------------------------------------------
 // Session: start, refresh, end
 
-function start(tokens: Tokens): void {
+function start(tokens: Tokens, pop?: PopKey): void {
   const c = cfg as WicConfig;
   const claims = decodeJwtPayload(tokens.access_token);
   const impu = typeof claims.impu === 'string' ? claims.impu : '';
@@ -146,7 +151,8 @@ function start(tokens: Tokens): void {
   authProblem = '';
   connProblem = '';
   regProblem = '';
-  const phone = new Phone(c, impu, bearer(tokens.access_token), phoneEvents);
+  const token = (): string => session?.access ?? tokens.access_token;
+  const phone = new Phone(c, impu, bearer(tokens.access_token), phoneEvents, pop ? { key: pop, token } : undefined);
   session = {
     impu,
     access: tokens.access_token,
@@ -158,7 +164,9 @@ function start(tokens: Tokens): void {
     refreshes: 0,
     phone,
     codeMode: false,
+    pop,
   };
+  if (pop) document.body.dataset.pop = 'on';
   scheduleRefresh(session, refreshDelayMs(tokens.expires_in));
   showSignedIn(impu);
   dispatch({ type: 'signedIn' });
@@ -264,7 +272,7 @@ async function refreshNow(s: Session): Promise<void> {
   }
   s.refreshing = true;
   try {
-    const t = await refresh(c, s.refresh);
+    const t = await refresh(c, s.refresh, s.pop);
     if (session !== s) return;
     s.access = t.access_token;
     if (t.refresh_token) s.refresh = t.refresh_token;

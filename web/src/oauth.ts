@@ -5,6 +5,7 @@
  * The `state` and the code verifier live in sessionStorage only for the redirect round trip
  * and are removed when the browser comes back. Tokens are never stored anywhere but memory.
  */
+import type { PopKey } from './pop';
 import type { WicConfig } from './config';
 import { randomVerifier, s256Challenge } from './pkce';
 
@@ -96,9 +97,9 @@ export function readCallback(
   return { kind: 'code', code: code as string, verifier: pending.verifier };
 }
 
-/** RFC 6749 §4.1.3 with RFC 7636 §4.5. */
-export function exchangeCode(cfg: WicConfig, code: string, verifier: string): Promise<Tokens> {
-  return tokenRequest(cfg, {
+/** RFC 6749 §4.1.3 with RFC 7636 §4.5; with `pop`, a DPoP proof binds the tokens (RFC 9449 §5). */
+export function exchangeCode(cfg: WicConfig, code: string, verifier: string, pop?: PopKey): Promise<Tokens> {
+  return tokenRequest(cfg, pop, {
     grant_type: 'authorization_code',
     code,
     redirect_uri: cfg.redirect_uri,
@@ -107,9 +108,10 @@ export function exchangeCode(cfg: WicConfig, code: string, verifier: string): Pr
   });
 }
 
-/** RFC 6749 §6. The answer's refresh token replaces the old one (rotation). */
-export function refresh(cfg: WicConfig, refreshToken: string): Promise<Tokens> {
-  return tokenRequest(cfg, {
+/** RFC 6749 §6. The answer's refresh token replaces the old one (rotation). A bound family is
+ * refreshed only with a proof by its key (RFC 9449 §5.8). */
+export function refresh(cfg: WicConfig, refreshToken: string, pop?: PopKey): Promise<Tokens> {
+  return tokenRequest(cfg, pop, {
     grant_type: 'refresh_token',
     refresh_token: refreshToken,
     client_id: cfg.client_id,
@@ -140,12 +142,14 @@ export async function endWafSession(cfg: WicConfig): Promise<void> {
   }
 }
 
-async function tokenRequest(cfg: WicConfig, form: Record<string, string>): Promise<Tokens> {
+async function tokenRequest(cfg: WicConfig, pop: PopKey | undefined, form: Record<string, string>): Promise<Tokens> {
   let res: Response;
+  const headers: Record<string, string> = { 'Content-Type': 'application/x-www-form-urlencoded', Accept: 'application/json' };
+  if (pop) headers.DPoP = await pop.dpop('POST', cfg.token_endpoint);
   try {
     res = await fetch(cfg.token_endpoint, {
       method: 'POST',
-      headers: { 'Content-Type': 'application/x-www-form-urlencoded', Accept: 'application/json' },
+      headers,
       body: new URLSearchParams(form),
       credentials: 'omit',
       cache: 'no-store',

@@ -12,6 +12,7 @@ import * as JsSIP from 'jssip';
 import type { RTCSession } from 'jssip/lib/RTCSession';
 import type { IncomingMessageEvent, IncomingRTCSessionEvent, OutgoingMessageEvent, OutgoingRTCSessionEvent } from 'jssip/lib/UA';
 import type { WicConfig } from './config';
+import type { PopKey } from './pop';
 import { bareUri } from './address';
 import { randomToken, randomUuid } from './pkce';
 import { Call, type CallEvents } from './call';
@@ -65,8 +66,21 @@ export class Phone {
   private watch: ReturnType<typeof setInterval> | null = null;
   private registerAgain = false;
 
-  /** `authorization`: the Authorization value of every request ([`bearer`], [`codeCredential`]). */
-  constructor(cfg: WicConfig, impu: string, authorization: string, private readonly ev: PhoneEvents) {
+  /** Proofs answered in a row without a registration: a gateway that keeps asking is refused. */
+  private proofsInARow = 0;
+
+  /**
+   * `authorization`: the Authorization value of every request ([`bearer`], [`codeCredential`]).
+   * `pop`: the key the token is bound to and the current token, to prove possession when the
+   * gateway asks (a REGISTER on a new connection; issue 13 §3).
+   */
+  constructor(
+    cfg: WicConfig,
+    impu: string,
+    authorization: string,
+    private readonly ev: PhoneEvents,
+    private readonly pop?: { key: PopKey; token: () => string },
+  ) {
     const socket = new JsSIP.WebSocketInterface(cfg.websocket_url);
     const inst = instance();
     this.ua = new JsSIP.UA({
@@ -217,6 +231,9 @@ export class Phone {
       // The reconnection hook below reports the time of the next attempt.
     });
     ua.on('registered', () => {
+      // A flow proves its key once: later REGISTERs on it carry no proof.
+      this.proofsInARow = 0;
+      ua.registrator().setExtraHeaders([]);
       this.ev.registration('registered');
       this.maybeRegisterAgain();
     });
@@ -226,6 +243,13 @@ export class Phone {
     ua.on('registrationFailed', (e) => {
       if (this.stopped) return;
       const code = e.response ? e.response.status_code : null;
+      const nonce = code === 401 && e.response ? e.response.getHeader('Proof-Nonce') : undefined;
+      if (nonce && this.pop && this.proofsInARow < 2) {
+        // The gateway wants this connection to prove it holds the token's key.
+        this.proofsInARow += 1;
+        void this.proveAndRegister(nonce);
+        return;
+      }
       // When a registration was in place JsSIP follows with 'unregistered' itself.
       if (!ua.isRegistered()) this.ev.registration('unregistered');
       this.ev.registrationFailed(code, String(e.cause ?? ''));
@@ -247,6 +271,25 @@ export class Phone {
       if (e.originator !== 'remote') return;
       this.ev.incomingCall(e.session);
     });
+  }
+
+  /** REGISTER again with a proof over the request JsSIP will send next. */
+  private async proveAndRegister(nonce: string): Promise<void> {
+    const pop = this.pop;
+    if (!pop) return;
+    // JsSIP 3.x has no public way to read these; the next REGISTER has the next CSeq.
+    const reg = this.ua.registrator() as unknown as { _call_id: string; _cseq: number; _registrar: { toString(): string } };
+    const proof = await pop.key.sip({
+      method: 'REGISTER',
+      ruri: reg._registrar.toString(),
+      call_id: reg._call_id,
+      cseq: reg._cseq + 1,
+      nonce,
+      access_token: pop.token(),
+    });
+    if (this.stopped) return;
+    this.ua.registrator().setExtraHeaders([`Proof: ${proof}`]);
+    this.register();
   }
 
   private maybeRegisterAgain(): void {
