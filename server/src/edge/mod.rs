@@ -24,6 +24,7 @@ pub mod fuzz;
 pub mod grant;
 pub mod local;
 mod media;
+pub mod nonce;
 mod rel100;
 mod request;
 mod response;
