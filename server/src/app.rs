@@ -280,6 +280,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 .phone_code
                 .as_ref()
                 .map(|_| crate::edge::digest::DigestSettings::new(config.sip.domain.clone())),
+            proofs: crate::edge::pop::ProofSettings::default(),
         }
     };
     let (jwks_tx, jwks_rx) = mpsc::channel(64);

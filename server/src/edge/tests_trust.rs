@@ -50,6 +50,7 @@ impl H {
             verifier: Some(verifier),
             revoked: Revoked::default(),
             digest: None,
+            proofs: super::pop::ProofSettings::default(),
         };
         let settings = EdgeSettings {
             local: super::tests::local(UpstreamTransport::Udp),
