@@ -531,6 +531,8 @@ mod tests_media_limits;
 #[cfg(test)]
 mod tests_media_review;
 #[cfg(test)]
+mod tests_pop;
+#[cfg(test)]
 mod tests_rfc4475;
 #[cfg(test)]
 mod tests_trust;
