@@ -284,6 +284,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                     algs,
                 )
             }),
+            proofs: crate::edge::pop::ProofSettings::default(),
         }
     };
     let (jwks_tx, jwks_rx) = mpsc::channel(64);

@@ -97,6 +97,11 @@ enum TokenAction {
         /// [[waf.clients]] entry with that id can revoke; otherwise a client of waf.clients.
         #[arg(long, default_value = imsgw::waf::OPERATOR_CLIENT_ID)]
         client_id: String,
+        /// Bind the token to a key: the RFC 7638 thumbprint of the client's public key (43
+        /// base64url characters), written as `"cnf": {"jkt": …}` (RFC 9449 §6.1). The SIP edge
+        /// then accepts the token only on a connection that proves that key (a `Proof` header).
+        #[arg(long)]
+        cnf_jkt: Option<String>,
     },
 }
 
@@ -272,11 +277,22 @@ fn token(action: TokenAction) -> ExitCode {
         scope,
         sub,
         client_id,
+        cnf_jkt,
     } = action;
     let impu = match imsgw_sip::Impu::parse(&impu) {
         Ok(i) => i,
         Err(e) => {
             eprintln!("imsgw: --impu `{}`: {e}", impu.escape_debug());
+            return ExitCode::FAILURE;
+        }
+    };
+    let cnf_jkt = match cnf_jkt.as_deref().map(imsgw_token::pop::Jkt::parse) {
+        None => None,
+        Some(Some(j)) => Some(j),
+        Some(None) => {
+            eprintln!(
+                "imsgw: --cnf-jkt is not a JWK thumbprint (RFC 7638: 43 base64url characters of a SHA-256)"
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -325,7 +341,7 @@ fn token(action: TokenAction) -> ExitCode {
         client_id,
         ttl,
     };
-    match waf.mint(now, req) {
+    match waf.mint_bound(now, req, imsgw_token::new_jti(), cnf_jkt.as_ref()) {
         Ok((token, _)) => {
             println!("{}", token.expose());
             ExitCode::SUCCESS

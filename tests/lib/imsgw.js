@@ -242,11 +242,12 @@ class Imsgw {
   /**
    * `imsgw token mint`: a token for `impu` signed with the gateway's current key, issued to
    * client `imsgw-operator` unless m.client_id names a client of the config.
-   * @param {object} m { impi, ttl, scope, sub, client_id }
+   * @param {object} m { impi, ttl, scope, sub, client_id, cnf_jkt (a key's RFC 7638 thumbprint:
+   *                    the token is bound to it, RFC 9449 §6.1) }
    */
   async mint(impu, m = {}) {
     const args = ['token', 'mint', '--config', this.configFile, '--impu', impu];
-    for (const k of ['impi', 'ttl', 'scope', 'sub', 'client_id']) if (m[k] !== undefined) args.push(`--${k.replace('_', '-')}`, String(m[k]));
+    for (const k of ['impi', 'ttl', 'scope', 'sub', 'client_id', 'cnf_jkt']) if (m[k] !== undefined) args.push(`--${k.replace('_', '-')}`, String(m[k]));
     const out = (await imsgwCmd(args)).trim();
     if (!/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(out)) throw new Error(`imsgw token mint printed no JWS: ${out.slice(0, 200)}`);
     return out;

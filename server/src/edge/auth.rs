@@ -1,5 +1,7 @@
 //! Bearer tokens at the edge (RFC 8898 §2, §4; RFC 6750 §3): who may send what through a flow,
 //! the challenge for those who may not, and how the checked identity is asserted to the P-CSCF.
+//! A token bound to a key (`cnf.jkt`) must also come with a proof of that key, or on a flow
+//! that has proven it (`pop`).
 //!
 //! Owns: the token verifier, the per-flow authorization, the decision for each request from a
 //! WebSocket. Must not touch: sockets, HTTP, key files (the WAF driver feeds keys in).
@@ -7,8 +9,11 @@
 use std::collections::HashMap;
 
 use imsgw_sip::{Contacts, Header, HeaderName, Impu, Message, Method, Uri, View};
+use imsgw_token::pop::SIP_PROOF_NONCE_HEADER;
 use imsgw_token::{AccessToken, TokenError, Verifier, parse_bearer};
 
+use super::FlowId;
+use super::pop::{FlowProofs, ProofRefusal, ProofSettings};
 use super::status::Status;
 use crate::config::{Challenge, IdentityAssertion};
 
@@ -70,6 +75,17 @@ pub struct Auth {
     /// Digest for phones with phone codes (`[waf.phone_code]`); None: phones get the Bearer
     /// challenge only.
     pub digest: Option<super::digest::DigestSettings>,
+    /// Proofs of possession for tokens bound to a key (`pop`).
+    pub proofs: ProofSettings,
+}
+
+/// The flow a request came on, as far as deciding for it goes.
+pub struct FlowAuth<'a> {
+    pub id: FlowId,
+    /// The identity of the flow's last registration (RFC 8898 §2.1.4).
+    pub identity: Option<&'a Identity>,
+    /// What the flow has proven of keys (`pop`).
+    pub proofs: &'a mut FlowProofs,
 }
 
 /// An identity a token proved, as far as the edge needs it.
@@ -114,6 +130,8 @@ pub struct Rejection {
     pub challenge: Option<(&'static str, String)>,
     /// Words for the `Warning` header.
     pub why: Option<String>,
+    /// Other header lines: `Proof-Nonce`, `Retry-After`.
+    pub extra: Vec<(&'static str, String)>,
 }
 
 impl Auth {
@@ -132,18 +150,19 @@ impl Auth {
             verifier: None,
             revoked: Revoked::default(),
             digest: None,
+            proofs: ProofSettings::default(),
         }
     }
 
-    /// Decides for a request from a flow whose registration identity is `flow_identity`.
+    /// Decides for a request from `flow`.
     pub fn decide(
         &mut self,
         now: u64,
         msg: &Message,
         view: &View,
-        flow_identity: Option<&Identity>,
+        flow: &mut FlowAuth<'_>,
     ) -> Decision {
-        self.decide_with(now, msg, view, flow_identity, true)
+        self.decide_with(now, msg, view, flow, true)
     }
 
     /// [`Auth::decide`] for a request whose credentials are the flow's own code (see `grant`):
@@ -153,9 +172,9 @@ impl Auth {
         now: u64,
         msg: &Message,
         view: &View,
-        flow_identity: Option<&Identity>,
+        flow: &mut FlowAuth<'_>,
     ) -> Decision {
-        self.decide_with(now, msg, view, flow_identity, false)
+        self.decide_with(now, msg, view, flow, false)
     }
 
     fn decide_with(
@@ -163,14 +182,14 @@ impl Auth {
         now: u64,
         msg: &Message,
         view: &View,
-        flow_identity: Option<&Identity>,
+        flow: &mut FlowAuth<'_>,
         credentials: bool,
     ) -> Decision {
         if !self.settings.required {
             return Decision::Forward { identity: None };
         }
         let method = view.method.as_ref();
-        let live = flow_identity.filter(|id| self.is_live(now, id));
+        let live = flow.identity.filter(|id| self.is_live(now, id));
         if method == Some(&Method::Ack) {
             // An ACK cannot be answered (RFC 3261 §17.1.1.3): one that rides on no live
             // registration of this flow for its From is dropped. ACKs of INVITEs this flow sent
@@ -190,7 +209,7 @@ impl Auth {
             (&view.from.uri, "From")
         };
         let bearer = if credentials {
-            self.bearer(now, msg, view)
+            self.bearer(now, msg, view, flow)
         } else {
             None
         };
@@ -219,6 +238,7 @@ impl Auth {
                     })))
                 }
             }
+            Some(Err(Refused::Proof(p))) => Decision::Reject(self.proof_refusal(now, flow.id, &p)),
             Some(Err(e)) => Decision::Reject(self.refusal(&e)),
             None if register => Decision::Reject(self.challenge(None)),
             // RFC 8898 §2.1.4: requests after registration ride on the registration.
@@ -235,12 +255,14 @@ impl Auth {
         }
     }
 
-    /// The Bearer credentials of a request, checked. `None` when it carries none.
+    /// The Bearer credentials of a request, checked, and for a token bound to a key the proof
+    /// of it (`pop`). `None` when it carries none.
     fn bearer(
         &mut self,
         now: u64,
         msg: &Message,
         view: &View,
+        flow: &mut FlowAuth<'_>,
     ) -> Option<Result<Identity, Refused>> {
         let h = bearer_headers(msg, view).next()?;
         let (header, raw) = (h.name.clone(), msg.value(h));
@@ -255,17 +277,29 @@ impl Auth {
         if self.verifier.is_none() {
             return Some(Err(Refused::Token(TokenError::Malformed("no verifier"))));
         }
-        Some(self.check_token(now, token, header))
+        // Issue 13 §3: a token bound to a key is its holder's only on a flow that proves the key.
+        let checked = self
+            .check_token(now, token, header)
+            .and_then(|(id, cnf_jkt)| {
+                if let Some(cnf) = cnf_jkt {
+                    (self.proofs)
+                        .check(now, flow.id, flow.proofs, msg, view, token, &cnf)
+                        .map_err(Refused::Proof)?;
+                }
+                Ok(id)
+            });
+        Some(checked)
     }
 
-    /// A token's identity, if it verifies and is not revoked; `header` is where it came (or,
-    /// for one the edge obtained itself, would go) for `passthrough`.
+    /// A token's identity and the key it is bound to (`cnf.jkt`), if it verifies and is not
+    /// revoked; `header` is where it came (or, for one the edge obtained itself, would go) for
+    /// `passthrough`.
     fn check_token(
         &mut self,
         now: u64,
         token: &str,
         header: HeaderName,
-    ) -> Result<Identity, Refused> {
+    ) -> Result<(Identity, Option<String>), Refused> {
         let Some(verifier) = self.verifier.as_mut() else {
             return Err(Refused::Token(TokenError::Malformed("no verifier")));
         };
@@ -273,7 +307,7 @@ impl Auth {
         if self.revoked.contains(&c.jti) {
             return Err(Refused::Revoked);
         }
-        Ok(Identity {
+        let id = Identity {
             impu: c.impu,
             impi: c.impi,
             exp: c.exp,
@@ -284,16 +318,20 @@ impl Auth {
                 .assertion
                 .contains(&IdentityAssertion::Passthrough)
                 .then(|| (header, AccessToken::new(token.to_string()))),
-        })
+        };
+        Ok((id, c.cnf_jkt))
     }
 
     /// The identity of a token the edge obtained for a UA (a code it exchanged, a refresh),
     /// checked like any other; `Err` says why not.
     pub fn identity_of(&mut self, now: u64, token: &AccessToken) -> Result<Identity, String> {
+        // A token the edge obtained was never the UA's to prove: its binding is not checked.
         self.check_token(now, token.expose(), HeaderName::Authorization)
+            .map(|(id, _)| id)
             .map_err(|e| match e {
                 Refused::Revoked => "the token was revoked".to_string(),
                 Refused::Token(e) => format!("the token was refused: {e}"),
+                Refused::Proof(p) => p.to_string(),
             })
     }
 
@@ -309,7 +347,29 @@ impl Auth {
         r.why = Some(match e {
             Refused::Revoked => "the token was revoked".to_string(),
             Refused::Token(e) => format!("the token was refused: {e}"),
+            Refused::Proof(p) => p.to_string(),
         });
+        r
+    }
+
+    /// A bound token without a good proof (`pop`): 401 with the Bearer challenge, its `error`
+    /// and a fresh `Proof-Nonce` for `flow` to sign (as RFC 9449 §8 hands out `DPoP-Nonce`);
+    /// or, for a flow with too many proofs, 503 with `Retry-After` (RFC 3261 §21.5.4).
+    fn proof_refusal(&self, now: u64, flow: FlowId, p: &ProofRefusal) -> Rejection {
+        let mut r = if let ProofRefusal::Busy { retry_after } = p {
+            Rejection {
+                status: Status::SERVICE_UNAVAILABLE,
+                challenge: None,
+                why: None,
+                extra: vec![("Retry-After", retry_after.to_string())],
+            }
+        } else {
+            let mut r = self.challenge(p.error());
+            let nonce = self.proofs.nonce(flow, now);
+            r.extra.push((SIP_PROOF_NONCE_HEADER, nonce));
+            r
+        };
+        r.why = Some(p.to_string());
         r
     }
 
@@ -331,6 +391,7 @@ impl Auth {
             status,
             challenge: Some((header, value)),
             why: None,
+            extra: Vec::new(),
         }
     }
 
@@ -392,6 +453,8 @@ enum Refused {
     Token(TokenError),
     /// Valid, but revoked at the WAF (RFC 7009).
     Revoked,
+    /// Valid, but bound to a key this flow has not proven (`pop`).
+    Proof(ProofRefusal),
 }
 
 /// A 403 for a request whose identity is not the one its token or registration proved.
@@ -400,6 +463,7 @@ fn not_yours(why: String) -> Rejection {
         status: Status::FORBIDDEN,
         challenge: None,
         why: Some(why),
+        extra: Vec::new(),
     }
 }
 

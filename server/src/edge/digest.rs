@@ -5,33 +5,31 @@
 //! the WAF, which alone knows the codes: it tries [`DigestCheck::matches`] on each of that
 //! IMPU's codes and app passwords.
 //!
-//! Nonces are stateless: the time they were made and an HMAC over it and the flow, so a nonce
-//! is good on the connection (or UDP source) it was given to only, for [`NONCE_SECS`]; an
-//! Authorization header copied to another flow fails. Replays on the same flow within the
+//! Nonces are stateless (`nonce`): the time they were made and an HMAC over it and the flow, so
+//! a nonce is good on the connection (or UDP source) it was given to only, for [`NONCE_SECS`];
+//! an Authorization header copied to another flow fails. Replays on the same flow within the
 //! window would only re-register the phone already there.
 //!
 //! Owns: the Digest grammar, nonces, the response computation. Must not touch: the codes.
 
 use std::fmt;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::FlowId;
+use super::nonce::{FlowNonces, NonceError};
 
 /// How long a nonce is good for.
 pub const NONCE_SECS: u64 = 300;
 
-/// The realm and the nonce key (per process: a restart makes phones answer a new challenge).
+/// The realm and the nonces (per process: a restart makes phones answer a new challenge).
 #[derive(Clone)]
 pub struct DigestSettings {
     pub realm: String,
     /// The challenges offered, in order of preference.
     pub algorithms: Vec<Algorithm>,
-    key: [u8; 32],
+    nonces: FlowNonces,
 }
 
 impl fmt::Debug for DigestSettings {
@@ -85,18 +83,16 @@ impl DigestSettings {
 
     /// Settings offering `algorithms`, in that order (`phones.digest_algorithms`).
     pub fn with_algorithms(realm: String, algorithms: Vec<Algorithm>) -> Self {
-        let mut key = [0u8; 32];
-        rand::fill(&mut key);
         Self {
             realm,
             algorithms,
-            key,
+            nonces: FlowNonces::new(NONCE_SECS),
         }
     }
 
     /// The `WWW-Authenticate` values for `flow` at `now`, most preferred first (RFC 8760 §2.4).
     pub fn challenges(&self, flow: FlowId, now: u64, stale: bool) -> Vec<String> {
-        let nonce = self.nonce(flow, now);
+        let nonce = self.nonces.issue(flow, now);
         let stale = if stale { ", stale=true" } else { "" };
         self.algorithms
             .iter()
@@ -110,41 +106,13 @@ impl DigestSettings {
             .collect()
     }
 
-    fn nonce(&self, flow: FlowId, at: u64) -> String {
-        let mut raw = [0u8; 24];
-        raw[..8].copy_from_slice(&at.to_be_bytes());
-        raw[8..].copy_from_slice(&self.mac(flow, at)[..16]);
-        URL_SAFE_NO_PAD.encode(raw)
-    }
-
-    fn mac(&self, flow: FlowId, at: u64) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
-            // A 32-byte key is always a valid HMAC key.
-            .expect("HMAC accepts any key length");
-        mac.update(&at.to_be_bytes());
-        mac.update(&flow.0.to_be_bytes());
-        mac.finalize().into_bytes().into()
-    }
-
     /// Whether `nonce` is one this edge gave `flow`: `Ok(true)` fresh, `Ok(false)` stale (RFC
     /// 7616 §3.3 `stale=true`: answer again with a new nonce), `Err` not ours.
     pub fn check_nonce(&self, flow: FlowId, nonce: &str, now: u64) -> Result<bool, DigestError> {
-        let raw = URL_SAFE_NO_PAD
-            .decode(nonce)
-            .map_err(|_| DigestError("the nonce is not one of ours"))?;
-        if raw.len() != 24 {
-            return Err(DigestError("the nonce is not one of ours"));
-        }
-        let mut at = [0u8; 8];
-        at.copy_from_slice(&raw[..8]);
-        let at = u64::from_be_bytes(at);
-        let want = self.mac(flow, at);
-        if !bool::from(raw[8..].ct_eq(&want[..16])) {
-            return Err(DigestError(
-                "the nonce is not one this connection was given",
-            ));
-        }
-        Ok(at <= now && now < at.saturating_add(NONCE_SECS))
+        self.nonces.check(flow, nonce, now).map_err(|e| match e {
+            NonceError::NotOurs => DigestError("the nonce is not one of ours"),
+            NonceError::OtherFlow => DigestError("the nonce is not one this connection was given"),
+        })
     }
 }
 

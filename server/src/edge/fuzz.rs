@@ -75,6 +75,7 @@ fn edge(required: bool, tcp: bool) -> Edge {
             verifier: Verifier::new(vc, ring).ok(),
             revoked: Revoked::default(),
             digest: Some(super::digest::DigestSettings::new("ims.example".into())),
+            proofs: super::pop::ProofSettings::default(),
         }
     } else {
         Auth::disabled()

@@ -24,6 +24,8 @@ pub mod fuzz;
 pub mod grant;
 pub mod local;
 mod media;
+pub mod nonce;
+pub mod pop;
 mod rel100;
 mod request;
 mod response;
@@ -155,6 +157,8 @@ struct FlowInfo {
     identity: Option<Identity>,
     /// The grant the edge holds for this flow (a code it exchanged), if any.
     grant: Option<Box<grant::Held>>,
+    /// The key this flow proved it holds, and the proofs it sent (issue 13 §3, `pop`).
+    proofs: pop::FlowProofs,
     /// INVITEs this flow sent that the edge authorized, newest last: their ACKs (RFC 3261
     /// §13.2.2.4, a transaction of their own, with the INVITE's Call-ID and From) belong to
     /// them. Bounded by [`CALLS_PER_FLOW`] and [`CALL_MEMORY`].
@@ -326,6 +330,7 @@ impl Edge {
                 remote,
                 identity: None,
                 grant: None,
+                proofs: pop::FlowProofs::default(),
                 calls: VecDeque::new(),
             },
         );
@@ -525,6 +530,8 @@ mod tests_media_dialog;
 mod tests_media_limits;
 #[cfg(test)]
 mod tests_media_review;
+#[cfg(test)]
+mod tests_pop;
 #[cfg(test)]
 mod tests_rfc4475;
 #[cfg(test)]

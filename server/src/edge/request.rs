@@ -14,9 +14,10 @@ use bytes::Bytes;
 use imsgw_sip::{HeaderName, Message, Method, ParseError, Uri, View, response_to};
 use tracing::{debug, warn};
 
-use super::auth::{self, Decision, Identity};
+use super::auth::{self, Decision, FlowAuth, Identity};
 use super::grant::Step as GrantStep;
 use super::media::{Outgoing, Party};
+use super::pop::FlowProofs;
 use super::rewrite::{self, Edits};
 use super::route::{self, Target};
 use super::status::Status;
@@ -246,14 +247,22 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message, granted: Optio
         } else if let GrantStep::Done = step {
             return;
         } else {
-            let flow_identity = info.and_then(|f| f.identity.clone());
             let unix = edge.unix;
+            // `from_flow` and `resume` look the flow up first, so it is there; a flow without
+            // an entry would prove nothing that outlives this request.
+            let mut spare = FlowProofs::default();
+            let (registered, proofs) = match edge.flows.get_mut(&flow) {
+                Some(f) => (f.identity.as_ref(), &mut f.proofs),
+                None => (None, &mut spare),
+            };
+            let mut ctx = FlowAuth {
+                id: flow,
+                identity: registered,
+                proofs,
+            };
             let decision = match step {
-                GrantStep::Ride => {
-                    edge.auth
-                        .decide_riding(unix, &msg, &view, flow_identity.as_ref())
-                }
-                _ => edge.auth.decide(unix, &msg, &view, flow_identity.as_ref()),
+                GrantStep::Ride => edge.auth.decide_riding(unix, &msg, &view, &mut ctx),
+                _ => edge.auth.decide(unix, &msg, &view, &mut ctx),
             };
             match decision {
                 Decision::Forward { identity: id } => identity = id,
@@ -569,6 +578,9 @@ pub(super) fn reject_auth(
 ) {
     let mut extra: Vec<(&str, &str)> = Vec::new();
     if let Some((name, value)) = &r.challenge {
+        extra.push((name, value));
+    }
+    for (name, value) in &r.extra {
         extra.push((name, value));
     }
     let warning = r.why.as_deref().map(warning);

@@ -50,6 +50,7 @@ impl H {
             verifier: Some(verifier),
             revoked: Revoked::default(),
             digest: None,
+            proofs: super::pop::ProofSettings::default(),
         };
         let settings = EdgeSettings {
             local: super::tests::local(UpstreamTransport::Udp),
@@ -89,6 +90,23 @@ impl H {
             )
             .expect("mint");
         (t.expose().to_string(), c.jti)
+    }
+
+    /// A token for `user` bound to the key `jkt` (`cnf.jkt`, RFC 9449 §6.1).
+    pub(super) fn bound_token(&self, user: &str, jkt: &imsgw_token::pop::Jkt) -> String {
+        let req = MintRequest {
+            sub: "web-user".into(),
+            impu: format!("sip:{user}@ims.example"),
+            impi: format!("{user}@ims.example"),
+            scope: "sip".into(),
+            client_id: "wic".into(),
+            ttl: Some(600),
+        };
+        let (t, _) = self
+            .minter
+            .mint_bound(NOW, req, imsgw_token::new_jti(), Some(jkt))
+            .expect("mint");
+        t.expose().to_string()
     }
 
     pub(super) fn token(&self, user: &str) -> String {

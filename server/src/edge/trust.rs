@@ -18,14 +18,16 @@ use imsgw_sip::{HeaderName, Impu, Message, Uri};
 /// `P-Asserted-Identity` (RFC 3325 §5, only imsgw asserts), `P-Preferred-Identity` (consumed:
 /// see [`asserted_impu`]), `P-Served-User` (RFC 5502, set by the S-CSCF), `Authorization` and
 /// `Proxy-Authorization` (imsgw writes its own: `tna`, or the checked Bearer token in
-/// `passthrough`), `Path` (RFC 3327: each proxy adds its own; a UA has none to give) and
-/// `Record-Route` (a UA does not record-route; a forged one would steer the dialog).
+/// `passthrough`), `Proof` (a proof of possession is for imsgw, which checks it: `pop`), `Path`
+/// (RFC 3327: each proxy adds its own; a UA has none to give) and `Record-Route` (a UA does not
+/// record-route; a forged one would steer the dialog).
 pub const ALWAYS_REMOVED: &[&str] = &[
     "P-Asserted-Identity",
     "P-Preferred-Identity",
     "P-Served-User",
     "Authorization",
     "Proxy-Authorization",
+    "Proof",
     "Path",
     "Record-Route",
 ];
@@ -179,6 +181,7 @@ mod tests {
             "P-Served-User",
             "authorization",
             "Proxy-Authorization",
+            "proof",
             "path",
             "Record-Route",
             "p-charging-vector",

@@ -39,12 +39,18 @@
 //!
 //! ## SIP proofs (`sip-pop+jwt`)
 //!
-//! A UA whose access token is bound to its key (`cnf.jkt`) sends, in each REGISTER that carries
-//! `Authorization: Bearer <access token>`, one more header:
+//! A UA whose access token is bound to its key (`cnf.jkt`) sends, beside
+//! `Authorization: Bearer <access token>` in the request that first presents the token on a
+//! connection (its REGISTER), one more header:
 //!
 //! ```text
 //! Proof: <compact JWS>
 //! ```
+//!
+//! The nonce it signs comes from the edge, in a `Proof-Nonce: <nonce>` header
+//! ([`SIP_PROOF_NONCE_HEADER`]) of the 401 that refuses a request without a good proof (as RFC
+//! 9449 §8 hands out `DPoP-Nonce`). When and for how long the edge asks for proofs is the
+//! edge's business (imsgw's README, "What the SIP edge does").
 //!
 //! The JWS's header is `{"typ":"sip-pop+jwt","alg":"ES256","jwk":{"kty":"EC","crv":"P-256",
 //! "x":"…","y":"…"}}` (as above) and its payload has exactly these claims, all required:
@@ -92,6 +98,9 @@ pub const DPOP_TYP: &str = "dpop+jwt";
 pub const SIP_POP_TYP: &str = "sip-pop+jwt";
 /// The SIP header that carries a SIP proof: `Proof: <compact JWS>`.
 pub const SIP_PROOF_HEADER: &str = "Proof";
+/// The SIP header in which the edge hands a UA the nonce its next SIP proof signs:
+/// `Proof-Nonce: <nonce>` (after RFC 9449 §8's `DPoP-Nonce`).
+pub const SIP_PROOF_NONCE_HEADER: &str = "Proof-Nonce";
 /// The longest proof read. A proof is a small header with a P-256 key and a few claims, under
 /// 1 KiB; anything much longer is not one.
 pub const MAX_PROOF_BYTES: usize = 4096;
