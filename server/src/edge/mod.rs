@@ -533,6 +533,8 @@ mod tests_media_review;
 #[cfg(test)]
 mod tests_pop;
 #[cfg(test)]
+mod tests_phones;
+#[cfg(test)]
 mod tests_rfc4475;
 #[cfg(test)]
 mod tests_trust;

@@ -339,6 +339,9 @@ fn stun_binding_response(data: &[u8], remote: SocketAddr) -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
+mod tests_review13b;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

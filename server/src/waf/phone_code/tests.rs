@@ -475,4 +475,25 @@ fn a_strangers_wrong_guesses_do_not_lock_out_a_bound_phone_and_its_id_buys_few_g
         matches!(r, Err(PhoneCodeError::TooManyAttempts { .. })),
         "{r:?}"
     );
+
+// ---- review 13b ---------------------------------------------------------------------------
+
+#[test]
+fn review13b_a_strangers_wrong_guesses_do_not_lock_out_a_bound_phone() {
+    let t = waf();
+    let now = unix_now();
+    let code = code_for(&t, "frank", "s1", now);
+    // frank's desk phone binds the code: it is its app password from now on.
+    let desk = "urn:uuid:0f0e0d0c-0b0a-4908-8706-050403020100";
+    assert!(phone_signs_in(&t, "frank", desk, "192.0.2.50", &code, now).is_ok());
+    // A stranger who knows frank's number (his IMPU is his phone number: no secret) but not
+    // the code sends 5 wrong answers from one address, and again every window.
+    for _ in 0..5 {
+        let _ = phone_signs_in(&t, "frank", "x", "203.0.113.66", "00000000", now + 1);
+    }
+    // The desk phone signs in again with its own app password, from where it always does (the
+    // edge asks for every re-REGISTER with credentials, every token life, every new flow).
+    // Refusing it lets anyone keep any phone unregistered for 5 datagrams per 10 minutes.
+    let r = phone_signs_in(&t, "frank", desk, "192.0.2.50", &code, now + 2);
+    assert!(r.is_ok(), "{r:?}");
 }
