@@ -230,6 +230,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         transport: up.transport,
         ws_host: format!("{}.invalid", config.sip.domain.replace('.', "-")),
         clients: config.phones.listeners(),
+        phone_advertise: config.phones.advertise,
     };
     // The WAF: keys, its own state, and what the edge needs of it.
     let key_source = KeySource::from_config(&config);

@@ -110,6 +110,11 @@ pub struct PhonesConfig {
     /// anything but MD5): for those, `["MD5"]`.
     #[serde(default = "default_digest_algorithms")]
     pub digest_algorithms: Vec<String>,
+    /// `phones.advertise`: the IP address phones reach imsgw at, written in the Via and
+    /// Record-Route toward them when a phone listener is bound to a wildcard address
+    /// (`0.0.0.0`, `::`). Default: the IP of `sip.listen`; one of the two must be specific.
+    #[serde(default)]
+    pub advertise: Option<std::net::IpAddr>,
 }
 
 impl Default for PhonesConfig {
@@ -124,6 +129,7 @@ impl Default for PhonesConfig {
             udp_idle_secs: default_phone_udp_idle(),
             max_messages_per_sec: default_phone_rate(),
             digest_algorithms: default_digest_algorithms(),
+            advertise: None,
         }
     }
 }
@@ -725,6 +731,19 @@ impl Config {
             return Err(key_err(
                 "phones.digest_algorithms",
                 "must list `SHA-256` and/or `MD5`, each once",
+            ));
+        }
+        if self
+            .phones
+            .listeners()
+            .iter()
+            .any(|a| a.ip().is_unspecified())
+            && self.phones.advertise.is_none_or(|a| a.is_unspecified())
+            && self.sip.listen.ip().is_unspecified()
+        {
+            return Err(key_err(
+                "phones.advertise",
+                "a phone listener on a wildcard address needs the address phones reach imsgw at (phones.advertise), or a specific sip.listen",
             ));
         }
         if self.phones.max_flows == 0 || self.phones.udp_idle_secs == 0 {

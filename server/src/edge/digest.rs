@@ -221,8 +221,18 @@ impl DigestCheck {
     /// Whether `password` gives this response (RFC 7616 §3.4.1; RFC 2617 §3.2.2.1 without
     /// qop), compared in constant time.
     pub fn matches(&self, password: &str) -> bool {
+        self.matches_ha1(&self.ha1(password))
+    }
+
+    /// H(A1) of `password` for this user name, realm and algorithm (RFC 7616 §3.4.2): what
+    /// checks later answers without the password.
+    pub fn ha1(&self, password: &str) -> String {
+        (self.algorithm).hash(&format!("{}:{}:{password}", self.username, self.realm))
+    }
+
+    /// Whether the response is the one H(A1) `ha1` gives, in constant time.
+    pub fn matches_ha1(&self, ha1: &str) -> bool {
         let a = self.algorithm;
-        let ha1 = a.hash(&format!("{}:{}:{password}", self.username, self.realm));
         let ha2 = a.hash(&format!("{}:{}", self.method, self.uri));
         let want = match &self.qop {
             Some((nc, cnonce)) => a.hash(&format!("{ha1}:{}:{nc}:{cnonce}:auth:{ha2}", self.nonce)),

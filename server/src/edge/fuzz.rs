@@ -91,6 +91,7 @@ fn edge(required: bool, tcp: bool) -> Edge {
             },
             ws_host: "ims-example.invalid".into(),
             clients: Vec::new(),
+            phone_advertise: None,
         },
         t1: Duration::from_millis(500),
         strip: StripList::default(),
@@ -196,6 +197,7 @@ fn drain(e: &mut Edge, now: Instant, pcscf: SocketAddr, answer: bool, token: &st
             0 => Ok(super::Granted {
                 access_token: imsgw_token::AccessToken::new(token.to_string()),
                 refresh_token: Some(imsgw_token::Secret::new("fam.rt")),
+                digest_ha1: None,
             }),
             1 => Err(super::GrantError::Refused("no".into())),
             2 => Err(super::GrantError::Unavailable("down".into())),

@@ -129,6 +129,9 @@ pub struct Granted {
     pub access_token: AccessToken,
     /// None for a client without the refresh grant: the registration then ends with the token.
     pub refresh_token: Option<Secret>,
+    /// For a phone's Digest sign-in: H(A1) of its password for the user name and algorithm it
+    /// used (RFC 7616 §3.4.2), so the edge checks its later requests itself.
+    pub digest_ha1: Option<Secret>,
 }
 
 /// Why the WAF gave nothing.
@@ -170,6 +173,28 @@ pub(super) struct Held {
     last_register: Option<Bytes>,
     /// SHA-256 of the code this grant came from.
     code_key: Option<[u8; 32]>,
+    /// A Digest phone's H(A1), its user name and algorithm, and the last `nc` seen per nonce:
+    /// every REGISTER and out-of-dialog request of a UDP phone must answer Digest (a UDP
+    /// source address can be forged), checked here.
+    digest: Option<Box<HeldDigest>>,
+}
+
+/// What the held H(A1) says of an answer.
+enum HeldCheck {
+    Good,
+    /// Right, but this nonce and `nc` were answered already.
+    Replayed,
+    Wrong,
+    /// Nothing to check with (no sign-in on this flow, another user name or algorithm).
+    Unknown,
+}
+
+struct HeldDigest {
+    ha1: Secret,
+    username: String,
+    algorithm: super::digest::Algorithm,
+    /// The nonce last answered and its highest `nc`: an answer is good once (RFC 7616 §3.4).
+    last: Option<(String, u32)>,
 }
 
 struct Pending {
@@ -189,6 +214,8 @@ struct Pending {
     /// The REGISTER was answered already (503 on time-out): what comes is installed, not
     /// resumed.
     answered: bool,
+    /// Its top Via branch: a retransmission of it is absorbed.
+    branch: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,6 +284,16 @@ impl Edge {
         if !self.auth.settings.required {
             return Step::NotMine;
         }
+        // A UDP source address can be forged: a phone over UDP answers Digest on every
+        // REGISTER and out-of-dialog request, checked here with the H(A1) its sign-in left.
+        let udp_phone = self.digest_phone(flow) && self.flow_kind(flow).unreliable();
+        if udp_phone
+            && view.method != Some(Method::Register)
+            && !matches!(view.method, Some(Method::Ack | Method::Cancel))
+            && view.to.tag().is_none()
+        {
+            return self.udp_request_gate(flow, msg, view);
+        }
         if view.method != Some(Method::Register) {
             // JsSIP puts one Authorization value on every request: a WIC that signed in with
             // its code sends that code on its INVITEs too. The flow's own code rides on the
@@ -293,22 +330,27 @@ impl Edge {
             };
             return self.grant_ask(now, flow, msg, view, ask, AskKind::Code);
         }
-        let phone = self
-            .flows
-            .get(&flow)
-            .is_some_and(|f| f.kind != FlowKind::Ws);
-        if phone && self.auth.digest.is_some() {
+        if self.digest_phone(flow) {
             if let Some(step) = self.digest_step(now, flow, msg, view) {
                 return step;
             }
-            // No credentials: a phone that holds nothing is offered Digest.
-            if self.flows.get(&flow).is_some_and(|f| f.grant.is_none()) {
+            // No credentials: a phone that holds nothing (or is over UDP) is offered Digest.
+            if udp_phone || self.flows.get(&flow).is_some_and(|f| f.grant.is_none()) {
                 self.stats.auth_refused += 1;
                 self.phone_challenge(flow, msg, view, Status::UNAUTHORIZED, None, false, None);
                 return Step::Done;
             }
         }
         self.held_step(now, flow, msg, view)
+    }
+
+    /// Whether `flow` is a phone that signs in with Digest (phone codes on, not a WebSocket).
+    pub(super) fn digest_phone(&self, flow: FlowId) -> bool {
+        self.auth.digest.is_some()
+            && self
+                .flows
+                .get(&flow)
+                .is_some_and(|f| f.kind != FlowKind::Ws)
     }
 
     /// A phone's REGISTER with Digest credentials: checked here as far as the edge can (realm,
@@ -383,6 +425,30 @@ impl Edge {
                 return Some(self.grant_refuse(flow, msg, view, Status::FORBIDDEN, why));
             }
         };
+        // A phone that signed in on this flow is checked here, with the H(A1) it left: while
+        // its token lasts, a re-REGISTER needs no trip to the WAF (whose attempt counts a
+        // stranger can fill), and an answer seen before is refused.
+        match self.held_digest(flow, &check) {
+            HeldCheck::Good => {
+                let unix = self.unix;
+                let live = (self.flows.get(&flow).and_then(|f| f.grant.as_deref())).filter(|h| {
+                    let left = h.identity.exp.saturating_sub(unix);
+                    !self.auth.revoked.contains(&h.identity.jti)
+                        && h.identity.names(&view.to.uri)
+                        && left.saturating_mul(2) >= h.lifetime
+                });
+                if let Some(h) = live {
+                    return Some(Step::Forward(h.identity.clone()));
+                }
+            }
+            HeldCheck::Replayed => {
+                let s = Status::UNAUTHORIZED;
+                let why = "that Digest answer was already used";
+                self.phone_challenge(flow, msg, view, s, Some(why), true, None);
+                return Some(Step::Done);
+            }
+            HeldCheck::Wrong | HeldCheck::Unknown => {}
+        }
         let source = self.flows.get(&flow).map(|f| f.remote.ip())?;
         let ask = GrantAsk::Phone {
             impu: impu.as_str().to_string(),
@@ -393,8 +459,81 @@ impl Edge {
         Some(self.grant_ask(now, flow, msg, view, ask, AskKind::Phone))
     }
 
+    /// Checks Digest credentials with the H(A1) the flow's sign-in left, recording the `nc`.
+    fn held_digest(&mut self, flow: FlowId, c: &DigestCheck) -> HeldCheck {
+        let Some(d) = (self.flows.get_mut(&flow))
+            .and_then(|f| f.grant.as_deref_mut())
+            .and_then(|h| h.digest.as_deref_mut())
+        else {
+            return HeldCheck::Unknown;
+        };
+        if d.username != c.username || d.algorithm != c.algorithm {
+            return HeldCheck::Unknown;
+        }
+        if !d.ha1.expose_str().is_some_and(|ha1| c.matches_ha1(ha1)) {
+            return HeldCheck::Wrong;
+        }
+        let Some(nc) = parse_nc(c) else {
+            return HeldCheck::Wrong;
+        };
+        if let Some((nonce, last)) = &d.last
+            && *nonce == c.nonce
+            && nc <= *last
+        {
+            return HeldCheck::Replayed;
+        }
+        d.last = Some((c.nonce.clone(), nc));
+        HeldCheck::Good
+    }
+
+    /// An out-of-dialog request from a phone over UDP: it must answer a Digest challenge
+    /// (407, as a proxy asks, RFC 3261 §22.3) with the password its sign-in proved.
+    fn udp_request_gate(&mut self, flow: FlowId, msg: &Message, view: &View) -> Step {
+        let s = Status::PROXY_AUTH_REQUIRED;
+        let method = view
+            .method
+            .as_ref()
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_default();
+        let Some(c) = digest_creds(msg, view, &method) else {
+            self.stats.auth_refused += 1;
+            self.phone_challenge(flow, msg, view, s, None, false, None);
+            return Step::Done;
+        };
+        let unix = self.unix;
+        let nonce = (self.auth.digest.as_ref())
+            .map(|d| (d.realm == c.realm).then(|| d.check_nonce(flow, &c.nonce, unix)));
+        match nonce {
+            Some(Some(Ok(true))) => {}
+            Some(Some(Ok(false))) => {
+                self.phone_challenge(flow, msg, view, s, None, true, None);
+                return Step::Done;
+            }
+            _ => {
+                self.stats.auth_refused += 1;
+                let why = "the Digest nonce or realm is not one this connection was given";
+                self.phone_challenge(flow, msg, view, s, Some(why), false, None);
+                return Step::Done;
+            }
+        }
+        match self.held_digest(flow, &c) {
+            HeldCheck::Good => Step::Ride,
+            HeldCheck::Replayed => {
+                self.phone_challenge(flow, msg, view, s, None, true, None);
+                Step::Done
+            }
+            HeldCheck::Wrong | HeldCheck::Unknown => {
+                self.stats.auth_refused += 1;
+                let why = "wrong user name or password, or this phone has not signed in";
+                self.phone_challenge(flow, msg, view, s, Some(why), false, None);
+                Step::Done
+            }
+        }
+    }
+
     /// `status` with the Digest challenges for `flow` (RFC 7235 §4.1: one header per
-    /// challenge), a `Warning` and a `Retry-After` if given.
+    /// challenge; `WWW-Authenticate` on 401, `Proxy-Authenticate` on 407), a `Warning` and a
+    /// `Retry-After` if given.
     #[allow(clippy::too_many_arguments)]
     fn phone_challenge(
         &mut self,
@@ -407,13 +546,18 @@ impl Edge {
         retry_after: Option<u64>,
     ) {
         let mut lines: Vec<(String, String)> = Vec::new();
-        if status == Status::UNAUTHORIZED {
+        let header = if status == Status::PROXY_AUTH_REQUIRED {
+            "Proxy-Authenticate"
+        } else {
+            "WWW-Authenticate"
+        };
+        if status == Status::UNAUTHORIZED || status == Status::PROXY_AUTH_REQUIRED {
             // Digest only: phones that know Digest often stop at the first challenge they do
             // not understand (a Bearer one included); one that signs in with a token or a code
             // sends it without being asked.
             if let Some(d) = &self.auth.digest {
                 for c in d.challenges(flow, self.unix, stale) {
-                    lines.push(("WWW-Authenticate".into(), c));
+                    lines.push((header.into(), c));
                 }
             }
         }
@@ -481,7 +625,12 @@ impl Edge {
         ask: GrantAsk,
         kind: AskKind,
     ) -> Step {
-        if self.grants.pending.values().any(|p| p.flow == flow) {
+        let branch = view.top_via().branch.clone();
+        if let Some(p) = self.grants.pending.values().find(|p| p.flow == flow) {
+            // The same REGISTER again (a UDP phone's Timer E): the same transaction, absorbed.
+            if p.branch.is_some() && p.branch == branch {
+                return Step::Done;
+            }
             let why = "a sign-in is already under way on this connection";
             return self.grant_busy(flow, msg, view, why);
         }
@@ -522,6 +671,7 @@ impl Edge {
                 refreshes,
                 source,
                 answered: false,
+                branch,
             },
         );
         self.out.push_back(Output::Grant { ticket, ask });
@@ -653,9 +803,24 @@ impl Edge {
         };
         let mut refresh = g.refresh_token;
         let mut last_register = None;
+        // A phone's H(A1), for the user name and algorithm its REGISTER answered with.
+        let mut digest = match (p.kind, g.digest_ha1) {
+            (AskKind::Phone, Some(ha1)) => digest_creds(msg, view, "REGISTER").map(|c| {
+                Box::new(HeldDigest {
+                    ha1,
+                    username: c.username.clone(),
+                    algorithm: c.algorithm,
+                    last: parse_nc(&c).map(|nc| (c.nonce.clone(), nc)),
+                })
+            }),
+            _ => None,
+        };
         if let Some(h) = old {
             self.grants.by_jti.remove(&h.identity.jti);
             last_register = h.last_register;
+            if p.kind == AskKind::Refresh {
+                digest = h.digest;
+            }
             match p.kind {
                 // RFC 6749 §6: the refresh token may or may not be replaced.
                 AskKind::Refresh => refresh = refresh.or(h.refresh),
@@ -676,6 +841,7 @@ impl Edge {
                 identity: id.clone(),
                 last_register,
                 code_key,
+                digest,
             }));
         }
     }
@@ -746,6 +912,13 @@ impl Edge {
     }
 
     fn sign_in_ended(&mut self, flow: FlowId, msg: &Message, view: &View, why: &str) {
+        if self.digest_phone(flow) {
+            // A Digest phone knows no Bearer challenge: it is asked for its password again.
+            self.stats.auth_refused += 1;
+            let why = format!("the sign-in has ended: {why}");
+            let s = Status::UNAUTHORIZED;
+            return self.phone_challenge(flow, msg, view, s, Some(&why), false, None);
+        }
         let mut r = self.auth.challenge(Some("invalid_token"));
         r.why = Some(format!("the sign-in has ended: {why}"));
         self.stats.auth_refused += 1;
@@ -914,6 +1087,25 @@ impl Edge {
             None,
         );
         self.push(Dest::Upstream, bytes, Some(id));
+    }
+}
+
+/// The Digest credentials of a request of `method` (Authorization, or Proxy-Authorization for
+/// a 407), parsed; None when it carries none or they do not parse.
+fn digest_creds(msg: &Message, view: &View, method: &str) -> Option<DigestCheck> {
+    let h = view.credentials.iter().find(|h| {
+        msg.value(h)
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"digest"))
+    })?;
+    DigestCheck::parse(std::str::from_utf8(msg.value(h)).ok()?, method).ok()
+}
+
+/// The `nc` of `qop=auth` credentials (RFC 7616 §3.4: hex), 0 without qop.
+fn parse_nc(c: &DigestCheck) -> Option<u32> {
+    match &c.qop {
+        Some((nc, _)) => u32::from_str_radix(nc, 16).ok(),
+        None => Some(0),
     }
 }
 

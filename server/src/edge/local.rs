@@ -24,6 +24,9 @@ pub struct Local {
     pub ws_host: String,
     /// Where SIP phones reach us (`[phones]`: UDP, TCP, TLS listeners).
     pub clients: Vec<SocketAddr>,
+    /// The address written toward phones for a listener bound to a wildcard address
+    /// (`phones.advertise`; else the IP of `sip.listen`).
+    pub phone_advertise: Option<std::net::IpAddr>,
 }
 
 /// How a client (a flow) is connected to the edge.
@@ -123,7 +126,7 @@ impl Local {
     /// Via sent-by toward a client connected as `kind` (RFC 3261 §18.1.1: the address the
     /// phone can answer to; `rport` asked, RFC 3581).
     pub fn via_flow(&self, kind: FlowKind, branch: &str) -> String {
-        let (t, a) = match kind {
+        let (t, a) = match self.advertised(kind) {
             FlowKind::Ws => return self.via_ws(branch),
             FlowKind::Udp(a) => ("UDP", a),
             FlowKind::Tcp(a) => ("TCP", a),
@@ -134,7 +137,7 @@ impl Local {
 
     /// Our Record-Route URI facing a client connected as `kind`, with the flow token.
     pub fn rr_flow(&self, kind: FlowKind, key: &FlowKey, flow: FlowId) -> String {
-        let (t, a) = match kind {
+        let (t, a) = match self.advertised(kind) {
             FlowKind::Ws => return self.rr_ws(key, flow),
             FlowKind::Udp(a) => ("udp", a),
             FlowKind::Tcp(a) => ("tcp", a),
@@ -145,6 +148,24 @@ impl Local {
             key.token(flow),
             hostport(a)
         )
+    }
+
+    /// `kind` with a wildcard listener address replaced by the one phones can reach: a Via or
+    /// Record-Route naming 0.0.0.0 would send the phone's next request to itself.
+    fn advertised(&self, kind: FlowKind) -> FlowKind {
+        let fix = |a: SocketAddr| {
+            if a.ip().is_unspecified() {
+                SocketAddr::new(self.phone_advertise.unwrap_or(self.listen.ip()), a.port())
+            } else {
+                a
+            }
+        };
+        match kind {
+            FlowKind::Ws => FlowKind::Ws,
+            FlowKind::Udp(a) => FlowKind::Udp(fix(a)),
+            FlowKind::Tcp(a) => FlowKind::Tcp(fix(a)),
+            FlowKind::Tls(a) => FlowKind::Tls(fix(a)),
+        }
     }
 
     /// Whether a Via's sent-by is one of ours.
@@ -179,9 +200,11 @@ impl Local {
         };
         let port = port.unwrap_or(5060);
         let mine = |a: SocketAddr| a.ip() == ip && a.port() == port;
-        mine(self.listen)
-            || self.tls_listen.is_some_and(mine)
-            || self.clients.iter().any(|a| mine(*a))
+        let advertised = self.phone_advertise.unwrap_or(self.listen.ip());
+        let client = |a: &SocketAddr| {
+            a.port() == port && (a.ip() == ip || (a.ip().is_unspecified() && advertised == ip))
+        };
+        mine(self.listen) || self.tls_listen.is_some_and(mine) || self.clients.iter().any(client)
     }
 }
 
@@ -209,6 +232,7 @@ mod tests {
             transport: UpstreamTransport::Udp,
             ws_host: "imsgw.invalid".into(),
             clients: vec!["127.0.0.1:5080".parse().expect("addr")],
+            phone_advertise: None,
         }
     }
 

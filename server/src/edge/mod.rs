@@ -364,6 +364,20 @@ impl Edge {
         }
     }
 
+    /// A client spoke something that is not SIP: a connection is closed (RFC 6455 §7.4.1
+    /// 1002 for a WebSocket); a UDP source is not a connection, and anyone can forge one
+    /// datagram from it, so that datagram is only dropped.
+    fn close_malformed(&mut self, flow: FlowId) {
+        if self.flow_kind(flow).unreliable() {
+            return;
+        }
+        self.out.push_back(Output::CloseFlow {
+            flow,
+            code: 1002,
+            reason: "malformed SIP message",
+        });
+    }
+
     /// Open flows.
     pub fn flow_count(&self) -> usize {
         self.flows.len()
@@ -531,9 +545,9 @@ mod tests_media_limits;
 #[cfg(test)]
 mod tests_media_review;
 #[cfg(test)]
-mod tests_pop;
-#[cfg(test)]
 mod tests_phones;
+#[cfg(test)]
+mod tests_pop;
 #[cfg(test)]
 mod tests_rfc4475;
 #[cfg(test)]

@@ -22,7 +22,7 @@ use super::rewrite::{self, Edits};
 use super::route::{self, Target};
 use super::status::Status;
 use super::txn::{Origin, ServerKey, State, TxnId, local_tag};
-use super::{Arrival, Dest, Edge, FlowId, Link, Output, response};
+use super::{Arrival, Dest, Edge, FlowId, Link, response};
 
 /// Where a request came from.
 #[derive(Debug, Clone, Copy)]
@@ -81,13 +81,9 @@ pub(super) fn from_flow(
         Ok(m) => m,
         Err(e) => {
             // Nothing to answer: without a start line and headers there is no response to form.
-            debug!(%flow, error = %e, "unparseable message on a WebSocket; closing it");
+            debug!(%flow, error = %e, "unparseable message from a client; closing it");
             edge.stats.rejected_400 += 1;
-            edge.out.push_back(Output::CloseFlow {
-                flow,
-                code: 1002,
-                reason: "malformed SIP message",
-            });
+            edge.close_malformed(flow);
             return;
         }
     };
@@ -386,7 +382,11 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message, granted: Optio
     let invite = method == Method::Invite;
     let trying =
         invite.then(|| response_to(&msg, Status::TRYING.code, Status::TRYING.reason, None, &[]));
-    let udp_origin = matches!(reply_to, Dest::Link(Link::Udp(_)));
+    let udp_origin = match reply_to {
+        Dest::Link(Link::Udp(_)) => true,
+        Dest::Flow(f) => edge.flow_kind(f).unreliable(),
+        _ => false,
+    };
     // The media side reads the request after the transaction owns it.
     // Only what the media side must see is copied for it: a REGISTER outside calls goes out
     // without the copy.
@@ -408,6 +408,7 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message, granted: Optio
         reply_to,
         request: msg,
         key,
+        unreliable: udp_origin,
     };
     edge.txns.insert(
         now,
@@ -458,12 +459,8 @@ fn refuse_invalid(edge: &mut Edge, side: Side, msg: &Message, e: &ParseError) {
     if msg.header(&HeaderName::Via).is_none() {
         edge.stats.rejected_400 += 1;
         if let Side::Flow(flow, _) = side {
-            debug!(%flow, error = %e, "request without a Via on a WebSocket; closing it");
-            edge.out.push_back(Output::CloseFlow {
-                flow,
-                code: 1002,
-                reason: "malformed SIP message",
-            });
+            debug!(%flow, error = %e, "request without a Via from a client; closing it");
+            edge.close_malformed(flow);
         }
         return;
     }

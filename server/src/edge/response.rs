@@ -10,7 +10,7 @@ use tracing::debug;
 
 use super::media::{Outgoing, Party};
 use super::txn::{Cancel, State, hop_request};
-use super::{Arrival, Dest, Edge, Link};
+use super::{Arrival, Dest, Edge};
 
 /// A response from `arrival`.
 pub(super) fn handle(edge: &mut Edge, now: Instant, arrival: Arrival, msg: Message) {
@@ -165,7 +165,7 @@ pub(super) fn handle(edge: &mut Edge, now: Instant, arrival: Arrival, msg: Messa
     let Ok(bytes) = s.apply(msg.as_bytes()) else {
         return;
     };
-    let udp = matches!(reply_to, Dest::Link(Link::Udp(_)));
+    let udp = (edge.txns.get(id).and_then(|t| t.origin.as_ref())).is_some_and(|o| o.unreliable);
     edge.stats.responses_forwarded += 1;
     let media_flow = match (arrival, reply_to) {
         (Arrival::Flow(flow), _) => Some((flow, Party::Browser)),

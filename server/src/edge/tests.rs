@@ -25,6 +25,7 @@ pub(super) fn local(transport: UpstreamTransport) -> Local {
         transport,
         ws_host: "ims-example.invalid".into(),
         clients: Vec::new(),
+        phone_advertise: None,
     }
 }
 

@@ -47,6 +47,7 @@ fn grant(h: &H, user: &str, ttl: u64, refresh: Option<&str>) -> (Granted, String
         Granted {
             access_token: AccessToken::new(t),
             refresh_token: refresh.map(Secret::new),
+            digest_ha1: None,
         },
         jti,
     )
@@ -219,6 +220,7 @@ fn the_held_grant_carries_later_registers_and_is_refreshed_past_half_its_life() 
     let g = Granted {
         access_token: AccessToken::new(t),
         refresh_token: Some(Secret::new("fam.rt2")),
+        digest_ha1: None,
     };
     let outs = answer(&mut h, ticket, Ok(g));
     let up = sent_to(&outs, Dest::Upstream);
@@ -405,6 +407,7 @@ fn review13_a_refresh_answer_after_revocation_registers_nothing_and_holds_nothin
     let g = Granted {
         access_token: AccessToken::new(t),
         refresh_token: Some(Secret::new("fam.rt2")),
+        digest_ha1: None,
     };
     let outs = answer(&mut h, ticket, Ok(g));
     // The revoked sign-in must not come back: no new binding upstream, no grant held.
@@ -426,6 +429,7 @@ fn review13_a_refresh_answer_after_revocation_is_revoked_as_its_own_client() {
     let g = Granted {
         access_token: AccessToken::new(t),
         refresh_token: Some(Secret::new("fam.rt2")),
+        digest_ha1: None,
     };
     let mut outs = answer(&mut h, ticket, Ok(g));
     h.edge.flow_closed(h.now, FlowId(1));
@@ -595,6 +599,7 @@ fn review13_a_late_refresh_answer_is_kept_so_the_next_refresh_is_not_a_reuse() {
     let g = Granted {
         access_token: AccessToken::new(t),
         refresh_token: Some(Secret::new("fam.rt2")),
+        digest_ha1: None,
     };
     answer(&mut h, ticket, Ok(g));
     // The UA retries. Presenting fam.rt1 again is reuse of a rotated token (RFC 9700

@@ -124,6 +124,10 @@ fn phone_signed_in(h: &mut H, ttl: u64) -> String {
     let g = Granted {
         access_token: AccessToken::new(t),
         refresh_token: None,
+        // The WAF gives the H(A1) of the password that matched (waf::edge_grant).
+        digest_ha1: Some(imsgw_token::Secret::new(md5(
+            "alice@ims.example:ims.example:12345678",
+        ))),
     };
     h.edge.granted(h.now, a[0].0, Ok(g));
     let outs = drain(h);

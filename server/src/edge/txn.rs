@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use imsgw_sip::{Message, response_to};
 
-use super::{Arrival, Dest, FlowId, Identity, Link, Status};
+use super::{Arrival, Dest, FlowId, Identity, Status};
 
 /// What the transaction layer asks the edge to do.
 #[derive(Debug)]
@@ -98,6 +98,10 @@ pub struct Origin {
     pub reply_to: Dest,
     pub request: Message,
     pub key: Option<ServerKey>,
+    /// The request came over UDP (the IMS side's socket, or a phone's UDP flow): its final
+    /// response is kept to answer retransmissions, and the transaction lingers 64*T1
+    /// (RFC 3261 §17.2.1, §17.2.2).
+    pub unreliable: bool,
 }
 
 pub struct Transactions {
@@ -291,10 +295,7 @@ impl Transactions {
         t.retrans_at = None;
         t.timeout_at = None;
         self.unindex_flow(id, t.dest);
-        let udp_origin = matches!(
-            t.origin.as_ref().map(|o| o.reply_to),
-            Some(Dest::Link(Link::Udp(_)))
-        );
+        let udp_origin = t.origin.as_ref().is_some_and(|o| o.unreliable);
         let linger = if t.invite || udp_origin {
             // Timers D, M (RFC 6026), and J/H for a UDP server side: 64*T1.
             64 * self.t1
@@ -335,7 +336,7 @@ impl Transactions {
                     Some(&to_tag),
                     extra,
                 );
-                if let Dest::Link(Link::Udp(_)) = origin.reply_to {
+                if origin.unreliable {
                     t.last_response = Some(bytes.clone());
                 }
                 out.push(TxnEvent::Send {

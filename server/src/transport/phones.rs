@@ -126,8 +126,17 @@ where
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(2048);
     let mut budget = RateLimit::new(state.config.max_messages_per_sec);
+    // A phone sends its REGISTER at once; after that a whole message or a keep-alive at least
+    // every phones.udp_idle_secs (its re-REGISTER comes well before). Partial bytes do not
+    // count: a connection that never completes a message gives its place back.
+    let idle = Duration::from_secs(state.config.udp_idle_secs);
+    let mut deadline = Instant::now() + FIRST_MESSAGE;
     'conn: loop {
         tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                debug!(%flow, "phone connection silent too long; closing");
+                break 'conn;
+            }
             r = rd.read_buf(&mut buf) => {
                 match r {
                     Ok(0) | Err(_) => break 'conn,
@@ -142,8 +151,10 @@ where
                                 break 'conn;
                             }
                             buf.advance(n);
+                            deadline = Instant::now() + idle;
                         }
                         Ok(Frame::Message(n)) => {
+                            deadline = Instant::now() + idle;
                             if !budget.take(Instant::now()) {
                                 debug!(%flow, "phone over phones.max_messages_per_sec; closing");
                                 break 'conn;
@@ -173,11 +184,19 @@ where
     debug!(%flow, "phone flow closed");
 }
 
+/// How long a new phone connection or UDP source has to become a phone: its first message
+/// (TCP/TLS), or a registration (UDP: until then it proved nothing, not even that it can
+/// receive, and is the first to give its place up): 64*T1.
+const FIRST_MESSAGE: Duration = Duration::from_secs(32);
+
 /// A UDP source as a flow.
 struct UdpPhone {
     flow: FlowId,
     last: Instant,
     budget: RateLimit,
+    /// A REGISTER from it was answered 2xx: it answered a challenge sent to its address, so it
+    /// is no forged source. Set by its writer.
+    registered: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Serves phones on a UDP socket until shutdown.
@@ -187,9 +206,9 @@ pub async fn run_udp(socket: Arc<UdpSocket>, state: Arc<PhoneState>) {
     };
     let mut phones: HashMap<SocketAddr, UdpPhone> = HashMap::new();
     // Flows' writers send on the socket themselves; closures come back here.
-    let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<SocketAddr>();
+    let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<(SocketAddr, FlowId)>();
     let idle = Duration::from_secs(state.config.udp_idle_secs);
-    let mut sweep = tokio::time::interval(idle.min(Duration::from_secs(30)));
+    let mut sweep = tokio::time::interval(idle.min(FIRST_MESSAGE).min(Duration::from_secs(10)));
     let mut buf = vec![0u8; state.max_message.max(1500) + 1];
     loop {
         tokio::select! {
@@ -203,12 +222,17 @@ pub async fn run_udp(socket: Arc<UdpSocket>, state: Arc<PhoneState>) {
                     }
                 };
                 let data = &buf[..n];
-                if let Some(reply) = stun_binding_response(data, remote) {
-                    let _ = socket.try_send_to(&reply, remote);
+                let keep_alive = data.iter().all(|b| *b == b'\r' || *b == b'\n');
+                let stun = stun_binding_response(data, remote);
+                if stun.is_some() || keep_alive {
+                    // RFC 5626 §4.4.2: keep-alives are what keeps a phone's flow alive.
+                    if let Some(p) = phones.get_mut(&remote) {
+                        p.last = Instant::now();
+                    }
+                    if let Some(reply) = stun {
+                        let _ = socket.try_send_to(&reply, remote);
+                    }
                     continue;
-                }
-                if data.iter().all(|b| *b == b'\r' || *b == b'\n') {
-                    continue; // a CRLF keep-alive: nothing to answer over UDP
                 }
                 if n > state.max_message {
                     debug!(%remote, n, "datagram over sip.max_message_size from a phone; dropped");
@@ -219,8 +243,20 @@ pub async fn run_udp(socket: Arc<UdpSocket>, state: Arc<PhoneState>) {
                     Some(p) => p,
                     None => {
                         if !state.admit() {
-                            debug!(%remote, "phones.max_flows reached; datagram dropped");
-                            continue;
+                            // Full: the source that has proved least (never registered,
+                            // silent longest) gives its place up; registered phones never do.
+                            let victim = (phones.iter())
+                                .filter(|(_, p)| !p.registered.load(Ordering::Relaxed))
+                                .min_by_key(|(_, p)| p.last)
+                                .map(|(a, _)| *a);
+                            let Some(victim) = victim else {
+                                debug!(%remote, "phones.max_flows reached; datagram dropped");
+                                continue;
+                            };
+                            if let Some(p) = phones.remove(&victim) {
+                                debug!(flow = %p.flow, %victim, "unregistered UDP source gives its place to a new one");
+                                let _ = state.hub.send(HubInput::FlowClosed { flow: p.flow }).await;
+                            }
                         }
                         let flow = FlowId::next();
                         let (tx, rx) = mpsc::channel::<FlowCommand>(32);
@@ -229,11 +265,13 @@ pub async fn run_udp(socket: Arc<UdpSocket>, state: Arc<PhoneState>) {
                             state.leave();
                             return;
                         }
-                        tokio::spawn(udp_writer(socket.clone(), remote, rx, closed_tx.clone()));
+                        let registered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                        tokio::spawn(udp_writer(socket.clone(), remote, flow, rx, closed_tx.clone(), registered.clone()));
                         phones.entry(remote).or_insert(UdpPhone {
                             flow,
                             last: now,
                             budget: RateLimit::new(state.config.max_messages_per_sec),
+                            registered,
                         })
                     }
                 };
@@ -247,23 +285,30 @@ pub async fn run_udp(socket: Arc<UdpSocket>, state: Arc<PhoneState>) {
                     return;
                 }
             }
-            Some(remote) = closed_rx.recv() => {
-                // The edge closed this flow (or its writer ended).
-                if let Some(p) = phones.remove(&remote) {
+            Some((remote, flow)) = closed_rx.recv() => {
+                // The edge closed this flow (or its writer ended); a newer flow of the same
+                // address is not this one.
+                if phones.get(&remote).is_some_and(|p| p.flow == flow)
+                    && let Some(p) = phones.remove(&remote)
+                {
                     state.leave();
                     let _ = state.hub.send(HubInput::FlowClosed { flow: p.flow }).await;
                 }
             }
             _ = sweep.tick() => {
                 let now = Instant::now();
+                // A source that never registered has FIRST_MESSAGE; a phone, udp_idle_secs.
                 let gone: Vec<SocketAddr> = phones
                     .iter()
-                    .filter(|(_, p)| now.duration_since(p.last) >= idle)
+                    .filter(|(_, p)| {
+                        let limit = if p.registered.load(Ordering::Relaxed) { idle } else { idle.min(FIRST_MESSAGE) };
+                        now.duration_since(p.last) >= limit
+                    })
                     .map(|(a, _)| *a)
                     .collect();
                 for remote in gone {
                     if let Some(p) = phones.remove(&remote) {
-                        debug!(flow = %p.flow, %remote, "UDP phone silent for phones.udp_idle_secs; forgotten");
+                        debug!(flow = %p.flow, %remote, "UDP source silent too long; forgotten");
                         state.leave();
                         let _ = state.hub.send(HubInput::FlowClosed { flow: p.flow }).await;
                     }
@@ -274,16 +319,22 @@ pub async fn run_udp(socket: Arc<UdpSocket>, state: Arc<PhoneState>) {
     }
 }
 
-/// Sends what the hub gives one UDP flow to its phone; tells the reader when the edge closes it.
+/// Sends what the hub gives one UDP flow to its phone; tells the reader when the edge closes it,
+/// and marks the source registered when a REGISTER of it is answered 2xx.
 async fn udp_writer(
     socket: Arc<UdpSocket>,
     remote: SocketAddr,
+    flow: FlowId,
     mut rx: mpsc::Receiver<FlowCommand>,
-    closed: mpsc::UnboundedSender<SocketAddr>,
+    closed: mpsc::UnboundedSender<(SocketAddr, FlowId)>,
+    registered: Arc<std::sync::atomic::AtomicBool>,
 ) {
     while let Some(cmd) = rx.recv().await {
         match cmd {
             FlowCommand::Send(bytes) => {
+                if is_register_ok(&bytes) {
+                    registered.store(true, Ordering::Relaxed);
+                }
                 if let Err(e) = socket.send_to(&bytes, remote).await {
                     debug!(%remote, error = %e, "UDP send to a phone failed");
                 }
@@ -291,7 +342,18 @@ async fn udp_writer(
             FlowCommand::Close { .. } => break,
         }
     }
-    let _ = closed.send(remote);
+    let _ = closed.send((remote, flow));
+}
+
+/// Whether `bytes` is a 2xx to a REGISTER (RFC 3261 §10.3: the binding is in place).
+fn is_register_ok(bytes: &[u8]) -> bool {
+    if !bytes.starts_with(b"SIP/2.0 2") {
+        return false;
+    }
+    imsgw_sip::Message::parse(Bytes::copy_from_slice(bytes))
+        .ok()
+        .and_then(|m| m.cseq().ok())
+        .is_some_and(|c| c.method == imsgw_sip::Method::Register)
 }
 
 /// RFC 5389 magic cookie.

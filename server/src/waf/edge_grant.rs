@@ -132,6 +132,7 @@ pub fn answer(waf: &Waf, ask: &GrantAsk, now: u64) -> Result<Granted, GrantError
     Ok(Granted {
         access_token,
         refresh_token,
+        digest_ha1: None,
     })
 }
 
@@ -153,10 +154,21 @@ fn phone_sign_in(
         phone,
         source,
     };
-    match sign_in(waf, &req, now, &|password| check.matches(password)) {
+    // The H(A1) of the password that matched goes to the edge, which checks the phone's later
+    // requests with it (never the password itself).
+    let ha1 = std::cell::RefCell::new(None);
+    let matched = |password: &str| {
+        let ok = check.matches(password);
+        if ok {
+            *ha1.borrow_mut() = Some(Secret::new(check.ha1(password)));
+        }
+        ok
+    };
+    match sign_in(waf, &req, now, &matched) {
         Ok(g) => Ok(Granted {
             access_token: g.access_token,
             refresh_token: None,
+            digest_ha1: ha1.into_inner(),
         }),
         Err(E::TooManyAttempts { retry_after }) => Err(GrantError::Limited {
             why: "too many wrong passwords; wait before trying again".into(),

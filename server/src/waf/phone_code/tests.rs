@@ -475,6 +475,7 @@ fn a_strangers_wrong_guesses_do_not_lock_out_a_bound_phone_and_its_id_buys_few_g
         matches!(r, Err(PhoneCodeError::TooManyAttempts { .. })),
         "{r:?}"
     );
+}
 
 // ---- review 13b ---------------------------------------------------------------------------
 
