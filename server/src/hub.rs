@@ -109,6 +109,8 @@ pub struct Hub {
     /// Revocations of grants the edge let go, waiting for room in `grant_asks`: never dropped
     /// for a full queue (a grant nobody holds must not stay live), up to [`REVOKE_BACKLOG`].
     revoke_backlog: std::collections::VecDeque<(u64, GrantAsk)>,
+    /// Whether the WAF's revocation channel may still deliver.
+    revocations_open: bool,
 }
 
 /// Revocations kept while the WAF's queue is full.
@@ -159,6 +161,7 @@ impl Hub {
             media_events,
             grant_asks,
             revoke_backlog: std::collections::VecDeque::new(),
+            revocations_open: true,
         }
     }
 
@@ -192,6 +195,22 @@ impl Hub {
                         }
                     }
                     self.drain();
+                    continue;
+                }
+                r = self.revocations.recv(), if self.revocations_open => {
+                    // A revocation acts at once, even on an idle hub: a held grant it ends
+                    // un-registers its phone now, not at the next SIP message.
+                    match r {
+                        Some((jti, exp)) => {
+                            self.edge.set_wall_clock(crate::waf::unix_now());
+                            let now = Instant::now().into_std();
+                            self.edge.revoke(now, jti, exp);
+                            self.take_revocations(now);
+                            self.drain();
+                        }
+                        // The WAF is gone: nothing more will come.
+                        None => self.revocations_open = false,
+                    }
                     continue;
                 }
                 _ = tokio::time::sleep_until(at) => {

@@ -311,3 +311,16 @@ test('7. keep-alives: a CRLFCRLF ping over TCP gets its CRLF pong (RFC 5626 §4.
     u.close();
   }
 }));
+
+test('8. sipp as another maker\'s phone: carol\'s code as sipp\'s own Digest password over UDP -> 200, and Kamailio binds carol', L.track(async () => {
+  const carol = await makeCode('carol');
+  const r = await L.sipp({
+    scenario: 'register-digest.xml',
+    service: 'carol',
+    target: `127.0.0.1:${PHONE_UDP}`,
+    args: ['-au', 'carol@ims.example', '-ap', carol.code],
+    timeoutSecs: 10,
+  });
+  assert.equal(r.code, 0, `${sipp.describe(r)}\n${L.gwLogTail()}`);
+  assert.equal((await L.kam.bindings('carol')).length, 1, await L.kam.ulDumpText());
+}));
