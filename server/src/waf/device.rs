@@ -216,7 +216,10 @@ pub(super) fn poll(
         Some(d) if d.client_id != client_id => Poll::WrongClient,
         Some(d) if now >= d.expires_at => Poll::Expired,
         Some(d) if matches!(d.status, Status::Pending) => {
-            if waf.polls.too_fast(&dkey, now, d.interval, d.expires_at) {
+            if waf
+                .polls
+                .too_fast(&dkey, now_ms(), d.interval, d.expires_at)
+            {
                 Poll::SlowDown
             } else {
                 Poll::Pending
@@ -266,25 +269,28 @@ pub struct PollClock {
 }
 
 struct Clock {
-    last: u64,
+    /// When the last poll came, in unix milliseconds: whole seconds would let two polls a
+    /// moment apart on either side of a second's edge pass as an interval apart.
+    last_ms: u64,
     interval: u64,
     expires_at: u64,
 }
 
 impl PollClock {
-    /// Records a poll of `dkey` at `now`; whether it came too fast.
-    fn too_fast(&self, dkey: &str, now: u64, interval: u64, expires_at: u64) -> bool {
+    /// Records a poll of `dkey` at `now_ms` (unix milliseconds); whether it came too fast.
+    fn too_fast(&self, dkey: &str, now_ms: u64, interval: u64, expires_at: u64) -> bool {
+        let now = now_ms / 1000;
         let mut m = self.by_code.lock().unwrap_or_else(|p| p.into_inner());
         if m.len() >= MAX_PENDING && !m.contains_key(dkey) {
             m.retain(|_, c| c.expires_at > now);
         }
         let c = m.entry(dkey.to_string()).or_insert(Clock {
-            last: 0,
+            last_ms: 0,
             interval,
             expires_at,
         });
-        let fast = c.last != 0 && now < c.last + c.interval;
-        c.last = now;
+        let fast = c.last_ms != 0 && now_ms < c.last_ms + c.interval * 1000;
+        c.last_ms = now_ms;
         if fast {
             c.interval += 5;
         }
