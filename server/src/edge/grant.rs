@@ -1074,19 +1074,7 @@ impl Edge {
         let Ok(bytes) = s.apply(msg.as_bytes()) else {
             return;
         };
-        let retransmit = self.settings.local.transport == crate::config::UpstreamTransport::Udp;
-        self.txns.insert(
-            now,
-            id,
-            branch,
-            bytes.clone(),
-            None,
-            false,
-            Dest::Upstream,
-            retransmit,
-            None,
-        );
-        self.push(Dest::Upstream, bytes, Some(id));
+        self.send_own(now, id, branch, bytes, Dest::Upstream);
     }
 }
 

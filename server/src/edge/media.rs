@@ -1015,22 +1015,10 @@ impl Edge {
         // RFC 3326: why the call ended.
         let why = format!("Reason: SIP;cause=200;text=\"{reason}\"");
         let bytes = super::txn::hop_request_with(&hop, "BYE", None, &[&why]);
-        let retransmit = self.unreliable(dest);
-        self.txns.insert(
-            now,
-            id,
-            branch,
-            bytes.clone(),
-            None,
-            false,
-            dest,
-            retransmit,
-            None,
-        );
         if let Some(m) = self.media.as_mut() {
             m.stats.byes_sent += 1;
         }
-        self.push(dest, bytes, Some(id));
+        self.send_own(now, id, branch, bytes, dest);
     }
 
     /// Whether a request on `flow` is the media side's business: an INVITE, a request with a

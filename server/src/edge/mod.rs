@@ -364,6 +364,24 @@ impl Edge {
         }
     }
 
+    /// Sends a request of the edge's own (a BYE, an un-REGISTER) as a client transaction,
+    /// retransmitted where the transport needs it; its answer ends at the edge (no origin).
+    fn send_own(&mut self, now: Instant, id: TxnId, branch: String, bytes: Bytes, dest: Dest) {
+        let retransmit = self.unreliable(dest);
+        self.txns.insert(
+            now,
+            id,
+            branch,
+            bytes.clone(),
+            None,
+            false,
+            dest,
+            retransmit,
+            None,
+        );
+        self.push(dest, bytes, Some(id));
+    }
+
     /// A client spoke something that is not SIP: a connection is closed (RFC 6455 §7.4.1
     /// 1002 for a WebSocket); a UDP source is not a connection, and anyone can forge one
     /// datagram from it, so that datagram is only dropped.
