@@ -489,6 +489,11 @@ impl Edge {
     /// An out-of-dialog request from a phone over UDP: it must answer a Digest challenge
     /// (407, as a proxy asks, RFC 3261 §22.3) with the password its sign-in proved.
     fn udp_request_gate(&mut self, flow: FlowId, msg: &Message, view: &View) -> Step {
+        // A request with a token of its own proves itself: the usual checks decide (it does
+        // not ride the registration).
+        if bearer_headers(msg, view).next().is_some() {
+            return Step::NotMine;
+        }
         let s = Status::PROXY_AUTH_REQUIRED;
         let method = view
             .method

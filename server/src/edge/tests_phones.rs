@@ -332,3 +332,45 @@ Content-Length: 0\r\n\r\n";
         "the Record-Route a phone will route by names 0.0.0.0: {rr}"
     );
 }
+
+#[test]
+fn a_udp_phones_request_rides_nothing_without_digest_and_goes_on_with_the_right_answer() {
+    let mut h = phone_edge();
+    let nonce = phone_signed_in(&mut h, 600);
+    let message = |auth: &str| {
+        format!(
+            "MESSAGE sip:bob@ims.example SIP/2.0\r\n\
+Via: SIP/2.0/UDP 10.0.0.7:5060;rport;branch=z9hG4bKmsg{}\r\nMax-Forwards: 70\r\n\
+To: <sip:bob@ims.example>\r\nFrom: <sip:alice@ims.example>;tag=m1\r\n\
+Call-ID: msg-1\r\nCSeq: 1 MESSAGE\r\n{auth}Content-Length: 0\r\n\r\n",
+            auth.len()
+        )
+    };
+    // Without credentials: 407 with a Digest challenge, nothing upstream.
+    let outs = h.send(PHONE, &message(""));
+    nothing_upstream(&outs);
+    let r = sent_to(&outs, Dest::Flow(FlowId(PHONE)));
+    assert_eq!(r.status(), Some(407));
+    assert!(header_lines(&r, "Proxy-Authenticate")[0].contains("Digest"));
+    // The right answer (MESSAGE, nc 2 on the nonce of the sign-in) goes on, once.
+    let user = "alice@ims.example";
+    let ha1 = md5(&format!("{user}:ims.example:12345678"));
+    let ha2 = md5("MESSAGE:sip:bob@ims.example");
+    let resp = md5(&format!("{ha1}:{nonce}:00000002:c1:auth:{ha2}"));
+    let cred = format!(
+        "Proxy-Authorization: Digest username=\"{user}\", realm=\"ims.example\", nonce=\"{nonce}\", uri=\"sip:bob@ims.example\", response=\"{resp}\", algorithm=MD5, cnonce=\"c1\", qop=auth, nc=00000002\r\n"
+    );
+    let outs = h.send(PHONE, &message(&cred));
+    let up = sent_to(&outs, Dest::Upstream);
+    assert!(
+        header_lines(&up, "Proxy-Authorization").is_empty(),
+        "the phone's Digest never crosses"
+    );
+    // The same answer again (a replay from a forged source): refused.
+    let outs = h.send(PHONE, &message(&cred).replace("z9hG4bKmsg", "z9hG4bKmsgB"));
+    nothing_upstream(&outs);
+    assert_eq!(
+        sent_to(&outs, Dest::Flow(FlowId(PHONE))).status(),
+        Some(407)
+    );
+}
