@@ -325,6 +325,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             local,
             t1: config.t1(),
             strip: crate::edge::StripList::new(&config.sip.strip_headers),
+            register_timeout: (config.websocket.register_timeout_secs > 0)
+                .then(|| Duration::from_secs(config.websocket.register_timeout_secs)),
             media: config.media.as_ref().filter(|_| media.is_some()).map(|m| {
                 crate::edge::MediaLimits {
                     calls_per_user: m.max_calls_per_user,

@@ -396,6 +396,15 @@ pub struct WebSocketConfig {
     /// (tungstenite's default of 128 KiB costs ~90 MB per 10k idle connections).
     #[serde(default = "default_ws_buffer")]
     pub read_buffer_size: usize,
+    /// `websocket.register_timeout_secs`: a WebSocket that has not registered this long after
+    /// its handshake is closed (1008): idle, never-registered connections would otherwise hold
+    /// places of `max_connections` for ever. 0 turns it off. Default 30.
+    #[serde(default = "default_register_timeout")]
+    pub register_timeout_secs: u64,
+}
+
+fn default_register_timeout() -> u64 {
+    30
 }
 
 impl Default for WebSocketConfig {
@@ -407,6 +416,7 @@ impl Default for WebSocketConfig {
             max_messages_per_sec: default_ws_rate(),
             write_buffer_size: default_ws_buffer(),
             read_buffer_size: default_ws_buffer(),
+            register_timeout_secs: default_register_timeout(),
         }
     }
 }

@@ -251,7 +251,7 @@ impl Hub {
                 tx,
             } => {
                 self.flows.insert(flow, tx);
-                self.edge.flow_opened_as(flow, remote, kind);
+                self.edge.flow_opened_at(Some(now), flow, remote, kind);
             }
             HubInput::FlowMessage { flow, bytes } => self.edge.from_flow(now, flow, bytes),
             HubInput::FlowClosed { flow } => {

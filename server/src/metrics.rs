@@ -290,6 +290,7 @@ impl Metrics {
         counter!("imsgw_sip_unmatched_cancel_481_total").absolute(s.unmatched_cancel);
         counter!("imsgw_sip_stray_responses_dropped_total").absolute(s.stray_responses_dropped);
         counter!("imsgw_sip_flow_busy_503_total").absolute(s.flow_busy_503);
+        counter!("imsgw_ws_register_timeouts_total").absolute(s.register_timeouts);
         counter!("imsgw_sip_malformed_responses_dropped_total")
             .absolute(s.malformed_responses_dropped);
     }

@@ -169,7 +169,7 @@ class Imsgw {
       for (const [k, v] of Object.entries(o.wwsf)) lines.push(`${k} = ${tv(v)}`);
     }
     lines.push('', '[websocket]', `max_message_size = ${o.maxMessageSize || 65536}`,
-      `ping_interval_secs = ${o.pingSecs ?? 30}`, '', '[log]', `filter = ${q(o.logFilter || 'imsgw=debug,info')}`, '');
+      `ping_interval_secs = ${o.pingSecs ?? 30}`, `register_timeout_secs = ${o.registerTimeoutSecs ?? 30}`, '', '[log]', `filter = ${q(o.logFilter || 'imsgw=debug,info')}`, '');
     fs.writeFileSync(this.configFile, lines.join('\n'));
   }
 

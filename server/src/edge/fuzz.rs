@@ -96,6 +96,7 @@ fn edge(required: bool, tcp: bool) -> Edge {
         t1: Duration::from_millis(500),
         strip: StripList::default(),
         media: None,
+        register_timeout: None,
     };
     // A fixed key, so inputs can carry valid flow tokens the fuzzer found once.
     let key = FlowKey::from_secret(&[7u8; 32]).expect("32 bytes");

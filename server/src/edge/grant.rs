@@ -270,6 +270,11 @@ impl Grants {
     pub(super) fn held_count(&self) -> usize {
         self.by_jti.len()
     }
+
+    /// Whether an exchange for `flow` is under way.
+    pub(super) fn pending_for(&self, flow: FlowId) -> bool {
+        self.pending.values().any(|p| p.flow == flow && !p.answered)
+    }
 }
 
 impl Edge {

@@ -133,6 +133,8 @@ pub struct Stats {
     pub malformed_responses_dropped: u64,
     /// Requests refused because their WebSocket had [`MAX_PENDING_PER_FLOW`] pending.
     pub flow_busy_503: u64,
+    /// WebSockets closed for not registering within `websocket.register_timeout_secs`.
+    pub register_timeouts: u64,
 }
 
 /// Settings of the core, from the config tree.
@@ -147,6 +149,9 @@ pub struct EdgeSettings {
     /// then rewritten between the browser's WebRTC and the IMS side's RTP/AVP, never passed
     /// through.
     pub media: Option<media::MediaLimits>,
+    /// A WebSocket that has not registered this long after opening is closed
+    /// (`websocket.register_timeout_secs`); None: never.
+    pub register_timeout: Option<Duration>,
 }
 
 /// An open WebSocket as the core knows it.
@@ -241,6 +246,8 @@ pub struct Edge {
     /// Codes in REGISTER being exchanged, grants held for flows.
     grants: grant::Grants,
     grant_stats: GrantStats,
+    /// WebSockets by when they must have registered, oldest first (opened in time order).
+    must_register: VecDeque<(Instant, FlowId)>,
 }
 
 impl Edge {
@@ -261,6 +268,7 @@ impl Edge {
             parked: Vec::new(),
             grants: grant::Grants::default(),
             grant_stats: GrantStats::default(),
+            must_register: VecDeque::new(),
         }
     }
 
@@ -323,6 +331,21 @@ impl Edge {
     /// A client connected as `kind`: a WebSocket, a phone's TCP or TLS connection, or a
     /// phone's first datagram from a UDP source.
     pub fn flow_opened_as(&mut self, flow: FlowId, remote: SocketAddr, kind: FlowKind) {
+        self.flow_opened_at(None, flow, remote, kind);
+    }
+
+    /// [`Edge::flow_opened_as`] at `now`: a WebSocket must then register within
+    /// `register_timeout`.
+    pub fn flow_opened_at(
+        &mut self,
+        now: Option<Instant>,
+        flow: FlowId,
+        remote: SocketAddr,
+        kind: FlowKind,
+    ) {
+        if let (Some(now), Some(t), FlowKind::Ws) = (now, self.settings.register_timeout, kind) {
+            self.must_register.push_back((now + t, flow));
+        }
         self.flows.insert(
             flow,
             FlowInfo {
@@ -460,6 +483,24 @@ impl Edge {
         if self.grants.next_deadline().is_some_and(|d| d <= now) {
             self.grant_timeouts(now);
         }
+        while let Some(&(at, flow)) = self.must_register.front()
+            && at <= now
+        {
+            self.must_register.pop_front();
+            let idle = self
+                .flows
+                .get(&flow)
+                .is_some_and(|f| f.identity.is_none() && f.grant.is_none())
+                && !self.grants.pending_for(flow);
+            if idle {
+                self.stats.register_timeouts += 1;
+                self.out.push_back(Output::CloseFlow {
+                    flow,
+                    code: 1008,
+                    reason: "no registration within websocket.register_timeout_secs",
+                });
+            }
+        }
         if self.parked.iter().any(|p| p.until <= now) {
             let (due, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
                 .into_iter()
@@ -479,6 +520,7 @@ impl Edge {
             parked,
             self.media_deadline(),
             self.grants.next_deadline(),
+            self.must_register.front().map(|(at, _)| *at),
         ]
         .into_iter()
         .flatten()

@@ -36,6 +36,7 @@ impl Harness {
             t1: Duration::from_millis(500),
             strip: StripList::default(),
             media: None,
+            register_timeout: None,
         };
         let mut edge = Edge::new(settings, FlowKey::random(), Auth::disabled());
         edge.flow_opened(FlowId(1), CLIENT.parse().expect("addr"));

@@ -635,3 +635,52 @@ fn review13_junk_codes_from_one_source_do_not_starve_the_refresh_of_a_held_grant
     let (_, a) = ask(&outs);
     assert!(matches!(a, GrantAsk::Refresh { .. }), "{a:?}");
 }
+
+#[test]
+fn a_websocket_that_never_registers_is_closed_after_the_register_timeout() {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    h.edge.settings.register_timeout = Some(Duration::from_secs(30));
+    let a: std::net::SocketAddr = "192.0.2.50:5000".parse().expect("addr");
+    let (idle, registers) = (FlowId(20), FlowId(21));
+    h.edge.flow_opened_at(Some(h.now), idle, a, FlowKind::Ws);
+    h.edge
+        .flow_opened_at(Some(h.now), registers, a, FlowKind::Ws);
+    // Flow 21 registers with a token; flow 20 never does.
+    let tok = h.token("alice");
+    let reg = format!(
+        "REGISTER sip:ims.example SIP/2.0\r\nVia: SIP/2.0/WSS c21.invalid;branch=z9hG4bKr21\r\n\
+Max-Forwards: 70\r\nTo: <sip:alice@ims.example>\r\nFrom: <sip:alice@ims.example>;tag=r21\r\n\
+Call-ID: r21\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@c21.invalid;transport=ws>\r\n\
+Authorization: Bearer {tok}\r\nContent-Length: 0\r\n\r\n"
+    );
+    let up = sent_to(&h.send(21, &reg), Dest::Upstream);
+    h.ims(&ok_for(&up, 200, ""));
+    assert!(
+        h.edge
+            .poll_timeout()
+            .is_some_and(|d| d <= h.now + Duration::from_secs(30))
+    );
+    h.edge.handle_timeout(h.now + Duration::from_secs(29));
+    let outs: Vec<_> = std::iter::from_fn(|| h.edge.poll_output()).collect();
+    assert!(
+        !outs.iter().any(|o| matches!(o, Output::CloseFlow { .. })),
+        "{outs:#?}"
+    );
+    h.edge.handle_timeout(h.now + Duration::from_secs(30));
+    let outs: Vec<_> = std::iter::from_fn(|| h.edge.poll_output()).collect();
+    let closed: Vec<FlowId> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::CloseFlow {
+                flow, code: 1008, ..
+            } => Some(*flow),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        closed,
+        vec![idle],
+        "only the one that never registered: {outs:#?}"
+    );
+    assert_eq!(h.edge.stats().register_timeouts, 1);
+}

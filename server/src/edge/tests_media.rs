@@ -29,6 +29,7 @@ impl H {
             t1: Duration::from_millis(500),
             strip: StripList::default(),
             media: Some(MediaLimits { calls_per_user: 3 }),
+            register_timeout: None,
         };
         let mut edge = Edge::new(settings, FlowKey::random(), Auth::disabled());
         edge.flow_opened(FlowId(1), "192.0.2.7:50123".parse().expect("addr"));

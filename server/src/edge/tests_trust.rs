@@ -57,6 +57,7 @@ impl H {
             t1: Duration::from_millis(500),
             strip: StripList::default(),
             media: None,
+            register_timeout: None,
         };
         let mut edge = Edge::new(settings, FlowKey::random(), auth);
         edge.set_wall_clock(NOW);

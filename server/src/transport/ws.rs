@@ -187,7 +187,12 @@ async fn serve(state: Arc<WsState>, mut socket: WebSocket, remote: SocketAddr) {
                     }
                 }
                 Some(FlowCommand::Close { code, reason }) => {
-                    state.metrics.ws_rejected(if code == 1008 { "sign_in_revoked" } else { "protocol_error" });
+                    let why = match (code, reason) {
+                        (1008, r) if r.starts_with("no registration") => "register_timeout",
+                        (1008, _) => "sign_in_revoked",
+                        _ => "protocol_error",
+                    };
+                    state.metrics.ws_rejected(why);
                     break Some((code, reason));
                 }
                 None => break Some((1001, "going away")),
