@@ -161,15 +161,16 @@ async fn serve(state: Arc<WsState>, mut socket: WebSocket, remote: SocketAddr) {
                 Some(Ok(WsMessage::Close(_))) | None => break None,
                 Some(Err(e)) => {
                     let text = e.to_string();
-                    // tungstenite's capacity error ("Space limit exceeded: Message too long").
-                    if text.contains("Space limit exceeded") {
-                        // RFC 6455 §7.4.1: 1009, message too big.
-                        state.metrics.ws_rejected("message_too_big");
-                        debug!(%flow, error = %text, "WebSocket message over the limit");
-                        break Some((1009, "SIP message too big"));
-                    }
                     debug!(%flow, error = %text, "WebSocket error");
-                    break None;
+                    // RFC 6455 §7.1.7: a client that breaks the protocol is failed with the
+                    // close frame §7.4.1 names (axum's error is opaque: tungstenite's words).
+                    match violation(&text) {
+                        Some((code, reason, metric)) => {
+                            state.metrics.ws_rejected(metric);
+                            break Some((code, reason));
+                        }
+                        None => break None,
+                    }
                 }
             },
             cmd = rx.recv() => match cmd {
@@ -226,6 +227,23 @@ async fn serve(state: Arc<WsState>, mut socket: WebSocket, remote: SocketAddr) {
     debug!(%flow, "WebSocket flow closed");
 }
 
+/// The close code (RFC 6455 §7.4.1), reason and metric label for a WebSocket error that is the
+/// client's fault, from tungstenite's message: 1009 for a message over the limit (also when
+/// fragmented), 1007 for a text frame that is not UTF-8, 1002 for any other protocol error
+/// (an unmasked frame, a reserved opcode or RSV bit, an oversize or fragmented control frame,
+/// a continuation with nothing to continue). None for I/O errors: the peer is gone.
+fn violation(text: &str) -> Option<(u16, &'static str, &'static str)> {
+    if text.contains("Space limit exceeded") {
+        Some((1009, "SIP message too big", "message_too_big"))
+    } else if text.contains("UTF-8") {
+        Some((1007, "text frame is not UTF-8", "bad_utf8"))
+    } else if text.contains("WebSocket protocol error") {
+        Some((1002, "WebSocket protocol error", "protocol_error"))
+    } else {
+        None
+    }
+}
+
 /// A token bucket: `rate` messages a second, bursts up to four seconds' worth.
 pub(crate) struct RateLimit {
     rate: f64,
@@ -265,6 +283,26 @@ impl RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc6455_7_4_1_violations_get_their_close_codes() {
+        let cases = [
+            (
+                "Space limit exceeded: Message too long: 70000 > 65536",
+                1009,
+            ),
+            ("UTF-8 encoding error: invalid utf-8 sequence", 1007),
+            (
+                "WebSocket protocol error: Received an unmasked frame from client",
+                1002,
+            ),
+            ("WebSocket protocol error: Reserved bits are non-zero", 1002),
+        ];
+        for (text, code) in cases {
+            assert_eq!(violation(text).map(|v| v.0), Some(code), "{text}");
+        }
+        assert_eq!(violation("IO error: Connection reset by peer"), None);
+    }
 
     #[test]
     fn rate_limit_allows_a_burst_then_the_rate() {
