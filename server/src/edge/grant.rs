@@ -647,7 +647,8 @@ impl Edge {
         let Some(f) = self.flows.get(&flow) else {
             return Step::Done;
         };
-        let source = subscriber(f.remote.ip());
+        // One subscriber: an IPv4 address or an IPv6 /64, as the WAF counts them.
+        let source = crate::waf::limits::subscriber(f.remote.ip()).0;
         let (client_id, refreshes) = match &ask {
             GrantAsk::Code { client_id, .. } => (client_id.clone(), None),
             GrantAsk::Refresh { client_id, .. } => (
@@ -739,9 +740,7 @@ impl Edge {
                 AskKind::Refresh => held_jti.is_some() && held_jti == p.refreshes,
                 AskKind::Code | AskKind::Phone => true,
             };
-        let msg = Message::parse(p.register.clone()).ok();
-        let view = msg.as_ref().and_then(|m| m.view().ok());
-        let (Some(msg), Some(view), true) = (msg, view, wanted) else {
+        let (Some((msg, view)), true) = (parked(&p.register), wanted) else {
             self.revoke_unwanted(&p, g);
             if open && !p.answered && p.kind == AskKind::Refresh {
                 self.answer_ended(&p, "the sign-in was revoked");
@@ -872,10 +871,7 @@ impl Edge {
         if !open || p.answered {
             return;
         }
-        let Ok(msg) = Message::parse(p.register.clone()) else {
-            return;
-        };
-        let Ok(view) = msg.view() else {
+        let Some((msg, view)) = parked(&p.register) else {
             return;
         };
         match e {
@@ -912,13 +908,9 @@ impl Edge {
 
     /// 401 `invalid_token`, "the sign-in has ended: …", to the REGISTER of `p`.
     fn answer_ended(&mut self, p: &Pending, why: &str) {
-        let Ok(msg) = Message::parse(p.register.clone()) else {
-            return;
-        };
-        let Ok(view) = msg.view() else {
-            return;
-        };
-        self.sign_in_ended(p.flow, &msg, &view, why);
+        if let Some((msg, view)) = parked(&p.register) {
+            self.sign_in_ended(p.flow, &msg, &view, why);
+        }
     }
 
     fn sign_in_ended(&mut self, flow: FlowId, msg: &Message, view: &View, why: &str) {
@@ -972,8 +964,7 @@ impl Edge {
             p.until = now + LATE;
             let (flow, register) = (p.flow, p.register.clone());
             self.grant_stats.unavailable += 1;
-            if let Ok(msg) = Message::parse(register)
-                && let Ok(view) = msg.view()
+            if let Some((msg, view)) = parked(&register)
                 && self.flows.contains_key(&flow)
             {
                 let why = "the authorization server did not answer in time";
@@ -1049,10 +1040,7 @@ impl Edge {
     /// with `expires` 0 everywhere, the next CSeq and a Via of the edge's only. Its answer ends
     /// at the edge (a transaction with no origin).
     fn unregister(&mut self, now: Instant, register: &Bytes) {
-        let Ok(msg) = Message::parse(register.clone()) else {
-            return;
-        };
-        let Ok(view) = msg.view() else {
+        let Some((msg, view)) = parked(register) else {
             return;
         };
         let hash = super::txn::fnv(view.call_id.as_bytes());
@@ -1125,16 +1113,12 @@ fn phone_of(view: &View) -> String {
     }
 }
 
-/// The address an exchange counts against: an IPv4 address, or an IPv6 address's /64 (one
-/// subscriber, RFC 6177).
-fn subscriber(ip: std::net::IpAddr) -> std::net::IpAddr {
-    match ip {
-        std::net::IpAddr::V6(v6) => {
-            let s = v6.segments();
-            std::net::IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-        }
-        v4 => v4,
-    }
+/// A REGISTER the edge kept (parked for the WAF, or the last one sent on a grant), parsed
+/// again: it was whole when kept, so None only if it is not.
+fn parked(register: &Bytes) -> Option<(Message, View)> {
+    let msg = Message::parse(register.clone()).ok()?;
+    let view = msg.view().ok()?;
+    Some((msg, view))
 }
 
 /// The client_id and code key of a REGISTER's code credentials.
