@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
-use imsgw_sip::{Frame, frame};
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
@@ -27,6 +26,7 @@ use crate::hub::HubInput;
 use crate::metrics::Metrics;
 use crate::peers::{PeerFilter, WarnLimiter};
 use crate::transport::tls::is_client_cert_refusal;
+use crate::transport::{Piece, next_piece};
 
 /// At most one warning per this period for refused IMS-side sources (the rest go to debug).
 const REFUSED_WARN_EVERY: Duration = Duration::from_secs(10);
@@ -290,17 +290,15 @@ async fn run_stream<S>(
                     Ok(_) => {}
                 }
                 loop {
-                    match frame(&buf, max) {
-                        Ok(Frame::Incomplete) => break,
-                        Ok(Frame::KeepAlive(n)) => {
+                    match next_piece(&mut buf, max) {
+                        Ok(None) => break,
+                        Ok(Some(Piece::KeepAlive { pong })) => {
                             // RFC 5626 §4.4.1: answer a CRLFCRLF ping with a CRLF pong.
-                            if n == 4 && wr.write_all(b"\r\n").await.is_err() {
+                            if pong && wr.write_all(b"\r\n").await.is_err() {
                                 break 'conn;
                             }
-                            buf.advance(n);
                         }
-                        Ok(Frame::Message(n)) => {
-                            let bytes = buf.split_to(n).freeze();
+                        Ok(Some(Piece::Message(bytes))) => {
                             if hub.send(HubInput::Ims { link, source, bytes }).await.is_err() {
                                 break 'conn;
                             }

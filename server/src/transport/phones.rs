@@ -18,8 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use imsgw_sip::{Frame, frame};
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
@@ -29,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::ws::RateLimit;
+use super::{Piece, next_piece};
 use crate::config::PhonesConfig;
 use crate::edge::{FlowId, FlowKind};
 use crate::hub::{FlowCommand, HubInput};
@@ -143,23 +143,21 @@ where
                     Ok(_) => {}
                 }
                 loop {
-                    match frame(&buf, state.max_message) {
-                        Ok(Frame::Incomplete) => break,
-                        Ok(Frame::KeepAlive(n)) => {
+                    match next_piece(&mut buf, state.max_message) {
+                        Ok(None) => break,
+                        Ok(Some(Piece::KeepAlive { pong })) => {
                             // RFC 5626 §4.4.1: a CRLFCRLF ping gets a CRLF pong.
-                            if n == 4 && wr.write_all(b"\r\n").await.is_err() {
+                            if pong && wr.write_all(b"\r\n").await.is_err() {
                                 break 'conn;
                             }
-                            buf.advance(n);
                             deadline = Instant::now() + idle;
                         }
-                        Ok(Frame::Message(n)) => {
+                        Ok(Some(Piece::Message(bytes))) => {
                             deadline = Instant::now() + idle;
                             if !budget.take(Instant::now()) {
                                 debug!(%flow, "phone over phones.max_messages_per_sec; closing");
                                 break 'conn;
                             }
-                            let bytes = buf.split_to(n).freeze();
                             let m = HubInput::FlowMessage { flow, bytes };
                             if state.hub.send(m).await.is_err() {
                                 break 'conn;
