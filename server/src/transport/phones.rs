@@ -330,7 +330,8 @@ async fn udp_writer(
     while let Some(cmd) = rx.recv().await {
         match cmd {
             FlowCommand::Send(bytes) => {
-                if is_register_ok(&bytes) {
+                // Only until it is registered: no parse per message after that.
+                if !registered.load(Ordering::Relaxed) && is_register_ok(&bytes) {
                     registered.store(true, Ordering::Relaxed);
                 }
                 if let Err(e) = socket.send_to(&bytes, remote).await {
