@@ -324,3 +324,50 @@ test('8. sipp as another maker\'s phone: carol\'s code as sipp\'s own Digest pas
   assert.equal(r.code, 0, `${sipp.describe(r)}\n${L.gwLogTail()}`);
   assert.equal((await L.kam.bindings('carol')).length, 1, await L.kam.ulDumpText());
 }));
+
+test('9. a UDP phone\'s requests ride nothing on their source address: a MESSAGE without Digest -> 407 and Kamailio never sees it; with the password\'s answer it reaches Kamailio (without the Digest); the same answer again -> 407', L.track(async () => {
+  const dave = await makeCode('dave');
+  const c = await udpClient();
+  try {
+    const reg = await digestRegister(c, 'dave', 'dave@ims.example', dave.code, crypto.randomUUID());
+    assert.equal(reg.res.status, 200, reg.res.start);
+    const nonce = /nonce="([^"]+)"/.exec(reg.challenge.get('WWW-Authenticate').find((v) => /MD5/.test(v)))[1];
+    const uri = 'sip:carol@ims.example';
+    const message = (callId, auth) => {
+      const branch = `z9hG4bK${crypto.randomBytes(6).toString('hex')}`;
+      const lines = [`MESSAGE ${uri} SIP/2.0`, `Via: SIP/2.0/UDP 127.0.0.1:${c.port};rport;branch=${branch}`,
+        'Max-Forwards: 70', `To: <${uri}>`, `From: <sip:dave@ims.example>;tag=d${callId.slice(0, 4)}`,
+        `Call-ID: ${callId}`, 'CSeq: 1 MESSAGE', 'Content-Type: text/plain'];
+      if (auth) lines.push(auth);
+      lines.push('Content-Length: 2', '', 'hi');
+      return { branch, text: lines.join('\r\n') };
+    };
+    const answer = async (m) => {
+      const from = c.received.length;
+      await c.send(m.text);
+      return c.next((x) => x.status >= 200 && x.get('Via')[0].includes(m.branch), 5000, 'an answer', from);
+    };
+    // What someone forging the phone's source address can send: no Digest answer.
+    const forged = crypto.randomBytes(6).toString('hex');
+    let r = await answer(message(forged));
+    assert.equal(r.status, 407, r.start);
+    assert.match(r.get('Proxy-Authenticate')[0] || '', /^Digest realm="ims\.example", nonce="[^"]+", algorithm=MD5/);
+    await A.assertNothingUpstream(L, forged);
+    // The phone itself answers with its password (RFC 7616 §3.4.1, nc 2 on the sign-in's nonce).
+    const ha1 = md5(`dave@ims.example:ims.example:${dave.code}`);
+    const resp = md5(`${ha1}:${nonce}:00000002:c9:auth:${md5(`MESSAGE:${uri}`)}`);
+    const cred = `Proxy-Authorization: Digest username="dave@ims.example", realm="ims.example", nonce="${nonce}", uri="${uri}", response="${resp}", algorithm=MD5, qop=auth, nc=00000002, cnonce="c9"`;
+    const good = crypto.randomBytes(6).toString('hex');
+    await c.send(message(good, cred).text);
+    const sent = await A.waitKamRequest(L, good, 'MESSAGE');
+    assert.deepEqual(sent.get('Proxy-Authorization'), [], 'the phone\'s Digest never reaches the IMS');
+    assert.match(sent.get('From')[0], /sip:dave@ims\.example/);
+    // The same answer replayed (as a forger who saw it would): 407, Kamailio never sees it.
+    const replay = crypto.randomBytes(6).toString('hex');
+    r = await answer(message(replay, cred));
+    assert.equal(r.status, 407, r.start);
+    await A.assertNothingUpstream(L, replay);
+  } finally {
+    c.close();
+  }
+}));
