@@ -376,12 +376,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         guard.clone(),
         shutdown.clone(),
     ));
+    let conn_limits = ims::ConnLimits {
+        max: config.sip.max_connections,
+        idle: (config.sip.idle_timeout_secs > 0)
+            .then(|| Duration::from_secs(config.sip.idle_timeout_secs)),
+        open: Arc::default(),
+    };
     tasks.spawn(ims::run_listener(
         tcp,
         None,
         hub_tx.clone(),
         max,
         guard.clone(),
+        conn_limits.clone(),
         shutdown.clone(),
     ));
     if let Some((l, acceptor)) = tls_listener {
@@ -391,6 +398,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             hub_tx.clone(),
             max,
             guard,
+            conn_limits,
             shutdown.clone(),
         ));
     }
@@ -437,6 +445,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let proxies = Arc::new(crate::transport::client_addr::TrustedProxies(
         config.http.trusted_proxies.clone(),
     ));
+    let http_metrics = metrics.clone();
     let metrics_endpoint = crate::metrics::endpoint(metrics, metrics_token);
     let mut router = router(ws_state)
         .merge(crate::waf::http::router(waf))
@@ -456,17 +465,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
         None => router = router.merge(metrics_endpoint),
     }
-    let http_shutdown = shutdown.clone();
-    tasks.spawn(async move {
-        let serve = axum::serve(
-            http,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
-        if let Err(e) = serve.await {
-            warn!(error = %e, "HTTP server ended");
-        }
-    });
+    tasks.spawn(crate::transport::http::serve(
+        http,
+        router,
+        crate::transport::http::handshake_timeout(config.websocket.handshake_timeout_secs),
+        shutdown.clone(),
+        http_metrics,
+    ));
     // The hub ends when every input sender is gone, after the transports stop.
     tasks.spawn(async move {
         let _ = hub_task.await;

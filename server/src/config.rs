@@ -263,6 +263,16 @@ pub struct SipConfig {
     /// by `net.core.rmem_max` unless imsgw runs with CAP_NET_ADMIN. Default 4194304.
     #[serde(default = "default_udp_recv_buffer")]
     pub udp_recv_buffer: usize,
+    /// `sip.max_connections`: TCP and TLS connections the IMS side (the P-CSCF and
+    /// `sip.trusted_peers`) may hold open to `sip.listen`/`sip.tls_listen` at once; more are
+    /// closed as they are accepted. Default 1024.
+    #[serde(default = "default_sip_max_connections")]
+    pub max_connections: usize,
+    /// `sip.idle_timeout_secs`: an accepted IMS-side connection over which nothing (not even an
+    /// RFC 5626 keep-alive) was read or written this long is closed; the peer opens a new one
+    /// when it next has something to send. 0 keeps them for ever. Default 300.
+    #[serde(default = "default_sip_idle_timeout")]
+    pub idle_timeout_secs: u64,
     /// `sip.identity_assertion`: how the authenticated identity is told to the P-CSCF; any of
     /// `tna` (an `Authorization` header with `integrity-protected="auth-done"` for the IMPI on
     /// REGISTER, TS 24.229 / TS 33.203 trusted node authentication), `pai` (P-Asserted-Identity
@@ -401,6 +411,42 @@ pub struct WebSocketConfig {
     /// places of `max_connections` for ever. 0 turns it off. Default 30.
     #[serde(default = "default_register_timeout")]
     pub register_timeout_secs: u64,
+    /// `websocket.handshake_timeout_secs`: a client must have sent its whole HTTP request head
+    /// (the WebSocket handshake, or any other request on the HTTP listener) this long after it
+    /// connected or after the last response on a kept-alive connection, or the connection is
+    /// closed. 0 turns it off. Default 10.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_secs: u64,
+    /// `websocket.max_connections_per_address`: WebSockets open at once from one client
+    /// address (an IPv4 address, an IPv6 /64; from `http.trusted_proxies` behind a proxy);
+    /// more get HTTP 429. 0 turns it off. Default 256 (people behind one carrier NAT).
+    #[serde(default = "default_per_address")]
+    pub max_connections_per_address: usize,
+    /// `websocket.max_unregistered_per_address`: WebSockets from one client address that have
+    /// not registered yet; more get HTTP 429 until one registers or closes. 0 turns it off.
+    /// Default 32.
+    #[serde(default = "default_unregistered_per_address")]
+    pub max_unregistered_per_address: usize,
+}
+
+fn default_handshake_timeout() -> u64 {
+    10
+}
+
+fn default_per_address() -> usize {
+    256
+}
+
+fn default_unregistered_per_address() -> usize {
+    32
+}
+
+fn default_sip_max_connections() -> usize {
+    1024
+}
+
+fn default_sip_idle_timeout() -> u64 {
+    300
 }
 
 fn default_register_timeout() -> u64 {
@@ -417,6 +463,9 @@ impl Default for WebSocketConfig {
             write_buffer_size: default_ws_buffer(),
             read_buffer_size: default_ws_buffer(),
             register_timeout_secs: default_register_timeout(),
+            handshake_timeout_secs: default_handshake_timeout(),
+            max_connections_per_address: default_per_address(),
+            max_unregistered_per_address: default_unregistered_per_address(),
         }
     }
 }

@@ -23,7 +23,12 @@ use crate::metrics::Metrics;
 #[derive(Debug)]
 pub enum FlowCommand {
     Send(Bytes),
-    Close { code: u16, reason: &'static str },
+    /// The flow's first REGISTER succeeded (see `transport::admission`).
+    Registered,
+    Close {
+        code: u16,
+        reason: &'static str,
+    },
 }
 
 /// What reaches the hub.
@@ -322,6 +327,11 @@ impl Hub {
                 Output::Media(cmd) => {
                     if let Some(m) = &self.media {
                         m.send(cmd);
+                    }
+                }
+                Output::FlowRegistered { flow } => {
+                    if let Some(tx) = self.flows.get(&flow) {
+                        let _ = tx.try_send(FlowCommand::Registered);
                     }
                 }
                 Output::CloseFlow { flow, code, reason } => {

@@ -227,6 +227,10 @@ impl Metrics {
             "WebSocket connections refused or closed for a protocol violation."
         );
         describe_counter!(
+            "imsgw_ims_conn_rejected_total",
+            "IMS-side TCP/TLS connections closed as they were accepted: sip.max_connections were open."
+        );
+        describe_counter!(
             "imsgw_ims_untrusted_dropped_total",
             "IMS-side datagrams dropped and connections closed because the source is neither the upstream nor in sip.trusted_peers."
         );
@@ -345,6 +349,10 @@ impl Metrics {
     }
 
     /// A WebSocket refused or closed for breaking the protocol; `reason` is a fixed label.
+    pub fn ims_conn_rejected(&self, reason: &'static str) {
+        counter!("imsgw_ims_conn_rejected_total", "reason" => reason).increment(1);
+    }
+
     pub fn ws_rejected(&self, reason: &'static str) {
         counter!("imsgw_ws_rejected_total", "reason" => reason).increment(1);
     }

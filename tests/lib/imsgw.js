@@ -169,7 +169,10 @@ class Imsgw {
       for (const [k, v] of Object.entries(o.wwsf)) lines.push(`${k} = ${tv(v)}`);
     }
     lines.push('', '[websocket]', `max_message_size = ${o.maxMessageSize || 65536}`,
-      `ping_interval_secs = ${o.pingSecs ?? 30}`, `register_timeout_secs = ${o.registerTimeoutSecs ?? 30}`, '', '[log]', `filter = ${q(o.logFilter || 'imsgw=debug,info')}`, '');
+      `ping_interval_secs = ${o.pingSecs ?? 30}`, `register_timeout_secs = ${o.registerTimeoutSecs ?? 30}`);
+    // more [websocket] keys (issue 11: handshake timeout, per-address caps)
+    for (const [k, v] of Object.entries(o.websocket || {})) lines.push(`${k} = ${tv(v)}`);
+    lines.push('', '[log]', `filter = ${q(o.logFilter || 'imsgw=debug,info')}`, '');
     fs.writeFileSync(this.configFile, lines.join('\n'));
   }
 

@@ -101,11 +101,12 @@ class RawSipClient {
 
 /**
  * Tries a WebSocket upgrade and returns what the server answered when it refused:
- * { status, headers, body } (or { upgraded: true, protocol } if it accepted).
+ * { status, headers, body } (or { upgraded: true, protocol } if it accepted). opts go to `ws`
+ * (localAddress, headers).
  */
-function tryUpgrade(url, protocols, ms = 5000) {
+function tryUpgrade(url, protocols, ms = 5000, opts = {}) {
   return within(new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, protocols, { handshakeTimeout: ms });
+    const ws = new WebSocket(url, protocols, { handshakeTimeout: ms, ...opts });
     ws.on('unexpected-response', (req, res) => {
       let body = '';
       res.setEncoding('utf8');

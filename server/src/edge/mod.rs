@@ -101,6 +101,9 @@ pub enum Output {
         code: u16,
         reason: &'static str,
     },
+    /// The flow registered for the first time: it no longer counts as an unregistered
+    /// connection of its address.
+    FlowRegistered { flow: FlowId },
     /// Ask the WAF for tokens (a code in a REGISTER, a refresh of a held grant) and hand its
     /// answer to [`Edge::granted`] with `ticket`.
     Grant { ticket: u64, ask: GrantAsk },
@@ -168,6 +171,8 @@ struct FlowInfo {
     /// §13.2.2.4, a transaction of their own, with the INVITE's Call-ID and From) belong to
     /// them. Bounded by [`CALLS_PER_FLOW`] and [`CALL_MEMORY`].
     calls: VecDeque<Call>,
+    /// Whether [`Output::FlowRegistered`] went out for this flow.
+    registered_once: bool,
 }
 
 /// Calls remembered per flow for their ACKs; the oldest is forgotten first.
@@ -355,6 +360,7 @@ impl Edge {
                 grant: None,
                 proofs: pop::FlowProofs::default(),
                 calls: VecDeque::new(),
+                registered_once: false,
             },
         );
     }

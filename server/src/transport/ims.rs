@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -36,6 +36,26 @@ const REFUSED_WARN_EVERY: Duration = Duration::from_secs(10);
 pub struct Guard {
     pub filter: Arc<PeerFilter>,
     pub metrics: Arc<Metrics>,
+}
+
+/// Bounds on the IMS side's accepted connections (TCP and TLS together).
+#[derive(Clone, Debug)]
+pub struct ConnLimits {
+    /// `sip.max_connections`: more are closed as they are accepted.
+    pub max: usize,
+    /// `sip.idle_timeout_secs`: a connection with nothing read or written this long is closed.
+    pub idle: Option<Duration>,
+    /// Accepted connections open now, shared by the TCP and the TLS listener.
+    pub open: Arc<AtomicUsize>,
+}
+
+/// One accepted connection's place in [`ConnLimits::open`].
+struct ConnPlace(Arc<AtomicUsize>);
+
+impl Drop for ConnPlace {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Connection ids for IMS-side streams.
@@ -186,6 +206,7 @@ pub async fn run_listener(
     hub: mpsc::Sender<HubInput>,
     max: usize,
     guard: Guard,
+    limits: ConnLimits,
     shutdown: CancellationToken,
 ) {
     let transport = if tls.is_some() { "tls" } else { "tcp" };
@@ -210,6 +231,15 @@ pub async fn run_listener(
             drop(stream);
             continue;
         }
+        if limits.open.fetch_add(1, Ordering::AcqRel) >= limits.max {
+            limits.open.fetch_sub(1, Ordering::AcqRel);
+            guard.metrics.ims_conn_rejected("too_many_connections");
+            debug!(%source, "sip.max_connections IMS-side connections open; closed");
+            drop(stream);
+            continue;
+        }
+        let place = ConnPlace(limits.open.clone());
+        let idle = limits.idle;
         let _ = stream.set_nodelay(true);
         let hub = hub.clone();
         let shutdown = shutdown.clone();
@@ -217,10 +247,11 @@ pub async fn run_listener(
         let metrics = guard.metrics.clone();
         let cert_warn_limit = cert_warn_limit.clone();
         tokio::spawn(async move {
+            let _place = place;
             match tls {
                 None => {
                     let (id, tx) = open_conn(&hub).await;
-                    run_stream(stream, id, source, tx, hub, max, shutdown).await;
+                    run_stream(stream, id, source, tx, hub, max, idle, shutdown).await;
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
@@ -228,7 +259,7 @@ pub async fn run_listener(
                     {
                         Ok(Ok(s)) => {
                             let (id, tx) = open_conn(&hub).await;
-                            run_stream(s, id, source, tx, hub, max, shutdown).await;
+                            run_stream(s, id, source, tx, hub, max, idle, shutdown).await;
                         }
                         Ok(Err(e)) if is_client_cert_refusal(&e) => {
                             metrics.ims_tls_client_cert_refused();
@@ -267,7 +298,9 @@ async fn open_conn(hub: &mpsc::Sender<HubInput>) -> (u64, mpsc::Receiver<Bytes>)
     (id, rx)
 }
 
-/// Reads framed SIP messages from a stream and writes what the hub sends, until either side ends.
+/// Reads framed SIP messages from a stream and writes what the hub sends, until either side
+/// ends or, with `idle`, nothing crossed it that long (keep-alives count).
+#[allow(clippy::too_many_arguments)]
 async fn run_stream<S>(
     stream: S,
     id: u64,
@@ -275,6 +308,7 @@ async fn run_stream<S>(
     mut rx: mpsc::Receiver<Bytes>,
     hub: mpsc::Sender<HubInput>,
     max: usize,
+    idle: Option<Duration>,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -282,12 +316,16 @@ async fn run_stream<S>(
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(4096);
     let link = Link::Conn(id);
+    let never = Duration::from_secs(3600 * 24 * 365);
+    let idle_for = idle.unwrap_or(never);
+    let quiet = tokio::time::sleep(idle_for);
+    tokio::pin!(quiet);
     'conn: loop {
         tokio::select! {
             r = rd.read_buf(&mut buf) => {
                 match r {
                     Ok(0) | Err(_) => break 'conn,
-                    Ok(_) => {}
+                    Ok(_) => quiet.as_mut().reset(tokio::time::Instant::now() + idle_for),
                 }
                 loop {
                     match next_piece(&mut buf, max) {
@@ -312,9 +350,16 @@ async fn run_stream<S>(
                 }
             }
             out = rx.recv() => match out {
-                Some(bytes) => if wr.write_all(&bytes).await.is_err() { break 'conn },
+                Some(bytes) => {
+                    if wr.write_all(&bytes).await.is_err() { break 'conn }
+                    quiet.as_mut().reset(tokio::time::Instant::now() + idle_for);
+                }
                 None => break 'conn,
             },
+            () = &mut quiet => {
+                debug!(%source, "IMS-side connection idle past sip.idle_timeout_secs; closing");
+                break 'conn;
+            }
             _ = shutdown.cancelled() => break 'conn,
         }
     }
@@ -362,10 +407,12 @@ pub async fn run_upstream(
                         let merged = merge(tx_rx, rx_out);
                         match stream {
                             Upstream::Tcp(s) => {
-                                run_stream(s, id, addr, merged, hub2.clone(), max, shutdown).await
+                                run_stream(s, id, addr, merged, hub2.clone(), max, None, shutdown)
+                                    .await
                             }
                             Upstream::Tls(s) => {
-                                run_stream(*s, id, addr, merged, hub2.clone(), max, shutdown).await
+                                run_stream(*s, id, addr, merged, hub2.clone(), max, None, shutdown)
+                                    .await
                             }
                         }
                         info!(%addr, "upstream connection closed");

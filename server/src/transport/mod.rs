@@ -1,6 +1,8 @@
 //! Drivers: the bytes on sockets and WebSockets. Each hands whole SIP messages to the hub.
 
+pub mod admission;
 pub mod client_addr;
+pub mod http;
 pub mod ims;
 pub mod phones;
 pub mod tls;

@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
@@ -18,6 +17,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::admission::{Admission, Place, Refusal};
+use super::client_addr::ClientAddr;
 use crate::config::WebSocketConfig;
 use crate::edge::{FlowId, FlowKind};
 use crate::hub::{FlowCommand, HubInput};
@@ -27,7 +28,7 @@ use crate::metrics::Metrics;
 pub struct WsState {
     pub config: WebSocketConfig,
     pub hub: mpsc::Sender<HubInput>,
-    pub open: AtomicUsize,
+    pub admission: Arc<Admission>,
     pub shutdown: CancellationToken,
     pub metrics: Arc<Metrics>,
 }
@@ -40,9 +41,13 @@ impl WsState {
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
+            admission: Arc::new(Admission::new(
+                config.max_connections,
+                config.max_connections_per_address,
+                config.max_unregistered_per_address,
+            )),
             config,
             hub,
-            open: AtomicUsize::new(0),
             shutdown,
             metrics,
         }
@@ -53,6 +58,7 @@ impl WsState {
 pub async fn upgrade(
     State(state): State<Arc<WsState>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
@@ -79,15 +85,15 @@ pub async fn upgrade(
     if state.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
-    if state.open.load(Ordering::Relaxed) >= state.config.max_connections {
-        state.metrics.ws_rejected("too_many_connections");
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "5")],
-            "too many WebSocket connections\n",
-        )
-            .into_response();
-    }
+    // The place is taken before the 101, so a burst cannot overshoot the caps; a handshake
+    // that fails after this gives it back when the closure is dropped.
+    let place = match state.admission.admit(client) {
+        Ok(p) => p,
+        Err(why) => {
+            state.metrics.ws_rejected(why.metric());
+            return refused(why);
+        }
+    };
     let cfg = &state.config;
     ws.protocols(["sip"])
         .read_buffer_size(cfg.read_buffer_size)
@@ -95,7 +101,30 @@ pub async fn upgrade(
         .max_write_buffer_size(cfg.write_buffer_size.max(cfg.max_message_size) * 4)
         .max_message_size(cfg.max_message_size)
         .max_frame_size(cfg.max_message_size)
-        .on_upgrade(move |socket| serve(state, socket, remote))
+        .on_upgrade(move |socket| serve(state, socket, remote, place))
+}
+
+/// 503 when the gateway is full (RFC 9110 §15.6.4), 429 when one address has its share
+/// (RFC 6585 §4); both say when to come back.
+fn refused(why: Refusal) -> Response {
+    let (status, after, text) = match why {
+        Refusal::Total => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "5",
+            "too many WebSocket connections\n",
+        ),
+        Refusal::AddressOpen => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "30",
+            "too many WebSocket connections from your address (websocket.max_connections_per_address)\n",
+        ),
+        Refusal::AddressUnregistered => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "5",
+            "too many unregistered WebSocket connections from your address (websocket.max_unregistered_per_address)\n",
+        ),
+    };
+    (status, [(header::RETRY_AFTER, after)], text).into_response()
 }
 
 fn offers_sip(headers: &HeaderMap) -> bool {
@@ -108,9 +137,8 @@ fn offers_sip(headers: &HeaderMap) -> bool {
 }
 
 /// One connection's life: register the flow, shuttle messages, end the flow.
-async fn serve(state: Arc<WsState>, mut socket: WebSocket, remote: SocketAddr) {
+async fn serve(state: Arc<WsState>, mut socket: WebSocket, remote: SocketAddr, mut place: Place) {
     let flow = FlowId::next();
-    state.open.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::channel::<FlowCommand>(32);
     if state
         .hub
@@ -123,7 +151,6 @@ async fn serve(state: Arc<WsState>, mut socket: WebSocket, remote: SocketAddr) {
         .await
         .is_err()
     {
-        state.open.fetch_sub(1, Ordering::Relaxed);
         return;
     }
     debug!(%flow, %remote, "WebSocket flow opened");
@@ -187,6 +214,7 @@ async fn serve(state: Arc<WsState>, mut socket: WebSocket, remote: SocketAddr) {
                         break None;
                     }
                 }
+                Some(FlowCommand::Registered) => place.registered(),
                 Some(FlowCommand::Close { code, reason }) => {
                     let why = match (code, reason) {
                         (1008, r) if r.starts_with("no registration") => "register_timeout",
@@ -223,7 +251,7 @@ async fn serve(state: Arc<WsState>, mut socket: WebSocket, remote: SocketAddr) {
         .await;
     }
     let _ = state.hub.send(HubInput::FlowClosed { flow }).await;
-    state.open.fetch_sub(1, Ordering::Relaxed);
+    drop(place);
     debug!(%flow, "WebSocket flow closed");
 }
 
