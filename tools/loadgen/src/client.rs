@@ -381,3 +381,75 @@ fn sip_text(m: &Message) -> Option<std::borrow::Cow<'_, str>> {
 fn bytes_ref(b: &Bytes) -> &[u8] {
     b.as_ref()
 }
+
+/// How one whole client life went (`imsgw-loadgen life`).
+#[derive(Debug)]
+pub struct Life {
+    /// TCP connect and WebSocket handshake, µs; the error when it failed.
+    pub connect: Result<u64, String>,
+    /// The REGISTER's outcome and µs from sending it to its final response.
+    pub register: Option<(Outcome, u64)>,
+    /// The un-REGISTER's, sent only after a 200.
+    pub unregister: Option<(Outcome, u64)>,
+    /// From the start of the connect to the socket closed, µs.
+    pub total_us: u64,
+}
+
+/// One whole client life for the open-loop mode: connect, REGISTER, un-REGISTER after a 200,
+/// close. No semaphores: an open loop offers its load whatever the server does with it.
+pub async fn life(shared: Arc<Shared>, idx: usize) -> Life {
+    let start = Instant::now();
+    let us = |since: Instant| u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let src = shared.source_ips.as_ref().map(|ips| ips.for_client(idx));
+    let ws = match timeout(
+        shared.request_timeout,
+        connect(&shared.url, shared.addr, src),
+    )
+    .await
+    {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            return Life {
+                connect: Err(e),
+                register: None,
+                unregister: None,
+                total_us: us(start),
+            };
+        }
+        Err(_) => {
+            return Life {
+                connect: Err("handshake timeout".into()),
+                register: None,
+                unregister: None,
+                total_us: us(start),
+            };
+        }
+    };
+    let connect_us = us(start);
+    let mut c = Client {
+        id: Identity::random(format!("{}{idx}", shared.user_prefix)),
+        to_tag: sip::new_branch(),
+        auth: shared.bearers.get(idx).cloned(),
+        cseq: 0,
+        shared,
+        ws,
+    };
+    let sent = Instant::now();
+    let outcome = c.transact(c.shared.expires).await;
+    let register = Some((outcome.clone(), us(sent)));
+    let mut unregister = None;
+    if outcome == Outcome::Final(200) {
+        let sent = Instant::now();
+        let o = c.transact(0).await;
+        unregister = Some((o, us(sent)));
+    }
+    if outcome != Outcome::ConnectionLost {
+        c.close().await;
+    }
+    Life {
+        connect: Ok(connect_us),
+        register,
+        unregister,
+        total_us: us(start),
+    }
+}

@@ -13,6 +13,7 @@
 mod cli;
 mod client;
 mod floor;
+mod life;
 mod media;
 mod procfs;
 mod report;
@@ -32,6 +33,9 @@ fn main() -> ExitCode {
     let result = if argv.get(1).is_some_and(|a| a == "media") {
         argv.remove(1);
         media::start(media::MediaArgs::parse_from(argv))
+    } else if argv.get(1).is_some_and(|a| a == "life") {
+        argv.remove(1);
+        life::start(life::LifeArgs::parse_from(argv))
     } else if argv.get(1).is_some_and(|a| a == "udp-floor") {
         argv.remove(1);
         floor::start(floor::FloorArgs::parse_from(argv))

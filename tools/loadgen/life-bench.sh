@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Open-loop client lives (issue 11 §3): new clients at a fixed rate, each connecting, doing the
+# WebSocket handshake, REGISTERing, un-REGISTERing and closing, through imsgw (every client with
+# its own ES256 token, minted before the run) and then through Kamailio's websocket edge (no
+# tokens) to the same Kamailio registrar. Prints each report: REGISTER p50/p99 at that rate, the
+# lives that failed, and the edge's CPU per life. Bounded: rate × duration clients, then stop.
+#
+#   tools/loadgen/life-bench.sh [RATE] [SECONDS]        (default 1000 10)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+rate=${1:-1000}
+secs=${2:-10}
+dir=${BENCH_DIR:-$(mktemp -d /tmp/imsgw-life.XXXXXX)}
+mkdir -p "$dir"
+echo "bench dir: $dir"
+
+cargo build --release --locked -q -p imsgw -p imsgw-loadgen
+bin=${CARGO_TARGET_DIR:-target}/release
+load=$bin/imsgw-loadgen
+n=$(awk "BEGIN { printf \"%d\", $rate * $secs }")
+
+cleanup() {
+	[ -s "$dir/imsgw.pid" ] && kill -TERM "$(cat "$dir/imsgw.pid")" 2>/dev/null || true
+	deploy/lab/kamailio-stop.sh "$dir" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+shm=$(( 256 + n / 10 ))
+edge_shm=$(( 256 + n * 100 / 1024 ))
+registrar() {
+	KAM_LOG_LEVEL=1 KAM_SHM_MB=$shm deploy/lab/kamailio-start.sh ims deploy/lab/kamailio-ims.cfg "$dir" \
+		-A IMS_PORT=5370 -A IMS_TLS_PORT=5371 >/dev/null
+}
+# Sources over 127.0.0.0/8: one address's ephemeral ports would run out, and each address stays
+# within imsgw's per-address caps as a crowd of real people would.
+sources=127.0.1.1-127.0.8.255
+
+echo
+echo "=== imsgw (release), $rate new clients/s for $secs s, a token each"
+registrar
+cat >"$dir/imsgw.toml" <<TOML
+[http]
+listen = "127.0.0.1:8380"
+[sip]
+domain = "ims.example"
+listen = "127.0.0.1:5362"
+upstream = "sip:127.0.0.1:5370;transport=udp"
+[waf]
+issuer = "http://127.0.0.1:8380"
+key_dir = "$dir/keys"
+state_dir = "$dir/state"
+audience = "sip:ims.example"
+scope = "sip"
+[log]
+filter = "warn"
+TOML
+"$bin/imsgw" serve --config "$dir/imsgw.toml" >"$dir/imsgw.log" 2>&1 &
+echo $! >"$dir/imsgw.pid"
+for _ in $(seq 1 50); do
+	curl -fsS http://127.0.0.1:8380/healthz >/dev/null 2>&1 && break
+	sleep 0.1
+done
+"$load" life --url ws://127.0.0.1:8380/sip --rate "$rate" --duration "$secs" \
+	--source-ips "$sources" --pidfile "$dir/imsgw.pid" \
+	--mint-key-dir "$dir/keys" --issuer http://127.0.0.1:8380 --audience sip:ims.example \
+	--scope sip --token-ttl 600 | tee "$dir/imsgw.report" || true
+kill -TERM "$(cat "$dir/imsgw.pid")"
+rm -f "$dir/imsgw.pid"
+deploy/lab/kamailio-stop.sh "$dir" ims >/dev/null
+
+echo
+echo "=== reference: Kamailio websocket edge, $rate new clients/s for $secs s, no tokens"
+registrar
+KAM_LOG_LEVEL=1 KAM_SHM_MB=$edge_shm deploy/lab/kamailio-start.sh ws-edge deploy/lab/kamailio-ws-edge.cfg "$dir" \
+	-A WS_PORT=8390 -A EDGE_PORT=5380 -A 'IMS_URI="sip:127.0.0.1:5370"' >/dev/null
+"$load" life --url ws://127.0.0.1:8390/ --rate "$rate" --duration "$secs" \
+	--source-ips "$sources" --pgrep-parent "$(cat "$dir/ws-edge.pid")" | tee "$dir/kamailio.report" || true
