@@ -261,6 +261,7 @@ impl Hub {
             HubInput::FlowMessage { flow, bytes } => self.edge.from_flow(now, flow, bytes),
             HubInput::FlowClosed { flow } => {
                 self.flows.remove(&flow);
+                crate::edge::shrink_sparse(&mut self.flows);
                 self.edge.flow_closed(now, flow);
             }
             HubInput::Ims {

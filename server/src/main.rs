@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// mimalloc instead of glibc malloc: measured on the REGISTER load run (see README, Benchmark):
-/// less CPU per REGISTER and freed memory returned to the system after bursts.
+/// less CPU per REGISTER and freed memory returned to the system after bursts. Its v2 line, not
+/// v3: after a flood of 10k connections (`tools/loadgen/flood-memory.sh`) v3 kept all 120 MiB
+/// until other work came along, v2 gives most of it back (35–45 MiB against a 25 MiB
+/// baseline), at the same CPU per client life (`tools/loadgen/life-bench.sh`).
 #[cfg(not(feature = "dhat-heap"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -370,6 +370,7 @@ impl Edge {
     pub fn flow_closed(&mut self, now: Instant, flow: FlowId) {
         self.grant_flow_closed(flow);
         self.flows.remove(&flow);
+        shrink_sparse(&mut self.flows);
         for id in self.txns.pending_to(Dest::Flow(flow)) {
             self.fail_client(now, id, Status::FLOW_FAILED);
         }
@@ -507,6 +508,10 @@ impl Edge {
                 });
             }
         }
+        let q = &mut self.must_register;
+        if q.capacity() > 1024 && q.len() * 4 < q.capacity() {
+            q.shrink_to(q.len() * 2);
+        }
         if self.parked.iter().any(|p| p.until <= now) {
             let (due, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
                 .into_iter()
@@ -595,6 +600,17 @@ impl Edge {
                 self.media_txn_failed(now, id);
             }
         }
+    }
+}
+
+/// Gives a map's table back once at most a quarter of it is in use, keeping room to double:
+/// after a flood of connections the table would otherwise stay at its peak size for ever.
+/// Amortised O(1): the next shrink needs the map to empty to a quarter again.
+pub(crate) fn shrink_sparse<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
+    m: &mut HashMap<K, V, S>,
+) {
+    if m.capacity() > 1024 && m.len() * 4 < m.capacity() {
+        m.shrink_to(m.len() * 2);
     }
 }
 

@@ -559,3 +559,23 @@ Call-ID: spiral1\r\nCSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n"
         text(&down)
     );
 }
+
+#[test]
+fn a_flood_s_table_is_given_back_once_a_quarter_is_in_use() {
+    let mut m: HashMap<u64, [u8; 64]> = HashMap::new();
+    for i in 0..20_000 {
+        m.insert(i, [0; 64]);
+    }
+    let peak = m.capacity();
+    for i in 100..20_000 {
+        m.remove(&i);
+        super::shrink_sparse(&mut m);
+    }
+    assert_eq!(m.len(), 100);
+    assert!(m.capacity() < peak / 8, "{} of {peak}", m.capacity());
+    // Small maps are left alone: no churn for a handful of flows.
+    let mut small: HashMap<u64, u8> = (0..500).map(|i| (i, 0)).collect();
+    small.retain(|k, _| *k < 10);
+    super::shrink_sparse(&mut small);
+    assert!(small.capacity() >= 500, "{}", small.capacity());
+}
