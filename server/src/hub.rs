@@ -363,19 +363,17 @@ impl Hub {
                 }
             }
         }
-        let stats = self.edge.stats();
-        self.metrics
-            .update_edge(&stats, self.edge.flow_count(), self.edge.txn_count());
-        self.metrics
-            .update_grants(&self.edge.grant_stats(), self.edge.held_grant_count());
-        self.update_media_metrics();
-    }
-
-    fn update_media_metrics(&self) {
-        if self.media.is_some() {
-            let calls = self.edge.media_call_count();
-            self.metrics.update_media(&self.edge.media_stats(), calls);
-        }
+        self.metrics.set_edge(crate::metrics::EdgeFigures {
+            stats: self.edge.stats(),
+            flows: self.edge.flow_count(),
+            txns: self.edge.txn_count(),
+            grants: self.edge.grant_stats(),
+            held_grants: self.edge.held_grant_count(),
+            media: self
+                .media
+                .is_some()
+                .then(|| (self.edge.media_stats(), self.edge.media_call_count())),
+        });
     }
 
     /// Hands bytes to the right writer; false if that is impossible right now.

@@ -181,6 +181,21 @@ pub struct Metrics {
     handle: Option<PrometheusHandle>,
     /// The media engine, whose figures (atomics) are read at each scrape.
     media: std::sync::OnceLock<imsgw_media::Media>,
+    /// The edge's figures as the hub last saw them, turned into metrics at each scrape: the
+    /// hub task, which every SIP message crosses, does no registry work of its own.
+    edge: std::sync::Mutex<Option<EdgeFigures>>,
+}
+
+/// What the hub hands over after each batch of work (see [`Metrics::set_edge`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EdgeFigures {
+    pub stats: Stats,
+    pub flows: usize,
+    pub txns: usize,
+    pub grants: crate::edge::GrantStats,
+    pub held_grants: usize,
+    /// With `[media]`: the edge's media counters and its calls.
+    pub media: Option<(crate::edge::MediaEdgeStats, usize)>,
 }
 
 impl Metrics {
@@ -258,6 +273,7 @@ impl Metrics {
         Self {
             handle,
             media: std::sync::OnceLock::new(),
+            edge: std::sync::Mutex::new(None),
         }
     }
 
@@ -268,6 +284,17 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        let edge = *self
+            .edge
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(f) = edge {
+            self.update_edge(&f.stats, f.flows, f.txns);
+            self.update_grants(&f.grants, f.held_grants);
+            if let Some((m, calls)) = f.media {
+                self.update_media(&m, calls);
+            }
+        }
         if let Some(m) = self.media.get() {
             self.update_engine(&m.stats());
         }
@@ -277,8 +304,17 @@ impl Metrics {
             .unwrap_or_default()
     }
 
+    /// Keeps the edge's latest figures for the next scrape: a copy under a lock nobody holds
+    /// for long, where mirroring them into the registry is some thirty hashed lookups.
+    pub fn set_edge(&self, f: EdgeFigures) {
+        *self
+            .edge
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(f);
+    }
+
     /// Mirrors the edge's counters.
-    pub fn update_edge(&self, s: &Stats, flows: usize, txns: usize) {
+    fn update_edge(&self, s: &Stats, flows: usize, txns: usize) {
         gauge!("imsgw_ws_flows").set(flows as f64);
         gauge!("imsgw_sip_transactions").set(txns as f64);
         counter!("imsgw_sip_requests_from_ws_total").absolute(s.requests_from_flows);
@@ -305,7 +341,7 @@ impl Metrics {
     }
 
     /// Codes in REGISTER and the grants the edge holds for them (`edge::grant`).
-    pub fn update_grants(&self, g: &crate::edge::GrantStats, held: usize) {
+    fn update_grants(&self, g: &crate::edge::GrantStats, held: usize) {
         gauge!("imsgw_sip_held_grants").set(held as f64);
         let c = |outcome: &'static str, v: u64| {
             counter!("imsgw_sip_grants_total", "outcome" => outcome).absolute(v)
@@ -323,7 +359,7 @@ impl Metrics {
     /// The media gateway's figures: the edge's calls and the engine's sessions, ports and
     /// packets. `imsgw_media_sessions` and `imsgw_media_ports_in_use` go back to 0 when the
     /// last call ends.
-    pub fn update_media(&self, e: &crate::edge::MediaEdgeStats, calls: usize) {
+    fn update_media(&self, e: &crate::edge::MediaEdgeStats, calls: usize) {
         gauge!("imsgw_media_calls").set(calls as f64);
         counter!("imsgw_media_calls_total").absolute(e.calls);
         counter!("imsgw_media_offers_refused_total").absolute(e.offers_refused);

@@ -60,10 +60,21 @@ for _ in $(seq 1 50); do
 	curl -fsS http://127.0.0.1:8380/healthz >/dev/null 2>&1 && break
 	sleep 0.1
 done
+# PERF=1: a flat CPU profile of imsgw during the run (perf, software clock), in $dir/perf.data.
+if [ "${PERF:-}" = 1 ]; then
+	perf record -q -e cpu-clock -F 4000 -p "$(cat "$dir/imsgw.pid")" -o "$dir/perf.data" >/dev/null 2>&1 &
+	perf_pid=$!
+fi
 "$load" life --url ws://127.0.0.1:8380/sip --rate "$rate" --duration "$secs" \
 	--source-ips "$sources" --pidfile "$dir/imsgw.pid" \
 	--mint-key-dir "$dir/keys" --issuer http://127.0.0.1:8380 --audience sip:ims.example \
 	--scope sip --token-ttl 600 | tee "$dir/imsgw.report" || true
+if [ -n "${perf_pid:-}" ]; then
+	kill -INT "$perf_pid"; wait "$perf_pid" || true
+	perf report -i "$dir/perf.data" --no-children --sort symbol --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -60 >"$dir/perf.txt"
+	echo "profile: $dir/perf.txt"
+fi
+[ "${IMSGW_ONLY:-}" = 1 ] && exit 0
 kill -TERM "$(cat "$dir/imsgw.pid")"
 rm -f "$dir/imsgw.pid"
 deploy/lab/kamailio-stop.sh "$dir" ims >/dev/null
