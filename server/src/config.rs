@@ -387,7 +387,8 @@ pub struct WebSocketConfig {
     #[serde(default = "default_ws_max_message")]
     pub max_message_size: usize,
     /// `websocket.ping_interval_secs`: WebSocket Ping interval; a connection that has not
-    /// answered by the next ping is closed. 0 turns pings off. Default 30.
+    /// answered by the next ping is closed, and so is one that takes none of the bytes written
+    /// to it this long (30 s with pings off). 0 turns pings off. Default 30.
     #[serde(default = "default_ping_interval")]
     pub ping_interval_secs: u64,
     /// `websocket.max_connections`: WebSocket connections served at once; more get HTTP 503.

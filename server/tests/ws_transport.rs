@@ -238,3 +238,93 @@ async fn rfc8898_2_2_register_without_token_gets_the_bearer_challenge() {
     );
     g.stop().await;
 }
+
+/// Review 11: a WebSocket upgrade from `stream` (any socket the test set up itself).
+async fn upgrade_on(
+    g: &Running,
+    stream: tokio::net::TcpStream,
+) -> Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, tungstenite::Error> {
+    let mut req = format!("ws://{}/sip", g.http_addr)
+        .into_client_request()
+        .expect("req");
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "sip".parse().expect("header"));
+    tokio_tungstenite::client_async(req, stream)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// Review 11: whether a WebSocket from 127.0.0.1 gets its 101 now.
+async fn admitted(g: &Running) -> bool {
+    let Ok(s) = tokio::net::TcpStream::connect(g.http_addr).await else {
+        return false;
+    };
+    match tokio::time::timeout(Duration::from_secs(3), upgrade_on(g, s)).await {
+        Ok(Ok(mut ws)) => {
+            let _ = ws.close(None).await;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Review 11: a connection whose client has a small receive buffer and never reads it.
+async fn deaf_socket(g: &Running) -> tokio::net::TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(2048).expect("SO_RCVBUF");
+    sock.connect(g.http_addr).await.expect("connect")
+}
+
+#[tokio::test]
+async fn review11_a_websocket_that_stops_reading_gives_its_place_back() {
+    // A client that never reads what it is sent: once the socket's buffers are full the
+    // connection's task waits on the write, and neither the register timeout nor the Ping
+    // keep-alive may leave it holding its place (here the one unregistered place of its address)
+    // for ever.
+    let g = gateway(
+        "[websocket]\nmax_messages_per_sec = 0\nregister_timeout_secs = 1\nping_interval_secs = 2\n\
+max_unregistered_per_address = 1\n",
+    )
+    .await;
+    let mut deaf = upgrade_on(&g, deaf_socket(&g).await)
+        .await
+        .expect("upgrade");
+    // Each REGISTER without a token is answered with a 401 the client never reads.
+    let mut sent = 0;
+    // A long Via parameter comes back in every answer (RFC 3261 §8.2.6.2).
+    let pad = "x".repeat(30_000);
+    for i in 0..2_000 {
+        sent = i;
+        let msg = REGISTER
+            .replace(
+                "branch=z9hG4bKt1",
+                &format!("branch=z9hG4bKdeaf{i};pad={pad}"),
+            )
+            .replace("CSeq: 1 ", &format!("CSeq: {} ", i + 1));
+        match tokio::time::timeout(Duration::from_millis(500), deaf.send(WsMessage::text(msg)))
+            .await
+        {
+            Ok(Ok(())) => {}
+            _ => break, // the server stopped reading too: its writer is stuck
+        }
+    }
+    let started = Instant::now();
+    let mut ok = false;
+    while started.elapsed() < Duration::from_secs(12) {
+        if admitted(&g).await {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    eprintln!(
+        "{sent} REGISTERs sent; admitted after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        ok,
+        "the deaf client still holds its address's place 12 s on"
+    );
+    drop(deaf);
+    g.stop().await;
+}
