@@ -415,7 +415,8 @@ pub struct WebSocketConfig {
     /// `websocket.handshake_timeout_secs`: a client must have sent its whole HTTP request head
     /// (the WebSocket handshake, or any other request on the HTTP listener) this long after it
     /// connected or after the last response on a kept-alive connection, or the connection is
-    /// closed. 0 turns it off. Default 10.
+    /// closed; a request's body must come whole within as long again after its head. 0 turns
+    /// both off. Default 10.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout_secs: u64,
     /// `websocket.max_connections_per_address`: WebSockets open at once from one client

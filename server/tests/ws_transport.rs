@@ -328,3 +328,29 @@ max_unregistered_per_address = 1\n",
     drop(deaf);
     g.stop().await;
 }
+
+#[tokio::test]
+async fn review11_a_request_body_that_never_comes_does_not_hold_the_connection() {
+    // websocket.handshake_timeout_secs bounds the request head; a POST whose head came whole
+    // but whose body (Content-Length: 100) never does must not hold the socket for ever.
+    let g = gateway("[websocket]\nhandshake_timeout_secs = 1\n").await;
+    let mut s = tokio::net::TcpStream::connect(g.http_addr)
+        .await
+        .expect("connect");
+    s.write_all(
+        b"POST /oauth/token HTTP/1.1\r\nHost: gw\r\n\
+Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type=",
+    )
+    .await
+    .expect("write");
+    let mut buf = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(6), s.read_to_end(&mut buf)).await;
+    assert!(
+        ended.is_ok(),
+        "the connection is still open 6 s after its head; got {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.is_empty() || text.starts_with("HTTP/1.1 4"), "{text}");
+    g.stop().await;
+}

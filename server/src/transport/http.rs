@@ -2,8 +2,9 @@
 //!
 //! Own instead of `axum::serve` for the one rule that has no knob there: a client must send its
 //! whole request head within `websocket.handshake_timeout_secs` (hyper's header read timeout,
-//! which runs from the accept and again after every response), so connections that never finish
-//! a handshake are closed instead of holding a descriptor for ever.
+//! which runs from the accept and again after every response), and a request's body within as
+//! long again, so connections that never finish a request are closed instead of holding a
+//! descriptor for ever.
 //!
 //! Owns: accepting, per-connection HTTP/1.1 with upgrades, graceful shutdown of connections.
 //! Must not touch: what a request means (the router).
@@ -14,13 +15,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
+use tower_http::timeout::DeadlineBody;
 use tracing::{debug, warn};
 
 use crate::metrics::Metrics;
@@ -60,7 +62,15 @@ pub async fn serve(
             .map_request(move |mut req: axum::http::Request<Incoming>| {
                 seen.store(true, Ordering::Relaxed);
                 req.extensions_mut().insert(ConnectInfo(peer));
-                req.map(axum::body::Body::new)
+                // The head's timer stops once the head is in; a body (a POST to the WAF with a
+                // Content-Length it never sends) gets as long again, or the handler reading it
+                // would hold the connection for ever.
+                req.map(|body| match handshake_timeout {
+                    Some(t) if !body.is_end_stream() => {
+                        axum::body::Body::new(DeadlineBody::new(t, body))
+                    }
+                    _ => axum::body::Body::new(body),
+                })
             });
         let stop = shutdown.clone();
         let metrics = metrics.clone();
