@@ -415,8 +415,9 @@ pub struct WebSocketConfig {
     /// `websocket.handshake_timeout_secs`: a client must have sent its whole HTTP request head
     /// (the WebSocket handshake, or any other request on the HTTP listener) this long after it
     /// connected or after the last response on a kept-alive connection, or the connection is
-    /// closed; a request's body must come whole within as long again after its head. 0 turns
-    /// both off. Default 10.
+    /// closed; a request's body must come whole within as long again after its head, and a
+    /// write of an answer may wait as long for the client to take bytes. 0 turns all three
+    /// off. Default 10.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout_secs: u64,
     /// `websocket.max_connections_per_address`: WebSockets open at once from one client

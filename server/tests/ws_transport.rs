@@ -354,3 +354,34 @@ Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngr
     assert!(text.is_empty() || text.starts_with("HTTP/1.1 4"), "{text}");
     g.stop().await;
 }
+
+#[tokio::test]
+async fn review11_a_client_that_never_reads_its_answers_does_not_hold_the_connection() {
+    // Pipelined requests whose answers the client never reads: once the socket's buffers are
+    // full hyper waits on the write for ever (it has no write timeout, and the header timeout
+    // only runs while it reads a head), a descriptor held at no cost at all. The answers must
+    // be taken within websocket.handshake_timeout_secs, or the connection ends.
+    let g = gateway("[websocket]\nhandshake_timeout_secs = 1\n").await;
+    let mut s = deaf_socket(&g).await;
+    const N: usize = 8000; // ~8 MB of answers: more than loopback buffers hold
+    let reqs = "GET /oauth/jwks HTTP/1.1\r\nHost: gw\r\n\r\n".repeat(N);
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.write_all(reqs.as_bytes())).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Now read: a server that gave up sent what its buffers held and closed; one that waited
+    // sends every answer.
+    let mut got = Vec::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        match tokio::time::timeout(Duration::from_secs(3), s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    let answers = got.windows(12).filter(|w| w == b"HTTP/1.1 200").count();
+    assert!(
+        answers < N,
+        "all {N} answers came: the connection waited on its deaf client"
+    );
+    g.stop().await;
+}

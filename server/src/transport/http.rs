@@ -9,8 +9,12 @@
 //! Owns: accepting, per-connection HTTP/1.1 with upgrades, graceful shutdown of connections.
 //! Must not touch: what a request means (the router).
 
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -18,6 +22,7 @@ use axum::extract::ConnectInfo;
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -74,6 +79,10 @@ pub async fn serve(
             });
         let stop = shutdown.clone();
         let metrics = metrics.clone();
+        // While the connection speaks HTTP, a write that waits longer than the handshake
+        // timeout for the client to take bytes ends it (see `StallLimit`).
+        let http_phase = Arc::new(AtomicBool::new(true));
+        let stream = StallLimit::new(stream, handshake_timeout, http_phase.clone());
         conns.spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.timer(TokioTimer::new());
@@ -89,8 +98,14 @@ pub async fn serve(
                     conn.await
                 }
             };
+            // Upgraded (the socket lives on in the WebSocket, which bounds its own writes) or
+            // closed: the HTTP rules are over.
+            http_phase.store(false, Ordering::Relaxed);
             if let Err(e) = result {
-                if e.is_timeout() && served.load(Ordering::Relaxed) {
+                if is_stall(&e) {
+                    metrics.ws_rejected("send_timeout");
+                    debug!(%peer, "the client took none of its answer within websocket.handshake_timeout_secs; closed");
+                } else if e.is_timeout() && served.load(Ordering::Relaxed) {
                     debug!(%peer, "kept-alive HTTP connection idle past websocket.handshake_timeout_secs; closed");
                 } else if e.is_timeout() {
                     metrics.ws_rejected("handshake_timeout");
@@ -113,4 +128,128 @@ pub async fn serve(
 /// `websocket.handshake_timeout_secs` as hyper takes it: 0 is off.
 pub fn handshake_timeout(secs: u64) -> Option<Duration> {
     (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+/// The accepted socket, with one more rule while it speaks HTTP: a write that has waited
+/// `limit` for the client to take any bytes fails. hyper has no write timeout, so without it a
+/// client that pipelines requests and never reads the answers holds the connection for ever;
+/// worse, an upgrade request behind them takes its WebSocket place before the 101, the 101 is
+/// never written, the upgrade never completes and no WebSocket timer ever starts. After an
+/// upgrade the WebSocket bounds its own writes (`ws::serve`), so the rule is switched off.
+struct StallLimit<S> {
+    io: S,
+    limit: Option<Duration>,
+    http_phase: Arc<AtomicBool>,
+    /// Running since the first write that found the socket full, until a write goes through.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> StallLimit<S> {
+    fn new(io: S, limit: Option<Duration>, http_phase: Arc<AtomicBool>) -> Self {
+        Self {
+            io,
+            limit,
+            http_phase,
+            stalled: None,
+        }
+    }
+
+    /// The inner write returned `Pending`: still waiting, or past the limit.
+    fn pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let Some(limit) = self
+            .limit
+            .filter(|_| self.http_phase.load(Ordering::Relaxed))
+        else {
+            self.stalled = None;
+            return Poll::Pending;
+        };
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, Stalled))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn progressed<T>(
+        &mut self,
+        r: Poll<io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<T>> {
+        match r {
+            Poll::Pending => self.pending(cx),
+            done => {
+                self.stalled = None;
+                done
+            }
+        }
+    }
+}
+
+/// The error a [`StallLimit`] write fails with.
+#[derive(Debug)]
+struct Stalled;
+
+impl std::fmt::Display for Stalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the client took no bytes within websocket.handshake_timeout_secs")
+    }
+}
+
+impl std::error::Error for Stalled {}
+
+/// Whether hyper ended a connection because a [`StallLimit`] write failed.
+fn is_stall(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<Stalled>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for StallLimit<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for StallLimit<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.progressed(r, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.progressed(r, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_flush(cx);
+        self.progressed(r, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
