@@ -385,3 +385,55 @@ async fn review11_a_client_that_never_reads_its_answers_does_not_hold_the_connec
     );
     g.stop().await;
 }
+
+#[tokio::test]
+async fn review11_the_register_timeout_reaches_a_connection_whose_queue_is_full() {
+    // The hub hands a connection its Close (and its Registered) through the same bounded queue
+    // as the messages for it, with try_send. A client that keeps that queue full when its
+    // register timeout fires (it asks for large answers and reads none for a while) must
+    // still be closed once it reads again, not keep an unregistered connection for ever.
+    // (Whether the queue is full at that moment is up to scheduling: this one end to end,
+    // `hub::tests` exactly.)
+    let g = gateway(
+        "[websocket]\nmax_messages_per_sec = 0\nregister_timeout_secs = 1\nping_interval_secs = 0\n",
+    )
+    .await;
+    let mut ws = upgrade_on(&g, deaf_socket(&g).await)
+        .await
+        .expect("upgrade");
+    let pad = "x".repeat(30_000);
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut i = 0;
+    while Instant::now() < until {
+        i += 1;
+        let msg = REGISTER
+            .replace(
+                "branch=z9hG4bKt1",
+                &format!("branch=z9hG4bKfull{i};pad={pad}"),
+            )
+            .replace("CSeq: 1 ", &format!("CSeq: {i} "));
+        match tokio::time::timeout(Duration::from_millis(200), ws.send(WsMessage::text(msg))).await
+        {
+            Ok(Ok(())) | Err(_) => {}
+            Ok(Err(e)) => panic!("closed while flooding: {e}"),
+        }
+    }
+    // Read again: every answer that was queued, then the close for the register timeout (or a
+    // reset: the server may close with our unread flood still in its buffer).
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Err(_) => break false, // 5 s of silence on an open connection
+            Ok(Some(Ok(WsMessage::Close(f)))) => {
+                assert_eq!(f.map(|f| f.code), Some(CloseCode::Policy));
+                break true;
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_)) | None) => break true,
+        }
+    };
+    assert!(
+        ended,
+        "the unregistered connection is still open past its register timeout"
+    );
+    g.stop().await;
+}
