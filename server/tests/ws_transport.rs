@@ -437,3 +437,59 @@ async fn review11_the_register_timeout_reaches_a_connection_whose_queue_is_full(
     );
     g.stop().await;
 }
+
+#[tokio::test]
+async fn review11_stop_is_not_held_by_a_connection_still_sending_its_first_head() {
+    // On stop, hyper closes a connection between requests at once but waits on one that is
+    // still sending a head, up to websocket.handshake_timeout_secs (10 s here, as long as
+    // http.drain_secs): any client could make every stop take the whole drain time. One that
+    // is being answered is still let finish.
+    let g = gateway("").await;
+    let mut ws = connect_sip(&g).await;
+    let mut idle = tokio::net::TcpStream::connect(g.http_addr)
+        .await
+        .expect("connect");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 512];
+    let n = idle.read(&mut buf).await.expect("answer");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let mut half = tokio::net::TcpStream::connect(g.http_addr)
+        .await
+        .expect("connect");
+    half.write_all(b"GET /sip HTTP/1.1\r\nHost: gw\r\n")
+        .await
+        .expect("write");
+    // A request being answered: its body is still coming.
+    let mut answering = tokio::net::TcpStream::connect(g.http_addr)
+        .await
+        .expect("connect");
+    answering
+        .write_all(
+            b"POST /oauth/token HTTP/1.1\r\nHost: gw\r\n\
+Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 19\r\n\r\ngrant_type=",
+        )
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let stopping = tokio::spawn(g.stop());
+    assert_eq!(close_code(next(&mut ws).await), Some(CloseCode::Away));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    answering
+        .write_all(b"password")
+        .await
+        .expect("rest of the body");
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), answering.read_to_end(&mut got)).await;
+    assert!(
+        got.starts_with(b"HTTP/1.1 4"),
+        "the request in progress was not answered: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    stopping.await.expect("stop");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "stop took {took:?}");
+    drop((idle, half));
+}

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -62,9 +62,14 @@ pub async fn serve(
         // going idle, not a handshake that never finished.
         let served = Arc::new(AtomicBool::new(false));
         let seen = served.clone();
+        // Requests whose answers are not written whole yet: on stop, a connection with none is
+        // not waited for.
+        let busy = Arc::new(AtomicUsize::new(0));
+        let (head_in, answer_out) = (busy.clone(), busy.clone());
         let svc = app
             .clone()
             .map_request(move |mut req: axum::http::Request<Incoming>| {
+                head_in.fetch_add(1, Ordering::Relaxed);
                 seen.store(true, Ordering::Relaxed);
                 req.extensions_mut().insert(ConnectInfo(peer));
                 // The head's timer stops once the head is in; a body (a POST to the WAF with a
@@ -76,6 +81,10 @@ pub async fn serve(
                     }
                     _ => axum::body::Body::new(body),
                 })
+            })
+            .map_response(move |res: axum::response::Response| {
+                let done = Answered(answer_out.clone());
+                res.map(|body| axum::body::Body::new(Answer { body, _done: done }))
             });
         let stop = shutdown.clone();
         let metrics = metrics.clone();
@@ -95,7 +104,17 @@ pub async fn serve(
                 r = conn.as_mut() => r,
                 () = stop.cancelled() => {
                     conn.as_mut().graceful_shutdown();
-                    conn.await
+                    if busy.load(Ordering::Relaxed) == 0 {
+                        // Answering nothing: hyper closes one between requests at once, but
+                        // waits on one still sending a head up to the handshake timeout (any
+                        // client could make every stop take http.drain_secs). Only what is
+                        // left to write is waited for.
+                        tokio::time::timeout(Duration::from_millis(500), conn.as_mut())
+                            .await
+                            .unwrap_or(Ok(()))
+                    } else {
+                        conn.await
+                    }
                 }
             };
             // Upgraded (the socket lives on in the WebSocket, which bounds its own writes) or
@@ -251,5 +270,40 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for StallLimit<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Takes one off a connection's count of requests being answered when its answer is done.
+struct Answered(Arc<AtomicUsize>);
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An answer's body, counted as being answered until hyper has taken it whole (or dropped it).
+struct Answer {
+    body: axum::body::Body,
+    _done: Answered,
+}
+
+impl hyper::body::Body for Answer {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
