@@ -265,7 +265,7 @@ pub struct SipConfig {
     pub udp_recv_buffer: usize,
     /// `sip.max_connections`: TCP and TLS connections the IMS side (the P-CSCF and
     /// `sip.trusted_peers`) may hold open to `sip.listen`/`sip.tls_listen` at once; more are
-    /// closed as they are accepted. Default 1024.
+    /// closed as they are accepted. At least 1 (0 would refuse them all). Default 1024.
     #[serde(default = "default_sip_max_connections")]
     pub max_connections: usize,
     /// `sip.idle_timeout_secs`: an accepted IMS-side connection over which nothing (not even an
@@ -387,7 +387,8 @@ pub struct WebSocketConfig {
     #[serde(default = "default_ws_max_message")]
     pub max_message_size: usize,
     /// `websocket.ping_interval_secs`: WebSocket Ping interval; a connection that has not
-    /// answered by the next ping is closed. 0 turns pings off. Default 30.
+    /// answered by the next ping is closed, and so is one that takes none of the bytes written
+    /// to it this long (30 s with pings off). 0 turns pings off. Default 30.
     #[serde(default = "default_ping_interval")]
     pub ping_interval_secs: u64,
     /// `websocket.max_connections`: WebSocket connections served at once; more get HTTP 503.
@@ -414,7 +415,9 @@ pub struct WebSocketConfig {
     /// `websocket.handshake_timeout_secs`: a client must have sent its whole HTTP request head
     /// (the WebSocket handshake, or any other request on the HTTP listener) this long after it
     /// connected or after the last response on a kept-alive connection, or the connection is
-    /// closed. 0 turns it off. Default 10.
+    /// closed; a request's body must come whole within as long again after its head, and a
+    /// write of an answer may wait as long for the client to take bytes. 0 turns all three
+    /// off. Default 10.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout_secs: u64,
     /// `websocket.max_connections_per_address`: WebSockets open at once from one client
@@ -897,6 +900,14 @@ impl Config {
         if self.sip.max_message_size < 1024 {
             return Err(key_err("sip.max_message_size", "must be at least 1024"));
         }
+        if self.sip.max_connections == 0 {
+            // Not "off", as 0 is for the knobs around it: it would close every connection the
+            // P-CSCF opens to us, with nothing but a counter to say so.
+            return Err(key_err(
+                "sip.max_connections",
+                "must be at least 1 (0 would refuse every IMS-side connection)",
+            ));
+        }
         if self.websocket.read_buffer_size < 512 || self.websocket.write_buffer_size < 512 {
             return Err(key_err(
                 "websocket.read_buffer_size",
@@ -1145,6 +1156,14 @@ upstream = "sip:127.0.0.1:5070;transport=udp"
             text,
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
+    }
+
+    #[test]
+    fn review11_sip_max_connections_of_0_is_refused_not_taken_for_off() {
+        let e = load(&format!("{MIN}max_connections = 0\n"), &[]).expect_err("0");
+        assert!(e.to_string().contains("sip.max_connections"), "{e}");
+        let c = load(&format!("{MIN}max_connections = 1\n"), &[]).expect("1");
+        assert_eq!(c.sip.max_connections, 1);
     }
 
     #[test]

@@ -330,15 +330,9 @@ impl Hub {
                         m.send(cmd);
                     }
                 }
-                Output::FlowRegistered { flow } => {
-                    if let Some(tx) = self.flows.get(&flow) {
-                        let _ = tx.try_send(FlowCommand::Registered);
-                    }
-                }
+                Output::FlowRegistered { flow } => self.control(flow, FlowCommand::Registered),
                 Output::CloseFlow { flow, code, reason } => {
-                    if let Some(tx) = self.flows.get(&flow) {
-                        let _ = tx.try_send(FlowCommand::Close { code, reason });
-                    }
+                    self.control(flow, FlowCommand::Close { code, reason })
                 }
                 Output::Grant {
                     ticket,
@@ -377,6 +371,24 @@ impl Hub {
     }
 
     /// Hands bytes to the right writer; false if that is impossible right now.
+    /// Tells a connection's task `cmd`. Unlike a message for the client, it is not dropped when
+    /// the queue is full of messages for a slow reader: a lost Close would leave that
+    /// connection open past its register timeout or revocation for ever, a lost Registered
+    /// would count it against its address's unregistered share for ever. It waits for room on
+    /// its own (or for the task to end).
+    fn control(&self, flow: FlowId, cmd: FlowCommand) {
+        let Some(tx) = self.flows.get(&flow) else {
+            return;
+        };
+        if let Err(mpsc::error::TrySendError::Full(cmd)) = tx.try_send(cmd) {
+            debug!(%flow, "connection's queue full; its command waits for room");
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(cmd).await;
+            });
+        }
+    }
+
     fn send(&mut self, to: Dest, bytes: Bytes, txn: Option<TxnId>) -> bool {
         match to {
             Dest::Flow(flow) => match self.flows.get(&flow) {
@@ -413,5 +425,86 @@ fn udp_send(socket: &UdpSocket, addr: SocketAddr, bytes: &[u8]) -> bool {
             warn!(%addr, error = %e, "UDP send failed");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::UpstreamTransport;
+    use crate::edge::auth::Auth;
+    use crate::edge::flow::FlowKey;
+    use crate::edge::local::Local;
+    use crate::edge::{EdgeSettings, StripList};
+
+    /// A hub over an edge whose WebSockets must register within 1 s, with a UDP upstream
+    /// nobody reads; the returned guards keep its other inputs open.
+    async fn hub() -> (mpsc::Sender<HubInput>, impl Sized) {
+        let settings = EdgeSettings {
+            local: Local {
+                listen: "127.0.0.1:5062".parse().expect("addr"),
+                tls_listen: None,
+                transport: UpstreamTransport::Udp,
+                ws_host: "gw.invalid".into(),
+                clients: Vec::new(),
+                phone_advertise: None,
+            },
+            t1: Duration::from_millis(500),
+            strip: StripList::default(),
+            media: None,
+            register_timeout: Some(Duration::from_secs(1)),
+        };
+        let edge = Edge::new(settings, FlowKey::random(), Auth::disabled());
+        let udp = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("udp"));
+        let upstream = UpstreamSender::Udp {
+            socket: udp.clone(),
+            addr: "127.0.0.1:9".parse().expect("addr"),
+        };
+        let (tx, rx) = mpsc::channel(64);
+        let (jwks_tx, jwks_rx) = mpsc::channel(4);
+        let (revoke_tx, revoke_rx) = mpsc::unbounded_channel();
+        let (grant_tx, grant_rx) = mpsc::channel(4);
+        let hub = Hub::new(
+            edge,
+            rx,
+            udp,
+            upstream,
+            Arc::new(Metrics::install()),
+            jwks_tx,
+            revoke_rx,
+            None,
+            grant_tx,
+        );
+        tokio::spawn(hub.run());
+        (tx, (jwks_rx, revoke_tx, grant_rx))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn review11_a_close_for_a_connection_whose_queue_is_full_is_not_lost() {
+        // The register timeout's Close finds the connection's queue full (a slow reader asked
+        // for more than it took). Dropping it would leave an unregistered connection open for
+        // ever; it must arrive once the connection takes what is queued.
+        let (hub, _guards) = hub().await;
+        let flow = FlowId::next();
+        let (tx, mut rx) = mpsc::channel(1);
+        hub.send(HubInput::FlowOpened {
+            flow,
+            remote: "192.0.2.7:5000".parse().expect("addr"),
+            kind: FlowKind::Ws,
+            tx: tx.clone(),
+        })
+        .await
+        .expect("hub");
+        tx.try_send(FlowCommand::Send(Bytes::from_static(b"queued")))
+            .expect("fill the queue");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(matches!(rx.recv().await, Some(FlowCommand::Send(_))));
+        let next = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await;
+        assert!(
+            matches!(next, Ok(Some(FlowCommand::Close { code: 1008, .. }))),
+            "{next:?}"
+        );
     }
 }

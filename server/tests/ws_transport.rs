@@ -238,3 +238,258 @@ async fn rfc8898_2_2_register_without_token_gets_the_bearer_challenge() {
     );
     g.stop().await;
 }
+
+/// Review 11: a WebSocket upgrade from `stream` (any socket the test set up itself).
+async fn upgrade_on(
+    g: &Running,
+    stream: tokio::net::TcpStream,
+) -> Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, tungstenite::Error> {
+    let mut req = format!("ws://{}/sip", g.http_addr)
+        .into_client_request()
+        .expect("req");
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "sip".parse().expect("header"));
+    tokio_tungstenite::client_async(req, stream)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// Review 11: whether a WebSocket from 127.0.0.1 gets its 101 now.
+async fn admitted(g: &Running) -> bool {
+    let Ok(s) = tokio::net::TcpStream::connect(g.http_addr).await else {
+        return false;
+    };
+    match tokio::time::timeout(Duration::from_secs(3), upgrade_on(g, s)).await {
+        Ok(Ok(mut ws)) => {
+            let _ = ws.close(None).await;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Review 11: a connection whose client has a small receive buffer and never reads it.
+async fn deaf_socket(g: &Running) -> tokio::net::TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(2048).expect("SO_RCVBUF");
+    sock.connect(g.http_addr).await.expect("connect")
+}
+
+#[tokio::test]
+async fn review11_a_websocket_that_stops_reading_gives_its_place_back() {
+    // A client that never reads what it is sent: once the socket's buffers are full the
+    // connection's task waits on the write, and neither the register timeout nor the Ping
+    // keep-alive may leave it holding its place (here the one unregistered place of its address)
+    // for ever.
+    let g = gateway(
+        "[websocket]\nmax_messages_per_sec = 0\nregister_timeout_secs = 1\nping_interval_secs = 2\n\
+max_unregistered_per_address = 1\n",
+    )
+    .await;
+    let mut deaf = upgrade_on(&g, deaf_socket(&g).await)
+        .await
+        .expect("upgrade");
+    // Each REGISTER without a token is answered with a 401 the client never reads.
+    let mut sent = 0;
+    // A long Via parameter comes back in every answer (RFC 3261 §8.2.6.2).
+    let pad = "x".repeat(30_000);
+    for i in 0..2_000 {
+        sent = i;
+        let msg = REGISTER
+            .replace(
+                "branch=z9hG4bKt1",
+                &format!("branch=z9hG4bKdeaf{i};pad={pad}"),
+            )
+            .replace("CSeq: 1 ", &format!("CSeq: {} ", i + 1));
+        match tokio::time::timeout(Duration::from_millis(500), deaf.send(WsMessage::text(msg)))
+            .await
+        {
+            Ok(Ok(())) => {}
+            _ => break, // the server stopped reading too: its writer is stuck
+        }
+    }
+    let started = Instant::now();
+    let mut ok = false;
+    while started.elapsed() < Duration::from_secs(12) {
+        if admitted(&g).await {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    eprintln!(
+        "{sent} REGISTERs sent; admitted after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        ok,
+        "the deaf client still holds its address's place 12 s on"
+    );
+    drop(deaf);
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn review11_a_request_body_that_never_comes_does_not_hold_the_connection() {
+    // websocket.handshake_timeout_secs bounds the request head; a POST whose head came whole
+    // but whose body (Content-Length: 100) never does must not hold the socket for ever.
+    let g = gateway("[websocket]\nhandshake_timeout_secs = 1\n").await;
+    let mut s = tokio::net::TcpStream::connect(g.http_addr)
+        .await
+        .expect("connect");
+    s.write_all(
+        b"POST /oauth/token HTTP/1.1\r\nHost: gw\r\n\
+Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type=",
+    )
+    .await
+    .expect("write");
+    let mut buf = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(6), s.read_to_end(&mut buf)).await;
+    assert!(
+        ended.is_ok(),
+        "the connection is still open 6 s after its head; got {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.is_empty() || text.starts_with("HTTP/1.1 4"), "{text}");
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn review11_a_client_that_never_reads_its_answers_does_not_hold_the_connection() {
+    // Pipelined requests whose answers the client never reads: once the socket's buffers are
+    // full hyper waits on the write for ever (it has no write timeout, and the header timeout
+    // only runs while it reads a head), a descriptor held at no cost at all. The answers must
+    // be taken within websocket.handshake_timeout_secs, or the connection ends.
+    let g = gateway("[websocket]\nhandshake_timeout_secs = 1\n").await;
+    let mut s = deaf_socket(&g).await;
+    const N: usize = 8000; // ~8 MB of answers: more than loopback buffers hold
+    let reqs = "GET /oauth/jwks HTTP/1.1\r\nHost: gw\r\n\r\n".repeat(N);
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.write_all(reqs.as_bytes())).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Now read: a server that gave up sent what its buffers held and closed; one that waited
+    // sends every answer.
+    let mut got = Vec::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        match tokio::time::timeout(Duration::from_secs(3), s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    let answers = got.windows(12).filter(|w| w == b"HTTP/1.1 200").count();
+    assert!(
+        answers < N,
+        "all {N} answers came: the connection waited on its deaf client"
+    );
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn review11_the_register_timeout_reaches_a_connection_whose_queue_is_full() {
+    // The hub hands a connection its Close (and its Registered) through the same bounded queue
+    // as the messages for it, with try_send. A client that keeps that queue full when its
+    // register timeout fires (it asks for large answers and reads none for a while) must
+    // still be closed once it reads again, not keep an unregistered connection for ever.
+    // (Whether the queue is full at that moment is up to scheduling: this one end to end,
+    // `hub::tests` exactly.)
+    let g = gateway(
+        "[websocket]\nmax_messages_per_sec = 0\nregister_timeout_secs = 1\nping_interval_secs = 0\n",
+    )
+    .await;
+    let mut ws = upgrade_on(&g, deaf_socket(&g).await)
+        .await
+        .expect("upgrade");
+    let pad = "x".repeat(30_000);
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut i = 0;
+    while Instant::now() < until {
+        i += 1;
+        let msg = REGISTER
+            .replace(
+                "branch=z9hG4bKt1",
+                &format!("branch=z9hG4bKfull{i};pad={pad}"),
+            )
+            .replace("CSeq: 1 ", &format!("CSeq: {i} "));
+        match tokio::time::timeout(Duration::from_millis(200), ws.send(WsMessage::text(msg))).await
+        {
+            Ok(Ok(())) | Err(_) => {}
+            Ok(Err(e)) => panic!("closed while flooding: {e}"),
+        }
+    }
+    // Read again: every answer that was queued, then the close for the register timeout (or a
+    // reset: the server may close with our unread flood still in its buffer).
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Err(_) => break false, // 5 s of silence on an open connection
+            Ok(Some(Ok(WsMessage::Close(f)))) => {
+                assert_eq!(f.map(|f| f.code), Some(CloseCode::Policy));
+                break true;
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_)) | None) => break true,
+        }
+    };
+    assert!(
+        ended,
+        "the unregistered connection is still open past its register timeout"
+    );
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn review11_stop_is_not_held_by_a_connection_still_sending_its_first_head() {
+    // On stop, hyper closes a connection between requests at once but waits on one that is
+    // still sending a head, up to websocket.handshake_timeout_secs (10 s here, as long as
+    // http.drain_secs): any client could make every stop take the whole drain time. One that
+    // is being answered is still let finish.
+    let g = gateway("").await;
+    let mut ws = connect_sip(&g).await;
+    let mut idle = tokio::net::TcpStream::connect(g.http_addr)
+        .await
+        .expect("connect");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 512];
+    let n = idle.read(&mut buf).await.expect("answer");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let mut half = tokio::net::TcpStream::connect(g.http_addr)
+        .await
+        .expect("connect");
+    half.write_all(b"GET /sip HTTP/1.1\r\nHost: gw\r\n")
+        .await
+        .expect("write");
+    // A request being answered: its body is still coming.
+    let mut answering = tokio::net::TcpStream::connect(g.http_addr)
+        .await
+        .expect("connect");
+    answering
+        .write_all(
+            b"POST /oauth/token HTTP/1.1\r\nHost: gw\r\n\
+Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 19\r\n\r\ngrant_type=",
+        )
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let stopping = tokio::spawn(g.stop());
+    assert_eq!(close_code(next(&mut ws).await), Some(CloseCode::Away));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    answering
+        .write_all(b"password")
+        .await
+        .expect("rest of the body");
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), answering.read_to_end(&mut got)).await;
+    assert!(
+        got.starts_with(b"HTTP/1.1 4"),
+        "the request in progress was not answered: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    stopping.await.expect("stop");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "stop took {took:?}");
+    drop((idle, half));
+}

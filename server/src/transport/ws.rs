@@ -161,6 +161,15 @@ async fn serve(state: Arc<WsState>, mut socket: WebSocket, remote: SocketAddr, m
         ping_every
     });
     ping.reset();
+    // A client that takes none of our bytes for a Ping interval is as gone as one that does
+    // not answer a Ping; without this bound a client that stops reading parks this task in a
+    // write for ever, where neither the Ping, the register timeout nor a revocation reaches it,
+    // and its place (websocket.max_connections, its address's share) is never given back.
+    let send_within = if ping_every.is_zero() {
+        Duration::from_secs(30)
+    } else {
+        ping_every
+    };
     let mut awaiting_pong = false;
     let mut budget = RateLimit::new(state.config.max_messages_per_sec);
     let close = loop {
@@ -210,8 +219,10 @@ async fn serve(state: Arc<WsState>, mut socket: WebSocket, remote: SocketAddr, m
                         ),
                         Err(_) => WsMessage::Binary(bytes),
                     };
-                    if socket.send(msg).await.is_err() {
-                        break None;
+                    match tokio::time::timeout(send_within, socket.send(msg)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break None,
+                        Err(_) => break stalled(&state, flow),
                     }
                 }
                 Some(FlowCommand::Registered) => place.registered(),
@@ -232,8 +243,10 @@ async fn serve(state: Arc<WsState>, mut socket: WebSocket, remote: SocketAddr, m
                     break Some((1001, "keep-alive timeout"));
                 }
                 awaiting_pong = true;
-                if socket.send(WsMessage::Ping(Bytes::new())).await.is_err() {
-                    break None;
+                match tokio::time::timeout(send_within, socket.send(WsMessage::Ping(Bytes::new()))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break None,
+                    Err(_) => break stalled(&state, flow),
                 }
             }
             _ = state.shutdown.cancelled() => break Some((1001, "server shutting down")),
@@ -253,6 +266,14 @@ async fn serve(state: Arc<WsState>, mut socket: WebSocket, remote: SocketAddr, m
     let _ = state.hub.send(HubInput::FlowClosed { flow }).await;
     drop(place);
     debug!(%flow, "WebSocket flow closed");
+}
+
+/// A write to the client waited `send_within` for it to take bytes: the connection is dropped
+/// without a close frame (it could not be written either).
+fn stalled(state: &WsState, flow: FlowId) -> Option<(u16, &'static str)> {
+    state.metrics.ws_rejected("send_timeout");
+    debug!(%flow, "the client took no bytes for a Ping interval; closing");
+    None
 }
 
 /// The close code (RFC 6455 §7.4.1), reason and metric label for a WebSocket error that is the
