@@ -370,7 +370,6 @@ impl Hub {
         });
     }
 
-    /// Hands bytes to the right writer; false if that is impossible right now.
     /// Tells a connection's task `cmd`. Unlike a message for the client, it is not dropped when
     /// the queue is full of messages for a slow reader: a lost Close would leave that
     /// connection open past its register timeout or revocation for ever, a lost Registered
@@ -389,6 +388,7 @@ impl Hub {
         }
     }
 
+    /// Hands bytes to the right writer; false if that is impossible right now.
     fn send(&mut self, to: Dest, bytes: Bytes, txn: Option<TxnId>) -> bool {
         match to {
             Dest::Flow(flow) => match self.flows.get(&flow) {
