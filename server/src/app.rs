@@ -450,7 +450,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let mut router = router(ws_state)
         .merge(crate::waf::http::router(waf))
         .merge(crate::wwsf::router(&config))
-        .layer(axum::Extension(proxies));
+        .layer(axum::Extension(proxies.clone()));
+    let http_proxies = proxies;
     // With a listener of its own, /metrics is not on the public one at all.
     match metrics_listener {
         Some(l) => {
@@ -469,6 +470,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         http,
         router,
         crate::transport::http::handshake_timeout(config.websocket.handshake_timeout_secs),
+        crate::transport::http::PerAddress::new(
+            config.http.max_connections_per_address,
+            http_proxies,
+        ),
         shutdown.clone(),
         http_metrics,
     ));

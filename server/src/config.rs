@@ -178,6 +178,17 @@ pub struct HttpConfig {
     /// that address. Default none: the peer address is the client.
     #[serde(default)]
     pub trusted_proxies: Vec<crate::transport::client_addr::IpNet>,
+    /// `http.max_connections_per_address`: HTTP connections (pages, WAF requests, WebSocket
+    /// handshakes not yet upgraded) open at once from one peer address (an IPv4 address, an
+    /// IPv6 /64); more are closed as they are accepted. A WebSocket stops counting here once
+    /// upgraded (`websocket.max_connections_per_address` takes over); `http.trusted_proxies`
+    /// are not counted. 0 turns it off. Default 128 (a browser opens at most 6 a host).
+    #[serde(default = "default_http_per_address")]
+    pub max_connections_per_address: usize,
+}
+
+fn default_http_per_address() -> usize {
+    128
 }
 
 impl Default for HttpConfig {
@@ -186,6 +197,7 @@ impl Default for HttpConfig {
             listen: default_http_listen(),
             drain_secs: default_drain_secs(),
             trusted_proxies: Vec::new(),
+            max_connections_per_address: default_http_per_address(),
         }
     }
 }

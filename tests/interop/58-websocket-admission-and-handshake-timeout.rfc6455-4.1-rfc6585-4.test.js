@@ -9,6 +9,9 @@
 //   Retry-After (RFC 6585 §4) before the 101; other addresses go on;
 // - the global websocket.max_connections is counted before the upgrade: a burst gets exactly
 //   that many 101s, the rest 503.
+// - at most http.max_connections_per_address (6 here) HTTP connections from one peer address
+//   are open at once (closed as accepted past that; upgraded WebSockets and the trusted proxy
+//   do not count);
 // - the IMS side's TCP listener holds at most sip.max_connections (3 here) and closes a
 //   connection idle for sip.idle_timeout_secs (2 s here); RFC 5626 keep-alives keep one open.
 // Sources spread over 127.0.0.0/8 (Linux answers the whole block on loopback). Block 58.
@@ -24,7 +27,7 @@ const L = useLab({
   name: 'ws-admission',
   block: 58,
   imsgw: {
-    extraHttp: { trusted_proxies: ['127.0.0.4'] },
+    extraHttp: { trusted_proxies: ['127.0.0.4'], max_connections_per_address: 6 },
     extraSip: { max_connections: 3, idle_timeout_secs: 2 },
     websocket: {
       handshake_timeout_secs: 2,
@@ -197,4 +200,57 @@ test('IMS side: sip.max_connections accepted connections at once, the next close
     clearInterval(ka);
     for (const s of held) s.destroy();
   }
+}));
+
+test('http.max_connections_per_address: the seventh idle HTTP connection from one address is closed at once; other addresses, upgraded WebSockets and the trusted proxy are not counted', L.track(async () => {
+  const me = '127.0.9.1';
+  const before = await metric('http_address_connections');
+  const idle = [];
+  for (let i = 0; i < 6; i += 1) {
+    const s = tcp(me);
+    await new Promise((r) => s.once('connect', r));
+    idle.push(s);
+  }
+  await sleep(200);
+  const seventh = tcp(me);
+  const shut = await Promise.race([seventh.closedAfter, sleep(1000).then(() => null)]);
+  assert.ok(shut !== null && shut < 1000, `the seventh was closed at once (${shut})`);
+  for (const s of idle) assert.equal(s.destroyed, false, 'the first six are still open');
+  assert.equal(await metric('http_address_connections') - before, 1);
+  // Another address is not harmed.
+  const other = await upgradeFrom('127.0.9.2');
+  assert.equal(other.upgraded, true, JSON.stringify(other));
+  for (const s of idle) s.destroy();
+  // Upgraded WebSockets leave the HTTP count: with four registered WebSockets open from the
+  // address (its WebSocket share), six idle HTTP connections still get in, the seventh not.
+  const ws = [];
+  for (let i = 0; i < 4; i += 1) {
+    const c = await openWhenRoom(me, `WebSocket ${i}`);
+    L.raws.push(c);
+    ws.push(c);
+    const reg = await A.register(c, `hc58${i}`, { auth: `Bearer ${await L.mint(`hc58${i}`)}` });
+    assert.equal(reg.res.status, 200, reg.res.start);
+  }
+  const again = [];
+  for (let i = 0; i < 6; i += 1) {
+    const s = tcp(me);
+    await new Promise((r) => s.once('connect', r));
+    again.push(s);
+  }
+  const extra = tcp(me);
+  const shut2 = await Promise.race([extra.closedAfter, sleep(1000).then(() => null)]);
+  assert.ok(shut2 !== null && shut2 < 1000, `the seventh was closed at once (${shut2})`);
+  for (const s of again) assert.equal(s.destroyed, false, 'an HTTP connection was closed: upgraded ones were counted');
+  for (const s of again) s.destroy();
+  // The trusted proxy carries many people: eight idle connections from it all stay.
+  const proxied = [];
+  for (let i = 0; i < 8; i += 1) {
+    const s = tcp('127.0.0.4');
+    await new Promise((res) => s.once('connect', res));
+    proxied.push(s);
+  }
+  await sleep(300);
+  for (const s of proxied) assert.equal(s.destroyed, false, 'a proxy connection was closed');
+  for (const s of proxied) s.destroy();
+  for (const x of ws) await x.close();
 }));

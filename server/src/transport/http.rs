@@ -30,6 +30,8 @@ use tower::ServiceExt;
 use tower_http::timeout::DeadlineBody;
 use tracing::{debug, warn};
 
+use super::admission::{Admission, Place, Refusal};
+use super::client_addr::TrustedProxies;
 use crate::metrics::Metrics;
 
 /// Serves `app` on `listener` until `shutdown`, then lets the connections finish what they
@@ -38,6 +40,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     handshake_timeout: Option<Duration>,
+    per_address: PerAddress,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
 ) {
@@ -55,6 +58,17 @@ pub async fn serve(
                 }
             },
             () = shutdown.cancelled() => break,
+        };
+        // Counted at the accept, before a byte is read: one address cannot hold every
+        // descriptor with connections that each send a request every few seconds.
+        let place = match per_address.admit(peer.ip()) {
+            Ok(p) => p,
+            Err(_) => {
+                metrics.ws_rejected("http_address_connections");
+                debug!(%peer, "http.max_connections_per_address open from this address; closed");
+                drop(stream);
+                continue;
+            }
         };
         // SIP over WebSocket is small messages both ways: Nagle would hold the second one back.
         let _ = stream.set_nodelay(true);
@@ -93,6 +107,9 @@ pub async fn serve(
         let http_phase = Arc::new(AtomicBool::new(true));
         let stream = StallLimit::new(stream, handshake_timeout, http_phase.clone());
         conns.spawn(async move {
+            // Given back when the connection closes or is upgraded (the WebSocket's own caps
+            // count it from there).
+            let _place = place;
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.timer(TokioTimer::new());
             builder.header_read_timeout(handshake_timeout);
@@ -141,6 +158,30 @@ pub async fn serve(
         .is_err()
     {
         warn!("HTTP connections still open 30 s after shutdown");
+    }
+}
+
+/// `http.max_connections_per_address`: HTTP connections per peer address, the operator's
+/// proxies not counted.
+pub struct PerAddress {
+    counts: Option<Arc<Admission>>,
+    proxies: Arc<TrustedProxies>,
+}
+
+impl PerAddress {
+    /// A cap of 0 turns it off.
+    pub fn new(cap: usize, proxies: Arc<TrustedProxies>) -> Self {
+        Self {
+            counts: (cap > 0).then(|| Arc::new(Admission::new(usize::MAX, cap, 0))),
+            proxies,
+        }
+    }
+
+    fn admit(&self, ip: std::net::IpAddr) -> Result<Option<Place>, Refusal> {
+        match &self.counts {
+            Some(c) if !self.proxies.trusts(ip) => c.admit(ip).map(Some),
+            _ => Ok(None),
+        }
     }
 }
 
