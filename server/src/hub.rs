@@ -23,8 +23,10 @@ use crate::metrics::Metrics;
 #[derive(Debug)]
 pub enum FlowCommand {
     Send(Bytes),
-    /// The flow's first REGISTER succeeded (see `transport::admission`).
+    /// The flow registered (see `transport::admission`).
     Registered,
+    /// The flow's registration was removed: it counts as unregistered again.
+    Unregistered,
     Close {
         code: u16,
         reason: &'static str,
@@ -331,6 +333,7 @@ impl Hub {
                     }
                 }
                 Output::FlowRegistered { flow } => self.control(flow, FlowCommand::Registered),
+                Output::FlowUnregistered { flow } => self.control(flow, FlowCommand::Unregistered),
                 Output::CloseFlow { flow, code, reason } => {
                     self.control(flow, FlowCommand::Close { code, reason })
                 }

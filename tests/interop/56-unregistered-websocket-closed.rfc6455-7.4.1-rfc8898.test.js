@@ -26,3 +26,19 @@ test('a WebSocket that never registers is closed with 1008 after websocket.regis
   const m = /^imsgw_ws_rejected_total\{reason="register_timeout"\} (\d+)$/m.exec((await L.gw.metrics()).body);
   assert.equal(m && Number(m[1]), 1);
 }));
+
+test('a WebSocket that un-registers must register again within websocket.register_timeout_secs, or is closed with 1008', L.track(async () => {
+  const user = 'unreg56';
+  const c = await L.raw();
+  const auth = `Bearer ${await L.mint(user)}`;
+  const r = await A.register(c, user, { auth });
+  assert.equal(r.res.status, 200, r.res.start);
+  // Past the opening's deadline while registered: still open.
+  await sleep(2500);
+  assert.equal(c.closeInfo, null, 'closed while registered');
+  const u = await A.register(c, user, { auth, expires: 0, callId: r.callId, cseq: 2 });
+  assert.equal(u.res.status, 200, u.res.start);
+  const closed = await Promise.race([c.closed, sleep(6000).then(() => null)]);
+  assert.ok(closed, 'the un-registered WebSocket was closed');
+  assert.equal(closed.code, 1008, JSON.stringify(closed));
+}));

@@ -101,9 +101,11 @@ pub enum Output {
         code: u16,
         reason: &'static str,
     },
-    /// The flow registered for the first time: it no longer counts as an unregistered
-    /// connection of its address.
+    /// The flow registered: it no longer counts as an unregistered connection of its address.
     FlowRegistered { flow: FlowId },
+    /// The flow's registration was removed (a 2xx to its un-REGISTER): it counts as
+    /// unregistered again, and must register anew within the register timeout.
+    FlowUnregistered { flow: FlowId },
     /// Ask the WAF for tokens (a code in a REGISTER, a refresh of a held grant) and hand its
     /// answer to [`Edge::granted`] with `ticket`.
     Grant { ticket: u64, ask: GrantAsk },
@@ -171,8 +173,12 @@ struct FlowInfo {
     /// §13.2.2.4, a transaction of their own, with the INVITE's Call-ID and From) belong to
     /// them. Bounded by [`CALLS_PER_FLOW`] and [`CALL_MEMORY`].
     calls: VecDeque<Call>,
-    /// Whether [`Output::FlowRegistered`] went out for this flow.
-    registered_once: bool,
+    /// Whether the flow counts as registered toward its WebSocket task: the last of
+    /// [`Output::FlowRegistered`] and [`Output::FlowUnregistered`] that went out.
+    counted_registered: bool,
+    /// When a WebSocket must have registered by (opened, or its registration removed, one
+    /// register timeout before); `Some` while [`Edge::must_register`] holds its one entry.
+    register_by: Option<Instant>,
 }
 
 /// Calls remembered per flow for their ACKs; the oldest is forgotten first.
@@ -348,9 +354,13 @@ impl Edge {
         remote: SocketAddr,
         kind: FlowKind,
     ) {
-        if let (Some(now), Some(t), FlowKind::Ws) = (now, self.settings.register_timeout, kind) {
-            self.must_register.push_back((now + t, flow));
-        }
+        let register_by = match (now, self.settings.register_timeout, kind) {
+            (Some(now), Some(t), FlowKind::Ws) => {
+                self.must_register.push_back((now + t, flow));
+                Some(now + t)
+            }
+            _ => None,
+        };
         self.flows.insert(
             flow,
             FlowInfo {
@@ -360,7 +370,8 @@ impl Edge {
                 grant: None,
                 proofs: pop::FlowProofs::default(),
                 calls: VecDeque::new(),
-                registered_once: false,
+                counted_registered: false,
+                register_by,
             },
         );
     }
@@ -375,6 +386,32 @@ impl Edge {
             self.fail_client(now, id, Status::FLOW_FAILED);
         }
         self.media_flow_closed(now, flow);
+    }
+
+    /// A 2xx to a REGISTER of `flow` left it `registered` or not. A WebSocket's task hears of
+    /// the change (its address's unregistered share, `transport::admission`); one left with no
+    /// registration must register again within the register timeout like a new one, or an
+    /// un-REGISTER would buy an idle connection for ever.
+    fn registration_changed(&mut self, now: Instant, flow: FlowId, registered: bool) {
+        let Some(f) = self.flows.get_mut(&flow) else {
+            return;
+        };
+        if f.kind != FlowKind::Ws || f.counted_registered == registered {
+            return;
+        }
+        f.counted_registered = registered;
+        if registered {
+            self.out.push_back(Output::FlowRegistered { flow });
+            return;
+        }
+        self.out.push_back(Output::FlowUnregistered { flow });
+        if let Some(t) = self.settings.register_timeout {
+            // One entry per flow, however often it un-registers: a queued one is moved on
+            // when it comes due (see `on_timeout`).
+            if f.register_by.replace(now + t).is_none() {
+                self.must_register.push_back((now + t, flow));
+            }
+        }
     }
 
     /// How `flow` is connected (a WebSocket if it is gone).
@@ -494,11 +531,22 @@ impl Edge {
             && at <= now
         {
             self.must_register.pop_front();
-            let idle = self
-                .flows
-                .get(&flow)
-                .is_some_and(|f| f.identity.is_none() && f.grant.is_none())
-                && !self.grants.pending_for(flow);
+            let Some(f) = self.flows.get_mut(&flow) else {
+                continue;
+            };
+            match f.register_by.take() {
+                // Un-registered since it was queued: due later. Queued again at the back, so
+                // it may come due up to one timeout late; one entry a flow keeps the queue
+                // bounded by the flows.
+                Some(by) if by > now => {
+                    f.register_by = Some(by);
+                    self.must_register.push_back((by, flow));
+                    continue;
+                }
+                Some(_) => {}
+                None => continue,
+            }
+            let idle = f.identity.is_none() && f.grant.is_none() && !self.grants.pending_for(flow);
             if idle {
                 self.stats.register_timeouts += 1;
                 self.out.push_back(Output::CloseFlow {

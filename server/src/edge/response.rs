@@ -10,7 +10,7 @@ use tracing::debug;
 
 use super::media::{Outgoing, Party};
 use super::txn::{Cancel, State, hop_request};
-use super::{Arrival, Dest, Edge, FlowKind, Output};
+use super::{Arrival, Dest, Edge};
 
 /// A response from `arrival`.
 pub(super) fn handle(edge: &mut Edge, now: Instant, arrival: Arrival, msg: Message) {
@@ -125,12 +125,9 @@ pub(super) fn handle(edge: &mut Edge, now: Instant, arrival: Arrival, msg: Messa
         if let (Some((flow, identity)), 200..=299) = (registration, status)
             && let Some(f) = edge.flows.get_mut(&flow)
         {
-            let first = identity.is_some() && !f.registered_once && f.kind == FlowKind::Ws;
+            let registered = identity.is_some();
             f.identity = identity;
-            if first {
-                f.registered_once = true;
-                edge.out.push_back(Output::FlowRegistered { flow });
-            }
+            edge.registration_changed(now, flow, registered);
         }
         edge.txns.finished(now, id, status);
     }

@@ -684,3 +684,70 @@ Authorization: Bearer {tok}\r\nContent-Length: 0\r\n\r\n"
     );
     assert_eq!(h.edge.stats().register_timeouts, 1);
 }
+
+#[test]
+fn review11_a_websocket_that_un_registers_must_register_again_within_the_timeout() {
+    // Otherwise one REGISTER and one un-REGISTER would buy an idle connection for ever, and
+    // its address's unregistered share would never see it again.
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    h.edge.settings.register_timeout = Some(Duration::from_secs(30));
+    let a: std::net::SocketAddr = "192.0.2.51:5000".parse().expect("addr");
+    let opened = h.now;
+    h.edge
+        .flow_opened_at(Some(opened), FlowId(22), a, FlowKind::Ws);
+    let tok = h.token("alice");
+    let reg = |cseq: u32, expires: u32| {
+        format!(
+            "REGISTER sip:ims.example SIP/2.0\r\nVia: SIP/2.0/WSS c22.invalid;branch=z9hG4bKr22{cseq}\r\n\
+Max-Forwards: 70\r\nTo: <sip:alice@ims.example>\r\nFrom: <sip:alice@ims.example>;tag=r22\r\n\
+Call-ID: r22\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:alice@c22.invalid;transport=ws>\r\n\
+Expires: {expires}\r\nAuthorization: Bearer {tok}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let round = |h: &mut H, cseq: u32, expires: u32| -> Vec<Output> {
+        let up = sent_to(&h.send(22, &reg(cseq, expires)), Dest::Upstream);
+        h.ims(&ok_for(&up, 200, ""))
+    };
+    let outs = round(&mut h, 1, 600);
+    assert!(
+        outs.iter()
+            .any(|o| matches!(o, Output::FlowRegistered { flow: FlowId(22) })),
+        "{outs:#?}"
+    );
+    // Twenty seconds on it un-registers (and again and again: one deadline a flow).
+    h.now = opened + Duration::from_secs(20);
+    let outs = round(&mut h, 2, 0);
+    assert!(
+        outs.iter()
+            .any(|o| matches!(o, Output::FlowUnregistered { flow: FlowId(22) })),
+        "{outs:#?}"
+    );
+    for cseq in 3..23 {
+        let _ = round(&mut h, cseq, if cseq % 2 == 1 { 600 } else { 0 });
+    }
+    assert_eq!(
+        h.edge.must_register.len(),
+        1,
+        "one queued deadline for the flow"
+    );
+    // Its opening deadline (30 s) passes: it un-registered at 20 s, so it has until 50 s.
+    h.edge.handle_timeout(opened + Duration::from_secs(31));
+    let outs: Vec<_> = std::iter::from_fn(|| h.edge.poll_output()).collect();
+    assert!(
+        !outs.iter().any(|o| matches!(o, Output::CloseFlow { .. })),
+        "{outs:#?}"
+    );
+    h.edge.handle_timeout(opened + Duration::from_secs(50));
+    let outs: Vec<_> = std::iter::from_fn(|| h.edge.poll_output()).collect();
+    assert!(
+        outs.iter().any(|o| matches!(
+            o,
+            Output::CloseFlow {
+                flow: FlowId(22),
+                code: 1008,
+                ..
+            }
+        )),
+        "{outs:#?}"
+    );
+}

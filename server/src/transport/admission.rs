@@ -124,6 +124,18 @@ impl Place {
             c.unregistered = c.unregistered.saturating_sub(1);
         }
     }
+
+    /// The connection's registration was removed: it counts against its address's
+    /// unregistered cap again (past the cap if need be: it is open already).
+    pub fn unregistered(&mut self) {
+        if !std::mem::replace(&mut self.registered, false) {
+            return;
+        }
+        let mut inner = self.admission.lock();
+        if let Some(c) = inner.by_address.get_mut(&self.key) {
+            c.unregistered += 1;
+        }
+    }
 }
 
 impl Drop for Place {
@@ -140,11 +152,7 @@ impl Drop for Place {
             }
         }
         // A flood's entries are gone; give their table back too.
-        if inner.by_address.capacity() > 64
-            && inner.by_address.len() * 4 < inner.by_address.capacity()
-        {
-            inner.by_address.shrink_to_fit();
-        }
+        crate::edge::shrink_sparse(&mut inner.by_address);
     }
 }
 

@@ -172,7 +172,7 @@ where
             }
             cmd = rx.recv() => match cmd {
                 Some(FlowCommand::Send(bytes)) => if wr.write_all(&bytes).await.is_err() { break 'conn },
-                Some(FlowCommand::Registered) => {}
+                Some(FlowCommand::Registered | FlowCommand::Unregistered) => {}
                 Some(FlowCommand::Close { .. }) | None => break 'conn,
             },
             _ = state.shutdown.cancelled() => break 'conn,
@@ -339,7 +339,7 @@ async fn udp_writer(
                     debug!(%remote, error = %e, "UDP send to a phone failed");
                 }
             }
-            FlowCommand::Registered => {}
+            FlowCommand::Registered | FlowCommand::Unregistered => {}
             FlowCommand::Close { .. } => break,
         }
     }

@@ -226,6 +226,7 @@ async fn serve(state: Arc<WsState>, mut socket: WebSocket, remote: SocketAddr, m
                     }
                 }
                 Some(FlowCommand::Registered) => place.registered(),
+                Some(FlowCommand::Unregistered) => place.unregistered(),
                 Some(FlowCommand::Close { code, reason }) => {
                     let why = match (code, reason) {
                         (1008, r) if r.starts_with("no registration") => "register_timeout",
