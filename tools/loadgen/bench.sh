@@ -20,23 +20,7 @@ dir=${BENCH_DIR:-$(mktemp -d /tmp/imsgw-bench.XXXXXX)}
 mkdir -p "$dir"
 echo "bench dir: $dir"
 
-cargo build --release --locked -q -p imsgw -p imsgw-loadgen
-bin=${CARGO_TARGET_DIR:-target}/release
-load=$bin/imsgw-loadgen
-
-cleanup() {
-	[ -s "$dir/imsgw.pid" ] && kill -TERM "$(cat "$dir/imsgw.pid")" 2>/dev/null || true
-	deploy/lab/kamailio-stop.sh "$dir" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-
-# Kamailio needs shared memory for N registrations (and, as an edge, ~80 KiB per connection).
-shm=$(( 256 + n / 10 ))
-edge_shm=$(( 256 + n * 100 / 1024 ))
-registrar() {
-	KAM_LOG_LEVEL=1 KAM_SHM_MB=$shm deploy/lab/kamailio-start.sh ims deploy/lab/kamailio-ims.cfg "$dir" \
-		-A IMS_PORT=5370 -A IMS_TLS_PORT=5371 >/dev/null
-}
+. tools/loadgen/common.sh
 
 # One imsgw run: $1 = "tokens" (RFC 8898 Bearer tokens required, one minted per user by the
 # tool from the gateway's keys, then one re-REGISTER each to show the cached check) or "plain"
@@ -77,17 +61,7 @@ TOML
 		token_args=(--mint-key-dir "$dir/keys-$mode" --issuer http://127.0.0.1:8380
 			--audience sip:ims.example --scope sip --token-ttl 600 --reregister 1)
 	fi
-	"$bin/imsgw" serve --config "$dir/imsgw.toml" >"$dir/imsgw-$mode.log" 2>&1 &
-	echo $! >"$dir/imsgw.pid"
-	local healthy=0
-	for _ in $(seq 1 50); do
-		curl -fsS http://127.0.0.1:8380/healthz >/dev/null 2>&1 && { healthy=1; break; }
-		sleep 0.1
-	done
-	if [ "$healthy" != 1 ]; then
-		echo "imsgw did not answer /healthz within 5 s; see $dir/imsgw-$mode.log" >&2
-		exit 1
-	fi
+	start_imsgw "$dir/imsgw.toml" "$dir/imsgw-$mode.log" http://127.0.0.1:8380
 	"$load" --url ws://127.0.0.1:8380/sip --count "$n" --concurrency "$conc" \
 		--source-ips 127.0.0.2-127.0.0.60 --pidfile "$dir/imsgw.pid" --hold 10 --time-limit 300 \
 		--unregister "${token_args[@]}" | tee "$dir/imsgw-$mode.report"

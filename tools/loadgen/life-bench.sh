@@ -14,23 +14,9 @@ dir=${BENCH_DIR:-$(mktemp -d /tmp/imsgw-life.XXXXXX)}
 mkdir -p "$dir"
 echo "bench dir: $dir"
 
-cargo build --release --locked -q -p imsgw -p imsgw-loadgen
-bin=${CARGO_TARGET_DIR:-target}/release
-load=$bin/imsgw-loadgen
 n=$(awk "BEGIN { printf \"%d\", $rate * $secs }")
+. tools/loadgen/common.sh
 
-cleanup() {
-	[ -s "$dir/imsgw.pid" ] && kill -TERM "$(cat "$dir/imsgw.pid")" 2>/dev/null || true
-	deploy/lab/kamailio-stop.sh "$dir" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-
-shm=$(( 256 + n / 10 ))
-edge_shm=$(( 256 + n * 100 / 1024 ))
-registrar() {
-	KAM_LOG_LEVEL=1 KAM_SHM_MB=$shm deploy/lab/kamailio-start.sh ims deploy/lab/kamailio-ims.cfg "$dir" \
-		-A IMS_PORT=5370 -A IMS_TLS_PORT=5371 >/dev/null
-}
 # Sources over 127.0.0.0/8: one address's ephemeral ports would run out, and each address stays
 # within imsgw's per-address caps as a crowd of real people would.
 sources=127.0.1.1-127.0.8.255
@@ -54,12 +40,7 @@ scope = "sip"
 [log]
 filter = "warn"
 TOML
-"$bin/imsgw" serve --config "$dir/imsgw.toml" >"$dir/imsgw.log" 2>&1 &
-echo $! >"$dir/imsgw.pid"
-for _ in $(seq 1 50); do
-	curl -fsS http://127.0.0.1:8380/healthz >/dev/null 2>&1 && break
-	sleep 0.1
-done
+start_imsgw "$dir/imsgw.toml" "$dir/imsgw.log" http://127.0.0.1:8380
 # PERF=1: a flat CPU profile of imsgw during the run (perf, software clock), in $dir/perf.data.
 if [ "${PERF:-}" = 1 ]; then
 	perf record -q -e cpu-clock -F 4000 -p "$(cat "$dir/imsgw.pid")" -o "$dir/perf.data" >/dev/null 2>&1 &

@@ -142,14 +142,7 @@ pub async fn run(
         }
     };
     let _ = events.send(Event::Connected);
-    let mut c = Client {
-        id: Identity::random(format!("{}{idx}", shared.user_prefix)),
-        to_tag: sip::new_branch(),
-        auth: shared.bearers.get(idx).cloned(),
-        cseq: 0,
-        shared,
-        ws,
-    };
+    let mut c = Client::new(shared, idx, ws);
 
     match c.idle_until(&mut phase, Phase::Register).await {
         Err(Lost) => {
@@ -259,6 +252,18 @@ struct Client {
 }
 
 impl Client {
+    /// Client `idx` of the run on its connected socket, with its own identity and token.
+    fn new(shared: Arc<Shared>, idx: usize, ws: WebSocketStream<TcpStream>) -> Self {
+        Self {
+            id: Identity::random(format!("{}{idx}", shared.user_prefix)),
+            to_tag: sip::new_branch(),
+            auth: shared.bearers.get(idx).cloned(),
+            cseq: 0,
+            shared,
+            ws,
+        }
+    }
+
     /// Serves the socket until the run reaches `target` (or later); returns the phase reached.
     async fn idle_until(
         &mut self,
@@ -426,14 +431,7 @@ pub async fn life(shared: Arc<Shared>, idx: usize) -> Life {
         }
     };
     let connect_us = us(start);
-    let mut c = Client {
-        id: Identity::random(format!("{}{idx}", shared.user_prefix)),
-        to_tag: sip::new_branch(),
-        auth: shared.bearers.get(idx).cloned(),
-        cseq: 0,
-        shared,
-        ws,
-    };
+    let mut c = Client::new(shared, idx, ws);
     let sent = Instant::now();
     let outcome = c.transact(c.shared.expires).await;
     let register = Some((outcome.clone(), us(sent)));

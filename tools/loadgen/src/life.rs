@@ -154,14 +154,7 @@ async fn run(args: LifeArgs) -> Result<LifeReport> {
         requests_answered: AtomicU64::new(0),
     });
 
-    let sample = |t: &procfs::Targets| -> Result<Option<procfs::Sample>> {
-        if t.is_empty() {
-            Ok(None)
-        } else {
-            t.sample().map(Some)
-        }
-    };
-    let cpu_before = sample(&targets)?;
+    let cpu_before = targets.sample_if_any()?;
     let tool_before = procfs::self_cpu_s();
     let began = Instant::now();
     let every = Duration::from_secs_f64(1.0 / args.rate);
@@ -203,7 +196,7 @@ async fn run(args: LifeArgs) -> Result<LifeReport> {
         Err(_) => lives.abort_all(),
     }
     let elapsed = began.elapsed();
-    let cpu_after = sample(&targets)?;
+    let cpu_after = targets.sample_if_any()?;
     let tool_cpu_s = procfs::self_cpu_s() - tool_before;
 
     let (mut connect, mut register, mut unregister, mut life) = (

@@ -36,6 +36,15 @@ pub struct Sample {
 }
 
 impl Targets {
+    /// A sample of the processes, or None when none was named (nothing to measure).
+    pub fn sample_if_any(&self) -> Result<Option<Sample>> {
+        if self.is_empty() {
+            Ok(None)
+        } else {
+            self.sample().map(Some)
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.pids.is_empty() && self.pidfiles.is_empty() && self.trees.is_empty()
     }

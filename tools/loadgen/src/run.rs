@@ -16,7 +16,7 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::cli::Args;
 use crate::client::{self, Event, Outcome, Phase, Round, Shared, Stage};
-use crate::procfs::{self, Sample, Targets};
+use crate::procfs::{self, Sample};
 use crate::report::{self, Report};
 use crate::sip::RegisterTemplate;
 use crate::stats::Latencies;
@@ -31,13 +31,6 @@ pub async fn run(args: Args) -> Result<Report> {
     let (addr, via_transport) = resolve(&args.url).await?;
     check_limits(&args)?;
     let targets = args.measure.targets()?;
-    let sample = |t: &Targets| -> Result<Option<Sample>> {
-        if t.is_empty() {
-            Ok(None)
-        } else {
-            t.sample().map(Some)
-        }
-    };
 
     // Tokens first: minting is the client's cost, so it happens before anything is measured.
     let minted = match args.tokens.options() {
@@ -66,7 +59,7 @@ pub async fn run(args: Args) -> Result<Report> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.time_limit);
     let self_cpu_start = procfs::self_cpu_s();
-    let mem_before = sample(&targets)?;
+    let mem_before = targets.sample_if_any()?;
 
     let shared = Arc::new(Shared {
         url: args.url.clone(),
@@ -110,7 +103,7 @@ pub async fn run(args: Args) -> Result<Report> {
     let connect_elapsed = connect_started.elapsed();
 
     // Register phase: CPU sampled right before the first REGISTER and after the last final.
-    let cpu_before = sample(&targets)?;
+    let cpu_before = targets.sample_if_any()?;
     let self_cpu_before = procfs::self_cpu_s();
     let register_started = Instant::now();
     if !timed_out {
@@ -119,14 +112,14 @@ pub async fn run(args: Args) -> Result<Report> {
             .wait(&mut ev_rx, deadline, |t| t.register_done() >= t.connected)
             .await;
     }
-    let cpu_after = sample(&targets)?;
+    let cpu_after = targets.sample_if_any()?;
     let self_cpu_after = procfs::self_cpu_s();
     let register_elapsed = tally.first.elapsed().unwrap_or(register_started.elapsed());
 
     // Re-register phase, measured like the register phase.
     let mut again = None;
     if args.reregister > 0 && !timed_out {
-        let cpu_before = sample(&targets)?;
+        let cpu_before = targets.sample_if_any()?;
         let self_cpu_before = procfs::self_cpu_s();
         let started = Instant::now();
         phase_tx.send_replace(Phase::Reregister);
@@ -137,7 +130,7 @@ pub async fn run(args: Args) -> Result<Report> {
             .await;
         again = Some(PhaseSamples {
             cpu_before,
-            cpu_after: sample(&targets)?,
+            cpu_after: targets.sample_if_any()?,
             self_cpu_s: procfs::self_cpu_s() - self_cpu_before,
             elapsed: tally.again.elapsed().unwrap_or(started.elapsed()),
         });
@@ -149,7 +142,7 @@ pub async fn run(args: Args) -> Result<Report> {
         tally.wait(&mut ev_rx, hold_end, |_| false).await;
         timed_out |= hold_end == deadline;
     }
-    let mem_after = sample(&targets)?;
+    let mem_after = targets.sample_if_any()?;
     let self_rss_kib = procfs::self_rss_kib();
     let open_at_measure = tally.connected - tally.dropped_total();
 

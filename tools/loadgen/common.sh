@@ -1,0 +1,34 @@
+# Shared by the benchmark scripts in this folder (sourced, not run): the release build, the run
+# directory, the Kamailio registrar, starting imsgw and waiting for it, and the cleanup trap.
+# Needs `dir` (the run directory) and `n` (clients, for Kamailio's shared memory) set first.
+
+cargo build --release --locked -q -p imsgw -p imsgw-loadgen
+bin=${CARGO_TARGET_DIR:-target}/release
+load=$bin/imsgw-loadgen
+
+cleanup() {
+	[ -s "$dir/imsgw.pid" ] && kill -TERM "$(cat "$dir/imsgw.pid")" 2>/dev/null || true
+	deploy/lab/kamailio-stop.sh "$dir" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+# Kamailio needs shared memory for N registrations (and, as an edge, ~80 KiB per connection).
+shm=$(( 256 + n / 10 ))
+edge_shm=$(( 256 + n * 100 / 1024 ))
+registrar() {
+	KAM_LOG_LEVEL=1 KAM_SHM_MB=$shm deploy/lab/kamailio-start.sh ims deploy/lab/kamailio-ims.cfg "$dir" \
+		-A IMS_PORT=5370 -A IMS_TLS_PORT=5371 >/dev/null
+}
+
+# start_imsgw CONFIG LOG URL: imsgw in the background (pid in $dir/imsgw.pid), then waits for
+# URL/healthz; fails after 5 s.
+start_imsgw() {
+	"$bin/imsgw" serve --config "$1" >"$2" 2>&1 &
+	echo $! >"$dir/imsgw.pid"
+	for _ in $(seq 1 50); do
+		curl -fsS "$3/healthz" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	echo "imsgw did not answer /healthz within 5 s; see $2" >&2
+	exit 1
+}
