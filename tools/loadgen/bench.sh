@@ -32,29 +32,10 @@ run_imsgw() {
 	registrar
 	local danger=false
 	[ "$mode" = plain ] && danger=true
-	cat >"$dir/imsgw.toml" <<TOML
-[http]
-listen = "127.0.0.1:8380"
-[sip]
-domain = "ims.example"
-listen = "127.0.0.1:5362"
-upstream = "sip:127.0.0.1:5370;transport=udp"
-danger_allow_unauthenticated = $danger
-[websocket]
-max_connections = $(( n + 100 ))
-# The tool opens every connection before any REGISTER, from a few dozen addresses: no crowd of
-# people does that, so the per-address caps are off here.
-max_connections_per_address = 0
-max_unregistered_per_address = 0
-[waf]
-issuer = "http://127.0.0.1:8380"
-key_dir = "$dir/keys-$mode"
-state_dir = "$dir/state-$mode"
-audience = "sip:ims.example"
-scope = "sip"
-[log]
-filter = "warn"
-TOML
+	# The tool opens every connection before any REGISTER, from a few dozen addresses: no crowd
+	# of people does that, so the per-address caps are off here.
+	imsgw_toml "$mode" "$danger" "max_connections = $(( n + 100 ))" \
+		"max_connections_per_address = 0" "max_unregistered_per_address = 0"
 	local token_args=()
 	if [ "$mode" = tokens ]; then
 		# The gateway creates key_dir with its first key on start; the tool only reads it.

@@ -32,3 +32,34 @@ start_imsgw() {
 	echo "imsgw did not answer /healthz within 5 s; see $2" >&2
 	exit 1
 }
+
+# imsgw_toml NAME DANGER [WEBSOCKET LINES...]: writes $dir/imsgw.toml for a bench gateway on
+# 127.0.0.1:8380 (SIP 5362) in front of the registrar, its keys and state in $dir/keys-NAME and
+# $dir/state-NAME, sip.danger_allow_unauthenticated = DANGER, and the given [websocket] lines.
+imsgw_toml() {
+	local name=$1 danger=$2
+	shift 2
+	{
+		cat <<TOML
+[http]
+listen = "127.0.0.1:8380"
+[sip]
+domain = "ims.example"
+listen = "127.0.0.1:5362"
+upstream = "sip:127.0.0.1:5370;transport=udp"
+danger_allow_unauthenticated = $danger
+[websocket]
+TOML
+		printf '%s\n' "$@"
+		cat <<TOML
+[waf]
+issuer = "http://127.0.0.1:8380"
+key_dir = "$dir/keys-$name"
+state_dir = "$dir/state-$name"
+audience = "sip:ims.example"
+scope = "sip"
+[log]
+filter = "warn"
+TOML
+	} >"$dir/imsgw.toml"
+}

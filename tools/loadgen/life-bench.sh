@@ -24,22 +24,7 @@ sources=127.0.1.1-127.0.8.255
 echo
 echo "=== imsgw (release), $rate new clients/s for $secs s, a token each"
 registrar
-cat >"$dir/imsgw.toml" <<TOML
-[http]
-listen = "127.0.0.1:8380"
-[sip]
-domain = "ims.example"
-listen = "127.0.0.1:5362"
-upstream = "sip:127.0.0.1:5370;transport=udp"
-[waf]
-issuer = "http://127.0.0.1:8380"
-key_dir = "$dir/keys"
-state_dir = "$dir/state"
-audience = "sip:ims.example"
-scope = "sip"
-[log]
-filter = "warn"
-TOML
+imsgw_toml life false
 start_imsgw "$dir/imsgw.toml" "$dir/imsgw.log" http://127.0.0.1:8380
 # PERF=1: a flat CPU profile of imsgw during the run (perf, software clock), in $dir/perf.data.
 if [ "${PERF:-}" = 1 ]; then
@@ -48,7 +33,7 @@ if [ "${PERF:-}" = 1 ]; then
 fi
 "$load" life --url ws://127.0.0.1:8380/sip --rate "$rate" --duration "$secs" \
 	--source-ips "$sources" --pidfile "$dir/imsgw.pid" \
-	--mint-key-dir "$dir/keys" --issuer http://127.0.0.1:8380 --audience sip:ims.example \
+	--mint-key-dir "$dir/keys-life" --issuer http://127.0.0.1:8380 --audience sip:ims.example \
 	--scope sip --token-ttl 600 | tee "$dir/imsgw.report" || true
 if [ -n "${perf_pid:-}" ]; then
 	kill -INT "$perf_pid"; wait "$perf_pid" || true

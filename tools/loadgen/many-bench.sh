@@ -15,32 +15,14 @@ echo "bench dir: $dir"
 n=19500
 . tools/loadgen/common.sh
 KAM_LOG_LEVEL=1 KAM_SHM_MB=2560 deploy/lab/kamailio-start.sh ims deploy/lab/kamailio-ims.cfg "$dir" -A IMS_PORT=5370 -A IMS_TLS_PORT=5371 >/dev/null
-cat >"$dir/imsgw.toml" <<TOML
-[http]
-listen = "127.0.0.1:8380"
-[sip]
-domain = "ims.example"
-listen = "127.0.0.1:5362"
-upstream = "sip:127.0.0.1:5370;transport=udp"
-[websocket]
-max_connections = 19600
-max_connections_per_address = 0
-max_unregistered_per_address = 0
-[waf]
-issuer = "http://127.0.0.1:8380"
-key_dir = "$dir/keys"
-state_dir = "$dir/state"
-audience = "sip:ims.example"
-scope = "sip"
-[log]
-filter = "warn"
-TOML
+imsgw_toml many false "max_connections = 19600" "max_connections_per_address = 0" \
+	"max_unregistered_per_address = 0"
 start_imsgw "$dir/imsgw.toml" "$dir/imsgw.log" http://127.0.0.1:8380
 pid=$(cat "$dir/imsgw.pid")
 rss() { awk '/^VmRSS/ { printf "%.1f MiB", $2 / 1024 }' /proc/$pid/status; }
 echo "imsgw baseline RSS $(rss)"
 common=(--url ws://127.0.0.1:8380/sip --count 9750 --concurrency 200 --pidfile $dir/imsgw.pid --hold 40 --time-limit 240
-  --mint-key-dir $dir/keys --issuer http://127.0.0.1:8380 --audience sip:ims.example --scope sip --token-ttl 900 --unregister)
+  --mint-key-dir $dir/keys-many --issuer http://127.0.0.1:8380 --audience sip:ims.example --scope sip --token-ttl 900 --unregister)
 "$load" "${common[@]}" --user-prefix a --source-ips 127.1.0.1-127.1.0.200 > $dir/a.report 2>&1 &
 a=$!
 "$load" "${common[@]}" --user-prefix b --source-ips 127.2.0.1-127.2.0.200 > $dir/b.report 2>&1 &
