@@ -142,6 +142,15 @@ fn challenge(h: &mut H, flow: u64, user: &str, token: &str) -> String {
     refused(&outs, flow, "use_proof_nonce", "has not proven")
 }
 
+/// alice's edge (`tna`), a key, a token bound to it, and the nonce flow 1 was challenged with.
+fn alice_challenged() -> (H, ProofKey, String, String) {
+    let mut h = H::new(&[IdentityAssertion::Tna]);
+    let k = key();
+    let tok = h.bound_token("alice", k.jkt());
+    let nonce = challenge(&mut h, 1, "alice", &tok);
+    (h, k, tok, nonce)
+}
+
 /// Answers the REGISTER that went upstream with 200.
 fn answer_ok(h: &mut H, outs: &[Output], flow: u64) -> Message {
     let up = sent_to(outs, Dest::Upstream);
@@ -165,10 +174,7 @@ fn a_bound_token_without_a_proof_is_401_with_a_proof_nonce_and_nothing_upstream(
 
 #[test]
 fn a_good_proof_registers_and_later_requests_on_that_flow_need_none() {
-    let mut h = H::new(&[IdentityAssertion::Tna]);
-    let k = key();
-    let tok = h.bound_token("alice", k.jkt());
-    let nonce = challenge(&mut h, 1, "alice", &tok);
+    let (mut h, k, tok, nonce) = alice_challenged();
     let p = proof(&k, &tok, &Over::register("c1", 1, &nonce));
     let outs = register(&mut h, 1, "alice", "c1", 1, &tok, &p);
     let up = answer_ok(&mut h, &outs, 1);
@@ -194,10 +200,7 @@ fn a_good_proof_registers_and_later_requests_on_that_flow_need_none() {
 
 #[test]
 fn a_copied_token_on_another_flow_is_refused_with_or_without_the_first_flows_proof() {
-    let mut h = H::new(&[IdentityAssertion::Tna]);
-    let k = key();
-    let tok = h.bound_token("alice", k.jkt());
-    let nonce = challenge(&mut h, 1, "alice", &tok);
+    let (mut h, k, tok, nonce) = alice_challenged();
     let p = proof(&k, &tok, &Over::register("c1", 1, &nonce));
     let outs = register(&mut h, 1, "alice", "c1", 1, &tok, &p);
     answer_ok(&mut h, &outs, 1);
@@ -301,10 +304,7 @@ fn a_proof_for_another_call_id_cseq_method_request_uri_or_token_is_refused() {
 
 #[test]
 fn a_stale_or_future_iat_and_a_stale_nonce_are_refused() {
-    let mut h = H::new(&[IdentityAssertion::Tna]);
-    let k = key();
-    let tok = h.bound_token("alice", k.jkt());
-    let nonce = challenge(&mut h, 1, "alice", &tok);
+    let (mut h, k, tok, nonce) = alice_challenged();
     // RFC 9449 §11.1: ±60 s.
     for (n, iat) in [(1, NOW - 61), (2, NOW + 61)] {
         let over = Over {
@@ -334,10 +334,7 @@ fn a_stale_or_future_iat_and_a_stale_nonce_are_refused() {
 
 #[test]
 fn a_proof_without_a_nonce_or_with_a_forged_one_asks_for_the_proof_nonce() {
-    let mut h = H::new(&[IdentityAssertion::Tna]);
-    let k = key();
-    let tok = h.bound_token("alice", k.jkt());
-    let nonce = challenge(&mut h, 1, "alice", &tok);
+    let (mut h, k, tok, nonce) = alice_challenged();
     let mut claims = Over::register("c1", 1, &nonce).claims(&tok);
     claims.as_object_mut().expect("object").remove("nonce");
     let outs = register(&mut h, 1, "alice", "c1", 1, &tok, &proof_of(&k, &claims));
@@ -350,10 +347,7 @@ fn a_proof_without_a_nonce_or_with_a_forged_one_asks_for_the_proof_nonce() {
 
 #[test]
 fn a_reused_jti_is_refused_on_the_flow_that_used_it() {
-    let mut h = H::new(&[IdentityAssertion::Tna]);
-    let k = key();
-    let tok = h.bound_token("alice", k.jkt());
-    let nonce = challenge(&mut h, 1, "alice", &tok);
+    let (mut h, k, tok, nonce) = alice_challenged();
     let first = Over::register("c1", 1, &nonce);
     let outs = register(&mut h, 1, "alice", "c1", 1, &tok, &proof(&k, &tok, &first));
     answer_ok(&mut h, &outs, 1);
@@ -374,10 +368,7 @@ fn a_reused_jti_is_refused_on_the_flow_that_used_it() {
 
 #[test]
 fn malformed_proofs_are_refused_and_two_proofs_are_one_too_many() {
-    let mut h = H::new(&[IdentityAssertion::Tna]);
-    let k = key();
-    let tok = h.bound_token("alice", k.jkt());
-    let nonce = challenge(&mut h, 1, "alice", &tok);
+    let (mut h, k, tok, nonce) = alice_challenged();
     let good = proof(&k, &tok, &Over::register("c1", 1, &nonce));
     for (n, extra, why) in [
         (1, "Proof: not-a-jws\r\n".to_string(), "malformed"),
@@ -437,10 +428,7 @@ fn a_bound_token_on_another_method_needs_the_proof_too() {
 
 #[test]
 fn a_flow_with_too_many_proofs_in_their_window_gets_503_until_the_oldest_is_forgotten() {
-    let mut h = H::new(&[IdentityAssertion::Tna]);
-    let k = key();
-    let tok = h.bound_token("alice", k.jkt());
-    let nonce = challenge(&mut h, 1, "alice", &tok);
+    let (mut h, k, tok, nonce) = alice_challenged();
     let cap = u32::try_from(PROOFS_PER_FLOW).expect("small");
     for n in 1..=cap {
         let p = proof(&k, &tok, &Over::register("c1", n, &nonce));
