@@ -185,6 +185,15 @@ impl PerAddress {
     }
 }
 
+/// The TCP socket under a connection of [`serve`]'s that hyper upgraded, and the bytes it had
+/// read past the request; the upgrade back when it is not one of ours.
+pub(crate) fn upgraded_tcp(
+    up: hyper::upgrade::Upgraded,
+) -> Result<(tokio::net::TcpStream, bytes::Bytes), hyper::upgrade::Upgraded> {
+    let parts = up.downcast::<TokioIo<StallLimit<tokio::net::TcpStream>>>()?;
+    Ok((parts.io.into_inner().io, parts.read_buf))
+}
+
 /// `websocket.handshake_timeout_secs` as hyper takes it: 0 is off.
 pub fn handshake_timeout(secs: u64) -> Option<Duration> {
     (secs > 0).then(|| Duration::from_secs(secs))

@@ -5,6 +5,7 @@ pub mod client_addr;
 pub mod http;
 pub mod ims;
 pub mod phones;
+pub mod rfc6455;
 pub mod tls;
 pub mod ws;
 
