@@ -19,6 +19,9 @@ use crate::edge::{
 };
 use crate::metrics::Metrics;
 
+pub mod queue;
+pub use queue::{FlowRx, FlowTx, flow_queue};
+
 /// What a WebSocket task is told to do.
 #[derive(Debug)]
 pub enum FlowCommand {
@@ -40,7 +43,7 @@ pub enum HubInput {
         flow: FlowId,
         remote: SocketAddr,
         kind: FlowKind,
-        tx: mpsc::Sender<FlowCommand>,
+        tx: FlowTx,
     },
     FlowMessage {
         flow: FlowId,
@@ -99,7 +102,7 @@ pub struct Hub {
     rx: mpsc::Receiver<HubInput>,
     udp: Arc<UdpSocket>,
     upstream: UpstreamSender,
-    flows: HashMap<FlowId, mpsc::Sender<FlowCommand>>,
+    flows: HashMap<FlowId, FlowTx>,
     conns: HashMap<u64, mpsc::Sender<Bytes>>,
     metrics: Arc<Metrics>,
     /// Asks the JWKS fetcher for an issuer's keys.
@@ -373,21 +376,14 @@ impl Hub {
         });
     }
 
-    /// Tells a connection's task `cmd`. Unlike a message for the client, it is not dropped when
-    /// the queue is full of messages for a slow reader: a lost Close would leave that
-    /// connection open past its register timeout or revocation for ever, a lost Registered
-    /// would count it against its address's unregistered share for ever. It waits for room on
-    /// its own (or for the task to end).
+    /// Tells a connection's task `cmd`. Unlike a message for the client, it is never refused
+    /// for room when the queue is full of messages for a slow reader (see [`queue`]): a lost
+    /// Close would leave that connection open past its register timeout or revocation for
+    /// ever, a lost Registered would count it against its address's unregistered share for
+    /// ever.
     fn control(&self, flow: FlowId, cmd: FlowCommand) {
-        let Some(tx) = self.flows.get(&flow) else {
-            return;
-        };
-        if let Err(mpsc::error::TrySendError::Full(cmd)) = tx.try_send(cmd) {
-            debug!(%flow, "connection's queue full; its command waits for room");
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let _ = tx.send(cmd).await;
-            });
+        if let Some(tx) = self.flows.get(&flow) {
+            let _ = tx.try_send(cmd);
         }
     }
 
@@ -491,7 +487,7 @@ mod tests {
         // ever; it must arrive once the connection takes what is queued.
         let (hub, _guards) = hub().await;
         let flow = FlowId::next();
-        let (tx, mut rx) = mpsc::channel(1);
+        let (tx, mut rx) = flow_queue(1);
         hub.send(HubInput::FlowOpened {
             flow,
             remote: "192.0.2.7:5000".parse().expect("addr"),

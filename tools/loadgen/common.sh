@@ -23,7 +23,7 @@ registrar() {
 # start_imsgw CONFIG LOG URL: imsgw in the background (pid in $dir/imsgw.pid), then waits for
 # URL/healthz; fails after 5 s.
 start_imsgw() {
-	"$bin/imsgw" serve --config "$1" >"$2" 2>&1 &
+	"${IMSGW:-$bin/imsgw}" serve --config "$1" >"$2" 2>&1 &
 	echo $! >"$dir/imsgw.pid"
 	for _ in $(seq 1 50); do
 		curl -fsS "$3/healthz" >/dev/null 2>&1 && return 0

@@ -31,7 +31,7 @@ use super::ws::RateLimit;
 use super::{Piece, next_piece};
 use crate::config::PhonesConfig;
 use crate::edge::{FlowId, FlowKind};
-use crate::hub::{FlowCommand, HubInput};
+use crate::hub::{FlowCommand, FlowRx, HubInput, flow_queue};
 
 /// What every phone task shares.
 pub struct PhoneState {
@@ -112,7 +112,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let flow = FlowId::next();
-    let (tx, mut rx) = mpsc::channel::<FlowCommand>(32);
+    let (tx, mut rx) = flow_queue(32);
     let opened = HubInput::FlowOpened {
         flow,
         remote,
@@ -258,7 +258,7 @@ pub async fn run_udp(socket: Arc<UdpSocket>, state: Arc<PhoneState>) {
                             }
                         }
                         let flow = FlowId::next();
-                        let (tx, rx) = mpsc::channel::<FlowCommand>(32);
+                        let (tx, rx) = flow_queue(32);
                         let opened = HubInput::FlowOpened { flow, remote, kind: FlowKind::Udp(local), tx };
                         if state.hub.send(opened).await.is_err() {
                             state.leave();
@@ -324,7 +324,7 @@ async fn udp_writer(
     socket: Arc<UdpSocket>,
     remote: SocketAddr,
     flow: FlowId,
-    mut rx: mpsc::Receiver<FlowCommand>,
+    mut rx: FlowRx,
     closed: mpsc::UnboundedSender<(SocketAddr, FlowId)>,
     registered: Arc<std::sync::atomic::AtomicBool>,
 ) {

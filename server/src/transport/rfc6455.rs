@@ -28,11 +28,7 @@ pub fn accept_key(key: &[u8]) -> String {
 
 /// Whether a `Sec-WebSocket-Key` is what §4.1 asks for: base64 of 16 bytes.
 pub fn valid_key(key: &[u8]) -> bool {
-    key.len() == 24
-        && STANDARD
-            .decode(key)
-            .map(|k| k.len() == 16)
-            .unwrap_or(false)
+    key.len() == 24 && STANDARD.decode(key).map(|k| k.len() == 16).unwrap_or(false)
 }
 
 /// Opcodes (§5.2).
@@ -232,7 +228,12 @@ impl Inbound {
         }))
     }
 
-    fn frame(&mut self, h: Header, payload: Vec<u8>, out: &mut Vec<Event>) -> Result<(), Violation> {
+    fn frame(
+        &mut self,
+        h: Header,
+        payload: Vec<u8>,
+        out: &mut Vec<Event>,
+    ) -> Result<(), Violation> {
         match h.opcode {
             PING => out.push(Event::Ping(payload.into())),
             PONG => out.push(Event::Pong),
@@ -414,12 +415,15 @@ mod tests {
     #[test]
     fn rfc6455_7_4_1_violations() {
         let cases: [(Vec<u8>, u16); 10] = [
-            ({
-                let mut f = client(0x81, b"x", [0; 4]);
-                f[1] &= 0x7f;
-                f.drain(2..6);
-                f
-            }, 1002),
+            (
+                {
+                    let mut f = client(0x81, b"x", [0; 4]);
+                    f[1] &= 0x7f;
+                    f.drain(2..6);
+                    f
+                },
+                1002,
+            ),
             (client(0x83, b"x", [1; 4]), 1002),
             (client(0x89, &[b'a'; 126], [1; 4]), 1002),
             (client(0x09, b"x", [1; 4]), 1002),
@@ -432,7 +436,11 @@ mod tests {
         ];
         for (wire, code) in cases {
             let mut i = Inbound::new(65536);
-            assert_eq!(feed_all(&mut i, &wire).map_err(|v| v.code), Err(code), "{wire:02x?}");
+            assert_eq!(
+                feed_all(&mut i, &wire).map_err(|v| v.code),
+                Err(code),
+                "{wire:02x?}"
+            );
         }
         // A new message while one is fragmented.
         let mut i = Inbound::new(65536);
@@ -479,7 +487,10 @@ mod tests {
 
     #[test]
     fn server_frame_headers_and_close_bodies() {
-        assert_eq!(frame_header(TEXT, 5), ([0x81, 5, 0, 0, 0, 0, 0, 0, 0, 0], 2));
+        assert_eq!(
+            frame_header(TEXT, 5),
+            ([0x81, 5, 0, 0, 0, 0, 0, 0, 0, 0], 2)
+        );
         assert_eq!(frame_header(BINARY, 300).0[..4], [0x82, 126, 1, 44]);
         assert_eq!(frame_header(TEXT, 70_000).1, 10);
         let long = "é".repeat(100);

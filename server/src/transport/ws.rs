@@ -4,8 +4,10 @@
 //! Owns: the WebSocket handshake rules, message size limits, Ping keep-alives, close codes.
 //! Must not touch: SIP routing (the hub and edge decide).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use std::io::{self, IoSlice};
@@ -26,7 +28,7 @@ use super::client_addr::ClientAddr;
 use super::rfc6455::{self, Event, Inbound};
 use crate::config::WebSocketConfig;
 use crate::edge::{FlowId, FlowKind};
-use crate::hub::{FlowCommand, HubInput};
+use crate::hub::{FlowCommand, HubInput, flow_queue};
 use crate::metrics::Metrics;
 
 /// Shared by every WebSocket handler.
@@ -76,8 +78,10 @@ pub async fn upgrade(
             .into_response();
         if status == StatusCode::UPGRADE_REQUIRED {
             // §4.2.2: the versions the server speaks.
-            res.headers_mut()
-                .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+            res.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
         }
         return res;
     }
@@ -245,18 +249,14 @@ async fn serve(
     mut place: Place,
 ) {
     let flow = FlowId::next();
-    let (tx, mut rx) = mpsc::channel::<FlowCommand>(32);
-    if state
-        .hub
-        .send(HubInput::FlowOpened {
-            flow,
-            remote,
-            kind: FlowKind::Ws,
-            tx,
-        })
-        .await
-        .is_err()
-    {
+    let (tx, mut rx) = flow_queue(32);
+    let opened = HubInput::FlowOpened {
+        flow,
+        remote,
+        kind: FlowKind::Ws,
+        tx,
+    };
+    if to_hub(&state.hub, opened).await.is_err() {
         return;
     }
     debug!(%flow, %remote, "WebSocket flow opened");
@@ -281,6 +281,9 @@ async fn serve(
     let mut budget = RateLimit::new(state.config.max_messages_per_sec);
     // Bytes the client sent right behind its upgrade request.
     let mut first = Some(read_ahead).filter(|b| !b.is_empty());
+    let shutdown = state.shutdown.clone();
+    let shutdown = shutdown.cancelled();
+    tokio::pin!(shutdown);
     let close = 'conn: loop {
         let step = if let Some(bytes) = first.take() {
             let mut events = Vec::new();
@@ -290,15 +293,28 @@ async fn serve(
                 .map(ReadEnd::Violated);
             Step::Read(events, end)
         } else {
-            tokio::select! {
-                ready = stream.readable() => match ready {
-                    Ok(()) => read_ready(&stream, &mut inbound),
-                    Err(_) => Step::Read(Vec::new(), Some(ReadEnd::Gone)),
-                },
-                cmd = rx.recv() => Step::Command(cmd),
-                _ = ping.tick() => Step::Ping,
-                _ = state.shutdown.cancelled() => Step::Shutdown,
-            }
+            // Polled by hand rather than with `select!` over futures: the socket's readiness
+            // and the queue keep their wakers where they live, and this task (every idle
+            // connection's memory) is not sized for four futures at once.
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(ready) = stream.poll_read_ready(cx) {
+                    return Poll::Ready(match ready {
+                        Ok(()) => read_ready(&stream, &mut inbound),
+                        Err(_) => Step::Read(Vec::new(), Some(ReadEnd::Gone)),
+                    });
+                }
+                if let Poll::Ready(cmd) = rx.poll_recv(cx) {
+                    return Poll::Ready(Step::Command(cmd));
+                }
+                if ping.poll_tick(cx).is_ready() {
+                    return Poll::Ready(Step::Ping);
+                }
+                if shutdown.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Step::Shutdown);
+                }
+                Poll::Pending
+            })
+            .await
         };
         match step {
             Step::Read(events, end) => {
@@ -311,9 +327,7 @@ async fn serve(
                                 // RFC 6455 §7.4.1: 1008, policy violation.
                                 break 'conn Some((1008, "message rate limit exceeded"));
                             }
-                            if state
-                                .hub
-                                .send(HubInput::FlowMessage { flow, bytes })
+                            if to_hub(&state.hub, HubInput::FlowMessage { flow, bytes })
                                 .await
                                 .is_err()
                             {
@@ -385,9 +399,10 @@ async fn serve(
             Step::Shutdown => break Some((1001, "server shutting down")),
         }
     };
-    let _ = state.hub.send(HubInput::FlowClosed { flow }).await;
+    let _ = to_hub(&state.hub, HubInput::FlowClosed { flow }).await;
     drop(place);
-    close_connection(stream, close).await;
+    // Boxed: its futures would otherwise size every connection's task for its whole life.
+    Box::pin(close_connection(stream, close)).await;
     debug!(%flow, "WebSocket flow closed");
 }
 
@@ -443,28 +458,56 @@ async fn write_frame(
     let (h, n) = rfc6455::frame_header(opcode, payload.len());
     let mut head = &h[..n];
     let mut body = payload;
-    let all = async {
-        loop {
-            match stream.try_write_vectored(&[IoSlice::new(head), IoSlice::new(body)]) {
-                Ok(mut wrote) => {
-                    let from_head = wrote.min(head.len());
-                    head = &head[from_head..];
-                    wrote -= from_head;
-                    body = &body[wrote..];
-                    if head.is_empty() && body.is_empty() {
-                        return Ok(());
-                    }
+    if write_some(stream, &mut head, &mut body)? {
+        return Ok(());
+    }
+    // The socket is full: waiting for room is boxed, so that every connection's task is not
+    // sized for a timer and a readiness future it rarely needs.
+    Box::pin(async {
+        let rest = async {
+            loop {
+                stream.writable().await.map_err(|_| WriteEnd::Gone)?;
+                if write_some(stream, &mut head, &mut body)? {
+                    return Ok(());
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    stream.writable().await.map_err(|_| WriteEnd::Gone)?;
-                }
-                Err(_) => return Err(WriteEnd::Gone),
             }
+        };
+        tokio::time::timeout(within, rest)
+            .await
+            .unwrap_or(Err(WriteEnd::Stalled))
+    })
+    .await
+}
+
+/// Writes what the socket takes now: true once the frame is all written.
+fn write_some(stream: &TcpStream, head: &mut &[u8], body: &mut &[u8]) -> Result<bool, WriteEnd> {
+    loop {
+        match stream.try_write_vectored(&[IoSlice::new(head), IoSlice::new(body)]) {
+            Ok(mut wrote) => {
+                let from_head = wrote.min(head.len());
+                *head = &head[from_head..];
+                wrote -= from_head;
+                *body = &body[wrote..];
+                if head.is_empty() && body.is_empty() {
+                    return Ok(true);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(_) => return Err(WriteEnd::Gone),
         }
-    };
-    tokio::time::timeout(within, all)
-        .await
-        .unwrap_or(Err(WriteEnd::Stalled))
+    }
+}
+
+/// Hands the hub an input; only a full hub queue is waited for, boxed, so that every
+/// connection's task is not sized for a send it rarely waits on. Err: the hub is gone.
+async fn to_hub(hub: &mpsc::Sender<HubInput>, input: HubInput) -> Result<(), ()> {
+    match hub.try_send(input) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Full(input)) => {
+            Box::pin(hub.send(input)).await.map_err(|_| ())
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+    }
 }
 
 /// Ends the connection: the Close frame if there is one to send, then (§7.1.1: the server
@@ -485,20 +528,19 @@ async fn close_connection(mut stream: TcpStream, close: Option<(u16, &str)>) {
         return;
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let mut sink = [0u8; 512];
-        loop {
-            if stream.readable().await.is_err() {
-                return;
-            }
-            match stream.try_read(&mut sink) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return,
-            }
-        }
+        while stream.readable().await.is_ok() && drop_some(&stream) {}
     })
     .await;
+}
+
+/// Reads what the client sent and drops it: false once the connection is at its end.
+fn drop_some(stream: &TcpStream) -> bool {
+    let mut sink = [0u8; 512];
+    match stream.try_read(&mut sink) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+    }
 }
 
 /// A token bucket: `rate` messages a second, bursts up to four seconds' worth.
