@@ -78,6 +78,12 @@ pub struct Args {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub reregister: u32,
 
+    /// While holding, each registered client refreshes its registration (RFC 3261 §10.2.4)
+    /// when nine tenths of --expires have passed since its last REGISTER, as a browser does:
+    /// reported as the steady-state REGISTERs, apart from the first ones.
+    #[arg(long)]
+    pub refresh: bool,
+
     #[command(flatten)]
     pub tokens: MintArgs,
 }

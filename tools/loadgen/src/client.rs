@@ -33,6 +33,8 @@ pub struct Shared {
     pub unregister: bool,
     /// Re-REGISTERs per client in the re-register phase (`--reregister`).
     pub reregister: u32,
+    /// With --refresh: how long after a REGISTER its refresh is sent.
+    pub refresh: Option<Duration>,
     /// Client `i`'s token is `bearers[i]`; empty when tokens are off.
     pub bearers: Vec<Bearer>,
     /// Bounds WebSocket handshakes in flight.
@@ -72,6 +74,8 @@ pub enum Round {
     First,
     /// A re-REGISTER of the re-register phase.
     Again,
+    /// A refresh while holding (--refresh).
+    Refresh,
 }
 
 /// How far a client had got when its socket closed while idle.
@@ -144,7 +148,7 @@ pub async fn run(
     let _ = events.send(Event::Connected);
     let mut c = Client::new(shared, idx, ws);
 
-    match c.idle_until(&mut phase, Phase::Register).await {
+    match c.idle_until(&mut phase, Phase::Register, &events).await {
         Err(Lost) => {
             let _ = events.send(Event::Dropped(Stage::Unregistered));
             return;
@@ -159,7 +163,7 @@ pub async fn run(
 
     let mut stage = Stage::Registered;
     if c.shared.reregister > 0 {
-        match c.idle_until(&mut phase, Phase::Reregister).await {
+        match c.idle_until(&mut phase, Phase::Reregister, &events).await {
             Err(Lost) => {
                 let _ = events.send(Event::Dropped(stage));
                 return;
@@ -181,7 +185,7 @@ pub async fn run(
         }
     }
 
-    match c.idle_until(&mut phase, Phase::Close).await {
+    match c.idle_until(&mut phase, Phase::Close, &events).await {
         Err(Lost) => {
             let _ = events.send(Event::Dropped(stage));
             return;
@@ -249,6 +253,10 @@ struct Client {
     /// CSeq of the last REGISTER sent (RFC 3261 §10.2: +1 per REGISTER on one Call-ID).
     cseq: u32,
     ws: WebSocketStream<TcpStream>,
+    /// With --refresh: when the registration is next refreshed (None: not registered).
+    refresh_at: Option<Instant>,
+    /// This client's index in the run.
+    idx: usize,
 }
 
 impl Client {
@@ -261,20 +269,30 @@ impl Client {
             cseq: 0,
             shared,
             ws,
+            refresh_at: None,
+            idx,
         }
     }
 
     /// Serves the socket until the run reaches `target` (or later); returns the phase reached.
+    /// With --refresh and a registration, refreshes it on time meanwhile.
     async fn idle_until(
         &mut self,
         phase: &mut watch::Receiver<Phase>,
         target: Phase,
+        events: &mpsc::UnboundedSender<Event>,
     ) -> Result<Phase, Lost> {
         loop {
+            let refresh_at = self.refresh_at;
             tokio::select! {
                 reached = async { phase.wait_for(|p| *p >= target).await.map(|p| *p) } => {
                     // The run dropped its sender: treat as the time limit.
                     return Ok(reached.unwrap_or(Phase::Abort));
+                }
+                () = async { tokio::time::sleep_until(refresh_at.expect("guarded")).await }, if refresh_at.is_some() => {
+                    if self.register(Round::Refresh, self.shared.expires, events).await == Outcome::ConnectionLost {
+                        return Err(Lost);
+                    }
                 }
                 msg = self.ws.next() => match msg {
                     Some(Ok(m)) => {
@@ -299,6 +317,18 @@ impl Client {
         let _slot = shared.register_slots.acquire().await;
         let sent_at = Instant::now();
         let outcome = self.transact(expires).await;
+        self.refresh_at = match (&outcome, self.shared.refresh) {
+            // The first refresh comes somewhere in the second half of the interval, spread
+            // over the clients (golden-ratio steps of their index): people do not all sign in
+            // in the same four seconds, and a ramp's burst repeated at every expiry would
+            // measure the burst, not the steady state.
+            (Outcome::Final(200), Some(after)) if expires > 0 && round == Round::First => {
+                let spread = (self.idx as f64 * 0.618_033_988_7).fract();
+                Some(sent_at + after.mul_f64(0.5 + 0.5 * spread))
+            }
+            (Outcome::Final(200), Some(after)) if expires > 0 => Some(sent_at + after),
+            _ => None,
+        };
         let _ = events.send(Event::Registered {
             round,
             outcome: outcome.clone(),

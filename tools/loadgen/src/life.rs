@@ -148,6 +148,7 @@ async fn run(args: LifeArgs) -> Result<LifeReport> {
         request_timeout: Duration::from_secs(args.request_timeout),
         unregister: true,
         reregister: 0,
+        refresh: None,
         bearers,
         connect_slots: Semaphore::new(Semaphore::MAX_PERMITS),
         register_slots: Semaphore::new(Semaphore::MAX_PERMITS),

@@ -27,6 +27,8 @@ pub struct Inputs<'a> {
     pub latencies: Latencies,
     /// The re-register phase, when it ran.
     pub reregister: Option<PhaseInputs>,
+    /// The refreshes while holding, with --refresh.
+    pub refresh: Option<RefreshInputs>,
     /// The tokens minted before the run, with --mint-key-dir.
     pub tokens: Option<TokenInputs>,
     pub unregister_ok: usize,
@@ -40,6 +42,24 @@ pub struct Inputs<'a> {
     pub self_cpu_register: f64,
     pub self_cpu_total: f64,
     pub self_rss_kib: u64,
+}
+
+/// Raw results of the refreshes while holding.
+pub struct RefreshInputs {
+    pub finals: BTreeMap<u16, usize>,
+    pub timeouts: usize,
+    pub lost: usize,
+    pub latencies: Latencies,
+}
+
+/// The refreshes while holding: the steady state's REGISTERs.
+#[derive(Debug, Serialize)]
+pub struct RefreshReport {
+    pub ok: usize,
+    pub non_200: BTreeMap<u16, usize>,
+    pub timeouts: usize,
+    pub connection_lost: usize,
+    pub latency: Summary,
 }
 
 /// Raw results of the re-register phase.
@@ -80,6 +100,9 @@ pub struct Report {
     /// With --reregister: the re-REGISTERs, measured apart from the first ones.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reregister: Option<ReregisterReport>,
+    /// With --refresh: the refreshes while holding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<RefreshReport>,
     /// With --mint-key-dir: the tokens, minted before any phase (the tool's cost, not the
     /// server's).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -249,6 +272,17 @@ pub fn build(i: Inputs<'_>) -> Report {
             latency: i.latencies.summary(),
         },
         reregister,
+        refresh: i.refresh.map(|r| {
+            let mut non_200 = r.finals;
+            let ok = non_200.remove(&200).unwrap_or(0);
+            RefreshReport {
+                ok,
+                non_200,
+                timeouts: r.timeouts,
+                connection_lost: r.lost,
+                latency: r.latencies.summary(),
+            }
+        }),
         tokens,
         server,
         tool: ToolReport {
@@ -441,6 +475,17 @@ impl Report {
                 self.tool.cpu_s_register_phase, self.tool.cpu_s_total, self.tool.rss_kib
             ),
         );
+        if let Some(r) = &self.refresh {
+            let other: usize = r.non_200.values().sum();
+            line(
+                "refresh (steady state)",
+                format!(
+                    "{} x 200, {other} other finals, {} timeouts, {} connections lost",
+                    r.ok, r.timeouts, r.connection_lost
+                ),
+            );
+            line("refresh latency (ms)", latency_text(&r.latency));
+        }
         line("requests answered", self.requests_answered.to_string());
         line("dropped while idle", self.dropped_while_idle.to_string());
         let unreg_failed: usize = self.unregister_failed.values().sum();

@@ -75,6 +75,9 @@ pub async fn run(args: Args) -> Result<Report> {
         request_timeout: args.request_timeout(),
         unregister: args.unregister,
         reregister: args.reregister,
+        refresh: args
+            .refresh
+            .then(|| Duration::from_millis(u64::from(args.expires) * 900)),
         bearers: minted.map(|m| m.bearers).unwrap_or_default(),
         connect_slots: Semaphore::new(args.connect_concurrency.max(1)),
         register_slots: Semaphore::new(args.concurrency.max(1)),
@@ -198,6 +201,12 @@ pub async fn run(args: Args) -> Result<Report> {
         dropped_idle: tally.dropped_idle,
         latencies: tally.first.latencies,
         reregister,
+        refresh: args.refresh.then(|| report::RefreshInputs {
+            finals: tally.refresh.finals.clone(),
+            timeouts: tally.refresh.timeouts,
+            lost: tally.refresh.lost,
+            latencies: std::mem::take(&mut tally.refresh.latencies),
+        }),
         tokens: token_report,
         unregister_ok: tally.unregister_ok,
         unregister_failed: tally.unregister_failed,
@@ -315,6 +324,8 @@ struct Tally {
     first: Transactions,
     /// The re-register phase.
     again: Transactions,
+    /// Refreshes while holding (--refresh).
+    refresh: Transactions,
     reregister_finished: usize,
     /// Dropped while idle before their REGISTER was sent.
     dropped_before_register: usize,
@@ -364,6 +375,7 @@ impl Tally {
             } => match round {
                 Round::First => self.first.record(outcome, sent_at, done_at),
                 Round::Again => self.again.record(outcome, sent_at, done_at),
+                Round::Refresh => self.refresh.record(outcome, sent_at, done_at),
             },
             Event::ReregisterFinished => self.reregister_finished += 1,
             Event::Dropped(Stage::Unregistered) => self.dropped_before_register += 1,
