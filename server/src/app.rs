@@ -442,6 +442,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     if let Err(why) = crate::wwsf::assets(&config) {
         warn!("web client not served: {why}");
     }
+    for key in config.obsolete_keys() {
+        warn!(
+            key,
+            "no longer has an effect: a WebSocket connection holds no buffer while idle; remove it"
+        );
+    }
     let proxies = Arc::new(crate::transport::client_addr::TrustedProxies(
         config.http.trusted_proxies.clone(),
     ));

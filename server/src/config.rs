@@ -412,13 +412,14 @@ pub struct WebSocketConfig {
     /// the limit off. Default 50.
     #[serde(default = "default_ws_rate")]
     pub max_messages_per_sec: u32,
-    /// `websocket.write_buffer_size`: per-connection write buffer in bytes. Default 4096.
-    #[serde(default = "default_ws_buffer")]
-    pub write_buffer_size: usize,
-    /// `websocket.read_buffer_size`: per-connection read buffer in bytes. Default 4096
-    /// (tungstenite's default of 128 KiB costs ~90 MB per 10k idle connections).
-    #[serde(default = "default_ws_buffer")]
-    pub read_buffer_size: usize,
+    /// `websocket.write_buffer_size`: no longer has an effect (a connection holds no buffer
+    /// while idle, see `transport::rfc6455`); accepted so that old configs still load, with a
+    /// warning at start.
+    #[serde(default)]
+    pub write_buffer_size: Option<usize>,
+    /// `websocket.read_buffer_size`: as `write_buffer_size`.
+    #[serde(default)]
+    pub read_buffer_size: Option<usize>,
     /// `websocket.register_timeout_secs`: a WebSocket that has not registered this long after
     /// its handshake is closed (1008): idle, never-registered connections would otherwise hold
     /// places of `max_connections` for ever. 0 turns it off. Default 30.
@@ -475,8 +476,8 @@ impl Default for WebSocketConfig {
             ping_interval_secs: default_ping_interval(),
             max_connections: default_max_connections(),
             max_messages_per_sec: default_ws_rate(),
-            write_buffer_size: default_ws_buffer(),
-            read_buffer_size: default_ws_buffer(),
+            write_buffer_size: None,
+            read_buffer_size: None,
             register_timeout_secs: default_register_timeout(),
             handshake_timeout_secs: default_handshake_timeout(),
             max_connections_per_address: default_per_address(),
@@ -643,6 +644,21 @@ pub struct Secrets {
 }
 
 impl Config {
+    /// Keys that are accepted but no longer do anything, for a warning at start.
+    pub fn obsolete_keys(&self) -> Vec<&'static str> {
+        let ws = &self.websocket;
+        [
+            ("websocket.read_buffer_size", ws.read_buffer_size.is_some()),
+            (
+                "websocket.write_buffer_size",
+                ws.write_buffer_size.is_some(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect()
+    }
+
     /// Warnings for `identity.static` entries a provider's template could also produce.
     fn static_overlaps(&self) -> Vec<String> {
         let templates: Vec<_> = self
@@ -920,12 +936,6 @@ impl Config {
                 "must be at least 1 (0 would refuse every IMS-side connection)",
             ));
         }
-        if self.websocket.read_buffer_size < 512 || self.websocket.write_buffer_size < 512 {
-            return Err(key_err(
-                "websocket.read_buffer_size",
-                "read and write buffers must be at least 512 bytes",
-            ));
-        }
         Ok(())
     }
 
@@ -1145,9 +1155,6 @@ fn default_max_connections() -> usize {
 fn default_ws_rate() -> u32 {
     50
 }
-fn default_ws_buffer() -> usize {
-    4096
-}
 fn default_log_filter() -> String {
     "info".into()
 }
@@ -1168,6 +1175,21 @@ upstream = "sip:127.0.0.1:5070;transport=udp"
             text,
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
+    }
+
+    #[test]
+    fn obsolete_websocket_buffer_keys_still_load_and_are_named_for_a_warning() {
+        let c = load(&format!("{MIN}"), &[]).expect("none");
+        assert!(c.obsolete_keys().is_empty());
+        let c = load(
+            &format!("{MIN}[websocket]\nread_buffer_size = 4096\nwrite_buffer_size = 100\n"),
+            &[],
+        )
+        .expect("an old config loads");
+        assert_eq!(
+            c.obsolete_keys(),
+            ["websocket.read_buffer_size", "websocket.write_buffer_size"]
+        );
     }
 
     #[test]
