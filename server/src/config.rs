@@ -1179,7 +1179,7 @@ upstream = "sip:127.0.0.1:5070;transport=udp"
 
     #[test]
     fn obsolete_websocket_buffer_keys_still_load_and_are_named_for_a_warning() {
-        let c = load(&format!("{MIN}"), &[]).expect("none");
+        let c = load(MIN, &[]).expect("none");
         assert!(c.obsolete_keys().is_empty());
         let c = load(
             &format!("{MIN}[websocket]\nread_buffer_size = 4096\nwrite_buffer_size = 100\n"),
