@@ -493,3 +493,45 @@ Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 19\r\n\r\ngra
     assert!(took < Duration::from_secs(3), "stop took {took:?}");
     drop((idle, half));
 }
+
+/// Review ws: the opening handshake written by hand on a fresh connection, with `extra` bytes
+/// in the same write after the request; returns the socket and the response head.
+async fn raw_handshake(
+    g: &Running,
+    request_line: &str,
+    extra: &[u8],
+) -> (tokio::net::TcpStream, String) {
+    let mut s = tokio::net::TcpStream::connect(g.http_addr)
+        .await
+        .expect("connect");
+    let mut req = format!(
+        "{request_line}\r\nHost: gw\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+Sec-WebSocket-Protocol: sip\r\n\r\n"
+    )
+    .into_bytes();
+    req.extend_from_slice(extra);
+    s.write_all(&req).await.expect("write");
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await {
+            Ok(Ok(1)) => head.push(b[0]),
+            _ => break,
+        }
+    }
+    (s, String::from_utf8_lossy(&head).into_owned())
+}
+
+#[tokio::test]
+async fn review_ws_rfc6455_4_2_1_the_upgrade_needs_get() {
+    // axum routes HEAD to a GET handler; §4.2.1 (1): the handshake is a GET.
+    let g = gateway("").await;
+    let (_s, head) = raw_handshake(&g, "HEAD /sip HTTP/1.1", b"").await;
+    assert!(!head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.starts_with("HTTP/1.1 405"), "{head}");
+    // The same request as a GET is upgraded.
+    let (_s, head) = raw_handshake(&g, "GET /sip HTTP/1.1", b"").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    g.stop().await;
+}

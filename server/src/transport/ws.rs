@@ -13,7 +13,7 @@ use std::time::Duration;
 use std::io::{self, IoSlice};
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Version, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use hyper::upgrade::OnUpgrade;
@@ -69,13 +69,17 @@ pub async fn upgrade(
     mut req: Request,
 ) -> Response {
     let headers = req.headers();
-    if let Err((status, why)) = handshake_request(req.version(), headers) {
+    if let Err((status, why)) = handshake_request(req.method(), req.version(), headers) {
         state.metrics.ws_rejected("not_websocket");
         let mut res = (
             status,
             format!("{why}: SIP over WebSocket (RFC 7118) needs a WebSocket upgrade\n"),
         )
             .into_response();
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            res.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET"));
+        }
         if status == StatusCode::UPGRADE_REQUIRED {
             // §4.2.2: the versions the server speaks.
             res.headers_mut().insert(
@@ -144,6 +148,7 @@ pub async fn upgrade(
 
 /// What RFC 6455 §4.2.1 asks of an opening handshake, checked; the refusal otherwise.
 fn handshake_request(
+    method: &Method,
     version: Version,
     headers: &HeaderMap,
 ) -> Result<(), (StatusCode, &'static str)> {
@@ -155,6 +160,10 @@ fn handshake_request(
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case(token))
     };
+    // §4.2.1 (1): a GET. The router also hands this handler HEAD requests.
+    if method != Method::GET {
+        return Err((StatusCode::METHOD_NOT_ALLOWED, "the upgrade needs GET"));
+    }
     if version != Version::HTTP_11 {
         return Err((StatusCode::BAD_REQUEST, "the upgrade needs HTTP/1.1"));
     }
