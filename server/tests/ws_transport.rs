@@ -523,6 +523,101 @@ Sec-WebSocket-Protocol: sip\r\n\r\n"
     (s, String::from_utf8_lossy(&head).into_owned())
 }
 
+/// Review ws: a WebSocket opened by hand, its 101 read.
+async fn raw_ws(g: &Running) -> tokio::net::TcpStream {
+    let (s, head) = raw_handshake(g, "GET /sip HTTP/1.1", b"").await;
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    s
+}
+
+/// Review ws: a client frame (FIN and `b0`'s opcode), masked.
+fn masked(b0: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mask = [0x11, 0x22, 0x33, 0x44];
+    let mut f = vec![b0, 0x80 | payload.len() as u8];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    f
+}
+
+/// Review ws: the server's frames (opcode, payload) until its Close (included) or the end of
+/// the connection, on a blocking socket with a read timeout of `quiet`.
+fn server_frames(mut s: std::net::TcpStream, quiet: Duration) -> Vec<(u8, Vec<u8>)> {
+    use std::io::Read;
+    s.set_read_timeout(Some(quiet)).expect("timeout");
+    let mut buf = Vec::new();
+    let mut frames = Vec::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        // Whole frames at the front of buf.
+        loop {
+            if buf.len() < 2 {
+                break;
+            }
+            let (len, at) = match buf[1] & 0x7f {
+                126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+                127 if buf.len() >= 10 => (
+                    u64::from_be_bytes(buf[2..10].try_into().expect("8")) as usize,
+                    10,
+                ),
+                126 | 127 => break,
+                n => (n as usize, 2),
+            };
+            if buf.len() < at + len {
+                break;
+            }
+            let op = buf[0] & 0x0f;
+            frames.push((op, buf[at..at + len].to_vec()));
+            buf.drain(..at + len);
+            if op == 0x8 {
+                return frames;
+            }
+        }
+        match s.read(&mut chunk) {
+            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return frames,
+        }
+    }
+}
+
+#[tokio::test]
+async fn review_ws_a_ping_flood_is_not_answered_pong_for_pong() {
+    // RFC 6455 §5.5.3 lets a server answer only the latest of the Pings it has not answered
+    // yet. Answering each one is a write (a syscall) for every 6 bytes a client sends.
+    let g = gateway("[websocket]\nping_interval_secs = 0\n").await;
+    let mut s = raw_ws(&g).await;
+    const PINGS: usize = 20_000;
+    let mut wire = masked(0x89, b"").repeat(PINGS - 1);
+    wire.extend(masked(0x89, b"last"));
+    s.write_all(&wire).await.expect("write");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    s.write_all(&masked(0x88, &1000u16.to_be_bytes()))
+        .await
+        .expect("write");
+    let s = s.into_std().expect("std");
+    s.set_nonblocking(false).expect("blocking");
+    let frames = tokio::task::spawn_blocking(move || server_frames(s, Duration::from_secs(5)))
+        .await
+        .expect("reader");
+    let pongs: Vec<_> = frames.iter().filter(|(op, _)| *op == 0xa).collect();
+    assert_eq!(
+        frames.last().map(|f| f.0),
+        Some(0x8),
+        "answered with a Close"
+    );
+    assert_eq!(
+        pongs.last().map(|p| &p.1[..]),
+        Some(&b"last"[..]),
+        "the latest Ping is answered"
+    );
+    assert!(
+        pongs.len() < PINGS / 50,
+        "{} Pongs for {PINGS} Pings",
+        pongs.len()
+    );
+    g.stop().await;
+}
+
 #[tokio::test]
 async fn review_ws_rfc6455_4_2_1_the_upgrade_needs_get() {
     // axum routes HEAD to a GET handler; §4.2.1 (1): the handshake is a GET.
