@@ -493,3 +493,292 @@ Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 19\r\n\r\ngra
     assert!(took < Duration::from_secs(3), "stop took {took:?}");
     drop((idle, half));
 }
+
+/// Review ws: the opening handshake written by hand on a fresh connection, with `extra` bytes
+/// in the same write after the request; returns the socket and the response head.
+async fn raw_handshake(
+    g: &Running,
+    request_line: &str,
+    extra: &[u8],
+) -> (tokio::net::TcpStream, String) {
+    let mut s = tokio::net::TcpStream::connect(g.http_addr)
+        .await
+        .expect("connect");
+    let mut req = format!(
+        "{request_line}\r\nHost: gw\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+Sec-WebSocket-Protocol: sip\r\n\r\n"
+    )
+    .into_bytes();
+    req.extend_from_slice(extra);
+    s.write_all(&req).await.expect("write");
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await {
+            Ok(Ok(1)) => head.push(b[0]),
+            _ => break,
+        }
+    }
+    (s, String::from_utf8_lossy(&head).into_owned())
+}
+
+/// Review ws: a WebSocket opened by hand, its 101 read.
+async fn raw_ws(g: &Running) -> tokio::net::TcpStream {
+    let (s, head) = raw_handshake(g, "GET /sip HTTP/1.1", b"").await;
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    s
+}
+
+/// Review ws: a client frame (FIN and `b0`'s opcode), masked.
+fn masked(b0: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mask = [0x11, 0x22, 0x33, 0x44];
+    let mut f = vec![b0, 0x80 | payload.len() as u8];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    f
+}
+
+/// Review ws: the server's frames (opcode, payload) until its Close (included) or the end of
+/// the connection, on a blocking socket with a read timeout of `quiet`.
+fn server_frames(mut s: std::net::TcpStream, quiet: Duration) -> Vec<(u8, Vec<u8>)> {
+    use std::io::Read;
+    s.set_read_timeout(Some(quiet)).expect("timeout");
+    let mut buf = Vec::new();
+    let mut frames = Vec::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        // Whole frames at the front of buf.
+        loop {
+            if buf.len() < 2 {
+                break;
+            }
+            let (len, at) = match buf[1] & 0x7f {
+                126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+                127 if buf.len() >= 10 => (
+                    u64::from_be_bytes(buf[2..10].try_into().expect("8")) as usize,
+                    10,
+                ),
+                126 | 127 => break,
+                n => (n as usize, 2),
+            };
+            if buf.len() < at + len {
+                break;
+            }
+            let op = buf[0] & 0x0f;
+            frames.push((op, buf[at..at + len].to_vec()));
+            buf.drain(..at + len);
+            if op == 0x8 {
+                return frames;
+            }
+        }
+        match s.read(&mut chunk) {
+            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return frames,
+        }
+    }
+}
+
+#[tokio::test]
+async fn review_ws_a_ping_flood_is_not_answered_pong_for_pong() {
+    // RFC 6455 §5.5.3 lets a server answer only the latest of the Pings it has not answered
+    // yet. Answering each one is a write (a syscall) for every 6 bytes a client sends.
+    let g = gateway("[websocket]\nping_interval_secs = 0\n").await;
+    let mut s = raw_ws(&g).await;
+    const PINGS: usize = 20_000;
+    let mut wire = masked(0x89, b"").repeat(PINGS - 1);
+    wire.extend(masked(0x89, b"last"));
+    s.write_all(&wire).await.expect("write");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    s.write_all(&masked(0x88, &1000u16.to_be_bytes()))
+        .await
+        .expect("write");
+    let s = s.into_std().expect("std");
+    s.set_nonblocking(false).expect("blocking");
+    let frames = tokio::task::spawn_blocking(move || server_frames(s, Duration::from_secs(5)))
+        .await
+        .expect("reader");
+    let pongs: Vec<_> = frames.iter().filter(|(op, _)| *op == 0xa).collect();
+    assert_eq!(
+        frames.last().map(|f| f.0),
+        Some(0x8),
+        "answered with a Close"
+    );
+    assert_eq!(
+        pongs.last().map(|p| &p.1[..]),
+        Some(&b"last"[..]),
+        "the latest Ping is answered"
+    );
+    assert!(
+        pongs.len() < PINGS / 50,
+        "{} Pongs for {PINGS} Pings",
+        pongs.len()
+    );
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn review_ws_rfc6455_4_2_1_the_upgrade_needs_get() {
+    // axum routes HEAD to a GET handler; §4.2.1 (1): the handshake is a GET.
+    let g = gateway("").await;
+    let (_s, head) = raw_handshake(&g, "HEAD /sip HTTP/1.1", b"").await;
+    assert!(!head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.starts_with("HTTP/1.1 405"), "{head}");
+    // The same request as a GET is upgraded.
+    let (_s, head) = raw_handshake(&g, "GET /sip HTTP/1.1", b"").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn review_ws_an_upgrade_whose_body_never_comes_does_not_hold_a_place() {
+    // A GET /sip with a Content-Length whose body never comes: hyper upgrades at once (the
+    // body's bytes reach the WebSocket as its first bytes), so the connection is a WebSocket
+    // with a register timeout, not an HTTP request that holds its address's place for ever.
+    let g = gateway(
+        "[websocket]\nhandshake_timeout_secs = 1\nmax_unregistered_per_address = 1\nregister_timeout_secs = 1\n",
+    )
+    .await;
+    let mut s = tokio::net::TcpStream::connect(g.http_addr)
+        .await
+        .expect("connect");
+    s.write_all(
+        b"GET /sip HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+Sec-WebSocket-Protocol: sip\r\nContent-Length: 10\r\n\r\nabc",
+    )
+    .await
+    .expect("write");
+    let mut got = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut got))
+        .await
+        .map(|r| r.unwrap_or(0))
+        .unwrap_or(0);
+    assert!(got[..n].starts_with(b"HTTP/1.1 101 "));
+    let started = Instant::now();
+    let mut ok = false;
+    while started.elapsed() < Duration::from_secs(8) {
+        if admitted(&g).await {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(ok, "the half-sent upgrade still holds its address's place");
+    drop(s);
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn review_ws_rfc6455_4_2_1_odd_handshakes() {
+    let g = gateway("").await;
+    let ask = |lines: &'static str| {
+        let addr = g.http_addr;
+        async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            s.write_all(lines.as_bytes()).await.expect("write");
+            let mut got = vec![0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut got))
+                .await
+                .map(|r| r.unwrap_or(0))
+                .unwrap_or(0);
+            String::from_utf8_lossy(&got[..n]).into_owned()
+        }
+    };
+    // Lowercase tokens and a Connection list are fine.
+    let a = ask("GET /sip HTTP/1.1\r\nHost: gw\r\nconnection: keep-alive, upgrade\r\nupgrade: WebSocket\r\n\
+sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-protocol: foo, SIP\r\n\r\n").await;
+    assert!(a.starts_with("HTTP/1.1 101 "), "{a}");
+    // Version 8: 426 naming the version spoken (§4.2.2).
+    let a = ask("GET /sip HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: sip\r\n\r\n").await;
+    assert!(a.starts_with("HTTP/1.1 426 "), "{a}");
+    assert!(
+        a.to_ascii_lowercase()
+            .contains("sec-websocket-version: 13\r\n"),
+        "{a}"
+    );
+    // No key, a key of the wrong length, HTTP/1.0, no Upgrade: 400.
+    for req in [
+        "GET /sip HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: sip\r\n\r\n",
+        "GET /sip HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: AAAA\r\nSec-WebSocket-Protocol: sip\r\n\r\n",
+        "GET /sip HTTP/1.0\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: sip\r\n\r\n",
+        "GET /sip HTTP/1.1\r\nHost: gw\r\nConnection: keep-alive\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: sip\r\n\r\n",
+    ] {
+        let a = ask(req).await;
+        assert!(
+            a.starts_with("HTTP/1.1 400 ") || a.starts_with("HTTP/1.0 400 "),
+            "{req}: {a}"
+        );
+    }
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn review_ws_a_client_streaming_pongs_still_gets_its_register_timeout() {
+    // Pongs are not rate limited (only messages are): a client that keeps the socket's receive
+    // buffer non-empty with them must not keep the connection's task reading for ever, deaf to
+    // what the hub tells it (here the register timeout's Close) and to shutdown.
+    let g = gateway(
+        "[websocket]\nmax_messages_per_sec = 0\nregister_timeout_secs = 1\nping_interval_secs = 0\n",
+    )
+    .await;
+    let s = raw_ws(&g).await.into_std().expect("std");
+    s.set_nonblocking(false).expect("blocking");
+    let mut w = s.try_clone().expect("clone");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let flood = masked(0x8a, b"").repeat(64 * 1024 / 6);
+        w.set_write_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
+        let until = Instant::now() + Duration::from_secs(8);
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
+            if w.write_all(&flood).is_err() {
+                break;
+            }
+        }
+    });
+    let started = Instant::now();
+    let frames = tokio::task::spawn_blocking(move || server_frames(s, Duration::from_secs(8)))
+        .await
+        .expect("reader");
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().expect("writer");
+    let close = frames.iter().find(|(op, _)| *op == 0x8);
+    assert!(
+        close.is_some_and(|(_, body)| body.starts_with(&1008u16.to_be_bytes())),
+        "no 1008 Close within {took:?} of a Pong stream: {:?}",
+        close
+    );
+    assert!(took < Duration::from_secs(5), "the Close took {took:?}");
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn review_ws_frames_in_the_same_write_as_the_upgrade_are_read() {
+    // hyper may have read past the request head: those bytes are the first frames.
+    let g = gateway("[websocket]\nping_interval_secs = 0\n").await;
+    let mut extra = masked(0x81, b"\r\n\r\n");
+    extra.extend(masked(0x89, b"p"));
+    let (s, head) = raw_handshake(&g, "GET /sip HTTP/1.1", &extra).await;
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    let s = s.into_std().expect("std");
+    s.set_nonblocking(false).expect("blocking");
+    let frames = tokio::task::spawn_blocking(move || server_frames(s, Duration::from_secs(2)))
+        .await
+        .expect("reader");
+    assert!(
+        frames.contains(&(0x1, b"\r\n".to_vec())),
+        "the CRLF keep-alive is answered: {frames:?}"
+    );
+    assert!(frames.contains(&(0xa, b"p".to_vec())), "{frames:?}");
+    g.stop().await;
+}

@@ -103,7 +103,7 @@ fn wake(mut s: MutexGuard<'_, State>) {
 
 impl FlowTx {
     /// Queues a command. A message is refused when `cap` already wait (a reader that takes
-    /// nothing); the other commands are always taken.
+    /// nothing) or once the Close is told; the other commands are always taken.
     pub fn try_send(&self, cmd: FlowCommand) -> Result<(), Refused> {
         let mut s = self.0.lock();
         if !s.receiver {
@@ -111,6 +111,11 @@ impl FlowTx {
         }
         match cmd {
             FlowCommand::Send(bytes) => {
+                if s.close.is_some() {
+                    // The connection ends at the Close: what is routed to it after is not
+                    // written, as nothing after it was on the channel this replaced.
+                    return Err(Refused::Gone);
+                }
                 if s.messages.len() >= self.0.cap {
                     return Err(Refused::Full);
                 }
@@ -186,13 +191,13 @@ mod tests {
     async fn messages_in_order_then_the_close_state_first_and_none_at_the_end() {
         let (tx, mut rx) = flow_queue(2);
         tx.try_send(send(b"a")).expect("room");
+        tx.try_send(send(b"b")).expect("room");
+        assert_eq!(tx.try_send(send(b"c")), Err(Refused::Full));
         tx.try_send(FlowCommand::Close {
             code: 1008,
             reason: "revoked",
         })
         .expect("close");
-        tx.try_send(send(b"b")).expect("room");
-        assert_eq!(tx.try_send(send(b"c")), Err(Refused::Full));
         // Control commands are never refused for room, and only the last change counts.
         tx.try_send(FlowCommand::Registered).expect("state");
         tx.try_send(FlowCommand::Unregistered).expect("state");
@@ -209,6 +214,32 @@ mod tests {
                 "Send(b\"a\")",
                 "Send(b\"b\")",
                 "Close { code: 1008, reason: \"revoked\" }"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_told_after_the_close_gets_ahead_of_it() {
+        // The Close ends the connection: a message the hub routes to the flow after it (an
+        // INVITE for a sign-in just revoked) must not be written to the client before it, and
+        // a hub that keeps the queue busy must not hold the Close back.
+        let (tx, mut rx) = flow_queue(4);
+        tx.try_send(send(b"before")).expect("room");
+        tx.try_send(FlowCommand::Close {
+            code: 1008,
+            reason: "the sign-in was revoked",
+        })
+        .expect("close");
+        assert_eq!(tx.try_send(send(b"after")), Err(Refused::Gone));
+        let got: Vec<_> = [rx.recv().await, rx.recv().await]
+            .into_iter()
+            .map(|c| format!("{c:?}"))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "Some(Send(b\"before\"))",
+                "Some(Close { code: 1008, reason: \"the sign-in was revoked\" })"
             ]
         );
     }

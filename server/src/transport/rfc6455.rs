@@ -486,6 +486,63 @@ mod tests {
     }
 
     #[test]
+    fn close_codes_and_fragments_a_hostile_client_may_try() {
+        let code = |c: u16| {
+            let mut i = Inbound::new(65536);
+            feed_all(&mut i, &client(0x88, &c.to_be_bytes(), [3; 4])).map_err(|v| v.code)
+        };
+        for bad in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, u16::MAX] {
+            assert_eq!(code(bad), Err(1002), "{bad}");
+        }
+        for good in [1000, 1001, 1003, 1007, 1011, 3000, 4999] {
+            assert_eq!(code(good), Ok(vec![Event::Close(Some(good))]), "{good}");
+        }
+        // "é" split across two fragments is one valid text message; a lone half is not.
+        let mut wire = client(0x01, &[b'a', 0xc3], [1; 4]);
+        wire.extend(client(0x89, b"in between", [2; 4]));
+        wire.extend(client(0x80, &[0xa9], [1; 4]));
+        for step in 1..wire.len() {
+            let mut i = Inbound::new(65536);
+            let mut out = Vec::new();
+            for chunk in wire.chunks(step) {
+                i.feed(chunk, &mut out).expect("valid");
+            }
+            assert_eq!(
+                out,
+                [
+                    Event::Ping(Bytes::from_static(b"in between")),
+                    Event::Text(Bytes::from("aé"))
+                ]
+            );
+        }
+        let mut i = Inbound::new(65536);
+        let mut wire = client(0x01, &[b'a', 0xc3], [1; 4]);
+        wire.extend(client(0x80, b"b", [1; 4]));
+        assert_eq!(feed_all(&mut i, &wire).map_err(|v| v.code), Err(1007));
+        // A Close in the middle of a fragmented message ends it; nothing is held after.
+        let mut i = Inbound::new(65536);
+        let mut wire = client(0x01, b"half", [1; 4]);
+        wire.extend(client(0x88, &1000u16.to_be_bytes(), [1; 4]));
+        assert_eq!(feed_all(&mut i, &wire), Ok(vec![Event::Close(Some(1000))]));
+        assert_eq!(i.held(), 0);
+        // Many empty fragments hold nothing; the size limit counts every fragment.
+        let mut i = Inbound::new(10);
+        let mut out = Vec::new();
+        i.feed(&client(0x01, b"", [1; 4]), &mut out).expect("start");
+        for _ in 0..10_000 {
+            i.feed(&client(0x00, b"", [1; 4]), &mut out).expect("empty");
+        }
+        for _ in 0..10 {
+            i.feed(&client(0x00, b"x", [1; 4]), &mut out).expect("fits");
+        }
+        assert_eq!(
+            i.feed(&client(0x00, b"x", [1; 4]), &mut out)
+                .map_err(|v| v.code),
+            Err(1009)
+        );
+    }
+
+    #[test]
     fn server_frame_headers_and_close_bodies() {
         assert_eq!(
             frame_header(TEXT, 5),

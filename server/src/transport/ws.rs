@@ -13,7 +13,7 @@ use std::time::Duration;
 use std::io::{self, IoSlice};
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Version, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use hyper::upgrade::OnUpgrade;
@@ -69,13 +69,17 @@ pub async fn upgrade(
     mut req: Request,
 ) -> Response {
     let headers = req.headers();
-    if let Err((status, why)) = handshake_request(req.version(), headers) {
+    if let Err((status, why)) = handshake_request(req.method(), req.version(), headers) {
         state.metrics.ws_rejected("not_websocket");
         let mut res = (
             status,
             format!("{why}: SIP over WebSocket (RFC 7118) needs a WebSocket upgrade\n"),
         )
             .into_response();
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            res.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET"));
+        }
         if status == StatusCode::UPGRADE_REQUIRED {
             // §4.2.2: the versions the server speaks.
             res.headers_mut().insert(
@@ -144,6 +148,7 @@ pub async fn upgrade(
 
 /// What RFC 6455 §4.2.1 asks of an opening handshake, checked; the refusal otherwise.
 fn handshake_request(
+    method: &Method,
     version: Version,
     headers: &HeaderMap,
 ) -> Result<(), (StatusCode, &'static str)> {
@@ -155,6 +160,10 @@ fn handshake_request(
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case(token))
     };
+    // §4.2.1 (1): a GET. The router also hands this handler HEAD requests.
+    if method != Method::GET {
+        return Err((StatusCode::METHOD_NOT_ALLOWED, "the upgrade needs GET"));
+    }
     if version != Version::HTTP_11 {
         return Err((StatusCode::BAD_REQUEST, "the upgrade needs HTTP/1.1"));
     }
@@ -240,6 +249,10 @@ enum ReadEnd {
 /// Reads from the socket per wake-up at most, before the other work gets a turn.
 const READ_BURST: usize = 16;
 
+/// Events that end a read burst early: a frame can be as short as 6 bytes and its event is
+/// 40, so a burst of tiny frames (a Ping or Pong flood) would otherwise hold ~440 KiB of them.
+const BURST_EVENTS: usize = 64;
+
 /// One connection's life: register the flow, shuttle messages, end the flow.
 async fn serve(
     state: Arc<WsState>,
@@ -318,6 +331,9 @@ async fn serve(
         };
         match step {
             Step::Read(events, end) => {
+                // §5.5.3: of the Pings not answered yet, only the latest is; one write per
+                // Ping would be a syscall for every 6 bytes a client sends.
+                let mut pong = None;
                 for event in events {
                     match event {
                         Event::Text(bytes) | Event::Binary(bytes) => {
@@ -334,19 +350,20 @@ async fn serve(
                                 break 'conn Some((1001, "going away"));
                             }
                         }
-                        Event::Ping(payload) => {
-                            // §5.5.2: a Pong with the Ping's bytes.
-                            if let Err(end) =
-                                write_frame(&stream, rfc6455::PONG, &payload, send_within).await
-                            {
-                                break 'conn end.close(&state, flow);
-                            }
-                        }
+                        Event::Ping(payload) => pong = Some(payload),
                         Event::Pong => awaiting_pong = false,
                         // §5.5.1: the Close is answered with the code it came with.
                         Event::Close(code) => {
                             break 'conn Some((code.unwrap_or(1000), ""));
                         }
+                    }
+                }
+                if let Some(payload) = pong {
+                    // §5.5.2: a Pong with the Ping's bytes.
+                    if let Err(end) =
+                        write_frame(&stream, rfc6455::PONG, &payload, send_within).await
+                    {
+                        break 'conn end.close(&state, flow);
                     }
                 }
                 match end {
@@ -418,7 +435,7 @@ fn read_ready(stream: &TcpStream, inbound: &mut Inbound) -> Step {
                 if let Err(v) = inbound.feed(&buf[..n], &mut events) {
                     return Step::Read(events, Some(ReadEnd::Violated(v)));
                 }
-                if n < buf.len() {
+                if n < buf.len() || events.len() >= BURST_EVENTS {
                     break;
                 }
             }
@@ -582,6 +599,37 @@ impl RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_read_burst_of_tiny_frames_holds_a_bounded_number_of_events() {
+        // 6 bytes of an empty Ping are 40 bytes of Event: READ_BURST reads of 4 KiB of them
+        // would be ~440 KiB held at once by one connection's task.
+        use tokio::io::AsyncWriteExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut client = TcpStream::connect(l.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, _) = l.accept().await.expect("accept");
+        let ping = [0x89, 0x80, 1, 2, 3, 4];
+        client
+            .write_all(&ping.repeat(READ_BURST * 4096 / 6 + 100))
+            .await
+            .expect("write");
+        server.readable().await.expect("readable");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut inbound = Inbound::new(65536);
+        let Step::Read(events, None) = read_ready(&server, &mut inbound) else {
+            panic!("a read with no end");
+        };
+        assert!(!events.is_empty());
+        assert!(
+            events.len() * std::mem::size_of::<Event>() <= 32 * 1024,
+            "{} events held at once",
+            events.len()
+        );
+    }
 
     #[test]
     fn rate_limit_allows_a_burst_then_the_rate() {
