@@ -690,6 +690,10 @@ async fn review_ws_rfc6455_4_2_1_odd_handshakes() {
     let a = ask("GET /sip HTTP/1.1\r\nHost: gw\r\nconnection: keep-alive, upgrade\r\nupgrade: WebSocket\r\n\
 sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-protocol: foo, SIP\r\n\r\n").await;
     assert!(a.starts_with("HTTP/1.1 101 "), "{a}");
+    // The subprotocol is named as the client spelled it (a client checks the server chose one
+    // it offered, RFC 6455 §4.1), and the accept value is §1.3's.
+    assert!(a.contains("sec-websocket-protocol: SIP\r\n"), "{a}");
+    assert!(a.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{a}");
     // Version 8: 426 naming the version spoken (§4.2.2).
     let a = ask("GET /sip HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
 Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: sip\r\n\r\n").await;

@@ -89,7 +89,7 @@ pub async fn upgrade(
         }
         return res;
     }
-    if !offers_sip(headers) {
+    let Some(protocol) = offered_sip(headers) else {
         // RFC 7118 §4.1: the client MUST offer the `sip` subprotocol.
         state.metrics.ws_rejected("no_sip_subprotocol");
         return (
@@ -97,7 +97,7 @@ pub async fn upgrade(
             "the WebSocket subprotocol `sip` is required (RFC 7118 §4.1): send Sec-WebSocket-Protocol: sip\n",
         )
             .into_response();
-    }
+    };
     let accept = rfc6455::accept_key(
         headers
             .get(header::SEC_WEBSOCKET_KEY)
@@ -141,7 +141,7 @@ pub async fn upgrade(
         .header(header::CONNECTION, "upgrade")
         .header(header::UPGRADE, "websocket")
         .header(header::SEC_WEBSOCKET_ACCEPT, accept)
-        .header(header::SEC_WEBSOCKET_PROTOCOL, "sip")
+        .header(header::SEC_WEBSOCKET_PROTOCOL, protocol)
         .body(axum::body::Body::empty())
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
@@ -220,13 +220,17 @@ fn refused(why: Refusal) -> Response {
     (status, [(header::RETRY_AFTER, after)], text).into_response()
 }
 
-fn offers_sip(headers: &HeaderMap) -> bool {
+/// The client's offer of the `sip` subprotocol, spelled as the client spelled it: the answer
+/// names it the same way, as a client checks the server chose one it offered (RFC 6455 §4.1).
+fn offered_sip(headers: &HeaderMap) -> Option<HeaderValue> {
     headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|p| p.trim().eq_ignore_ascii_case("sip"))
+        .map(str::trim)
+        .find(|p| p.eq_ignore_ascii_case("sip"))
+        .and_then(|p| HeaderValue::from_str(p).ok())
 }
 
 /// What woke a connection's task.
