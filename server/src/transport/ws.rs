@@ -244,6 +244,8 @@ enum Step {
 
 /// How reading a connection ended.
 enum ReadEnd {
+    /// A burst's worth was read and more is waiting.
+    More,
     /// The client closed or reset the connection.
     Gone,
     /// The client broke RFC 6455: fail it with this Close.
@@ -298,6 +300,7 @@ async fn serve(
     let mut budget = RateLimit::new(state.config.max_messages_per_sec);
     // Bytes the client sent right behind its upgrade request.
     let mut first = Some(read_ahead).filter(|b| !b.is_empty());
+    let mut read_first = false;
     let shutdown = state.shutdown.clone();
     let shutdown = shutdown.cancelled();
     tokio::pin!(shutdown);
@@ -313,14 +316,23 @@ async fn serve(
             // Polled by hand rather than with `select!` over futures: the socket's readiness
             // and the queue keep their wakers where they live, and this task (every idle
             // connection's memory) is not sized for four futures at once.
+            //
+            // The socket and the queue take turns at going first: a client that keeps the
+            // socket readable (a stream of Pongs is not rate limited) must not keep the task
+            // deaf to the hub (a register timeout's or a revocation's Close), and a busy queue
+            // must not keep the client's messages unread. Neither rests on tokio's budget.
+            read_first = !read_first;
             std::future::poll_fn(|cx| {
+                if !read_first && let Poll::Ready(cmd) = rx.poll_recv(cx) {
+                    return Poll::Ready(Step::Command(cmd));
+                }
                 if let Poll::Ready(ready) = stream.poll_read_ready(cx) {
                     return Poll::Ready(match ready {
                         Ok(()) => read_ready(&stream, &mut inbound),
                         Err(_) => Step::Read(Vec::new(), Some(ReadEnd::Gone)),
                     });
                 }
-                if let Poll::Ready(cmd) = rx.poll_recv(cx) {
+                if read_first && let Poll::Ready(cmd) = rx.poll_recv(cx) {
                     return Poll::Ready(Step::Command(cmd));
                 }
                 if ping.poll_tick(cx).is_ready() {
@@ -372,6 +384,10 @@ async fn serve(
                 }
                 match end {
                     None => {}
+                    // The client sends faster than a burst: the other tasks (the hub, with the
+                    // Close it may have for this connection) and the timers get their turn
+                    // before the next one, on any runtime and however slow the machine.
+                    Some(ReadEnd::More) => tokio::task::yield_now().await,
                     Some(ReadEnd::Gone) => break None,
                     Some(ReadEnd::Violated(v)) => {
                         debug!(%flow, reason = v.reason, "WebSocket protocol violation");
@@ -439,15 +455,18 @@ fn read_ready(stream: &TcpStream, inbound: &mut Inbound) -> Step {
                 if let Err(v) = inbound.feed(&buf[..n], &mut events) {
                     return Step::Read(events, Some(ReadEnd::Violated(v)));
                 }
-                if n < buf.len() || events.len() >= BURST_EVENTS {
-                    break;
+                if n < buf.len() {
+                    return Step::Read(events, None);
+                }
+                if events.len() >= BURST_EVENTS {
+                    return Step::Read(events, Some(ReadEnd::More));
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Read(events, None),
             Err(_) => return Step::Read(events, Some(ReadEnd::Gone)),
         }
     }
-    Step::Read(events, None)
+    Step::Read(events, Some(ReadEnd::More))
 }
 
 /// Why a write failed.
@@ -548,19 +567,37 @@ async fn close_connection(mut stream: TcpStream, close: Option<(u16, &str)>) {
     if stream.shutdown().await.is_err() {
         return;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        while stream.readable().await.is_ok() && drop_some(&stream) {}
-    })
-    .await;
+    // Bounded by the clock checked here and by bytes, and yielding after every read: a client
+    // that keeps sending must neither hold this task past the second nor keep the others on
+    // its thread from running meanwhile (the timer of a `timeout` is only looked at between
+    // the tasks' turns).
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    let mut left = DRAIN_BYTES;
+    while left > 0 && tokio::time::Instant::now() < until {
+        match tokio::time::timeout_at(until, stream.readable()).await {
+            Ok(Ok(())) => {}
+            _ => return,
+        }
+        match drop_some(&stream) {
+            Some(n) => left = left.saturating_sub(n),
+            None => return,
+        }
+        tokio::task::yield_now().await;
+    }
 }
 
-/// Reads what the client sent and drops it: false once the connection is at its end.
-fn drop_some(stream: &TcpStream) -> bool {
-    let mut sink = [0u8; 512];
+/// What a closing client may still send before the connection is dropped regardless.
+const DRAIN_BYTES: usize = 64 * 1024;
+
+/// Reads what the client sent and drops it: how many bytes, None once the connection is at
+/// its end.
+fn drop_some(stream: &TcpStream) -> Option<usize> {
+    let mut sink = [0u8; 4096];
     match stream.try_read(&mut sink) {
-        Ok(0) => false,
-        Ok(_) => true,
-        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        Ok(0) => None,
+        Ok(n) => Some(n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(0),
+        Err(_) => None,
     }
 }
 
@@ -624,8 +661,8 @@ mod tests {
         server.readable().await.expect("readable");
         tokio::time::sleep(Duration::from_millis(200)).await;
         let mut inbound = Inbound::new(65536);
-        let Step::Read(events, None) = read_ready(&server, &mut inbound) else {
-            panic!("a read with no end");
+        let Step::Read(events, Some(ReadEnd::More)) = read_ready(&server, &mut inbound) else {
+            panic!("a burst that says more is waiting");
         };
         assert!(!events.is_empty());
         assert!(
