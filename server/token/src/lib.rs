@@ -54,4 +54,4 @@ pub use keydir::{check_secret_file, read_secret_file};
 pub use keys::{KeyError, KeyRing};
 pub use mint::{MintError, MintRequest, Minter, MinterConfig, new_jti};
 pub use secret::{AccessToken, Secret};
-pub use verify::{Verified, Verifier};
+pub use verify::{Job, Lookup, Verdict, Verified, Verifier};

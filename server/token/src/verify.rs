@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -42,26 +43,102 @@ pub struct Verified {
     pub token_hash: [u8; 32],
 }
 
-/// Checks tokens. Owned by one task (`&mut self`), like the rest of the edge's state.
+/// Checks tokens. Owned by one task (`&mut self`), like the rest of the edge's state; the
+/// signature checks themselves can be done elsewhere ([`Verifier::lookup`], [`Job`]).
 pub struct Verifier {
+    /// What a token is checked against, shared with [`Job`]s: replaced, never changed in
+    /// place while a job holds it.
+    rules: Arc<Rules>,
+    /// Counts replacements of `rules`: a [`Verdict`] of older rules is not taken.
+    generation: u64,
+    max_token_bytes: usize,
+    cache: Cache,
+    /// When each external issuer's keys were last refetched for an unknown `kid`.
+    refetched: HashMap<String, u64>,
+}
+
+/// The issuers, keys and claims rules a token is checked against.
+#[derive(Clone)]
+struct Rules {
     issuer: String,
     audience: String,
     required_scope: Option<String>,
-    max_token_bytes: usize,
     leeway: u64,
     hmac: Option<DecodingKey>,
     ours: HashMap<String, DecodingKey>,
     external: HashMap<String, External>,
-    cache: Cache,
 }
 
 /// A configured external issuer and what is known of its keys.
+#[derive(Clone)]
 struct External {
     audience: String,
     algorithms: Vec<Algorithm>,
     require_typ: Option<String>,
     keys: HashMap<String, ExternalKey>,
-    last_refetch: Option<u64>,
+}
+
+/// [`Verifier::lookup`]'s answer.
+pub enum Lookup {
+    /// Known without checking a signature: from the cache, or refused before one.
+    Done(Result<Verified, TokenError>),
+    /// The token needs its signature checked: run the job (anywhere, any thread) and give its
+    /// verdict to [`Verifier::settle`].
+    Uncached(Job),
+}
+
+/// Checking one token's signature and claims, away from the [`Verifier`].
+pub struct Job {
+    rules: Arc<Rules>,
+    generation: u64,
+    token_hash: [u8; 32],
+}
+
+impl Job {
+    /// SHA-256 of the token this job is for.
+    pub fn token_hash(&self) -> [u8; 32] {
+        self.token_hash
+    }
+
+    /// Checks `token` (the one [`Verifier::lookup`] was given) at `now`.
+    pub fn run(&self, now: u64, token: &str) -> Verdict {
+        Verdict {
+            generation: self.generation,
+            token_hash: self.token_hash,
+            result: self.rules.verify_uncached(now, token),
+        }
+    }
+}
+
+impl fmt::Debug for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Job")
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a [`Job`] found.
+pub struct Verdict {
+    generation: u64,
+    token_hash: [u8; 32],
+    result: Result<(Claims, VerifiedBy), TokenError>,
+}
+
+impl fmt::Debug for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verdict")
+            .field("generation", &self.generation)
+            .field("ok", &self.result.is_ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verdict {
+    /// SHA-256 of the token it is for.
+    pub fn token_hash(&self) -> [u8; 32] {
+        self.token_hash
+    }
 }
 
 /// The JOSE header fields we read (RFC 7515 §4.1); others are ignored.
@@ -90,23 +167,26 @@ impl Verifier {
                     algorithms: e.algorithms,
                     require_typ: e.require_typ,
                     keys: HashMap::new(),
-                    last_refetch: None,
                 };
                 (e.issuer, state)
             })
             .collect();
         let mut v = Verifier {
-            issuer: config.issuer,
-            audience: config.audience,
-            required_scope: config.required_scope,
+            rules: Arc::new(Rules {
+                issuer: config.issuer,
+                audience: config.audience,
+                required_scope: config.required_scope,
+                leeway: config.leeway_secs,
+                hmac: config
+                    .hmac_secret
+                    .map(|s| DecodingKey::from_secret(s.expose())),
+                ours: HashMap::new(),
+                external,
+            }),
+            generation: 0,
             max_token_bytes: config.max_token_bytes,
-            leeway: config.leeway_secs,
-            hmac: config
-                .hmac_secret
-                .map(|s| DecodingKey::from_secret(s.expose())),
-            ours: HashMap::new(),
-            external,
             cache: Cache::new(config.cache_capacity),
+            refetched: HashMap::new(),
         };
         v.set_our_keys(ours);
         Ok(v)
@@ -114,12 +194,13 @@ impl Verifier {
 
     /// Replaces our keys (after a rotation or retirement); cached tokens of removed keys go.
     pub fn set_our_keys(&mut self, ring: &KeyRing) {
-        self.ours = ring
+        let rules = self.rules_mut();
+        rules.ours = ring
             .keys()
             .iter()
             .map(|k| (k.kid.clone(), k.decoding.clone()))
             .collect();
-        let ours = &self.ours;
+        let ours = &self.rules.ours;
         self.cache
             .retain(|by| match (&by.external_issuer, &by.kid) {
                 (None, Some(kid)) => ours.contains_key(kid),
@@ -131,11 +212,15 @@ impl Verifier {
     /// Cached tokens verified with keys no longer in the set are dropped.
     pub fn set_external_jwks(&mut self, issuer: &str, jwks: &JwkSet) -> Result<(), JwksError> {
         let ext = self
+            .rules
             .external
-            .get_mut(issuer)
+            .get(issuer)
             .ok_or(JwksError::UnknownIssuer)?;
-        ext.keys = external::keys_from_jwks(jwks, &ext.algorithms)?;
-        let keys = &ext.keys;
+        let keys = external::keys_from_jwks(jwks, &ext.algorithms)?;
+        if let Some(ext) = self.rules_mut().external.get_mut(issuer) {
+            ext.keys = keys;
+        }
+        let keys = &self.rules.external[issuer].keys;
         self.cache
             .retain(|by| match (&by.external_issuer, &by.kid) {
                 (Some(i), Some(kid)) if i == issuer => keys.contains_key(kid),
@@ -148,37 +233,71 @@ impl Verifier {
     /// refetch `iss`'s JWK Set now. True at most once per 30 s per issuer, so a stream of tokens
     /// with made-up `kid`s cannot turn the edge into a load generator against the issuer.
     pub fn should_refetch(&mut self, issuer: &str, now: u64) -> bool {
-        let Some(ext) = self.external.get_mut(issuer) else {
+        if !self.rules.external.contains_key(issuer) {
             return false;
-        };
-        let due = ext
-            .last_refetch
-            .is_none_or(|t| now >= t.saturating_add(REFETCH_INTERVAL_SECS));
+        }
+        let last = self.refetched.get(issuer).copied();
+        let due = last.is_none_or(|t| now >= t.saturating_add(REFETCH_INTERVAL_SECS));
         if due {
-            ext.last_refetch = Some(now);
+            self.refetched.insert(issuer.to_owned(), now);
         }
         due
+    }
+
+    /// The rules, to be replaced: a job still holding the old ones keeps them, and its verdict
+    /// is not taken ([`Verifier::settle`]).
+    fn rules_mut(&mut self) -> &mut Rules {
+        self.generation += 1;
+        Arc::make_mut(&mut self.rules)
     }
 
     /// Full check of `token` at time `now` (Unix seconds); see the module docs for the order.
     /// A token verified before is answered from the cache, with its time window re-checked.
     pub fn verify(&mut self, now: u64, token: &str) -> Result<Verified, TokenError> {
+        match self.lookup(now, token) {
+            Lookup::Done(r) => r,
+            Lookup::Uncached(job) => {
+                let verdict = job.run(now, token);
+                self.settle(verdict)
+                    .unwrap_or_else(|| unreachable!("a job run at once has the current rules"))
+            }
+        }
+    }
+
+    /// [`Verifier::verify`] without checking a signature here: a token in the cache (or one
+    /// refused by its size) is answered, any other comes back as a [`Job`] to run elsewhere.
+    pub fn lookup(&mut self, now: u64, token: &str) -> Lookup {
         if token.len() > self.max_token_bytes {
-            return Err(TokenError::TooLarge);
+            return Lookup::Done(Err(TokenError::TooLarge));
         }
         let token_hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         self.cache.purge(now);
         if let Some(claims) = self.cache.get(&token_hash) {
-            claims.check_time(now, self.leeway)?;
-            return Ok(Verified {
+            return Lookup::Done(claims.check_time(now, self.rules.leeway).map(|()| Verified {
                 claims: claims.clone(),
                 token_hash,
-            });
+            }));
         }
-        let (claims, by) = self.verify_uncached(now, token)?;
-        let until = claims.exp.saturating_add(self.leeway);
-        self.cache.insert(token_hash, until, claims.clone(), by);
-        Ok(Verified { claims, token_hash })
+        Lookup::Uncached(Job {
+            rules: self.rules.clone(),
+            generation: self.generation,
+            token_hash,
+        })
+    }
+
+    /// Takes a [`Job`]'s verdict: a good token goes into the cache. None when the keys changed
+    /// since the job was made: its verdict may be of keys no longer trusted (or missing keys
+    /// that came since); look the token up again.
+    pub fn settle(&mut self, verdict: Verdict) -> Option<Result<Verified, TokenError>> {
+        if verdict.generation != self.generation {
+            return None;
+        }
+        let token_hash = verdict.token_hash;
+        Some(verdict.result.map(|(claims, by)| {
+            let until = claims.exp.saturating_add(self.rules.leeway);
+            self.cache.insert(token_hash, until, claims.clone(), by);
+            Verified { claims, token_hash }
+        }))
     }
 
     /// Number of tokens in the cache.
@@ -191,6 +310,9 @@ impl Verifier {
         self.cache.hits()
     }
 
+}
+
+impl Rules {
     fn verify_uncached(&self, now: u64, token: &str) -> Result<(Claims, VerifiedBy), TokenError> {
         let (header_b64, payload_b64, signature_b64, signing_input) = split_compact(token)?;
         let header: Header = decode_json(header_b64, "header is not base64url JSON")?;
@@ -279,11 +401,11 @@ impl Verifier {
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verifier")
-            .field("issuer", &self.issuer)
-            .field("audience", &self.audience)
-            .field("our_kids", &self.ours.keys().collect::<Vec<_>>())
-            .field("hmac", &self.hmac.is_some())
-            .field("external", &self.external.keys().collect::<Vec<_>>())
+            .field("issuer", &self.rules.issuer)
+            .field("audience", &self.rules.audience)
+            .field("our_kids", &self.rules.ours.keys().collect::<Vec<_>>())
+            .field("hmac", &self.rules.hmac.is_some())
+            .field("external", &self.rules.external.keys().collect::<Vec<_>>())
             .field("cache_len", &self.cache.len())
             .finish_non_exhaustive()
     }

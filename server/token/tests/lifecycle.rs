@@ -204,3 +204,68 @@ fn refused_tokens_are_not_cached() {
     }
     assert_eq!((s.verifier.cache_len(), s.verifier.cache_hits()), (0, 0));
 }
+
+// ---------------------------------------------------------------- verification elsewhere
+
+#[test]
+fn a_job_run_on_another_thread_settles_into_the_cache() {
+    use imsgw_token::Lookup;
+    let mut s = setup();
+    let token = mint(&s);
+    let Lookup::Uncached(job) = s.verifier.lookup(NOW, &token) else {
+        panic!("a new token is not in the cache");
+    };
+    let t = token.clone();
+    let verdict = std::thread::spawn(move || job.run(NOW, &t))
+        .join()
+        .expect("thread");
+    let got = s.verifier.settle(verdict).expect("same keys");
+    assert!(got.is_ok(), "{got:?}");
+    // Now a cache hit, with the same claims as verify gives.
+    let Lookup::Done(Ok(v)) = s.verifier.lookup(NOW + 1, &token) else {
+        panic!("settled into the cache");
+    };
+    assert_eq!(Ok(v), s.verifier.verify(NOW + 1, &token));
+    assert_eq!(s.verifier.cache_len(), 1);
+}
+
+#[test]
+fn a_refused_job_is_not_cached_and_a_verdict_of_replaced_keys_is_not_taken() {
+    use imsgw_token::Lookup;
+    let mut s = setup();
+    let token = mint(&s);
+    let forged = format!("{}AAAA", &token[..token.len() - 4]);
+    let Lookup::Uncached(job) = s.verifier.lookup(NOW, &forged) else {
+        panic!("uncached");
+    };
+    assert_eq!(
+        s.verifier.settle(job.run(NOW, &forged)),
+        Some(Err(TokenError::BadSignature))
+    );
+    assert!(matches!(
+        s.verifier.lookup(NOW, &forged),
+        Lookup::Uncached(_)
+    ));
+    // The key is retired while a job is out: its verdict (made with the old keys) is not
+    // taken, and looking again finds the key gone.
+    let Lookup::Uncached(job) = s.verifier.lookup(NOW, &token) else {
+        panic!("uncached");
+    };
+    let t2 = NOW + 60 + LIFETIME + 61;
+    KeyRing::rotate(s.dir.path(), NOW + 60).expect("rotate");
+    KeyRing::retire(s.dir.path(), t2, LIFETIME).expect("retire");
+    let ring = KeyRing::load_or_create(s.dir.path(), t2).expect("reload");
+    s.verifier.set_our_keys(&ring);
+    assert_eq!(s.verifier.settle(job.run(NOW, &token)), None);
+    assert_eq!(s.verifier.cache_len(), 0);
+    assert_eq!(
+        s.verifier.verify(NOW, &token),
+        Err(TokenError::UnknownKid { issuer: None })
+    );
+    // Too large is answered without a job.
+    let huge = "a".repeat(64 * 1024);
+    assert!(matches!(
+        s.verifier.lookup(NOW, &huge),
+        Lookup::Done(Err(TokenError::TooLarge))
+    ));
+}
