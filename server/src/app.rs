@@ -48,6 +48,8 @@ pub enum StartError {
     Media(String),
     #[error("phones: {0}")]
     Phones(String),
+    #[error("sip.verify_threads: cannot start a thread: {0}")]
+    VerifyThreads(std::io::Error),
 }
 
 /// A started gateway.
@@ -286,6 +288,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 )
             }),
             proofs: crate::edge::pop::ProofSettings::default(),
+            elsewhere: crate::edge::Elsewhere::new(config.sip.verify_threads > 0),
         }
     };
     let (jwks_tx, jwks_rx) = mpsc::channel(64);
@@ -344,6 +347,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         hub_tx.clone(),
         shutdown.clone(),
     ));
+    let verify_jobs = crate::hub::verify_threads(config.sip.verify_threads, hub_tx.clone())
+        .map_err(StartError::VerifyThreads)?;
     let hub = Hub::new(
         edge,
         hub_rx,
@@ -354,6 +359,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         revoked_rx,
         media,
         grant_tx,
+        verify_jobs,
     );
     let hub_task = tokio::spawn(hub.run());
 

@@ -285,6 +285,12 @@ pub struct SipConfig {
     /// when it next has something to send. 0 keeps them for ever. Default 300.
     #[serde(default = "default_sip_idle_timeout")]
     pub idle_timeout_secs: u64,
+    /// `sip.verify_threads`: threads that check the signatures of tokens the edge has not
+    /// seen before, so that a stream of new tokens (a ramp after a restart, or forged tokens)
+    /// does not hold up every other SIP message on the edge's one task. 0 checks them on that
+    /// task. At most 16. Default 1.
+    #[serde(default = "default_verify_threads")]
+    pub verify_threads: usize,
     /// `sip.identity_assertion`: how the authenticated identity is told to the P-CSCF; any of
     /// `tna` (an `Authorization` header with `integrity-protected="auth-done"` for the IMPI on
     /// REGISTER, TS 24.229 / TS 33.203 trusted node authentication), `pai` (P-Asserted-Identity
@@ -457,6 +463,9 @@ fn default_unregistered_per_address() -> usize {
     32
 }
 
+fn default_verify_threads() -> usize {
+    1
+}
 fn default_sip_max_connections() -> usize {
     1024
 }
@@ -936,6 +945,12 @@ impl Config {
                 "must be at least 1 (0 would refuse every IMS-side connection)",
             ));
         }
+        if self.sip.verify_threads > 16 {
+            return Err(key_err(
+                "sip.verify_threads",
+                "at most 16 (one or two keep up with thousands of new tokens a second)",
+            ));
+        }
         Ok(())
     }
 
@@ -1190,6 +1205,15 @@ upstream = "sip:127.0.0.1:5070;transport=udp"
             c.obsolete_keys(),
             ["websocket.read_buffer_size", "websocket.write_buffer_size"]
         );
+    }
+
+    #[test]
+    fn sip_verify_threads_defaults_to_one_and_is_bounded() {
+        assert_eq!(load(MIN, &[]).expect("default").sip.verify_threads, 1);
+        let e = load(&format!("{MIN}verify_threads = 17\n"), &[]).expect_err("17");
+        assert!(e.to_string().contains("sip.verify_threads"), "{e}");
+        let c = load(&format!("{MIN}verify_threads = 0\n"), &[]).expect("0: inline");
+        assert_eq!(c.sip.verify_threads, 0);
     }
 
     #[test]

@@ -84,6 +84,8 @@ pub enum HubInput {
         ticket: u64,
         result: Result<Granted, GrantError>,
     },
+    /// A verifying thread's verdict on a token ([`verify_threads`]).
+    TokenVerdict(Box<imsgw_token::Verdict>),
 }
 
 /// How the hub reaches the P-CSCF.
@@ -121,6 +123,50 @@ pub struct Hub {
     revoke_backlog: std::collections::VecDeque<(u64, GrantAsk)>,
     /// Whether the WAF's revocation channel may still deliver.
     revocations_open: bool,
+    /// Hands new tokens' signature checks to the verifying threads (`sip.verify_threads`).
+    verify_jobs: Option<VerifyJobs>,
+}
+
+/// The queue to the verifying threads.
+pub type VerifyJobs = std::sync::mpsc::SyncSender<(Box<imsgw_token::Job>, String)>;
+
+/// Token checks waiting for a verifying thread at most; beyond, the edge checks inline.
+const VERIFY_QUEUE: usize = 1024;
+
+/// Starts `n` threads that check tokens' signatures ([`Output::VerifyToken`]) and hand the
+/// verdicts to the hub; None for 0 (the edge checks them itself). The threads end when the hub
+/// drops the queue; they hold the hub's input only weakly, as the hub runs until every sender
+/// of its inputs is gone.
+pub fn verify_threads(
+    n: usize,
+    hub: mpsc::Sender<HubInput>,
+) -> std::io::Result<Option<VerifyJobs>> {
+    if n == 0 {
+        return Ok(None);
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(Box<imsgw_token::Job>, String)>(VERIFY_QUEUE);
+    let rx = Arc::new(std::sync::Mutex::new(rx));
+    let hub = hub.downgrade();
+    for i in 0..n {
+        let (rx, hub) = (rx.clone(), hub.clone());
+        std::thread::Builder::new()
+            .name(format!("imsgw-verify-{i}"))
+            .spawn(move || {
+                loop {
+                    let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok((job, token)) = next else { return };
+                    let verdict = job.run(crate::waf::unix_now(), &token);
+                    let Some(hub) = hub.upgrade() else { return };
+                    if hub
+                        .blocking_send(HubInput::TokenVerdict(Box::new(verdict)))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            })?;
+    }
+    Ok(Some(tx))
 }
 
 /// Revocations kept while the WAF's queue is full.
@@ -152,6 +198,7 @@ impl Hub {
             mpsc::UnboundedReceiver<imsgw_media::Event>,
         )>,
         grant_asks: mpsc::Sender<(u64, GrantAsk)>,
+        verify_jobs: Option<VerifyJobs>,
     ) -> Self {
         let (media, media_events) = match media {
             Some((m, rx)) => (Some(m), Some(rx)),
@@ -172,6 +219,7 @@ impl Hub {
             grant_asks,
             revoke_backlog: std::collections::VecDeque::new(),
             revocations_open: true,
+            verify_jobs,
         }
     }
 
@@ -287,6 +335,7 @@ impl Hub {
                 self.edge.set_external_jwks(now, &issuer, &jwks)
             }
             HubInput::Granted { ticket, result } => self.edge.granted(now, ticket, result),
+            HubInput::TokenVerdict(verdict) => self.edge.token_verdict(now, *verdict),
         }
     }
 
@@ -329,6 +378,18 @@ impl Hub {
                 }
                 Output::FetchJwks { issuer } => {
                     let _ = self.jwks_asks.try_send(issuer);
+                }
+                Output::VerifyToken { job, token } => {
+                    let hash = job.token_hash();
+                    let queued = match &self.verify_jobs {
+                        Some(q) => q.try_send((job, token)).is_ok(),
+                        None => false,
+                    };
+                    if !queued {
+                        debug!("token check queue full or gone; checking on the edge's task");
+                        self.edge
+                            .verify_unavailable(Instant::now().into_std(), hash);
+                    }
                 }
                 Output::Media(cmd) => {
                     if let Some(m) = &self.media {
@@ -475,6 +536,7 @@ mod tests {
             revoke_rx,
             None,
             grant_tx,
+            None,
         );
         tokio::spawn(hub.run());
         (tx, (jwks_rx, revoke_tx, grant_rx))

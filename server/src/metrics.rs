@@ -331,6 +331,10 @@ impl Metrics {
         counter!("imsgw_sip_stray_responses_dropped_total").absolute(s.stray_responses_dropped);
         counter!("imsgw_sip_flow_busy_503_total").absolute(s.flow_busy_503);
         counter!("imsgw_ws_register_timeouts_total").absolute(s.register_timeouts);
+        counter!("imsgw_sip_tokens_checked_total", "where" => "verify_thread")
+            .absolute(s.tokens_verified_elsewhere);
+        counter!("imsgw_sip_tokens_checked_total", "where" => "edge_fallback")
+            .absolute(s.tokens_verified_inline);
         counter!("imsgw_sip_malformed_responses_dropped_total")
             .absolute(s.malformed_responses_dropped);
     }

@@ -77,6 +77,32 @@ pub struct Auth {
     pub digest: Option<super::digest::DigestSettings>,
     /// Proofs of possession for tokens bound to a key (`pop`).
     pub proofs: ProofSettings,
+    /// Checking new tokens' signatures away from the edge's task (`sip.verify_threads`).
+    pub elsewhere: Elsewhere,
+}
+
+/// New tokens' signatures checked on another thread (issue 11 §3): the edge looks a token up
+/// in its cache and, for one it has not seen, parks the request and hands out a
+/// [`imsgw_token::Job`]; the verdict comes back to [`super::Edge::token_verdict`] and the
+/// parked requests are decided again, every rule as before. Revocation, the proof of
+/// possession and the identity rules stay here.
+#[derive(Default)]
+pub struct Elsewhere {
+    /// Off: every token is checked inline, as [`Verifier::verify`] does.
+    pub enabled: bool,
+    /// The verdict being replayed: the requests parked for this token are decided with it.
+    pub(super) settled: Option<([u8; 32], Result<imsgw_token::Verified, TokenError>)>,
+    /// Decide inline for now (the verifying thread is full, gone, or late).
+    pub(super) inline_now: bool,
+}
+
+impl Elsewhere {
+    pub fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            ..Self::default()
+        }
+    }
 }
 
 /// The flow a request came on, as far as deciding for it goes.
@@ -121,6 +147,9 @@ pub enum Decision {
     Park { issuer: String },
     /// Drop it without an answer (an `ACK` nobody authorized: it cannot be answered).
     Drop,
+    /// The token is new: check its signature elsewhere (`job`, with the token), then look
+    /// again.
+    Verify(Box<(imsgw_token::Job, String)>),
 }
 
 #[derive(Debug)]
@@ -151,6 +180,7 @@ impl Auth {
             revoked: Revoked::default(),
             digest: None,
             proofs: ProofSettings::default(),
+            elsewhere: Elsewhere::default(),
         }
     }
 
@@ -239,6 +269,7 @@ impl Auth {
                 }
             }
             Some(Err(Refused::Proof(p))) => Decision::Reject(self.proof_refusal(now, flow.id, &p)),
+            Some(Err(Refused::Unverified(job))) => Decision::Verify(job),
             Some(Err(e)) => Decision::Reject(self.refusal(&e)),
             None if register => Decision::Reject(self.challenge(None)),
             // RFC 8898 §2.1.4: requests after registration ride on the registration.
@@ -279,7 +310,7 @@ impl Auth {
         }
         // Issue 13 §3: a token bound to a key is its holder's only on a flow that proves the key.
         let checked = self
-            .check_token(now, token, header)
+            .check_token(now, token, header, true)
             .and_then(|(id, cnf_jkt)| {
                 if let Some(cnf) = cnf_jkt {
                     (self.proofs)
@@ -299,11 +330,25 @@ impl Auth {
         now: u64,
         token: &str,
         header: HeaderName,
+        may_defer: bool,
     ) -> Result<(Identity, Option<String>), Refused> {
         let Some(verifier) = self.verifier.as_mut() else {
             return Err(Refused::Token(TokenError::Malformed("no verifier")));
         };
-        let c = verifier.verify(now, token).map_err(Refused::Token)?.claims;
+        let e = &self.elsewhere;
+        let verified = if may_defer && e.enabled && !e.inline_now {
+            match verifier.lookup(now, token) {
+                imsgw_token::Lookup::Done(r) => r,
+                imsgw_token::Lookup::Uncached(job) => match &e.settled {
+                    // A good verdict went into the cache; this is a refusal being replayed.
+                    Some((hash, r)) if *hash == job.token_hash() => r.clone(),
+                    _ => return Err(Refused::Unverified(Box::new((job, token.to_owned())))),
+                },
+            }
+        } else {
+            verifier.verify(now, token)
+        };
+        let c = verified.map_err(Refused::Token)?.claims;
         if self.revoked.contains(&c.jti) {
             return Err(Refused::Revoked);
         }
@@ -326,12 +371,13 @@ impl Auth {
     /// checked like any other; `Err` says why not.
     pub fn identity_of(&mut self, now: u64, token: &AccessToken) -> Result<Identity, String> {
         // A token the edge obtained was never the UA's to prove: its binding is not checked.
-        self.check_token(now, token.expose(), HeaderName::Authorization)
+        self.check_token(now, token.expose(), HeaderName::Authorization, false)
             .map(|(id, _)| id)
             .map_err(|e| match e {
                 Refused::Revoked => "the token was revoked".to_string(),
                 Refused::Token(e) => format!("the token was refused: {e}"),
                 Refused::Proof(p) => p.to_string(),
+                Refused::Unverified(_) => unreachable!("checked inline"),
             })
     }
 
@@ -348,6 +394,7 @@ impl Auth {
             Refused::Revoked => "the token was revoked".to_string(),
             Refused::Token(e) => format!("the token was refused: {e}"),
             Refused::Proof(p) => p.to_string(),
+            Refused::Unverified(_) => "the token is being checked".to_string(),
         });
         r
     }
@@ -455,6 +502,8 @@ enum Refused {
     Revoked,
     /// Valid, but bound to a key this flow has not proven (`pop`).
     Proof(ProofRefusal),
+    /// Not seen before: its signature is to be checked elsewhere (`Elsewhere`).
+    Unverified(Box<(imsgw_token::Job, String)>),
 }
 
 /// A 403 for a request whose identity is not the one its token or registration proved.

@@ -76,6 +76,7 @@ fn edge(required: bool, tcp: bool) -> Edge {
             revoked: Revoked::default(),
             digest: Some(super::digest::DigestSettings::new("ims.example".into())),
             proofs: super::pop::ProofSettings::default(),
+            elsewhere: Default::default(),
         }
     } else {
         Auth::disabled()

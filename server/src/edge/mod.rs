@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-pub use auth::{Auth, AuthSettings, Identity, Revoked};
+pub use auth::{Auth, AuthSettings, Elsewhere, Identity, Revoked};
 pub use flow::{FlowId, FlowKey};
 pub use grant::{GrantAsk, GrantError, GrantStats, Granted};
 pub use local::{FlowKind, Local};
@@ -111,6 +111,13 @@ pub enum Output {
     Grant { ticket: u64, ask: GrantAsk },
     /// Fetch this external issuer's JWKS and hand it to [`Edge::set_external_jwks`].
     FetchJwks { issuer: String },
+    /// Check a new token's signature (`job.run(now, &token)`) off this task and hand the
+    /// verdict to [`Edge::token_verdict`]; if that cannot be done now, call
+    /// [`Edge::verify_unavailable`] instead.
+    VerifyToken {
+        job: Box<imsgw_token::Job>,
+        token: String,
+    },
     /// Hand this to the media engine; what it reports goes to [`Edge::media_event`].
     Media(imsgw_media::Command),
 }
@@ -140,6 +147,11 @@ pub struct Stats {
     pub flow_busy_503: u64,
     /// WebSockets closed for not registering within `websocket.register_timeout_secs`.
     pub register_timeouts: u64,
+    /// New tokens whose signature was checked off the edge's task (`sip.verify_threads`).
+    pub tokens_verified_elsewhere: u64,
+    /// New tokens checked on the edge's task after all, the verifying thread being full or
+    /// late.
+    pub tokens_verified_inline: u64,
 }
 
 /// Settings of the core, from the config tree.
@@ -227,16 +239,31 @@ impl FlowInfo {
 /// handful; more is a flood, answered `503` (RFC 3261 §21.5.4) before it costs any state.
 pub const MAX_PENDING_PER_FLOW: usize = 64;
 
-/// A request waiting for an external issuer's keys.
+/// A request waiting for an external issuer's keys, or for its token's signature check.
 struct Parked {
     flow: FlowId,
     bytes: Bytes,
-    issuer: String,
+    waits: Waits,
     until: Instant,
+}
+
+/// What a parked request waits for.
+#[derive(PartialEq, Eq)]
+enum Waits {
+    Jwks(String),
+    /// The verdict on the token with this SHA-256.
+    Token([u8; 32]),
 }
 
 /// How long a request waits for a JWKS fetch before it is answered with what is known.
 const PARK_FOR: Duration = Duration::from_secs(3);
+
+/// How long a request waits for its token's check on the verifying thread before it is
+/// checked on the edge's task after all (the thread is stuck or far behind).
+const VERIFY_WAIT: Duration = Duration::from_secs(2);
+
+/// Requests waiting for token checks at most: beyond, tokens are checked inline.
+const MAX_VERIFYING: usize = 4096;
 
 /// The edge proxy state machine.
 pub struct Edge {
@@ -325,13 +352,54 @@ impl Edge {
         {
             tracing::warn!(issuer, error = %e, "unusable JWKS from an external issuer");
         }
-        let (ready, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
-            .into_iter()
-            .partition(|p| p.issuer == issuer);
-        self.parked = waiting;
-        for p in ready {
+        let waits = Waits::Jwks(issuer.to_owned());
+        for p in self.unpark(|p| p.waits == waits) {
             self.from_flow(now, p.flow, p.bytes);
         }
+    }
+
+    /// The parked requests `which` picks, taken out.
+    fn unpark(&mut self, which: impl Fn(&Parked) -> bool) -> Vec<Parked> {
+        let (ready, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(which);
+        self.parked = waiting;
+        ready
+    }
+
+    /// A new token's check came back (see [`Output::VerifyToken`]): the requests waiting for
+    /// it are decided again, with the verdict. A verdict made with keys replaced since is not
+    /// taken: those requests ask again.
+    pub fn token_verdict(&mut self, now: Instant, verdict: imsgw_token::Verdict) {
+        let hash = verdict.token_hash();
+        let Some(verifier) = self.auth.verifier.as_mut() else {
+            return;
+        };
+        self.auth.elsewhere.settled = verifier.settle(verdict).map(|r| (hash, r));
+        for p in self.unpark(|p| p.waits == Waits::Token(hash)) {
+            self.from_flow(now, p.flow, p.bytes);
+        }
+        self.auth.elsewhere.settled = None;
+    }
+
+    /// A token's check could not be handed off (the verifying thread is full or gone): the
+    /// requests waiting for it are checked here after all.
+    pub fn verify_unavailable(&mut self, now: Instant, token_hash: [u8; 32]) {
+        let ready = self.unpark(|p| p.waits == Waits::Token(token_hash));
+        self.inline_replay(now, ready);
+    }
+
+    /// Decides parked requests again checking their tokens on this task.
+    fn inline_replay(&mut self, now: Instant, parked: Vec<Parked>) {
+        if parked.is_empty() {
+            return;
+        }
+        self.stats.tokens_verified_inline += 1;
+        self.auth.elsewhere.inline_now = true;
+        for p in parked {
+            self.from_flow(now, p.flow, p.bytes);
+        }
+        self.auth.elsewhere.inline_now = false;
     }
 
     /// A WebSocket finished its handshake.
@@ -561,13 +629,14 @@ impl Edge {
             q.shrink_to(q.len() * 2);
         }
         if self.parked.iter().any(|p| p.until <= now) {
-            let (due, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
+            let (tokens, jwks): (Vec<Parked>, Vec<Parked>) = self
+                .unpark(|p| p.until <= now)
                 .into_iter()
-                .partition(|p| p.until <= now);
-            self.parked = waiting;
-            for p in due {
+                .partition(|p| matches!(p.waits, Waits::Token(_)));
+            for p in jwks {
                 self.from_flow(now, p.flow, p.bytes);
             }
+            self.inline_replay(now, tokens);
         }
     }
 
@@ -594,8 +663,46 @@ impl Edge {
         self.parked.push(Parked {
             flow,
             bytes,
-            issuer,
+            waits: Waits::Jwks(issuer),
             until: now + PARK_FOR,
+        });
+    }
+
+    /// Holds a request until its token's check comes back (or [`VERIFY_WAIT`] passes); one
+    /// check per token however many requests carry it.
+    fn park_for_token(
+        &mut self,
+        now: Instant,
+        flow: FlowId,
+        bytes: Bytes,
+        job: imsgw_token::Job,
+        token: String,
+    ) {
+        let waits = Waits::Token(job.token_hash());
+        let asked = self.parked.iter().any(|p| p.waits == waits);
+        if !asked && self.parked.len() >= MAX_VERIFYING {
+            return self.inline_replay(
+                now,
+                vec![Parked {
+                    flow,
+                    bytes,
+                    waits,
+                    until: now,
+                }],
+            );
+        }
+        if !asked {
+            self.stats.tokens_verified_elsewhere += 1;
+            self.out.push_back(Output::VerifyToken {
+                job: Box::new(job),
+                token,
+            });
+        }
+        self.parked.push(Parked {
+            flow,
+            bytes,
+            waits,
+            until: now + VERIFY_WAIT,
         });
     }
 
@@ -664,6 +771,8 @@ pub(crate) fn shrink_sparse<K: Eq + std::hash::Hash, V, S: std::hash::BuildHashe
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_elsewhere;
 #[cfg(test)]
 mod tests_grant;
 #[cfg(test)]

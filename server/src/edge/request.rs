@@ -269,6 +269,10 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message, granted: Optio
                 Decision::Park { issuer } => {
                     return edge.park(now, flow, msg.as_bytes().clone(), issuer);
                 }
+                Decision::Verify(job) => {
+                    let (job, token) = *job;
+                    return edge.park_for_token(now, flow, msg.as_bytes().clone(), job, token);
+                }
                 Decision::Drop => {
                     debug!(%flow, "ACK that no registration or call of this flow owns; dropped");
                     edge.stats.unowned_ack_dropped += 1;

@@ -51,6 +51,7 @@ impl H {
             revoked: Revoked::default(),
             digest: None,
             proofs: super::pop::ProofSettings::default(),
+            elsewhere: Default::default(),
         };
         let settings = EdgeSettings {
             local: super::tests::local(UpstreamTransport::Udp),
@@ -207,7 +208,7 @@ pub(super) fn ok_for(up: &Message, code: u16, extra: &str) -> String {
     out
 }
 
-fn status_to(outs: &[Output], flow: u64) -> u16 {
+pub(super) fn status_to(outs: &[Output], flow: u64) -> u16 {
     sent_to(outs, Dest::Flow(FlowId(flow)))
         .status()
         .expect("a response")

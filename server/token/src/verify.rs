@@ -79,6 +79,8 @@ struct External {
 }
 
 /// [`Verifier::lookup`]'s answer.
+// Not boxed: `Done` is the common answer (a cache hit), and a box would be an allocation each.
+#[allow(clippy::large_enum_variant)]
 pub enum Lookup {
     /// Known without checking a signature: from the cache, or refused before one.
     Done(Result<Verified, TokenError>),
@@ -88,6 +90,7 @@ pub enum Lookup {
 }
 
 /// Checking one token's signature and claims, away from the [`Verifier`].
+#[derive(Clone)]
 pub struct Job {
     rules: Arc<Rules>,
     generation: u64,
@@ -109,6 +112,15 @@ impl Job {
         }
     }
 }
+
+/// Two jobs are the same when they check the same token against the same rules.
+impl PartialEq for Job {
+    fn eq(&self, other: &Self) -> bool {
+        self.token_hash == other.token_hash && self.generation == other.generation
+    }
+}
+
+impl Eq for Job {}
 
 impl fmt::Debug for Job {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -273,10 +285,14 @@ impl Verifier {
         let token_hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         self.cache.purge(now);
         if let Some(claims) = self.cache.get(&token_hash) {
-            return Lookup::Done(claims.check_time(now, self.rules.leeway).map(|()| Verified {
-                claims: claims.clone(),
-                token_hash,
-            }));
+            return Lookup::Done(
+                claims
+                    .check_time(now, self.rules.leeway)
+                    .map(|()| Verified {
+                        claims: claims.clone(),
+                        token_hash,
+                    }),
+            );
         }
         Lookup::Uncached(Job {
             rules: self.rules.clone(),
@@ -309,7 +325,6 @@ impl Verifier {
     pub fn cache_hits(&self) -> u64 {
         self.cache.hits()
     }
-
 }
 
 impl Rules {
