@@ -286,9 +286,12 @@ pub struct SipConfig {
     #[serde(default = "default_sip_idle_timeout")]
     pub idle_timeout_secs: u64,
     /// `sip.verify_threads`: threads that check the signatures of tokens the edge has not
-    /// seen before, so that a stream of new tokens (a ramp after a restart, or forged tokens)
-    /// does not hold up every other SIP message on the edge's one task. 0 checks them on that
-    /// task. At most 16. Default 1.
+    /// seen before, so that a stream of new tokens (a ramp after a restart) does not hold up
+    /// every other SIP message on the edge's one task. 0 checks them on that task. At most 16.
+    /// Default 0: on two cores the hand-off costs more than it saves (measured with
+    /// `tools/loadgen/life-bench.sh`: 0.69–0.72 ms of CPU per client life against 0.59–0.64,
+    /// REGISTER p99 17–23 ms against 6–14 at 1000 new clients/s); it is for boxes whose edge
+    /// task is the bottleneck with cores to spare.
     #[serde(default = "default_verify_threads")]
     pub verify_threads: usize,
     /// `sip.identity_assertion`: how the authenticated identity is told to the P-CSCF; any of
@@ -464,7 +467,7 @@ fn default_unregistered_per_address() -> usize {
 }
 
 fn default_verify_threads() -> usize {
-    1
+    0
 }
 fn default_sip_max_connections() -> usize {
     1024
@@ -1208,12 +1211,12 @@ upstream = "sip:127.0.0.1:5070;transport=udp"
     }
 
     #[test]
-    fn sip_verify_threads_defaults_to_one_and_is_bounded() {
-        assert_eq!(load(MIN, &[]).expect("default").sip.verify_threads, 1);
+    fn sip_verify_threads_defaults_to_inline_and_is_bounded() {
+        assert_eq!(load(MIN, &[]).expect("default").sip.verify_threads, 0);
         let e = load(&format!("{MIN}verify_threads = 17\n"), &[]).expect_err("17");
         assert!(e.to_string().contains("sip.verify_threads"), "{e}");
-        let c = load(&format!("{MIN}verify_threads = 0\n"), &[]).expect("0: inline");
-        assert_eq!(c.sip.verify_threads, 0);
+        let c = load(&format!("{MIN}verify_threads = 2\n"), &[]).expect("2");
+        assert_eq!(c.sip.verify_threads, 2);
     }
 
     #[test]
