@@ -375,7 +375,8 @@ impl Edge {
         let Some(verifier) = self.auth.verifier.as_mut() else {
             return;
         };
-        self.auth.elsewhere.settled = verifier.settle(verdict).map(|r| (hash, r));
+        // Judged at the edge's clock, as the replayed requests are.
+        self.auth.elsewhere.settled = verifier.settle(self.unix, verdict).map(|r| (hash, r));
         for p in self.unpark(|p| p.waits == Waits::Token(hash)) {
             self.from_flow(now, p.flow, p.bytes);
         }

@@ -157,3 +157,27 @@ fn a_revocation_between_the_check_and_the_verdict_is_obeyed() {
     nothing_upstream(&outs);
     assert_eq!(status_to(&outs, 1), 401);
 }
+
+// ---------------------------------------------------------------- review
+
+/// What the edge did since the last look.
+fn drained(h: &mut H) -> Vec<Output> {
+    std::iter::from_fn(|| h.edge.poll_output()).collect()
+}
+
+#[test]
+fn a_good_verdict_on_a_token_that_expired_before_it_was_taken_is_not_obeyed() {
+    let mut h = h();
+    // Good for 10 s (and the verifier's 60 s leeway).
+    let (tok, _) = h.mint("sip:alice@ims.example", "sip", 10);
+    let invite = h.request(1, "INVITE", "alice", &bearer(&tok));
+    let asked = jobs(&h.send(1, &invite));
+    assert_eq!(asked.len(), 1);
+    // The thread checks it while it is good; the verdict is taken after exp + leeway.
+    let verdict = asked[0].0.run(NOW, &asked[0].1);
+    h.edge.set_wall_clock(NOW + 10 + 61);
+    h.edge.token_verdict(h.now, verdict);
+    let outs = drained(&mut h);
+    nothing_upstream(&outs);
+    assert_eq!(status_to(&outs, 1), 401, "expired, as inline: {outs:#?}");
+}
