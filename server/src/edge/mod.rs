@@ -235,8 +235,9 @@ impl FlowInfo {
     }
 }
 
-/// Requests from one WebSocket that may wait for a final response at once: a browser has a
-/// handful; more is a flood, answered `503` (RFC 3261 §21.5.4) before it costs any state.
+/// Requests from one WebSocket that may wait for a final response at once, or for their
+/// token's check ([`Edge::park_for_token`]): a browser has a handful; more is a flood,
+/// answered `503` (RFC 3261 §21.5.4) before it costs any state.
 pub const MAX_PENDING_PER_FLOW: usize = 64;
 
 /// A request waiting for an external issuer's keys, or for its token's signature check.
@@ -451,6 +452,8 @@ impl Edge {
         self.grant_flow_closed(flow);
         self.flows.remove(&flow);
         shrink_sparse(&mut self.flows);
+        // Its waiting requests have nobody to answer: their bytes go now.
+        self.parked.retain(|p| p.flow != flow);
         for id in self.txns.pending_to(Dest::Flow(flow)) {
             self.fail_client(now, id, Status::FLOW_FAILED);
         }
@@ -680,8 +683,9 @@ impl Edge {
         token: String,
     ) {
         let waits = Waits::Token(job.token_hash());
-        let asked = self.parked.iter().any(|p| p.waits == waits);
-        if !asked && self.parked.len() >= MAX_VERIFYING {
+        // However many requests carry one token, at most MAX_VERIFYING wait in all: each holds
+        // its bytes.
+        if self.parked.len() >= MAX_VERIFYING {
             return self.inline_replay(
                 now,
                 vec![Parked {
@@ -692,7 +696,7 @@ impl Edge {
                 }],
             );
         }
-        if !asked {
+        if !self.parked.iter().any(|p| p.waits == waits) {
             self.stats.tokens_verified_elsewhere += 1;
             self.out.push_back(Output::VerifyToken {
                 job: Box::new(job),
@@ -705,6 +709,11 @@ impl Edge {
             waits,
             until: now + VERIFY_WAIT,
         });
+    }
+
+    /// Requests of `flow` waiting here (for keys or a token's check).
+    fn parked_from(&self, flow: FlowId) -> usize {
+        self.parked.iter().filter(|p| p.flow == flow).count()
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {

@@ -270,6 +270,15 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message, granted: Optio
                     return edge.park(now, flow, msg.as_bytes().clone(), issuer);
                 }
                 Decision::Verify(job) => {
+                    // A waiting request counts against its connection like a pending one
+                    // (below): a flood of requests with one new token is 503, not memory.
+                    let waiting = edge.txns.pending_from(flow) + edge.parked_from(flow);
+                    if waiting >= super::MAX_PENDING_PER_FLOW {
+                        edge.stats.flow_busy_503 += 1;
+                        let why = "too many requests of this connection are pending";
+                        let status = Status::SERVICE_UNAVAILABLE;
+                        return reject(edge, reply_to, &msg, &view, status, Some(why));
+                    }
                     let (job, token) = *job;
                     return edge.park_for_token(now, flow, msg.as_bytes().clone(), job, token);
                 }

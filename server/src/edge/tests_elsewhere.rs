@@ -181,3 +181,39 @@ fn a_good_verdict_on_a_token_that_expired_before_it_was_taken_is_not_obeyed() {
     nothing_upstream(&outs);
     assert_eq!(status_to(&outs, 1), 401, "expired, as inline: {outs:#?}");
 }
+
+#[test]
+fn requests_waiting_for_one_token_are_bounded_per_flow_and_overall() {
+    let mut h = h();
+    let tok = h.token("alice");
+    // One connection sends many requests with one new token while its check is out: like
+    // pending transactions, at most MAX_PENDING_PER_FLOW; the rest are 503.
+    let mut busy = 0;
+    for i in 0..MAX_PENDING_PER_FLOW + 10 {
+        let invite = h.request(1, "INVITE", "alice", &bearer(&tok));
+        let outs = h.send(1, &invite);
+        nothing_upstream(&outs);
+        if i < MAX_PENDING_PER_FLOW {
+            assert!(outs.iter().all(|o| matches!(o, Output::VerifyToken { .. })));
+        } else {
+            assert_eq!(status_to(&outs, 1), 503);
+            busy += 1;
+        }
+    }
+    assert_eq!(busy, 10);
+    assert_eq!(h.edge.parked.len(), MAX_PENDING_PER_FLOW);
+    // A connection that closes takes its waiting requests with it.
+    h.edge.flow_closed(h.now, FlowId(1));
+    assert!(h.edge.parked.is_empty());
+    // Many connections: never more than MAX_VERIFYING wait, whatever the token.
+    let flows = MAX_VERIFYING / MAX_PENDING_PER_FLOW + 2;
+    for f in 10..10 + flows as u64 {
+        h.edge
+            .flow_opened(FlowId(f), "192.0.2.9:5000".parse().expect("addr"));
+        for _ in 0..MAX_PENDING_PER_FLOW {
+            let invite = h.request(f, "INVITE", "alice", &bearer(&tok));
+            let _ = h.send(f, &invite);
+            assert!(h.edge.parked.len() <= MAX_VERIFYING);
+        }
+    }
+}
