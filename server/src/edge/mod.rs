@@ -147,10 +147,11 @@ pub struct Stats {
     pub flow_busy_503: u64,
     /// WebSockets closed for not registering within `websocket.register_timeout_secs`.
     pub register_timeouts: u64,
-    /// New tokens whose signature was checked off the edge's task (`sip.verify_threads`).
+    /// New tokens whose signature a verifying thread checked (`sip.verify_threads`): verdicts
+    /// that came back.
     pub tokens_verified_elsewhere: u64,
     /// New tokens checked on the edge's task after all, the verifying thread being full or
-    /// late.
+    /// late: one each, however many requests carried it.
     pub tokens_verified_inline: u64,
 }
 
@@ -355,7 +356,7 @@ impl Edge {
         }
         let waits = Waits::Jwks(issuer.to_owned());
         for p in self.unpark(|p| p.waits == waits) {
-            self.from_flow(now, p.flow, p.bytes);
+            self.replay(now, p);
         }
     }
 
@@ -376,10 +377,11 @@ impl Edge {
         let Some(verifier) = self.auth.verifier.as_mut() else {
             return;
         };
+        self.stats.tokens_verified_elsewhere += 1;
         // Judged at the edge's clock, as the replayed requests are.
         self.auth.elsewhere.settled = verifier.settle(self.unix, verdict).map(|r| (hash, r));
         for p in self.unpark(|p| p.waits == Waits::Token(hash)) {
-            self.from_flow(now, p.flow, p.bytes);
+            self.replay(now, p);
         }
         self.auth.elsewhere.settled = None;
     }
@@ -393,15 +395,29 @@ impl Edge {
 
     /// Decides parked requests again checking their tokens on this task.
     fn inline_replay(&mut self, now: Instant, parked: Vec<Parked>) {
-        if parked.is_empty() {
-            return;
-        }
-        self.stats.tokens_verified_inline += 1;
+        let mut tokens: Vec<[u8; 32]> = (parked.iter())
+            .filter_map(|p| match p.waits {
+                Waits::Token(hash) => Some(hash),
+                Waits::Jwks(_) => None,
+            })
+            .collect();
+        tokens.sort_unstable();
+        tokens.dedup();
+        self.stats.tokens_verified_inline += tokens.len() as u64;
         self.auth.elsewhere.inline_now = true;
         for p in parked {
-            self.from_flow(now, p.flow, p.bytes);
+            self.replay(now, p);
         }
         self.auth.elsewhere.inline_now = false;
+    }
+
+    /// A parked request decided again, as [`Edge::from_flow`] does; it was counted when it
+    /// came.
+    fn replay(&mut self, now: Instant, p: Parked) {
+        let Some(remote) = self.flows.get(&p.flow).map(|f| f.remote) else {
+            return;
+        };
+        request::replay(self, now, p.flow, remote, p.bytes);
     }
 
     /// A WebSocket finished its handshake.
@@ -638,7 +654,7 @@ impl Edge {
                 .into_iter()
                 .partition(|p| matches!(p.waits, Waits::Token(_)));
             for p in jwks {
-                self.from_flow(now, p.flow, p.bytes);
+                self.replay(now, p);
             }
             self.inline_replay(now, tokens);
         }
@@ -697,7 +713,6 @@ impl Edge {
             );
         }
         if !self.parked.iter().any(|p| p.waits == waits) {
-            self.stats.tokens_verified_elsewhere += 1;
             self.out.push_back(Output::VerifyToken {
                 job: Box::new(job),
                 token,

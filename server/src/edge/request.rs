@@ -95,6 +95,20 @@ pub(super) fn from_flow(
     proxy(edge, now, Side::Flow(flow, remote), msg, None);
 }
 
+/// A request that waited here (for an issuer's keys or its token's check) is decided again;
+/// it was counted when it came, and parsed then.
+pub(super) fn replay(
+    edge: &mut Edge,
+    now: Instant,
+    flow: FlowId,
+    remote: SocketAddr,
+    bytes: Bytes,
+) {
+    if let Ok(msg) = Message::parse_lenient(bytes) {
+        proxy(edge, now, Side::Flow(flow, remote), msg, None);
+    }
+}
+
 /// A REGISTER that waited for the WAF goes on, with the identity of the grant it got.
 pub(super) fn resume(edge: &mut Edge, now: Instant, flow: FlowId, msg: Message, id: Identity) {
     let Some(remote) = edge.flows.get(&flow).map(|f| f.remote) else {

@@ -45,8 +45,8 @@ fn a_new_token_waits_for_its_check_then_registers_as_inline() {
     nothing_upstream(&outs);
     let asked = jobs(&outs);
     assert_eq!(asked.len(), 1, "{outs:#?}");
-    assert_eq!(h.edge.stats().tokens_verified_elsewhere, 1);
     let outs = run(&mut h, &asked[0]);
+    assert_eq!(h.edge.stats().tokens_verified_elsewhere, 1);
     let up = sent_to(&outs, Dest::Upstream);
     // What the IMS side gets is what an inline check gives: the IMPI asserted (TNA), no token.
     let text = super::tests::text(&up);
@@ -216,4 +216,57 @@ fn requests_waiting_for_one_token_are_bounded_per_flow_and_overall() {
             assert!(h.edge.parked.len() <= MAX_VERIFYING);
         }
     }
+}
+
+#[test]
+fn each_token_is_counted_once_where_it_was_checked_and_each_request_once() {
+    let mut h = h();
+    // Two new tokens whose checks do not come back: both are checked here after the wait.
+    let (a, b) = (h.token("alice"), h.token("bob"));
+    assert_eq!(jobs(&h.register(1, "alice", &bearer(&a))).len(), 1);
+    assert_eq!(jobs(&h.register(2, "bob", &bearer(&b))).len(), 1);
+    h.now += VERIFY_WAIT + Duration::from_millis(1);
+    h.edge.handle_timeout(h.now);
+    assert_eq!(sent_to_all(&drained(&mut h)), 2);
+    let s = h.edge.stats();
+    assert_eq!(
+        (s.tokens_verified_elsewhere, s.tokens_verified_inline),
+        (0, 2)
+    );
+    // One the queue had no room for is counted where it was checked, not as handed off.
+    let c = h.token("carol");
+    let asked = jobs(&h.register(3, "carol", &bearer(&c)));
+    h.edge.verify_unavailable(h.now, asked[0].0.token_hash());
+    assert_eq!(sent_to_all(&drained(&mut h)), 1);
+    let s = h.edge.stats();
+    assert_eq!(
+        (s.tokens_verified_elsewhere, s.tokens_verified_inline),
+        (0, 3)
+    );
+    // One checked on the thread.
+    let d = h.token("dave");
+    let asked = jobs(&h.register(1, "dave", &bearer(&d)));
+    assert_eq!(sent_to_all(&run(&mut h, &asked[0])), 1);
+    let s = h.edge.stats();
+    assert_eq!(
+        (s.tokens_verified_elsewhere, s.tokens_verified_inline),
+        (1, 3)
+    );
+    // Four requests came from the flows, however often each was decided.
+    assert_eq!(s.requests_from_flows, 4);
+}
+
+/// How many of `outs` go to the P-CSCF.
+fn sent_to_all(outs: &[Output]) -> usize {
+    outs.iter()
+        .filter(|o| {
+            matches!(
+                o,
+                Output::Send {
+                    to: Dest::Upstream,
+                    ..
+                }
+            )
+        })
+        .count()
 }
