@@ -103,12 +103,19 @@ impl Job {
         self.token_hash
     }
 
-    /// Checks `token` (the one [`Verifier::lookup`] was given) at `now`.
+    /// Checks `token` (the one [`Verifier::lookup`] was given) at `now`. Another token is
+    /// refused: its verdict would be cached under this job's token.
     pub fn run(&self, now: u64, token: &str) -> Verdict {
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let result = if hash == self.token_hash {
+            self.rules.verify_uncached(now, token)
+        } else {
+            Err(TokenError::Malformed("not the token the job was made for"))
+        };
         Verdict {
             generation: self.generation,
             token_hash: self.token_hash,
-            result: self.rules.verify_uncached(now, token),
+            result,
         }
     }
 }

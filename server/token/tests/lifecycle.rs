@@ -286,3 +286,19 @@ fn a_good_verdict_is_judged_by_the_time_it_is_settled() {
     );
     assert_eq!(s.verifier.cache_len(), 0);
 }
+
+#[test]
+fn a_job_run_on_another_token_than_its_own_does_not_vouch_for_its_own() {
+    use imsgw_token::Lookup;
+    let mut s = setup();
+    let good = mint(&s);
+    let forged = "eyJhbGciOiJFUzI1NiJ9.e30.AAAA";
+    let Lookup::Uncached(job) = s.verifier.lookup(NOW, forged) else {
+        panic!("uncached");
+    };
+    // A driver that mixes up its jobs and tokens: the verdict is the good token's.
+    let got = s.verifier.settle(NOW, job.run(NOW, &good));
+    assert!(matches!(got, Some(Err(_))), "{got:?}");
+    assert_eq!(s.verifier.cache_len(), 0);
+    assert!(s.verifier.verify(NOW, forged).is_err());
+}
