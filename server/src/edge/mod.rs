@@ -111,12 +111,12 @@ pub enum Output {
     Grant { ticket: u64, ask: GrantAsk },
     /// Fetch this external issuer's JWKS and hand it to [`Edge::set_external_jwks`].
     FetchJwks { issuer: String },
-    /// Check a new token's signature (`job.run(now, &token)`) off this task and hand the
-    /// verdict to [`Edge::token_verdict`]; if that cannot be done now, call
-    /// [`Edge::verify_unavailable`] instead.
+    /// Check a new token's signature (`job.run(now, token.expose())`) off this task and hand
+    /// the verdict to [`Edge::token_verdict`]; if that cannot be done now, call
+    /// [`Edge::verify_unavailable`] instead. The token is redacted from `Debug`.
     VerifyToken {
         job: Box<imsgw_token::Job>,
-        token: String,
+        token: imsgw_token::AccessToken,
     },
     /// Hand this to the media engine; what it reports goes to [`Edge::media_event`].
     Media(imsgw_media::Command),
@@ -696,7 +696,7 @@ impl Edge {
         flow: FlowId,
         bytes: Bytes,
         job: imsgw_token::Job,
-        token: String,
+        token: imsgw_token::AccessToken,
     ) {
         let waits = Waits::Token(job.token_hash());
         // However many requests carry one token, at most MAX_VERIFYING wait in all: each holds

@@ -20,7 +20,9 @@ fn h() -> H {
 fn jobs(outs: &[Output]) -> Vec<(imsgw_token::Job, String)> {
     outs.iter()
         .filter_map(|o| match o {
-            Output::VerifyToken { job, token } => Some(((**job).clone(), token.clone())),
+            Output::VerifyToken { job, token } => {
+                Some(((**job).clone(), token.expose().to_owned()))
+            }
             _ => None,
         })
         .collect()
@@ -269,4 +271,15 @@ fn sent_to_all(outs: &[Output]) -> usize {
             )
         })
         .count()
+}
+
+#[test]
+fn the_token_handed_to_a_verifying_thread_is_redacted_from_debug() {
+    let mut h = h();
+    let tok = h.token("alice");
+    let outs = h.register(1, "alice", &bearer(&tok));
+    assert_eq!(jobs(&outs).len(), 1);
+    let text = format!("{outs:?}");
+    let signature = tok.rsplit('.').next().expect("JWS");
+    assert!(!text.contains(signature), "{text}");
 }
