@@ -128,7 +128,8 @@ pub struct Hub {
 }
 
 /// The queue to the verifying threads.
-pub type VerifyJobs = std::sync::mpsc::SyncSender<(Box<imsgw_token::Job>, String)>;
+pub type VerifyJobs =
+    std::sync::mpsc::SyncSender<(Box<imsgw_token::Job>, imsgw_token::AccessToken)>;
 
 /// Token checks waiting for a verifying thread at most; beyond, the edge checks inline.
 const VERIFY_QUEUE: usize = 1024;
@@ -144,7 +145,9 @@ pub fn verify_threads(
     if n == 0 {
         return Ok(None);
     }
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(Box<imsgw_token::Job>, String)>(VERIFY_QUEUE);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(Box<imsgw_token::Job>, imsgw_token::AccessToken)>(
+        VERIFY_QUEUE,
+    );
     let rx = Arc::new(std::sync::Mutex::new(rx));
     let hub = hub.downgrade();
     for i in 0..n {
@@ -155,7 +158,7 @@ pub fn verify_threads(
                 loop {
                     let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
                     let Ok((job, token)) = next else { return };
-                    let verdict = job.run(crate::waf::unix_now(), &token);
+                    let verdict = job.run(crate::waf::unix_now(), token.expose());
                     let Some(hub) = hub.upgrade() else { return };
                     if hub
                         .blocking_send(HubInput::TokenVerdict(Box::new(verdict)))

@@ -149,7 +149,7 @@ pub enum Decision {
     Drop,
     /// The token is new: check its signature elsewhere (`job`, with the token), then look
     /// again.
-    Verify(Box<(imsgw_token::Job, String)>),
+    Verify(Box<(imsgw_token::Job, AccessToken)>),
 }
 
 #[derive(Debug)]
@@ -342,7 +342,10 @@ impl Auth {
                 imsgw_token::Lookup::Uncached(job) => match &e.settled {
                     // A good verdict went into the cache; this is a refusal being replayed.
                     Some((hash, r)) if *hash == job.token_hash() => r.clone(),
-                    _ => return Err(Refused::Unverified(Box::new((job, token.to_owned())))),
+                    _ => {
+                        let token = AccessToken::new(token.to_owned());
+                        return Err(Refused::Unverified(Box::new((job, token))));
+                    }
                 },
             }
         } else {
@@ -503,7 +506,7 @@ enum Refused {
     /// Valid, but bound to a key this flow has not proven (`pop`).
     Proof(ProofRefusal),
     /// Not seen before: its signature is to be checked elsewhere (`Elsewhere`).
-    Unverified(Box<(imsgw_token::Job, String)>),
+    Unverified(Box<(imsgw_token::Job, AccessToken)>),
 }
 
 /// A 403 for a request whose identity is not the one its token or registration proved.

@@ -111,12 +111,12 @@ pub enum Output {
     Grant { ticket: u64, ask: GrantAsk },
     /// Fetch this external issuer's JWKS and hand it to [`Edge::set_external_jwks`].
     FetchJwks { issuer: String },
-    /// Check a new token's signature (`job.run(now, &token)`) off this task and hand the
-    /// verdict to [`Edge::token_verdict`]; if that cannot be done now, call
-    /// [`Edge::verify_unavailable`] instead.
+    /// Check a new token's signature (`job.run(now, token.expose())`) off this task and hand
+    /// the verdict to [`Edge::token_verdict`]; if that cannot be done now, call
+    /// [`Edge::verify_unavailable`] instead. The token is redacted from `Debug`.
     VerifyToken {
         job: Box<imsgw_token::Job>,
-        token: String,
+        token: imsgw_token::AccessToken,
     },
     /// Hand this to the media engine; what it reports goes to [`Edge::media_event`].
     Media(imsgw_media::Command),
@@ -147,10 +147,11 @@ pub struct Stats {
     pub flow_busy_503: u64,
     /// WebSockets closed for not registering within `websocket.register_timeout_secs`.
     pub register_timeouts: u64,
-    /// New tokens whose signature was checked off the edge's task (`sip.verify_threads`).
+    /// New tokens whose signature a verifying thread checked (`sip.verify_threads`): verdicts
+    /// that came back.
     pub tokens_verified_elsewhere: u64,
     /// New tokens checked on the edge's task after all, the verifying thread being full or
-    /// late.
+    /// late: one each, however many requests carried it.
     pub tokens_verified_inline: u64,
 }
 
@@ -235,8 +236,9 @@ impl FlowInfo {
     }
 }
 
-/// Requests from one WebSocket that may wait for a final response at once: a browser has a
-/// handful; more is a flood, answered `503` (RFC 3261 §21.5.4) before it costs any state.
+/// Requests from one WebSocket that may wait for a final response at once, or for their
+/// token's check ([`Edge::park_for_token`]): a browser has a handful; more is a flood,
+/// answered `503` (RFC 3261 §21.5.4) before it costs any state.
 pub const MAX_PENDING_PER_FLOW: usize = 64;
 
 /// A request waiting for an external issuer's keys, or for its token's signature check.
@@ -354,7 +356,7 @@ impl Edge {
         }
         let waits = Waits::Jwks(issuer.to_owned());
         for p in self.unpark(|p| p.waits == waits) {
-            self.from_flow(now, p.flow, p.bytes);
+            self.replay(now, p);
         }
     }
 
@@ -375,9 +377,11 @@ impl Edge {
         let Some(verifier) = self.auth.verifier.as_mut() else {
             return;
         };
-        self.auth.elsewhere.settled = verifier.settle(verdict).map(|r| (hash, r));
+        self.stats.tokens_verified_elsewhere += 1;
+        // Judged at the edge's clock, as the replayed requests are.
+        self.auth.elsewhere.settled = verifier.settle(self.unix, verdict).map(|r| (hash, r));
         for p in self.unpark(|p| p.waits == Waits::Token(hash)) {
-            self.from_flow(now, p.flow, p.bytes);
+            self.replay(now, p);
         }
         self.auth.elsewhere.settled = None;
     }
@@ -391,15 +395,29 @@ impl Edge {
 
     /// Decides parked requests again checking their tokens on this task.
     fn inline_replay(&mut self, now: Instant, parked: Vec<Parked>) {
-        if parked.is_empty() {
-            return;
-        }
-        self.stats.tokens_verified_inline += 1;
+        let mut tokens: Vec<[u8; 32]> = (parked.iter())
+            .filter_map(|p| match p.waits {
+                Waits::Token(hash) => Some(hash),
+                Waits::Jwks(_) => None,
+            })
+            .collect();
+        tokens.sort_unstable();
+        tokens.dedup();
+        self.stats.tokens_verified_inline += tokens.len() as u64;
         self.auth.elsewhere.inline_now = true;
         for p in parked {
-            self.from_flow(now, p.flow, p.bytes);
+            self.replay(now, p);
         }
         self.auth.elsewhere.inline_now = false;
+    }
+
+    /// A parked request decided again, as [`Edge::from_flow`] does; it was counted when it
+    /// came.
+    fn replay(&mut self, now: Instant, p: Parked) {
+        let Some(remote) = self.flows.get(&p.flow).map(|f| f.remote) else {
+            return;
+        };
+        request::replay(self, now, p.flow, remote, p.bytes);
     }
 
     /// A WebSocket finished its handshake.
@@ -450,6 +468,8 @@ impl Edge {
         self.grant_flow_closed(flow);
         self.flows.remove(&flow);
         shrink_sparse(&mut self.flows);
+        // Its waiting requests have nobody to answer: their bytes go now.
+        self.parked.retain(|p| p.flow != flow);
         for id in self.txns.pending_to(Dest::Flow(flow)) {
             self.fail_client(now, id, Status::FLOW_FAILED);
         }
@@ -634,7 +654,7 @@ impl Edge {
                 .into_iter()
                 .partition(|p| matches!(p.waits, Waits::Token(_)));
             for p in jwks {
-                self.from_flow(now, p.flow, p.bytes);
+                self.replay(now, p);
             }
             self.inline_replay(now, tokens);
         }
@@ -676,11 +696,12 @@ impl Edge {
         flow: FlowId,
         bytes: Bytes,
         job: imsgw_token::Job,
-        token: String,
+        token: imsgw_token::AccessToken,
     ) {
         let waits = Waits::Token(job.token_hash());
-        let asked = self.parked.iter().any(|p| p.waits == waits);
-        if !asked && self.parked.len() >= MAX_VERIFYING {
+        // However many requests carry one token, at most MAX_VERIFYING wait in all: each holds
+        // its bytes.
+        if self.parked.len() >= MAX_VERIFYING {
             return self.inline_replay(
                 now,
                 vec![Parked {
@@ -691,8 +712,7 @@ impl Edge {
                 }],
             );
         }
-        if !asked {
-            self.stats.tokens_verified_elsewhere += 1;
+        if !self.parked.iter().any(|p| p.waits == waits) {
             self.out.push_back(Output::VerifyToken {
                 job: Box::new(job),
                 token,
@@ -704,6 +724,11 @@ impl Edge {
             waits,
             until: now + VERIFY_WAIT,
         });
+    }
+
+    /// Requests of `flow` waiting here (for keys or a token's check).
+    fn parked_from(&self, flow: FlowId) -> usize {
+        self.parked.iter().filter(|p| p.flow == flow).count()
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {

@@ -95,6 +95,20 @@ pub(super) fn from_flow(
     proxy(edge, now, Side::Flow(flow, remote), msg, None);
 }
 
+/// A request that waited here (for an issuer's keys or its token's check) is decided again;
+/// it was counted when it came, and parsed then.
+pub(super) fn replay(
+    edge: &mut Edge,
+    now: Instant,
+    flow: FlowId,
+    remote: SocketAddr,
+    bytes: Bytes,
+) {
+    if let Ok(msg) = Message::parse_lenient(bytes) {
+        proxy(edge, now, Side::Flow(flow, remote), msg, None);
+    }
+}
+
 /// A REGISTER that waited for the WAF goes on, with the identity of the grant it got.
 pub(super) fn resume(edge: &mut Edge, now: Instant, flow: FlowId, msg: Message, id: Identity) {
     let Some(remote) = edge.flows.get(&flow).map(|f| f.remote) else {
@@ -270,6 +284,15 @@ fn proxy(edge: &mut Edge, now: Instant, side: Side, msg: Message, granted: Optio
                     return edge.park(now, flow, msg.as_bytes().clone(), issuer);
                 }
                 Decision::Verify(job) => {
+                    // A waiting request counts against its connection like a pending one
+                    // (below): a flood of requests with one new token is 503, not memory.
+                    let waiting = edge.txns.pending_from(flow) + edge.parked_from(flow);
+                    if waiting >= super::MAX_PENDING_PER_FLOW {
+                        edge.stats.flow_busy_503 += 1;
+                        let why = "too many requests of this connection are pending";
+                        let status = Status::SERVICE_UNAVAILABLE;
+                        return reject(edge, reply_to, &msg, &view, status, Some(why));
+                    }
                     let (job, token) = *job;
                     return edge.park_for_token(now, flow, msg.as_bytes().clone(), job, token);
                 }

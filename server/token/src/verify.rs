@@ -103,12 +103,19 @@ impl Job {
         self.token_hash
     }
 
-    /// Checks `token` (the one [`Verifier::lookup`] was given) at `now`.
+    /// Checks `token` (the one [`Verifier::lookup`] was given) at `now`. Another token is
+    /// refused: its verdict would be cached under this job's token.
     pub fn run(&self, now: u64, token: &str) -> Verdict {
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let result = if hash == self.token_hash {
+            self.rules.verify_uncached(now, token)
+        } else {
+            Err(TokenError::Malformed("not the token the job was made for"))
+        };
         Verdict {
             generation: self.generation,
             token_hash: self.token_hash,
-            result: self.rules.verify_uncached(now, token),
+            result,
         }
     }
 }
@@ -270,7 +277,7 @@ impl Verifier {
             Lookup::Done(r) => r,
             Lookup::Uncached(job) => {
                 let verdict = job.run(now, token);
-                self.settle(verdict)
+                self.settle(now, verdict)
                     .unwrap_or_else(|| unreachable!("a job run at once has the current rules"))
             }
         }
@@ -301,18 +308,22 @@ impl Verifier {
         })
     }
 
-    /// Takes a [`Job`]'s verdict: a good token goes into the cache. None when the keys changed
-    /// since the job was made: its verdict may be of keys no longer trusted (or missing keys
-    /// that came since); look the token up again.
-    pub fn settle(&mut self, verdict: Verdict) -> Option<Result<Verified, TokenError>> {
+    /// Takes a [`Job`]'s verdict at `now` (Unix seconds): a good token goes into the cache. Its
+    /// time window is checked again at `now`, as for a cached token: the job ran a while ago,
+    /// and a token good then may have expired since. None when the keys changed since the job
+    /// was made: its verdict may be of keys no longer trusted (or missing keys that came
+    /// since); look the token up again.
+    pub fn settle(&mut self, now: u64, verdict: Verdict) -> Option<Result<Verified, TokenError>> {
         if verdict.generation != self.generation {
             return None;
         }
         let token_hash = verdict.token_hash;
-        Some(verdict.result.map(|(claims, by)| {
-            let until = claims.exp.saturating_add(self.rules.leeway);
+        let leeway = self.rules.leeway;
+        Some(verdict.result.and_then(|(claims, by)| {
+            claims.check_time(now, leeway)?;
+            let until = claims.exp.saturating_add(leeway);
             self.cache.insert(token_hash, until, claims.clone(), by);
-            Verified { claims, token_hash }
+            Ok(Verified { claims, token_hash })
         }))
     }
 

@@ -219,7 +219,7 @@ fn a_job_run_on_another_thread_settles_into_the_cache() {
     let verdict = std::thread::spawn(move || job.run(NOW, &t))
         .join()
         .expect("thread");
-    let got = s.verifier.settle(verdict).expect("same keys");
+    let got = s.verifier.settle(NOW, verdict).expect("same keys");
     assert!(got.is_ok(), "{got:?}");
     // Now a cache hit, with the same claims as verify gives.
     let Lookup::Done(Ok(v)) = s.verifier.lookup(NOW + 1, &token) else {
@@ -239,7 +239,7 @@ fn a_refused_job_is_not_cached_and_a_verdict_of_replaced_keys_is_not_taken() {
         panic!("uncached");
     };
     assert_eq!(
-        s.verifier.settle(job.run(NOW, &forged)),
+        s.verifier.settle(NOW, job.run(NOW, &forged)),
         Some(Err(TokenError::BadSignature))
     );
     assert!(matches!(
@@ -256,7 +256,7 @@ fn a_refused_job_is_not_cached_and_a_verdict_of_replaced_keys_is_not_taken() {
     KeyRing::retire(s.dir.path(), t2, LIFETIME).expect("retire");
     let ring = KeyRing::load_or_create(s.dir.path(), t2).expect("reload");
     s.verifier.set_our_keys(&ring);
-    assert_eq!(s.verifier.settle(job.run(NOW, &token)), None);
+    assert_eq!(s.verifier.settle(NOW, job.run(NOW, &token)), None);
     assert_eq!(s.verifier.cache_len(), 0);
     assert_eq!(
         s.verifier.verify(NOW, &token),
@@ -268,4 +268,37 @@ fn a_refused_job_is_not_cached_and_a_verdict_of_replaced_keys_is_not_taken() {
         s.verifier.lookup(NOW, &huge),
         Lookup::Done(Err(TokenError::TooLarge))
     ));
+}
+
+#[test]
+fn a_good_verdict_is_judged_by_the_time_it_is_settled() {
+    use imsgw_token::Lookup;
+    let mut s = setup();
+    let token = mint(&s);
+    let Lookup::Uncached(job) = s.verifier.lookup(NOW, &token) else {
+        panic!("uncached");
+    };
+    // Checked while good; taken after exp + leeway (60 s).
+    let verdict = job.run(NOW, &token);
+    assert_eq!(
+        s.verifier.settle(NOW + LIFETIME + 61, verdict),
+        Some(Err(TokenError::Expired))
+    );
+    assert_eq!(s.verifier.cache_len(), 0);
+}
+
+#[test]
+fn a_job_run_on_another_token_than_its_own_does_not_vouch_for_its_own() {
+    use imsgw_token::Lookup;
+    let mut s = setup();
+    let good = mint(&s);
+    let forged = "eyJhbGciOiJFUzI1NiJ9.e30.AAAA";
+    let Lookup::Uncached(job) = s.verifier.lookup(NOW, forged) else {
+        panic!("uncached");
+    };
+    // A driver that mixes up its jobs and tokens: the verdict is the good token's.
+    let got = s.verifier.settle(NOW, job.run(NOW, &good));
+    assert!(matches!(got, Some(Err(_))), "{got:?}");
+    assert_eq!(s.verifier.cache_len(), 0);
+    assert!(s.verifier.verify(NOW, forged).is_err());
 }
