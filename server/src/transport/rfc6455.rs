@@ -353,6 +353,16 @@ mod tests {
         f
     }
 
+    /// `wire` fed `step` bytes at a time to a new reader: the events, and the reader after.
+    fn fed_in_chunks(wire: &[u8], step: usize) -> (Vec<Event>, Inbound) {
+        let mut i = Inbound::new(65536);
+        let mut out = Vec::new();
+        for chunk in wire.chunks(step) {
+            i.feed(chunk, &mut out).expect("valid");
+        }
+        (out, i)
+    }
+
     fn feed_all(i: &mut Inbound, data: &[u8]) -> Result<Vec<Event>, Violation> {
         let mut out = Vec::new();
         i.feed(data, &mut out)?;
@@ -393,11 +403,7 @@ mod tests {
         wire.extend(client(0x89, b"", [0, 0, 0, 0]));
         wire.extend(client(0x80, b"cd", [5, 6, 7, 8]));
         for step in [1, 2, 3, 7, 13, 500, wire.len()] {
-            let mut i = Inbound::new(65536);
-            let mut out = Vec::new();
-            for chunk in wire.chunks(step) {
-                i.feed(chunk, &mut out).expect("valid");
-            }
+            let (out, i) = fed_in_chunks(&wire, step);
             assert_eq!(
                 out,
                 vec![
@@ -502,11 +508,7 @@ mod tests {
         wire.extend(client(0x89, b"in between", [2; 4]));
         wire.extend(client(0x80, &[0xa9], [1; 4]));
         for step in 1..wire.len() {
-            let mut i = Inbound::new(65536);
-            let mut out = Vec::new();
-            for chunk in wire.chunks(step) {
-                i.feed(chunk, &mut out).expect("valid");
-            }
+            let (out, _) = fed_in_chunks(&wire, step);
             assert_eq!(
                 out,
                 [
