@@ -63,3 +63,16 @@ filter = "warn"
 TOML
 	} >"$dir/imsgw.toml"
 }
+
+# many_gateway NAME: the registrar with room for 19,500 registrations and imsgw in front of it
+# with room for 19,600 WebSockets and no per-address caps (the load comes from 400 addresses);
+# sets pid and rss().
+many_gateway() {
+	KAM_LOG_LEVEL=1 KAM_SHM_MB=2560 deploy/lab/kamailio-start.sh ims deploy/lab/kamailio-ims.cfg "$dir" \
+		-A IMS_PORT=5370 -A IMS_TLS_PORT=5371 >/dev/null
+	imsgw_toml "$1" false "max_connections = 19600" "max_connections_per_address = 0" \
+		"max_unregistered_per_address = 0"
+	start_imsgw "$dir/imsgw.toml" "$dir/imsgw.log" http://127.0.0.1:8380
+	pid=$(cat "$dir/imsgw.pid")
+}
+rss() { awk '/^VmRSS/ { printf "%.1f MiB", $2 / 1024 }' /proc/$pid/status; }

@@ -14,12 +14,7 @@ mkdir -p "$dir"
 echo "bench dir: $dir"
 n=19500
 . tools/loadgen/common.sh
-KAM_LOG_LEVEL=1 KAM_SHM_MB=2560 deploy/lab/kamailio-start.sh ims deploy/lab/kamailio-ims.cfg "$dir" -A IMS_PORT=5370 -A IMS_TLS_PORT=5371 >/dev/null
-imsgw_toml many false "max_connections = 19600" "max_connections_per_address = 0" \
-	"max_unregistered_per_address = 0"
-start_imsgw "$dir/imsgw.toml" "$dir/imsgw.log" http://127.0.0.1:8380
-pid=$(cat "$dir/imsgw.pid")
-rss() { awk '/^VmRSS/ { printf "%.1f MiB", $2 / 1024 }' /proc/$pid/status; }
+many_gateway many
 echo "imsgw baseline RSS $(rss)"
 common=(--url ws://127.0.0.1:8380/sip --count 9750 --concurrency 200 --pidfile $dir/imsgw.pid --hold 40 --time-limit 240
   --mint-key-dir $dir/keys-many --issuer http://127.0.0.1:8380 --audience sip:ims.example --scope sip --token-ttl 900 --unregister)

@@ -19,12 +19,7 @@ echo "bench dir: $dir"
 n=19500
 per=$((n / 2))
 . tools/loadgen/common.sh
-KAM_LOG_LEVEL=1 KAM_SHM_MB=2560 deploy/lab/kamailio-start.sh ims deploy/lab/kamailio-ims.cfg "$dir" -A IMS_PORT=5370 -A IMS_TLS_PORT=5371 >/dev/null
-imsgw_toml steady false "max_connections = 19600" "max_connections_per_address = 0" \
-	"max_unregistered_per_address = 0"
-start_imsgw "$dir/imsgw.toml" "$dir/imsgw.log" http://127.0.0.1:8380
-pid=$(cat "$dir/imsgw.pid")
-rss() { awk '/^VmRSS/ { printf "%.1f MiB", $2 / 1024 }' /proc/$pid/status; }
+many_gateway steady
 cpu() { awk '{ printf "%.1f", ($14+$15)/100 }' /proc/$pid/stat; }
 echo "imsgw baseline RSS $(rss)"
 common=(--url ws://127.0.0.1:8380/sip --count $per --concurrency 200 --pidfile $dir/imsgw.pid
