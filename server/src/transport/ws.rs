@@ -153,12 +153,7 @@ fn handshake_request(
     headers: &HeaderMap,
 ) -> Result<(), (StatusCode, &'static str)> {
     let has_token = |name: header::HeaderName, token: &str| {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
+        list_tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token))
     };
     // §4.2.1 (1): a GET. The router also hands this handler HEAD requests.
     if method != Method::GET {
@@ -223,14 +218,20 @@ fn refused(why: Refusal) -> Response {
 /// The client's offer of the `sip` subprotocol, spelled as the client spelled it: the answer
 /// names it the same way, as a client checks the server chose one it offered (RFC 6455 §4.1).
 fn offered_sip(headers: &HeaderMap) -> Option<HeaderValue> {
+    list_tokens(headers, header::SEC_WEBSOCKET_PROTOCOL)
+        .find(|p| p.eq_ignore_ascii_case("sip"))
+        .and_then(|p| HeaderValue::from_str(p).ok())
+}
+
+/// The elements of a comma-separated header list (RFC 9110 §5.6.1), over every line of
+/// `name`, trimmed.
+fn list_tokens(headers: &HeaderMap, name: header::HeaderName) -> impl Iterator<Item = &str> {
     headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .find(|p| p.eq_ignore_ascii_case("sip"))
-        .and_then(|p| HeaderValue::from_str(p).ok())
 }
 
 /// What woke a connection's task.
