@@ -127,9 +127,11 @@ pub struct Hub {
     verify_jobs: Option<VerifyJobs>,
 }
 
+/// A token check for a verifying thread: the job and the token it is for.
+type VerifyJob = (Box<imsgw_token::Job>, imsgw_token::AccessToken);
+
 /// The queue to the verifying threads.
-pub type VerifyJobs =
-    std::sync::mpsc::SyncSender<(Box<imsgw_token::Job>, imsgw_token::AccessToken)>;
+pub type VerifyJobs = std::sync::mpsc::SyncSender<VerifyJob>;
 
 /// Token checks waiting for a verifying thread at most; beyond, the edge checks inline.
 const VERIFY_QUEUE: usize = 1024;
@@ -145,9 +147,7 @@ pub fn verify_threads(
     if n == 0 {
         return Ok(None);
     }
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(Box<imsgw_token::Job>, imsgw_token::AccessToken)>(
-        VERIFY_QUEUE,
-    );
+    let (tx, rx) = std::sync::mpsc::sync_channel::<VerifyJob>(VERIFY_QUEUE);
     let rx = Arc::new(std::sync::Mutex::new(rx));
     let hub = hub.downgrade();
     for i in 0..n {
